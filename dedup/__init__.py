@@ -1,0 +1,76 @@
+"""dedup: the broker side of Kafka's idempotent producer.
+
+``ProducerStateTable`` is the compiled table (``dedup._state``). With the environment
+variable ``DEDUP_PURE_PYTHON=1`` the public names bind to the pure-Python twin in
+:mod:`dedup.reference` instead; without it, a missing extension is an ImportError that says
+how to build it, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import errors
+from ._types import (
+    DEFAULT_WINDOW,
+    MAX_WINDOW,
+    AppendManyResult,
+    BatchMetadata,
+    CompletedTxn,
+    Origin,
+    ProducerStateEntry,
+    decrement_sequence,
+    in_sequence,
+    increment_sequence,
+)
+from .errors import (
+    CorruptRecordError,
+    DuplicateSequenceError,
+    InvalidProducerEpochError,
+    InvalidRecordError,
+    InvalidTxnStateError,
+    KafkaError,
+    OutOfOrderSequenceError,
+    TransactionCoordinatorFencedError,
+)
+
+PURE_PYTHON = os.environ.get("DEDUP_PURE_PYTHON", "") not in ("", "0")
+
+if PURE_PYTHON:
+    from .reference import AppendResult, ProducerStateTable
+else:
+    try:
+        from ._state import AppendResult, ProducerStateTable
+    except ImportError as error:  # pragma: no cover - exercised by a subprocess test
+        raise ImportError(
+            "dedup's compiled core (dedup._state) is not built. Build it with "
+            "`pip install -e .` (needs a C compiler), or set DEDUP_PURE_PYTHON=1 to use the "
+            f"pure-Python twin, about 50x slower. Cause: {error}"
+        ) from error
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppendManyResult",
+    "AppendResult",
+    "BatchMetadata",
+    "CompletedTxn",
+    "CorruptRecordError",
+    "DEFAULT_WINDOW",
+    "DuplicateSequenceError",
+    "InvalidProducerEpochError",
+    "InvalidRecordError",
+    "InvalidTxnStateError",
+    "KafkaError",
+    "MAX_WINDOW",
+    "Origin",
+    "OutOfOrderSequenceError",
+    "PURE_PYTHON",
+    "ProducerStateEntry",
+    "ProducerStateTable",
+    "TransactionCoordinatorFencedError",
+    "decrement_sequence",
+    "errors",
+    "in_sequence",
+    "increment_sequence",
+]

@@ -1,0 +1,181 @@
+"""Argument checks at the public boundary, shared by both twins.
+
+A bad argument is the caller's bug, not a Kafka error: it raises ``TypeError`` (not an
+integer) or ``ValueError`` (out of range), and the message names the argument. The compiled
+table does the scalar checks in C with the same wording; both use :func:`batch_arrays` for
+the numpy boundary.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Optional
+
+import numpy as np
+
+from ._types import INT16_MAX, INT16_MIN, INT32_MAX, INT64_MAX, INT64_MIN, MAX_WINDOW, Origin
+
+
+def integer(name: str, value: Any, low: int, high: int, what: str) -> int:
+    """``value`` as an int in ``[low, high]``; ``what`` describes the range in messages."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be {what}, got {number}")
+    return number
+
+
+def producer_id(value: Any) -> int:
+    return integer("producer_id", value, 0, INT64_MAX, "in [0, 2^63-1]")
+
+
+def maybe_producer_id(value: Any) -> Optional[int]:
+    """``value`` as a producer id, or ``None`` if it cannot be one (for ``in``)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = operator.index(value)
+    except TypeError:
+        return None
+    return number if 0 <= number <= INT64_MAX else None
+
+
+def producer_epoch(value: Any) -> int:
+    return integer("producer_epoch", value, INT16_MIN, INT16_MAX, "an int16")
+
+
+def base_sequence(value: Any) -> int:
+    return integer("base_sequence", value, -1, INT32_MAX, "in [-1, 2^31-1]")
+
+
+def record_count(value: Any) -> int:
+    return integer("record_count", value, 1, INT32_MAX, "in [1, 2^31-1]")
+
+
+def offset(name: str, value: Any) -> int:
+    return integer(name, value, 0, INT64_MAX, "in [0, 2^63-1]")
+
+
+def timestamp(name: str, value: Any) -> int:
+    return integer(name, value, INT64_MIN, INT64_MAX, "an int64")
+
+
+def coordinator_epoch(value: Any) -> int:
+    return integer("coordinator_epoch", value, -(1 << 31), INT32_MAX, "an int32")
+
+
+def window(value: Any) -> int:
+    return integer("window", value, 1, MAX_WINDOW, f"in [1, {MAX_WINDOW}]")
+
+
+def capacity(value: Any) -> int:
+    return integer("capacity", value, 0, (1 << 31) - 2, "in [0, 2^31-2]")
+
+
+def origin(value: Any) -> Origin:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"origin must be an Origin, got {value!r}")
+    try:
+        return Origin(value)
+    except ValueError:
+        raise ValueError(f"origin must be an Origin (CLIENT, REPLICATION or COORDINATOR), got {value!r}") from None
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def last_offset(base_offset: int, count: int) -> int:
+    """The batch's last offset; ``ValueError`` if it would pass 2^63-1."""
+    if base_offset > INT64_MAX - (count - 1):
+        raise ValueError(f"base_offset {base_offset} + record_count {count} passes the largest offset 2^63-1")
+    return base_offset + count - 1
+
+
+def not_backwards(name: str, value: int, map_end_offset: int) -> None:
+    if value < map_end_offset:
+        raise ValueError(
+            f"{name} {value} is below the table's map_end_offset {map_end_offset}: offsets must not go backwards"
+        )
+
+
+# (argument name, dtype, low, high) of append_many's arrays, in signature order.
+_COLUMNS = (
+    ("producer_ids", np.int64, 0, INT64_MAX),
+    ("producer_epochs", np.int16, INT16_MIN, INT16_MAX),
+    ("base_sequences", np.int32, -1, INT32_MAX),
+    ("record_counts", np.int32, 1, INT32_MAX),
+    ("max_timestamps", np.int64, INT64_MIN, INT64_MAX),
+)
+
+
+def _column(name: str, value: Any, dtype: Any, low: int, high: int) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"{name} must be a 1-D integer array, got None")
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got {array.ndim} dimensions")
+    if array.dtype.kind not in "iu" and not (array.size == 0 and not isinstance(value, np.ndarray)):
+        raise TypeError(f"{name} must have an integer dtype, got {array.dtype}")
+    info = np.iinfo(dtype)
+    if array.size and (array.dtype != dtype or (low, high) != (info.min, info.max)):
+        outside = np.flatnonzero((array < low) | (array > high))
+        if len(outside):
+            at = int(outside[0])
+            raise ValueError(f"{name}[{at}] is {int(array[at])}, outside [{low}, {high}]")
+    # A copy only when the dtype or the layout differs; read-only input stays read-only.
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def batch_arrays(
+    producer_ids: Any,
+    producer_epochs: Any,
+    base_sequences: Any,
+    record_counts: Any,
+    max_timestamps: Any,
+    transactional: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """The numpy boundary of ``append_many``: checked, C-contiguous arrays of the kernel's dtypes.
+
+    Integer arrays of another width are converted when every value fits; anything else is a
+    ``TypeError`` (not an integer array) or ``ValueError`` (wrong shape, length or value)
+    naming the argument. ``max_timestamps=None`` means -1 (NO_TIMESTAMP) for every batch and
+    ``transactional=None`` means no batch is transactional.
+    """
+    given = [producer_ids, producer_epochs, base_sequences, record_counts]
+    arrays = [_column(name, value, dtype, low, high) for (name, dtype, low, high), value in zip(_COLUMNS, given)]
+    count = len(arrays[0])
+    if max_timestamps is None:
+        arrays.append(np.full(count, -1, dtype=np.int64))
+    else:
+        name, dtype, low, high = _COLUMNS[4]
+        arrays.append(_column(name, max_timestamps, dtype, low, high))
+    names = [column[0] for column in _COLUMNS]
+    for name, array in zip(names[1:], arrays[1:]):
+        if len(array) != count:
+            raise ValueError(f"{name} has {len(array)} rows but producer_ids has {count}")
+    txn: Optional[np.ndarray] = None
+    if transactional is not None:
+        txn = np.asarray(transactional)
+        if txn.dtype != np.bool_:
+            raise TypeError(f"transactional must be a bool array, got {txn.dtype}")
+        if txn.ndim != 1 or len(txn) != count:
+            raise ValueError(f"transactional must be 1-D with {count} rows, got shape {txn.shape}")
+        txn = np.ascontiguousarray(txn)
+    pids, epochs, seqs, counts, stamps = arrays
+    return pids, epochs, seqs, counts, stamps, txn
+
+
+def total_records_fit(log_end_offset: int, record_counts: np.ndarray) -> None:
+    """``ValueError`` unless every batch could be given offsets below 2^63."""
+    total = int(record_counts.sum(dtype=np.uint64)) if len(record_counts) else 0
+    if total and log_end_offset > INT64_MAX - total + 1:
+        raise ValueError(
+            f"log_end_offset {log_end_offset} + {total} records passes the largest offset 2^63-1"
+        )

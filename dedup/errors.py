@@ -1,0 +1,104 @@
+"""Errors a partition leader returns for a produce request, named after Kafka's.
+
+Every class carries Kafka's wire error code in ``.code`` and Kafka's error name in
+``.error_name`` (spec §2.7). Both twins of the table raise exactly these classes, and the
+vectorised paths report the same codes per batch; :func:`error_for_code` maps a code back
+to its class.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "KafkaError",
+    "CorruptRecordError",
+    "OutOfOrderSequenceError",
+    "DuplicateSequenceError",
+    "InvalidProducerEpochError",
+    "InvalidTxnStateError",
+    "TransactionCoordinatorFencedError",
+    "InvalidRecordError",
+    "NONE",
+    "error_for_code",
+]
+
+#: Kafka's code for "no error".
+NONE = 0
+
+
+class KafkaError(Exception):
+    """Base class of every error with a Kafka wire code."""
+
+    code: int = -1
+    error_name: str = "UNKNOWN_SERVER_ERROR"
+
+
+class CorruptRecordError(KafkaError):
+    """CORRUPT_MESSAGE: a batch failed its CRC-32C or cannot be parsed (spec §2.1 rule 5)."""
+
+    code = 2
+    error_name = "CORRUPT_MESSAGE"
+
+
+class OutOfOrderSequenceError(KafkaError):
+    """OUT_OF_ORDER_SEQUENCE_NUMBER: a gap in a producer's sequence (spec §2.1 rules 15-16)."""
+
+    code = 45
+    error_name = "OUT_OF_ORDER_SEQUENCE_NUMBER"
+
+
+class DuplicateSequenceError(KafkaError):
+    """DUPLICATE_SEQUENCE_NUMBER: listed for the code table only.
+
+    Brokers have not returned it since 1.1 (spec §2.1 rule 10): a duplicate is answered
+    with error NONE and the original offsets. dedup never raises it.
+    """
+
+    code = 46
+    error_name = "DUPLICATE_SEQUENCE_NUMBER"
+
+
+class InvalidProducerEpochError(KafkaError):
+    """INVALID_PRODUCER_EPOCH: a batch or marker from an older (fenced) epoch (rule 12, M2)."""
+
+    code = 47
+    error_name = "INVALID_PRODUCER_EPOCH"
+
+
+class InvalidTxnStateError(KafkaError):
+    """INVALID_TXN_STATE: a non-transactional batch during an ongoing transaction (rule 18)."""
+
+    code = 48
+    error_name = "INVALID_TXN_STATE"
+
+
+class TransactionCoordinatorFencedError(KafkaError):
+    """TRANSACTION_COORDINATOR_FENCED: a marker from an older coordinator epoch (M3)."""
+
+    code = 52
+    error_name = "TRANSACTION_COORDINATOR_FENCED"
+
+
+class InvalidRecordError(KafkaError):
+    """INVALID_RECORD: a batch breaks a record-level rule (spec §2.1 rules 1, 3, 6-8)."""
+
+    code = 87
+    error_name = "INVALID_RECORD"
+
+
+_BY_CODE: dict[int, type[KafkaError]] = {
+    cls.code: cls
+    for cls in (
+        CorruptRecordError,
+        OutOfOrderSequenceError,
+        DuplicateSequenceError,
+        InvalidProducerEpochError,
+        InvalidTxnStateError,
+        TransactionCoordinatorFencedError,
+        InvalidRecordError,
+    )
+}
+
+
+def error_for_code(code: int) -> type[KafkaError]:
+    """The error class for a Kafka wire code; ``KeyError`` for 0 (NONE) or an unknown code."""
+    return _BY_CODE[int(code)]

@@ -1,0 +1,471 @@
+"""The pure-Python twin of the producer-state table: the oracle the compiled table is tested against.
+
+Written for clarity, one Kafka rule per branch, with the spec's rule numbers
+(``../shared/spec/kafka-producer-state.md``). Same API, same exceptions and the same results
+as :class:`dedup._state.ProducerStateTable`; ``DEDUP_PURE_PYTHON=1`` makes ``dedup`` export
+this one instead.
+
+Not modelled, in either twin: transaction verification (KIP-890, rules 2, 11, 13, 14; as if
+``transaction.partition.verification.enable=false``) and the post-4.0 marker epoch rule
+(M2 variant). dedup follows Kafka 4.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from . import _args
+from ._types import (
+    DEFAULT_WINDOW,
+    NO_PRODUCER_EPOCH,
+    NO_SEQUENCE,
+    NO_TIMESTAMP,
+    AppendManyResult,
+    BatchMetadata,
+    CompletedTxn,
+    Origin,
+    ProducerStateEntry,
+    in_sequence,
+    increment_sequence,
+)
+from ._messages import batch_error, marker_error
+from .errors import (
+    InvalidProducerEpochError,
+    InvalidRecordError,
+    InvalidTxnStateError,
+    KafkaError,
+    OutOfOrderSequenceError,
+    TransactionCoordinatorFencedError,
+)
+
+__all__ = ["AppendResult", "ProducerStateTable"]
+
+log = logging.getLogger("dedup")
+
+
+class AppendResult:
+    """The verdict on one batch: appended (or to be appended) at these offsets, or a duplicate.
+
+    For a duplicate, ``base_offset``, ``last_offset`` and ``timestamp`` are the ORIGINAL
+    batch's (spec §2.1 rule 10); otherwise they are this batch's offsets and max timestamp.
+    A result of :meth:`ProducerStateTable.check` is passed to
+    :meth:`ProducerStateTable.update` once the batch is written.
+    """
+
+    __slots__ = (
+        "duplicate",
+        "base_offset",
+        "last_offset",
+        "timestamp",
+        "producer_id",
+        "producer_epoch",
+        "base_sequence",
+        "last_sequence",
+        "origin",
+        "transactional",
+        "_table",
+        "_generation",
+    )
+
+    def __init__(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("AppendResult is read-only")
+
+    def __repr__(self) -> str:
+        kind = "duplicate" if self.duplicate else "append"
+        return (
+            f"AppendResult({kind}, producer_id={self.producer_id}, base_offset={self.base_offset}, "
+            f"last_offset={self.last_offset}, timestamp={self.timestamp})"
+        )
+
+
+class _Entry:
+    """The live, mutable state of one producer (spec §1.2)."""
+
+    __slots__ = ("producer_epoch", "batches", "coordinator_epoch", "last_timestamp", "current_txn_first_offset")
+
+    def __init__(self, window: int) -> None:
+        self.producer_epoch = NO_PRODUCER_EPOCH
+        self.batches: deque[BatchMetadata] = deque(maxlen=window)
+        self.coordinator_epoch = -1
+        self.last_timestamp = NO_TIMESTAMP
+        self.current_txn_first_offset: Optional[int] = None
+
+    @property
+    def last_sequence(self) -> int:
+        return self.batches[-1].last_sequence if self.batches else NO_SEQUENCE
+
+    def maybe_update_producer_epoch(self, epoch: int) -> None:
+        # The only place a sequence "reset" happens: any epoch change (up or down) drops the
+        # batch metadata (spec §1.2).
+        if epoch != self.producer_epoch:
+            self.batches.clear()
+            self.producer_epoch = epoch
+
+    def find_duplicate(self, epoch: int, first_sequence: int, last_sequence: int) -> Optional[BatchMetadata]:
+        if epoch != self.producer_epoch:
+            return None
+        for batch in self.batches:
+            if batch.first_sequence == first_sequence and batch.last_sequence == last_sequence:
+                return batch
+        return None
+
+
+class ProducerStateTable:
+    """The producer state of one partition replica (pure Python).
+
+    ``window`` is how many batches per producer are retained for duplicate detection
+    (Kafka: 5). ``capacity`` is a presizing hint; the twin ignores it.
+    """
+
+    def __init__(self, window: int = DEFAULT_WINDOW, *, capacity: int = 0) -> None:
+        self._window = _args.window(window)
+        _args.capacity(capacity)
+        self._producers: dict[int, _Entry] = {}
+        self._map_end_offset = 0
+        self._generation = 0
+
+    # -- inspection -------------------------------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @property
+    def map_end_offset(self) -> int:
+        """Exclusive end offset of what the table reflects (Kafka's mapEndOffset)."""
+        return self._map_end_offset
+
+    def __len__(self) -> int:
+        return len(self._producers)
+
+    def __contains__(self, producer_id: object) -> bool:
+        number = _args.maybe_producer_id(producer_id)
+        return number is not None and number in self._producers
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._producers))
+
+    def producer_ids(self) -> np.ndarray:
+        return np.fromiter(self._producers, dtype=np.int64, count=len(self._producers))
+
+    def entry(self, producer_id: int) -> Optional[ProducerStateEntry]:
+        producer_id = _args.producer_id(producer_id)
+        live = self._producers.get(producer_id)
+        if live is None:
+            return None
+        return ProducerStateEntry(
+            producer_id=producer_id,
+            producer_epoch=live.producer_epoch,
+            batches=tuple(live.batches),
+            coordinator_epoch=live.coordinator_epoch,
+            last_timestamp=live.last_timestamp,
+            current_txn_first_offset=live.current_txn_first_offset,
+        )
+
+    def memory_bytes(self) -> int:
+        """An estimate of the Python objects the twin holds (the compiled table is exact)."""
+        total = sys.getsizeof(self._producers)
+        for live in self._producers.values():
+            total += sys.getsizeof(live) + sys.getsizeof(live.batches)
+            total += sum(sys.getsizeof(batch) for batch in live.batches)
+        return total
+
+    def __repr__(self) -> str:
+        return f"<dedup.reference.ProducerStateTable window={self._window} producers={len(self)}>"
+
+    # -- data batches -----------------------------------------------------------------------
+
+    def check(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        base_sequence: int,
+        record_count: int,
+        base_offset: int,
+        *,
+        max_timestamp: int = NO_TIMESTAMP,
+        origin: Origin = Origin.CLIENT,
+        transactional: bool = False,
+    ) -> AppendResult:
+        """Validate one batch without changing the table (spec §3.1 staging).
+
+        Returns the verdict: a duplicate (answered with the original batch's offsets and
+        timestamp) or a batch to write at ``base_offset``; raises the Kafka error otherwise.
+        """
+        producer_id = _args.producer_id(producer_id)
+        epoch = _args.producer_epoch(producer_epoch)
+        base_sequence = _args.base_sequence(base_sequence)
+        count = _args.record_count(record_count)
+        base_offset = _args.offset("base_offset", base_offset)
+        max_timestamp = _args.timestamp("max_timestamp", max_timestamp)
+        origin = _args.origin(origin)
+        transactional = _args.flag("transactional", transactional)
+        last_offset = _args.last_offset(base_offset, count)
+        _args.not_backwards("base_offset", base_offset, self._map_end_offset)
+
+        last_sequence = NO_SEQUENCE if base_sequence == NO_SEQUENCE else increment_sequence(base_sequence, count - 1)
+        live = self._producers.get(producer_id)
+
+        def result(duplicate: bool, first: int, last: int, stamp: int) -> AppendResult:
+            return AppendResult(
+                duplicate=duplicate,
+                base_offset=first,
+                last_offset=last,
+                timestamp=stamp,
+                producer_id=producer_id,
+                producer_epoch=epoch,
+                base_sequence=base_sequence,
+                last_sequence=last_sequence,
+                origin=origin,
+                transactional=transactional,
+                _table=self,
+                _generation=self._generation,
+            )
+
+        def reject(code: int) -> KafkaError:
+            return batch_error(
+                code,
+                producer_id,
+                base_offset,
+                epoch,
+                base_sequence,
+                live.producer_epoch if live is not None else NO_PRODUCER_EPOCH,
+                live.last_sequence if live is not None else NO_SEQUENCE,
+                -1 if live is None or live.current_txn_first_offset is None else live.current_txn_first_offset,
+            )
+
+        # Rule 8: a client batch with a producer id must carry a sequence.
+        if origin == Origin.CLIENT and base_sequence == NO_SEQUENCE:
+            raise reject(InvalidRecordError.code)
+        current_epoch = live.producer_epoch if live is not None else NO_PRODUCER_EPOCH
+
+        # Rule 10: a duplicate is found before any other check, for clients only.
+        if origin == Origin.CLIENT and live is not None:
+            original = live.find_duplicate(epoch, base_sequence, last_sequence)
+            if original is not None:
+                return result(True, original.first_offset, original.last_offset, original.timestamp)
+
+        # Rule 12: an older epoch is fenced; a follower only warns (§2.4).
+        if epoch < current_epoch:
+            if origin != Origin.REPLICATION:
+                raise reject(InvalidProducerEpochError.code)
+            log.warning(
+                "producer %d: epoch %d is older than the current epoch %d; accepted from replication",
+                producer_id, epoch, current_epoch,
+            )
+
+        # Rules 15-16: sequence checks, for clients only.
+        if origin == Origin.CLIENT:
+            if epoch != current_epoch:
+                # Rule 15: a new epoch starts at 0, unless the producer is unknown (KIP-360).
+                if base_sequence != 0 and current_epoch != NO_PRODUCER_EPOCH:
+                    raise reject(OutOfOrderSequenceError.code)
+            elif current_epoch != NO_PRODUCER_EPOCH:
+                # Rule 16: same epoch: the batch must follow the last one (wrapping at 2^31-1).
+                assert live is not None
+                if not in_sequence(live.last_sequence, base_sequence):
+                    raise reject(OutOfOrderSequenceError.code)
+
+        # Rule 18: no plain batch inside an ongoing transaction, whatever the origin.
+        if live is not None and live.current_txn_first_offset is not None and not transactional:
+            raise reject(InvalidTxnStateError.code)
+        return result(False, base_offset, last_offset, max_timestamp)
+
+    def update(self, result: AppendResult) -> None:
+        """Record a batch that :meth:`check` accepted and the log has written (spec §3.2 step 4).
+
+        ``ValueError`` for a duplicate (nothing to record) or a stale result (the table
+        changed since the check); ``TypeError`` for anything but this table's own result.
+        """
+        if not isinstance(result, AppendResult):
+            raise TypeError(f"result must be an AppendResult from check(), got {type(result).__name__}")
+        if result._table is not self:
+            raise ValueError("result comes from another table's check()")
+        if result.duplicate:
+            raise ValueError("result is a duplicate: there is nothing to record")
+        if result._generation != self._generation:
+            raise ValueError("result is stale: the table changed since check(); check the batch again")
+        live = self._producers.get(result.producer_id)
+        if live is None:
+            live = self._producers[result.producer_id] = _Entry(self._window)
+        # Rule 17: record the batch (an epoch change drops the older batches first).
+        live.maybe_update_producer_epoch(result.producer_epoch)
+        offset_delta = result.last_offset - result.base_offset
+        live.batches.append(BatchMetadata(result.last_sequence, result.last_offset, offset_delta, result.timestamp))
+        live.last_timestamp = result.timestamp
+        # Rule 18: the first transactional batch starts a transaction.
+        if result.transactional and live.current_txn_first_offset is None:
+            live.current_txn_first_offset = result.base_offset
+        self._map_end_offset = result.last_offset + 1
+        self._generation += 1
+
+    def append(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        base_sequence: int,
+        record_count: int,
+        base_offset: int,
+        *,
+        max_timestamp: int = NO_TIMESTAMP,
+        origin: Origin = Origin.CLIENT,
+        transactional: bool = False,
+    ) -> AppendResult:
+        """:meth:`check`, then :meth:`update` unless the batch is a duplicate."""
+        result = self.check(
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            record_count,
+            base_offset,
+            max_timestamp=max_timestamp,
+            origin=origin,
+            transactional=transactional,
+        )
+        if not result.duplicate:
+            self.update(result)
+        return result
+
+    def append_many(
+        self,
+        producer_ids: Any,
+        producer_epochs: Any,
+        base_sequences: Any,
+        record_counts: Any,
+        max_timestamps: Any = None,
+        *,
+        log_end_offset: int,
+        origin: Origin = Origin.CLIENT,
+        transactional: Any = None,
+    ) -> AppendManyResult:
+        """:meth:`append` for each row, accepted batches taking consecutive offsets from
+        ``log_end_offset``; a Kafka error becomes that row's code instead of an exception."""
+        pids, epochs, seqs, counts, stamps, txn = _args.batch_arrays(
+            producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps, transactional
+        )
+        log_end_offset = _args.offset("log_end_offset", log_end_offset)
+        _args.not_backwards("log_end_offset", log_end_offset, self._map_end_offset)
+        _args.total_records_fit(log_end_offset, counts)
+        origin = _args.origin(origin)
+        rows = len(pids)
+        codes = np.zeros(rows, dtype=np.int16)
+        duplicate = np.zeros(rows, dtype=np.bool_)
+        firsts = np.full(rows, -1, dtype=np.int64)
+        lasts = np.full(rows, -1, dtype=np.int64)
+        times = np.full(rows, -1, dtype=np.int64)
+        for row in range(rows):
+            try:
+                result = self.append(
+                    int(pids[row]),
+                    int(epochs[row]),
+                    int(seqs[row]),
+                    int(counts[row]),
+                    log_end_offset,
+                    max_timestamp=int(stamps[row]),
+                    origin=origin,
+                    transactional=bool(txn[row]) if txn is not None else False,
+                )
+            except KafkaError as error:
+                codes[row] = error.code
+                continue
+            duplicate[row] = result.duplicate
+            firsts[row], lasts[row], times[row] = result.base_offset, result.last_offset, result.timestamp
+            if not result.duplicate:
+                log_end_offset = result.last_offset + 1
+        return AppendManyResult(codes, duplicate, firsts, lasts, times, log_end_offset)
+
+    # -- transaction markers ----------------------------------------------------------------
+
+    def append_marker(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        offset: int,
+        *,
+        commit: bool,
+        timestamp: int = NO_TIMESTAMP,
+        origin: Origin = Origin.COORDINATOR,
+    ) -> Optional[CompletedTxn]:
+        """Apply a COMMIT or ABORT marker written at ``offset`` (spec §2.2).
+
+        Returns the completed transaction, or ``None`` when none was ongoing (an empty
+        transaction completes nothing, KAFKA-10702). Raises ``InvalidProducerEpochError``
+        (M2) or ``TransactionCoordinatorFencedError`` (M3) for the coordinator; a follower
+        (``REPLICATION``) logs and applies instead. A client cannot send a marker (rule 7).
+        """
+        producer_id = _args.producer_id(producer_id)
+        epoch = _args.producer_epoch(producer_epoch)
+        coordinator_epoch = _args.coordinator_epoch(coordinator_epoch)
+        offset = _args.offset("offset", offset)
+        commit = _args.flag("commit", commit)
+        timestamp = _args.timestamp("timestamp", timestamp)
+        origin = _args.origin(origin)
+        _args.not_backwards("offset", offset, self._map_end_offset)
+        live = self._producers.get(producer_id)
+        current_epoch = live.producer_epoch if live is not None else NO_PRODUCER_EPOCH
+        current_coordinator_epoch = live.coordinator_epoch if live is not None else -1
+
+        def reject(code: int) -> KafkaError:
+            return marker_error(
+                code, producer_id, offset, epoch, coordinator_epoch, current_epoch, current_coordinator_epoch
+            )
+
+        if origin == Origin.CLIENT:  # rule 7: clients cannot write control batches
+            raise reject(InvalidRecordError.code)
+        if epoch < current_epoch:  # M2
+            if origin != Origin.REPLICATION:
+                raise reject(InvalidProducerEpochError.code)
+            log.warning(
+                "producer %d: marker epoch %d is older than the current epoch %d; accepted from replication",
+                producer_id, epoch, current_epoch,
+            )
+        if current_coordinator_epoch > coordinator_epoch:  # M3
+            if origin != Origin.REPLICATION:
+                raise reject(TransactionCoordinatorFencedError.code)
+            log.info(
+                "producer %d: marker coordinator epoch %d is older than %d; accepted from replication",
+                producer_id, coordinator_epoch, current_coordinator_epoch,
+            )
+        if live is None:  # M4: a marker for an unknown producer creates its entry
+            live = self._producers[producer_id] = _Entry(self._window)
+        completed = None
+        if live.current_txn_first_offset is not None:  # M5
+            completed = CompletedTxn(producer_id, live.current_txn_first_offset, offset, not commit)
+        live.maybe_update_producer_epoch(epoch)
+        live.coordinator_epoch = coordinator_epoch
+        live.current_txn_first_offset = None
+        live.last_timestamp = timestamp
+        self._map_end_offset = offset + 1
+        self._generation += 1
+        return completed
+
+    # -- expiration -------------------------------------------------------------------------
+
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
+        """Remove producers idle for at least ``expiration_ms`` (spec §6); returns how many.
+
+        A producer is expired when it has no ongoing transaction and
+        ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic).
+        """
+        now_ms = _args.timestamp("now_ms", now_ms)
+        expiration_ms = _args.integer("expiration_ms", expiration_ms, 1, (1 << 63) - 1, "in [1, 2^63-1]")
+        expired = [
+            producer_id
+            for producer_id, live in self._producers.items()
+            if live.current_txn_first_offset is None and now_ms - live.last_timestamp >= expiration_ms
+        ]
+        for producer_id in expired:
+            del self._producers[producer_id]
+        if expired:
+            self._generation += 1
+        return len(expired)

@@ -1,0 +1,48 @@
+"""Build of dedup's compiled core: the extension list and the Cython directives, in one place.
+
+Environment switches (read at build time):
+  DEDUP_CYTHON_DEBUG=1     bounds, wraparound and initialisation checks on, -O0 -g (a CI leg)
+  DEDUP_CYTHON_ANNOTATE=1  write the HTML annotation next to each .pyx (Python overhead in yellow)
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("DEDUP_CYTHON_DEBUG") == "1"
+ANNOTATE = os.environ.get("DEDUP_CYTHON_ANNOTATE") == "1"
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+
+COMPILE_ARGS = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
+
+# src_cython/ is the source root of the compiled modules and mirrors their names: Cython finds
+# the header of module dedup._state as dedup/_state.pxd on its include path, so the .pyx and
+# its .pxd live in src_cython/dedup/ while the built module lands in the dedup package.
+EXTENSIONS = [
+    Extension(
+        "dedup._state",
+        ["src_cython/dedup/_state.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        EXTENSIONS,
+        compiler_directives=DIRECTIVES,
+        annotate=ANNOTATE,
+        include_path=["src_cython"],
+        # A debug build must not reuse C files generated with the checks off, and back.
+        force=DEBUG or ANNOTATE,
+    ),
+)

@@ -1,0 +1,219 @@
+# The producer-state table, as a C header: layouts, the C-level API and the cdef classes.
+#
+# One partition replica's state (spec §1): per producer id an entry with its epoch, the
+# metadata of its last `window` batches, coordinator epoch, last timestamp and the first
+# offset of an ongoing transaction. Semantics: ../shared/spec/kafka-producer-state.md.
+#
+# Memory layout (no Python object per producer or per batch):
+#   * entries live in a dense array, split into chunks of 2^chunk_shift entries so that
+#     growth never copies more than the first chunk and never holds twice the memory;
+#     entry i is at entry_chunks[i >> chunk_shift] + (i & chunk_mask) * stride;
+#   * last_timestamp sits in a column beside each chunk (ts_chunks), so expiration scans
+#     8 bytes per producer instead of a whole entry;
+#   * an open-addressing index of uint32 slots maps a producer id to its entry number:
+#     slot = (hash tag in the high bits) | (entry number in the low bits), linear probing,
+#     load factor kept in [0.6, 0.8]; see _state.pyx for the probe loop and its sentinels.
+#
+# Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`):
+#   0              EntryHeader (24 bytes)
+#   24             int32 last_sequence[W]
+#   off_delta      int32 offset_delta[W]        (= record count - 1; doubles as the sequence delta)
+#   off_offset     int64 last_offset[W]         (8-aligned)
+#   off_timestamp  int64 timestamp[W]           (the batch's max timestamp)
+#   stride         = off_timestamp + 8 * W
+
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+
+cdef enum AppendOrigin:
+    ORIGIN_CLIENT = 0
+    ORIGIN_REPLICATION = 1
+    ORIGIN_COORDINATOR = 2
+
+
+# Kafka wire error codes (spec §2.7).
+cdef enum ErrorCode:
+    ERR_NONE = 0
+    ERR_CORRUPT_MESSAGE = 2
+    ERR_OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+    ERR_INVALID_PRODUCER_EPOCH = 47
+    ERR_INVALID_TXN_STATE = 48
+    ERR_TRANSACTION_COORDINATOR_FENCED = 52
+    ERR_INVALID_RECORD = 87
+
+
+cdef enum:
+    INT32_MAX_VALUE = 2147483647
+    NO_PRODUCER_EPOCH = -1
+    NO_SEQUENCE = -1
+    NO_TXN = -1                  # current_txn_first_offset when no transaction is ongoing
+    ENTRY_HEADER_SIZE = 24
+    MAX_WINDOW = 255             # head and count are uint8
+
+
+ctypedef struct EntryHeader:
+    int64_t producer_id
+    int64_t current_txn_first_offset   # NO_TXN if none is ongoing
+    int32_t coordinator_epoch
+    int16_t producer_epoch
+    uint8_t head                       # ring slot of the oldest retained batch
+    uint8_t count                      # retained batches, 0..window
+
+
+# One data batch as the table sees it.
+ctypedef struct Batch:
+    int64_t producer_id
+    int64_t base_offset
+    int64_t max_timestamp
+    int32_t base_sequence
+    int32_t last_sequence              # NO_SEQUENCE if base_sequence is
+    int32_t offset_delta               # record count - 1
+    int16_t producer_epoch
+    uint8_t transactional
+    uint8_t origin
+
+
+# The vectorised path's input and output columns, one row per batch (see append_many).
+ctypedef struct BatchColumns:
+    const int64_t* producer_ids
+    const int16_t* producer_epochs
+    const int32_t* base_sequences
+    const int32_t* record_counts
+    const int64_t* max_timestamps
+    const uint8_t* transactional       # NULL: no batch is transactional
+
+
+ctypedef struct VerdictColumns:
+    int16_t* error_codes
+    uint8_t* duplicate
+    int64_t* base_offsets
+    int64_t* last_offsets
+    int64_t* timestamps
+
+
+# What validation found: the original batch of a duplicate, or what an error refers to.
+ctypedef struct Verdict:
+    int64_t base_offset
+    int64_t last_offset
+    int64_t timestamp
+    int64_t current_txn_first_offset
+    int32_t current_last_sequence
+    int32_t current_coordinator_epoch
+    int16_t current_epoch
+    uint8_t duplicate
+    uint8_t epoch_regression           # REPLICATION accepted an older epoch (Kafka warns)
+    uint8_t coordinator_epoch_regression  # REPLICATION accepted an older coordinator epoch
+
+
+ctypedef struct Table:
+    char** entry_chunks
+    int64_t** ts_chunks                # last_timestamp column, one per entry chunk
+    Py_ssize_t n_chunks
+    Py_ssize_t chunk_slots             # length of the two pointer arrays
+    Py_ssize_t chunk0_capacity         # entries chunk 0 holds (grows up to a full chunk)
+    Py_ssize_t chunk_mask
+    int chunk_shift
+    int window
+    Py_ssize_t count                   # live entries: numbers 0..count-1
+    Py_ssize_t reserved                # the capacity hint: never shrink below it
+    Py_ssize_t stride
+    Py_ssize_t off_delta
+    Py_ssize_t off_offset
+    Py_ssize_t off_timestamp
+    uint32_t* index
+    uint32_t index_capacity
+    uint32_t idx_mask
+    uint32_t tag_mask
+    int64_t map_end_offset
+    uint64_t generation                # bumped by every mutation; stale check() results fail
+    size_t bytes                       # memory held by the allocations above
+
+
+# --- sequence arithmetic (spec §8.4) ------------------------------------------------------
+
+cdef inline int32_t increment_sequence(int32_t sequence, int32_t increment) noexcept nogil:
+    if sequence > INT32_MAX_VALUE - increment:
+        return increment - (INT32_MAX_VALUE - sequence) - 1
+    return sequence + increment
+
+
+cdef inline int32_t decrement_sequence(int32_t sequence, int32_t decrement) noexcept nogil:
+    if sequence < decrement:
+        return INT32_MAX_VALUE - (decrement - sequence) + 1
+    return sequence - decrement
+
+
+cdef inline bint in_sequence(int32_t last_sequence, int32_t next_sequence) noexcept nogil:
+    # last + 1 in 64 bits: 2^31-1 is followed only by 0.
+    return (<int64_t>next_sequence == <int64_t>last_sequence + 1
+            or (next_sequence == 0 and last_sequence == INT32_MAX_VALUE))
+
+
+# --- entry access -------------------------------------------------------------------------
+
+cdef inline char* entry_at(const Table* t, Py_ssize_t i) noexcept nogil:
+    return t.entry_chunks[i >> t.chunk_shift] + (i & t.chunk_mask) * t.stride
+
+
+cdef inline int64_t* last_timestamp_at(const Table* t, Py_ssize_t i) noexcept nogil:
+    return t.ts_chunks[i >> t.chunk_shift] + (i & t.chunk_mask)
+
+
+cdef inline int32_t* ring_last_sequence(char* e) noexcept nogil:
+    return <int32_t*>(e + ENTRY_HEADER_SIZE)
+
+
+cdef inline int32_t* ring_offset_delta(const Table* t, char* e) noexcept nogil:
+    return <int32_t*>(e + t.off_delta)
+
+
+cdef inline int64_t* ring_last_offset(const Table* t, char* e) noexcept nogil:
+    return <int64_t*>(e + t.off_offset)
+
+
+cdef inline int64_t* ring_timestamp(const Table* t, char* e) noexcept nogil:
+    return <int64_t*>(e + t.off_timestamp)
+
+
+# --- the C-level API (implemented in _state.pyx) ------------------------------------------
+
+cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1
+cdef void table_free(Table* t) noexcept nogil
+cdef Py_ssize_t table_find(const Table* t, int64_t producer_id) noexcept nogil
+cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 nogil
+cdef int validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Verdict* v) noexcept nogil
+cdef void record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil
+cdef int append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil
+cdef int validate_marker(const Table* t, Py_ssize_t i, int16_t producer_epoch,
+                         int32_t coordinator_epoch, int origin, Verdict* v) noexcept nogil
+cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
+                       int32_t coordinator_epoch, int64_t offset, int64_t timestamp,
+                       int origin, Verdict* v) except -1 nogil
+cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* out,
+                        Py_ssize_t rows, uint8_t origin, int64_t* log_end_offset,
+                        Py_ssize_t* done, Py_ssize_t* epoch_regressions) except -1 nogil
+cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil
+
+
+cdef class AppendResult:
+    cdef readonly bint duplicate
+    cdef readonly int64_t base_offset
+    cdef readonly int64_t last_offset
+    cdef readonly int64_t timestamp
+    cdef readonly int64_t producer_id
+    cdef readonly int16_t producer_epoch
+    cdef readonly int32_t base_sequence
+    cdef readonly int32_t last_sequence
+    cdef readonly bint transactional
+    cdef int _origin
+    cdef object _table
+    cdef uint64_t _generation
+
+
+cdef class ProducerStateTable:
+    cdef Table t
+    cdef int _busy                     # set while append_many runs without the GIL
+    cdef int _check_idle(self) except -1
+    cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
+                         object base_sequence, object record_count, object base_offset,
+                         object max_timestamp, object origin, object transactional) except -1

@@ -1,0 +1,1005 @@
+# The compiled producer-state table. Layouts and the C-level API: _state.pxd.
+# Semantics, rule by rule: ../shared/spec/kafka-producer-state.md (rule numbers below are its).
+#
+# Not modelled (as in dedup.reference): transaction verification (KIP-890; rules 2, 11, 13,
+# 14: as if transaction.partition.verification.enable=false) and the post-4.0 marker epoch
+# rule. dedup follows Kafka 4.0.
+
+cimport cython
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
+from libc.stdint cimport INT64_MAX, INT64_MIN, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+import functools
+import logging
+
+import numpy as np
+
+from dedup import _args
+from dedup._messages import batch_error, marker_error
+from dedup._types import AppendManyResult, BatchMetadata, CompletedTxn, Origin, ProducerStateEntry
+
+cdef extern from *:
+    """
+    #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)
+    #define DEDUP_CHUNK_BYTES ((Py_ssize_t)512 * 1024)
+    #define DEDUP_MAX_PRODUCERS ((Py_ssize_t)2147483646)
+    """
+    # An index slot that holds no entry. A real slot never equals it: the entry number in
+    # the low bits is below the index capacity, itself below 2^bits (see index_masks).
+    const uint32_t DEDUP_INDEX_EMPTY
+    # Entries are allocated in chunks of at most this many bytes (entries + timestamps).
+    const Py_ssize_t DEDUP_CHUNK_BYTES
+    const Py_ssize_t DEDUP_MAX_PRODUCERS
+
+_log = logging.getLogger("dedup")
+_base_offset_arg = functools.partial(_args.offset, "base_offset")
+_max_timestamp_arg = functools.partial(_args.timestamp, "max_timestamp")
+_timestamp_arg = functools.partial(_args.timestamp, "timestamp")
+_offset_arg = functools.partial(_args.offset, "offset")
+cdef object _CLIENT = Origin.CLIENT
+
+
+# --- allocation ---------------------------------------------------------------------------
+
+cdef void* try_alloc(size_t count, size_t size) noexcept nogil:
+    """PyMem_RawMalloc (tracemalloc sees it) of count*size bytes, overflow-checked; NULL on failure."""
+    if size != 0 and count > (<size_t>-1) / size:
+        return NULL
+    return PyMem_RawMalloc(count * size if count * size else 1)
+
+
+cdef int out_of_memory(size_t count, size_t size) except -1 nogil:
+    with gil:
+        raise MemoryError(f"producer-state table: cannot allocate {count} x {size} bytes")
+
+
+cdef void* alloc_array(size_t count, size_t size) except NULL nogil:
+    cdef void* p = try_alloc(count, size)
+    if p == NULL:
+        out_of_memory(count, size)
+    return p
+
+
+# --- hashing and the index ----------------------------------------------------------------
+
+cdef inline uint64_t hash_producer_id(int64_t producer_id) noexcept nogil:
+    # MurmurHash3's 64-bit finaliser: producer ids are handed out sequentially, and every
+    # bit of the result depends on every bit of the id.
+    cdef uint64_t h = <uint64_t>producer_id
+    h ^= h >> 33
+    h *= <uint64_t>0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    h *= <uint64_t>0xc4ceb9fe1a85ec53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:
+    # The high 32 bits of the hash scaled to [0, capacity) (Lemire's fastrange), so the
+    # capacity need not be a power of two; the low bits give the tag.
+    return <uint32_t>(((h >> 32) * <uint64_t>capacity) >> 32)
+
+
+cdef inline uint64_t index_capacity_for(Py_ssize_t producers) noexcept nogil:
+    # Load factor 0.6 after a resize; insert_new resizes again past 0.8.
+    return max(<uint64_t>8, <uint64_t>producers * 5 // 3 + 1)
+
+
+cdef void index_masks(Table* t) noexcept nogil:
+    cdef int bits = 0
+    while bits < 32 and (<uint64_t>1 << bits) <= t.index_capacity:
+        bits += 1
+    t.idx_mask = <uint32_t>((<uint64_t>1 << bits) - 1)
+    t.tag_mask = ~t.idx_mask
+
+
+cdef inline void index_place(Table* t, uint64_t h, Py_ssize_t i) noexcept nogil:
+    cdef uint32_t capacity = t.index_capacity
+    cdef uint32_t slot = home_slot(h, capacity)
+    # Terminates: the load factor stays below 0.8, so an empty slot exists.
+    while t.index[slot] != DEDUP_INDEX_EMPTY:
+        slot += 1
+        if slot == capacity:
+            slot = 0
+    t.index[slot] = (<uint32_t>h & t.tag_mask) | <uint32_t>i
+
+
+cdef void index_fill(Table* t) noexcept nogil:
+    cdef Py_ssize_t i
+    memset(t.index, 0xFF, <size_t>t.index_capacity * sizeof(uint32_t))
+    for i in range(t.count):
+        index_place(t, hash_producer_id((<EntryHeader*>entry_at(t, i)).producer_id), i)
+
+
+cdef int index_resize(Table* t, uint64_t capacity) except -1 nogil:
+    if capacity > <uint64_t>0xFFFFFFFE:
+        with gil:
+            raise MemoryError(f"producer-state table: an index of {capacity} slots is too large")
+    cdef uint32_t* fresh = <uint32_t*>alloc_array(<size_t>capacity, sizeof(uint32_t))
+    if t.index != NULL:
+        PyMem_RawFree(t.index)
+        t.bytes -= <size_t>t.index_capacity * sizeof(uint32_t)
+    t.index = fresh
+    t.index_capacity = <uint32_t>capacity
+    t.bytes += <size_t>capacity * sizeof(uint32_t)
+    index_masks(t)
+    index_fill(t)
+    return 0
+
+
+cdef inline Py_ssize_t find_hashed(const Table* t, int64_t producer_id, uint64_t h) noexcept nogil:
+    if t.count == 0:
+        return -1
+    cdef uint32_t capacity = t.index_capacity
+    cdef uint32_t slot = home_slot(h, capacity)
+    cdef uint32_t tag = <uint32_t>h & t.tag_mask
+    cdef uint32_t value
+    cdef Py_ssize_t i
+    while True:
+        value = t.index[slot]
+        if value == DEDUP_INDEX_EMPTY:
+            return -1
+        if (value & t.tag_mask) == tag:
+            i = value & t.idx_mask
+            if (<EntryHeader*>entry_at(t, i)).producer_id == producer_id:
+                return i
+        slot += 1
+        if slot == capacity:
+            slot = 0
+
+
+cdef Py_ssize_t table_find(const Table* t, int64_t producer_id) noexcept nogil:
+    """The entry number of producer_id, or -1."""
+    return find_hashed(t, producer_id, hash_producer_id(producer_id))
+
+
+# --- entry storage ------------------------------------------------------------------------
+
+cdef inline Py_ssize_t entry_capacity(const Table* t) noexcept nogil:
+    if t.n_chunks == 0:
+        return 0
+    if t.n_chunks == 1:
+        return t.chunk0_capacity
+    return t.n_chunks << t.chunk_shift
+
+
+cdef int ensure_chunk_slots(Table* t, Py_ssize_t slots) except -1 nogil:
+    if slots <= t.chunk_slots:
+        return 0
+    cdef Py_ssize_t fresh_slots = max(<Py_ssize_t>4, t.chunk_slots * 2)
+    while fresh_slots < slots:
+        fresh_slots *= 2
+    cdef char** entries = <char**>try_alloc(fresh_slots, sizeof(char*))
+    cdef int64_t** stamps = <int64_t**>try_alloc(fresh_slots, sizeof(int64_t*))
+    if entries == NULL or stamps == NULL:
+        PyMem_RawFree(entries)
+        PyMem_RawFree(stamps)
+        out_of_memory(fresh_slots, sizeof(char*))
+    if t.n_chunks:
+        memcpy(entries, t.entry_chunks, t.n_chunks * sizeof(char*))
+        memcpy(stamps, t.ts_chunks, t.n_chunks * sizeof(int64_t*))
+    PyMem_RawFree(t.entry_chunks)
+    PyMem_RawFree(t.ts_chunks)
+    t.entry_chunks = entries
+    t.ts_chunks = stamps
+    t.bytes += <size_t>(fresh_slots - t.chunk_slots) * (sizeof(char*) + sizeof(int64_t*))
+    t.chunk_slots = fresh_slots
+    return 0
+
+
+cdef int alloc_chunk(Table* t, Py_ssize_t entries, char** entry_block, int64_t** stamp_block) except -1 nogil:
+    """Both blocks of a chunk, or neither."""
+    entry_block[0] = <char*>try_alloc(entries, t.stride)
+    stamp_block[0] = <int64_t*>try_alloc(entries, sizeof(int64_t))
+    if entry_block[0] == NULL or stamp_block[0] == NULL:
+        PyMem_RawFree(entry_block[0])
+        PyMem_RawFree(stamp_block[0])
+        entry_block[0] = NULL
+        stamp_block[0] = NULL
+        out_of_memory(entries, t.stride + sizeof(int64_t))
+    t.bytes += <size_t>entries * (t.stride + sizeof(int64_t))
+    return 0
+
+
+cdef int reserve_entries(Table* t, Py_ssize_t needed) except -1 nogil:
+    """Room for `needed` entries. Chunk 0 doubles up to a full chunk, then whole chunks are
+    added: growth copies at most one chunk and never holds twice the memory."""
+    cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
+    cdef Py_ssize_t fresh0
+    cdef char* entries
+    cdef int64_t* stamps
+    if needed <= entry_capacity(t):
+        return 0
+    if t.n_chunks <= 1 and t.chunk0_capacity < chunk:
+        fresh0 = max(<Py_ssize_t>8, t.chunk0_capacity * 2)
+        while fresh0 < needed and fresh0 < chunk:
+            fresh0 *= 2
+        fresh0 = min(fresh0, chunk)
+        ensure_chunk_slots(t, 1)
+        alloc_chunk(t, fresh0, &entries, &stamps)
+        if t.n_chunks == 1:
+            memcpy(entries, t.entry_chunks[0], t.count * t.stride)
+            memcpy(stamps, t.ts_chunks[0], t.count * sizeof(int64_t))
+            PyMem_RawFree(t.entry_chunks[0])
+            PyMem_RawFree(t.ts_chunks[0])
+            t.bytes -= <size_t>t.chunk0_capacity * (t.stride + sizeof(int64_t))
+        t.entry_chunks[0] = entries
+        t.ts_chunks[0] = stamps
+        t.n_chunks = 1
+        t.chunk0_capacity = fresh0
+    while entry_capacity(t) < needed:
+        ensure_chunk_slots(t, t.n_chunks + 1)
+        alloc_chunk(t, chunk, &t.entry_chunks[t.n_chunks], &t.ts_chunks[t.n_chunks])
+        t.n_chunks += 1
+    return 0
+
+
+cdef void release_spare_chunks(Table* t) noexcept nogil:
+    """Free whole chunks beyond what the live entries (or the capacity hint) need."""
+    cdef Py_ssize_t keep = max(t.count, t.reserved)
+    cdef Py_ssize_t needed = 1 if keep <= t.chunk_mask + 1 else ((keep - 1) >> t.chunk_shift) + 1
+    cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
+    while t.n_chunks > needed:
+        t.n_chunks -= 1
+        PyMem_RawFree(t.entry_chunks[t.n_chunks])
+        PyMem_RawFree(t.ts_chunks[t.n_chunks])
+        t.entry_chunks[t.n_chunks] = NULL
+        t.ts_chunks[t.n_chunks] = NULL
+        t.bytes -= <size_t>chunk * (t.stride + sizeof(int64_t))
+
+
+cdef Py_ssize_t insert_new(Table* t, int64_t producer_id, uint64_t h) except -1 nogil:
+    """A fresh entry for a producer id known to be absent (spec §1.2 initial values)."""
+    cdef Py_ssize_t n = t.count + 1
+    if n > DEDUP_MAX_PRODUCERS:
+        with gil:
+            raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
+    reserve_entries(t, n)
+    if <uint64_t>n * 5 > <uint64_t>t.index_capacity * 4:
+        index_resize(t, index_capacity_for(n))
+    cdef Py_ssize_t i = t.count
+    cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
+    header.producer_id = producer_id
+    header.current_txn_first_offset = NO_TXN
+    header.coordinator_epoch = -1
+    header.producer_epoch = NO_PRODUCER_EPOCH
+    header.head = 0
+    header.count = 0
+    last_timestamp_at(t, i)[0] = -1
+    index_place(t, h, i)
+    t.count = n
+    return i
+
+
+cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 nogil:
+    cdef uint64_t h = hash_producer_id(producer_id)
+    cdef Py_ssize_t i = find_hashed(t, producer_id, h)
+    if i >= 0:
+        return i
+    return insert_new(t, producer_id, h)
+
+
+cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
+    memset(t, 0, sizeof(Table))
+    t.window = window
+    t.off_delta = ENTRY_HEADER_SIZE + 4 * window
+    t.off_offset = (ENTRY_HEADER_SIZE + 8 * window + 7) & ~7
+    t.off_timestamp = t.off_offset + 8 * window
+    t.stride = t.off_timestamp + 8 * window
+    t.chunk_shift = 4
+    while ((t.stride + 8) << (t.chunk_shift + 1)) <= DEDUP_CHUNK_BYTES and t.chunk_shift < 20:
+        t.chunk_shift += 1
+    t.chunk_mask = (<Py_ssize_t>1 << t.chunk_shift) - 1
+    t.reserved = capacity
+    if capacity > 0:
+        reserve_entries(t, capacity)
+        index_resize(t, index_capacity_for(capacity))
+    return 0
+
+
+cdef void table_free(Table* t) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(t.n_chunks):
+        PyMem_RawFree(t.entry_chunks[k])
+        PyMem_RawFree(t.ts_chunks[k])
+    PyMem_RawFree(t.entry_chunks)
+    PyMem_RawFree(t.ts_chunks)
+    PyMem_RawFree(t.index)
+    memset(t, 0, sizeof(Table))
+
+
+# --- data batches (spec §2.1, §2.3, §2.4) -------------------------------------------------
+
+cdef int validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Verdict* v) noexcept nogil:
+    return _validate_batch(t, i, b, v)
+
+
+cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Verdict* v) noexcept nogil:
+    """Kafka's checks on one batch against entry i (-1: unknown producer), without mutating.
+
+    Returns 0 (accepted, or a duplicate when v.duplicate is set) or a Kafka error code.
+    """
+    cdef char* e = NULL
+    cdef EntryHeader* header = NULL
+    cdef int window = t.window
+    cdef int pos, count = 0, match, rank, match_rank = 0
+    cdef int32_t* sequences
+    cdef int32_t* deltas
+    v.duplicate = 0
+    v.epoch_regression = 0
+    v.current_epoch = NO_PRODUCER_EPOCH
+    v.current_last_sequence = NO_SEQUENCE
+    v.current_txn_first_offset = NO_TXN
+    if i >= 0:
+        e = entry_at(t, i)
+        header = <EntryHeader*>e
+        count = header.count
+        v.current_epoch = header.producer_epoch
+        v.current_txn_first_offset = header.current_txn_first_offset
+        if count:
+            pos = header.head + count - 1
+            v.current_last_sequence = ring_last_sequence(e)[pos - window if pos >= window else pos]
+
+    if b.origin == ORIGIN_CLIENT:
+        # Rule 8: a client batch with a producer id must carry a sequence.
+        if b.base_sequence < 0:
+            return ERR_INVALID_RECORD
+        # Rule 10: a retained batch with the same epoch and sequences is a duplicate; this
+        # comes before every other check. The scan runs over the physical slots [0, count)
+        # (head is 0 until the window is full, see _record_batch), which the compiler can
+        # vectorise; two matches (possible only from replication) resolve to the oldest, as
+        # Kafka's findFirst over its deque.
+        if count and b.producer_epoch == v.current_epoch:
+            sequences = ring_last_sequence(e)
+            deltas = ring_offset_delta(t, e)
+            match = -1
+            for pos in range(count):
+                if (sequences[pos] == b.last_sequence
+                        and decrement_sequence(sequences[pos], deltas[pos]) == b.base_sequence):
+                    rank = pos - header.head
+                    if rank < 0:
+                        rank += window
+                    if match < 0 or rank < match_rank:
+                        match = pos
+                        match_rank = rank
+            if match >= 0:
+                v.duplicate = 1
+                v.last_offset = ring_last_offset(t, e)[match]
+                v.base_offset = v.last_offset - deltas[match]
+                v.timestamp = ring_timestamp(t, e)[match]
+                return ERR_NONE
+
+    # Rule 12: an older epoch is fenced; a follower (and recovery) only warns (§2.4).
+    if b.producer_epoch < v.current_epoch:
+        if b.origin != ORIGIN_REPLICATION:
+            return ERR_INVALID_PRODUCER_EPOCH
+        v.epoch_regression = 1
+
+    if b.origin == ORIGIN_CLIENT:
+        if b.producer_epoch != v.current_epoch:
+            # Rule 15: a new epoch starts at 0, unless the producer is unknown (KIP-360).
+            if b.base_sequence != 0 and v.current_epoch != NO_PRODUCER_EPOCH:
+                return ERR_OUT_OF_ORDER_SEQUENCE_NUMBER
+        elif v.current_epoch != NO_PRODUCER_EPOCH:
+            # Rule 16: same epoch: the batch must follow the last one (wrapping at 2^31-1).
+            if not in_sequence(v.current_last_sequence, b.base_sequence):
+                return ERR_OUT_OF_ORDER_SEQUENCE_NUMBER
+
+    # Rule 18: no plain batch inside an ongoing transaction, whatever the origin.
+    if v.current_txn_first_offset != NO_TXN and not b.transactional:
+        return ERR_INVALID_TXN_STATE
+    v.base_offset = b.base_offset
+    v.last_offset = b.base_offset + b.offset_delta
+    v.timestamp = b.max_timestamp
+    return ERR_NONE
+
+
+cdef void record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil:
+    _record_batch(t, i, b)
+
+
+cdef inline void _record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil:
+    """Merge a validated batch into entry i (Kafka's addBatch + update, spec §1.2, §3.2)."""
+    cdef char* e = entry_at(t, i)
+    cdef EntryHeader* header = <EntryHeader*>e
+    cdef int window = t.window
+    cdef int pos
+    # Rule 17: an epoch change (up or down) drops the retained batches first.
+    if b.producer_epoch != header.producer_epoch:
+        header.producer_epoch = b.producer_epoch
+        header.count = 0
+        header.head = 0
+    if header.count < window:
+        # Until the window is full the ring has not wrapped: head is 0 and the batches sit
+        # in slots [0, count). validate_batch's duplicate scan relies on this.
+        pos = header.count
+        header.count += 1
+    else:
+        # The window is full: the oldest batch makes room.
+        pos = header.head
+        header.head = 0 if header.head + 1 == window else header.head + 1
+    ring_last_sequence(e)[pos] = b.last_sequence
+    ring_offset_delta(t, e)[pos] = b.offset_delta
+    ring_last_offset(t, e)[pos] = b.base_offset + b.offset_delta
+    ring_timestamp(t, e)[pos] = b.max_timestamp
+    last_timestamp_at(t, i)[0] = b.max_timestamp
+    # Rule 18: the first transactional batch starts a transaction.
+    if b.transactional and header.current_txn_first_offset == NO_TXN:
+        header.current_txn_first_offset = b.base_offset
+    t.map_end_offset = b.base_offset + b.offset_delta + 1
+    t.generation += 1
+
+
+cdef int append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil:
+    return _append_batch(t, b, v)
+
+
+cdef inline int _append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil:
+    """validate_batch, then record_batch unless rejected or a duplicate: one hash lookup.
+
+    Returns 0 or the Kafka error code; -1 with MemoryError set if a new entry cannot be made.
+    """
+    cdef uint64_t h = hash_producer_id(b.producer_id)
+    cdef Py_ssize_t i = find_hashed(t, b.producer_id, h)
+    cdef int error = _validate_batch(t, i, b, v)
+    if error != ERR_NONE or v.duplicate:
+        return error
+    if i < 0:
+        i = insert_new(t, b.producer_id, h)
+    _record_batch(t, i, b)
+    return ERR_NONE
+
+
+cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* out,
+                        Py_ssize_t rows, uint8_t origin, int64_t* log_end_offset,
+                        Py_ssize_t* done, Py_ssize_t* epoch_regressions) except -1 nogil:
+    """append_batch for each row; accepted batches take consecutive offsets from
+    *log_end_offset. Rows [0, *done) have their verdicts in `out`."""
+    cdef Batch b
+    cdef Verdict v
+    cdef Py_ssize_t row
+    cdef int error
+    b.origin = origin
+    b.transactional = 0
+    for row in range(rows):
+        b.producer_id = batches.producer_ids[row]
+        b.producer_epoch = batches.producer_epochs[row]
+        b.base_sequence = batches.base_sequences[row]
+        b.offset_delta = batches.record_counts[row] - 1
+        b.max_timestamp = batches.max_timestamps[row]
+        if batches.transactional != NULL:
+            b.transactional = batches.transactional[row]
+        b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
+                           else increment_sequence(b.base_sequence, b.offset_delta))
+        b.base_offset = log_end_offset[0]
+        error = _append_batch(t, &b, &v)
+        out.error_codes[row] = <int16_t>error
+        out.duplicate[row] = v.duplicate
+        if error == ERR_NONE:
+            out.base_offsets[row] = v.base_offset
+            out.last_offsets[row] = v.last_offset
+            out.timestamps[row] = v.timestamp
+            if not v.duplicate:
+                log_end_offset[0] = v.last_offset + 1
+                epoch_regressions[0] += v.epoch_regression
+        else:
+            out.base_offsets[row] = -1
+            out.last_offsets[row] = -1
+            out.timestamps[row] = -1
+        done[0] = row + 1
+    return 0
+
+
+# --- transaction markers (spec §2.2) ------------------------------------------------------
+
+cdef int validate_marker(const Table* t, Py_ssize_t i, int16_t producer_epoch,
+                         int32_t coordinator_epoch, int origin, Verdict* v) noexcept nogil:
+    cdef EntryHeader* header
+    v.duplicate = 0
+    v.epoch_regression = 0
+    v.coordinator_epoch_regression = 0
+    v.current_epoch = NO_PRODUCER_EPOCH
+    v.current_coordinator_epoch = -1
+    v.current_txn_first_offset = NO_TXN
+    if i >= 0:
+        header = <EntryHeader*>entry_at(t, i)
+        v.current_epoch = header.producer_epoch
+        v.current_coordinator_epoch = header.coordinator_epoch
+        v.current_txn_first_offset = header.current_txn_first_offset
+    if origin == ORIGIN_CLIENT:  # rule 7: clients cannot write control batches
+        return ERR_INVALID_RECORD
+    if producer_epoch < v.current_epoch:  # M2
+        if origin != ORIGIN_REPLICATION:
+            return ERR_INVALID_PRODUCER_EPOCH
+        v.epoch_regression = 1
+    if v.current_coordinator_epoch > coordinator_epoch:  # M3
+        if origin != ORIGIN_REPLICATION:
+            return ERR_TRANSACTION_COORDINATOR_FENCED
+        v.coordinator_epoch_regression = 1
+    return ERR_NONE
+
+
+cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
+                       int32_t coordinator_epoch, int64_t offset, int64_t timestamp,
+                       int origin, Verdict* v) except -1 nogil:
+    """Validate and apply a COMMIT/ABORT marker. On success v.current_txn_first_offset is
+    the first offset of the transaction it completed (NO_TXN: none was ongoing)."""
+    cdef uint64_t h = hash_producer_id(producer_id)
+    cdef Py_ssize_t i = find_hashed(t, producer_id, h)
+    cdef int error = validate_marker(t, i, producer_epoch, coordinator_epoch, origin, v)
+    if error != ERR_NONE:
+        return error
+    if i < 0:  # M4: a marker for an unknown producer creates its entry
+        i = insert_new(t, producer_id, h)
+    cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
+    # M5: Kafka's update(epoch, coordinatorEpoch, timestamp): an epoch change drops the
+    # batches; the transaction ends; coordinator epoch and timestamp are replaced.
+    if producer_epoch != header.producer_epoch:
+        header.producer_epoch = producer_epoch
+        header.count = 0
+        header.head = 0
+    header.coordinator_epoch = coordinator_epoch
+    header.current_txn_first_offset = NO_TXN
+    last_timestamp_at(t, i)[0] = timestamp
+    t.map_end_offset = offset + 1
+    t.generation += 1
+    return ERR_NONE
+
+
+# --- expiration (spec §6) -----------------------------------------------------------------
+
+cdef inline bint is_expired(int64_t now_ms, int64_t last_timestamp, int64_t expiration_ms) noexcept nogil:
+    # now - last >= expiration, exactly: the difference can pass 2^63 (Kafka's long would wrap).
+    if last_timestamp > now_ms:
+        return False
+    return <uint64_t>now_ms - <uint64_t>last_timestamp >= <uint64_t>expiration_ms
+
+
+cdef void reindex_after_removal(Table* t) noexcept nogil:
+    """A smaller index if one can be had (memory returns after churn), else the same one
+    refilled in place: this cannot fail, so removal never leaves the index stale."""
+    cdef uint64_t target = index_capacity_for(max(t.count, t.reserved))
+    cdef uint32_t* fresh
+    if target * 2 <= t.index_capacity:
+        fresh = <uint32_t*>PyMem_RawMalloc(<size_t>target * sizeof(uint32_t))
+        if fresh != NULL:
+            PyMem_RawFree(t.index)
+            t.bytes -= <size_t>t.index_capacity * sizeof(uint32_t)
+            t.index = fresh
+            t.index_capacity = <uint32_t>target
+            t.bytes += <size_t>target * sizeof(uint32_t)
+            index_masks(t)
+    index_fill(t)
+
+
+cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
+    """Remove every producer that is expired and has no ongoing transaction, in one pass
+    over the timestamp column, keeping the survivors in their order; returns how many."""
+    cdef Py_ssize_t read, write = 0, removed
+    cdef int64_t last_timestamp
+    for read in range(t.count):
+        last_timestamp = last_timestamp_at(t, read)[0]
+        if (is_expired(now_ms, last_timestamp, expiration_ms)
+                and (<EntryHeader*>entry_at(t, read)).current_txn_first_offset == NO_TXN):
+            continue
+        if write != read:
+            memcpy(entry_at(t, write), entry_at(t, read), t.stride)
+            last_timestamp_at(t, write)[0] = last_timestamp
+        write += 1
+    removed = t.count - write
+    if removed:
+        t.count = write
+        release_spare_chunks(t)
+        reindex_after_removal(t)
+        t.generation += 1
+    return removed
+
+
+# --- Python boundary ----------------------------------------------------------------------
+
+cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slow) except? -1:
+    """An exact int in [low, high] converted in C; anything else goes to `slow`, the
+    dedup._args check that converts it or raises the error naming the argument."""
+    cdef int overflow = 0
+    cdef long long number
+    if PyLong_CheckExact(value):
+        number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and low <= number <= high:
+            return number
+    return slow(value)
+
+
+cdef inline uint8_t as_origin(object value) except 255:
+    if type(value) is Origin or PyLong_CheckExact(value):
+        if 0 <= value <= 2:
+            return <uint8_t>(<int>value)
+    return <uint8_t>(<int>_args.origin(value))
+
+
+cdef inline uint8_t as_flag(object value, str name) except 255:
+    if value is True:
+        return 1
+    if value is False:
+        return 0
+    return 1 if _args.flag(name, value) else 0
+
+
+@cython.freelist(32)
+@cython.auto_pickle(False)
+cdef class AppendResult:
+    """The verdict on one batch: appended (or to be appended) at these offsets, or a duplicate.
+
+    For a duplicate, ``base_offset``, ``last_offset`` and ``timestamp`` are the ORIGINAL
+    batch's (spec §2.1 rule 10); otherwise they are this batch's offsets and max timestamp.
+    A result of :meth:`ProducerStateTable.check` is passed to
+    :meth:`ProducerStateTable.update` once the batch is written.
+    """
+
+    def __init__(self):
+        raise TypeError("AppendResult is made by ProducerStateTable.check() or append()")
+
+    @property
+    def origin(self):
+        return Origin(self._origin)
+
+    def __repr__(self):
+        kind = "duplicate" if self.duplicate else "append"
+        return (f"AppendResult({kind}, producer_id={self.producer_id}, base_offset={self.base_offset}, "
+                f"last_offset={self.last_offset}, timestamp={self.timestamp})")
+
+
+cdef AppendResult make_result(ProducerStateTable table, const Batch* b, const Verdict* v, uint64_t generation):
+    cdef AppendResult r = AppendResult.__new__(AppendResult)
+    r.duplicate = v.duplicate
+    r.base_offset = v.base_offset
+    r.last_offset = v.last_offset
+    r.timestamp = v.timestamp
+    r.producer_id = b.producer_id
+    r.producer_epoch = b.producer_epoch
+    r.base_sequence = b.base_sequence
+    r.last_sequence = b.last_sequence
+    r.transactional = b.transactional
+    r._origin = b.origin
+    r._table = table
+    r._generation = generation
+    return r
+
+
+cdef object raise_batch_error(int error, const Batch* b, const Verdict* v):
+    raise batch_error(error, b.producer_id, b.base_offset, b.producer_epoch, b.base_sequence,
+                      v.current_epoch, v.current_last_sequence, v.current_txn_first_offset)
+
+
+cdef void warn_epoch_regression(const Batch* b, const Verdict* v):
+    _log.warning("producer %d: epoch %d is older than the current epoch %d; accepted from replication",
+                 b.producer_id, b.producer_epoch, v.current_epoch)
+
+
+@cython.auto_pickle(False)
+cdef class ProducerStateTable:
+    """The producer state of one partition replica (compiled).
+
+    ``window`` is how many batches per producer are retained for duplicate detection
+    (Kafka: 5, configurable up to 255). ``capacity`` presizes the table for that many
+    producers, so that it does not reallocate until it holds more.
+    """
+
+    def __cinit__(self, window=5, *, capacity=0):
+        table_init(&self.t, _args.window(window), _args.capacity(capacity))
+
+    def __dealloc__(self):
+        table_free(&self.t)
+
+    cdef int _check_idle(self) except -1:
+        if self._busy:
+            raise RuntimeError("the table is in use: append_many() is running in another thread")
+        return 0
+
+    cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
+                         object base_sequence, object record_count, object base_offset,
+                         object max_timestamp, object origin, object transactional) except -1:
+        """The arguments of check()/append() as a Batch; the same checks, in the same order,
+        as dedup.reference (TypeError/ValueError naming the argument)."""
+        cdef int64_t count
+        b.producer_id = as_int64(producer_id, 0, INT64_MAX, _args.producer_id)
+        b.producer_epoch = <int16_t>as_int64(producer_epoch, -32768, 32767, _args.producer_epoch)
+        b.base_sequence = <int32_t>as_int64(base_sequence, -1, INT32_MAX_VALUE, _args.base_sequence)
+        count = as_int64(record_count, 1, INT32_MAX_VALUE, _args.record_count)
+        b.base_offset = as_int64(base_offset, 0, INT64_MAX, _base_offset_arg)
+        b.max_timestamp = as_int64(max_timestamp, INT64_MIN, INT64_MAX, _max_timestamp_arg)
+        b.origin = as_origin(origin)
+        b.transactional = as_flag(transactional, "transactional")
+        if b.base_offset > INT64_MAX - (count - 1):
+            _args.last_offset(b.base_offset, count)
+        if b.base_offset < self.t.map_end_offset:
+            _args.not_backwards("base_offset", b.base_offset, self.t.map_end_offset)
+        b.offset_delta = <int32_t>(count - 1)
+        b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
+                           else increment_sequence(b.base_sequence, b.offset_delta))
+        return 0
+
+    # -- inspection -------------------------------------------------------------------------
+
+    @property
+    def window(self):
+        return self.t.window
+
+    @property
+    def map_end_offset(self):
+        """Exclusive end offset of what the table reflects (Kafka's mapEndOffset)."""
+        return self.t.map_end_offset
+
+    def __len__(self):
+        return self.t.count
+
+    def __contains__(self, producer_id):
+        self._check_idle()
+        cdef object number = _args.maybe_producer_id(producer_id)
+        return number is not None and table_find(&self.t, <int64_t>number) >= 0
+
+    def __iter__(self):
+        return iter(self.producer_ids().tolist())
+
+    def producer_ids(self):
+        """The producer ids in the table, as an int64 array (in the table's order)."""
+        self._check_idle()
+        ids = np.empty(self.t.count, dtype=np.int64)
+        cdef int64_t[::1] out = ids
+        cdef Py_ssize_t i
+        for i in range(self.t.count):
+            out[i] = (<EntryHeader*>entry_at(&self.t, i)).producer_id
+        return ids
+
+    def entry(self, producer_id):
+        """A read-only copy of the producer's state, or None if the table has no entry."""
+        self._check_idle()
+        cdef Py_ssize_t i = table_find(&self.t, _args.producer_id(producer_id))
+        if i < 0:
+            return None
+        cdef char* e = entry_at(&self.t, i)
+        cdef EntryHeader* header = <EntryHeader*>e
+        cdef int k, pos
+        batches = []
+        for k in range(header.count):
+            pos = (header.head + k) % self.t.window
+            batches.append(BatchMetadata(ring_last_sequence(e)[pos], ring_last_offset(&self.t, e)[pos],
+                                         ring_offset_delta(&self.t, e)[pos], ring_timestamp(&self.t, e)[pos]))
+        return ProducerStateEntry(
+            producer_id=header.producer_id,
+            producer_epoch=header.producer_epoch,
+            batches=tuple(batches),
+            coordinator_epoch=header.coordinator_epoch,
+            last_timestamp=last_timestamp_at(&self.t, i)[0],
+            current_txn_first_offset=(None if header.current_txn_first_offset == NO_TXN
+                                      else header.current_txn_first_offset),
+        )
+
+    def memory_bytes(self):
+        """Bytes held by the table's allocations: entries, timestamp column, index."""
+        return self.t.bytes
+
+    def capacity_report(self):
+        """How the table is sized: producers, entry and index capacity, load factor, bytes."""
+        return {
+            "producers": self.t.count,
+            "entry_capacity": entry_capacity(&self.t),
+            "index_capacity": self.t.index_capacity,
+            "load_factor": <double>self.t.count / self.t.index_capacity if self.t.index_capacity else 0.0,
+            "chunks": self.t.n_chunks,
+            "entry_bytes": self.t.stride,
+            "bytes": self.t.bytes,
+        }
+
+    def __repr__(self):
+        return f"<dedup.ProducerStateTable window={self.t.window} producers={self.t.count}>"
+
+    # -- data batches -----------------------------------------------------------------------
+
+    def check(self, producer_id, producer_epoch, base_sequence, record_count, base_offset, *,
+              max_timestamp=-1, origin=_CLIENT, transactional=False):
+        """Validate one batch without changing the table (spec §3.1 staging).
+
+        Returns the verdict: a duplicate (answered with the original batch's offsets and
+        timestamp) or a batch to write at ``base_offset``; raises the Kafka error otherwise.
+        """
+        cdef Batch b
+        cdef Verdict v
+        self._check_idle()
+        self._load_batch(&b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                         max_timestamp, origin, transactional)
+        cdef int error = validate_batch(&self.t, table_find(&self.t, b.producer_id), &b, &v)
+        if error:
+            raise_batch_error(error, &b, &v)
+        if v.epoch_regression:
+            warn_epoch_regression(&b, &v)
+        return make_result(self, &b, &v, self.t.generation)
+
+    def update(self, result):
+        """Record a batch that :meth:`check` accepted and the log has written (spec §3.2 step 4).
+
+        ``ValueError`` for a duplicate (nothing to record) or a stale result (the table
+        changed since the check); ``TypeError`` for anything but this table's own result.
+        """
+        cdef Batch b
+        self._check_idle()
+        if type(result) is not AppendResult:
+            raise TypeError(f"result must be an AppendResult from check(), got {type(result).__name__}")
+        cdef AppendResult r = <AppendResult>result
+        if r._table is not self:
+            raise ValueError("result comes from another table's check()")
+        if r.duplicate:
+            raise ValueError("result is a duplicate: there is nothing to record")
+        if r._generation != self.t.generation:
+            raise ValueError("result is stale: the table changed since check(); check the batch again")
+        b.producer_id = r.producer_id
+        b.producer_epoch = r.producer_epoch
+        b.base_sequence = r.base_sequence
+        b.last_sequence = r.last_sequence
+        b.base_offset = r.base_offset
+        b.offset_delta = <int32_t>(r.last_offset - r.base_offset)
+        b.max_timestamp = r.timestamp
+        b.transactional = r.transactional
+        b.origin = <uint8_t>r._origin
+        record_batch(&self.t, table_find_or_insert(&self.t, b.producer_id), &b)
+
+    def append(self, producer_id, producer_epoch, base_sequence, record_count, base_offset, *,
+               max_timestamp=-1, origin=_CLIENT, transactional=False):
+        """:meth:`check`, then :meth:`update` unless the batch is a duplicate; one lookup."""
+        cdef Batch b
+        cdef Verdict v
+        self._check_idle()
+        self._load_batch(&b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                         max_timestamp, origin, transactional)
+        cdef uint64_t generation = self.t.generation
+        cdef int error = append_batch(&self.t, &b, &v)
+        if error:
+            raise_batch_error(error, &b, &v)
+        if v.epoch_regression:
+            warn_epoch_regression(&b, &v)
+        return make_result(self, &b, &v, generation)
+
+    def append_many(self, producer_ids, producer_epochs, base_sequences, record_counts,
+                    max_timestamps=None, *, log_end_offset, origin=_CLIENT, transactional=None):
+        """:meth:`append` for each row, accepted batches taking consecutive offsets from
+        ``log_end_offset``; a Kafka error becomes that row's code instead of an exception.
+
+        Columns: ``producer_ids`` int64, ``producer_epochs`` int16, ``base_sequences`` int32,
+        ``record_counts`` int32, ``max_timestamps`` int64 (None: -1), ``transactional`` bool
+        (None: all False). Other integer dtypes are converted when every value fits. The loop
+        runs without the GIL. Returns an :class:`AppendManyResult`.
+        """
+        self._check_idle()
+        pids, epochs, seqs, counts, stamps, txn = _args.batch_arrays(
+            producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps, transactional)
+        cdef int64_t end = _args.offset("log_end_offset", log_end_offset)
+        _args.not_backwards("log_end_offset", end, self.t.map_end_offset)
+        _args.total_records_fit(end, counts)
+        cdef uint8_t append_origin = as_origin(origin)
+        cdef Py_ssize_t rows = len(pids)
+        codes = np.zeros(rows, dtype=np.int16)
+        duplicate = np.zeros(rows, dtype=np.bool_)
+        firsts = np.empty(rows, dtype=np.int64)
+        lasts = np.empty(rows, dtype=np.int64)
+        times = np.empty(rows, dtype=np.int64)
+        if rows == 0:
+            return AppendManyResult(codes, duplicate, firsts, lasts, times, end)
+
+        cdef const int64_t[::1] pid_view = pids
+        cdef const int16_t[::1] epoch_view = epochs
+        cdef const int32_t[::1] seq_view = seqs
+        cdef const int32_t[::1] count_view = counts
+        cdef const int64_t[::1] stamp_view = stamps
+        cdef const uint8_t[::1] txn_view
+        cdef int16_t[::1] code_view = codes
+        cdef uint8_t[::1] dup_view = duplicate.view(np.uint8)
+        cdef int64_t[::1] first_view = firsts
+        cdef int64_t[::1] last_view = lasts
+        cdef int64_t[::1] time_view = times
+        cdef BatchColumns columns
+        cdef VerdictColumns out
+        cdef Py_ssize_t done = 0, regressions = 0
+        columns.producer_ids = &pid_view[0]
+        columns.producer_epochs = &epoch_view[0]
+        columns.base_sequences = &seq_view[0]
+        columns.record_counts = &count_view[0]
+        columns.max_timestamps = &stamp_view[0]
+        columns.transactional = NULL
+        if txn is not None:
+            txn_view = txn.view(np.uint8)
+            columns.transactional = &txn_view[0]
+        out.error_codes = &code_view[0]
+        out.duplicate = &dup_view[0]
+        out.base_offsets = &first_view[0]
+        out.last_offsets = &last_view[0]
+        out.timestamps = &time_view[0]
+
+        self._busy = 1
+        try:
+            with nogil:
+                append_columns(&self.t, &columns, &out, rows, append_origin, &end, &done, &regressions)
+        except MemoryError as error:
+            error.args = (f"{error.args[0] if error.args else 'out of memory'}; rows [0, {done}) were "
+                          f"applied: their verdicts are in .partial_result",)
+            error.partial_result = AppendManyResult(
+                codes[:done], duplicate[:done], firsts[:done], lasts[:done], times[:done], end)
+            raise
+        finally:
+            self._busy = 0
+        if regressions:
+            _log.warning("%d batches from replication carried an epoch older than their producer's; "
+                         "accepted (spec §2.4)", regressions)
+        return AppendManyResult(codes, duplicate, firsts, lasts, times, end)
+
+    # -- transaction markers ----------------------------------------------------------------
+
+    def append_marker(self, producer_id, producer_epoch, coordinator_epoch, offset, *, commit,
+                      timestamp=-1, origin=Origin.COORDINATOR):
+        """Apply a COMMIT or ABORT marker written at ``offset`` (spec §2.2).
+
+        Returns the completed transaction, or ``None`` when none was ongoing (an empty
+        transaction completes nothing, KAFKA-10702). Raises ``InvalidProducerEpochError``
+        (M2) or ``TransactionCoordinatorFencedError`` (M3) for the coordinator; a follower
+        (``REPLICATION``) logs and applies instead. A client cannot send a marker (rule 7).
+        """
+        cdef Verdict v
+        self._check_idle()
+        cdef int64_t pid = _args.producer_id(producer_id)
+        cdef int16_t epoch = _args.producer_epoch(producer_epoch)
+        cdef int32_t coordinator = _args.coordinator_epoch(coordinator_epoch)
+        cdef int64_t marker_offset = _args.offset("offset", offset)
+        cdef bint is_commit = _args.flag("commit", commit)
+        cdef int64_t stamp = _args.timestamp("timestamp", timestamp)
+        cdef uint8_t marker_origin = as_origin(origin)
+        _args.not_backwards("offset", marker_offset, self.t.map_end_offset)
+        cdef int error = append_marker(&self.t, pid, epoch, coordinator, marker_offset, stamp,
+                                       marker_origin, &v)
+        if error:
+            raise marker_error(error, pid, marker_offset, epoch, coordinator, v.current_epoch,
+                               v.current_coordinator_epoch)
+        if v.epoch_regression:
+            _log.warning("producer %d: marker epoch %d is older than the current epoch %d; "
+                         "accepted from replication", pid, epoch, v.current_epoch)
+        if v.coordinator_epoch_regression:
+            _log.info("producer %d: marker coordinator epoch %d is older than %d; accepted from "
+                      "replication", pid, coordinator, v.current_coordinator_epoch)
+        if v.current_txn_first_offset == NO_TXN:
+            return None
+        return CompletedTxn(pid, v.current_txn_first_offset, marker_offset, not is_commit)
+
+    # -- expiration -------------------------------------------------------------------------
+
+    def remove_expired(self, now_ms, expiration_ms):
+        """Remove producers idle for at least ``expiration_ms`` (spec §6); returns how many.
+
+        A producer is expired when it has no ongoing transaction and
+        ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic). One pass
+        over an 8-byte timestamp column; memory of removed producers is given back.
+        """
+        self._check_idle()
+        cdef int64_t now = _args.timestamp("now_ms", now_ms)
+        cdef int64_t expiration = _args.integer("expiration_ms", expiration_ms, 1, INT64_MAX, "in [1, 2^63-1]")
+        cdef Py_ssize_t removed
+        self._busy = 1
+        try:
+            with nogil:
+                removed = table_remove_expired(&self.t, now, expiration)
+        finally:
+            self._busy = 0
+        return removed
+
+
+def increment_sequence_c(int32_t sequence, int32_t increment):
+    """The compiled incrementSequence (spec §8.4), exposed for tests."""
+    return increment_sequence(sequence, increment)
+
+
+def decrement_sequence_c(int32_t sequence, int32_t decrement):
+    """The compiled decrementSequence (spec §8.4), exposed for tests."""
+    return decrement_sequence(sequence, decrement)
+
+
+def in_sequence_c(int32_t last_sequence, int32_t next_sequence):
+    """The compiled inSequence (spec §8.4), exposed for tests."""
+    return in_sequence(last_sequence, next_sequence)
