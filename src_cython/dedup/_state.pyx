@@ -23,7 +23,7 @@ from dedup._types import AppendManyResult, BatchMetadata, CompletedTxn, Origin, 
 cdef extern from *:
     """
     #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)
-    #define DEDUP_CHUNK_BYTES ((Py_ssize_t)512 * 1024)
+    #define DEDUP_CHUNK_BYTES ((Py_ssize_t)128 * 1024)
     #define DEDUP_MAX_PRODUCERS ((Py_ssize_t)2147483646)
     """
     # An index slot that holds no entry. A real slot never equals it: the entry number in
