@@ -9,7 +9,7 @@ the numpy boundary.
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def producer_id(value: Any) -> int:
     return integer("producer_id", value, 0, INT64_MAX, "in [0, 2^63-1]")
 
 
-def maybe_producer_id(value: Any) -> Optional[int]:
+def maybe_producer_id(value: Any) -> int | None:
     """``value`` as a producer id, or ``None`` if it cannot be one (for ``in``)."""
     if isinstance(value, bool):
         return None
@@ -115,7 +115,7 @@ _COLUMNS = (
 )
 
 
-def _column(name: str, value: Any, dtype: Any, low: int, high: int) -> np.ndarray:
+def _column(name: str, dtype: Any, low: int, high: int, value: Any) -> np.ndarray:
     if value is None:
         raise TypeError(f"{name} must be a 1-D integer array, got None")
     array = np.asarray(value)
@@ -140,7 +140,7 @@ def batch_arrays(
     record_counts: Any,
     max_timestamps: Any,
     transactional: Any,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The numpy boundary of ``append_many``: checked, C-contiguous arrays of the kernel's dtypes.
 
     Integer arrays of another width are converted when every value fits; anything else is a
@@ -148,19 +148,19 @@ def batch_arrays(
     naming the argument. ``max_timestamps=None`` means -1 (NO_TIMESTAMP) for every batch and
     ``transactional=None`` means no batch is transactional.
     """
-    given = [producer_ids, producer_epochs, base_sequences, record_counts]
-    arrays = [_column(name, value, dtype, low, high) for (name, dtype, low, high), value in zip(_COLUMNS, given)]
-    count = len(arrays[0])
+    pids = _column(*_COLUMNS[0], producer_ids)
+    epochs = _column(*_COLUMNS[1], producer_epochs)
+    seqs = _column(*_COLUMNS[2], base_sequences)
+    counts = _column(*_COLUMNS[3], record_counts)
+    count = len(pids)
     if max_timestamps is None:
-        arrays.append(np.full(count, -1, dtype=np.int64))
+        stamps = np.full(count, -1, dtype=np.int64)
     else:
-        name, dtype, low, high = _COLUMNS[4]
-        arrays.append(_column(name, max_timestamps, dtype, low, high))
-    names = [column[0] for column in _COLUMNS]
-    for name, array in zip(names[1:], arrays[1:]):
+        stamps = _column(*_COLUMNS[4], max_timestamps)
+    for (name, *_), array in zip(_COLUMNS[1:], (epochs, seqs, counts, stamps), strict=True):
         if len(array) != count:
             raise ValueError(f"{name} has {len(array)} rows but producer_ids has {count}")
-    txn: Optional[np.ndarray] = None
+    txn: np.ndarray | None = None
     if transactional is not None:
         txn = np.asarray(transactional)
         if txn.dtype != np.bool_:
@@ -168,7 +168,6 @@ def batch_arrays(
         if txn.ndim != 1 or len(txn) != count:
             raise ValueError(f"transactional must be 1-D with {count} rows, got shape {txn.shape}")
         txn = np.ascontiguousarray(txn)
-    pids, epochs, seqs, counts, stamps = arrays
     return pids, epochs, seqs, counts, stamps, txn
 
 

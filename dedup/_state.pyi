@@ -1,6 +1,7 @@
 """Typed stub of the compiled producer-state table (src_cython/dedup/_state.pyx)."""
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +40,7 @@ class ProducerStateTable:
     def __contains__(self, producer_id: object) -> bool: ...
     def __iter__(self) -> Iterator[int]: ...
     def producer_ids(self) -> npt.NDArray[np.int64]: ...
-    def entry(self, producer_id: int) -> Optional[ProducerStateEntry]: ...
+    def entry(self, producer_id: int) -> ProducerStateEntry | None: ...
     def memory_bytes(self) -> int: ...
     def capacity_report(self) -> dict[str, Any]: ...
     def check(
@@ -73,11 +74,11 @@ class ProducerStateTable:
         producer_epochs: npt.ArrayLike,
         base_sequences: npt.ArrayLike,
         record_counts: npt.ArrayLike,
-        max_timestamps: Optional[npt.ArrayLike] = None,
+        max_timestamps: npt.ArrayLike | None = None,
         *,
         log_end_offset: int,
         origin: Origin = Origin.CLIENT,
-        transactional: Optional[npt.ArrayLike] = None,
+        transactional: npt.ArrayLike | None = None,
     ) -> AppendManyResult: ...
     def append_marker(
         self,
@@ -89,7 +90,7 @@ class ProducerStateTable:
         commit: bool,
         timestamp: int = -1,
         origin: Origin = Origin.COORDINATOR,
-    ) -> Optional[CompletedTxn]: ...
+    ) -> CompletedTxn | None: ...
     def remove_expired(self, now_ms: int, expiration_ms: int) -> int: ...
 
 def increment_sequence_c(sequence: int, increment: int) -> int: ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class ProducerStateEntry:
     batches: tuple[BatchMetadata, ...]
     coordinator_epoch: int
     last_timestamp: int
-    current_txn_first_offset: Optional[int]
+    current_txn_first_offset: int | None
 
     @property
     def is_empty(self) -> bool:

@@ -7,7 +7,7 @@ producer with a new producer id is not recognised (Kafka's documented limit).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from . import ProducerStateTable
 from .errors import KafkaError

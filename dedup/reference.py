@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections import deque
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from . import _args
+from ._messages import batch_error, marker_error
 from ._types import (
     DEFAULT_WINDOW,
     NO_PRODUCER_EPOCH,
@@ -33,7 +35,6 @@ from ._types import (
     in_sequence,
     increment_sequence,
 )
-from ._messages import batch_error, marker_error
 from .errors import (
     InvalidProducerEpochError,
     InvalidRecordError,
@@ -97,7 +98,7 @@ class _Entry:
         self.batches: deque[BatchMetadata] = deque(maxlen=window)
         self.coordinator_epoch = -1
         self.last_timestamp = NO_TIMESTAMP
-        self.current_txn_first_offset: Optional[int] = None
+        self.current_txn_first_offset: int | None = None
 
     @property
     def last_sequence(self) -> int:
@@ -110,7 +111,7 @@ class _Entry:
             self.batches.clear()
             self.producer_epoch = epoch
 
-    def find_duplicate(self, epoch: int, first_sequence: int, last_sequence: int) -> Optional[BatchMetadata]:
+    def find_duplicate(self, epoch: int, first_sequence: int, last_sequence: int) -> BatchMetadata | None:
         if epoch != self.producer_epoch:
             return None
         for batch in self.batches:
@@ -157,7 +158,7 @@ class ProducerStateTable:
     def producer_ids(self) -> np.ndarray:
         return np.fromiter(self._producers, dtype=np.int64, count=len(self._producers))
 
-    def entry(self, producer_id: int) -> Optional[ProducerStateEntry]:
+    def entry(self, producer_id: int) -> ProducerStateEntry | None:
         producer_id = _args.producer_id(producer_id)
         live = self._producers.get(producer_id)
         if live is None:
@@ -395,7 +396,7 @@ class ProducerStateTable:
         commit: bool,
         timestamp: int = NO_TIMESTAMP,
         origin: Origin = Origin.COORDINATOR,
-    ) -> Optional[CompletedTxn]:
+    ) -> CompletedTxn | None:
         """Apply a COMMIT or ABORT marker written at ``offset`` (spec §2.2).
 
         Returns the completed transaction, or ``None`` when none was ongoing (an empty
