@@ -40,7 +40,7 @@ if PURE_PYTHON:
     from .reference import AppendResult, ProducerStateTable
 else:
     try:
-        from ._state import AppendResult, ProducerStateTable
+        from ._state import AppendResult, ProducerStateTable  # type: ignore[assignment]
     except ImportError as error:  # pragma: no cover - exercised by a subprocess test
         raise ImportError(
             "dedup's compiled core (dedup._state) is not built. Build it with "

@@ -16,6 +16,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ __all__ = ["AppendResult", "ProducerStateTable"]
 log = logging.getLogger("dedup")
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class AppendResult:
     """The verdict on one batch: appended (or to be appended) at these offsets, or a duplicate.
 
@@ -58,27 +60,18 @@ class AppendResult:
     :meth:`ProducerStateTable.update` once the batch is written.
     """
 
-    __slots__ = (
-        "duplicate",
-        "base_offset",
-        "last_offset",
-        "timestamp",
-        "producer_id",
-        "producer_epoch",
-        "base_sequence",
-        "last_sequence",
-        "origin",
-        "transactional",
-        "_table",
-        "_generation",
-    )
-
-    def __init__(self, **fields: Any) -> None:
-        for name, value in fields.items():
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("AppendResult is read-only")
+    duplicate: bool
+    base_offset: int
+    last_offset: int
+    timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    last_sequence: int
+    origin: Origin
+    transactional: bool
+    _table: ProducerStateTable
+    _generation: int
 
     def __repr__(self) -> str:
         kind = "duplicate" if self.duplicate else "append"
