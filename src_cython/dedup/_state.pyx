@@ -34,6 +34,14 @@ cdef extern from *:
     const Py_ssize_t DEDUP_MAX_PRODUCERS
 
 _log = logging.getLogger("dedup")
+# The slow paths of the argument checks, bound once: looking them up per call would cost
+# more than the table's own work.
+_producer_id_arg = _args.producer_id
+_producer_epoch_arg = _args.producer_epoch
+_base_sequence_arg = _args.base_sequence
+_record_count_arg = _args.record_count
+_origin_arg = _args.origin
+_flag_arg = _args.flag
 _base_offset_arg = functools.partial(_args.offset, "base_offset")
 _max_timestamp_arg = functools.partial(_args.timestamp, "max_timestamp")
 _timestamp_arg = functools.partial(_args.timestamp, "timestamp")
@@ -348,8 +356,8 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
             return ERR_INVALID_RECORD
         # Rule 10: a retained batch with the same epoch and sequences is a duplicate; this
         # comes before every other check. The scan runs over the physical slots [0, count)
-        # (head is 0 until the window is full, see _record_batch), which the compiler can
-        # vectorise; two matches (possible only from replication) resolve to the oldest, as
+        # (head is 0 until the window is full, see _record_batch), with no wrap branch per
+        # slot; two matches (possible only from replication) resolve to the oldest, as
         # Kafka's findFirst over its deque.
         if count and b.producer_epoch == v.current_epoch:
             sequences = ring_last_sequence(e)
@@ -612,10 +620,14 @@ cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slo
 
 
 cdef inline uint8_t as_origin(object value) except 255:
+    cdef int overflow = 0
+    cdef long long number
     if type(value) is Origin or PyLong_CheckExact(value):
-        if 0 <= value <= 2:
-            return <uint8_t>(<int>value)
-    return <uint8_t>(<int>_args.origin(value))
+        # An Origin is an int subclass: its value is read in C, without a Python comparison.
+        number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and 0 <= number <= 2:
+            return <uint8_t>number
+    return <uint8_t>(<int>_origin_arg(value))
 
 
 cdef inline uint8_t as_flag(object value, str name) except 255:
@@ -623,7 +635,7 @@ cdef inline uint8_t as_flag(object value, str name) except 255:
         return 1
     if value is False:
         return 0
-    return 1 if _args.flag(name, value) else 0
+    return 1 if _flag_arg(name, value) else 0
 
 
 @cython.freelist(32)
@@ -703,10 +715,10 @@ cdef class ProducerStateTable:
         """The arguments of check()/append() as a Batch; the same checks, in the same order,
         as dedup.reference (TypeError/ValueError naming the argument)."""
         cdef int64_t count
-        b.producer_id = as_int64(producer_id, 0, INT64_MAX, _args.producer_id)
-        b.producer_epoch = <int16_t>as_int64(producer_epoch, -32768, 32767, _args.producer_epoch)
-        b.base_sequence = <int32_t>as_int64(base_sequence, -1, INT32_MAX_VALUE, _args.base_sequence)
-        count = as_int64(record_count, 1, INT32_MAX_VALUE, _args.record_count)
+        b.producer_id = as_int64(producer_id, 0, INT64_MAX, _producer_id_arg)
+        b.producer_epoch = <int16_t>as_int64(producer_epoch, -32768, 32767, _producer_epoch_arg)
+        b.base_sequence = <int32_t>as_int64(base_sequence, -1, INT32_MAX_VALUE, _base_sequence_arg)
+        count = as_int64(record_count, 1, INT32_MAX_VALUE, _record_count_arg)
         b.base_offset = as_int64(base_offset, 0, INT64_MAX, _base_offset_arg)
         b.max_timestamp = as_int64(max_timestamp, INT64_MIN, INT64_MAX, _max_timestamp_arg)
         b.origin = as_origin(origin)
