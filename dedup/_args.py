@@ -92,10 +92,18 @@ def flag(name: str, value: Any) -> bool:
 
 
 def last_offset(base_offset: int, count: int) -> int:
-    """The batch's last offset; ``ValueError`` if it would pass 2^63-1."""
-    if base_offset > INT64_MAX - (count - 1):
-        raise ValueError(f"base_offset {base_offset} + record_count {count} passes the largest offset 2^63-1")
+    """The batch's last offset; ``ValueError`` unless the log end offset after it
+    (last offset + 1, Kafka's long) still fits in int64."""
+    if base_offset > INT64_MAX - count:
+        raise ValueError(
+            f"base_offset {base_offset} + record_count {count} would put the log end offset past 2^63-1"
+        )
     return base_offset + count - 1
+
+
+def marker_offset(value: Any) -> int:
+    """A marker's offset: the log end offset after it must fit in int64 too."""
+    return integer("offset", value, 0, INT64_MAX - 1, "in [0, 2^63-2]")
 
 
 def not_backwards(name: str, value: int, map_end_offset: int) -> None:
@@ -172,9 +180,10 @@ def batch_arrays(
 
 
 def total_records_fit(log_end_offset: int, record_counts: np.ndarray) -> None:
-    """``ValueError`` unless every batch could be given offsets below 2^63."""
+    """``ValueError`` unless every batch could be appended with the log end offset staying
+    within int64 (counted before any row is applied, duplicates included)."""
     total = int(record_counts.sum(dtype=np.uint64)) if len(record_counts) else 0
-    if total and log_end_offset > INT64_MAX - total + 1:
+    if log_end_offset > INT64_MAX - total:
         raise ValueError(
-            f"log_end_offset {log_end_offset} + {total} records passes the largest offset 2^63-1"
+            f"log_end_offset {log_end_offset} + {total} records would put the log end offset past 2^63-1"
         )

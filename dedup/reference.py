@@ -400,7 +400,7 @@ class ProducerStateTable:
         producer_id = _args.producer_id(producer_id)
         epoch = _args.producer_epoch(producer_epoch)
         coordinator_epoch = _args.coordinator_epoch(coordinator_epoch)
-        offset = _args.offset("offset", offset)
+        offset = _args.marker_offset(offset)
         commit = _args.flag("commit", commit)
         timestamp = _args.timestamp("timestamp", timestamp)
         origin = _args.origin(origin)

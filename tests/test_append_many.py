@@ -607,25 +607,25 @@ def test_bad_origin_is_rejected_before_anything_is_applied(impl, origin, error):
 
 
 def test_offsets_that_would_pass_the_largest_offset_are_a_value_error(impl):
-    """Every row's offsets must fit below 2^63 (checked before any row is applied)."""
+    """The log end offset after every row must fit in int64 (checked before any row is applied)."""
     table = impl()
     end = seeded(table)
     columns = batch([10, 11, 12], [0, 0, 0], [0, 0, 0], [2, 2, 3])  # 7 records
-    assert_rejected(table, ValueError, "log_end_offset", **columns, log_end_offset=INT64_MAX - 5)
+    assert_rejected(table, ValueError, "log_end_offset", **columns, log_end_offset=INT64_MAX - 6)
     huge = batch([10, 11], [0, 0], [0, 0], [INT32_MAX, INT32_MAX])
-    assert_rejected(table, ValueError, "log_end_offset", **huge, log_end_offset=INT64_MAX - 2 * INT32_MAX + 2)
+    assert_rejected(table, ValueError, "log_end_offset", **huge, log_end_offset=INT64_MAX - 2 * INT32_MAX + 1)
     assert table.map_end_offset == end
 
 
-def test_offsets_may_end_exactly_at_the_largest_offset(impl):
-    """7 records from 2^63-7 end at 2^63-1: accepted. The map end offset is then last + 1
-    (§3.2 step 6) = 2^63, and every later offset would go backwards."""
+def test_offsets_may_end_just_below_the_largest_offset(impl):
+    """7 records from 2^63-8 end at 2^63-2: accepted. The map end offset is then last + 1
+    (§3.2 step 6) = 2^63-1, and every later offset would go backwards."""
     table = impl()
     columns = batch([10, 11, 12], [0, 0, 0], [0, 0, 0], [2, 2, 3])
-    result = table.append_many(**columns, log_end_offset=INT64_MAX - 6)
-    assert result.last_offsets.tolist() == [INT64_MAX - 5, INT64_MAX - 3, INT64_MAX]
-    assert result.log_end_offset == INT64_MAX + 1
-    assert table.map_end_offset == INT64_MAX + 1
+    result = table.append_many(**columns, log_end_offset=INT64_MAX - 7)
+    assert result.last_offsets.tolist() == [INT64_MAX - 6, INT64_MAX - 4, INT64_MAX - 1]
+    assert result.log_end_offset == INT64_MAX
+    assert table.map_end_offset == INT64_MAX
     with pytest.raises(ValueError, match="base_offset"):
         table.append(13, 0, 0, 1, 0)
     assert 13 not in table

@@ -97,11 +97,13 @@ def test_offsets_must_not_go_backwards(table):
     table.append(2, 0, 0, 1, 15)  # equal is fine; gaps are fine (other producers' batches)
 
 
-def test_last_offset_past_int64_is_refused(table):
+def test_log_end_offset_past_int64_is_refused(table):
+    # The log end offset after a batch (last offset + 1) is a Kafka long.
     with pytest.raises(ValueError, match="base_offset"):
-        table.append(1, 0, 0, 10, (1 << 63) - 5)
-    result = table.append(1, 0, 0, 5, (1 << 63) - 5)
-    assert result.last_offset == (1 << 63) - 1
+        table.append(1, 0, 0, 5, (1 << 63) - 5)
+    assert len(table) == 0
+    result = table.append(1, 0, 0, 5, (1 << 63) - 6)
+    assert result.last_offset == (1 << 63) - 2 and table.map_end_offset == (1 << 63) - 1
 
 
 @pytest.mark.parametrize(

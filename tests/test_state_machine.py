@@ -335,7 +335,7 @@ class TwinTables(RuleBasedStateMachine):
     def data_batch(self, pid, epoch, seq, count, gap=0, ts=-1, origin=Origin.CLIENT, transactional=False):
         """One append on both twins, checked against each other and the model."""
         base_offset = self.next_offset(gap)
-        if base_offset + count - 1 > INT64_MAX:
+        if base_offset + count > INT64_MAX:
             kind, error = self.both(
                 lambda t: t.append(
                     pid, epoch, seq, count, base_offset, max_timestamp=ts, origin=origin, transactional=transactional
@@ -498,7 +498,9 @@ class TwinTables(RuleBasedStateMachine):
         self.run_marker(pid, epoch, coordinator_epoch, self.next_offset(gap), commit, self.timestamp(noise), origin)
 
     def run_marker(self, pid, epoch, coordinator_epoch, offset, commit, ts, origin):
-        if offset > INT64_MAX:
+        if offset >= INT64_MAX:  # the log end offset after it would not fit in int64
+            kind, error = self.both(lambda t: t.append_marker(pid, epoch, coordinator_epoch, offset, commit=commit))
+            assert kind == "raise" and type(error) is ValueError
             return
         expected = self.model.marker(pid, epoch, coordinator_epoch, offset, commit, ts, origin)
         event(f"marker: {expected[0]} {'completes' if expected[0] == 'ok' and expected[1] else expected[1]}")
@@ -557,7 +559,7 @@ class TwinTables(RuleBasedStateMachine):
             epoch, seq = self.model.next_in_sequence(pid)
         base_offset = self.next_offset(0)
         ts = self.timestamp(noise)
-        if base_offset + count - 1 > INT64_MAX:
+        if base_offset + count > INT64_MAX:
             return
         before = self.state(self.compiled), self.state(self.reference)
         expected = self.model.copy().append(pid, epoch, seq, count, base_offset, ts, Origin.CLIENT, transactional)
@@ -699,7 +701,7 @@ class TwinTables(RuleBasedStateMachine):
         )
         total = sum(count_col)
         kind, got = self.both_many(arrays, log_end_offset, origin)
-        if log_end_offset > INT64_MAX or (total and log_end_offset + total - 1 > INT64_MAX):
+        if log_end_offset + total > INT64_MAX:
             assert kind == "raise" and type(got) is ValueError  # nothing applied (the invariant checks)
             return
         assert kind == "value", got
@@ -807,8 +809,9 @@ def _quiet_replication_warnings(caplog):
 
 
 def test_regression_batch_ending_at_the_largest_offset():
-    """Found by TwinTables: a batch whose last offset is 2^63-1 leaves map_end_offset = 2^63
-    (§3.2 step 6: last offset + 1); the compiled table wrapped it to -2^63."""
+    """Found by TwinTables: a batch ending at 2^63-1 would leave a log end offset of 2^63,
+    past Kafka's long; the compiled table wrapped it to -2^63. Both twins now refuse it
+    (ValueError, nothing applied) and the machine replays cleanly."""
     state = TwinTables()
     state.start(window=1)
     state.log_end_near_the_top(distance=0)
@@ -820,19 +823,30 @@ def test_regression_batch_ending_at_the_largest_offset():
 @pytest.mark.parametrize("impl_name", ["compiled", "reference"])
 @pytest.mark.parametrize("how", ["append", "check+update", "marker"])
 def test_offsets_do_not_go_backwards_after_the_largest_offset(impl_name, how):
-    """The minimal form of the regression above: after something is written at 2^63-1 the map
-    end offset is 2^63, so every later offset is below it (ValueError, nothing applied)."""
+    """The minimal form of the regression above: whatever ends at 2^63-1 is refused; what
+    ends at 2^63-2 leaves the map end offset at 2^63-1 (§3.2 step 6: last offset + 1), and
+    every later offset below it is refused (ValueError, nothing applied)."""
     table = (_state if impl_name == "compiled" else reference).ProducerStateTable()
+    with pytest.raises(ValueError, match="offset"):
+        if how == "append":
+            table.append(1, 0, 0, 1, INT64_MAX)
+        elif how == "check+update":
+            table.check(1, 0, 0, 2, INT64_MAX - 1)
+        else:
+            table.append_marker(1, 0, 0, INT64_MAX, commit=True)
+    assert len(table) == 0 and table.map_end_offset == 0
     if how == "append":
-        table.append(1, 0, 0, 1, INT64_MAX)
+        table.append(1, 0, 0, 1, INT64_MAX - 1)
     elif how == "check+update":
-        table.update(table.check(1, 0, 0, 2, INT64_MAX - 1))
+        table.update(table.check(1, 0, 0, 2, INT64_MAX - 2))
     else:
-        table.append_marker(1, 0, 0, INT64_MAX, commit=True)
-    assert table.map_end_offset == INT64_MAX + 1
+        table.append_marker(1, 0, 0, INT64_MAX - 1, commit=True)
+    assert table.map_end_offset == INT64_MAX
     before = {pid: table.entry(pid) for pid in table}
     with pytest.raises(ValueError, match="base_offset"):
         table.append(2, 0, 0, 1, 0)
     with pytest.raises(ValueError, match="offset"):
         table.append_marker(2, 0, 0, 5, commit=False)
+    with pytest.raises(ValueError, match="offset"):
+        table.append(2, 0, 0, 1, INT64_MAX)  # even at the map end: the end after it would not fit
     assert {pid: table.entry(pid) for pid in table} == before

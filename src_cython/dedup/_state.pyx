@@ -45,7 +45,6 @@ _flag_arg = _args.flag
 _base_offset_arg = functools.partial(_args.offset, "base_offset")
 _max_timestamp_arg = functools.partial(_args.timestamp, "max_timestamp")
 _timestamp_arg = functools.partial(_args.timestamp, "timestamp")
-_offset_arg = functools.partial(_args.offset, "offset")
 cdef object _CLIENT = Origin.CLIENT
 
 
@@ -723,8 +722,8 @@ cdef class ProducerStateTable:
         b.max_timestamp = as_int64(max_timestamp, INT64_MIN, INT64_MAX, _max_timestamp_arg)
         b.origin = as_origin(origin)
         b.transactional = as_flag(transactional, "transactional")
-        if b.base_offset > INT64_MAX - (count - 1):
-            _args.last_offset(b.base_offset, count)
+        if b.base_offset > INT64_MAX - count:
+            _args.last_offset(b.base_offset, count)  # raises: last offset + 1 must fit in int64
         if b.base_offset < self.t.map_end_offset:
             _args.not_backwards("base_offset", b.base_offset, self.t.map_end_offset)
         b.offset_delta = <int32_t>(count - 1)
@@ -960,7 +959,7 @@ cdef class ProducerStateTable:
         cdef int64_t pid = _args.producer_id(producer_id)
         cdef int16_t epoch = _args.producer_epoch(producer_epoch)
         cdef int32_t coordinator = _args.coordinator_epoch(coordinator_epoch)
-        cdef int64_t marker_offset = _args.offset("offset", offset)
+        cdef int64_t marker_offset = _args.marker_offset(offset)
         cdef bint is_commit = _args.flag("commit", commit)
         cdef int64_t stamp = _args.timestamp("timestamp", timestamp)
         cdef uint8_t marker_origin = as_origin(origin)
