@@ -122,9 +122,8 @@ def test_bad_marker_argument_names_it(table, keywords, name):
     args = dict(producer_id=1, producer_epoch=0, coordinator_epoch=0, offset=0, commit=True)
     args.update(keywords)
     with pytest.raises((TypeError, ValueError), match=name):
-        table.append_marker(
-            args.pop("producer_id"), args.pop("producer_epoch"), args.pop("coordinator_epoch"), args.pop("offset"), **args
-        )
+        positional = [args.pop(key) for key in ("producer_id", "producer_epoch", "coordinator_epoch", "offset")]
+        table.append_marker(*positional, **args)
     assert len(table) == 0
 
 
