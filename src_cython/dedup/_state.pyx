@@ -120,18 +120,22 @@ cdef void index_fill(Table* t) noexcept nogil:
         index_place(t, hash_producer_id((<EntryHeader*>entry_at(t, i)).producer_id), i)
 
 
-cdef int index_resize(Table* t, uint64_t capacity) except -1 nogil:
-    if capacity > <uint64_t>0xFFFFFFFE:
-        with gil:
-            raise MemoryError(f"producer-state table: an index of {capacity} slots is too large")
-    cdef uint32_t* fresh = <uint32_t*>alloc_array(<size_t>capacity, sizeof(uint32_t))
+cdef void index_adopt(Table* t, uint32_t* fresh, uint32_t capacity) noexcept nogil:
+    """Replace the index array by `fresh` (to be filled by index_fill)."""
     if t.index != NULL:
         PyMem_RawFree(t.index)
         t.bytes -= <size_t>t.index_capacity * sizeof(uint32_t)
     t.index = fresh
-    t.index_capacity = <uint32_t>capacity
+    t.index_capacity = capacity
     t.bytes += <size_t>capacity * sizeof(uint32_t)
     index_masks(t)
+
+
+cdef int index_resize(Table* t, uint64_t capacity) except -1 nogil:
+    if capacity > <uint64_t>0xFFFFFFFE:
+        with gil:
+            raise MemoryError(f"producer-state table: an index of {capacity} slots is too large")
+    index_adopt(t, <uint32_t*>alloc_array(<size_t>capacity, sizeof(uint32_t)), <uint32_t>capacity)
     index_fill(t)
     return 0
 
@@ -572,12 +576,7 @@ cdef void reindex_after_removal(Table* t) noexcept nogil:
     if target * 2 <= t.index_capacity:
         fresh = <uint32_t*>PyMem_RawMalloc(<size_t>target * sizeof(uint32_t))
         if fresh != NULL:
-            PyMem_RawFree(t.index)
-            t.bytes -= <size_t>t.index_capacity * sizeof(uint32_t)
-            t.index = fresh
-            t.index_capacity = <uint32_t>target
-            t.bytes += <size_t>target * sizeof(uint32_t)
-            index_masks(t)
+            index_adopt(t, fresh, <uint32_t>target)
     index_fill(t)
 
 
