@@ -2,7 +2,8 @@
 
 Environment switches (read at build time):
   DEDUP_CYTHON_DEBUG=1     bounds, wraparound and initialisation checks on, -O0 -g (a CI leg)
-  DEDUP_CYTHON_ANNOTATE=1  write the HTML annotation next to each .pyx (Python overhead in yellow)
+  DEDUP_CYTHON_ANNOTATE=1  write the HTML annotation next to the generated C, e.g.
+                           build/cython/src_cython/dedup/_state.html (Python overhead in yellow)
 """
 
 import os
@@ -42,7 +43,9 @@ setup(
         compiler_directives=DIRECTIVES,
         annotate=ANNOTATE,
         include_path=["src_cython"],
-        # A debug build must not reuse C files generated with the checks off, and back.
-        force=DEBUG or ANNOTATE,
+        # Generated C goes out of the source tree, one directory per set of directives, so a
+        # debug build never reuses C generated with the checks off, nor the other way round.
+        build_dir="build/cython-debug" if DEBUG else "build/cython",
+        force=ANNOTATE,
     ),
 )
