@@ -12,7 +12,8 @@
 #     8 bytes per producer instead of a whole entry;
 #   * an open-addressing index of uint32 slots maps a producer id to its entry number:
 #     slot = (hash tag in the high bits) | (entry number in the low bits), linear probing,
-#     load factor kept in [0.6, 0.8]; see _state.pyx for the probe loop and its sentinels.
+#     load factor kept in [0.6, 0.8], the hash keyed with a random per-table seed; see
+#     _state.pyx for the probe loop and its sentinels.
 #
 # Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`):
 #   0              EntryHeader (24 bytes)
@@ -121,6 +122,7 @@ ctypedef struct Table:
     Py_ssize_t off_offset
     Py_ssize_t off_timestamp
     uint32_t* index
+    uint64_t hash_seed                 # random per table: keys the producer-id hash
     uint32_t index_capacity
     uint32_t idx_mask
     uint32_t tag_mask

@@ -13,6 +13,7 @@ from libc.string cimport memcpy, memset
 
 import functools
 import logging
+import os
 
 import numpy as np
 
@@ -44,7 +45,6 @@ _origin_arg = _args.origin
 _flag_arg = _args.flag
 _base_offset_arg = functools.partial(_args.offset, "base_offset")
 _max_timestamp_arg = functools.partial(_args.timestamp, "max_timestamp")
-_timestamp_arg = functools.partial(_args.timestamp, "timestamp")
 cdef object _CLIENT = Origin.CLIENT
 
 
@@ -71,10 +71,11 @@ cdef void* alloc_array(size_t count, size_t size) except NULL nogil:
 
 # --- hashing and the index ----------------------------------------------------------------
 
-cdef inline uint64_t hash_producer_id(int64_t producer_id) noexcept nogil:
-    # MurmurHash3's 64-bit finaliser: producer ids are handed out sequentially, and every
-    # bit of the result depends on every bit of the id.
-    cdef uint64_t h = <uint64_t>producer_id
+cdef inline uint64_t hash_producer_id(const Table* t, int64_t producer_id) noexcept nogil:
+    # MurmurHash3's 64-bit finaliser over the id keyed with the table's random seed: producer
+    # ids are handed out sequentially, every bit of the result depends on every bit of the
+    # id, and a client choosing ids (Kafka accepts unknown ones) cannot aim them at one slot.
+    cdef uint64_t h = <uint64_t>producer_id ^ t.hash_seed
     h ^= h >> 33
     h *= <uint64_t>0xff51afd7ed558ccdULL
     h ^= h >> 33
@@ -117,7 +118,7 @@ cdef void index_fill(Table* t) noexcept nogil:
     cdef Py_ssize_t i
     memset(t.index, 0xFF, <size_t>t.index_capacity * sizeof(uint32_t))
     for i in range(t.count):
-        index_place(t, hash_producer_id((<EntryHeader*>entry_at(t, i)).producer_id), i)
+        index_place(t, hash_producer_id(t, (<EntryHeader*>entry_at(t, i)).producer_id), i)
 
 
 cdef void index_adopt(Table* t, uint32_t* fresh, uint32_t capacity) noexcept nogil:
@@ -163,7 +164,7 @@ cdef inline Py_ssize_t find_hashed(const Table* t, int64_t producer_id, uint64_t
 
 cdef Py_ssize_t table_find(const Table* t, int64_t producer_id) noexcept nogil:
     """The entry number of producer_id, or -1."""
-    return find_hashed(t, producer_id, hash_producer_id(producer_id))
+    return find_hashed(t, producer_id, hash_producer_id(t, producer_id))
 
 
 # --- entry storage ------------------------------------------------------------------------
@@ -285,7 +286,7 @@ cdef Py_ssize_t insert_new(Table* t, int64_t producer_id, uint64_t h) except -1 
 
 
 cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 nogil:
-    cdef uint64_t h = hash_producer_id(producer_id)
+    cdef uint64_t h = hash_producer_id(t, producer_id)
     cdef Py_ssize_t i = find_hashed(t, producer_id, h)
     if i >= 0:
         return i
@@ -294,6 +295,7 @@ cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 no
 
 cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
     memset(t, 0, sizeof(Table))
+    t.hash_seed = int.from_bytes(os.urandom(8), "little")
     t.window = window
     t.off_delta = ENTRY_HEADER_SIZE + 4 * window
     t.off_offset = (ENTRY_HEADER_SIZE + 8 * window + 7) & ~7
@@ -452,7 +454,7 @@ cdef inline int _append_batch(Table* t, const Batch* b, Verdict* v) except -1 no
 
     Returns 0 or the Kafka error code; -1 with MemoryError set if a new entry cannot be made.
     """
-    cdef uint64_t h = hash_producer_id(b.producer_id)
+    cdef uint64_t h = hash_producer_id(t, b.producer_id)
     cdef Py_ssize_t i = find_hashed(t, b.producer_id, h)
     cdef int error = _validate_batch(t, i, b, v)
     if error != ERR_NONE or v.duplicate:
@@ -537,7 +539,7 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
                        int origin, Verdict* v) except -1 nogil:
     """Validate and apply a COMMIT/ABORT marker. On success v.current_txn_first_offset is
     the first offset of the transaction it completed (NO_TXN: none was ongoing)."""
-    cdef uint64_t h = hash_producer_id(producer_id)
+    cdef uint64_t h = hash_producer_id(t, producer_id)
     cdef Py_ssize_t i = find_hashed(t, producer_id, h)
     cdef int error = validate_marker(t, i, producer_epoch, coordinator_epoch, origin, v)
     if error != ERR_NONE:
