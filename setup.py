@@ -26,15 +26,24 @@ DIRECTIVES = {
 COMPILE_ARGS = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
 
 # src_cython/ is the source root of the compiled modules and mirrors their names: Cython finds
-# the header of module dedup._state as dedup/_state.pxd on its include path, so the .pyx and
+# the header of module dedup._state as dedup/_state.pxd on its include path, so each .pyx and
 # its .pxd live in src_cython/dedup/ while the built module lands in the dedup package.
-EXTENSIONS = [
-    Extension(
-        "dedup._state",
-        ["src_cython/dedup/_state.pyx"],
+# C headers shared by the modules (crc32c.h) sit beside them.
+
+
+def extension(name):
+    """The extension module dedup.<name>, built from src_cython/dedup/<name>.pyx."""
+    return Extension(
+        f"dedup.{name}",
+        [f"src_cython/dedup/{name}.pyx"],
+        include_dirs=["src_cython/dedup"],
         extra_compile_args=COMPILE_ARGS,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
+    )
+
+
+EXTENSIONS = [
+    extension("_state"),
+    extension("_records"),
 ]
 
 setup(

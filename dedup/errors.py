@@ -1,15 +1,19 @@
-"""Errors a partition leader returns for a produce request, named after Kafka's.
+"""dedup's errors, named after Kafka's.
 
-Every class carries Kafka's wire error code in ``.code`` and Kafka's error name in
-``.error_name`` (spec §2.7). Both twins of the table raise exactly these classes, and the
-vectorised paths report the same codes per batch; :func:`error_for_code` maps a code back
-to its class.
+:class:`KafkaError` and its subclasses are what a partition leader returns for a produce
+request: each carries Kafka's wire error code in ``.code`` and Kafka's error name in
+``.error_name`` (spec §2.7). Both twins raise exactly these classes, and the vectorised
+paths report the same codes per batch; :func:`error_for_code` maps a code back to its class.
+:class:`CorruptSnapshotError` (Kafka's CorruptSnapshotException) has no wire code: a
+snapshot file never crosses the wire. Everything derives from :class:`DedupError`.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "DedupError",
     "KafkaError",
+    "CorruptSnapshotError",
     "CorruptRecordError",
     "OutOfOrderSequenceError",
     "DuplicateSequenceError",
@@ -25,7 +29,12 @@ __all__ = [
 NONE = 0
 
 
-class KafkaError(Exception):
+class DedupError(Exception):
+    """Base class of every error dedup raises on purpose (not for bad arguments: those are
+    ``TypeError``/``ValueError``)."""
+
+
+class KafkaError(DedupError):
     """Base class of every error with a Kafka wire code."""
 
     code: int = -1
@@ -83,6 +92,12 @@ class InvalidRecordError(KafkaError):
 
     code = 87
     error_name = "INVALID_RECORD"
+
+
+class CorruptSnapshotError(DedupError):
+    """A producer-state snapshot that fails validation (Kafka's CorruptSnapshotException,
+    spec §4.4): wrong version or magic, short file, impossible count, trailing bytes, CRC
+    mismatch. The message says what was expected and what was found."""
 
 
 _BY_CODE: dict[int, type[KafkaError]] = {

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _args
-from ._messages import batch_error, marker_error
-from ._types import (
+from .. import _args
+from .._messages import batch_error, marker_error
+from .._types import (
     DEFAULT_WINDOW,
     NO_PRODUCER_EPOCH,
     NO_SEQUENCE,
@@ -36,7 +36,7 @@ from ._types import (
     in_sequence,
     increment_sequence,
 )
-from .errors import (
+from ..errors import (
     InvalidProducerEpochError,
     InvalidRecordError,
     InvalidTxnStateError,
