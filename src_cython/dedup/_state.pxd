@@ -183,6 +183,7 @@ cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1
 cdef void table_free(Table* t) noexcept nogil
 cdef Py_ssize_t table_find(const Table* t, int64_t producer_id) noexcept nogil
 cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 nogil
+cdef int table_reserve(Table* t, Py_ssize_t producers) except -1 nogil
 cdef int validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Verdict* v) noexcept nogil
 cdef void record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil
 cdef int append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil

@@ -293,6 +293,18 @@ cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 no
     return insert_new(t, producer_id, h)
 
 
+cdef int table_reserve(Table* t, Py_ssize_t producers) except -1 nogil:
+    """Room for `producers` entries in all, entries and index, so that inserting up to that
+    many (a snapshot being loaded) neither reallocates nor rehashes."""
+    if producers > DEDUP_MAX_PRODUCERS:
+        with gil:
+            raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
+    reserve_entries(t, producers)
+    if <uint64_t>producers * 5 > <uint64_t>t.index_capacity * 4:
+        index_resize(t, index_capacity_for(producers))
+    return 0
+
+
 cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
     memset(t, 0, sizeof(Table))
     t.hash_seed = int.from_bytes(os.urandom(8), "little")
@@ -307,8 +319,7 @@ cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
     t.chunk_mask = (<Py_ssize_t>1 << t.chunk_shift) - 1
     t.reserved = capacity
     if capacity > 0:
-        reserve_entries(t, capacity)
-        index_resize(t, index_capacity_for(capacity))
+        table_reserve(t, capacity)
     return 0
 
 
