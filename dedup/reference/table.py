@@ -377,6 +377,16 @@ class ProducerStateTable:
                 log_end_offset = result.last_offset + 1
         return AppendManyResult(codes, duplicate, firsts, lasts, times, log_end_offset)
 
+    def update_map_end_offset(self, offset: int) -> None:
+        """The log wrote batches without producer state (no producer id) up to ``offset``,
+        exclusive: Kafka's updateMapEndOffset (spec §3.2 step 6). ``ValueError`` if it
+        would go backwards."""
+        offset = _args.offset("offset", offset)
+        _args.not_backwards("offset", offset, self._map_end_offset)
+        if offset != self._map_end_offset:
+            self._map_end_offset = offset
+            self._generation += 1
+
     # -- transaction markers ----------------------------------------------------------------
 
     def append_marker(

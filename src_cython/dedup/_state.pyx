@@ -955,6 +955,17 @@ cdef class ProducerStateTable:
                          "accepted (spec §2.4)", regressions)
         return AppendManyResult(codes, duplicate, firsts, lasts, times, end)
 
+    def update_map_end_offset(self, offset):
+        """The log wrote batches without producer state (no producer id) up to ``offset``,
+        exclusive: Kafka's updateMapEndOffset (spec §3.2 step 6). ``ValueError`` if it
+        would go backwards."""
+        self._check_idle()
+        cdef int64_t end = _args.offset("offset", offset)
+        _args.not_backwards("offset", end, self.t.map_end_offset)
+        if end != self.t.map_end_offset:
+            self.t.map_end_offset = end
+            self.t.generation += 1
+
     # -- transaction markers ----------------------------------------------------------------
 
     def append_marker(self, producer_id, producer_epoch, coordinator_epoch, offset, *, commit,
