@@ -145,3 +145,52 @@ class CompletedTxn(NamedTuple):
     first_offset: int
     last_offset: int
     is_aborted: bool
+
+
+#: One row per v2 record batch, as the header scanners return them (spec §8.1). The layout
+#: is the compiled scanner's C struct (checked when dedup._records loads): aligned fields,
+#: 80 bytes a row. ``position`` is where the batch starts in the scanned buffer; the last
+#: five fields are decoded from ``attributes`` (spec §8.2).
+BATCH_HEADER_DTYPE = np.dtype(
+    {
+        "names": [
+            "position", "base_offset", "base_timestamp", "max_timestamp", "producer_id",
+            "batch_length", "partition_leader_epoch", "crc", "last_offset_delta", "base_sequence",
+            "record_count", "attributes", "producer_epoch", "magic", "compression",
+            "timestamp_type", "is_transactional", "is_control",
+        ],
+        "formats": [
+            "<i8", "<i8", "<i8", "<i8", "<i8",
+            "<i4", "<i4", "<u4", "<i4", "<i4",
+            "<i4", "<i2", "<i2", "i1", "u1",
+            "u1", "?", "?",
+        ],
+        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 56, 60, 64, 66, 68, 69, 70, 71, 72],
+        "itemsize": 80,
+    }
+)
+
+
+class BatchesAppendResult(NamedTuple):
+    """Per-batch verdicts of ``append_batches``, one row per batch of the buffer.
+
+    As :class:`AppendManyResult`: ``error_codes`` 0 for an appended batch or a duplicate,
+    else Kafka's code (2 CORRUPT_MESSAGE and 87 INVALID_RECORD for the record-level rules;
+    45, 47, 48, 52 from the producer-state table); offsets and timestamp are the batch's
+    own, the ORIGINAL batch's for a duplicate, -1 for an error. ``errors`` maps the batch
+    index of each refused batch to its error (the message names the field, expected versus
+    found). ``completed_transactions`` lists what COMMIT/ABORT markers ended, in order.
+    ``valid_bytes`` is where the last complete batch ends (less than the buffer's length
+    when a torn tail was ignored).
+    """
+
+    headers: np.ndarray  # BATCH_HEADER_DTYPE
+    error_codes: np.ndarray  # int16
+    duplicate: np.ndarray  # bool
+    base_offsets: np.ndarray  # int64
+    last_offsets: np.ndarray  # int64
+    timestamps: np.ndarray  # int64
+    log_end_offset: int
+    valid_bytes: int
+    errors: dict
+    completed_transactions: list

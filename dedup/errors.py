@@ -15,6 +15,7 @@ __all__ = [
     "KafkaError",
     "CorruptSnapshotError",
     "CorruptRecordError",
+    "TruncatedBatchError",
     "OutOfOrderSequenceError",
     "DuplicateSequenceError",
     "InvalidProducerEpochError",
@@ -46,6 +47,15 @@ class CorruptRecordError(KafkaError):
 
     code = 2
     error_name = "CORRUPT_MESSAGE"
+
+
+class TruncatedBatchError(CorruptRecordError):
+    """The last batch of a buffer is cut short (a torn write, or a fetch that ended mid-batch).
+
+    Recovery cuts a log segment at ``valid_bytes``, where the last complete batch ends;
+    ``headers`` holds the complete batches before it. Scanners set both attributes on every
+    error that ends a scan (a truncated, too-short or non-v2 batch).
+    """
 
 
 class OutOfOrderSequenceError(KafkaError):
