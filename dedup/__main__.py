@@ -1,4 +1,4 @@
-"""Command line: ``python -m dedup demo``."""
+"""Command line: ``python -m dedup demo | dump-log FILE | dump-snapshot FILE``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dedup", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="a retrying producer against one partition's producer-state table")
+    for name, what in (("dump-log", "a .log segment, batch by batch"), ("dump-snapshot", "a .snapshot file")):
+        command = commands.add_parser(name, help=f"print {what}, as kafka-dump-log.sh does", add_help=False)
+        command.add_argument("arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from . import demo
 
         return demo.main()
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    if args.command == "dump-log":
+        from .records import dump_main
+
+        return dump_main(args.arguments)
+    from .snapshot import dump_main as dump_snapshot_main
+
+    return dump_snapshot_main(args.arguments)
 
 
 if __name__ == "__main__":
