@@ -44,6 +44,7 @@ def extension(name):
 EXTENSIONS = [
     extension("_state"),
     extension("_records"),
+    extension("_snapshot"),
 ]
 
 setup(

@@ -1,0 +1,628 @@
+# The compiled snapshot codec: Kafka's producer-state snapshot (version 1, spec §4.2-4.4) and
+# dedup's full-window format, straight between bytes and the table's C struct. Layouts and the
+# C-level API: _snapshot.pxd. The public API (format detection, files): dedup/snapshot.py.
+#
+# No Python object per producer: the encoder sizes the output in one pass over the entry
+# headers and fills a bytes object of exactly that size; the decoder validates the file, then
+# presizes the table (table_reserve) and writes each entry's header, ring and last_timestamp
+# in place. Both loops run without the GIL.
+#
+# Readers validate in a fixed order, the same as the twin's: header, layout (lengths, counts),
+# CRC, then each entry's values in file order. Every read is bounds-checked against the
+# buffer's length first, so no input can make them read outside it or loop past its end.
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+from dedup._state cimport (
+    NO_SEQUENCE,
+    NO_TXN,
+    EntryHeader,
+    ProducerStateTable,
+    Table,
+    entry_at,
+    last_timestamp_at,
+    ring_last_offset,
+    ring_last_sequence,
+    ring_offset_delta,
+    ring_timestamp,
+    table_find_or_insert,
+    table_reserve,
+)
+
+from dedup import _args
+from dedup.errors import CorruptSnapshotError
+
+dedup_crc32c_setup()  # decided once, with the GIL, before any nogil caller
+
+cdef const char* DDPS = b"DDPS"
+
+#: The full format's magic.
+MAGIC = DDPS[:4]
+#: The version both formats write and accept.
+VERSION = SNAPSHOT_VERSION
+
+
+# --- Kafka's format -------------------------------------------------------------------------
+
+cdef Py_ssize_t kafka_size(const Table* t) noexcept nogil:
+    return KAFKA_HEADER_SIZE + KAFKA_ENTRY_SIZE * t.count
+
+
+cdef void kafka_encode(const Table* t, unsigned char* out) noexcept nogil:
+    """Kafka's snapshot of the table into out[0, kafka_size(t)), entries in the table's order.
+
+    Only each entry's last retained batch is written (spec §4.3); Timestamp is the entry's
+    last_timestamp, not the batch's.
+    """
+    cdef Py_ssize_t i
+    cdef unsigned char* q = out + KAFKA_HEADER_SIZE
+    cdef const unsigned char* crc_from = out + KAFKA_CRC_START
+    cdef uint32_t crc = 0
+    cdef char* e
+    cdef const EntryHeader* header
+    cdef int last
+    dedup_store_be16(out + KAFKA_VERSION, SNAPSHOT_VERSION)
+    dedup_store_be32(out + KAFKA_COUNT, <uint32_t>t.count)
+    for i in range(t.count):
+        e = entry_at(t, i)
+        header = <const EntryHeader*>e
+        dedup_store_be64(q + KAFKA_PRODUCER_ID, <uint64_t>header.producer_id)
+        dedup_store_be16(q + KAFKA_EPOCH, <uint16_t>header.producer_epoch)
+        if header.count:
+            last = header.head + header.count - 1
+            if last >= t.window:
+                last -= t.window
+            dedup_store_be32(q + KAFKA_LAST_SEQUENCE, <uint32_t>ring_last_sequence(e)[last])
+            dedup_store_be64(q + KAFKA_LAST_OFFSET, <uint64_t>ring_last_offset(t, e)[last])
+            dedup_store_be32(q + KAFKA_OFFSET_DELTA, <uint32_t>ring_offset_delta(t, e)[last])
+        else:
+            dedup_store_be32(q + KAFKA_LAST_SEQUENCE, <uint32_t>NO_SEQUENCE)
+            dedup_store_be64(q + KAFKA_LAST_OFFSET, <uint64_t><int64_t>-1)
+            dedup_store_be32(q + KAFKA_OFFSET_DELTA, 0)
+        dedup_store_be64(q + KAFKA_TIMESTAMP, <uint64_t>last_timestamp_at(t, i)[0])
+        dedup_store_be32(q + KAFKA_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
+        dedup_store_be64(q + KAFKA_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
+        q += KAFKA_ENTRY_SIZE
+        if q - crc_from >= CRC_BLOCK:
+            crc = dedup_crc32c(crc, crc_from, q - crc_from)
+            crc_from = q
+    crc = dedup_crc32c(crc, crc_from, q - crc_from)
+    dedup_store_be32(out + KAFKA_CRC, crc)
+
+
+cdef int kafka_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil:
+    cdef int16_t version
+    cdef int32_t count
+    cdef int64_t expected
+    cdef uint32_t stored, computed
+    if size >= 2:
+        version = <int16_t>dedup_load_be16(data + KAFKA_VERSION)
+        if version != SNAPSHOT_VERSION:
+            p.found = version
+            return problem(p, KAFKA_BAD_VERSION)
+    if size < KAFKA_HEADER_SIZE:
+        return problem(p, KAFKA_TOO_SHORT)
+    count = <int32_t>dedup_load_be32(data + KAFKA_COUNT)
+    p.count = count
+    if count < 0:
+        return problem(p, KAFKA_NEGATIVE_COUNT)
+    # Stricter than Kafka on trailing bytes: Kafka's parser stops after the last entry and its
+    # crc covers whatever follows, so it accepts them; here the length must be exact.
+    expected = KAFKA_HEADER_SIZE + <int64_t>KAFKA_ENTRY_SIZE * count
+    if size != expected:
+        p.bound = expected
+        return problem(p, KAFKA_SIZE)
+    stored = dedup_load_be32(data + KAFKA_CRC)
+    computed = dedup_crc32c(0, data + KAFKA_CRC_START, size - KAFKA_CRC_START)
+    if stored != computed:
+        p.found = stored
+        p.other = computed
+        return problem(p, KAFKA_BAD_CRC)
+    layout.count = count
+    return PROBLEM_NONE
+
+
+cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
+                    Problem* p) except -1 nogil:
+    """Kafka's snapshot into an empty table (spec §4.4 step 3). layout.count was read once by
+    kafka_check and size == 10 + 46 * count, so every entry read below is inside data."""
+    cdef Py_ssize_t n, i
+    cdef const unsigned char* q
+    cdef int64_t producer_id, last_offset, txn
+    cdef int32_t offset_delta
+    cdef char* e
+    cdef EntryHeader* header
+    table_reserve(t, layout.count)
+    for n in range(layout.count):
+        q = data + KAFKA_HEADER_SIZE + n * KAFKA_ENTRY_SIZE
+        producer_id = <int64_t>dedup_load_be64(q + KAFKA_PRODUCER_ID)
+        last_offset = <int64_t>dedup_load_be64(q + KAFKA_LAST_OFFSET)
+        offset_delta = <int32_t>dedup_load_be32(q + KAFKA_OFFSET_DELTA)
+        # Values the table cannot hold: stricter than Kafka, which checks none of them. The
+        # first offset (LastOffset - OffsetDelta) is not checked: the spec's own vector (§4.7)
+        # has LastOffset 2 and OffsetDelta 3.
+        if producer_id < 0:
+            p.entry = n
+            p.producer_id = producer_id
+            return problem(p, KAFKA_NEGATIVE_PRODUCER_ID)
+        if last_offset >= 0 and offset_delta < 0:
+            p.entry = n
+            p.producer_id = producer_id
+            p.found = offset_delta
+            return problem(p, KAFKA_NEGATIVE_OFFSET_DELTA)
+        # A producer id seen twice: the later entry wins and the producer keeps its first
+        # position, as Kafka's producers.put() into its map: every field is overwritten.
+        i = table_find_or_insert(t, producer_id)
+        e = entry_at(t, i)
+        header = <EntryHeader*>e
+        header.producer_epoch = <int16_t>dedup_load_be16(q + KAFKA_EPOCH)
+        header.coordinator_epoch = <int32_t>dedup_load_be32(q + KAFKA_COORDINATOR_EPOCH)
+        txn = <int64_t>dedup_load_be64(q + KAFKA_CURRENT_TXN_FIRST_OFFSET)
+        header.current_txn_first_offset = txn if txn >= 0 else NO_TXN  # a transaction iff >= 0
+        header.head = 0
+        header.count = 0
+        if last_offset >= 0:  # one batch iff LastOffset >= 0; slot 0 (head 0, count 1)
+            ring_last_sequence(e)[0] = <int32_t>dedup_load_be32(q + KAFKA_LAST_SEQUENCE)
+            ring_offset_delta(t, e)[0] = offset_delta
+            ring_last_offset(t, e)[0] = last_offset
+            ring_timestamp(t, e)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
+            header.count = 1
+        last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
+    return PROBLEM_NONE
+
+
+# --- dedup's full-window format -------------------------------------------------------------
+
+cdef Py_ssize_t full_size(const Table* t) noexcept nogil:
+    cdef Py_ssize_t i, batches = 0
+    for i in range(t.count):
+        batches += (<const EntryHeader*>entry_at(t, i)).count
+    return FULL_MIN_SIZE + FULL_ENTRY_SIZE * t.count + FULL_BATCH_SIZE * batches
+
+
+cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept nogil:
+    """The full-window snapshot of the table into out[0, full_size(t)): every retained batch,
+    oldest first, entries in the table's order. Returns 0, or a problem kind when the table
+    holds what the reader would reject (offsets at or past the map end offset, a negative
+    first offset: only a table loaded from a Kafka snapshot can)."""
+    cdef Py_ssize_t i
+    cdef unsigned char* q = out + FULL_HEADER_SIZE
+    cdef const unsigned char* crc_from = out
+    cdef uint32_t crc = 0
+    cdef char* e
+    cdef const EntryHeader* header
+    cdef int k, pos
+    cdef int window = t.window
+    cdef int64_t map_end_offset = t.map_end_offset
+    cdef int64_t last_offset
+    cdef int32_t offset_delta
+    memcpy(out + FULL_MAGIC, DDPS, 4)
+    dedup_store_be16(out + FULL_VERSION, SNAPSHOT_VERSION)
+    dedup_store_be16(out + FULL_WINDOW, <uint16_t>window)
+    dedup_store_be64(out + FULL_MAP_END_OFFSET, <uint64_t>map_end_offset)
+    dedup_store_be32(out + FULL_COUNT, <uint32_t>t.count)
+    for i in range(t.count):
+        e = entry_at(t, i)
+        header = <const EntryHeader*>e
+        if header.current_txn_first_offset != NO_TXN and header.current_txn_first_offset >= map_end_offset:
+            p.producer_id = header.producer_id
+            p.found = header.current_txn_first_offset
+            p.bound = map_end_offset
+            return problem(p, FULL_BAD_TXN_FIRST_OFFSET)
+        dedup_store_be64(q + FULL_PRODUCER_ID, <uint64_t>header.producer_id)
+        dedup_store_be16(q + FULL_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
+        dedup_store_be32(q + FULL_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
+        dedup_store_be64(q + FULL_LAST_TIMESTAMP, <uint64_t>last_timestamp_at(t, i)[0])
+        dedup_store_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
+        (q + FULL_BATCH_COUNT)[0] = header.count
+        q += FULL_ENTRY_SIZE
+        pos = header.head
+        for k in range(header.count):
+            last_offset = ring_last_offset(t, e)[pos]
+            offset_delta = ring_offset_delta(t, e)[pos]
+            if last_offset < offset_delta or last_offset >= map_end_offset:
+                p.producer_id = header.producer_id
+                p.item = k
+                p.found = last_offset
+                p.other = offset_delta
+                p.bound = map_end_offset
+                return problem(p, FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta
+                               else FULL_OFFSET_PAST_MAP_END)
+            dedup_store_be32(q + FULL_LAST_SEQUENCE, <uint32_t>ring_last_sequence(e)[pos])
+            dedup_store_be32(q + FULL_OFFSET_DELTA, <uint32_t>offset_delta)
+            dedup_store_be64(q + FULL_LAST_OFFSET, <uint64_t>last_offset)
+            dedup_store_be64(q + FULL_TIMESTAMP, <uint64_t>ring_timestamp(t, e)[pos])
+            q += FULL_BATCH_SIZE
+            pos += 1
+            if pos == window:
+                pos = 0
+        if q - crc_from >= CRC_BLOCK:
+            crc = dedup_crc32c(crc, crc_from, q - crc_from)
+            crc_from = q
+    crc = dedup_crc32c(crc, crc_from, q - crc_from)
+    dedup_store_be32(q, crc)
+    return PROBLEM_NONE
+
+
+cdef inline int entry_fits(const unsigned char* data, Py_ssize_t position, Py_ssize_t end, int window,
+                           Py_ssize_t n, Problem* p) noexcept nogil:
+    """0 if entry n, at `position`, fits before `end` with at most `window` batches; else the
+    problem. Reads only the batch count byte, after checking it is there."""
+    cdef int batch_count
+    if end - position < FULL_ENTRY_SIZE:
+        p.entry = n
+        p.position = position
+        p.found = end - position
+        return problem(p, FULL_SHORT_ENTRY)
+    batch_count = (data + position + FULL_BATCH_COUNT)[0]
+    if batch_count > window:
+        p.entry = n
+        p.found = batch_count
+        p.bound = window
+        return problem(p, FULL_BATCH_COUNT_OVER_WINDOW)
+    if end - position - FULL_ENTRY_SIZE < <Py_ssize_t>FULL_BATCH_SIZE * batch_count:
+        p.entry = n
+        p.position = position + FULL_ENTRY_SIZE
+        p.found = end - position - FULL_ENTRY_SIZE
+        p.other = batch_count
+        return problem(p, FULL_SHORT_BATCHES)
+    return PROBLEM_NONE
+
+
+cdef int full_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil:
+    cdef int16_t version, window
+    cdef int64_t map_end_offset
+    cdef int32_t count
+    cdef Py_ssize_t n, end, position
+    cdef const unsigned char* crc_from
+    cdef uint32_t crc = 0, stored
+    cdef int kind
+    if size < 4 or memcmp(data + FULL_MAGIC, DDPS, 4) != 0:
+        return problem(p, FULL_BAD_MAGIC)
+    if size < 6:
+        return problem(p, FULL_TOO_SHORT)
+    version = <int16_t>dedup_load_be16(data + FULL_VERSION)
+    if version != SNAPSHOT_VERSION:
+        p.found = version
+        return problem(p, FULL_BAD_VERSION)
+    if size < FULL_MIN_SIZE:
+        return problem(p, FULL_TOO_SHORT)
+    window = <int16_t>dedup_load_be16(data + FULL_WINDOW)
+    map_end_offset = <int64_t>dedup_load_be64(data + FULL_MAP_END_OFFSET)
+    count = <int32_t>dedup_load_be32(data + FULL_COUNT)
+    p.count = count
+    if window < 1 or window > 255:
+        p.found = window
+        return problem(p, FULL_BAD_WINDOW)
+    if map_end_offset < 0:
+        p.found = map_end_offset
+        return problem(p, FULL_NEGATIVE_MAP_END_OFFSET)
+    if count < 0:
+        p.found = count
+        return problem(p, FULL_NEGATIVE_COUNT)
+    # The layout walk: each step is bounded by the bytes left (entry_fits), so a huge count in
+    # a short file stops at the first entry that does not fit. The CRC follows the walk block
+    # by block, while the bytes are in cache.
+    end = size - FULL_CRC_SIZE
+    position = FULL_HEADER_SIZE
+    crc_from = data
+    for n in range(count):
+        kind = entry_fits(data, position, end, window, n, p)
+        if kind:
+            return kind
+        position += FULL_ENTRY_SIZE + FULL_BATCH_SIZE * (data + position + FULL_BATCH_COUNT)[0]
+        if (data + position) - crc_from >= CRC_BLOCK:
+            crc = dedup_crc32c(crc, crc_from, (data + position) - crc_from)
+            crc_from = data + position
+    if position != end:
+        p.position = position
+        return problem(p, FULL_TRAILING_BYTES)
+    crc = dedup_crc32c(crc, crc_from, (data + end) - crc_from)
+    stored = dedup_load_be32(data + end)
+    if stored != crc:
+        p.found = stored
+        p.other = crc
+        return problem(p, FULL_BAD_CRC)
+    layout.count = count
+    layout.window = window
+    layout.map_end_offset = map_end_offset
+    return PROBLEM_NONE
+
+
+cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
+                   Problem* p) except -1 nogil:
+    """A full-window snapshot that full_check accepted into an empty table of its window."""
+    cdef Py_ssize_t n, i, before
+    cdef Py_ssize_t end = size - FULL_CRC_SIZE
+    cdef Py_ssize_t position = FULL_HEADER_SIZE
+    cdef int64_t map_end_offset = layout.map_end_offset
+    cdef const unsigned char* q
+    cdef const unsigned char* b
+    cdef int64_t producer_id, txn, last_offset
+    cdef int32_t offset_delta
+    cdef int k, batch_count, kind
+    cdef char* e
+    cdef EntryHeader* header
+    table_reserve(t, layout.count)
+    for n in range(layout.count):
+        # full_check walked these bytes, but a writable buffer (a bytearray) may have changed
+        # since: the bounds that keep the reads inside data and the ring writes inside the
+        # window are checked again (two compares per entry).
+        kind = entry_fits(data, position, end, layout.window, n, p)
+        if kind:
+            return kind
+        q = data + position
+        batch_count = (q + FULL_BATCH_COUNT)[0]
+        producer_id = <int64_t>dedup_load_be64(q + FULL_PRODUCER_ID)
+        txn = <int64_t>dedup_load_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET)
+        p.entry = n
+        p.producer_id = producer_id
+        if producer_id < 0:
+            return problem(p, FULL_NEGATIVE_PRODUCER_ID)
+        # A transaction starts at a batch the table has seen: below the map end offset.
+        if txn != NO_TXN and (txn < 0 or txn >= map_end_offset):
+            p.found = txn
+            p.bound = map_end_offset
+            return problem(p, FULL_BAD_TXN_FIRST_OFFSET)
+        before = t.count
+        i = table_find_or_insert(t, producer_id)
+        if i < before:
+            # Unlike Kafka's format, our writer never repeats a producer id. Entry numbers and
+            # table positions agree: the table was empty and every entry so far was new.
+            p.item = i
+            return problem(p, FULL_REPEATED_PRODUCER_ID)
+        e = entry_at(t, i)
+        header = <EntryHeader*>e
+        header.producer_epoch = <int16_t>dedup_load_be16(q + FULL_PRODUCER_EPOCH)
+        header.coordinator_epoch = <int32_t>dedup_load_be32(q + FULL_COORDINATOR_EPOCH)
+        header.current_txn_first_offset = txn
+        last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + FULL_LAST_TIMESTAMP)
+        # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit
+        # in slots [0, count). Oldest first into slots 0.. keeps it (and holds at count == window).
+        header.head = 0
+        header.count = 0
+        b = q + FULL_ENTRY_SIZE
+        for k in range(batch_count):
+            offset_delta = <int32_t>dedup_load_be32(b + FULL_OFFSET_DELTA)
+            last_offset = <int64_t>dedup_load_be64(b + FULL_LAST_OFFSET)
+            if offset_delta < 0 or last_offset < offset_delta or last_offset >= map_end_offset:
+                p.item = k
+                p.found = offset_delta if offset_delta < 0 else last_offset
+                p.other = offset_delta
+                p.bound = map_end_offset
+                return problem(p, FULL_NEGATIVE_OFFSET_DELTA if offset_delta < 0
+                               else FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta
+                               else FULL_OFFSET_PAST_MAP_END)
+            ring_last_sequence(e)[k] = <int32_t>dedup_load_be32(b + FULL_LAST_SEQUENCE)
+            ring_offset_delta(t, e)[k] = offset_delta
+            ring_last_offset(t, e)[k] = last_offset
+            ring_timestamp(t, e)[k] = <int64_t>dedup_load_be64(b + FULL_TIMESTAMP)
+            b += FULL_BATCH_SIZE
+        header.count = <uint8_t>batch_count
+        position += FULL_ENTRY_SIZE + FULL_BATCH_SIZE * batch_count
+    return PROBLEM_NONE
+
+
+# --- problems -------------------------------------------------------------------------------
+
+cdef inline int problem(Problem* p, int kind) noexcept nogil:
+    p.kind = kind
+    return kind
+
+
+cdef void problem_clear(Problem* p) noexcept nogil:
+    p.kind = PROBLEM_NONE
+    p.entry = -1
+    p.item = -1
+    p.count = 0
+    p.producer_id = 0
+    p.found = 0
+    p.other = 0
+    p.bound = 0
+    p.position = 0
+
+
+cdef str problem_message(const Problem* p, Py_ssize_t size, object first_bytes):
+    """What a reader found, as expected versus found. The twin words each one the same."""
+    cdef int kind = p.kind
+    entry, item, count, pid = p.entry, p.item, p.count, p.producer_id
+    found, other, bound, position = p.found, p.other, p.bound, p.position
+    if kind == KAFKA_BAD_VERSION:
+        return f"Kafka snapshot: unknown file version: expected {SNAPSHOT_VERSION}, found {found}"
+    if kind == KAFKA_TOO_SHORT:
+        return (f"Kafka snapshot: too short: expected at least {KAFKA_HEADER_SIZE} bytes (version, crc, count), "
+                f"found {size}")
+    if kind == KAFKA_NEGATIVE_COUNT:
+        return f"Kafka snapshot: negative producer count: expected >= 0, found {count}"
+    if kind == KAFKA_SIZE:
+        what = "short file" if size < bound else f"{size - bound} trailing bytes"
+        return f"Kafka snapshot: {what}: {count} producers need 10 + 46 x {count} = {bound} bytes, found {size}"
+    if kind == KAFKA_BAD_CRC:
+        return (f"Kafka snapshot: CRC-32C of bytes [{KAFKA_CRC_START}, {size}) does not match: "
+                f"stored crc {found:#010x}, computed crc {other:#010x}")
+    if kind == KAFKA_NEGATIVE_PRODUCER_ID:
+        return f"Kafka snapshot: entry {entry}: producer id {pid} is negative: expected >= 0"
+    if kind == KAFKA_NEGATIVE_OFFSET_DELTA:
+        return (f"Kafka snapshot: entry {entry} (producer id {pid}): offset delta {found} is negative: "
+                f"expected >= 0")
+    if kind == FULL_BAD_MAGIC:
+        return f"full snapshot: bad magic: expected {MAGIC!r}, found {first_bytes!r}"
+    if kind == FULL_TOO_SHORT:
+        return f"full snapshot: too short: expected at least {FULL_MIN_SIZE} bytes (header and crc), found {size}"
+    if kind == FULL_BAD_VERSION:
+        return f"full snapshot: unknown version: expected {SNAPSHOT_VERSION}, found {found}"
+    if kind == FULL_BAD_WINDOW:
+        return f"full snapshot: window out of range: expected 1..255, found {found}"
+    if kind == FULL_NEGATIVE_MAP_END_OFFSET:
+        return f"full snapshot: negative map end offset: expected >= 0, found {found}"
+    if kind == FULL_NEGATIVE_COUNT:
+        return f"full snapshot: negative producer count: expected >= 0, found {found}"
+    if kind == FULL_SHORT_ENTRY:
+        return (f"full snapshot: short file: entry {entry} of {count} needs {FULL_ENTRY_SIZE} bytes at byte "
+                f"{position}, found {found} before the crc")
+    if kind == FULL_BATCH_COUNT_OVER_WINDOW:
+        return f"full snapshot: entry {entry}: batch count {found} exceeds the window: expected 0..{bound}"
+    if kind == FULL_SHORT_BATCHES:
+        return (f"full snapshot: short file: the {other} batches of entry {entry} of {count} need "
+                f"{FULL_BATCH_SIZE * other} bytes at byte {position}, found {found} before the crc")
+    if kind == FULL_TRAILING_BYTES:
+        return (f"full snapshot: {size - FULL_CRC_SIZE - position} trailing bytes: {count} producers end at byte "
+                f"{position}, expected a {position + FULL_CRC_SIZE}-byte file, found {size} bytes")
+    if kind == FULL_BAD_CRC:
+        return (f"full snapshot: CRC-32C of bytes [0, {size - FULL_CRC_SIZE}) does not match: "
+                f"stored crc {found:#010x}, computed crc {other:#010x}")
+    if kind == FULL_NEGATIVE_PRODUCER_ID:
+        return f"full snapshot: entry {entry}: producer id {pid} is negative: expected >= 0"
+    where = f"full snapshot: entry {entry} (producer id {pid})"
+    if kind == FULL_BAD_TXN_FIRST_OFFSET:
+        return f"{where}: current txn first offset {found}: expected -1 (none) or an offset in [0, {bound})"
+    if kind == FULL_REPEATED_PRODUCER_ID:
+        return (f"full snapshot: entry {entry}: producer id {pid} repeats entry {item}: "
+                "expected unique producer ids")
+    where = f"{where}, batch {item}"
+    if kind == FULL_NEGATIVE_OFFSET_DELTA:
+        return f"{where}: offset delta {found} is negative: expected >= 0"
+    if kind == FULL_NEGATIVE_FIRST_OFFSET:
+        return (f"{where}: last offset {found} is below its offset delta {other}: "
+                "expected last offset >= offset delta (a first offset >= 0)")
+    if kind == FULL_OFFSET_PAST_MAP_END:
+        return f"{where}: last offset {found} is not below the map end offset: expected < {bound}"
+    return f"snapshot problem {kind}"  # pragma: no cover - every kind is worded above
+
+
+cdef str unwritable_message(const Problem* p):
+    """Why full_encode refused a table. The twin words it the same."""
+    hint = ("; only a table loaded from a Kafka snapshot can hold this, and the full format's reader "
+            "would reject it")
+    if p.kind == FULL_BAD_TXN_FIRST_OFFSET:
+        return (f"cannot write a full snapshot: producer {p.producer_id}: current txn first offset {p.found} "
+                f"is not below the table's map end offset {p.bound}{hint}")
+    if p.kind == FULL_NEGATIVE_FIRST_OFFSET:
+        return (f"cannot write a full snapshot: producer {p.producer_id}, batch {p.item}: last offset {p.found} "
+                f"is below its offset delta {p.other} (a negative first offset){hint}")
+    return (f"cannot write a full snapshot: producer {p.producer_id}, batch {p.item}: last offset {p.found} "
+            f"is not below the table's map end offset {p.bound}{hint}")
+
+
+cdef int raise_corrupt(const Problem* p, const unsigned char[::1] view) except -1:
+    raise CorruptSnapshotError(problem_message(p, view.shape[0], bytes(view[:4])))
+
+
+# --- Python boundary ------------------------------------------------------------------------
+
+cdef const unsigned char[::1] bytes_view(object data):
+    """Any C-contiguous buffer (bytes, bytearray, memoryview, mmap), as unsigned bytes."""
+    cdef const unsigned char[::1] view
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError as error:
+        raise TypeError(f"data must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
+    return view
+
+
+cdef ProducerStateTable new_table(object table_class, int window):
+    if not (isinstance(table_class, type) and issubclass(table_class, ProducerStateTable)):
+        raise TypeError(f"table_class must be dedup._state.ProducerStateTable or a subclass, got {table_class!r}")
+    table = table_class(window)
+    cdef ProducerStateTable fresh = <ProducerStateTable?>table
+    if fresh.t.count or fresh.t.window != window:
+        raise TypeError(f"table_class({window}) must make an empty table of window {window}")
+    return fresh
+
+
+def encode_kafka(ProducerStateTable table not None):
+    """Kafka's snapshot (version 1, spec §4.2-4.3) of the table, as bytes.
+
+    Entries in the table's order, each with only its last retained batch; the loop runs
+    without the GIL.
+    """
+    table._check_idle()
+    cdef Table* t = &table.t
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, kafka_size(t))
+    cdef unsigned char* buffer = <unsigned char*>PyBytes_AS_STRING(out)
+    table._busy = 1  # other threads get a RuntimeError instead of changing the table under us
+    try:
+        with nogil:
+            kafka_encode(t, buffer)
+    finally:
+        table._busy = 0
+    return out
+
+
+def encode_full(ProducerStateTable table not None):
+    """dedup's full-window snapshot of the table, as bytes: every retained batch, oldest first.
+
+    ``ValueError`` if the table holds offsets at or past its map end offset, or a negative
+    first offset (only a table loaded from a Kafka snapshot can): the reader would reject them.
+    """
+    table._check_idle()
+    cdef Table* t = &table.t
+    cdef Problem p
+    cdef int kind
+    problem_clear(&p)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, full_size(t))
+    cdef unsigned char* buffer = <unsigned char*>PyBytes_AS_STRING(out)
+    table._busy = 1
+    try:
+        with nogil:
+            kind = full_encode(t, buffer, &p)
+    finally:
+        table._busy = 0
+    if kind:
+        raise ValueError(unwritable_message(&p))
+    return out
+
+
+def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTable):
+    """A table from Kafka's snapshot (spec §4.4); ``CorruptSnapshotError`` if it is not one.
+
+    ``window`` is the new table's window (the file keeps at most one batch per producer) and
+    ``map_end_offset`` its map end offset (Kafka takes it from the file name).
+    """
+    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef int table_window = _args.window(window)
+    cdef int64_t end_offset = _args.offset("map_end_offset", map_end_offset)
+    cdef Py_ssize_t size = view.shape[0]
+    cdef const unsigned char* octets = &view[0] if size else NULL
+    cdef Layout layout
+    cdef Problem p
+    cdef int kind
+    problem_clear(&p)
+    with nogil:
+        kind = kafka_check(octets, size, &layout, &p)
+    if kind:
+        raise_corrupt(&p, view)
+    cdef ProducerStateTable table = new_table(table_class, table_window)
+    with nogil:
+        kind = kafka_load(&table.t, octets, size, &layout, &p)
+    if kind:
+        raise_corrupt(&p, view)
+    table.t.map_end_offset = end_offset
+    table.t.generation += 1
+    return table
+
+
+def decode_full(data, table_class=ProducerStateTable):
+    """A table from a full-window snapshot, with the file's window and map end offset;
+    ``CorruptSnapshotError`` if it is not a valid one."""
+    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef Py_ssize_t size = view.shape[0]
+    cdef const unsigned char* octets = &view[0] if size else NULL
+    cdef Layout layout
+    cdef Problem p
+    cdef int kind
+    problem_clear(&p)
+    with nogil:
+        kind = full_check(octets, size, &layout, &p)
+    if kind:
+        raise_corrupt(&p, view)
+    cdef ProducerStateTable table = new_table(table_class, layout.window)
+    with nogil:
+        kind = full_load(&table.t, octets, size, &layout, &p)
+    if kind:
+        raise_corrupt(&p, view)
+    table.t.map_end_offset = layout.map_end_offset
+    table.t.generation += 1
+    return table
