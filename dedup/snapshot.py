@@ -1,0 +1,406 @@
+"""Producer-state snapshot files: Kafka's format and dedup's full-window format.
+
+A snapshot is the state of a producer-state table at its map end offset (spec §4). Two
+formats, both version 1, big-endian, checksummed with CRC-32C (layouts field by field in
+``src_cython/dedup/_snapshot.pxd`` and :mod:`dedup.reference.snapshot`):
+
+``"kafka"``
+    Byte for byte Kafka's ``<offset>.snapshot`` (spec §4.2-4.4): only each producer's last
+    batch, so after a reload the duplicate window is one batch until new batches arrive.
+``"full"``
+    dedup's own: every retained batch (the whole window), the window and the map end offset,
+    under a magic (``b"DDPS"``) and a CRC over everything. The default.
+
+:func:`encode_snapshot`/:func:`decode_snapshot` work on bytes, :func:`write_snapshot`/
+:func:`read_snapshot` on files (atomically written). A compiled table goes through the
+compiled codec (``dedup._snapshot``, straight from the C struct), a pure-Python one through
+the twin (:mod:`dedup.reference.snapshot`); both give the same bytes and the same errors.
+A file that fails validation raises :class:`~dedup.errors.CorruptSnapshotError`; a bad
+argument ``TypeError``/``ValueError`` naming it.
+
+``python -m dedup dump-snapshot FILE [--json]`` prints a snapshot the way Kafka's
+``kafka-dump-log.sh`` does (see :func:`dump_main`).
+
+>>> from dedup import ProducerStateTable
+>>> table = ProducerStateTable()
+>>> _ = table.append(1000, 0, 0, 1, 0)
+>>> copy = decode_snapshot(encode_snapshot(table))
+>>> copy.append(1000, 0, 0, 1, 1).duplicate
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import PURE_PYTHON, _args
+from ._types import DEFAULT_WINDOW, INT64_MAX
+from .errors import CorruptSnapshotError
+from .reference import ProducerStateTable as _TwinTable
+from .reference import snapshot as _twin
+
+if PURE_PYTHON:
+    try:  # a compiled table can still be given explicitly, if the extension is there
+        from . import _snapshot as _compiled
+        from ._state import ProducerStateTable as _CompiledTable
+    except ImportError:  # pragma: no cover - depends on the build
+        _compiled = None  # type: ignore[assignment]
+        _CompiledTable = None  # type: ignore[assignment,misc]
+else:
+    try:
+        from . import _snapshot as _compiled
+        from ._state import ProducerStateTable as _CompiledTable
+    except ImportError as error:  # pragma: no cover - exercised by hand
+        raise ImportError(
+            "dedup's compiled snapshot codec (dedup._snapshot) is not built. Build it with "
+            "`pip install -e .` (needs a C compiler), or set DEDUP_PURE_PYTHON=1 to use the "
+            f"pure-Python twin. Cause: {error}"
+        ) from error
+
+__all__ = [
+    "SNAPSHOT_FORMATS",
+    "decode_snapshot",
+    "dump_main",
+    "encode_snapshot",
+    "read_snapshot",
+    "snapshot_file_name",
+    "snapshot_format",
+    "snapshot_offset",
+    "write_snapshot",
+]
+
+#: The formats :func:`encode_snapshot` and :func:`write_snapshot` can write.
+SNAPSHOT_FORMATS = ("full", "kafka")
+
+MAGIC = b"DDPS"
+SNAPSHOT_SUFFIX = ".snapshot"
+_KAFKA_FILE_NAME = re.compile(r"([0-9]{20})\.snapshot")
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def _format(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"format must be one of {SNAPSHOT_FORMATS}, got {value!r}")
+    if value not in SNAPSHOT_FORMATS:
+        raise ValueError(f"format must be one of {SNAPSHOT_FORMATS}, got {value!r}")
+    return value
+
+
+def _codec_of_table(table: Any) -> Any:
+    if _CompiledTable is not None and isinstance(table, _CompiledTable):
+        return _compiled
+    if isinstance(table, _TwinTable):
+        return _twin
+    raise TypeError(f"table must be a ProducerStateTable (dedup._state or dedup.reference), got {type(table).__name__}")
+
+
+def _codec_of_class(table_class: Any) -> tuple[type, Any]:
+    if table_class is None:
+        from . import ProducerStateTable as table_class  # the package's binding (DEDUP_PURE_PYTHON)
+    if isinstance(table_class, type):
+        if _CompiledTable is not None and issubclass(table_class, _CompiledTable):
+            return table_class, _compiled
+        if issubclass(table_class, _TwinTable):
+            return table_class, _twin
+    raise TypeError(
+        f"table_class must be a ProducerStateTable class (dedup._state or dedup.reference), got {table_class!r}"
+    )
+
+
+def _buffer(data: Any) -> memoryview:
+    try:
+        return memoryview(data).cast("B")
+    except TypeError as error:
+        raise TypeError(f"data must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
+
+
+# --- bytes --------------------------------------------------------------------------------
+
+
+def encode_snapshot(table: Any, format: str = "full") -> bytes:
+    """The snapshot of ``table`` in ``format`` (``"full"`` or ``"kafka"``), as bytes.
+
+    Entries are written in the table's order (insertion order in both twins), so the same
+    state gives the same bytes from either twin. ``"kafka"`` keeps each producer's last batch
+    only (spec §4.3). ``"full"`` raises ``ValueError`` for a table its reader would reject
+    (offsets at or past the map end offset: only a table loaded from a Kafka snapshot with a
+    smaller ``map_end_offset`` can hold them).
+    """
+    codec = _codec_of_table(table)
+    if _format(format) == "full":
+        return codec.encode_full(table)
+    return codec.encode_kafka(table)
+
+
+def snapshot_format(data: Any) -> str:
+    """Which format ``data`` is in: ``"full"`` if it starts with ``b"DDPS"``, ``"kafka"`` if
+    it starts with version 1 (int16); ``CorruptSnapshotError`` otherwise. Only the first
+    bytes are looked at: :func:`decode_snapshot` validates the rest."""
+    view = _buffer(data)
+    if view[:4] == MAGIC:
+        return "full"
+    if len(view) < 2:
+        raise CorruptSnapshotError(f"snapshot too short: expected at least 10 bytes, found {len(view)}")
+    (version,) = struct.unpack_from(">h", view, 0)
+    if version == 1:
+        return "kafka"
+    raise CorruptSnapshotError(
+        f"unknown file version: expected version 1 (Kafka's format) or magic {MAGIC!r} (full format), "
+        f"found version {version} (first bytes {bytes(view[:4])!r})"
+    )
+
+
+def decode_snapshot(
+    data: Any,
+    *,
+    window: int | None = None,
+    map_end_offset: int | None = None,
+    table_class: type | None = None,
+) -> Any:
+    """A new table holding the state in ``data`` (either format, detected by
+    :func:`snapshot_format`); ``CorruptSnapshotError`` if it fails validation.
+
+    - Full format: the file carries its window and map end offset. ``window`` and
+      ``map_end_offset`` may be given to assert them: a different value is a ``ValueError``.
+    - Kafka's format: ``window`` is the new table's (default 5, Kafka's; the file holds at most
+      one batch per producer) and ``map_end_offset`` its map end offset (default 0; Kafka takes
+      it from the file name, as :func:`read_snapshot` does).
+
+    ``table_class`` is the class of the new table: ``None`` for ``dedup.ProducerStateTable``
+    (the compiled one unless ``DEDUP_PURE_PYTHON=1``), or either twin's class.
+    """
+    view = _buffer(data)
+    cls, codec = _codec_of_class(table_class)
+    if window is not None:
+        window = _args.window(window)
+    if map_end_offset is not None:
+        map_end_offset = _args.offset("map_end_offset", map_end_offset)
+    if snapshot_format(view) == "kafka":
+        return codec.decode_kafka(
+            view,
+            DEFAULT_WINDOW if window is None else window,
+            0 if map_end_offset is None else map_end_offset,
+            cls,
+        )
+    table = codec.decode_full(view, cls)
+    if window is not None and window != table.window:
+        raise ValueError(f"window {window} differs from the full snapshot's window {table.window}")
+    if map_end_offset is not None and map_end_offset != table.map_end_offset:
+        raise ValueError(
+            f"map_end_offset {map_end_offset} differs from the full snapshot's map end offset {table.map_end_offset}"
+        )
+    return table
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def snapshot_file_name(offset: int) -> str:
+    """Kafka's name for the snapshot at ``offset`` (spec §4.1): ``"%020d.snapshot"``.
+
+    >>> snapshot_file_name(1234)
+    '00000000000000001234.snapshot'
+    """
+    return f"{_args.offset('offset', offset):020d}{SNAPSHOT_SUFFIX}"
+
+
+def snapshot_offset(path: Any) -> int:
+    """The offset in a snapshot file's name: the digits before the first ``"."`` (spec §4.1,
+    as Kafka parses it); ``ValueError`` if there are none or they pass 2^63-1.
+
+    >>> snapshot_offset("/data/topic-0/00000000000000001234.snapshot")
+    1234
+    """
+    name = os.path.basename(os.fsdecode(path))
+    digits, dot, _ = name.partition(".")
+    if not dot or not re.fullmatch(r"[0-9]+", digits) or int(digits) > INT64_MAX:
+        raise ValueError(
+            f"path {os.fsdecode(path)!r}: expected a file name that starts with an offset and a '.' "
+            f"(like {snapshot_file_name(1234)!r}), found {name!r}"
+        )
+    return int(digits)
+
+
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new, empty file beside the target, created with the umask's permissions (as the
+    target's would be), that no one else can have opened: O_EXCL with a random name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:  # pragma: no cover - 64 random bits collided
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {name!r} in {directory!r}")  # pragma: no cover
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable: fsync the directory that holds the entry (POSIX)."""
+    if os.name != "posix":  # pragma: no cover - Windows cannot open a directory
+        return
+    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = True) -> None:
+    """Write the snapshot of ``table`` to ``path``, atomically.
+
+    The bytes go to a new temporary file in the same directory, which is fsynced, renamed over
+    ``path`` (``os.replace``) and the directory fsynced: a reader sees the old file or the new
+    one, whole, never a mix, and after a crash the new one survives. On any error before the
+    rename, the temporary file is removed and ``path`` is untouched. ``sync=False`` skips
+    both fsyncs (Kafka's ``takeSnapshot(sync=false)`` on a segment roll, spec §4.5): still
+    atomic for readers, not durable across a power loss.
+
+    Unlike Kafka's writer, which opens the file without truncating it (spec §10), rewriting an
+    existing snapshot with a shorter one cannot leave stale bytes behind.
+    """
+    data = encode_snapshot(table, format)  # a bad argument changes nothing on disk
+    sync = _args.flag("sync", sync)
+    target = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(target))
+    descriptor, temporary = _create_temporary(directory, name)
+    try:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(descriptor, view) :]
+        if sync:
+            os.fsync(descriptor)
+        os.close(descriptor)
+        descriptor = -1
+        os.replace(temporary, target)
+    except BaseException:
+        if descriptor >= 0:
+            os.close(descriptor)
+        try:
+            os.unlink(temporary)
+        except OSError:  # pragma: no cover - already gone
+            pass
+        raise
+    if sync:
+        _fsync_directory(directory)
+
+
+def _read(path: Any, window: int | None, map_end_offset: int | None, table_class: Any) -> tuple[str, Any]:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    kind = snapshot_format(data)
+    if kind == "kafka" and map_end_offset is None:
+        found = _KAFKA_FILE_NAME.fullmatch(os.path.basename(os.fsdecode(path)))
+        map_end_offset = int(found.group(1)) if found and int(found.group(1)) <= INT64_MAX else 0
+    return kind, decode_snapshot(data, window=window, map_end_offset=map_end_offset, table_class=table_class)
+
+
+def read_snapshot(
+    path: Any,
+    *,
+    window: int | None = None,
+    map_end_offset: int | None = None,
+    table_class: type | None = None,
+) -> Any:
+    """A new table from the snapshot file at ``path`` (either format), as :func:`decode_snapshot`.
+
+    For Kafka's format, ``map_end_offset`` defaults to the offset in the file's name when it is
+    Kafka's ``%020d.snapshot`` (spec §4.1), else 0. ``OSError`` if the file cannot be read,
+    ``CorruptSnapshotError`` if it fails validation (Kafka then deletes it and tries the
+    next-latest snapshot, spec §4.4: that is the caller's decision here).
+    """
+    return _read(path, window, map_end_offset, table_class)[1]
+
+
+# --- dump-snapshot ------------------------------------------------------------------------
+
+
+def _optional_long(value: int | None) -> str:
+    """Java's OptionalLong.toString, as kafka-dump-log.sh prints currentTxnFirstOffset."""
+    return "OptionalLong.empty" if value is None else f"OptionalLong[{value}]"
+
+
+def _producer_document(entry: Any) -> dict[str, Any]:
+    return {
+        "producer_id": entry.producer_id,
+        "producer_epoch": entry.producer_epoch,
+        "coordinator_epoch": entry.coordinator_epoch,
+        "current_txn_first_offset": entry.current_txn_first_offset,
+        "last_timestamp": entry.last_timestamp,
+        "batches": [
+            {
+                "first_sequence": batch.first_sequence,
+                "last_sequence": batch.last_sequence,
+                "first_offset": batch.first_offset,
+                "last_offset": batch.last_offset,
+                "offset_delta": batch.offset_delta,
+                "timestamp": batch.timestamp,
+            }
+            for batch in entry.batches
+        ],
+    }
+
+
+def _producer_line(entry: Any) -> str:
+    """The line kafka-dump-log.sh prints for a producer (DumpLogSegments.dumpProducerIdSnapshot,
+    Kafka 4.x), with every retained batch where Kafka's format has at most one."""
+    line = (
+        f"producerId: {entry.producer_id} producerEpoch: {entry.producer_epoch} "
+        f"coordinatorEpoch: {entry.coordinator_epoch} "
+        f"currentTxnFirstOffset: {_optional_long(entry.current_txn_first_offset)} "
+        f"lastTimestamp: {entry.last_timestamp}"
+    )
+    for batch in entry.batches:
+        line += (
+            f" firstSequence: {batch.first_sequence} lastSequence: {batch.last_sequence} "
+            f"lastOffset: {batch.last_offset} offsetDelta: {batch.offset_delta} timestamp: {batch.timestamp}"
+        )
+    return line
+
+
+def dump_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup dump-snapshot FILE [--json]``: every producer of a snapshot file,
+    one line each, as Kafka's kafka-dump-log.sh prints a ``.snapshot``; ``--json`` for machines.
+
+    Either format. Kafka's lines are its own (4.x wording); for the full format a line lists
+    every retained batch, oldest first, after a ``window: ... mapEndOffset: ...`` line. A
+    corrupt, unreadable or missing file is one line on stderr and exit status 1.
+    """
+    parser = argparse.ArgumentParser(prog="python -m dedup dump-snapshot", description=dump_main.__doc__)
+    parser.add_argument("file", help="a producer-state snapshot (Kafka's <offset>.snapshot or dedup's full format)")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    args = parser.parse_args(argv)
+    try:
+        kind, table = _read(args.file, None, None, None)
+    except OSError as error:
+        print(f"dump-snapshot: {args.file}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    except CorruptSnapshotError as error:
+        print(f"dump-snapshot: {args.file}: {error}", file=sys.stderr)
+        return 1
+    entries = [table.entry(producer_id) for producer_id in table]
+    if args.json:
+        document = {
+            "file": args.file,
+            "format": kind,
+            "window": table.window if kind == "full" else None,  # Kafka's file has none (one batch)
+            "map_end_offset": table.map_end_offset,
+            "producers": [_producer_document(entry) for entry in entries],
+        }
+        print(json.dumps(document, indent=1))
+        return 0
+    print(f"Dumping {args.file}")
+    if kind == "full":
+        print(f"window: {table.window} mapEndOffset: {table.map_end_offset}")
+    for entry in entries:
+        print(_producer_line(entry))
+    return 0
