@@ -236,7 +236,8 @@ def test_both_twins_give_the_same_verdicts_and_state():
         + build(-1, -1, -1, 1) + patch(build(4, 0, 0), record_count=5)
     )
     outcomes = []
-    for records, table_class in ((compiled_records, _state.ProducerStateTable), (twin_records, reference.ProducerStateTable)):
+    twins = ((compiled_records, _state.ProducerStateTable), (twin_records, reference.ProducerStateTable))
+    for records, table_class in twins:
         table, data = table_class(), bytearray(buffer)
         result = records.append_batches(table, data, origin=Origin.COORDINATOR, log_end_offset=7, write_offsets=True)
         outcomes.append((
@@ -355,7 +356,7 @@ def test_dump_log_prints_kafkas_batch_lines(tmp_path, capsys):
     )
     assert lines[2].endswith("magic: 2 compresscodec: none crc: " + str(int(dedup.records.scan_batches(data)["crc"][0]))
                              + " isvalid: true")
-    assert lines[3].startswith("baseOffset: 103 lastOffset: 103 count: 1 baseSequence: -1 lastSequence: -1 producerId: -1")
+    assert lines[3].startswith("baseOffset: 103 lastOffset: 103 count: 1 baseSequence: -1 lastSequence: -1 ")
     assert lines[4] == f"Found 3 invalid bytes at the end of {segment.name}"
 
 
