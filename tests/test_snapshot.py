@@ -1,0 +1,904 @@
+"""Snapshot files (spec §4): Kafka's format byte for byte, dedup's full-window format, both
+twins writing the same bytes and raising the same errors, atomic files, and dump-snapshot.
+
+Spec references: §1.2 (entry fields, window of 5), §1.3 (BatchMetadata), §4.1 (file names),
+§4.2 (Kafka's layout), §4.3 (what is written: the last batch, Timestamp = lastTimestamp),
+§4.4 (reading: one batch iff LastOffset >= 0, txn iff >= 0, CRC over [6, end)), §4.7 (test
+vectors), §5.1 (a reload: producers.put, later entries win), §8.4 (decrementSequence), §8.5
+(CRC-32C), §10 (write to a temporary file and rename).
+
+Test files are built here with :mod:`struct` and the PyPI ``crc32c`` package, independently
+of both codecs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import crc32c as pypi_crc32c
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import dedup
+from dedup import reference, snapshot
+from dedup._types import BatchMetadata, Origin, ProducerStateEntry
+from dedup.errors import CorruptSnapshotError, KafkaError
+from dedup.reference import snapshot as twin_codec
+from dedup.snapshot import (
+    SNAPSHOT_FORMATS,
+    decode_snapshot,
+    dump_main,
+    encode_snapshot,
+    read_snapshot,
+    snapshot_file_name,
+    snapshot_format,
+    snapshot_offset,
+    write_snapshot,
+)
+
+_state = pytest.importorskip("dedup._state")
+from dedup import _snapshot as compiled_codec  # noqa: E402
+
+Compiled = _state.ProducerStateTable
+Twin = reference.ProducerStateTable
+CODECS = {"compiled": compiled_codec, "reference": twin_codec}
+
+INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+# §4.7, copied from the spec.
+EMPTY_KAFKA_VECTOR = bytes.fromhex("000148674bc700000000")
+TWO_ENTRY_KAFKA_VECTOR = bytes.fromhex(
+    "0001fedf4e50000000020000000000000001000200000001000000000000000200000003ffffffffffffffff0000"
+    "00030000000000000064000000000000000b000cffffffffffffffffffffffff00000000000000000001e2400000"
+    "000dffffffffffffffff"
+)
+BAD_CRC_VECTOR = EMPTY_KAFKA_VECTOR[:2] + bytes(4) + EMPTY_KAFKA_VECTOR[6:]
+TWO_ENTRIES = (
+    ProducerStateEntry(
+        producer_id=1,
+        producer_epoch=2,
+        batches=(BatchMetadata(last_sequence=1, last_offset=2, offset_delta=3, timestamp=-1),),
+        coordinator_epoch=3,
+        last_timestamp=-1,
+        current_txn_first_offset=100,
+    ),
+    ProducerStateEntry(
+        producer_id=11,
+        producer_epoch=12,
+        batches=(),
+        coordinator_epoch=13,
+        last_timestamp=123456,
+        current_txn_first_offset=None,
+    ),
+)
+
+
+# --- independent writers of test files ------------------------------------------------------
+
+
+def kafka_file(entries, *, version=1, count=None, crc=None, trailing=b""):
+    """Kafka's layout (§4.2) from 8-tuples (ProducerId, Epoch, LastSequence, LastOffset,
+    OffsetDelta, Timestamp, CoordinatorEpoch, CurrentTxnFirstOffset); the crc covers
+    [6, end), trailing bytes included, as Kafka's would."""
+    body = struct.pack(">i", len(entries) if count is None else count)
+    body += b"".join(struct.pack(">qhiqiqiq", *entry) for entry in entries) + trailing
+    return struct.pack(">hI", version, pypi_crc32c.crc32c(body) if crc is None else crc) + body
+
+
+def full_file(entries, *, window=5, map_end_offset=100, count=None, version=1, magic=b"DDPS", trailing=b"", crc=None):
+    """The full format from (producer_id, epoch, coordinator_epoch, last_timestamp, txn,
+    batches[, batch_count]) with batches as (last_sequence, offset_delta, last_offset, timestamp)."""
+    body = struct.pack(">4shhqi", magic, version, window, map_end_offset, len(entries) if count is None else count)
+    for producer_id, epoch, coordinator_epoch, last_timestamp, txn, batches, *batch_count in entries:
+        written = batch_count[0] if batch_count else len(batches)
+        body += struct.pack(">qhiqqB", producer_id, epoch, coordinator_epoch, last_timestamp, txn, written)
+        body += b"".join(struct.pack(">iiqq", *batch) for batch in batches)
+    body += trailing
+    return body + struct.pack(">I", pypi_crc32c.crc32c(body) if crc is None else crc)
+
+
+def state(table):
+    """Everything a table holds, in its order."""
+    return table.window, table.map_end_offset, tuple(table.entry(producer_id) for producer_id in table)
+
+
+def kafka_view(table_state):
+    """What Kafka's format keeps of a state (§4.3, §4.4): the last batch, stamped with the
+    entry's last_timestamp (the file has one Timestamp field)."""
+    window, map_end_offset, entries = table_state
+    kept = []
+    for entry in entries:
+        batches = ()
+        if entry.batches:
+            last = entry.batches[-1]
+            batches = (BatchMetadata(last.last_sequence, last.last_offset, last.offset_delta, entry.last_timestamp),)
+        kept.append(
+            ProducerStateEntry(
+                entry.producer_id,
+                entry.producer_epoch,
+                batches,
+                entry.coordinator_epoch,
+                entry.last_timestamp,
+                entry.current_txn_first_offset,
+            )
+        )
+    return window, map_end_offset, tuple(kept)
+
+
+def both_reject(function_name, data, *args):
+    """Both codecs reject ``data`` with the same CorruptSnapshotError message; returns it."""
+    messages = []
+    for codec in CODECS.values():
+        with pytest.raises(CorruptSnapshotError) as caught:
+            getattr(codec, function_name)(data, *args)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    return messages[0]
+
+
+# --- random tables, the same operations on both twins --------------------------------------
+
+pids = st.sampled_from([0, 1, 2, 3, 1000, INT64_MAX])
+epochs = st.sampled_from([0] * 8 + [1, 2, -1, INT16_MAX, INT16_MIN])  # mostly 0: an epoch change clears batches
+sequences = st.one_of(st.integers(0, 6), st.integers(INT32_MAX - 2, INT32_MAX), st.just(-1))
+timestamps = st.one_of(st.integers(-3, 50), st.sampled_from([INT64_MIN, INT64_MAX]))
+gaps = st.sampled_from([0, 0, 1, 5])
+appends = st.tuples(
+    st.just("append"),
+    pids,
+    epochs,
+    sequences,
+    st.sampled_from([1, 1, 2, 3, 100]),
+    gaps,
+    timestamps,
+    st.sampled_from([Origin.REPLICATION, Origin.REPLICATION, Origin.CLIENT, Origin.COORDINATOR]),
+    st.sampled_from([False] * 5 + [True]),  # rarely: a transaction refuses plain batches until its marker
+)
+markers = st.tuples(
+    st.just("marker"),
+    pids,
+    epochs,
+    st.sampled_from([0, 1, 5]),
+    gaps,
+    st.booleans(),
+    timestamps,
+    st.sampled_from([Origin.COORDINATOR, Origin.REPLICATION]),
+)
+expirations = st.tuples(st.just("expire"), st.integers(-5, 60), st.sampled_from([10, 40, 1 << 62]))
+operations = st.lists(st.one_of(*[appends] * 8, markers, expirations), min_size=10, max_size=80)
+windows = st.sampled_from([1, 2, 3, 5, 7])
+
+
+def apply(table, ops):
+    """Run ``ops`` on ``table``; the outcome of each (verdict, completed txn, count or error)."""
+    outcomes = []
+    for op in ops:
+        try:
+            if op[0] == "append":
+                _, pid, epoch, sequence, count, gap, stamp, origin, txn = op
+                result = table.append(
+                    pid,
+                    epoch,
+                    sequence,
+                    count,
+                    table.map_end_offset + gap,
+                    max_timestamp=stamp,
+                    origin=origin,
+                    transactional=txn,
+                )
+                outcomes.append((result.duplicate, result.base_offset, result.last_offset, result.timestamp))
+            elif op[0] == "marker":
+                _, pid, epoch, coordinator_epoch, gap, commit, stamp, origin = op
+                offset = table.map_end_offset + gap
+                outcomes.append(
+                    table.append_marker(
+                        pid, epoch, coordinator_epoch, offset, commit=commit, timestamp=stamp, origin=origin
+                    )
+                )
+            else:
+                _, now, expiration = op
+                outcomes.append(table.remove_expired(now, expiration))
+        except KafkaError as error:
+            outcomes.append((type(error).__name__, str(error)))
+    return outcomes
+
+
+# --- §4.7: the spec's vectors, byte for byte ------------------------------------------------
+
+
+def test_empty_table_is_the_spec_vector_in_kafkas_format(impl):
+    assert encode_snapshot(impl(), "kafka") == EMPTY_KAFKA_VECTOR
+    assert decode_snapshot(EMPTY_KAFKA_VECTOR, table_class=impl).map_end_offset == 0
+
+
+def test_two_entry_vector_reads_as_the_spec_says_and_writes_back_byte_for_byte(impl):
+    """§4.7 and §4.4: pid 1 has one batch (LastOffset 2 >= 0) and a transaction at 100; pid 11
+    has none (LastOffset -1) and no transaction (-1). Entries keep the file's order."""
+    table = decode_snapshot(TWO_ENTRY_KAFKA_VECTOR, map_end_offset=101, table_class=impl)
+    assert type(table) is impl
+    assert state(table) == (5, 101, TWO_ENTRIES)
+    assert encode_snapshot(table, "kafka") == TWO_ENTRY_KAFKA_VECTOR
+    assert table.entry(1).first_sequence == INT32_MAX - 1  # decrementSequence(1, 3), §8.4
+
+
+def test_the_vectors_second_entry_from_the_tables_own_operations(impl):
+    """A marker for an unknown producer makes exactly the vector's pid 11 (no batch, §2.2 M4)."""
+    table = impl()
+    table.append_marker(11, 12, 13, 0, commit=True, timestamp=123456)
+    data = encode_snapshot(table, "kafka")
+    assert data == kafka_file([(11, 12, -1, -1, 0, 123456, 13, -1)])
+    assert data[10:] == TWO_ENTRY_KAFKA_VECTOR[56:]  # the vector's second entry, byte for byte
+
+
+def test_kafka_layout_field_by_field(impl):
+    """§4.2/§4.3 read back with struct at the documented offsets: the last retained batch, the
+    entry's last_timestamp as Timestamp (not the batch's), -1 for no transaction."""
+    table = impl(3)
+    end = 0
+    for sequence in range(4):  # four batches through a window of 3: the ring wraps
+        end = table.append(1000, 5, 2 * sequence, 2, end, max_timestamp=10 + sequence).last_offset + 1
+    table.append_marker(7, 1, 3, end, commit=False, timestamp=99)
+    table.append(7, 1, 0, 1, end + 1, max_timestamp=44, transactional=True)
+    data = encode_snapshot(table, "kafka")
+    assert len(data) == 10 + 46 * 2
+    version, crc, count = struct.unpack_from(">hIi", data, 0)
+    assert (version, count) == (1, 2) and crc == pypi_crc32c.crc32c(data[6:])
+    assert struct.unpack_from(">qhiqiqiq", data, 10) == (1000, 5, 7, 7, 1, 13, -1, -1)
+    assert struct.unpack_from(">qhiqiqiq", data, 56) == (7, 1, 0, 9, 0, 44, 3, 9)
+
+
+def test_full_layout_field_by_field(impl):
+    table = impl(3)
+    end = 0
+    for sequence in range(4):
+        end = table.append(1000, 5, 2 * sequence, 2, end, max_timestamp=10 + sequence).last_offset + 1
+    table.append_marker(7, 1, 3, end, commit=False, timestamp=99)
+    data = encode_snapshot(table, "full")
+    assert data[:4] == b"DDPS"
+    assert struct.unpack_from(">hhqi", data, 4) == (1, 3, end + 1, 2)
+    assert struct.unpack_from(">qhiqqB", data, 20) == (1000, 5, -1, 13, -1, 3)
+    batches = [struct.unpack_from(">iiqq", data, 51 + 24 * k) for k in range(3)]
+    assert batches == [(3, 1, 3, 11), (5, 1, 5, 12), (7, 1, 7, 13)]  # oldest first
+    assert struct.unpack_from(">qhiqqB", data, 123) == (7, 1, 3, 99, -1, 0)
+    assert len(data) == 123 + 31 + 4
+    assert struct.unpack_from(">I", data, len(data) - 4)[0] == pypi_crc32c.crc32c(data[:-4])
+
+
+def test_empty_table_in_the_full_format(impl):
+    body = b"DDPS" + struct.pack(">hhqi", 1, 5, 0, 0)
+    assert encode_snapshot(impl()) == body + struct.pack(">I", pypi_crc32c.crc32c(body))
+    assert encode_snapshot(impl(255), "full")[6:8] == b"\x00\xff"
+
+
+# --- both twins, the same bytes -------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(window=windows, ops=operations)
+@example(window=1, ops=[("append", 1, 0, 0, 1, 0, 5, Origin.CLIENT, False)] * 2)
+@example(window=3, ops=[("append", 1, 0, s, 1, 0, s, Origin.CLIENT, False) for s in range(8)])
+def test_twins_write_identical_bytes_and_read_them_back(window, ops):
+    compiled, twin = Compiled(window), Twin(window)
+    assert apply(compiled, ops) == apply(twin, ops)
+    original = state(compiled)
+    assert state(twin) == original
+    for kind in SNAPSHOT_FORMATS:
+        data = encode_snapshot(compiled, kind)
+        assert encode_snapshot(twin, kind) == data, kind
+        for cls in (Compiled, Twin):
+            loaded = decode_snapshot(data, window=window, map_end_offset=compiled.map_end_offset, table_class=cls)
+            assert type(loaded) is cls
+            assert state(loaded) == (original if kind == "full" else kafka_view(original))
+            assert encode_snapshot(loaded, kind) == data
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(window=windows, before=operations, after=operations)
+def test_a_full_snapshot_reload_is_invisible(window, before, after):
+    """The full format keeps the whole window: after a reload, the same operations give the
+    same verdicts (duplicates included) and the same state as on the table never reloaded."""
+    original = Compiled(window)
+    apply(original, before)
+    data = encode_snapshot(original)
+    reloaded = [decode_snapshot(data, table_class=cls) for cls in (Compiled, Twin)]
+    expected = apply(original, after)
+    for table in reloaded:
+        assert apply(table, after) == expected
+        assert state(table) == state(original)
+
+
+def test_kafka_format_keeps_one_batch_per_producer_and_full_keeps_the_window(impl):
+    table = impl()
+    end = 0
+    for sequence in range(7):
+        for pid in (1, 2):
+            end = table.append(pid, 0, sequence, 1, end, max_timestamp=sequence).last_offset + 1
+    full = decode_snapshot(encode_snapshot(table, "full"), table_class=impl)
+    kafka = decode_snapshot(encode_snapshot(table, "kafka"), map_end_offset=end, table_class=impl)
+    for pid in (1, 2):
+        assert full.entry(pid) == table.entry(pid) and len(full.entry(pid).batches) == 5
+        assert kafka.entry(pid).batches == (table.entry(pid).batches[-1],)
+
+
+def test_duplicates_after_a_reload(impl):
+    """§4.3: after Kafka's format only the last batch is a duplicate, an older retry is out of
+    order; after the full format every batch of the window is still a duplicate."""
+    table = impl()
+    end = 0
+    offsets = []
+    for sequence in range(5):
+        result = table.append(1000, 5, sequence, 1, end, max_timestamp=100 + sequence)
+        offsets.append(result.base_offset)
+        end = result.last_offset + 1
+    full = decode_snapshot(encode_snapshot(table, "full"), table_class=impl)
+    for sequence in range(5):
+        retry = full.append(1000, 5, sequence, 1, end)
+        assert retry.duplicate and retry.base_offset == offsets[sequence] and retry.timestamp == 100 + sequence
+    kafka = decode_snapshot(encode_snapshot(table, "kafka"), map_end_offset=end, table_class=impl)
+    assert kafka.append(1000, 5, 4, 1, end).duplicate
+    with pytest.raises(dedup.OutOfOrderSequenceError):
+        kafka.append(1000, 5, 3, 1, end)
+    assert kafka.append(1000, 5, 5, 1, end).base_offset == end  # the next one goes on
+
+
+def test_a_reloaded_full_window_keeps_turning(impl):
+    """The ring invariant after a load (head 0, batches in slots 0..count-1): the next batch
+    evicts the oldest, as on the original."""
+    table = impl(3)
+    end = 0
+    for sequence in range(5):
+        end = table.append(9, 0, sequence, 1, end).last_offset + 1
+    loaded = decode_snapshot(encode_snapshot(table), table_class=impl)
+    for t in (table, loaded):
+        t.append(9, 0, 5, 1, end)
+        t.append(9, 0, 6, 1, end + 1)
+    assert state(loaded) == state(table)
+    assert [b.last_sequence for b in loaded.entry(9).batches] == [4, 5, 6]
+
+
+def test_a_repeated_producer_id_in_kafkas_format_later_wins_first_position_stays(impl):
+    """Kafka loads entries with producers.put: a later entry for the same id replaces the
+    earlier one and the map keeps its first position (our table: its first slot)."""
+    data = kafka_file(
+        [
+            (5, 0, 0, 0, 0, 1, -1, -1),
+            (6, 0, 0, 1, 0, 2, -1, -1),
+            (5, 3, 9, 7, 2, 8, 4, 6),
+        ]
+    )
+    table = decode_snapshot(data, map_end_offset=10, table_class=impl)
+    assert list(table) == [5, 6]
+    assert table.entry(5) == ProducerStateEntry(5, 3, (BatchMetadata(9, 7, 2, 8),), 4, 8, 6)
+
+
+def test_kafka_entries_without_a_batch_ignore_its_fields(impl):
+    """§4.4: a batch iff LastOffset >= 0 (so -7 is none too); a transaction iff >= 0."""
+    data = kafka_file([(5, 1, 12, -7, -3, 40, 2, -9)])
+    entry = decode_snapshot(data, table_class=impl).entry(5)
+    assert entry == ProducerStateEntry(5, 1, (), 2, 40, None)
+
+
+def test_entries_follow_the_table_order_after_expiration(impl):
+    table = impl()
+    end = 0
+    for pid in (30, 10, 20, 40):
+        end = table.append(pid, 0, 0, 1, end, max_timestamp=pid).last_offset + 1
+    table.remove_expired(35, 10)  # removes 10 and 20
+    data = encode_snapshot(table, "kafka")
+    assert [struct.unpack_from(">q", data, 10 + 46 * i)[0] for i in range(2)] == [30, 40]
+
+
+def test_decoded_compiled_table_is_presized_and_usable():
+    table = Compiled()
+    pids = list(range(5000))
+    table.append_many(pids, [0] * 5000, [0] * 5000, [1] * 5000, log_end_offset=0)
+    loaded = decode_snapshot(encode_snapshot(table), table_class=Compiled)
+    report = loaded.capacity_report()
+    assert report["producers"] == 5000 and report["entry_capacity"] >= 5000 and report["load_factor"] <= 0.8
+    assert loaded.entry(0).last_sequence == 0
+    result = loaded.check(4999, 0, 1, 1, 5000)
+    loaded.update(result)  # the decoded table's generation is consistent with its checks
+    assert loaded.entry(4999).last_sequence == 1
+
+
+# --- readers reject, both twins alike (§4.4) ------------------------------------------------
+
+GOOD_KAFKA_ENTRY = (5, 0, 3, 10, 1, 7, -1, -1)
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (kafka_file([], version=2), "Kafka snapshot: unknown file version: expected 1, found 2"),
+        (kafka_file([], version=-1)[:3], "Kafka snapshot: unknown file version: expected 1, found -1"),
+        (b"", "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 0"),
+        (b"\x00", "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 1"),
+        (
+            EMPTY_KAFKA_VECTOR[:9],
+            "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 9",
+        ),
+        (kafka_file([], count=-1), "Kafka snapshot: negative producer count: expected >= 0, found -1"),
+        (
+            kafka_file([GOOD_KAFKA_ENTRY], count=2),
+            "Kafka snapshot: short file: 2 producers need 10 + 46 x 2 = 102 bytes, found 56",
+        ),
+        (
+            kafka_file([], count=INT32_MAX),
+            f"Kafka snapshot: short file: {INT32_MAX} producers need 10 + 46 x {INT32_MAX} = "
+            f"{10 + 46 * INT32_MAX} bytes, found 10",
+        ),
+        (
+            kafka_file([GOOD_KAFKA_ENTRY], trailing=b"\x00"),
+            "Kafka snapshot: 1 trailing bytes: 1 producers need 10 + 46 x 1 = 56 bytes, found 57",
+        ),
+        (
+            kafka_file([GOOD_KAFKA_ENTRY], crc=0x12345678),
+            "Kafka snapshot: CRC-32C of bytes [6, 56) does not match: stored crc 0x12345678, computed crc 0x",
+        ),
+        (
+            kafka_file([GOOD_KAFKA_ENTRY, (-5, 0, 0, 0, 0, 0, 0, 0)]),
+            "Kafka snapshot: entry 1: producer id -5 is negative: expected >= 0",
+        ),
+        (
+            kafka_file([(5, 0, 3, 10, -1, 7, -1, -1)]),
+            "Kafka snapshot: entry 0 (producer id 5): offset delta -1 is negative: expected >= 0",
+        ),
+    ],
+    ids=lambda value: value[:40] if isinstance(value, str) else None,
+)
+def test_kafka_reader_rejects(data, expected):
+    assert both_reject("decode_kafka", data).startswith(expected)
+
+
+def full_entry(pid=5, txn=-1, batches=((3, 1, 10, 7),), **extra):
+    return (pid, 0, -1, 7, txn, list(batches), *extra.values())
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"", "full snapshot: bad magic: expected b'DDPS', found b''"),
+        (b"DDP", "full snapshot: bad magic: expected b'DDPS', found b'DDP'"),
+        (full_file([], magic=b"DDPT"), "full snapshot: bad magic: expected b'DDPS', found b'DDPT'"),
+        (b"DDPS\x00", "full snapshot: too short: expected at least 24 bytes (header and crc), found 5"),
+        (full_file([], version=2), "full snapshot: unknown version: expected 1, found 2"),
+        (full_file([])[:23], "full snapshot: too short: expected at least 24 bytes (header and crc), found 23"),
+        (full_file([], window=0), "full snapshot: window out of range: expected 1..255, found 0"),
+        (full_file([], window=256), "full snapshot: window out of range: expected 1..255, found 256"),
+        (full_file([], window=-3), "full snapshot: window out of range: expected 1..255, found -3"),
+        (full_file([], map_end_offset=-1), "full snapshot: negative map end offset: expected >= 0, found -1"),
+        (full_file([], count=-2), "full snapshot: negative producer count: expected >= 0, found -2"),
+        (
+            full_file([full_entry()], count=2),
+            "full snapshot: short file: entry 1 of 2 needs 31 bytes at byte 75, found 0 before the crc",
+        ),
+        (
+            full_file([full_entry()], count=INT32_MAX),
+            f"full snapshot: short file: entry 1 of {INT32_MAX} needs 31 bytes at byte 75, found 0 before the crc",
+        ),
+        (
+            full_file([full_entry(batches=[(0, 0, 1, 0)] * 6)]),
+            "full snapshot: entry 0: batch count 6 exceeds the window: expected 0..5",
+        ),
+        (
+            full_file([full_entry(batches=[(0, 0, 1, 0)] * 2, batch_count=3)]),
+            "full snapshot: short file: the 3 batches of entry 0 of 1 need 72 bytes at byte 51, "
+            "found 48 before the crc",
+        ),
+        (
+            full_file([full_entry()], trailing=b"\x00" * 5),
+            "full snapshot: 5 trailing bytes: 1 producers end at byte 75, expected a 79-byte file, found 84 bytes",
+        ),
+        (
+            full_file([full_entry()], crc=1),
+            "full snapshot: CRC-32C of bytes [0, 75) does not match: stored crc 0x00000001, computed crc 0x",
+        ),
+        (
+            full_file([full_entry(), full_entry(pid=-1)]),
+            "full snapshot: entry 1: producer id -1 is negative: expected >= 0",
+        ),
+        (
+            full_file([full_entry(txn=-2)]),
+            "full snapshot: entry 0 (producer id 5): current txn first offset -2: "
+            "expected -1 (none) or an offset in [0, 100)",
+        ),
+        (
+            full_file([full_entry(txn=100)]),
+            "full snapshot: entry 0 (producer id 5): current txn first offset 100: "
+            "expected -1 (none) or an offset in [0, 100)",
+        ),
+        (
+            full_file([full_entry(), full_entry(pid=6), full_entry()]),
+            "full snapshot: entry 2: producer id 5 repeats entry 0: expected unique producer ids",
+        ),
+        (
+            full_file([full_entry(batches=[(0, 0, 1, 0), (0, -1, 1, 0)])]),
+            "full snapshot: entry 0 (producer id 5), batch 1: offset delta -1 is negative: expected >= 0",
+        ),
+        (
+            full_file([full_entry(batches=[(0, 3, 2, 0)])]),
+            "full snapshot: entry 0 (producer id 5), batch 0: last offset 2 is below its offset delta 3: "
+            "expected last offset >= offset delta (a first offset >= 0)",
+        ),
+        (
+            full_file([full_entry(batches=[(0, 0, 100, 0)])]),
+            "full snapshot: entry 0 (producer id 5), batch 0: last offset 100 is not below the map end offset: "
+            "expected < 100",
+        ),
+    ],
+    ids=lambda value: value[:50] if isinstance(value, str) else None,
+)
+def test_full_reader_rejects(data, expected):
+    assert both_reject("decode_full", data).startswith(expected)
+
+
+def test_full_reader_accepts_the_edges():
+    data = full_file(
+        [
+            (0, INT16_MIN, INT32_MIN, INT64_MIN, 0, [(-1, 0, 0, INT64_MAX)] * 255),
+            (INT64_MAX, INT16_MAX, INT32_MAX, INT64_MAX, 99, []),
+        ],
+        window=255,
+    )
+    for cls in (Compiled, Twin):
+        table = decode_snapshot(data, table_class=cls)
+        assert table.window == 255 and len(table.entry(0).batches) == 255
+        assert table.entry(INT64_MAX).current_txn_first_offset == 99
+        assert encode_snapshot(table) == data
+
+
+def test_checks_come_in_order_layout_then_crc_then_values():
+    # A bad value under a bad crc is a crc error; a short file under a bad crc is a length error.
+    assert "CRC-32C" in both_reject("decode_full", full_file([full_entry(pid=-1)], crc=7))
+    assert "CRC-32C" in both_reject("decode_kafka", kafka_file([(-1, 0, 0, 0, 0, 0, 0, 0)], crc=7))
+    assert "short file" in both_reject("decode_full", full_file([full_entry()], count=2, crc=7))
+    assert "trailing" in both_reject("decode_kafka", kafka_file([], trailing=b"x", crc=7))
+
+
+def test_format_detection():
+    assert snapshot_format(EMPTY_KAFKA_VECTOR) == "kafka"
+    assert snapshot_format(b"DDPS") == "full"
+    with pytest.raises(CorruptSnapshotError, match="snapshot too short: expected at least 10 bytes, found 1"):
+        decode_snapshot(b"\x00")
+    with pytest.raises(
+        CorruptSnapshotError,
+        match=r"unknown file version: expected version 1 \(Kafka's format\) or magic b'DDPS' \(full format\), "
+        r"found version 2 \(first bytes b'\\x00\\x02\\x00\\x00'\)",
+    ):
+        decode_snapshot(kafka_file([], version=2, crc=0))
+    with pytest.raises(CorruptSnapshotError, match="unknown file version"):
+        decode_snapshot(b"DDPT" + bytes(20))
+
+
+# --- the public API's arguments -------------------------------------------------------------
+
+
+def test_decode_arguments(impl):
+    data = encode_snapshot(impl(7))
+    assert decode_snapshot(data, window=7, map_end_offset=0, table_class=impl).window == 7
+    with pytest.raises(ValueError, match="window 5 differs from the full snapshot's window 7"):
+        decode_snapshot(data, window=5, table_class=impl)
+    with pytest.raises(ValueError, match="map_end_offset 3 differs from the full snapshot's map end offset 0"):
+        decode_snapshot(data, map_end_offset=3, table_class=impl)
+    kafka = decode_snapshot(EMPTY_KAFKA_VECTOR, window=255, map_end_offset=42, table_class=impl)
+    assert (kafka.window, kafka.map_end_offset) == (255, 42)
+    with pytest.raises(ValueError, match="window must be in"):
+        decode_snapshot(EMPTY_KAFKA_VECTOR, window=0, table_class=impl)
+    with pytest.raises(ValueError, match="map_end_offset must be in"):
+        decode_snapshot(EMPTY_KAFKA_VECTOR, map_end_offset=-1, table_class=impl)
+    with pytest.raises(TypeError, match="window must be an integer"):
+        decode_snapshot(EMPTY_KAFKA_VECTOR, window="5", table_class=impl)
+
+
+def test_decode_rejects_what_is_not_a_buffer_or_a_table_class():
+    with pytest.raises(TypeError, match="data must be a C-contiguous buffer, got str"):
+        decode_snapshot("0001")
+    with pytest.raises(TypeError, match="data must be a C-contiguous buffer"):
+        decode_snapshot(memoryview(EMPTY_KAFKA_VECTOR * 2)[::2])
+    with pytest.raises(TypeError, match="table_class must be a ProducerStateTable class"):
+        decode_snapshot(EMPTY_KAFKA_VECTOR, table_class=dict)
+    with pytest.raises(TypeError, match="table_class must be a ProducerStateTable class"):
+        decode_snapshot(EMPTY_KAFKA_VECTOR, table_class=Compiled())
+    for codec in CODECS.values():
+        with pytest.raises(TypeError, match="table_class must be"):
+            codec.decode_kafka(EMPTY_KAFKA_VECTOR, 5, 0, Twin if codec is compiled_codec else Compiled)
+        with pytest.raises(TypeError, match="data must be a C-contiguous buffer"):
+            codec.decode_full(12)
+
+
+@pytest.mark.parametrize("buffer", [bytearray, memoryview], ids=["bytearray", "memoryview"])
+def test_decode_takes_any_buffer(impl, buffer):
+    assert state(decode_snapshot(buffer(TWO_ENTRY_KAFKA_VECTOR), map_end_offset=101, table_class=impl)) == (
+        5,
+        101,
+        TWO_ENTRIES,
+    )
+
+
+def test_decode_of_a_subclass():
+    class Mine(Compiled):
+        pass
+
+    class MyTwin(Twin):
+        pass
+
+    assert type(decode_snapshot(EMPTY_KAFKA_VECTOR, table_class=Mine)) is Mine
+    assert type(decode_snapshot(EMPTY_KAFKA_VECTOR, table_class=MyTwin)) is MyTwin
+
+
+def test_encode_arguments(impl):
+    with pytest.raises(ValueError, match=r"format must be one of \('full', 'kafka'\), got 'json'"):
+        encode_snapshot(impl(), "json")
+    with pytest.raises(TypeError, match="format must be one of"):
+        encode_snapshot(impl(), None)
+    with pytest.raises(TypeError, match="table must be a ProducerStateTable .*, got dict"):
+        encode_snapshot({}, "kafka")
+    with pytest.raises(TypeError, match="table must be"):
+        twin_codec.encode_full(Compiled())
+    with pytest.raises(TypeError):
+        compiled_codec.encode_kafka(Twin())
+
+
+def test_full_format_refuses_a_table_its_reader_would_reject(impl):
+    """A Kafka snapshot loaded below its own offsets cannot be written in the full format
+    (its reader would reject the file); the error says why, the same in both twins."""
+    messages = set()
+    for cls in (Compiled, Twin):
+        with pytest.raises(ValueError, match="cannot write a full snapshot: producer 1") as caught:
+            encode_snapshot(decode_snapshot(TWO_ENTRY_KAFKA_VECTOR, map_end_offset=50, table_class=cls))
+        messages.add(str(caught.value))
+        with pytest.raises(ValueError, match="below its offset delta 3 .a negative first offset"):
+            encode_snapshot(decode_snapshot(TWO_ENTRY_KAFKA_VECTOR, map_end_offset=101, table_class=cls))
+    assert len(messages) == 1
+    assert encode_snapshot(decode_snapshot(TWO_ENTRY_KAFKA_VECTOR, table_class=impl), "kafka") == TWO_ENTRY_KAFKA_VECTOR
+
+
+def test_pure_python_mode_decodes_into_the_twin():
+    code = (
+        "import dedup, dedup.snapshot as s, dedup.reference as r\n"
+        "t = dedup.ProducerStateTable(); t.append(1, 0, 0, 1, 0)\n"
+        "loaded = s.decode_snapshot(s.encode_snapshot(t))\n"
+        "assert type(loaded) is r.ProducerStateTable and loaded.append(1, 0, 0, 1, 1).duplicate\n"
+        "print('twin')\n"
+    )
+    env = dict(os.environ, DEDUP_PURE_PYTHON="1")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "twin"
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def filled(cls, producers=3):
+    table = cls()
+    end = 0
+    for sequence in range(3):
+        for pid in range(producers):
+            end = table.append(pid, 0, sequence, 1, end, max_timestamp=sequence).last_offset + 1
+    return table
+
+
+def test_file_names_and_offsets():
+    assert snapshot_file_name(1234) == "00000000000000001234.snapshot"  # §4.1
+    assert snapshot_file_name(INT64_MAX) == "09223372036854775807.snapshot"
+    assert snapshot_offset("00000000000000001234.snapshot") == 1234
+    assert snapshot_offset(Path("/a/b") / "00000000000000000007.snapshot.deleted") == 7
+    assert snapshot_offset(b"/a/00000000000000000009.snapshot") == 9
+    for name in ("abc.snapshot", "1234", ".snapshot", "99999999999999999999.snapshot", "\u0661\u0662.snapshot", "-1.s"):
+        with pytest.raises(ValueError, match="expected a file name that starts with an offset"):
+            snapshot_offset(name)
+    with pytest.raises(ValueError, match="offset must be in"):
+        snapshot_file_name(-1)
+    with pytest.raises(TypeError, match="offset must be an integer"):
+        snapshot_file_name("1")
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
+def test_write_then_read(tmp_path, impl, kind):
+    table = filled(impl)
+    path = tmp_path / snapshot_file_name(table.map_end_offset)
+    write_snapshot(path, table, kind)
+    assert path.read_bytes() == encode_snapshot(table, kind)
+    assert os.listdir(tmp_path) == [path.name]
+    loaded = read_snapshot(path, table_class=impl)
+    expected = state(table) if kind == "full" else kafka_view(state(table))
+    assert state(loaded) == expected  # Kafka's format: map end offset from the file name
+    if kind == "kafka":
+        assert read_snapshot(str(path), map_end_offset=3, table_class=impl).map_end_offset == 3
+    else:
+        with pytest.raises(ValueError, match="differs from the full snapshot's map end offset"):
+            read_snapshot(str(path), map_end_offset=3, table_class=impl)
+
+
+def test_kafka_map_end_offset_without_kafkas_file_name_is_zero(tmp_path):
+    path = tmp_path / "state.snapshot"
+    write_snapshot(path, Twin(), "kafka")
+    assert read_snapshot(path).map_end_offset == 0
+    named = tmp_path / "42.snapshot"  # not 20 digits: not Kafka's name
+    write_snapshot(named, Twin(), "kafka")
+    assert read_snapshot(named).map_end_offset == 0
+
+
+def test_written_file_has_the_umasks_permissions(tmp_path):
+    path = tmp_path / "a.snapshot"
+    write_snapshot(path, Twin())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_shorter_rewrite_leaves_no_stale_bytes(tmp_path):
+    """§10: Kafka opens without truncating, so a shorter rewrite would keep a tail that fails
+    the CRC; a new file renamed over the old one cannot."""
+    path = tmp_path / "a.snapshot"
+    write_snapshot(path, filled(Compiled, 50), "kafka")
+    write_snapshot(path, Compiled(), "kafka")
+    assert path.read_bytes() == EMPTY_KAFKA_VECTOR
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync", "replace", "interrupt"])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, failing):
+    path = tmp_path / "00000000000000000009.snapshot"
+    write_snapshot(path, filled(Compiled))
+    old = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        if failing == "interrupt":
+            raise KeyboardInterrupt
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write" if failing == "interrupt" else failing, boom)
+    with pytest.raises(KeyboardInterrupt if failing == "interrupt" else OSError):
+        write_snapshot(path, filled(Compiled, 40))
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_partial_writes_are_continued(tmp_path, monkeypatch):
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    path = tmp_path / "a.snapshot"
+    table = filled(Twin, 10)
+    write_snapshot(path, table)
+    assert path.read_bytes() == encode_snapshot(table)
+
+
+@pytest.mark.parametrize("sync, expected", [(True, 2), (False, 0)])
+def test_sync_fsyncs_the_file_and_the_directory(tmp_path, monkeypatch, sync, expected):
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
+    write_snapshot(tmp_path / "a.snapshot", Twin(), sync=sync)
+    assert len(calls) == expected
+    with pytest.raises(TypeError, match="sync must be a bool"):
+        write_snapshot(tmp_path / "b.snapshot", Twin(), sync=1)
+
+
+def test_bad_arguments_touch_nothing(tmp_path):
+    with pytest.raises(TypeError, match="table must be"):
+        write_snapshot(tmp_path / "a.snapshot", object())
+    with pytest.raises(ValueError, match="format must be"):
+        write_snapshot(tmp_path / "a.snapshot", Twin(), "csv")
+    with pytest.raises(FileNotFoundError):
+        write_snapshot(tmp_path / "missing" / "a.snapshot", Twin())
+    assert os.listdir(tmp_path) == []
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_snapshot(tmp_path / "nothing.snapshot")
+    path = tmp_path / "00000000000000000001.snapshot"
+    path.write_bytes(BAD_CRC_VECTOR)
+    with pytest.raises(CorruptSnapshotError, match="CRC-32C"):
+        read_snapshot(path)
+
+
+# --- dump-snapshot --------------------------------------------------------------------------
+
+
+def test_dump_kafka_snapshot_as_kafka_dump_log_prints_it(tmp_path, capsys):
+    path = tmp_path / "00000000000000000101.snapshot"
+    path.write_bytes(TWO_ENTRY_KAFKA_VECTOR)
+    assert dump_main([str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        f"Dumping {path}",
+        "producerId: 1 producerEpoch: 2 coordinatorEpoch: 3 currentTxnFirstOffset: OptionalLong[100] "
+        "lastTimestamp: -1 firstSequence: 2147483646 lastSequence: 1 lastOffset: 2 offsetDelta: 3 timestamp: -1",
+        "producerId: 11 producerEpoch: 12 coordinatorEpoch: 13 currentTxnFirstOffset: OptionalLong.empty "
+        "lastTimestamp: 123456",
+    ]
+
+
+def test_dump_full_snapshot_lists_every_batch(tmp_path, capsys):
+    table = Compiled(2)
+    end = 0
+    for sequence in range(3):
+        end = table.append(1000, 5, sequence, 1, end, max_timestamp=10 + sequence).last_offset + 1
+    path = tmp_path / "state.snapshot"
+    write_snapshot(path, table)
+    assert dump_main([str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"Dumping {path}",
+        "window: 2 mapEndOffset: 3",
+        "producerId: 1000 producerEpoch: 5 coordinatorEpoch: -1 currentTxnFirstOffset: OptionalLong.empty "
+        "lastTimestamp: 12 firstSequence: 1 lastSequence: 1 lastOffset: 1 offsetDelta: 0 timestamp: 11 "
+        "firstSequence: 2 lastSequence: 2 lastOffset: 2 offsetDelta: 0 timestamp: 12",
+    ]
+
+
+def test_dump_json(tmp_path, capsys):
+    path = tmp_path / "00000000000000000101.snapshot"
+    path.write_bytes(TWO_ENTRY_KAFKA_VECTOR)
+    assert dump_main([str(path), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["format"] == "kafka" and document["window"] is None and document["map_end_offset"] == 101
+    assert document["producers"][0] == {
+        "producer_id": 1,
+        "producer_epoch": 2,
+        "coordinator_epoch": 3,
+        "current_txn_first_offset": 100,
+        "last_timestamp": -1,
+        "batches": [
+            {
+                "first_sequence": INT32_MAX - 1,
+                "last_sequence": 1,
+                "first_offset": -1,
+                "last_offset": 2,
+                "offset_delta": 3,
+                "timestamp": -1,
+            }
+        ],
+    }
+    assert document["producers"][1]["batches"] == [] and document["producers"][1]["current_txn_first_offset"] is None
+    full = tmp_path / "full.snapshot"
+    write_snapshot(full, filled(Twin, 2))
+    assert dump_main([str(full), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["format"], document["window"], document["map_end_offset"]) == ("full", 5, 6)
+    assert [len(p["batches"]) for p in document["producers"]] == [3, 3]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "No such file or directory"),
+        (EMPTY_KAFKA_VECTOR[:7], "Kafka snapshot: too short"),
+        (BAD_CRC_VECTOR, "Kafka snapshot: CRC-32C of bytes [6, 10) does not match"),
+        (b"\x00\x07junk", "unknown file version"),
+        ("directory", "Is a directory"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_dump_error_is_one_line_on_stderr(tmp_path, capsys, content, message, as_json):
+    path = tmp_path / "00000000000000000001.snapshot"
+    if content == "directory":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    assert dump_main([str(path), *(["--json"] if as_json else [])]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"dump-snapshot: {path}: {message}")
+
+
+def test_python_m_dedup_dump_snapshot(tmp_path, capsys):
+    from dedup.__main__ import main
+
+    path = tmp_path / "00000000000000000000.snapshot"
+    path.write_bytes(EMPTY_KAFKA_VECTOR)
+    assert main(["dump-snapshot", str(path)]) == 0
+    assert capsys.readouterr().out == f"Dumping {path}\n"
+    assert snapshot is dedup.snapshot
