@@ -25,6 +25,8 @@ from ._types import (
 )
 from .errors import (
     CorruptRecordError,
+    CorruptSnapshotError,
+    DedupError,
     DuplicateSequenceError,
     InvalidProducerEpochError,
     InvalidRecordError,
@@ -32,6 +34,7 @@ from .errors import (
     KafkaError,
     OutOfOrderSequenceError,
     TransactionCoordinatorFencedError,
+    TruncatedBatchError,
 )
 
 PURE_PYTHON = os.environ.get("DEDUP_PURE_PYTHON", "") not in ("", "0")
@@ -48,9 +51,48 @@ else:
             f"pure-Python twin, about 50x slower. Cause: {error}"
         ) from error
 
+# Kafka's byte formats; they pick their compiled or pure-Python twin by PURE_PYTHON too.
+from .records import (  # noqa: E402
+    BATCH_HEADER_DTYPE,
+    BatchesAppendResult,
+    append_batches,
+    crc32c,
+    crc_valid,
+    scan_batches,
+    validate_batches,
+)
+from .snapshot import (  # noqa: E402
+    SNAPSHOT_FORMATS,
+    decode_snapshot,
+    encode_snapshot,
+    read_snapshot,
+    snapshot_file_name,
+    snapshot_format,
+    snapshot_offset,
+    write_snapshot,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BATCH_HEADER_DTYPE",
+    "BatchesAppendResult",
+    "CorruptSnapshotError",
+    "DedupError",
+    "SNAPSHOT_FORMATS",
+    "TruncatedBatchError",
+    "append_batches",
+    "crc32c",
+    "crc_valid",
+    "decode_snapshot",
+    "encode_snapshot",
+    "read_snapshot",
+    "scan_batches",
+    "snapshot_file_name",
+    "snapshot_format",
+    "snapshot_offset",
+    "validate_batches",
+    "write_snapshot",
     "AppendManyResult",
     "AppendResult",
     "BatchMetadata",
