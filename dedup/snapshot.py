@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import re
 import secrets
@@ -83,6 +84,12 @@ SNAPSHOT_FORMATS = ("full", "kafka")
 MAGIC = b"DDPS"
 SNAPSHOT_SUFFIX = ".snapshot"
 _KAFKA_FILE_NAME = re.compile(r"([0-9]{20})\.snapshot")
+_KAFKA_CRC_OFFSET = 2  # where Kafka's crc sits, patched once the entries are written (spec §4.3)
+#: The compiled writer's piece size: small enough to stay in the L2 cache between the encoder
+#: writing it and the kernel copying it, large enough that the system calls do not count.
+WRITE_BUFFER_BYTES = 256 * 1024
+#: Files from this size on are read through a read-only memory map rather than copied.
+MMAP_MIN_BYTES = 1 << 20
 
 
 # --- arguments ----------------------------------------------------------------------------
@@ -255,6 +262,25 @@ def _fsync_directory(directory: str) -> None:
         os.close(descriptor)
 
 
+def _write_all(descriptor: int, data: Any) -> None:
+    view = memoryview(data)
+    while view:  # os.write may write less than asked
+        view = view[os.write(descriptor, view) :]
+
+
+def _write_pieces(descriptor: int, table: Any, format: str) -> None:
+    """The compiled table's snapshot through one small buffer, reused: the file is never whole in
+    memory (151 MB for 1,000,000 producers with full windows). The table is busy meanwhile."""
+    buffer = bytearray(WRITE_BUFFER_BYTES)
+    view = memoryview(buffer)
+    with _compiled.SnapshotWriter(table, format) as pieces:
+        while size := pieces.fill(buffer):
+            _write_all(descriptor, view[:size])
+        if pieces.crc_offset is not None:
+            os.lseek(descriptor, pieces.crc_offset, os.SEEK_SET)
+            _write_all(descriptor, struct.pack(">I", pieces.crc))
+
+
 def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = True) -> None:
     """Write the snapshot of ``table`` to ``path``, atomically.
 
@@ -267,16 +293,23 @@ def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = 
 
     Unlike Kafka's writer, which opens the file without truncating it (spec §10), rewriting an
     existing snapshot with a shorter one cannot leave stale bytes behind.
+
+    A compiled table is encoded piece by piece into a small reused buffer (the bytes equal
+    :func:`encode_snapshot`'s); meanwhile it is busy: another thread using it gets a
+    ``RuntimeError``. A pure-Python table is encoded whole first.
     """
-    data = encode_snapshot(table, format)  # a bad argument changes nothing on disk
+    codec = _codec_of_table(table)  # a bad argument changes nothing on disk
+    format = _format(format)
     sync = _args.flag("sync", sync)
+    data = None if codec is _compiled else encode_snapshot(table, format)
     target = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(target))
     descriptor, temporary = _create_temporary(directory, name)
     try:
-        view = memoryview(data)
-        while view:  # os.write may write less than asked
-            view = view[os.write(descriptor, view) :]
+        if data is None:
+            _write_pieces(descriptor, table, format)
+        else:
+            _write_all(descriptor, data)
         if sync:
             os.fsync(descriptor)
         os.close(descriptor)
@@ -296,7 +329,14 @@ def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = 
 
 def _read(path: Any, window: int | None, map_end_offset: int | None, table_class: Any) -> tuple[str, Any]:
     with open(path, "rb") as handle:
-        data = handle.read()
+        size = os.fstat(handle.fileno()).st_size
+        # A large file is mapped, not copied: the page cache is read in place (about 4x faster
+        # for 151 MB here than read() into fresh memory). The mapping is unmapped when the last
+        # view of it goes. A snapshot is never changed in place (write_snapshot renames a new
+        # file over it), so it cannot shrink under the reader; a file that another program
+        # truncates while it is read would end the process with SIGBUS, as for Kafka's own
+        # memory-mapped index files.
+        data: Any = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size >= MMAP_MIN_BYTES else handle.read()
     kind = snapshot_format(data)
     if kind == "kafka" and map_end_offset is None:
         found = _KAFKA_FILE_NAME.fullmatch(os.path.basename(os.fsdecode(path)))

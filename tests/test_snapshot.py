@@ -747,9 +747,9 @@ def test_a_shorter_rewrite_leaves_no_stale_bytes(tmp_path):
 
 
 @pytest.mark.parametrize("failing", ["write", "fsync", "replace", "interrupt"])
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, failing):
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, impl, failing):
     path = tmp_path / "00000000000000000009.snapshot"
-    write_snapshot(path, filled(Compiled))
+    write_snapshot(path, filled(impl))
     old = path.read_bytes()
 
     def boom(*args, **kwargs):
@@ -757,12 +757,85 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
             raise KeyboardInterrupt
         raise OSError(28, "No space left on device")
 
+    table = filled(impl, 40)
     monkeypatch.setattr(os, "write" if failing == "interrupt" else failing, boom)
     with pytest.raises(KeyboardInterrupt if failing == "interrupt" else OSError):
-        write_snapshot(path, filled(Compiled, 40))
+        write_snapshot(path, table)
     monkeypatch.undo()
     assert path.read_bytes() == old
     assert os.listdir(tmp_path) == [path.name]
+    table.append(0, 0, 3, 1, table.map_end_offset)  # not left busy
+
+
+def test_an_unwritable_table_leaves_nothing_behind(tmp_path, impl):
+    path = tmp_path / "a.snapshot"
+    path.write_bytes(b"old")
+    table = decode_snapshot(TWO_ENTRY_KAFKA_VECTOR, map_end_offset=50, table_class=impl)
+    with pytest.raises(ValueError, match="cannot write a full snapshot"):
+        write_snapshot(path, table)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.snapshot"]
+    write_snapshot(path, table, "kafka")  # Kafka's format holds it
+    assert read_snapshot(path, map_end_offset=50, table_class=impl).entry(1) == TWO_ENTRIES[0]
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
+@pytest.mark.parametrize("size", [8192, 8193, 9000, 65536, 1 << 20])
+def test_compiled_writer_pieces_are_the_snapshot(kind, size):
+    """The pieces write_snapshot streams are encode_snapshot's bytes, whatever the buffer size
+    (Kafka's crc patched at its offset afterwards, as Kafka's writer does, §4.3)."""
+    table = Compiled(7)
+    for sequence in range(9):  # windows full and wrapped, entries of 31 + 7 x 24 bytes
+        table.append_many(list(range(400)), [0] * 400, [sequence] * 400, [1] * 400, log_end_offset=table.map_end_offset)
+    buffer = bytearray(size)
+    pieces = []
+    with compiled_codec.SnapshotWriter(table, kind) as writer:
+        while length := writer.fill(buffer):
+            assert length <= size
+            pieces.append(bytes(buffer[:length]))
+        assert writer.fill(buffer) == 0
+        data = bytearray(b"".join(pieces))
+        assert len(data) == writer.size
+        if writer.crc_offset is not None:
+            assert data[2:6] == bytes(4)
+            struct.pack_into(">I", data, writer.crc_offset, writer.crc)
+    assert bytes(data) == encode_snapshot(table, kind)
+
+
+def test_compiled_writer_keeps_the_table_busy_and_checks_its_arguments():
+    table = filled(Compiled)
+    writer = compiled_codec.SnapshotWriter(table, "full")
+    with pytest.raises(RuntimeError, match="needs an open block"):
+        writer.fill(bytearray(8192))
+    with writer:
+        with pytest.raises(RuntimeError, match="the table is in use"):
+            table.append(0, 0, 3, 1, table.map_end_offset)
+        with pytest.raises(RuntimeError, match="the table is in use"):
+            encode_snapshot(table)
+        with pytest.raises(RuntimeError, match="the crc is known once fill"):
+            _ = writer.crc
+        with pytest.raises(ValueError, match="buffer must hold at least 8192 bytes, got 100"):
+            writer.fill(bytearray(100))
+        with pytest.raises(TypeError, match="buffer must be a writable"):
+            writer.fill(bytes(8192))
+    table.append(0, 0, 3, 1, table.map_end_offset)
+    with pytest.raises(ValueError, match="format must be one of"):
+        compiled_codec.SnapshotWriter(table, "csv")
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
+def test_large_files_are_read_through_a_memory_map(tmp_path, impl, kind):
+    table = Compiled()
+    table.append_many(list(range(40_000)), [0] * 40_000, [0] * 40_000, [1] * 40_000, log_end_offset=0)
+    path = tmp_path / snapshot_file_name(table.map_end_offset)
+    write_snapshot(path, table, kind)
+    assert path.stat().st_size >= snapshot.MMAP_MIN_BYTES
+    loaded = read_snapshot(path, table_class=impl)
+    assert state(loaded) == (state(table) if kind == "full" else kafka_view(state(table)))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(data)
+    with pytest.raises(CorruptSnapshotError, match="CRC-32C"):  # not a BufferError from the map
+        read_snapshot(path, table_class=impl)
 
 
 def test_partial_writes_are_continued(tmp_path, monkeypatch):

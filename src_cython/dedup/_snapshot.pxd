@@ -142,9 +142,18 @@ ctypedef struct Layout:
 
 cdef Py_ssize_t kafka_size(const Table* t) noexcept nogil
 cdef Py_ssize_t full_size(const Table* t) noexcept nogil
+# Whole files, into out[0, *_size(t)).
 cdef void kafka_encode(const Table* t, unsigned char* out) noexcept nogil
 # 0, or a problem kind: the table holds a state the full format's reader would reject.
 cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept nogil
+# Pieces, for a writer that reuses a small buffer: headers, then entries range by range with
+# the CRC carried along (Kafka's crc field is patched at the end, as Kafka's writer does).
+cdef void kafka_header(const Table* t, unsigned char* out) noexcept nogil
+cdef Py_ssize_t kafka_entries(const Table* t, Py_ssize_t first, Py_ssize_t stop, unsigned char* out,
+                              uint32_t* crc) noexcept nogil
+cdef void full_header(const Table* t, unsigned char* out) noexcept nogil
+cdef int full_entries(const Table* t, Py_ssize_t* next, Py_ssize_t capacity, unsigned char* out,
+                      Py_ssize_t* written, uint32_t* crc, Problem* p) noexcept nogil
 # Header, size and CRC; 0 or a problem kind. Reads only inside data[0, size).
 cdef int kafka_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil
 cdef int full_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil

@@ -11,6 +11,7 @@
 # CRC, then each entry's values in file order. Every read is bounds-checked against the
 # buffer's length first, so no input can make them read outside it or loop past its end.
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
@@ -85,22 +86,25 @@ cdef Py_ssize_t kafka_size(const Table* t) noexcept nogil:
     return KAFKA_HEADER_SIZE + KAFKA_ENTRY_SIZE * t.count
 
 
-cdef void kafka_encode(const Table* t, unsigned char* out) noexcept nogil:
-    """Kafka's snapshot of the table into out[0, kafka_size(t)), entries in the table's order.
+cdef void kafka_header(const Table* t, unsigned char* out) noexcept nogil:
+    """Version and count into out[0, 10), the crc field 0: Kafka patches it last (spec §4.3)."""
+    dedup_store_be16(out + KAFKA_VERSION, SNAPSHOT_VERSION)
+    dedup_store_be32(out + KAFKA_CRC, 0)
+    dedup_store_be32(out + KAFKA_COUNT, <uint32_t>t.count)
 
-    Only each entry's last retained batch is written (spec §4.3); Timestamp is the entry's
-    last_timestamp, not the batch's.
-    """
+
+cdef Py_ssize_t kafka_entries(const Table* t, Py_ssize_t first, Py_ssize_t stop, unsigned char* out,
+                              uint32_t* crc) noexcept nogil:
+    """Entries [first, stop) into out, 46 bytes each, *crc continued over them; returns the
+    bytes written. Only each entry's last retained batch is written (spec §4.3); Timestamp is
+    the entry's last_timestamp, not the batch's."""
     cdef Py_ssize_t i
-    cdef unsigned char* q = out + KAFKA_HEADER_SIZE
-    cdef const unsigned char* crc_from = out + KAFKA_CRC_START
-    cdef uint32_t crc = 0
+    cdef unsigned char* q = out
+    cdef const unsigned char* crc_from = out
     cdef char* e
     cdef const EntryHeader* header
     cdef int last
-    dedup_store_be16(out + KAFKA_VERSION, SNAPSHOT_VERSION)
-    dedup_store_be32(out + KAFKA_COUNT, <uint32_t>t.count)
-    for i in range(t.count):
+    for i in range(first, stop):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
         dedup_store_be64(q + KAFKA_PRODUCER_ID, <uint64_t>header.producer_id)
@@ -121,9 +125,18 @@ cdef void kafka_encode(const Table* t, unsigned char* out) noexcept nogil:
         dedup_store_be64(q + KAFKA_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
         q += KAFKA_ENTRY_SIZE
         if q - crc_from >= CRC_BLOCK:
-            crc = dedup_crc32c(crc, crc_from, q - crc_from)
+            crc[0] = dedup_crc32c(crc[0], crc_from, q - crc_from)
             crc_from = q
-    crc = dedup_crc32c(crc, crc_from, q - crc_from)
+    crc[0] = dedup_crc32c(crc[0], crc_from, q - crc_from)
+    return q - out
+
+
+cdef void kafka_encode(const Table* t, unsigned char* out) noexcept nogil:
+    """Kafka's snapshot of the table into out[0, kafka_size(t)), entries in the table's order."""
+    cdef uint32_t crc
+    kafka_header(t, out)
+    crc = dedup_crc32c(0, out + KAFKA_CRC_START, KAFKA_HEADER_SIZE - KAFKA_CRC_START)
+    kafka_entries(t, 0, t.count, out + KAFKA_HEADER_SIZE, &crc)
     dedup_store_be32(out + KAFKA_CRC, crc)
 
 
@@ -222,35 +235,45 @@ cdef Py_ssize_t full_size(const Table* t) noexcept nogil:
     return FULL_MIN_SIZE + FULL_ENTRY_SIZE * t.count + FULL_BATCH_SIZE * batches
 
 
-cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept nogil:
-    """The full-window snapshot of the table into out[0, full_size(t)): every retained batch,
-    oldest first, entries in the table's order. Returns 0, or a problem kind when the table
-    holds what the reader would reject (offsets at or past the map end offset, a negative
-    first offset: only a table loaded from a Kafka snapshot can)."""
+cdef void full_header(const Table* t, unsigned char* out) noexcept nogil:
+    """Magic, version, window, map end offset and count into out[0, 20)."""
+    memcpy(out + FULL_MAGIC, DDPS, 4)
+    dedup_store_be16(out + FULL_VERSION, SNAPSHOT_VERSION)
+    dedup_store_be16(out + FULL_WINDOW, <uint16_t>t.window)
+    dedup_store_be64(out + FULL_MAP_END_OFFSET, <uint64_t>t.map_end_offset)
+    dedup_store_be32(out + FULL_COUNT, <uint32_t>t.count)
+
+
+cdef int full_entries(const Table* t, Py_ssize_t* next, Py_ssize_t capacity, unsigned char* out,
+                      Py_ssize_t* written, uint32_t* crc, Problem* p) noexcept nogil:
+    """Whole entries from *next on, each with every retained batch oldest first, while they fit
+    in out[0, capacity); advances *next, sets *written and continues *crc over them.
+
+    Returns 0, or a problem kind when the table holds what the reader would reject: offsets at
+    or past the map end offset, a negative first offset (only a table loaded from a Kafka
+    snapshot can hold them).
+    """
     cdef Py_ssize_t i
-    cdef unsigned char* q = out + FULL_HEADER_SIZE
+    cdef unsigned char* q = out
     cdef const unsigned char* crc_from = out
-    cdef uint32_t crc = 0
     cdef char* e
     cdef const EntryHeader* header
-    cdef int k, pos
+    cdef int k, pos, kind = PROBLEM_NONE
     cdef int window = t.window
     cdef int64_t map_end_offset = t.map_end_offset
     cdef int64_t last_offset
     cdef int32_t offset_delta
-    memcpy(out + FULL_MAGIC, DDPS, 4)
-    dedup_store_be16(out + FULL_VERSION, SNAPSHOT_VERSION)
-    dedup_store_be16(out + FULL_WINDOW, <uint16_t>window)
-    dedup_store_be64(out + FULL_MAP_END_OFFSET, <uint64_t>map_end_offset)
-    dedup_store_be32(out + FULL_COUNT, <uint32_t>t.count)
-    for i in range(t.count):
+    for i in range(next[0], t.count):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
+        if (q - out) + FULL_ENTRY_SIZE + FULL_BATCH_SIZE * header.count > capacity:
+            break
         if header.current_txn_first_offset != NO_TXN and header.current_txn_first_offset >= map_end_offset:
             p.producer_id = header.producer_id
             p.found = header.current_txn_first_offset
             p.bound = map_end_offset
-            return problem(p, FULL_BAD_TXN_FIRST_OFFSET)
+            kind = problem(p, FULL_BAD_TXN_FIRST_OFFSET)
+            break
         dedup_store_be64(q + FULL_PRODUCER_ID, <uint64_t>header.producer_id)
         dedup_store_be16(q + FULL_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
         dedup_store_be32(q + FULL_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
@@ -268,8 +291,9 @@ cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept no
                 p.found = last_offset
                 p.other = offset_delta
                 p.bound = map_end_offset
-                return problem(p, FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta
+                kind = problem(p, FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta
                                else FULL_OFFSET_PAST_MAP_END)
+                break
             dedup_store_be32(q + FULL_LAST_SEQUENCE, <uint32_t>ring_last_sequence(e)[pos])
             dedup_store_be32(q + FULL_OFFSET_DELTA, <uint32_t>offset_delta)
             dedup_store_be64(q + FULL_LAST_OFFSET, <uint64_t>last_offset)
@@ -278,12 +302,29 @@ cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept no
             pos += 1
             if pos == window:
                 pos = 0
+        if kind:
+            break
+        next[0] = i + 1
         if q - crc_from >= CRC_BLOCK:
-            crc = dedup_crc32c(crc, crc_from, q - crc_from)
+            crc[0] = dedup_crc32c(crc[0], crc_from, q - crc_from)
             crc_from = q
-    crc = dedup_crc32c(crc, crc_from, q - crc_from)
-    dedup_store_be32(q, crc)
-    return PROBLEM_NONE
+    crc[0] = dedup_crc32c(crc[0], crc_from, q - crc_from)
+    written[0] = q - out
+    return kind
+
+
+cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept nogil:
+    """The full-window snapshot of the table into out[0, full_size(t)), entries in the table's
+    order; 0 or a problem kind (see full_entries)."""
+    cdef Py_ssize_t next = 0, written = 0
+    cdef uint32_t crc
+    cdef int kind
+    full_header(t, out)
+    crc = dedup_crc32c(0, out, FULL_HEADER_SIZE)
+    kind = full_entries(t, &next, full_size(t) - FULL_MIN_SIZE, out + FULL_HEADER_SIZE, &written, &crc, p)
+    if kind == PROBLEM_NONE:
+        dedup_store_be32(out + FULL_HEADER_SIZE + written, crc)
+    return kind
 
 
 cdef inline int entry_fits(const unsigned char* data, Py_ssize_t position, Py_ssize_t end, int window,
@@ -620,6 +661,138 @@ def encode_full(ProducerStateTable table not None):
     if kind:
         raise ValueError(unwritable_message(&p))
     return out
+
+
+cdef enum:
+    # The smallest buffer SnapshotWriter.fill takes: the full format's largest entry
+    # (31 + 24 * 255 = 6151 bytes) after its header, so every fill makes progress.
+    MIN_WRITER_BUFFER = 8192
+
+
+@cython.final
+cdef class SnapshotWriter:
+    """A table's snapshot, piece by piece into a buffer the caller reuses: the file is written
+    without ever holding all of it in memory (write_snapshot's path for the compiled table).
+
+        with SnapshotWriter(table, "kafka") as pieces:
+            while n := pieces.fill(buffer):
+                write(buffer[:n])
+        # then Kafka's crc at byte pieces.crc_offset: pieces.crc
+
+    The pieces concatenated are exactly encode_kafka(table) or encode_full(table), except that
+    Kafka's crc field (bytes 2-5) is 0 until the caller patches it, as Kafka's writer does
+    (spec §4.3); the full format's crc comes last, in the pieces. While the block is open the
+    table is busy: another thread gets a RuntimeError instead of changing it between pieces.
+    """
+
+    cdef ProducerStateTable table
+    cdef bint full
+    cdef bint entered
+    cdef int stage                     # 0: header next, 1: entries, 2: trailer, 3: done
+    cdef Py_ssize_t next               # the next entry to write
+    cdef Py_ssize_t count              # entries when the block opened
+    cdef uint64_t generation           # the table's generation when the block opened
+    cdef uint32_t running_crc
+
+    def __cinit__(self, ProducerStateTable table not None, format):
+        if format not in ("full", "kafka"):
+            raise ValueError(f"format must be one of ('full', 'kafka'), got {format!r}")
+        self.table = table
+        self.full = format == "full"
+
+    def __enter__(self):
+        if self.entered:
+            raise RuntimeError("SnapshotWriter is already open")
+        self.table._check_idle()
+        self.table._busy = 1
+        self.entered = True
+        self.generation = self.table.t.generation
+        self.count = self.table.t.count
+        self.stage = 0
+        self.next = 0
+        self.running_crc = 0
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.entered:
+            self.entered = False
+            self.table._busy = 0
+        return False
+
+    @property
+    def size(self):
+        """The snapshot's length in bytes."""
+        return full_size(&self.table.t) if self.full else kafka_size(&self.table.t)
+
+    @property
+    def crc_offset(self):
+        """Where Kafka's crc goes once known (2); None for the full format (its crc is a piece)."""
+        return None if self.full else KAFKA_CRC
+
+    @property
+    def crc(self):
+        """The snapshot's CRC-32C, once fill() has returned 0."""
+        if self.stage != 3:
+            raise RuntimeError("the crc is known once fill() has returned 0")
+        return self.running_crc
+
+    def fill(self, buffer):
+        """Write the next piece into ``buffer`` (writable, at least 8192 bytes) from its start;
+        returns the piece's length, 0 once the snapshot is complete.
+
+        ``ValueError`` (as encode_full) if the table cannot be written in the full format.
+        """
+        if not self.entered:
+            raise RuntimeError("SnapshotWriter.fill() needs an open block: with SnapshotWriter(...) as pieces")
+        cdef unsigned char[::1] view
+        try:
+            view = memoryview(buffer).cast("B")
+        except (TypeError, BufferError) as error:
+            raise TypeError(f"buffer must be a writable C-contiguous buffer, got {type(buffer).__name__}: "
+                            f"{error}") from None
+        cdef Py_ssize_t capacity = view.shape[0]
+        if capacity < MIN_WRITER_BUFFER:
+            raise ValueError(f"buffer must hold at least {MIN_WRITER_BUFFER} bytes, got {capacity}")
+        cdef Table* t = &self.table.t
+        if t.generation != self.generation or t.count != self.count:
+            raise RuntimeError("the table changed while its snapshot was being written")
+        cdef unsigned char* out = &view[0]
+        cdef Py_ssize_t written = 0, piece = 0, entries
+        cdef Problem p
+        cdef int kind = PROBLEM_NONE
+        problem_clear(&p)
+        with nogil:
+            if self.stage == 0:
+                if self.full:
+                    full_header(t, out)
+                    self.running_crc = dedup_crc32c(0, out, FULL_HEADER_SIZE)
+                    written = FULL_HEADER_SIZE
+                else:
+                    kafka_header(t, out)
+                    self.running_crc = dedup_crc32c(0, out + KAFKA_CRC_START, KAFKA_HEADER_SIZE - KAFKA_CRC_START)
+                    written = KAFKA_HEADER_SIZE
+                self.stage = 1
+            if self.stage == 1:
+                if self.full:
+                    kind = full_entries(t, &self.next, capacity - written, out + written, &piece,
+                                        &self.running_crc, &p)
+                    written += piece
+                else:
+                    entries = min((capacity - written) // KAFKA_ENTRY_SIZE, t.count - self.next)
+                    written += kafka_entries(t, self.next, self.next + entries, out + written, &self.running_crc)
+                    self.next += entries
+                if kind == PROBLEM_NONE and self.next == t.count:
+                    self.stage = 2
+            if self.stage == 2:
+                if not self.full:
+                    self.stage = 3
+                elif capacity - written >= FULL_CRC_SIZE:
+                    dedup_store_be32(out + written, self.running_crc)
+                    written += FULL_CRC_SIZE
+                    self.stage = 3
+        if kind:
+            raise ValueError(unwritable_message(&p))
+        return written
 
 
 def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTable):
