@@ -835,6 +835,16 @@ def test_append_batches_wrong_table(kind):
         assert (dedup.records.append_batches(table, GOOD, log_end_offset=10).error_codes == 0).all()
 
 
+def test_the_wrong_table_message_points_somewhere_that_works():
+    """The compiled refusal suggests the twin's append_batches "takes either twin": then it
+    must take a compiled table."""
+    with pytest.raises(TypeError) as caught:
+        compiled_records.append_batches(seeded_table(reference.ProducerStateTable), GOOD, log_end_offset=10)
+    if "takes either twin" in str(caught.value):
+        result = reference_records.append_batches(seeded_table(_state.ProducerStateTable), GOOD, log_end_offset=10)
+        assert (result.error_codes == 0).all()
+
+
 # (argument overrides, expected exception, the name the message must contain)
 BAD_APPEND_ARGUMENTS = {
     "origin str": ({"origin": "CLIENT"}, TypeError, "origin"),
