@@ -59,7 +59,7 @@ def append_batches(
     """Append a buffer of v2 batches to ``table`` as Kafka's log does, one verdict per batch
     (see ``dedup._records.append_batches``); compiled for the compiled table, the twin's
     for the twin."""
-    if not PURE_PYTHON and type(table) is _CompiledTable:
+    if not PURE_PYTHON and isinstance(table, _CompiledTable):
         from ._records import append_batches as compiled
 
         implementation = compiled

@@ -8,6 +8,8 @@ same bytes. The byte layout is spec §8.1; the rules are spec §2.1 rules 1, 3, 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -43,17 +45,30 @@ ATTRIBUTES_OFFSET = 21
 PARTITION_LEADER_EPOCH_OFFSET = 12
 
 
-def _buffer(data: Any, name: str = "data", writable: bool = False) -> memoryview:
+@contextmanager
+def _viewing(data: Any, name: str = "data", writable: bool = False) -> Iterator[memoryview]:
+    """``data`` as a memoryview of bytes, released on the way out, even on an error: an
+    exception's traceback keeps the frames alive, and a view left in one would keep the
+    caller's buffer exported (an mmap could not be closed)."""
     try:
-        view = memoryview(data).cast("B")
+        outer = memoryview(data)
     except TypeError as error:
         raise TypeError(f"{name} must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
-    if writable and view.readonly:
-        raise TypeError(
-            f"{name} is read-only: writing offsets in place needs a writable buffer "
-            f"(bytearray, mmap, numpy), got {type(data).__name__}"
-        )
-    return view
+    try:
+        view = outer.cast("B")
+    except TypeError as error:
+        outer.release()
+        raise TypeError(f"{name} must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
+    try:
+        if writable and view.readonly:
+            raise TypeError(
+                f"{name} is read-only: writing offsets in place needs a writable buffer "
+                f"(bytearray, mmap, numpy), got {type(data).__name__}"
+            )
+        yield view
+    finally:
+        view.release()
+        outer.release()
 
 
 def _scan(view: memoryview, tail: str) -> tuple[np.ndarray, int]:
@@ -99,7 +114,8 @@ def _scan(view: memoryview, tail: str) -> tuple[np.ndarray, int]:
 
 def scan_batches(data: Any, *, tail: str = "raise") -> np.ndarray:
     """The header of every v2 batch in ``data`` (see ``dedup._records.scan_batches``)."""
-    return _scan(_buffer(data), tail)[0]
+    with _viewing(data) as view:
+        return _scan(view, tail)[0]
 
 
 def _check(view: memoryview, header: Any, origin: Origin) -> tuple[int, int, int, int]:
@@ -131,13 +147,13 @@ def _check(view: memoryview, header: Any, origin: Origin) -> tuple[int, int, int
 
 def validate_batches(data: Any, *, origin: Origin = Origin.CLIENT, tail: str = "raise") -> np.ndarray:
     """scan_batches(), then the record-level rules; raises the first failure."""
-    view = _buffer(data)
-    origin = _args.origin(origin)
-    headers, _ = _scan(view, tail)
-    for index, header in enumerate(headers):
-        code, reason, expected, found = _check(view, header, origin)
-        if code:
-            raise record_error(index, int(header["position"]), reason, expected, found)
+    with _viewing(data) as view:
+        origin = _args.origin(origin)
+        headers, _ = _scan(view, tail)
+        for index, header in enumerate(headers):
+            code, reason, expected, found = _check(view, header, origin)
+            if code:
+                raise record_error(index, int(header["position"]), reason, expected, found)
     return headers
 
 
@@ -165,7 +181,7 @@ def _marker(view: memoryview, header: Any) -> tuple[int, int, int] | None:
     position = int(header["position"])
     cursor, end = position + RECORDS_OFFSET, position + int(header["batch_length"]) + LOG_OVERHEAD
     if cursor == end:
-        return -1, 0, 0
+        return -1, 0, int(header["max_timestamp"])
     if header["compression"] != 0:
         return None
     try:
@@ -212,7 +228,10 @@ def append_batches(
     ``dedup._records.append_batches``): per batch the record-level rules, then offsets, then
     the table's own ``append`` / ``append_marker``."""
     if not isinstance(table, ProducerStateTable):
-        raise TypeError(f"table must be a dedup.reference.ProducerStateTable, got {type(table).__name__}")
+        raise TypeError(
+            f"table must be a dedup.reference.ProducerStateTable, got {type(table).__name__} "
+            f"(dedup.records.append_batches picks the twin that matches the table)"
+        )
     origin = _args.origin(origin)
     leader = origin != Origin.REPLICATION
     write = _args.flag("write_offsets", write_offsets)
@@ -231,100 +250,101 @@ def append_batches(
     else:
         end = _args.offset("log_end_offset", log_end_offset)
         _args.not_backwards("log_end_offset", end, table.map_end_offset)
-    view = _buffer(data, writable=write)
-    headers, valid_bytes = _scan(view, tail)
-    if leader and len(headers):
-        deltas = headers["last_offset_delta"]
-        _args.total_records_fit(end, deltas[deltas >= 0].astype(np.int64) + 1)
+    with _viewing(data, writable=write) as view:
+        headers, valid_bytes = _scan(view, tail)
+        if leader and len(headers):
+            deltas = headers["last_offset_delta"]
+            _args.total_records_fit(end, deltas[deltas >= 0].astype(np.int64) + 1)
 
-    rows = len(headers)
-    codes = np.zeros(rows, dtype=np.int16)
-    duplicate = np.zeros(rows, dtype=np.bool_)
-    firsts = np.full(rows, -1, dtype=np.int64)
-    lasts = np.full(rows, -1, dtype=np.int64)
-    times = np.full(rows, -1, dtype=np.int64)
-    errors: dict[int, KafkaError] = {}
-    completed: list[CompletedTxn] = []
-    for index, header in enumerate(headers):
-        position = int(header["position"])
-        code, reason, expected, found = _check(view, header, origin)
-        if code:
-            codes[index] = code
-            errors[index] = record_error(index, position, reason, expected, found)
-            continue
-        delta = int(header["last_offset_delta"])
-        base_offset = end if leader else int(header["base_offset"])
-        if base_offset < end:
-            codes[index] = InvalidRecordError.code
-            errors[index] = record_error(index, position, REASON_OFFSETS_BACKWARDS, end, base_offset)
-            continue
-        if base_offset > INT64_MAX - (delta + 1):
-            codes[index] = InvalidRecordError.code
-            errors[index] = record_error(index, position, REASON_OFFSET_OVERFLOW, 0, base_offset)
-            continue
-        last_offset = base_offset + delta
-        timestamp = int(header["max_timestamp"])
-        pid = int(header["producer_id"])
-        try:
-            if pid < 0:
-                pass  # no producer id: no producer state (spec §2.1)
-            elif header["is_control"]:
-                marker = _marker(view, header)
-                if marker is None:
-                    codes[index] = InvalidRecordError.code
-                    errors[index] = record_error(index, position, REASON_MARKER, 0, 0)
-                    continue
-                marker_type, coordinator_epoch, timestamp = marker
-                if marker_type < 0:
-                    # Emptied by compaction: a no-op, but Kafka's update still puts the
-                    # producer's (unchanged or empty) entry in the table.
-                    table._producers.setdefault(pid, _Entry(table.window))
-                    table._generation += 1
+        rows = len(headers)
+        codes = np.zeros(rows, dtype=np.int16)
+        duplicate = np.zeros(rows, dtype=np.bool_)
+        firsts = np.full(rows, -1, dtype=np.int64)
+        lasts = np.full(rows, -1, dtype=np.int64)
+        times = np.full(rows, -1, dtype=np.int64)
+        errors: dict[int, KafkaError] = {}
+        completed: list[CompletedTxn] = []
+        for index, header in enumerate(headers):
+            position = int(header["position"])
+            code, reason, expected, found = _check(view, header, origin)
+            if code:
+                codes[index] = code
+                errors[index] = record_error(index, position, reason, expected, found)
+                continue
+            delta = int(header["last_offset_delta"])
+            base_offset = end if leader else int(header["base_offset"])
+            if base_offset < end:
+                codes[index] = InvalidRecordError.code
+                errors[index] = record_error(index, position, REASON_OFFSETS_BACKWARDS, end, base_offset)
+                continue
+            if base_offset > INT64_MAX - (delta + 1):
+                codes[index] = InvalidRecordError.code
+                errors[index] = record_error(index, position, REASON_OFFSET_OVERFLOW, 0, base_offset)
+                continue
+            last_offset = base_offset + delta
+            timestamp = int(header["max_timestamp"])
+            pid = int(header["producer_id"])
+            try:
+                if pid < 0:
+                    pass  # no producer id: no producer state (spec §2.1)
+                elif header["is_control"]:
+                    marker = _marker(view, header)
+                    if marker is None:
+                        codes[index] = InvalidRecordError.code
+                        errors[index] = record_error(index, position, REASON_MARKER, 0, 0)
+                        continue
+                    marker_type, coordinator_epoch, timestamp = marker
+                    if marker_type < 0:
+                        # Emptied by compaction: a no-op, but Kafka's update still puts the
+                        # producer's (unchanged or empty) entry in the table.
+                        table._producers.setdefault(pid, _Entry(table.window))
+                        table._generation += 1
+                    else:
+                        ended = table.append_marker(
+                            pid, int(header["producer_epoch"]), coordinator_epoch, base_offset,
+                            commit=marker_type == 1, timestamp=timestamp, origin=origin,
+                        )
+                        if ended is not None:
+                            completed.append(ended)
                 else:
-                    ended = table.append_marker(
-                        pid, int(header["producer_epoch"]), coordinator_epoch, base_offset,
-                        commit=marker_type == 1, timestamp=timestamp, origin=origin,
+                    result = table.append(
+                        pid, int(header["producer_epoch"]), int(header["base_sequence"]), delta + 1, base_offset,
+                        max_timestamp=timestamp, origin=origin, transactional=bool(header["is_transactional"]),
                     )
-                    if ended is not None:
-                        completed.append(ended)
-            else:
-                result = table.append(
-                    pid, int(header["producer_epoch"]), int(header["base_sequence"]), delta + 1, base_offset,
-                    max_timestamp=timestamp, origin=origin, transactional=bool(header["is_transactional"]),
-                )
-                if result.duplicate:
-                    duplicate[index] = True
-                    firsts[index], lasts[index], times[index] = result.base_offset, result.last_offset, result.timestamp
-                    continue
-        except KafkaError as error:
-            codes[index] = error.code
-            errors[index] = error
-            continue
-        firsts[index], lasts[index], times[index] = base_offset, last_offset, timestamp
-        end = last_offset + 1
-        table.update_map_end_offset(end)  # Kafka's updateMapEndOffset, for every batch (§3.2 step 6)
-        if write:
-            struct.pack_into(">q", view, position, base_offset)
-            if partition_leader_epoch is not None:
-                struct.pack_into(">i", view, position + PARTITION_LEADER_EPOCH_OFFSET, partition_leader_epoch)
-    return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, errors, completed)
+                    if result.duplicate:
+                        duplicate[index] = True
+                        firsts[index], lasts[index], times[index] = result.base_offset, result.last_offset, result.timestamp
+                        continue
+            except KafkaError as error:
+                codes[index] = error.code
+                errors[index] = error
+                continue
+            firsts[index], lasts[index], times[index] = base_offset, last_offset, timestamp
+            end = last_offset + 1
+            table.update_map_end_offset(end)  # Kafka's updateMapEndOffset, for every batch (§3.2 step 6)
+            if write:
+                struct.pack_into(">q", view, position, base_offset)
+                if partition_leader_epoch is not None:
+                    struct.pack_into(">i", view, position + PARTITION_LEADER_EPOCH_OFFSET, partition_leader_epoch)
+        return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, errors, completed)
 
 
 def crc_valid(data: Any, headers: np.ndarray | None = None) -> np.ndarray:
     """Per batch, whether its stored CRC-32C matches its bytes (spec §8.5)."""
-    view = _buffer(data)
-    if headers is None:
-        headers = _scan(view, "ignore")[0]
-    elif not isinstance(headers, np.ndarray) or headers.dtype != BATCH_HEADER_DTYPE or headers.ndim != 1:
-        raise TypeError("headers must be a 1-D BATCH_HEADER_DTYPE array from scan_batches")
-    valid = np.zeros(len(headers), dtype=np.bool_)
-    for row, header in enumerate(headers):
-        position, batch_length = int(header["position"]), int(header["batch_length"])
-        if position < 0 or batch_length < MIN_BATCH_LENGTH or position + batch_length + LOG_OVERHEAD > len(view):
-            raise ValueError(
-                f"headers[{row}] does not describe a batch inside data "
-                f"(position {position}, batch_length {batch_length})"
-            )
-        covered = view[position + ATTRIBUTES_OFFSET : position + batch_length + LOG_OVERHEAD]
-        valid[row] = crc32c(covered) == header["crc"]
-    return valid
+    with _viewing(data) as view:
+        if headers is None:
+            headers = _scan(view, "ignore")[0]
+        elif not isinstance(headers, np.ndarray) or headers.dtype != BATCH_HEADER_DTYPE or headers.ndim != 1:
+            raise TypeError("headers must be a 1-D BATCH_HEADER_DTYPE array from scan_batches")
+        valid = np.zeros(len(headers), dtype=np.bool_)
+        for row, header in enumerate(headers):
+            position, batch_length = int(header["position"]), int(header["batch_length"])
+            outside = position < 0 or position + batch_length + LOG_OVERHEAD > len(view)
+            if outside or batch_length < MIN_BATCH_LENGTH:
+                raise ValueError(
+                    f"headers[{row}] does not describe a batch inside data "
+                    f"(position {position}, batch_length {batch_length})"
+                )
+            start, end = position + ATTRIBUTES_OFFSET, position + batch_length + LOG_OVERHEAD
+            valid[row] = crc32c(view[start:end]) == header["crc"]  # no named slice: the view is released
+        return valid

@@ -450,7 +450,7 @@ cdef object scan(const unsigned char[::1] view, str tail):
     cdef int64_t needed = 0
     if status.end == SCAN_TRUNCATED:
         if left >= LOG_OVERHEAD:
-            needed = <int32_t>dedup_load_be32(data + status.valid_bytes + BATCH_LENGTH_OFFSET) + LOG_OVERHEAD
+            needed = <int64_t><int32_t>dedup_load_be32(data + status.valid_bytes + BATCH_LENGTH_OFFSET) + LOG_OVERHEAD
         error = scan_error("truncated", status.batches, status.valid_bytes, 0, needed, left)
     elif status.end == SCAN_BAD_LENGTH:
         error = scan_error("length", status.batches, status.valid_bytes, status.found)
@@ -485,18 +485,21 @@ def crc_valid(data, headers=None):
         raise TypeError("headers must be a 1-D BATCH_HEADER_DTYPE array from scan_batches")
     headers = np.ascontiguousarray(headers)
     cdef Py_ssize_t row, rows = len(headers), length = view.shape[0]
-    cdef BatchHeader* rows_ptr = header_rows(headers)
     valid = np.zeros(rows, dtype=np.bool_)
     cdef uint8_t[::1] out
+    cdef const unsigned char[::1] header_bytes
     if rows == 0:
         return valid
+    header_bytes = headers.view(np.uint8)  # const: read-only headers are fine
+    cdef const BatchHeader* rows_ptr = <const BatchHeader*>&header_bytes[0]
     out = valid.view(np.uint8)
     cdef const unsigned char* base = start_of(view)
-    cdef int64_t position, end
+    cdef int64_t position
     for row in range(rows):  # positions come from the caller: check them against the buffer
         position = rows_ptr[row].position
-        end = position + <int64_t>rows_ptr[row].batch_length + LOG_OVERHEAD
-        if position < 0 or rows_ptr[row].batch_length < MIN_BATCH_LENGTH or end > length:
+        # Compared without adding, so a position near 2^63 cannot wrap past the check.
+        if (position < 0 or position > length or rows_ptr[row].batch_length < MIN_BATCH_LENGTH
+                or rows_ptr[row].batch_length > length - position - LOG_OVERHEAD):
             raise ValueError(f"headers[{row}] does not describe a batch inside data "
                              f"(position {position}, batch_length {rows_ptr[row].batch_length})")
     with nogil:
@@ -552,9 +555,9 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
     its base offset, and ``partition_leader_epoch`` if given, written into its header; the
     CRC does not cover them. Returns a :class:`BatchesAppendResult`.
     """
-    if type(table) is not ProducerStateTable:
+    if not isinstance(table, ProducerStateTable):
         raise TypeError(f"table must be a dedup._state.ProducerStateTable, got {type(table).__name__} "
-                        f"(dedup.reference.records.append_batches takes either twin)")
+                        f"(dedup.records.append_batches picks the twin that matches the table)")
     cdef ProducerStateTable live = <ProducerStateTable>table
     live._check_idle()
     cdef uint8_t append_origin = int(_args.origin(origin))
