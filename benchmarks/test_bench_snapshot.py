@@ -15,6 +15,7 @@ batch per producer) and 151.0 MB in the full format (every batch).
 - write / read: ``write_snapshot`` to a real file in pytest's temporary directory (on disk,
   not tmpfs), with the fsyncs (``sync=True``, the default) and without them (``sync=False``):
   the difference is the fsyncs' share; ``read_snapshot`` of that file (in the page cache).
+- CRC-32C over the snapshot bytes: the checksum's share of an encode or a decode;
 - the fresh-memory floor: touching as many newly allocated bytes as the output bytes or the
   decoded table holds (``np.ones``), to say how much of a round is page faults on this machine.
 """
@@ -159,6 +160,26 @@ def test_read(benchmark, kit, table, snapshots, tmp_path, kind):
     loaded = benchmark.pedantic(read_snapshot, args=(path,), rounds=FILE_ROUNDS, warmup_rounds=1)
     spot_check(loaded, table, kind)  # Kafka's format: the map end offset came from the file name
     record_timing(kit, benchmark, f"read_snapshot, {kind}, 1,000,000 producers", WRITE_READ_TARGET_MS)
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
+def test_crc32c_share(benchmark, kit, snapshots, kind):
+    """CRC-32C over the whole snapshot (dedup._records.crc32c, the same C as the codec): the
+    part of each encode and decode that is the checksum."""
+    from dedup._records import CRC32C_HARDWARE, crc32c
+
+    data = snapshots[kind]
+    benchmark.group = "CRC-32C of the snapshot bytes"
+    benchmark.pedantic(crc32c, args=(data,), rounds=ROUNDS, warmup_rounds=1)
+    seconds = kit.timing(benchmark)
+    record_timing(
+        kit,
+        benchmark,
+        f"CRC-32C ({CRC32C_HARDWARE or 'table'}), {kind} snapshot",
+        None,
+        megabytes=len(data) / 1e6,
+        **({"gb_per_s_median": len(data) / seconds["median"] / 1e9} if seconds else {}),
+    )
 
 
 def touch_4k_pages(size):
