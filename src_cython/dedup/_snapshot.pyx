@@ -46,28 +46,7 @@ cdef extern from *:
     # A hint to the CPU to start loading the cache line at p; never faults, may do nothing.
     void DEDUP_PREFETCH(const void* p) noexcept nogil
 
-cdef extern from *:
-    """
-    #if defined(__linux__)
-    #include <sys/mman.h>
-    #endif
-    #include <stdint.h>
-    /* Transparent huge pages for a large new buffer, asked for before it is first written (as
-     * numpy does for its arrays): the kernel then faults it in 2 MiB at a time instead of
-     * 4 KiB, about 5x faster for a 151 MB snapshot here. Only a hint: ignored where THP is
-     * off or unknown, and any error is ignored too. */
-    static void dedup_advise_huge_pages(void *p, size_t size)
-    {
-    #if defined(__linux__) && defined(MADV_HUGEPAGE)
-        size_t offset = (size_t)((4096u - (uintptr_t)p % 4096u) % 4096u);
-        if (size >= ((size_t)4 << 20) && size > offset)
-            (void)madvise((char *)p + offset, (size - offset) & ~(size_t)4095u, MADV_HUGEPAGE);
-    #else
-        (void)p;
-        (void)size;
-    #endif
-    }
-    """
+cdef extern from "memory.h":
     void dedup_advise_huge_pages(void* p, size_t size) noexcept nogil
 
 dedup_crc32c_setup()  # decided once, with the GIL, before any nogil caller

@@ -7,6 +7,8 @@
 # Memory layout (no Python object per producer or per batch):
 #   * entries live in a dense array, split into chunks of 2^chunk_shift entries so that
 #     growth never copies more than the first chunk and never holds twice the memory;
+#     presizing (table_reserve) allocates the chunks it adds as one slab in transparent huge
+#     pages, so that filling a large table (a snapshot being loaded) takes few page faults;
 #     entry i is at entry_chunks[i >> chunk_shift] + (i & chunk_mask) * stride;
 #   * last_timestamp sits in a column beside each chunk (ts_chunks), so expiration scans
 #     8 bytes per producer instead of a whole entry;
@@ -109,8 +111,14 @@ ctypedef struct Verdict:
 ctypedef struct Table:
     char** entry_chunks
     int64_t** ts_chunks                # last_timestamp column, one per entry chunk
+    uint8_t* chunk_in_slab             # 1: the chunk is part of a slab (freed with it)
     Py_ssize_t n_chunks
-    Py_ssize_t chunk_slots             # length of the two pointer arrays
+    Py_ssize_t chunk_slots             # length of the three per-chunk arrays
+    char** slab_entries                # slabs: many chunks in one allocation (table_reserve)
+    int64_t** slab_stamps
+    Py_ssize_t n_slabs
+    Py_ssize_t slab_slots
+    Py_ssize_t slab_floor              # chunks below this index are never released singly
     Py_ssize_t chunk0_capacity         # entries chunk 0 holds (grows up to a full chunk)
     Py_ssize_t chunk_mask
     int chunk_shift

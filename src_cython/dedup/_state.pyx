@@ -21,8 +21,12 @@ from dedup import _args
 from dedup._messages import batch_error, marker_error
 from dedup._types import AppendManyResult, BatchMetadata, CompletedTxn, Origin, ProducerStateEntry
 
+cdef extern from "memory.h":
+    void dedup_advise_huge_pages(void* p, size_t size) noexcept nogil
+
 cdef extern from *:
     """
+    #define DEDUP_SLAB_MIN_CHUNKS 8
     #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)
     #define DEDUP_CHUNK_BYTES ((Py_ssize_t)128 * 1024)
     #define DEDUP_MAX_PRODUCERS ((Py_ssize_t)2147483646)
@@ -33,6 +37,8 @@ cdef extern from *:
     # Entries are allocated in chunks of at most this many bytes (entries + timestamps).
     const Py_ssize_t DEDUP_CHUNK_BYTES
     const Py_ssize_t DEDUP_MAX_PRODUCERS
+    # table_reserve puts the chunks it adds in one slab from this many on.
+    const Py_ssize_t DEDUP_SLAB_MIN_CHUNKS
 
 _log = logging.getLogger("dedup")
 # The slow paths of the argument checks, bound once: looking them up per call would cost
@@ -136,7 +142,9 @@ cdef int index_resize(Table* t, uint64_t capacity) except -1 nogil:
     if capacity > <uint64_t>0xFFFFFFFE:
         with gil:
             raise MemoryError(f"producer-state table: an index of {capacity} slots is too large")
-    index_adopt(t, <uint32_t*>alloc_array(<size_t>capacity, sizeof(uint32_t)), <uint32_t>capacity)
+    cdef uint32_t* fresh = <uint32_t*>alloc_array(<size_t>capacity, sizeof(uint32_t))
+    dedup_advise_huge_pages(fresh, <size_t>capacity * sizeof(uint32_t))
+    index_adopt(t, fresh, <uint32_t>capacity)
     index_fill(t)
     return 0
 
@@ -185,19 +193,69 @@ cdef int ensure_chunk_slots(Table* t, Py_ssize_t slots) except -1 nogil:
         fresh_slots *= 2
     cdef char** entries = <char**>try_alloc(fresh_slots, sizeof(char*))
     cdef int64_t** stamps = <int64_t**>try_alloc(fresh_slots, sizeof(int64_t*))
-    if entries == NULL or stamps == NULL:
+    cdef uint8_t* in_slab = <uint8_t*>try_alloc(fresh_slots, sizeof(uint8_t))
+    if entries == NULL or stamps == NULL or in_slab == NULL:
         PyMem_RawFree(entries)
         PyMem_RawFree(stamps)
+        PyMem_RawFree(in_slab)
         out_of_memory(fresh_slots, sizeof(char*))
     if t.n_chunks:
         memcpy(entries, t.entry_chunks, t.n_chunks * sizeof(char*))
         memcpy(stamps, t.ts_chunks, t.n_chunks * sizeof(int64_t*))
+        memcpy(in_slab, t.chunk_in_slab, t.n_chunks * sizeof(uint8_t))
     PyMem_RawFree(t.entry_chunks)
     PyMem_RawFree(t.ts_chunks)
+    PyMem_RawFree(t.chunk_in_slab)
     t.entry_chunks = entries
     t.ts_chunks = stamps
-    t.bytes += <size_t>(fresh_slots - t.chunk_slots) * (sizeof(char*) + sizeof(int64_t*))
+    t.chunk_in_slab = in_slab
+    t.bytes += <size_t>(fresh_slots - t.chunk_slots) * (sizeof(char*) + sizeof(int64_t*) + sizeof(uint8_t))
     t.chunk_slots = fresh_slots
+    return 0
+
+
+cdef int alloc_slab(Table* t, Py_ssize_t chunks) except -1 nogil:
+    """`chunks` whole chunks after the last one, as one allocation of entries and one of
+    timestamps, advised huge pages. Slab chunks are freed with their slab, never singly."""
+    cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
+    cdef Py_ssize_t k
+    cdef char** slab_entries
+    cdef int64_t** slab_stamps
+    ensure_chunk_slots(t, t.n_chunks + chunks)
+    if t.n_slabs == t.slab_slots:
+        slab_entries = <char**>try_alloc(t.slab_slots * 2 + 4, sizeof(char*))
+        slab_stamps = <int64_t**>try_alloc(t.slab_slots * 2 + 4, sizeof(int64_t*))
+        if slab_entries == NULL or slab_stamps == NULL:
+            PyMem_RawFree(slab_entries)
+            PyMem_RawFree(slab_stamps)
+            out_of_memory(t.slab_slots * 2 + 4, sizeof(char*))
+        if t.n_slabs:
+            memcpy(slab_entries, t.slab_entries, t.n_slabs * sizeof(char*))
+            memcpy(slab_stamps, t.slab_stamps, t.n_slabs * sizeof(int64_t*))
+        PyMem_RawFree(t.slab_entries)
+        PyMem_RawFree(t.slab_stamps)
+        t.slab_entries = slab_entries
+        t.slab_stamps = slab_stamps
+        t.bytes += <size_t>(t.slab_slots * 2 + 4 - t.slab_slots) * (sizeof(char*) + sizeof(int64_t*))
+        t.slab_slots = t.slab_slots * 2 + 4
+    cdef char* entries = <char*>try_alloc(chunks * chunk, t.stride)
+    cdef int64_t* stamps = <int64_t*>try_alloc(chunks * chunk, sizeof(int64_t))
+    if entries == NULL or stamps == NULL:
+        PyMem_RawFree(entries)
+        PyMem_RawFree(stamps)
+        out_of_memory(chunks * chunk, t.stride + sizeof(int64_t))
+    dedup_advise_huge_pages(entries, <size_t>(chunks * chunk) * t.stride)
+    dedup_advise_huge_pages(stamps, <size_t>(chunks * chunk) * sizeof(int64_t))
+    t.slab_entries[t.n_slabs] = entries
+    t.slab_stamps[t.n_slabs] = stamps
+    t.n_slabs += 1
+    for k in range(chunks):
+        t.entry_chunks[t.n_chunks] = entries + k * chunk * t.stride
+        t.ts_chunks[t.n_chunks] = stamps + k * chunk
+        t.chunk_in_slab[t.n_chunks] = 1
+        t.n_chunks += 1
+    t.slab_floor = t.n_chunks
+    t.bytes += <size_t>(chunks * chunk) * (t.stride + sizeof(int64_t))
     return 0
 
 
@@ -215,9 +273,10 @@ cdef int alloc_chunk(Table* t, Py_ssize_t entries, char** entry_block, int64_t**
     return 0
 
 
-cdef int reserve_entries(Table* t, Py_ssize_t needed) except -1 nogil:
+cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1 nogil:
     """Room for `needed` entries. Chunk 0 doubles up to a full chunk, then whole chunks are
-    added: growth copies at most one chunk and never holds twice the memory."""
+    added: growth copies at most one chunk and never holds twice the memory. With `slab`
+    (presizing), many missing chunks come as one slab in huge pages."""
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
     cdef Py_ssize_t fresh0
     cdef char* entries
@@ -230,6 +289,7 @@ cdef int reserve_entries(Table* t, Py_ssize_t needed) except -1 nogil:
             fresh0 *= 2
         fresh0 = min(fresh0, chunk)
         ensure_chunk_slots(t, 1)
+        t.chunk_in_slab[0] = 0
         alloc_chunk(t, fresh0, &entries, &stamps)
         if t.n_chunks == 1:
             memcpy(entries, t.entry_chunks[0], t.count * t.stride)
@@ -241,9 +301,13 @@ cdef int reserve_entries(Table* t, Py_ssize_t needed) except -1 nogil:
         t.ts_chunks[0] = stamps
         t.n_chunks = 1
         t.chunk0_capacity = fresh0
+    cdef Py_ssize_t missing = (needed - entry_capacity(t) + chunk - 1) // chunk
+    if slab and missing >= DEDUP_SLAB_MIN_CHUNKS:
+        alloc_slab(t, missing)
     while entry_capacity(t) < needed:
         ensure_chunk_slots(t, t.n_chunks + 1)
         alloc_chunk(t, chunk, &t.entry_chunks[t.n_chunks], &t.ts_chunks[t.n_chunks])
+        t.chunk_in_slab[t.n_chunks] = 0
         t.n_chunks += 1
     return 0
 
@@ -253,6 +317,7 @@ cdef void release_spare_chunks(Table* t) noexcept nogil:
     cdef Py_ssize_t keep = max(t.count, t.reserved)
     cdef Py_ssize_t needed = 1 if keep <= t.chunk_mask + 1 else ((keep - 1) >> t.chunk_shift) + 1
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
+    needed = max(needed, t.slab_floor)  # slab chunks go with their slab, in table_free
     while t.n_chunks > needed:
         t.n_chunks -= 1
         PyMem_RawFree(t.entry_chunks[t.n_chunks])
@@ -299,7 +364,7 @@ cdef int table_reserve(Table* t, Py_ssize_t producers) except -1 nogil:
     if producers > DEDUP_MAX_PRODUCERS:
         with gil:
             raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
-    reserve_entries(t, producers)
+    reserve_entries(t, producers, True)
     if <uint64_t>producers * 5 > <uint64_t>t.index_capacity * 4:
         index_resize(t, index_capacity_for(producers))
     return 0
@@ -326,10 +391,17 @@ cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
 cdef void table_free(Table* t) noexcept nogil:
     cdef Py_ssize_t k
     for k in range(t.n_chunks):
-        PyMem_RawFree(t.entry_chunks[k])
-        PyMem_RawFree(t.ts_chunks[k])
+        if not t.chunk_in_slab[k]:
+            PyMem_RawFree(t.entry_chunks[k])
+            PyMem_RawFree(t.ts_chunks[k])
+    for k in range(t.n_slabs):
+        PyMem_RawFree(t.slab_entries[k])
+        PyMem_RawFree(t.slab_stamps[k])
     PyMem_RawFree(t.entry_chunks)
     PyMem_RawFree(t.ts_chunks)
+    PyMem_RawFree(t.chunk_in_slab)
+    PyMem_RawFree(t.slab_entries)
+    PyMem_RawFree(t.slab_stamps)
     PyMem_RawFree(t.index)
     memset(t, 0, sizeof(Table))
 
