@@ -8,9 +8,8 @@ how to build it, never a silent fallback.
 
 from __future__ import annotations
 
-import os
-
 from . import errors
+from ._config import PURE_PYTHON  # noqa: E402
 from ._types import (
     DEFAULT_WINDOW,
     MAX_WINDOW,
@@ -36,8 +35,6 @@ from .errors import (
     TransactionCoordinatorFencedError,
     TruncatedBatchError,
 )
-
-PURE_PYTHON = os.environ.get("DEDUP_PURE_PYTHON", "") not in ("", "0")
 
 if PURE_PYTHON:
     from .reference import AppendResult, ProducerStateTable

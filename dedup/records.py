@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import PURE_PYTHON
+from ._config import PURE_PYTHON
 from ._types import BATCH_HEADER_DTYPE, BatchesAppendResult, Origin, increment_sequence
 from .errors import KafkaError
 from .reference import records as _twin
@@ -29,7 +29,7 @@ if PURE_PYTHON:
     from .reference.crc32c import crc32c
     from .reference.records import crc_valid, scan_batches, validate_batches
 else:
-    from ._records import crc32c, crc_valid, scan_batches, validate_batches
+    from ._records import crc32c, crc_valid, scan_batches, validate_batches  # type: ignore[no-redef]
     from ._state import ProducerStateTable as _CompiledTable
 
 __all__ = [

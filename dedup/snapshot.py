@@ -42,7 +42,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import PURE_PYTHON, _args
+from . import _args
+from ._config import PURE_PYTHON
 from ._types import DEFAULT_WINDOW, INT64_MAX
 from .errors import CorruptSnapshotError
 from .reference import ProducerStateTable as _TwinTable

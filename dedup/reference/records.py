@@ -313,7 +313,8 @@ def append_batches(
                     )
                     if result.duplicate:
                         duplicate[index] = True
-                        firsts[index], lasts[index], times[index] = result.base_offset, result.last_offset, result.timestamp
+                        firsts[index], lasts[index] = result.base_offset, result.last_offset
+                        times[index] = result.timestamp
                         continue
             except KafkaError as error:
                 codes[index] = error.code

@@ -3,7 +3,6 @@
 # whole buffer of batches to the producer-state table with offsets written in place.
 # Layout and the C-level API: _records.pxd.
 
-cimport cython
 from libc.stdint cimport INT64_MAX, int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from dedup._state cimport (
@@ -205,9 +204,9 @@ cdef inline int read_varint(const unsigned char** cursor, const unsigned char* e
     """A zig-zag varint (max_bytes 5) or varlong (10) at *cursor, advancing it; -1 if it
     runs past `end` or is too long."""
     cdef uint64_t raw = 0
-    cdef int shift = 0, i
+    cdef int shift = 0, _attempt
     cdef unsigned char byte
-    for i in range(max_bytes):
+    for _attempt in range(max_bytes):
         if cursor[0] >= end:
             return -1
         byte = cursor[0][0]
@@ -524,7 +523,7 @@ def validate_batches(data, *, origin=Origin.CLIENT, tail="raise"):
     batch and the field, expected versus found). Returns the headers."""
     cdef const unsigned char[::1] view = readable_bytes(data, "data")
     cdef uint8_t checked_origin = int(_args.origin(origin))
-    headers, valid_bytes = scan(view, tail)
+    headers, _ = scan(view, tail)
     cdef BatchHeader* rows = header_rows(headers)
     cdef const unsigned char* base = start_of(view)
     cdef Py_ssize_t row, rows_count = len(headers)

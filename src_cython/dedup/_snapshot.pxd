@@ -5,23 +5,10 @@
 # Both formats are big-endian with fixed widths. Offsets are in bytes from the start of the
 # file, of an entry or of a batch.
 
+from dedup._cheaders cimport *
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from dedup._state cimport Table
-
-
-cdef extern from "crc32c.h":
-    uint32_t dedup_crc32c(uint32_t crc, const void* data, size_t length) noexcept nogil
-    int dedup_crc32c_setup() noexcept nogil
-
-
-cdef extern from "bigendian.h":
-    uint16_t dedup_load_be16(const unsigned char* p) noexcept nogil
-    uint32_t dedup_load_be32(const unsigned char* p) noexcept nogil
-    uint64_t dedup_load_be64(const unsigned char* p) noexcept nogil
-    void dedup_store_be16(unsigned char* p, uint16_t v) noexcept nogil
-    void dedup_store_be32(unsigned char* p, uint32_t v) noexcept nogil
-    void dedup_store_be64(unsigned char* p, uint64_t v) noexcept nogil
 
 
 cdef enum:

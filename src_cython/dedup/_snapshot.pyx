@@ -46,9 +46,6 @@ cdef extern from *:
     # A hint to the CPU to start loading the cache line at p; never faults, may do nothing.
     void DEDUP_PREFETCH(const void* p) noexcept nogil
 
-cdef extern from "memory.h":
-    void dedup_advise_huge_pages(void* p, size_t size) noexcept nogil
-
 dedup_crc32c_setup()  # decided once, with the GIL, before any nogil caller
 
 cdef const char* DDPS = b"DDPS"

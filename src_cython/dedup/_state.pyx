@@ -21,8 +21,7 @@ from dedup import _args
 from dedup._messages import batch_error, marker_error
 from dedup._types import AppendManyResult, BatchMetadata, CompletedTxn, Origin, ProducerStateEntry
 
-cdef extern from "memory.h":
-    void dedup_advise_huge_pages(void* p, size_t size) noexcept nogil
+from dedup._cheaders cimport dedup_advise_huge_pages
 
 cdef extern from *:
     """
