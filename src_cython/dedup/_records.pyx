@@ -63,18 +63,20 @@ cdef inline const unsigned char* start_of(const unsigned char[::1] view) noexcep
     return &view[0] if view.shape[0] else NULL
 
 
-def crc32c(data, uint32_t crc=0):
+def crc32c(data, crc=0):
     """CRC-32C (Castagnoli) of ``data`` (any buffer), continuing from ``crc``, the CRC of the
     bytes before it (0 to start). The same as Kafka's Crc32C and the JDK's CRC32C."""
     cdef const unsigned char[::1] view = readable_bytes(data, "data")
+    cdef uint32_t value = _args.integer("crc", crc, 0, 0xFFFFFFFF, "a uint32")
     with nogil:
-        crc = dedup_crc32c(crc, start_of(view), view.shape[0])
-    return crc
+        value = dedup_crc32c(value, start_of(view), view.shape[0])
+    return value
 
 
-def crc32c_software(data, uint32_t crc=0):
+def crc32c_software(data, crc=0):
     """crc32c() with the table-driven fallback forced (to check it against the CPU's)."""
     cdef const unsigned char[::1] view = readable_bytes(data, "data")
+    crc = _args.integer("crc", crc, 0, 0xFFFFFFFF, "a uint32")
     cdef int mode = dedup_crc32c_setup()
     dedup_crc32c_use_hardware(0)
     try:

@@ -788,7 +788,8 @@ cdef class ProducerStateTable:
 
     cdef int _check_idle(self) except -1:
         if self._busy:
-            raise RuntimeError("the table is in use: append_many() is running in another thread")
+            raise RuntimeError("the table is in use: another thread is running a call on it without the GIL "
+                               "(append_many, append_batches, remove_expired or a snapshot write)")
         return 0
 
     cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
