@@ -10,8 +10,9 @@ compiled one uses the CPU's CRC instruction).
 
 from __future__ import annotations
 
-import operator
 from typing import Any
+
+from .. import _args
 
 __all__ = ["POLYNOMIAL", "crc32c"]
 
@@ -40,7 +41,7 @@ def crc32c(data: Any, crc: int = 0) -> int:
     bytes before it (0 to start).
 
     ``crc32c(b + c) == crc32c(c, crc32c(b))``. ``TypeError`` for anything but a C-contiguous
-    buffer or an integer ``crc``; ``OverflowError`` for a ``crc`` outside [0, 2^32-1] (the
+    buffer or an integer ``crc``; ``ValueError`` for a ``crc`` outside [0, 2^32-1] (the
     same contract as the compiled :func:`dedup._records.crc32c`).
 
     >>> hex(crc32c(b"123456789"))
@@ -50,9 +51,7 @@ def crc32c(data: Any, crc: int = 0) -> int:
         octets = bytes(memoryview(data).cast("B"))
     except TypeError as error:
         raise TypeError(f"data must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
-    crc = operator.index(crc)
-    if not 0 <= crc <= _MASK32:
-        raise OverflowError(f"crc must be in [0, 2^32-1], got {crc}")
+    crc = _args.integer("crc", crc, 0, _MASK32, "a uint32")
     table = _TABLE
     register = crc ^ _MASK32  # the register holds the inverted CRC between calls
     for byte in octets:
