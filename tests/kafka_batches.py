@@ -78,8 +78,9 @@ def patch(batch: bytes, recompute_crc: bool = True, **fields: int) -> bytes:
     return fix_crc(out) if recompute_crc else bytes(out)
 
 
-def _varint(value: int) -> bytes:
-    raw = (value << 1) ^ (value >> 63)  # zig-zag
+def varint(value: int) -> bytes:
+    """A zig-zag varint (varlong for 64-bit values), as Kafka's records use them (spec §8.3)."""
+    raw = ((value << 1) ^ (value >> 63)) & ((1 << 64) - 1)  # zig-zag
     out = bytearray()
     while True:
         byte = raw & 0x7F
@@ -105,8 +106,8 @@ def marker(
     record whose key is version 0 + type and whose value is version 0 + coordinator epoch)."""
     key = struct.pack(">hh", 0, (1 if commit else 0) if control_type is None else control_type)
     value = struct.pack(">hi", 0, coordinator_epoch)
-    body = b"\x00" + _varint(0) + _varint(0) + _varint(len(key)) + key + _varint(len(value)) + value + _varint(0)
-    records = _varint(len(body)) + body
+    body = b"\x00" + varint(0) + varint(0) + varint(len(key)) + key + varint(len(value)) + value + varint(0)
+    records = varint(len(body)) + body
     header = HEADER.pack(
         base_offset, 49 + len(records), -1, 2, 0, 0x30, 0, timestamp, timestamp, producer_id, producer_epoch, -1, 1
     )

@@ -43,6 +43,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch as KafkaPythonBatch
 from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaPythonBuilder
+from kafka_batches import varint
 
 import dedup.records
 from dedup import Origin, reference
@@ -298,20 +299,6 @@ def same_on_both_twins(data: bytes):
 
 
 # --- random bytes ---------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    raw = (value << 1) ^ (value >> 63)
-    raw &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = raw & 0x7F
-        raw >>= 7
-        if raw:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def header(length_after, *, base_offset=0, leader_epoch=-1, magic=2, crc=0, attributes=0, delta=0,
