@@ -22,6 +22,14 @@ __all__ = [
     "InvalidTxnStateError",
     "TransactionCoordinatorFencedError",
     "InvalidRecordError",
+    "OffsetOutOfRangeError",
+    "NotLeaderOrFollowerError",
+    "NotEnoughReplicasError",
+    "NotEnoughReplicasAfterAppendError",
+    "KafkaStorageError",
+    "FencedLeaderEpochError",
+    "ProducerFencedError",
+    "CorruptCheckpointError",
     "NONE",
     "error_for_code",
 ]
@@ -104,10 +112,69 @@ class InvalidRecordError(KafkaError):
     error_name = "INVALID_RECORD"
 
 
+class OffsetOutOfRangeError(KafkaError):
+    """OFFSET_OUT_OF_RANGE: a fetch or truncation offset outside [log start, log end]."""
+
+    code = 1
+    error_name = "OFFSET_OUT_OF_RANGE"
+
+
+class NotLeaderOrFollowerError(KafkaError):
+    """NOT_LEADER_OR_FOLLOWER: the broker is not the partition's leader (produce) or replica."""
+
+    code = 6
+    error_name = "NOT_LEADER_OR_FOLLOWER"
+
+
+class NotEnoughReplicasError(KafkaError):
+    """NOT_ENOUGH_REPLICAS: fewer in-sync replicas than ``min.insync.replicas``; nothing was
+    written (acks=all)."""
+
+    code = 19
+    error_name = "NOT_ENOUGH_REPLICAS"
+
+
+class NotEnoughReplicasAfterAppendError(KafkaError):
+    """NOT_ENOUGH_REPLICAS_AFTER_APPEND: written on the leader, but the in-sync replica set
+    shrank below ``min.insync.replicas`` before every member had it. The producer retries."""
+
+    code = 20
+    error_name = "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+
+
+class KafkaStorageError(KafkaError):
+    """KAFKA_STORAGE_ERROR: a write to the log failed (disk full, I/O error). As in Kafka the
+    replica stops serving; the producer-state table was not changed by the failed append."""
+
+    code = 56
+    error_name = "KAFKA_STORAGE_ERROR"
+
+
+class FencedLeaderEpochError(KafkaError):
+    """FENCED_LEADER_EPOCH: a request carried a leader epoch older than the replica's."""
+
+    code = 74
+    error_name = "FENCED_LEADER_EPOCH"
+
+
+class ProducerFencedError(KafkaError):
+    """PRODUCER_FENCED: another instance with the same ``transactional.id`` took over the
+    producer id with a higher epoch (returned by InitProducerId/the coordinator)."""
+
+    code = 90
+    error_name = "PRODUCER_FENCED"
+
+
 class CorruptSnapshotError(DedupError):
     """A producer-state snapshot that fails validation (Kafka's CorruptSnapshotException,
     spec §4.4): wrong version or magic, short file, impossible count, trailing bytes, CRC
     mismatch. The message says what was expected and what was found."""
+
+
+class CorruptCheckpointError(DedupError):
+    """A checkpoint file (``leader-epoch-checkpoint``, ``recovery-point-offset-checkpoint``,
+    ...) that does not parse: Kafka fails the log load with an IOException naming the file;
+    dedup raises this, naming the file, the line, expected versus found."""
 
 
 _BY_CODE: dict[int, type[KafkaError]] = {
@@ -120,6 +187,13 @@ _BY_CODE: dict[int, type[KafkaError]] = {
         InvalidTxnStateError,
         TransactionCoordinatorFencedError,
         InvalidRecordError,
+        OffsetOutOfRangeError,
+        NotLeaderOrFollowerError,
+        NotEnoughReplicasError,
+        NotEnoughReplicasAfterAppendError,
+        KafkaStorageError,
+        FencedLeaderEpochError,
+        ProducerFencedError,
     )
 }
 

@@ -107,6 +107,14 @@ def test_error_classes_carry_kafkas_codes():
         errors.InvalidTxnStateError: (48, "INVALID_TXN_STATE"),
         errors.TransactionCoordinatorFencedError: (52, "TRANSACTION_COORDINATOR_FENCED"),
         errors.InvalidRecordError: (87, "INVALID_RECORD"),
+        # The log and cluster layer (Kafka's Errors.java).
+        errors.OffsetOutOfRangeError: (1, "OFFSET_OUT_OF_RANGE"),
+        errors.NotLeaderOrFollowerError: (6, "NOT_LEADER_OR_FOLLOWER"),
+        errors.NotEnoughReplicasError: (19, "NOT_ENOUGH_REPLICAS"),
+        errors.NotEnoughReplicasAfterAppendError: (20, "NOT_ENOUGH_REPLICAS_AFTER_APPEND"),
+        errors.KafkaStorageError: (56, "KAFKA_STORAGE_ERROR"),
+        errors.FencedLeaderEpochError: (74, "FENCED_LEADER_EPOCH"),
+        errors.ProducerFencedError: (90, "PRODUCER_FENCED"),
     }
     for cls, (code, name) in expected.items():
         assert issubclass(cls, errors.KafkaError)
