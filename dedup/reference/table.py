@@ -97,6 +97,16 @@ class _Entry:
     def last_sequence(self) -> int:
         return self.batches[-1].last_sequence if self.batches else NO_SEQUENCE
 
+    def copy(self) -> _Entry:
+        """An independent copy (the BatchMetadata in it are immutable, so they are shared)."""
+        twin = _Entry.__new__(_Entry)
+        twin.producer_epoch = self.producer_epoch
+        twin.batches = deque(self.batches, maxlen=self.batches.maxlen)
+        twin.coordinator_epoch = self.coordinator_epoch
+        twin.last_timestamp = self.last_timestamp
+        twin.current_txn_first_offset = self.current_txn_first_offset
+        return twin
+
     def maybe_update_producer_epoch(self, epoch: int) -> None:
         # The only place a sequence "reset" happens: any epoch change (up or down) drops the
         # batch metadata (spec §1.2).
@@ -111,6 +121,25 @@ class _Entry:
             if batch.first_sequence == first_sequence and batch.last_sequence == last_sequence:
                 return batch
         return None
+
+
+def _copy_ids(producer_ids: Any) -> np.ndarray:
+    """``copy()``'s ``producer_ids`` as a C-contiguous int64 array, checked like ``append_many``'s
+    column (the same as ``copy_ids`` in the compiled ``dedup._state``)."""
+    if not isinstance(producer_ids, np.ndarray):
+        iterator = None
+        if not isinstance(producer_ids, (str, bytes, bytearray)):
+            try:
+                iterator = iter(producer_ids)
+            except TypeError:
+                pass
+        if iterator is None:
+            raise TypeError(
+                "producer_ids must be an iterable of producer ids, an int64 array or None, "
+                f"got {type(producer_ids).__name__}"
+            )
+        producer_ids = list(iterator)
+    return _args._column(*_args._COLUMNS[0], producer_ids)
 
 
 class ProducerStateTable:
@@ -452,6 +481,32 @@ class ProducerStateTable:
         self._map_end_offset = offset + 1
         self._generation += 1
         return completed
+
+    # -- copies -----------------------------------------------------------------------------
+
+    def copy(self, producer_ids: Any = None) -> ProducerStateTable:
+        """A new table with the same window and map end offset holding copies of the entries
+        of ``producer_ids`` (any iterable of ints or an int64 numpy array; ids the table does
+        not hold are skipped), or of every producer when None. Changing the copy never
+        changes this table, nor the reverse. The record log uses it to stage an append of
+        several batches (spec §3.1: validate against a copy, write, then apply to the live
+        table).
+
+        The copy keeps the producers' order (the order of ``producer_ids``, first occurrence,
+        for a subset). ``TypeError`` or ``ValueError`` naming ``producer_ids`` for anything but
+        producer ids (a negative id is a ``ValueError``, as in :meth:`entry`).
+        """
+        if producer_ids is None:
+            chosen: Any = self._producers
+        else:
+            chosen = _copy_ids(producer_ids).tolist()
+        fresh = ProducerStateTable(self._window)
+        fresh._map_end_offset = self._map_end_offset
+        for producer_id in chosen:
+            live = self._producers.get(producer_id)
+            if live is not None and producer_id not in fresh._producers:
+                fresh._producers[producer_id] = live.copy()
+        return fresh
 
     # -- expiration -------------------------------------------------------------------------
 

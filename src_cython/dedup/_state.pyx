@@ -687,6 +687,58 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
     return removed
 
 
+# --- copies (spec §3.1: a batch append staged on a copy) ----------------------------------
+
+cdef int table_copy_all(Table* dst, const Table* src) except -1 nogil:
+    """Every entry of src into dst, an empty table of the same window, in src's order.
+
+    Entry numbers are kept, so entries and the timestamp column are copied a chunk at a
+    time: both tables have the same stride, hence the same chunk_shift, and chunk k holds
+    entries [k << chunk_shift, (k + 1) << chunk_shift) in either. Then one index pass.
+    """
+    cdef Py_ssize_t chunk = <Py_ssize_t>1 << src.chunk_shift
+    cdef Py_ssize_t first = 0, rows
+    if src.count == 0:
+        return 0
+    table_reserve(dst, src.count)  # a no-op when dst was made with this capacity
+    while first < src.count:
+        rows = min(chunk, src.count - first)
+        memcpy(entry_at(dst, first), entry_at(src, first), rows * src.stride)
+        memcpy(last_timestamp_at(dst, first), last_timestamp_at(src, first), rows * sizeof(int64_t))
+        first += rows
+    dst.count = src.count
+    index_fill(dst)
+    dst.generation += 1
+    return 0
+
+
+cdef Py_ssize_t find_entries(const Table* t, const int64_t* producer_ids, Py_ssize_t rows,
+                             int64_t* entries) noexcept nogil:
+    """The entry numbers of the ids t holds, in their order, into entries; returns how many."""
+    cdef Py_ssize_t row, i, found = 0
+    for row in range(rows):
+        i = table_find(t, producer_ids[row])
+        if i >= 0:
+            entries[found] = i
+            found += 1
+    return found
+
+
+cdef int table_copy_entries(Table* dst, const Table* src, const int64_t* entries,
+                            Py_ssize_t n) except -1 nogil:
+    """Entries `entries[0..n)` of src into dst (same window), each a byte copy of the entry
+    (ring and head included) and of its last_timestamp; a repeated entry is copied once."""
+    cdef Py_ssize_t k, i, j
+    table_reserve(dst, dst.count + n)
+    for k in range(n):
+        i = entries[k]
+        j = table_find_or_insert(dst, (<EntryHeader*>entry_at(src, i)).producer_id)
+        memcpy(entry_at(dst, j), entry_at(src, i), src.stride)
+        last_timestamp_at(dst, j)[0] = last_timestamp_at(src, i)[0]
+    dst.generation += 1
+    return 0
+
+
 # --- Python boundary ----------------------------------------------------------------------
 
 cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slow) except? -1:
@@ -718,6 +770,24 @@ cdef inline uint8_t as_flag(object value, str name) except 255:
     if value is False:
         return 0
     return 1 if _flag_arg(name, value) else 0
+
+
+cdef object copy_ids(object producer_ids):
+    """copy()'s producer_ids as a C-contiguous int64 array, checked like append_many's column
+    (the same as dedup.reference.table._copy_ids)."""
+    if not isinstance(producer_ids, np.ndarray):
+        if isinstance(producer_ids, (str, bytes, bytearray)):
+            iterator = None
+        else:
+            try:
+                iterator = iter(producer_ids)
+            except TypeError:
+                iterator = None
+        if iterator is None:
+            raise TypeError("producer_ids must be an iterable of producer ids, an int64 array or None, "
+                            f"got {type(producer_ids).__name__}")
+        producer_ids = list(iterator)
+    return _args._column(*_args._COLUMNS[0], producer_ids)
 
 
 @cython.freelist(32)
@@ -789,7 +859,7 @@ cdef class ProducerStateTable:
     cdef int _check_idle(self) except -1:
         if self._busy:
             raise RuntimeError("the table is in use: another thread is running a call on it without the GIL "
-                               "(append_many, append_batches, remove_expired or a snapshot write)")
+                               "(append_many, append_batches, remove_expired, copy or a snapshot write)")
         return 0
 
     cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
@@ -1073,6 +1143,50 @@ cdef class ProducerStateTable:
         if v.current_txn_first_offset == NO_TXN:
             return None
         return CompletedTxn(pid, v.current_txn_first_offset, marker_offset, not is_commit)
+
+    # -- copies -----------------------------------------------------------------------------
+
+    def copy(self, producer_ids=None):
+        """A new table with the same window and map end offset holding copies of the entries
+        of ``producer_ids`` (any iterable of ints or an int64 numpy array; ids the table does
+        not hold are skipped), or of every producer when None. Changing the copy never
+        changes this table, nor the reverse. The record log uses it to stage an append of
+        several batches (spec §3.1: validate against a copy, write, then apply to the live
+        table).
+
+        The copy is presized for the producers it holds and keeps their order (the order of
+        ``producer_ids``, first occurrence, for a subset). ``TypeError`` or ``ValueError``
+        naming ``producer_ids`` for anything but producer ids (a negative id is a
+        ``ValueError``, as in :meth:`entry`).
+        """
+        self._check_idle()
+        ids = None if producer_ids is None else copy_ids(producer_ids)
+        cdef const int64_t[::1] id_view
+        cdef int64_t[::1] entry_view
+        cdef Py_ssize_t rows, found = 0
+        cdef ProducerStateTable fresh
+        self._busy = 1  # the loops below read this table without the GIL
+        try:
+            if ids is None:
+                fresh = ProducerStateTable.__new__(ProducerStateTable, self.t.window, capacity=self.t.count)
+                with nogil:
+                    table_copy_all(&fresh.t, &self.t)
+            else:
+                rows = len(ids)
+                entries = np.empty(rows, dtype=np.int64)
+                if rows:
+                    id_view = ids
+                    entry_view = entries
+                    with nogil:
+                        found = find_entries(&self.t, &id_view[0], rows, &entry_view[0])
+                fresh = ProducerStateTable.__new__(ProducerStateTable, self.t.window, capacity=found)
+                if found:
+                    with nogil:
+                        table_copy_entries(&fresh.t, &self.t, &entry_view[0], found)
+        finally:
+            self._busy = 0
+        fresh.t.map_end_offset = self.t.map_end_offset
+        return fresh
 
     # -- expiration -------------------------------------------------------------------------
 
