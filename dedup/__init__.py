@@ -23,15 +23,23 @@ from ._types import (
     increment_sequence,
 )
 from .errors import (
+    CorruptCheckpointError,
     CorruptRecordError,
     CorruptSnapshotError,
     DedupError,
     DuplicateSequenceError,
+    FencedLeaderEpochError,
     InvalidProducerEpochError,
     InvalidRecordError,
     InvalidTxnStateError,
     KafkaError,
+    KafkaStorageError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    NotLeaderOrFollowerError,
+    OffsetOutOfRangeError,
     OutOfOrderSequenceError,
+    ProducerFencedError,
     TransactionCoordinatorFencedError,
     TruncatedBatchError,
 )
@@ -49,6 +57,8 @@ else:
         ) from error
 
 # Kafka's byte formats; they pick their compiled or pure-Python twin by PURE_PYTHON too.
+# The record log on top of the table (segments, recovery, truncation).
+from .log import LoadReport, LogAppendInfo, PartitionLog  # noqa: E402
 from .records import (  # noqa: E402
     BATCH_HEADER_DTYPE,
     BatchesAppendResult,
@@ -72,6 +82,17 @@ from .snapshot import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "CorruptCheckpointError",
+    "FencedLeaderEpochError",
+    "KafkaStorageError",
+    "LoadReport",
+    "LogAppendInfo",
+    "NotEnoughReplicasAfterAppendError",
+    "NotEnoughReplicasError",
+    "NotLeaderOrFollowerError",
+    "OffsetOutOfRangeError",
+    "PartitionLog",
+    "ProducerFencedError",
     "BATCH_HEADER_DTYPE",
     "BatchesAppendResult",
     "CorruptSnapshotError",
