@@ -1,0 +1,859 @@
+"""dedup.batch: v2 batches built and read at record level (spec §8), against kafka-python and
+aiokafka as independent readers and builders.
+
+1. batches from ``encode_batch``/``encode_marker`` read by kafka-python and aiokafka (both
+   its compiled and pure-Python batch classes) give the same records, and ``scan_batches``
+   the right header fields;
+2. batches from kafka-python's and aiokafka's builders decode to the records they were given,
+   and ``encode_batch`` writes the same bytes for the same inputs;
+3. the spec §8.6 vectors byte for byte, and markers the table accepts;
+4. hypothesis: round trips, and random bytes, bit flips, splices and truncations raise only
+   ``CorruptRecordError`` (never IndexError, struct.error, UnicodeDecodeError, ...);
+5. bad arguments: TypeError/ValueError naming the argument.
+
+``decode_records`` reads headers and CRCs through ``dedup.records``; the ``scanner`` fixture
+runs the decoding tests with the compiled functions and with the pure-Python twin's.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiokafka.record import default_records as aiokafka_records
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from kafka.record import MemoryRecords
+from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaPythonBuilder
+from kafka_batches import COMMIT_MARKER, IDEMPOTENT_BATCH, TIMESTAMP, build, fix_crc, patch, varint
+
+import dedup.batch
+from dedup import CompletedTxn, Origin
+from dedup._types import INT16_MAX, INT32_MAX, INT64_MAX, INT64_MIN, increment_sequence
+from dedup.batch import (
+    Record,
+    decode_records,
+    decode_varint,
+    decode_varlong,
+    encode_batch,
+    encode_marker,
+    encode_varint,
+    encode_varlong,
+)
+from dedup.errors import CorruptRecordError, TruncatedBatchError
+from dedup.records import scan_batches, validate_batches
+from dedup.reference import ProducerStateTable as ReferenceTable
+from dedup.reference import crc32c as reference_crc32c
+from dedup.reference import records as reference_records
+
+try:
+    from dedup import _records as compiled_records
+    from dedup._state import ProducerStateTable as CompiledTable
+except ImportError:  # pragma: no cover - conftest fails the run in that case
+    compiled_records = CompiledTable = None
+
+ROOT = Path(__file__).resolve().parents[1]
+PID = 1000
+
+AIOKAFKA_BATCHES = {"aiokafka-py": aiokafka_records._DefaultRecordBatchPy}
+if not aiokafka_records.NO_EXTENSIONS:
+    AIOKAFKA_BATCHES["aiokafka-c"] = aiokafka_records._DefaultRecordBatchCython
+AIOKAFKA_BUILDERS = {"aiokafka-py": aiokafka_records._DefaultRecordBatchBuilderPy}
+if not aiokafka_records.NO_EXTENSIONS:
+    AIOKAFKA_BUILDERS["aiokafka-c"] = aiokafka_records._DefaultRecordBatchBuilderCython
+
+
+TWINS = {"reference": (reference_records.scan_batches, reference_records.crc_valid, reference_crc32c.crc32c)}
+if compiled_records is not None:
+    TWINS["compiled"] = (compiled_records.scan_batches, compiled_records.crc_valid, compiled_records.crc32c)
+
+
+@pytest.fixture(params=["compiled", "reference"])
+def scanner(request, monkeypatch):
+    """Bind dedup.batch's header scan and CRC functions to one twin for the test (whatever
+    DEDUP_PURE_PYTHON made dedup.records bind)."""
+    if request.param not in TWINS:
+        pytest.fail("dedup._records did not load")
+    for name, function in zip(("scan_batches", "crc_valid", "crc32c"), TWINS[request.param], strict=True):
+        monkeypatch.setattr(dedup.batch, name, function)
+    return request.param
+
+
+property_settings = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def as_tuples(records):
+    return [(r.offset, r.timestamp, r.key, r.value, tuple(tuple(h) for h in r.headers)) for r in records]
+
+
+def kafka_python_read(data, control=False):
+    """Every record as kafka-python's MemoryRecords reads it (CRC checked)."""
+    out, memory = [], MemoryRecords(bytes(data))
+    while (batch := memory.next_batch()) is not None:
+        assert batch.validate_crc()
+        if batch.is_control_batch and not control:
+            continue
+        out += as_tuples(batch)
+    return out
+
+
+def aiokafka_read(data, batch_class, control=False):
+    """Every record as one of aiokafka's batch classes reads it, batch by batch."""
+    out, position = [], 0
+    while position < len(data):
+        (length,) = struct.unpack_from(">i", data, position + 8)
+        batch = batch_class(bytes(data[position : position + 12 + length]))
+        assert batch.validate_crc()
+        if control or not batch.is_control_batch:
+            out += as_tuples(batch)
+        position += 12 + length
+    return out
+
+
+def fix_all_crcs(data):
+    """``data`` with the CRC of every complete batch recomputed (as far as lengths allow)."""
+    out, position = bytearray(data), 0
+    while position + 21 <= len(out):
+        (length,) = struct.unpack_from(">i", out, position + 8)
+        end = position + 12 + length
+        if length < 49 or end > len(out):
+            break
+        out[position:end] = fix_crc(out[position:end])
+        position = end
+    return bytes(out)
+
+
+def decoded_or_corrupt(data, control=False):
+    """decode_records' result, or None for CorruptRecordError; any other exception fails."""
+    try:
+        return decode_records(data, control=control)
+    except CorruptRecordError as error:
+        assert str(error).startswith("batch "), error
+        return None
+
+
+def expected_records(values, keys, headers, timestamps, base_offset=0):
+    keys = keys or [None] * len(values)
+    headers = headers or [[] for _ in values]
+    return [
+        Record(base_offset + i, t, k, v, tuple((hk, hv) for hk, hv in h))
+        for i, (v, k, h, t) in enumerate(zip(values, keys, headers, timestamps, strict=True))
+    ]
+
+
+def records_section(*records):
+    return b"".join(varint(len(body)) + body for body in records)
+
+
+def with_records(records, count, base_offset=0):
+    """A batch (no producer) around a raw records section, with a right CRC."""
+    header = struct.pack(">qiibIhiqqqhii", base_offset, 49 + len(records), -1, 2, 0, 0, max(count - 1, 0), 5, 5,
+                         -1, -1, -1, count)  # fmt: skip
+    return fix_crc(header + records)
+
+
+#: A record: attributes, timestamp delta 0, offset delta 0, null key, value b"v", no headers.
+GOOD = b"\x00" + varint(0) + varint(0) + varint(-1) + varint(1) + b"v" + varint(0)
+
+
+# --- 1. encode_batch read by kafka-python and aiokafka ----------------------------------------------
+
+CASES = {
+    "one null-key record": dict(values=[b"v"], timestamps=[TIMESTAMP]),
+    "nulls and empties": dict(values=[None, b"", b"x"], keys=[b"", None, b"k"], timestamps=[1, 2, 3]),
+    "multibyte lengths": dict(values=[b"a" * 64, b"b" * 300, b"c" * 20_000], keys=[b"k" * 200, None, b"q"],
+                              timestamps=[TIMESTAMP] * 3),
+    "headers": dict(
+        values=[b"v0", b"v1", None],
+        headers=[[("trace", b"abc"), ("empty", b""), ("null", None)], [], [("ключ-日本", b"\xff" * 130)]],
+        timestamps=[TIMESTAMP, TIMESTAMP + 1, TIMESTAMP + 2],
+    ),
+    "timestamps out of order": dict(values=[b"a", b"b", b"c", b"d"],
+                                    timestamps=[TIMESTAMP, TIMESTAMP - 5_000, 0, TIMESTAMP + (1 << 40)]),
+    "no timestamp": dict(values=[b"a", b"b"], timestamps=[-1, -1]),
+    "200 records": dict(values=[b"%d" % i for i in range(200)], timestamps=[TIMESTAMP + i for i in range(200)]),
+}  # fmt: skip
+PRODUCERS = {
+    "no producer id": dict(),
+    "idempotent": dict(producer_id=PID, producer_epoch=5, base_sequence=0),
+    "transactional, leader's offsets": dict(
+        producer_id=PID, producer_epoch=2, base_sequence=17, transactional=True, base_offset=1 << 40,
+        partition_leader_epoch=9,
+    ),
+    "largest ids": dict(producer_id=INT64_MAX, producer_epoch=INT16_MAX, base_sequence=INT32_MAX - 1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("producer", PRODUCERS, ids=list(PRODUCERS))
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_encoded_batch_reads_the_same_in_kafka_python_and_aiokafka(case, producer, scanner):
+    fields, state = CASES[case], PRODUCERS[producer]
+    data = encode_batch(
+        fields["values"], keys=fields.get("keys"), headers=fields.get("headers"),
+        timestamps=fields["timestamps"], **state,
+    )  # fmt: skip
+    count = len(fields["values"])
+    base_offset = state.get("base_offset", 0)
+    expected = expected_records(
+        fields["values"], fields.get("keys"), fields.get("headers"), fields["timestamps"], base_offset
+    )
+    assert decode_records(data) == expected
+    assert kafka_python_read(data) == as_tuples(expected)
+    for batch_class in AIOKAFKA_BATCHES.values():
+        assert aiokafka_read(data, batch_class) == as_tuples(expected)
+
+    (header,) = scan_batches(data)
+    pid, epoch, sequence = (state.get(name, -1) for name in ("producer_id", "producer_epoch", "base_sequence"))
+    assert (header["producer_id"], header["producer_epoch"], header["base_sequence"]) == (pid, epoch, sequence)
+    assert (header["record_count"], header["last_offset_delta"]) == (count, count - 1)
+    assert header["base_offset"] == base_offset
+    assert header["partition_leader_epoch"] == state.get("partition_leader_epoch", -1)
+    assert header["base_timestamp"] == fields["timestamps"][0]
+    assert header["max_timestamp"] == max(fields["timestamps"])
+    assert bool(header["is_transactional"]) == state.get("transactional", False)
+    assert not header["is_control"] and header["compression"] == 0 and header["timestamp_type"] == 0
+    assert header["batch_length"] + 12 == len(data)
+    batch = MemoryRecords(data).next_batch()
+    assert (batch.producer_id, batch.producer_epoch, batch.base_sequence) == (pid, epoch, sequence)
+    assert batch.last_sequence == (-1 if sequence == -1 else increment_sequence(sequence, count - 1))
+    assert validate_batches(data, origin=Origin.CLIENT if base_offset == 0 else Origin.REPLICATION).shape == (1,)
+
+
+def test_sequences_wrap_past_int32_max_as_kafka_does():
+    # Spec §8.4: the records after 2^31-1 are numbered from 0 again (2^31-2, 2^31-1, 0, 1).
+    data = encode_batch(
+        [b"a", b"b", b"c", b"d"], producer_id=PID, producer_epoch=0, base_sequence=INT32_MAX - 1, timestamp=1
+    )
+    (header,) = scan_batches(data)
+    assert header["base_sequence"] == INT32_MAX - 1
+    assert increment_sequence(int(header["base_sequence"]), int(header["last_offset_delta"])) == 1
+    assert MemoryRecords(data).next_batch().last_sequence == 1
+
+
+def test_single_timestamp_is_every_records():
+    data = encode_batch([b"a", b"b"], timestamp=TIMESTAMP)
+    assert [record.timestamp for record in decode_records(data)] == [TIMESTAMP, TIMESTAMP]
+    (header,) = scan_batches(data)
+    assert header["base_timestamp"] == header["max_timestamp"] == TIMESTAMP
+
+
+def test_timestamp_deltas_past_int64_wrap_as_javas_long_does(scanner):
+    # -1 then 2^63-1: the delta 2^63 is written as a wrapped varlong and read back wrapped.
+    data = encode_batch([b"a", b"b"], timestamps=[-1, INT64_MAX])
+    assert [record.timestamp for record in decode_records(data)] == [-1, INT64_MAX]
+
+
+def test_a_log_of_batches_and_markers(scanner):
+    log = b"".join([
+        encode_batch([b"a", b"b"], producer_id=1, producer_epoch=0, base_sequence=0, transactional=True,
+                     timestamp=10, base_offset=0),
+        encode_batch([b"c"], timestamp=11, base_offset=2),
+        encode_marker(producer_id=1, producer_epoch=0, commit=True, coordinator_epoch=3, timestamp=12, base_offset=3),
+        encode_batch([b"d"], producer_id=2, producer_epoch=1, base_sequence=4, timestamp=13, base_offset=4),
+    ])  # fmt: skip
+    data = [(0, 10, None, b"a", ()), (1, 10, None, b"b", ()), (2, 11, None, b"c", ()), (4, 13, None, b"d", ())]
+    assert as_tuples(decode_records(log)) == data == kafka_python_read(log)
+    commit = (3, 12, struct.pack(">hh", 0, 1), struct.pack(">hi", 0, 3), ())
+    everything = data[:3] + [commit] + data[3:]
+    assert as_tuples(decode_records(log, control=True)) == everything == kafka_python_read(log, control=True)
+    for batch_class in AIOKAFKA_BATCHES.values():
+        assert aiokafka_read(log, batch_class, control=True) == everything
+
+
+def test_any_buffer_type_and_an_mmap_that_closes_after(tmp_path, scanner):
+    data = encode_batch([b"x", None], keys=[b"k", b"l"], timestamp=5) + COMMIT_MARKER
+    expected = decode_records(data)
+    path = tmp_path / "00000000000000000000.log"
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    assert decode_records(mapped) == expected
+    mapped.close()  # BufferError if a view were still held
+    path.write_bytes(data[:-1])
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    with pytest.raises(TruncatedBatchError):
+        decode_records(mapped)  # a torn tail: the error's traceback must not hold a view either
+    mapped.close()
+    for buffer in (bytearray(data), memoryview(data), memoryview(bytearray(data)).toreadonly()):
+        assert decode_records(buffer) == expected
+    assert decode_records(b"") == []
+
+
+def test_log_append_time_batches_read_the_max_timestamp(scanner):
+    # Kafka's reader gives every record of a LogAppendTime batch the batch's max timestamp.
+    data = patch(encode_batch([b"a", b"b"], timestamps=[5, 3]), attributes=0x08, max_timestamp=TIMESTAMP)
+    assert [record.timestamp for record in decode_records(data)] == [TIMESTAMP, TIMESTAMP]
+    assert [record[1] for record in kafka_python_read(data)] == [TIMESTAMP, TIMESTAMP]
+
+
+# --- 2. batches from kafka-python's and aiokafka's builders ----------------------------------------------
+
+
+def build_with(builder_class, records, producer_id=-1, producer_epoch=-1, base_sequence=-1, transactional=False):
+    builder = builder_class(
+        magic=2, compression_type=0, is_transactional=int(transactional), producer_id=producer_id,
+        producer_epoch=producer_epoch, base_sequence=base_sequence, batch_size=1 << 24,
+    )  # fmt: skip
+    for offset, (timestamp, key, value, headers) in enumerate(records):
+        assert builder.append(offset, timestamp, key, value, headers) is not None
+    return bytes(builder.build())
+
+
+BUILDERS = {"kafka-python": KafkaPythonBuilder, **AIOKAFKA_BUILDERS}
+# kafka-python writes partition leader epoch 0 where Kafka's producer (and aiokafka) writes -1;
+# the field is outside the CRC, so that is the only difference.
+LEADER_EPOCH = {"kafka-python": 0, "aiokafka-py": -1, "aiokafka-c": -1}
+
+
+def test_kafka_batches_build_decodes(scanner):
+    log = build(PID, 0, 0, 3) + build(PID, 0, 3, 1, transactional=True) + build(-1, -1, -1, 2, value=b"")
+    values = [b"click0", b"click1", b"click2", b"click0", b"0", b"1"]
+    stamps = [TIMESTAMP, TIMESTAMP + 1, TIMESTAMP + 2, TIMESTAMP, TIMESTAMP, TIMESTAMP + 1]
+    offsets = [0, 1, 2, 0, 0, 1]  # every batch from a client starts at offset 0
+    assert decode_records(log) == [Record(o, t, None, v, ()) for o, t, v in zip(offsets, stamps, values, strict=True)]
+    assert build(PID, 3, 9, 2, transactional=True) == encode_batch(
+        [b"click0", b"click1"], producer_id=PID, producer_epoch=3, base_sequence=9, transactional=True,
+        timestamps=[TIMESTAMP, TIMESTAMP + 1], partition_leader_epoch=0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_builders_with_keys_and_headers_decode_and_match_byte_for_byte(name, scanner):
+    records = [
+        (TIMESTAMP, b"key", b"value", [("h1", b"x"), ("h2", None)]),
+        (TIMESTAMP - 7, None, None, []),
+        (TIMESTAMP + 1000, b"", b"v" * 400, [("ü", b"")]),
+    ]
+    state = dict(producer_id=PID, producer_epoch=4, base_sequence=100, transactional=True)
+    data = build_with(BUILDERS[name], records, **state)
+    assert as_tuples(decode_records(data)) == [
+        (offset, t, k, v, tuple(h)) for offset, (t, k, v, h) in enumerate(records)
+    ]
+    ours = encode_batch(
+        [r[2] for r in records], keys=[r[1] for r in records], headers=[r[3] for r in records],
+        timestamps=[r[0] for r in records], partition_leader_epoch=LEADER_EPOCH[name], **state,
+    )  # fmt: skip
+    assert ours == data
+
+
+# --- 3. markers ------------------------------------------------------------------------------------
+
+
+def test_spec_vectors_byte_for_byte():
+    assert COMMIT_MARKER == encode_marker(
+        producer_id=PID, producer_epoch=5, commit=True, coordinator_epoch=7, timestamp=TIMESTAMP,
+        base_offset=42, partition_leader_epoch=0,
+    )  # fmt: skip
+    assert IDEMPOTENT_BATCH == encode_batch([b"v"], producer_id=PID, producer_epoch=5, base_sequence=0,
+                                            timestamp=TIMESTAMP)  # fmt: skip
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_markers_scan_and_decode_as_control_records(commit, scanner):
+    data = encode_marker(producer_id=7, producer_epoch=3, commit=commit, coordinator_epoch=INT32_MAX, timestamp=99)
+    (header,) = scan_batches(data)
+    assert header["attributes"] == 0x30 and header["is_control"] and header["is_transactional"]
+    assert (header["producer_id"], header["producer_epoch"], header["base_sequence"]) == (7, 3, -1)
+    assert (header["record_count"], header["last_offset_delta"], header["partition_leader_epoch"]) == (1, 0, -1)
+    assert header["base_timestamp"] == header["max_timestamp"] == 99
+    assert decode_records(data) == []
+    key, value = struct.pack(">hh", 0, int(commit)), struct.pack(">hi", 0, INT32_MAX)
+    assert decode_records(data, control=True) == [Record(0, 99, key, value, ())]
+    assert kafka_python_read(data, control=True) == [(0, 99, key, value, ())]
+    assert MemoryRecords(data).next_batch().is_control_batch
+
+
+@pytest.mark.parametrize("twin", ["compiled", "reference"])
+def test_table_accepts_the_markers(twin):
+    # A transaction from a follower's point of view (the leader's offsets), then the
+    # coordinator's ABORT written by a leader (spec §2.2).
+    if twin == "compiled" and compiled_records is None:
+        pytest.fail("dedup._records did not load")
+    records, table_class = (
+        (compiled_records, CompiledTable) if twin == "compiled" else (reference_records, ReferenceTable)
+    )
+    append_batches = records.append_batches
+    table = table_class()
+    log = (
+        encode_batch([b"a", b"b"], producer_id=PID, producer_epoch=5, base_sequence=0, transactional=True,
+                     timestamp=TIMESTAMP, base_offset=0)
+        + encode_marker(producer_id=PID, producer_epoch=5, commit=True, coordinator_epoch=7, timestamp=TIMESTAMP + 1,
+                        base_offset=2)
+    )  # fmt: skip
+    result = append_batches(table, log, origin=Origin.REPLICATION)
+    assert result.error_codes.tolist() == [0, 0]
+    assert result.completed_transactions == [CompletedTxn(PID, 0, 2, False)]
+    entry = table.entry(PID)
+    assert (entry.coordinator_epoch, entry.last_timestamp, entry.current_txn_first_offset) == (7, TIMESTAMP + 1, None)
+    assert table.map_end_offset == 3
+
+    client = encode_batch([b"c"], producer_id=PID, producer_epoch=5, base_sequence=2, transactional=True, timestamp=1)
+    assert append_batches(table, client, log_end_offset=3).error_codes.tolist() == [0]
+    abort = encode_marker(producer_id=PID, producer_epoch=5, commit=False, coordinator_epoch=7, timestamp=2)
+    result = append_batches(table, abort, origin=Origin.COORDINATOR, log_end_offset=4)
+    assert result.error_codes.tolist() == [0]
+    assert result.completed_transactions == [CompletedTxn(PID, 3, 4, True)]
+
+
+# --- 4. hypothesis: round trips and bad bytes -------------------------------------------------------
+
+nullable_bytes = st.one_of(
+    st.none(),
+    st.binary(max_size=40),
+    # lengths around the varint boundaries (1 byte up to 63, 2 up to 8191, then 3)
+    st.builds(
+        lambda byte, size: byte * size,
+        st.binary(min_size=1, max_size=1),
+        st.sampled_from([63, 64, 300, 8191, 8192, 20_000]),
+    ),
+)
+headers_strategy = st.lists(st.tuples(st.text(max_size=12), st.one_of(st.none(), st.binary(max_size=200))), max_size=4)
+# -1 (no timestamp) or any non-negative int64, with the extremes and real clock values likely
+timestamps_strategy = st.one_of(
+    st.just(-1), st.integers(0, INT64_MAX), st.integers(TIMESTAMP - 10**6, TIMESTAMP + 10**6), st.just(INT64_MAX)
+)
+
+
+@st.composite
+def batches(draw, timestamps=timestamps_strategy):
+    count = draw(st.integers(1, 8))
+    record = {
+        "values": st.lists(nullable_bytes, min_size=count, max_size=count),
+        "keys": st.one_of(st.none(), st.lists(nullable_bytes, min_size=count, max_size=count)),
+        "headers": st.one_of(st.none(), st.lists(headers_strategy, min_size=count, max_size=count)),
+        "timestamps": st.lists(timestamps, min_size=count, max_size=count),
+    }
+    fields = {name: draw(strategy) for name, strategy in record.items()}
+    if draw(st.booleans()):
+        fields["producer_id"] = draw(st.integers(0, INT64_MAX))
+        fields["producer_epoch"] = draw(st.integers(0, INT16_MAX))
+        fields["base_sequence"] = draw(st.integers(0, INT32_MAX))
+        fields["transactional"] = draw(st.booleans())
+    fields["base_offset"] = draw(st.one_of(st.just(0), st.integers(0, INT64_MAX - count)))
+    fields["partition_leader_epoch"] = draw(st.integers(-1, INT32_MAX))
+    return fields
+
+
+def log_of(batches_and_markers):
+    """The batches one after the other, each followed by a COMMIT marker where asked."""
+    parts = []
+    for fields, marker in batches_and_markers:
+        parts.append(encode_batch(**fields))
+        if marker:
+            parts.append(encode_marker(producer_id=3, producer_epoch=1, commit=True, coordinator_epoch=0, timestamp=4))
+    return b"".join(parts)
+
+
+@property_settings
+@given(st.lists(st.tuples(batches(), st.booleans()), min_size=1, max_size=3))
+@example(
+    [(dict(values=[b"a", b"b"], keys=None, headers=None, timestamps=[-1, INT64_MAX], base_offset=INT64_MAX - 1,
+           partition_leader_epoch=-1), True)],
+).via("a timestamp delta past int64, last offset 2^63-1")  # fmt: skip
+def test_round_trip(scanner, batches_and_markers):
+    log = log_of(batches_and_markers)
+    expected = []
+    for fields, _ in batches_and_markers:
+        expected += expected_records(
+            fields["values"], fields["keys"], fields["headers"], fields["timestamps"], fields["base_offset"]
+        )
+    assert decode_records(log) == expected
+    markers = sum(marker for _, marker in batches_and_markers)
+    assert len(decode_records(log, control=True)) == len(expected) + markers
+    headers = scan_batches(log)
+    data_headers = headers[~headers["is_control"]]
+    batch_fields = [fields for fields, _ in batches_and_markers]
+    assert data_headers["record_count"].tolist() == [len(fields["values"]) for fields in batch_fields]
+    assert data_headers["last_offset_delta"].tolist() == [len(fields["values"]) - 1 for fields in batch_fields]
+    for name in ("producer_id", "producer_epoch", "base_sequence"):
+        assert data_headers[name].tolist() == [fields.get(name, -1) for fields in batch_fields]
+    assert data_headers["base_offset"].tolist() == [fields["base_offset"] for fields in batch_fields]
+
+
+# Timestamps whose deltas fit in int64, and offsets Python's readers add without wrapping.
+interop_timestamps = st.one_of(st.just(-1), st.integers(0, 1 << 62), st.integers(TIMESTAMP - 10**6, TIMESTAMP + 10**6))
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches(timestamps=interop_timestamps))
+def test_kafka_python_and_aiokafka_read_what_we_write_and_build_the_same_bytes(fields):
+    values = fields["values"]
+    data = encode_batch(**fields)
+    expected = as_tuples(expected_records(values, fields["keys"], fields["headers"], fields["timestamps"],
+                                          fields["base_offset"]))  # fmt: skip
+    assert kafka_python_read(data) == expected
+    for batch_class in AIOKAFKA_BATCHES.values():
+        assert aiokafka_read(data, batch_class) == expected
+    records = list(zip(fields["timestamps"], fields["keys"] or [None] * len(values), values,
+                       fields["headers"] or [[]] * len(values), strict=True))  # fmt: skip
+    state = {name: fields[name] for name in ("producer_id", "producer_epoch", "base_sequence", "transactional")
+             if name in fields}  # fmt: skip
+    theirs = build_with(KafkaPythonBuilder, records, **state)
+    # Their builders write base offset 0 and their own leader epoch: compare with those.
+    ours = encode_batch(**{**fields, "base_offset": 0, "partition_leader_epoch": 0})
+    assert ours == theirs
+    for name, builder in AIOKAFKA_BUILDERS.items():
+        if name == "aiokafka-c" and fields["timestamps"][0] == -1:
+            continue  # its compiled builder takes a first timestamp of -1 for "none yet" (see below)
+        ours = encode_batch(**{**fields, "base_offset": 0, "partition_leader_epoch": LEADER_EPOCH[name]})
+        assert ours == build_with(builder, records, **state)
+
+
+def test_aiokafka_compiled_builder_quirk_with_a_first_timestamp_of_minus_one():
+    # aiokafka's compiled builder uses -1 as "no first timestamp yet": after a first record
+    # with timestamp -1 it makes the second record's timestamp the base, and the first record
+    # reads back with that timestamp, not -1. Kafka's builder (and ours, kafka-python's and
+    # aiokafka's pure-Python one) keep the first record's.
+    records = [(-1, None, b"a", []), (0, None, b"b", [])]
+    ours = encode_batch([b"a", b"b"], timestamps=[-1, 0])
+    assert ours == build_with(aiokafka_records._DefaultRecordBatchBuilderPy, records)
+    assert scan_batches(ours)["base_timestamp"].tolist() == [-1]
+    if "aiokafka-c" in AIOKAFKA_BUILDERS:
+        theirs = build_with(AIOKAFKA_BUILDERS["aiokafka-c"], records)
+        assert scan_batches(theirs)["base_timestamp"].tolist() == [0]
+        assert [record.timestamp for record in decode_records(theirs)] == [0, 0]
+    assert [record.timestamp for record in decode_records(ours)] == [-1, 0]
+    assert [record[1] for record in kafka_python_read(ours)] == [-1, 0]
+
+
+def sample_log():
+    return (
+        encode_batch([b"a", None, b"c" * 200], keys=[None, b"k", b""], headers=[[("h", b"1")], [], [("é", None)]],
+                     producer_id=PID, producer_epoch=1, base_sequence=0, timestamps=[5, 1 << 40, 3])
+        + encode_marker(producer_id=PID, producer_epoch=1, commit=False, coordinator_epoch=2, timestamp=9,
+                        base_offset=3)
+        + encode_batch([b"d"], timestamp=TIMESTAMP, base_offset=4)
+    )  # fmt: skip
+
+
+@property_settings
+@given(st.binary(max_size=300), st.booleans())
+@example(b"", False)
+@example(b"\x00" * 12, False)
+def test_random_bytes_raise_only_corrupt_record_error(scanner, data, control):
+    decoded_or_corrupt(data, control)
+    decoded_or_corrupt(fix_all_crcs(data), control)
+
+
+@st.composite
+def batch_shaped(draw):
+    """Random records sections under valid batch headers with a right CRC: the record parser's
+    input, not the scanner's."""
+    body = draw(st.binary(max_size=120))
+    header = struct.pack(
+        ">qiibIhiqqqhii", draw(st.integers(INT64_MIN, INT64_MAX)), 49 + len(body), -1, 2, 0,
+        draw(st.sampled_from([0, 0x08, 0x10, 0x20, 0x30, 0x40, 0x01])), draw(st.integers(-2, 5)),
+        draw(st.integers(INT64_MIN, INT64_MAX)), draw(st.integers(INT64_MIN, INT64_MAX)), -1, -1, -1,
+        draw(st.one_of(st.integers(-2, 6), st.integers(-(1 << 31), INT32_MAX))),
+    )  # fmt: skip
+    return fix_crc(header + body)
+
+
+# Varints no Kafka writer produces: cut short, over-long, past 32 bits, past 64 bits.
+weird_varints = st.sampled_from([b"\x80", b"\xff" * 5 + b"\x01", b"\xff\xff\xff\xff\x1f", b"\xff" * 9 + b"\x02"])
+
+
+@st.composite
+def almost_records(draw):
+    """A batch of records that are almost right: every length and count honest or a little
+    off, every varint sometimes malformed, header keys random bytes (not always UTF-8)."""
+
+    def number(value):
+        return draw(st.one_of(st.just(varint(value)), st.just(varint(value)), st.integers(-3, 9).map(varint),
+                              weird_varints))  # fmt: skip
+
+    def sized(content):
+        return number(-1) if content is None else number(len(content)) + content
+
+    records = []
+    for _ in range(draw(st.integers(0, 3))):
+        key, value = (
+            draw(st.one_of(st.none(), st.binary(max_size=6))),
+            draw(st.one_of(st.none(), st.binary(max_size=6))),
+        )
+        headers = draw(st.lists(st.tuples(st.binary(max_size=4), st.one_of(st.none(), st.binary(max_size=4))),
+                                max_size=2))  # fmt: skip
+        body = b"\x00" + number(draw(st.integers(INT64_MIN, INT64_MAX))) + number(draw(st.integers(-2, 3)))
+        body += sized(key) + sized(value) + number(len(headers))
+        body += b"".join(sized(header_key) + sized(header_value) for header_key, header_value in headers)
+        records.append(number(len(body)) + body)
+    count = len(records) + draw(st.sampled_from([0, 0, 0, -1, 1]))
+    return with_records(b"".join(records), count, base_offset=draw(st.sampled_from([0, INT64_MAX])))
+
+
+@property_settings
+@given(st.lists(st.one_of(batch_shaped(), almost_records()), min_size=1, max_size=3), st.booleans())
+@example([with_records(records_section(GOOD[:-1] + varint(1) + varint(2) + b"\xff\xfe" + varint(-1)), 1)], False).via(
+    "a header key that is not UTF-8"
+)
+def test_random_records_raise_only_corrupt_record_error(scanner, parts, control):
+    decoded_or_corrupt(b"".join(parts), control)
+
+
+@property_settings
+@given(st.data(), st.booleans(), st.booleans())
+def test_bit_flips_splices_and_truncations_raise_only_corrupt_record_error(scanner, data, recompute_crc, control):
+    log = sample_log()
+    mutated = bytearray(log)
+    for _ in range(data.draw(st.integers(1, 4))):
+        if data.draw(st.booleans()):
+            bit = data.draw(st.integers(0, len(mutated) * 8 - 1))
+            mutated[bit // 8] ^= 1 << (bit % 8)
+        else:
+            start = data.draw(st.integers(0, len(mutated) - 1))
+            mutated[start : start + 4] = data.draw(st.binary(min_size=1, max_size=4))
+    if recompute_crc:
+        mutated = bytearray(fix_all_crcs(mutated))
+    cut = data.draw(st.one_of(st.just(len(mutated)), st.integers(0, len(mutated))))
+    result = decoded_or_corrupt(bytes(mutated[:cut]), control)
+    if result is not None and not recompute_crc:
+        # Under the CRC (every burst of 32 bits or less is caught) nothing changed: only the
+        # base offsets and leader epochs can differ, or the records after a cut.
+        original = decode_records(log, control=control)
+        assert [record[1:] for record in result] == [record[1:] for record in original[: len(result)]]
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_every_short_truncation_is_a_torn_tail(cut, scanner):
+    log = sample_log()
+    with pytest.raises(TruncatedBatchError, match="truncated"):
+        decode_records(log[:-cut])
+
+
+# --- decoding errors name the batch, the record, the field ---------------------------------------------
+
+
+CORRUPTIONS = {
+    "crc": (patch(IDEMPOTENT_BATCH, recompute_crc=False, max_timestamp=6), "(stored): Record is corrupt"),
+    "compressed": (patch(IDEMPOTENT_BATCH, attributes=2), "compression: expected 0 (none), found 2 (snappy)"),
+    "magic 1": (patch(IDEMPOTENT_BATCH, magic=1), "magic: expected 2 (rule 1), found 1"),
+    "too few records": (with_records(records_section(GOOD), 2), "record_count: expected 2 records, found 1"),
+    "too many records": (with_records(records_section(GOOD, GOOD), 1), "found 8 more bytes after them"),
+    "negative count": (with_records(b"", -1), "record_count: expected 0 or more, found -1"),
+    "record length past the batch": (with_records(varint(8) + GOOD, 1), "length: expected 0 to 7"),
+    "record longer than its fields": (with_records(varint(8) + GOOD + b"\x00", 1),
+                                      "expected the record's fields to take 8 bytes, found 7"),
+    "varint runs past the record": (with_records(records_section(b"\x00\x80"), 1),
+                                    "timestamp_delta: expected a varint, found 1 byte(s)"),
+    "varint too long": (with_records(records_section(b"\x00" + b"\xff" * 11), 1),
+                        "timestamp_delta: expected a varint of at most 10 bytes"),
+    "varint past 32 bits": (with_records(records_section(b"\x00\x00" + b"\xff" * 4 + b"\x7f" + b"\x00" * 4), 1),
+                            "offset_delta: expected a varint that fits in 32 bits, found one of 35 bits"),
+    "key length -2": (with_records(records_section(b"\x00\x00\x00" + varint(-2) + varint(-1) + varint(0)), 1),
+                      "key length: expected -1 (null) to 2"),
+    "value past the record": (with_records(records_section(b"\x00\x00\x00\x01" + varint(5) + b"ab\x00"), 1),
+                              "value length: expected -1 (null) to 3"),
+    "negative header count": (with_records(records_section(GOOD[:-1] + varint(-1)), 1),
+                              "header_count: expected 0 or more, found -1"),
+    "null header key": (with_records(records_section(GOOD[:-1] + varint(1) + varint(-1) + varint(-1)), 1),
+                        "header 0 key length: expected 0 (a header key is a non-null string) to 1 (the bytes left "
+                        "in the record), found -1"),
+    "header key not UTF-8": (with_records(records_section(GOOD[:-1] + varint(1) + varint(2) + b"\xc3\x28"
+                                                          + varint(-1)), 1),
+                             "header 0 key: expected UTF-8 (Kafka's header keys are strings), found bytes c3"),
+    "offset past int64": (with_records(records_section(b"\x00\x00" + varint(1) + GOOD[3:]), 1, base_offset=INT64_MAX),
+                          "offset_delta: expected base_offset + offset_delta within int64"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corruption_is_named(name, scanner):
+    data, words = CORRUPTIONS[name]
+    log = sample_log() + data
+    with pytest.raises(CorruptRecordError) as caught:
+        decode_records(log)
+    message = str(caught.value)
+    assert message.startswith(f"batch 3 at position {len(sample_log())}: ") and words in message, message
+    assert type(caught.value) is CorruptRecordError and caught.value.code == 2
+    if name not in ("crc", "compressed", "magic 1", "too few records", "too many records", "negative count"):
+        assert "record 0 at position" in message
+
+
+def test_the_crc_of_a_skipped_control_batch_is_still_checked(scanner):
+    broken = patch(COMMIT_MARKER, recompute_crc=False, max_timestamp=0)
+    with pytest.raises(CorruptRecordError, match="batch 0 at position 0: crc"):
+        decode_records(broken)
+
+
+def test_a_compressed_control_batch_is_only_refused_when_read(scanner):
+    compressed = patch(COMMIT_MARKER, attributes=0x31)
+    assert decode_records(compressed) == []
+    with pytest.raises(CorruptRecordError, match="compressed batches are not decoded"):
+        decode_records(compressed, control=True)
+
+
+def test_magic_error_keeps_the_scan_details(scanner):
+    with pytest.raises(CorruptRecordError, match="reads v2 batches only") as caught:
+        decode_records(IDEMPOTENT_BATCH + patch(IDEMPOTENT_BATCH, magic=0))
+    assert caught.value.valid_bytes == len(IDEMPOTENT_BATCH) and len(caught.value.headers) == 1
+
+
+# --- varints -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value,hex_bytes",
+    [
+        (0, "00"),
+        (-1, "01"),
+        (1, "02"),
+        (-64, "7f"),
+        (64, "8001"),
+        (INT32_MAX, "feffffff0f"),
+        (-(1 << 31), "ffffffff0f"),
+    ],
+)
+def test_varint_examples(value, hex_bytes):
+    assert encode_varint(value).hex() == hex_bytes == varint(value).hex()
+    assert decode_varint(bytes.fromhex(hex_bytes)) == (value, len(hex_bytes) // 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(INT64_MIN, INT64_MAX), st.binary(max_size=3))
+def test_varlongs_round_trip_and_match_the_test_encoder(value, prefix):
+    encoded = encode_varlong(value)
+    assert encoded == varint(value) and 1 <= len(encoded) <= 10
+    assert decode_varlong(prefix + encoded + b"\xff", len(prefix)) == (value, len(prefix) + len(encoded))
+    if -(1 << 31) <= value <= INT32_MAX:
+        assert encode_varint(value) == encoded and decode_varint(encoded) == (value, len(encoded))
+
+
+@pytest.mark.parametrize(
+    "function,data,words",
+    [
+        (decode_varint, b"", "expected a varint, found 0 byte(s)"),
+        (decode_varint, b"\x80\x80", "found 2 byte(s) with the continuation bit and then the end of the data"),
+        (decode_varint, b"\xff" * 5 + b"\x00", "at most 5 bytes"),
+        (decode_varint, b"\xff\xff\xff\xff\x1f", "fits in 32 bits"),
+        (decode_varlong, b"\xff" * 9 + b"\x02", "fits in 64 bits"),
+    ],
+)
+def test_bad_varints_are_corrupt(function, data, words):
+    with pytest.raises(CorruptRecordError, match=re.escape(words)):
+        function(data)
+
+
+# --- 5. arguments -------------------------------------------------------------------------------------
+
+ARGUMENT_ERRORS = [
+    (dict(values=[]), ValueError, "values must hold at least one record: Kafka refuses a batch with no records"),
+    (dict(values=b"abc"), TypeError, "values must be a sequence with one item per record, got bytes"),
+    (dict(values="abc"), TypeError, "values must be a sequence"),
+    (dict(values=5), TypeError, "values must be a sequence"),
+    (dict(values=["text"]), TypeError, r"values\[0\] must be bytes, bytearray, memoryview or None, got str"),
+    (dict(keys=[b"k", b"l"]), ValueError, r"keys must have one item per record \(1\), got 2"),
+    (dict(keys=[1]), TypeError, r"keys\[0\] must be bytes"),
+    (dict(headers=[[("k", b"v")], []]), ValueError, "headers must have one item per record"),
+    (dict(headers=[[(b"k", b"v")]]), TypeError, r"headers\[0\]\[0\] key must be a str"),
+    (dict(headers=[[("k", "v")]]), TypeError, r"headers\[0\]\[0\] value must be bytes"),
+    (dict(headers=[[("k",)]]), TypeError, r"headers\[0\]\[0\] must be a \(str, bytes or None\) pair"),
+    (dict(headers=[["kv"]]), TypeError, r"headers\[0\]\[0\] must be a \(str, bytes or None\) pair"),
+    (dict(headers=[[("\ud800", b"")]]), ValueError, r"headers\[0\]\[0\] key is not encodable as UTF-8"),
+    (dict(timestamp=None), TypeError, "needs exactly one of timestamp= .* and timestamps="),
+    (dict(timestamps=[1]), TypeError, "needs exactly one of timestamp="),
+    (dict(timestamp=-2), ValueError, r"timestamp must be -1 \(no timestamp\) or a timestamp in \[0, 2\^63-1\], got -2"),
+    (dict(timestamp=1.5), TypeError, "timestamp must be an integer, got float"),
+    (dict(timestamp=None, timestamps=[1, 2]), ValueError, r"timestamps must have one item per record \(1\), got 2"),
+    (dict(timestamp=None, timestamps=[1 << 63]), ValueError, r"timestamps\[0\] must be -1"),
+    (dict(producer_id=-2), ValueError, r"producer_id must be -1 \(none\) or in \[0, 2\^63-1\], got -2"),
+    (dict(producer_id=1 << 63), ValueError, "producer_id must be"),
+    (dict(producer_id=True), TypeError, "producer_id must be an integer, got bool"),
+    (dict(producer_id=1, producer_epoch=0, base_sequence=0, transactional=1), TypeError,
+     "transactional must be a bool"),
+    (dict(producer_id=1, producer_epoch=1 << 15, base_sequence=0), ValueError, "producer_epoch must be"),
+    (dict(producer_id=1, producer_epoch=0, base_sequence=1 << 31), ValueError, "base_sequence must be"),
+    (dict(producer_id=1, producer_epoch=-1, base_sequence=0), ValueError, "producer_epoch must be in .* got -1"),
+    (dict(producer_id=1, producer_epoch=0, base_sequence=-1), ValueError, r"base_sequence .* got -1 \(rule 8\)"),
+    (dict(producer_epoch=0), ValueError, "producer_epoch and base_sequence must be -1 without a producer id"),
+    (dict(base_sequence=0), ValueError, "producer_epoch and base_sequence must be -1 without a producer id"),
+    (dict(transactional=True), ValueError, "a transactional batch needs a producer_id"),
+    (dict(base_offset=-1), ValueError, r"base_offset must be in \[0, 2\^63-1\], got -1"),
+    (dict(values=[b"a", b"b"], base_offset=INT64_MAX), ValueError, "would put the last offset past 2"),
+    (dict(partition_leader_epoch=-2), ValueError, "partition_leader_epoch must be"),
+    (dict(partition_leader_epoch=1 << 31), ValueError, "partition_leader_epoch must be"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kwargs,error,words", ARGUMENT_ERRORS)
+def test_encode_batch_arguments(kwargs, error, words):
+    arguments = {"values": [b"v"], "timestamp": 1, **kwargs}
+    values = arguments.pop("values")
+    with pytest.raises(error, match=words):
+        encode_batch(values, **arguments)
+
+
+MARKER_ERRORS = [
+    (dict(producer_id=-1), ValueError, r"producer_id must be in \[0, 2\^63-1\], got -1"),
+    (dict(producer_epoch=-1), ValueError, r"producer_epoch must be in \[0, 32767\], got -1"),
+    (dict(commit=1), TypeError, "commit must be a bool, got 1"),
+    (dict(coordinator_epoch=-1), ValueError, r"coordinator_epoch must be in \[0, 2\^31-1\]"),
+    (dict(timestamp=-5), ValueError, "timestamp must be -1"),
+    (dict(timestamp="now"), TypeError, "timestamp must be an integer, got str"),
+    (dict(base_offset=-1), ValueError, "base_offset must be"),
+    (dict(partition_leader_epoch=-3), ValueError, "partition_leader_epoch must be"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,words", MARKER_ERRORS)
+def test_encode_marker_arguments(kwargs, error, words):
+    arguments = {**dict(producer_id=1, producer_epoch=0, commit=True, coordinator_epoch=0, timestamp=1), **kwargs}
+    with pytest.raises(error, match=words):
+        encode_marker(**arguments)
+    del arguments["commit"]
+    with pytest.raises(TypeError):
+        encode_marker(**arguments)  # every field is a required keyword
+
+
+def test_decode_and_varint_arguments():
+    with pytest.raises(TypeError, match="data must be a bytes-like buffer, got str"):
+        decode_records("not bytes")
+    with pytest.raises(TypeError, match="data must be a bytes-like buffer, got NoneType"):
+        decode_records(None)
+    with pytest.raises(TypeError, match="control must be a bool"):
+        decode_records(b"", control=1)
+    with pytest.raises(ValueError, match="value must be an int32"):
+        encode_varint(1 << 31)
+    with pytest.raises(ValueError, match="value must be an int64"):
+        encode_varlong(1 << 63)
+    with pytest.raises(TypeError, match="value must be an integer"):
+        encode_varint(1.0)
+    with pytest.raises(ValueError, match="position must be 0 or more"):
+        decode_varint(b"\x00", -1)
+
+
+def test_keys_values_and_iterables_of_any_kind():
+    data = encode_batch(
+        (value for value in [bytearray(b"a"), memoryview(b"b")]), keys=(b"x", b"y"),
+        headers=[(("h", bytearray(b"1")),), []], timestamps=iter([1, 2]),
+    )  # fmt: skip
+    assert decode_records(data) == [Record(0, 1, b"x", b"a", (("h", b"1"),)), Record(1, 2, b"y", b"b", ())]
+
+
+# --- the pure-Python build -------------------------------------------------------------------------------
+
+
+def test_works_under_dedup_pure_python():
+    script = (
+        "import dedup.batch, dedup.reference.records as twin, sys; sys.path.insert(0, 'tests');"
+        "from kafka_batches import COMMIT_MARKER;"
+        "assert dedup.batch.scan_batches is twin.scan_batches;"
+        "m = dedup.batch.encode_marker(producer_id=1000, producer_epoch=5, commit=True, coordinator_epoch=7,"
+        " timestamp=1_700_000_000_000, base_offset=42, partition_leader_epoch=0);"
+        "assert m == COMMIT_MARKER;"
+        "assert len(dedup.batch.decode_records(m + dedup.batch.encode_batch([b'a'], timestamp=1), control=True)) == 2"
+    )
+    env = {**os.environ, "DEDUP_PURE_PYTHON": "1", "PYTHONPATH": str(ROOT)}
+    completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
