@@ -403,6 +403,12 @@ class PartitionLog:
             index += 1
         return b""
 
+    def assign_leader_epoch(self, epoch: int) -> None:
+        """Record that ``epoch`` starts at the log end offset: what a replica does when it
+        becomes the partition's leader (Kafka's maybeAssignEpochStartOffset in makeLeader)."""
+        self._check_usable()
+        self._assign_epoch(_args.integer("epoch", epoch, 0, (1 << 31) - 1, "an int32 >= 0"), self.log_end_offset)
+
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """Kafka's OffsetsForLeaderEpoch answer: (the largest epoch at or below ``epoch``, the
         offset where it ends); (-1, -1) if the log knows no epoch that old."""

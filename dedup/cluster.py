@@ -1,0 +1,516 @@
+"""One replicated partition across N in-process brokers: Kafka's replication on real logs.
+
+Each :class:`Broker` holds a replica of the partition in its own directory (a
+:class:`~dedup.log.PartitionLog`). A :class:`Cluster` plays Kafka's controller and
+replica fetchers, synchronously and deterministically:
+
+- **Produce** (:meth:`Cluster.produce`): the leader appends (spec §3.2), the in-sync replicas
+  fetch what they lack (``append_as_follower``, spec §3.4), the high watermark becomes the
+  smallest log end offset in the in-sync replica set (ISR), and with ``acks=all`` the batch is
+  acknowledged once the high watermark passes it. Fewer in-sync replicas than
+  ``min_insync_replicas`` refuse the write first (NOT_ENOUGH_REPLICAS).
+- **Failure** (:meth:`Cluster.stop_broker`): a stopped broker leaves the ISR at once (Kafka
+  waits ``replica.lag.time.max.ms``). If it led, the controller elects the first live ISR
+  member in assignment order, with a bumped leader epoch; the new leader keeps the table it
+  built as a follower, so client retries are still recognised (spec §5.6). With no live ISR
+  member the partition goes offline, unless ``unclean_leader_election`` allows any live
+  replica: then acknowledged batches past its log end are lost, and the cluster reports the
+  lost offsets (:attr:`Cluster.data_loss`), as Kafka's unclean election metric and log do.
+- **Restart** (:meth:`Cluster.start_broker`): the broker reopens its directory (recovery,
+  spec §5), truncates what diverges from the leader by leader epoch (KIP-101/279,
+  spec §5.5), catches up and rejoins the ISR.
+- **Producer ids** (:class:`TransactionCoordinator`): InitProducerId hands out unique ids;
+  with a stable identity (Kafka's ``transactional.id``) the same id comes back with a bumped
+  epoch, an ongoing transaction of the old instance is aborted with the new epoch, and the
+  old instance is fenced (INVALID_PRODUCER_EPOCH at the partition, PRODUCER_FENCED at the
+  coordinator).
+
+Consumers read committed data with :meth:`Cluster.consume` (up to the high watermark;
+``read_committed`` drops aborted transactions and holds back open ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from . import _args
+from ._types import Origin
+from .batch import Record, decode_records, encode_marker
+from .checkpoints import read_checkpoint, write_checkpoint
+from .errors import (
+    KafkaError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    NotLeaderOrFollowerError,
+    ProducerFencedError,
+)
+from .log import LogAppendInfo, PartitionLog
+from .records import scan_batches
+
+__all__ = ["Broker", "Cluster", "DataLoss", "ProduceResponse", "TransactionCoordinator"]
+
+logger = logging.getLogger("dedup.cluster")
+
+#: Kafka's replica.fetch.max.bytes default.
+FETCH_MAX_BYTES = 1 << 20
+
+
+class ProduceResponse(NamedTuple):
+    """The partition's answer to one produce request (Kafka's PartitionResponse).
+
+    ``error`` is None when the batch is acknowledged (``duplicate`` tells a retry answered
+    with the original offsets), else the Kafka error the client sees (``error.code``).
+    """
+
+    error: KafkaError | None
+    base_offset: int
+    last_offset: int
+    duplicate: bool
+    leader_id: int | None
+    leader_epoch: int
+
+    @property
+    def error_code(self) -> int:
+        return 0 if self.error is None else self.error.code
+
+
+class DataLoss(NamedTuple):
+    """Acknowledged offsets ``[first_offset, end_offset)`` lost by an unclean election."""
+
+    leader_epoch: int
+    new_leader_id: int
+    first_offset: int
+    end_offset: int
+
+
+class Broker:
+    """One broker's replica of the partition, in ``directory``."""
+
+    def __init__(self, broker_id: int, directory: str, log_options: dict[str, Any]) -> None:
+        self.broker_id = broker_id
+        self.directory = directory
+        self._log_options = log_options
+        self.log: PartitionLog | None = None
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.log is not None
+
+    def start(self) -> PartitionLog:
+        """Open the replica's directory (recovering it); returns the log."""
+        if self.log is None:
+            self.log = PartitionLog(self.directory, **self._log_options)
+        return self.log
+
+    def stop(self, *, clean: bool = False) -> None:
+        """A controlled shutdown (``clean``: flush, snapshot, clean-shutdown marker) or a crash
+        (the files are left as they are)."""
+        if self.log is not None:
+            if clean:
+                self.log.close()
+            else:
+                self.log.close_handlers()
+            self.log = None
+
+    def __repr__(self) -> str:
+        state = "down" if self.log is None else f"log_end_offset={self.log.log_end_offset}"
+        return f"<Broker {self.broker_id} {state}>"
+
+
+class Cluster:
+    """A partition of topic ``topic`` replicated on ``brokers`` brokers under ``directory``
+    (``<directory>/broker-<id>/<topic>-0``). Broker 0 leads first, in leader epoch 0.
+    Opening the directories of an existing cluster recovers every replica and continues.
+
+    ``min_insync_replicas`` (Kafka's ``min.insync.replicas``, here 2 by default as in most
+    production setups), ``unclean_leader_election`` (``unclean.leader.election.enable``,
+    off), ``clock`` (broker time in ms) and the :class:`~dedup.log.PartitionLog` options
+    (``window``, ``segment_bytes``, ``snapshot_format``, ``producer_id_expiration_ms``,
+    ``fsync``, ``table_class``) apply to every broker.
+    """
+
+    def __init__(
+        self,
+        directory: Any,
+        *,
+        brokers: int = 3,
+        topic: str = "clicks",
+        min_insync_replicas: int = 2,
+        unclean_leader_election: bool = False,
+        clock: Callable[[], int] | None = None,
+        **log_options: Any,
+    ) -> None:
+        count = _args.integer("brokers", brokers, 1, 64, "between 1 and 64")
+        self.min_insync_replicas = _args.integer("min_insync_replicas", min_insync_replicas, 1, count, "1..brokers")
+        self.unclean_leader_election = _args.flag("unclean_leader_election", unclean_leader_election)
+        self.topic = topic
+        self.directory = os.path.abspath(os.fspath(directory))
+        if clock is not None:
+            log_options["clock"] = clock
+        self.brokers = [
+            Broker(broker_id, os.path.join(self.directory, f"broker-{broker_id}", f"{topic}-0"), log_options)
+            for broker_id in range(count)
+        ]
+        # Broker 0 leads a new cluster; reopened directories are led by the replica with the
+        # newest epoch and the most data (Kafka's controller would pick from the ISR it kept
+        # in its metadata: with clean elections that replica is in it).
+        self.leader_id: int | None = max(
+            self.brokers,
+            key=lambda b: (b.log.latest_epoch or 0, b.log.log_end_offset, -b.broker_id),  # type: ignore[union-attr]
+        ).broker_id
+        self.leader_epoch = 0
+        self.isr: set[int] = set(range(count))
+        self.data_loss: list[DataLoss] = []
+        self.elections = 0
+        self.unclean_elections = 0
+        self.coordinator = TransactionCoordinator(self)
+        # Reopening a cluster's directories: the controller's first election bumps the newest
+        # epoch it recorded (Kafka keeps it in the cluster metadata) or any replica has seen.
+        epochs = [b.log.latest_epoch for b in self.brokers if b.log is not None and b.log.latest_epoch is not None]
+        recorded = read_checkpoint(self._controller_file, 0, int)
+        if epochs or recorded:
+            self.leader_epoch = max(epochs + recorded) + 1
+        self._record_leader_epoch()
+        #: The highest high watermark the leader has reached: what has been acknowledged.
+        self.committed_offset = self.leader_log.high_watermark
+        self.leader_log.assign_leader_epoch(self.leader_epoch)
+        self._catch_up_all()
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def _controller_file(self) -> str:
+        return os.path.join(self.directory, "controller-leader-epoch")
+
+    def _record_leader_epoch(self) -> None:
+        write_checkpoint(self._controller_file, 0, [str(self.leader_epoch)])
+
+    @property
+    def leader(self) -> Broker | None:
+        return None if self.leader_id is None else self.brokers[self.leader_id]
+
+    @property
+    def leader_log(self) -> PartitionLog:
+        """The leader's log; ``NotLeaderOrFollowerError`` when the partition has no leader."""
+        leader = self.leader
+        if leader is None or leader.log is None:
+            raise NotLeaderOrFollowerError(f"partition {self.topic}-0 has no leader (offline)")
+        return leader.log
+
+    @property
+    def high_watermark(self) -> int:
+        return self.leader_log.high_watermark
+
+    def __repr__(self) -> str:
+        return (
+            f"<Cluster {self.topic}-0 leader={self.leader_id} epoch={self.leader_epoch} isr={sorted(self.isr)} "
+            f"brokers={self.brokers}>"
+        )
+
+    # -- produce ---------------------------------------------------------------------------------
+
+    def produce(self, records: Any, *, acks: str = "all") -> ProduceResponse:
+        """A produce request for the partition: :meth:`append_to_leader`, then replication,
+        then the acknowledgement (``acks="all"``: once every in-sync replica has the batch;
+        ``"1"``: once the leader has it)."""
+        response = self.append_to_leader(records, acks=acks)
+        if response.error is not None:
+            return response
+        self.replicate()
+        if acks == "all" and self.high_watermark <= response.last_offset:
+            error = NotEnoughReplicasAfterAppendError(
+                f"offset {response.last_offset} is on the leader but not yet on every in-sync replica"
+            )
+            return response._replace(error=error)
+        return response
+
+    def append_to_leader(self, records: Any, *, acks: str = "all") -> ProduceResponse:
+        """The leader's half of a produce request: the append, no replication yet (what a
+        leader that fails right after writing leaves behind). Errors come back in the
+        response, as on the wire."""
+        if acks not in ("all", "1"):
+            raise ValueError(f"acks must be 'all' or '1', got {acks!r}")
+        try:
+            log = self.leader_log
+            if acks == "all" and len(self.isr) < self.min_insync_replicas:
+                raise NotEnoughReplicasError(
+                    f"{len(self.isr)} in-sync replicas {sorted(self.isr)}, min.insync.replicas is "
+                    f"{self.min_insync_replicas}"
+                )
+            info: LogAppendInfo = log.append_as_leader(records, leader_epoch=self.leader_epoch)
+        except KafkaError as error:
+            return ProduceResponse(error, -1, -1, False, self.leader_id, self.leader_epoch)
+        return ProduceResponse(
+            None, info.first_offset, info.last_offset, info.duplicate, self.leader_id, self.leader_epoch
+        )
+
+    def write_marker(self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int) -> int:
+        """WriteTxnMarkers for the partition: a COMMIT or ABORT control batch written by the
+        leader with origin COORDINATOR (spec §2.2) and replicated. Returns its offset."""
+        marker = encode_marker(
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            commit=commit,
+            coordinator_epoch=coordinator_epoch,
+            timestamp=self._now(),
+        )
+        info = self.leader_log.append_as_leader(marker, leader_epoch=self.leader_epoch, origin=Origin.COORDINATOR)
+        self.replicate()
+        return info.first_offset
+
+    def _now(self) -> int:
+        return self.leader_log._clock()
+
+    # -- replication -----------------------------------------------------------------------------
+
+    def replicate(self) -> None:
+        """Every live follower fetches from the leader until it has the leader's log end;
+        a follower that catches up rejoins the ISR; then the high watermark moves to the
+        smallest log end offset in the ISR and followers learn it (as from a fetch response)."""
+        leader = self.leader_log
+        for broker in self.brokers:
+            if broker.broker_id == self.leader_id or broker.log is None:
+                continue
+            self._fetch_until_caught_up(broker.log, leader)
+            if broker.log.log_end_offset == leader.log_end_offset:
+                self.isr.add(broker.broker_id)
+        ends = [self.brokers[member].log.log_end_offset for member in self.isr]  # type: ignore[union-attr]
+        high_watermark = leader.update_high_watermark(max(min(ends), leader.high_watermark))
+        self.committed_offset = max(self.committed_offset, high_watermark)
+        for broker in self.brokers:
+            if broker.log is not None and broker.broker_id != self.leader_id:
+                broker.log.update_high_watermark(min(high_watermark, broker.log.log_end_offset))
+
+    @staticmethod
+    def _fetch_until_caught_up(follower: PartitionLog, leader: PartitionLog) -> None:
+        while follower.log_end_offset < leader.log_end_offset:
+            data = leader.read(follower.log_end_offset, FETCH_MAX_BYTES)
+            if not data:  # pragma: no cover - a gap the leader cannot serve
+                break
+            follower.append_as_follower(data)
+
+    def _truncate_divergent(self, follower: PartitionLog, leader: PartitionLog) -> int:
+        """KIP-279: the follower asks the leader where its latest epoch ends and truncates
+        there (to its high watermark if the leader does not know the epoch). Returns the
+        offset truncated to."""
+        latest = follower.latest_epoch
+        if latest is None:  # no epochs to compare (an empty replica): Kafka's old rule, the high watermark
+            target = follower.high_watermark
+        else:
+            epoch, leader_end = leader.end_offset_for_epoch(latest)
+            if epoch == -1:
+                target = follower.high_watermark
+            elif epoch == latest:
+                target = min(leader_end, follower.log_end_offset)
+            else:  # the leader never had our latest epoch: go back to where its epoch ends for us too
+                target = min(leader_end, follower.end_offset_for_epoch(epoch)[1])
+        target = min(target, leader.log_end_offset)
+        follower.truncate_to(target)
+        return target
+
+    def _catch_up_all(self) -> None:
+        leader = self.leader_log
+        for broker in self.brokers:
+            if broker.log is not None and broker.broker_id != self.leader_id:
+                self._truncate_divergent(broker.log, leader)
+        self.replicate()
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
+        """Stop a broker (a crash unless ``clean``); it leaves the ISR (unless it is the last
+        member: then the partition waits for it, offline), and if it led, a new leader is
+        elected."""
+        broker = self.brokers[broker_id]
+        broker.stop(clean=clean)
+        if self.isr != {broker_id}:  # Kafka never empties the ISR: the last member stays, down
+            self.isr.discard(broker_id)
+        if broker_id == self.leader_id:
+            self.elect_leader()
+
+    def start_broker(self, broker_id: int) -> PartitionLog:
+        """Restart a broker: recovery from its directory, then (if there is a leader) the
+        truncation of what diverges and the catch-up; a partition without a leader gets it
+        as leader if it is eligible. Returns its log (``log.load_report`` says what recovery
+        did)."""
+        broker = self.brokers[broker_id]
+        log = broker.start()
+        if self.leader_id is None:
+            self.elect_leader()
+        elif broker_id != self.leader_id:
+            self._truncate_divergent(log, self.leader_log)
+            self.replicate()
+        return log
+
+    def elect_leader(self) -> int | None:
+        """The controller's election: the first live ISR member (assignment order); with no
+        live ISR member, the first live replica if unclean elections are allowed (reporting
+        the acknowledged offsets it lacks), else no leader. The leader epoch is bumped."""
+        candidates = [b for b in self.brokers if b.alive and b.broker_id in self.isr]
+        unclean = False
+        if not candidates and self.unclean_leader_election:
+            candidates = [b for b in self.brokers if b.alive]
+            unclean = bool(candidates)
+        if not candidates:
+            self.leader_id = None
+            logger.warning("partition %s-0 is offline: no live in-sync replica", self.topic)
+            return None
+        new = candidates[0]
+        assert new.log is not None
+        self.leader_epoch += 1
+        self._record_leader_epoch()
+        self.elections += 1
+        self.leader_id = new.broker_id
+        if unclean:
+            self.unclean_elections += 1
+            self.isr = {new.broker_id}
+            if new.log.log_end_offset < self.committed_offset:
+                loss = DataLoss(self.leader_epoch, new.broker_id, new.log.log_end_offset, self.committed_offset)
+                self.data_loss.append(loss)
+                logger.warning(
+                    "unclean leader election of broker %d in epoch %d: acknowledged offsets [%d, %d) are lost",
+                    new.broker_id,
+                    self.leader_epoch,
+                    loss.first_offset,
+                    loss.end_offset,
+                )
+                self.committed_offset = new.log.log_end_offset
+        new.log.assign_leader_epoch(self.leader_epoch)
+        self._catch_up_all()
+        return new.broker_id
+
+    def close(self) -> None:
+        """Shut every live broker down cleanly."""
+        for broker in self.brokers:
+            broker.stop(clean=True)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- consuming -------------------------------------------------------------------------------
+
+    def consume(self, *, isolation: str = "read_uncommitted", from_offset: int | None = None) -> list[Record]:
+        """Every record up to the high watermark, from the leader (``from_offset`` defaults
+        to the log start). ``read_committed`` (Kafka's isolation level) drops the records of
+        aborted transactions and holds back those of transactions still open (the last
+        stable offset); control records are never returned."""
+        if isolation not in ("read_uncommitted", "read_committed"):
+            raise ValueError(f"isolation must be 'read_uncommitted' or 'read_committed', got {isolation!r}")
+        log = self.leader_log
+        offset = log.log_start_offset if from_offset is None else from_offset
+        end = log.high_watermark
+        out: list[Record] = []
+        open_transactions: dict[int, list[Record]] = {}
+        first_open: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        while offset < end:
+            chunk = log.read(offset, FETCH_MAX_BYTES, max_offset=end)
+            if not chunk:
+                break
+            headers = scan_batches(chunk)
+            for header in headers:
+                start = int(header["position"])
+                batch = memoryview(chunk)[start : start + int(header["batch_length"]) + 12]
+                producer_id = int(header["producer_id"])
+                if header["is_control"]:
+                    held = open_transactions.pop(producer_id, [])
+                    first_open.pop(producer_id, None)
+                    commit = _is_commit(batch)
+                    if isolation == "read_committed" and commit:
+                        out.extend(held)
+                    continue
+                records = decode_records(batch)
+                if isolation == "read_committed" and header["is_transactional"]:
+                    open_transactions.setdefault(producer_id, []).extend(records)
+                    first_open.setdefault(producer_id, int(header["base_offset"]))
+                else:
+                    out.extend(records)
+            offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
+        # A read_committed consumer stops at the last stable offset: the first offset of a
+        # transaction still open (spec §3.3), even for records of other producers after it.
+        stable = min(first_open.values(), default=end) if isolation == "read_committed" else end
+        return sorted((record for record in out if record.offset < stable), key=lambda record: record.offset)
+
+
+def _is_commit(control_batch: Any) -> bool:
+    """Whether a control batch is a COMMIT marker (its first record's key: version, type 1)."""
+    records = decode_records(control_batch, control=True)
+    key = records[0].key if records else None
+    return key is not None and len(key) >= 4 and int.from_bytes(key[2:4], "big") == 1
+
+
+class TransactionCoordinator:
+    """Kafka's InitProducerId and EndTxn for one partition (the transaction coordinator and
+    the producer-id manager in one).
+
+    :meth:`init_producer_id` without ``transactional_id`` hands out a new producer id, epoch
+    0 (an idempotent producer: every restart gets a new id, and its old batches are no longer
+    recognised). With a ``transactional_id`` (a stable identity) the id stays and the epoch
+    goes up by one; if the previous instance left a transaction open, it is aborted with the
+    new epoch, which fences the old instance at the partition.
+    """
+
+    def __init__(self, cluster: Cluster, first_producer_id: int = 1000) -> None:
+        self._cluster = cluster
+        self._next_producer_id = first_producer_id
+        self._identities: dict[str, tuple[int, int]] = {}
+        self._open: set[str] = set()
+        self.coordinator_epoch = 0
+
+    def init_producer_id(self, transactional_id: str | None = None) -> tuple[int, int]:
+        """InitProducerId: ``(producer_id, producer_epoch)``."""
+        if transactional_id is None:
+            return self._new_producer_id(), 0
+        if transactional_id not in self._identities:
+            identity = (self._new_producer_id(), 0)
+        else:
+            producer_id, epoch = self._identities[transactional_id]
+            identity = (self._new_producer_id(), 0) if epoch >= 32766 else (producer_id, epoch + 1)
+            if transactional_id in self._open:
+                # Kafka aborts the old instance's transaction with the bumped epoch: the marker
+                # raises the partition's epoch for this id, fencing the old instance there.
+                self._cluster.write_marker(*identity, commit=False, coordinator_epoch=self.coordinator_epoch)
+                self._open.discard(transactional_id)
+        self._identities[transactional_id] = identity
+        return identity
+
+    def _new_producer_id(self) -> int:
+        producer_id = self._next_producer_id
+        self._next_producer_id += 1
+        return producer_id
+
+    def begin(self, transactional_id: str, producer_id: int, producer_epoch: int) -> None:
+        """AddPartitionsToTxn: the instance starts a transaction on the partition."""
+        self._check_current(transactional_id, producer_id, producer_epoch)
+        self._open.add(transactional_id)
+
+    def end_transaction(self, transactional_id: str, producer_id: int, producer_epoch: int, *, commit: bool) -> int:
+        """EndTxn: write the COMMIT or ABORT marker; PRODUCER_FENCED for an old instance.
+        Returns the marker's offset."""
+        self._check_current(transactional_id, producer_id, producer_epoch)
+        offset = self._cluster.write_marker(
+            producer_id, producer_epoch, commit=commit, coordinator_epoch=self.coordinator_epoch
+        )
+        self._open.discard(transactional_id)
+        return offset
+
+    def _check_current(self, transactional_id: str, producer_id: int, producer_epoch: int) -> None:
+        if self._identities.get(transactional_id) != (producer_id, producer_epoch):
+            raise ProducerFencedError(
+                f"transactional id {transactional_id!r}: producer {producer_id} epoch {producer_epoch} is fenced by "
+                f"{self._identities.get(transactional_id)}"
+            )
+
+
+def records_by_value(records: Iterable[Record]) -> dict[bytes | None, int]:
+    """How many times each value occurs (what "exactly once" is checked with)."""
+    counts: dict[bytes | None, int] = {}
+    for record in records:
+        counts[record.value] = counts.get(record.value, 0) + 1
+    return counts
