@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import time
 from bisect import bisect_right
 from collections.abc import Callable
@@ -49,7 +50,7 @@ from .errors import (
     KafkaStorageError,
     OffsetOutOfRangeError,
 )
-from .records import append_batches, scan_batches
+from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .segment import LOG_SUFFIX, LogSegment
 from .snapshot import SNAPSHOT_FORMATS, read_snapshot, snapshot_file_name, write_snapshot
 
@@ -80,6 +81,11 @@ SNAPSHOT_SUFFIX = ".snapshot"
 #: (Kafka deletes it, spec §4.4; either way it is never read again).
 CORRUPT_SUFFIX = ".corrupt"
 
+#: Where a leader writes into a v2 batch header (spec §8.1): the base offset, the partition
+#: leader epoch (neither is covered by the CRC).
+_OFFSET = struct.Struct(">q")
+_EPOCH = struct.Struct(">i")
+_TRANSACTIONAL = 0x10
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
 _SNAPSHOT_NAME = re.compile(r"([0-9]{20})\.snapshot")
 
@@ -277,12 +283,22 @@ class PartitionLog:
         markers, which must come from the coordinator).
         """
         self._check_usable()
-        origin = _args.origin(origin)
-        if origin == Origin.REPLICATION:
-            raise ValueError("append_as_leader takes origin CLIENT or COORDINATOR; a follower uses append_as_follower")
-        leader_epoch = _args.integer("leader_epoch", leader_epoch, -1, (1 << 31) - 1, "an int32 >= -1")
+        if origin is not Origin.CLIENT:  # (the checks below cost as much as the rest of a small append)
+            origin = _args.origin(origin)
+            if origin == Origin.REPLICATION:
+                raise ValueError(
+                    "append_as_leader takes origin CLIENT or COORDINATOR; a follower uses append_as_follower"
+                )
+        if type(leader_epoch) is not int or not -1 <= leader_epoch < 1 << 31:
+            leader_epoch = _args.integer("leader_epoch", leader_epoch, -1, (1 << 31) - 1, "an int32 >= -1")
         data = bytearray(records)
-        headers = scan_batches(data)
+        if origin == Origin.CLIENT:
+            fields = check_one_batch(data)  # the record-level rules (spec §2.1 rules 1, 3, 5-8)
+            if fields is not None:
+                return self._append_one(data, fields, leader_epoch)
+            headers = validate_batches(data, origin=origin)
+        else:
+            headers = scan_batches(data)
         if not len(headers):
             return LogAppendInfo(-1, -1, -1, False, 0, self._log_start_offset)
         start = self.log_end_offset
@@ -316,6 +332,41 @@ class PartitionLog:
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
+
+    def _append_one(self, data: bytearray, fields: tuple[int, ...], leader_epoch: int) -> LogAppendInfo:
+        """A produce request's usual case, one client batch, already checked record by
+        record: the table's check() verdict, the write, then update() (spec §3.2)."""
+        attributes, delta, max_timestamp, producer_id, producer_epoch, base_sequence, _ = fields
+        start = self.log_end_offset
+        end = start + delta + 1
+        if end > (1 << 63) - 1:
+            _args.total_records_fit(start, np.array([delta + 1]))  # raises, as append_batches does
+        result = None
+        if producer_id >= 0:
+            result = self._table.check(
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                delta + 1,
+                start,
+                max_timestamp=max_timestamp,
+                transactional=bool(attributes & _TRANSACTIONAL),
+            )
+            if result.duplicate:
+                return LogAppendInfo(
+                    result.base_offset, result.last_offset, result.timestamp, True, 1, self._log_start_offset
+                )
+        _OFFSET.pack_into(data, 0, start)
+        if leader_epoch >= 0:
+            _EPOCH.pack_into(data, 12, leader_epoch)
+        self._write(data, start, end, max_timestamp)
+        if result is None:
+            self._table.update_map_end_offset(end)
+        else:
+            self._table.update(result)
+        if leader_epoch >= 0:
+            self._assign_epoch(leader_epoch, start)
+        return LogAppendInfo(start, end - 1, max_timestamp, False, 1, self._log_start_offset)
 
     def append_as_follower(self, records: Any) -> LogAppendInfo:
         """Append batches fetched from the leader, with the leader's offsets (spec §3.4).

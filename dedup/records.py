@@ -27,15 +27,22 @@ from .reference import records as _twin
 
 if PURE_PYTHON:
     from .reference.crc32c import crc32c
-    from .reference.records import crc_valid, scan_batches, validate_batches
+    from .reference.records import check_one_batch, crc_valid, scan_batches, validate_batches
 else:
-    from ._records import crc32c, crc_valid, scan_batches, validate_batches  # type: ignore[no-redef]
+    from ._records import (  # type: ignore[no-redef]
+        check_one_batch,
+        crc32c,
+        crc_valid,
+        scan_batches,
+        validate_batches,
+    )
     from ._state import ProducerStateTable as _CompiledTable
 
 __all__ = [
     "BATCH_HEADER_DTYPE",
     "BatchesAppendResult",
     "append_batches",
+    "check_one_batch",
     "crc32c",
     "crc_valid",
     "dump_main",

@@ -395,3 +395,46 @@ def test_python_dash_m_dedup_dump_log(tmp_path):
 def test_header_struct_matches_the_spec_layout():
     # The tests' own builder agrees with the spec's 61-byte header (§8.1).
     assert struct.calcsize(">qiibIhiqqqhii") == 61
+
+
+# --- check_one_batch: a produce request's single batch (the log's fast path) --------------------
+
+
+def _outcome(function, data):
+    try:
+        return function(data)
+    except Exception as error:  # noqa: BLE001 - the class and message are what is compared
+        return type(error).__name__, str(error)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        build(PID, 0, 0, 3),
+        build(PID, 0, 7, 1, transactional=True),
+        build(-1, -1, -1, 2),
+        patch(build(PID, 0, 0), base_offset=4),  # rule 3
+        patch(build(PID, 0, 0), record_count=2),  # rule 6
+        patch(build(PID, 0, 0), base_sequence=-1),  # rule 8
+        patch(build(PID, 0, 0), crc=1, recompute_crc=False),  # rule 5
+        marker(PID, 0, 1),  # rule 7
+        build(PID, 0, 0) + build(PID, 0, 1),  # two batches: not this path
+        build(PID, 0, 0)[:-1],  # torn
+        patch(build(PID, 0, 0), magic=1),
+        b"",
+    ],
+)
+def test_check_one_batch_is_validate_batches_for_one_batch(twin, data):
+    records, _ = twin
+    outcome = _outcome(records.check_one_batch, data)
+    headers = _outcome(records.validate_batches, data)
+    if isinstance(headers, tuple):  # refused: the same error, or None (then validate_batches says why)
+        assert outcome in (headers, None)
+    elif len(headers) != 1:
+        assert outcome is None
+    else:
+        header = headers[0]
+        fields = ("attributes", "last_offset_delta", "max_timestamp", "producer_id", "producer_epoch",
+                  "base_sequence", "record_count")
+        assert outcome == tuple(int(header[name]) for name in fields)
+    assert _outcome(compiled_records.check_one_batch, data) == _outcome(twin_records.check_one_batch, data)

@@ -157,6 +157,33 @@ def validate_batches(data: Any, *, origin: Origin = Origin.CLIENT, tail: str = "
     return headers
 
 
+def check_one_batch(data: Any, *, origin: Origin = Origin.CLIENT) -> tuple[int, ...] | None:
+    """The record-level rules and fields of ``data`` if it is exactly one whole v2 batch,
+    else None (see ``dedup._records.check_one_batch``)."""
+    with _viewing(data) as view:
+        origin = _args.origin(origin)
+        if len(view) < RECORDS_OFFSET or int.from_bytes(view[8:12], "big", signed=True) + LOG_OVERHEAD != len(view):
+            return None
+        if view[16] != 2:
+            return None
+        header = _scan(view, "raise")[0][0]
+        code, reason, expected, found = _check(view, header, origin)
+        if code:
+            raise record_error(0, 0, reason, expected, found)
+        return tuple(
+            int(header[name])
+            for name in (
+                "attributes",
+                "last_offset_delta",
+                "max_timestamp",
+                "producer_id",
+                "producer_epoch",
+                "base_sequence",
+                "record_count",
+            )
+        )
+
+
 def _varint(view: memoryview, cursor: int, end: int, max_bytes: int) -> tuple[int, int]:
     """A zig-zag varint at ``cursor``: (value, next cursor); ValueError if unreadable."""
     raw = 0

@@ -29,6 +29,8 @@ import numpy as np
 from dedup import _args
 from dedup._types import Origin
 
+_CLIENT = Origin.CLIENT
+
 dedup_crc32c_setup()  # decided once, with the GIL, before any nogil caller
 
 #: Which CPU instruction computes CRC-32C here ("sse4.2", "armv8-crc"), or "" for the table.
@@ -539,6 +541,36 @@ def validate_batches(data, *, origin=Origin.CLIENT, tail="raise"):
     if code != ERR_NONE:
         raise record_error(row, rows[row].position, problem.reason, problem.expected, problem.found)
     return headers
+
+
+def check_one_batch(data, *, origin=Origin.CLIENT):
+    """A produce request's usual content, one batch (Kafka's ProduceRequest v3+ holds exactly
+    one per partition), checked without building a header array.
+
+    If ``data`` is exactly one whole v2 batch: the record-level rules of
+    :func:`validate_batches` (the same errors) and the batch's fields ``(attributes,
+    last_offset_delta, max_timestamp, producer_id, producer_epoch, base_sequence,
+    record_count)``. None for anything else (no batch, several, torn, not v2): ask
+    :func:`validate_batches`, which says what is wrong.
+    """
+    cdef const unsigned char[::1] view = readable_bytes(data, "data")
+    cdef uint8_t checked_origin = ORIGIN_CLIENT if origin is _CLIENT else int(_args.origin(origin))
+    cdef Py_ssize_t length = view.shape[0]
+    if length < RECORDS_OFFSET:
+        return None
+    cdef const unsigned char* base = start_of(view)
+    # One whole batch and nothing else: its length field covers the rest of the buffer.
+    if <int64_t><int32_t>dedup_load_be32(base + BATCH_LENGTH_OFFSET) + LOG_OVERHEAD != length:
+        return None
+    if base[MAGIC_OFFSET] != MAGIC_V2:
+        return None
+    cdef BatchHeader h
+    cdef Problem problem
+    read_header(base, 0, &h)
+    if check_batch(base, &h, checked_origin, &problem) != ERR_NONE:
+        raise record_error(0, 0, problem.reason, problem.expected, problem.found)
+    return (h.attributes, h.last_offset_delta, h.max_timestamp, h.producer_id, h.producer_epoch, h.base_sequence,
+            h.record_count)
 
 
 def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
