@@ -45,6 +45,7 @@ from . import _args
 from ._types import DEFAULT_WINDOW, Origin
 from .checkpoints import LeaderEpochCache, parse_partition_directory, read_offsets, write_offsets
 from .errors import (
+    CorruptCheckpointError,
     CorruptRecordError,
     CorruptSnapshotError,
     KafkaStorageError,
@@ -539,7 +540,15 @@ class PartitionLog:
             write_offsets(os.path.join(self.directory, name), {key: value}, sync=sync)
 
     def _read_checkpoint(self, name: str) -> int | None:
-        return read_offsets(os.path.join(self.directory, name)).get((self.topic, self.partition))
+        """This partition's offset in a checkpoint file, None if absent. A corrupt file (they
+        are written atomically, so only outside damage does this) counts as absent, which is
+        safe: no recovery point recovers every segment, no high watermark starts at the log
+        start, and the log start comes from the first segment."""
+        try:
+            return read_offsets(os.path.join(self.directory, name)).get((self.topic, self.partition))
+        except CorruptCheckpointError as error:
+            logger.warning("log %s: ignoring a corrupt checkpoint: %s", self.directory, error)
+            return None
 
     # -- expiration, retention, truncation -----------------------------------------------------
 

@@ -484,3 +484,16 @@ def test_header_layout_of_the_written_segment_is_kafkas(open_log):
     with open(os.path.join(log.directory, segment_file_name(0)), "rb") as handle:
         base_offset, length, epoch, magic = struct.unpack(">qiib", handle.read(17))
     assert (base_offset, epoch, magic) == (0, 5, 2) and length + 12 == log.size_bytes
+
+
+def test_a_corrupt_checkpoint_file_is_ignored_safely(open_log):
+    log = open_log(segment_bytes=1024)
+    fill(log)
+    before, end = state(log.producer_state), log.log_end_offset
+    log.close_handlers()
+    with open(os.path.join(log.directory, "recovery-point-offset-checkpoint"), "w") as handle:
+        handle.write("0\n1\nclicks 0 not-a-number\n")
+    again = open_log(segment_bytes=1024)
+    # No recovery point: every segment is checked, nothing is lost.
+    assert again.load_report.recovered_segments == len(log.segment_base_offsets)
+    assert again.log_end_offset == end and state(again.producer_state) == before
