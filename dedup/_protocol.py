@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from ._types import AppendManyResult, CompletedTxn, Origin, ProducerStateEntry
 
@@ -73,3 +73,4 @@ class ProducerStateTableProtocol(Protocol):
     def update_map_end_offset(self, offset: int) -> None: ...
     def remove_expired(self, now_ms: int, expiration_ms: int) -> int: ...
     def copy(self, producer_ids: Any = None) -> ProducerStateTableProtocol: ...
+    def update_from(self, staged: Self) -> None: ...

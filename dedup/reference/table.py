@@ -142,6 +142,11 @@ def _copy_ids(producer_ids: Any) -> np.ndarray:
     return _args._column(*_args._COLUMNS[0], producer_ids)
 
 
+def _qualified(value: object) -> str:
+    """``module.Class`` of a value, naming which twin a table is."""
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
 class ProducerStateTable:
     """The producer state of one partition replica (pure Python).
 
@@ -507,6 +512,43 @@ class ProducerStateTable:
             if live is not None and producer_id not in fresh._producers:
                 fresh._producers[producer_id] = live.copy()
         return fresh
+
+    def update_from(self, staged: ProducerStateTable) -> None:
+        """Make the entries of ``staged`` (a table made by this table's :meth:`copy`, then
+        appended to) the live ones: every producer in ``staged`` replaces (or adds) its entry
+        here, byte for byte, and this table's map end offset moves up to staged's (never
+        down). Kafka's ProducerStateManager.update(appendInfo) after the log write (spec §3.2
+        step 4)::
+
+            staged = live.copy(producer_ids)   # validate the append against the copy
+            ...                                # append to staged, write the log
+            live.update_from(staged)
+
+        Producers not in ``staged`` are untouched; ``staged`` is not changed and shares
+        nothing with this table afterwards. Results of :meth:`check` made before are stale
+        (unless nothing changed: ``staged`` empty and its map end offset not ahead).
+
+        ``TypeError`` unless ``staged`` is a table of this same implementation;
+        ``ValueError`` if it has another window or is this table itself.
+        """
+        if not isinstance(staged, ProducerStateTable):
+            raise TypeError(
+                f"staged must be a {_qualified(self)} made by this table's copy(), got {_qualified(staged)}"
+            )
+        if staged is self:
+            raise ValueError("staged is this table itself: update_from takes a copy made by copy()")
+        if staged._window != self._window:
+            raise ValueError(
+                f"staged has window {staged._window}, this table has window {self._window}: "
+                "staged must be made by this table's copy()"
+            )
+        if not staged._producers and staged._map_end_offset <= self._map_end_offset:
+            return  # nothing changes: check() results stay valid
+        for producer_id, entry in staged._producers.items():
+            # A copy: staged may be appended to again without changing this table.
+            self._producers[producer_id] = entry.copy()
+        self._map_end_offset = max(self._map_end_offset, staged._map_end_offset)
+        self._generation += 1
 
     # -- expiration -------------------------------------------------------------------------
 

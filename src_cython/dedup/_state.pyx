@@ -360,10 +360,16 @@ cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 no
 cdef int table_reserve(Table* t, Py_ssize_t producers) except -1 nogil:
     """Room for `producers` entries in all, entries and index, so that inserting up to that
     many (a snapshot being loaded) neither reallocates nor rehashes."""
+    return reserve_producers(t, producers, True)
+
+
+cdef int reserve_producers(Table* t, Py_ssize_t producers, bint slab) except -1 nogil:
+    """table_reserve; without `slab`, missing chunks are added one by one as inserts would add
+    them, so that remove_expired can release them again (slab chunks stay until table_free)."""
     if producers > DEDUP_MAX_PRODUCERS:
         with gil:
             raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
-    reserve_entries(t, producers, True)
+    reserve_entries(t, producers, slab)
     if <uint64_t>producers * 5 > <uint64_t>t.index_capacity * 4:
         index_resize(t, index_capacity_for(producers))
     return 0
@@ -739,6 +745,34 @@ cdef int table_copy_entries(Table* dst, const Table* src, const int64_t* entries
     return 0
 
 
+cdef int table_update_from(Table* dst, const Table* src) except -1 nogil:
+    """Every entry of src (a staged copy: same window, another table) into dst, each a byte
+    copy of the entry and of its last_timestamp, replacing dst's entry of that producer or
+    added after dst's last one, in src's order; dst's map end offset moves up to src's.
+
+    All or nothing: the first pass counts the producers dst lacks and grows dst for them
+    (MemoryError here changes no entry); after that insert_new neither reallocates nor
+    rehashes, so the copy loop cannot fail. Entry numbers are looked up afresh per producer
+    and no pointer into dst is kept across an insert.
+    """
+    cdef Py_ssize_t i, j, missing = 0
+    for i in range(src.count):
+        if table_find(dst, (<EntryHeader*>entry_at(src, i)).producer_id) < 0:
+            missing += 1
+    if missing:
+        reserve_producers(dst, dst.count + missing, False)
+    for i in range(src.count):
+        j = table_find_or_insert(dst, (<EntryHeader*>entry_at(src, i)).producer_id)
+        memcpy(entry_at(dst, j), entry_at(src, i), src.stride)
+        last_timestamp_at(dst, j)[0] = last_timestamp_at(src, i)[0]
+    if src.count == 0 and src.map_end_offset <= dst.map_end_offset:
+        return 0  # nothing changes: check() results stay valid
+    if src.map_end_offset > dst.map_end_offset:
+        dst.map_end_offset = src.map_end_offset
+    dst.generation += 1
+    return 0
+
+
 # --- Python boundary ----------------------------------------------------------------------
 
 cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slow) except? -1:
@@ -770,6 +804,11 @@ cdef inline uint8_t as_flag(object value, str name) except 255:
     if value is False:
         return 0
     return 1 if _flag_arg(name, value) else 0
+
+
+cdef str _qualified(object value):
+    """`module.Class` of a value, naming which twin a table is."""
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 cdef object copy_ids(object producer_ids):
@@ -859,7 +898,7 @@ cdef class ProducerStateTable:
     cdef int _check_idle(self) except -1:
         if self._busy:
             raise RuntimeError("the table is in use: another thread is running a call on it without the GIL "
-                               "(append_many, append_batches, remove_expired, copy or a snapshot write)")
+                               "(append_many, append_batches, remove_expired, copy, update_from or a snapshot write)")
         return 0
 
     cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
@@ -1187,6 +1226,45 @@ cdef class ProducerStateTable:
             self._busy = 0
         fresh.t.map_end_offset = self.t.map_end_offset
         return fresh
+
+    def update_from(self, staged):
+        """Make the entries of ``staged`` (a table made by this table's :meth:`copy`, then
+        appended to) the live ones: every producer in ``staged`` replaces (or adds) its entry
+        here, byte for byte, and this table's map end offset moves up to staged's (never
+        down). Kafka's ProducerStateManager.update(appendInfo) after the log write (spec §3.2
+        step 4)::
+
+            staged = live.copy(producer_ids)   # validate the append against the copy
+            ...                                # append to staged, write the log
+            live.update_from(staged)
+
+        Producers not in ``staged`` are untouched; ``staged`` is not changed and shares
+        nothing with this table afterwards. Results of :meth:`check` made before are stale
+        (unless nothing changed: ``staged`` empty and its map end offset not ahead). All or
+        nothing: a ``MemoryError`` (growing this table) leaves every entry as it was.
+
+        ``TypeError`` unless ``staged`` is a table of this same implementation;
+        ``ValueError`` if it has another window or is this table itself.
+        """
+        self._check_idle()
+        if not isinstance(staged, ProducerStateTable):
+            raise TypeError(f"staged must be a {_qualified(self)} made by this table's copy(), "
+                            f"got {_qualified(staged)}")
+        cdef ProducerStateTable source = <ProducerStateTable>staged
+        if source is self:
+            raise ValueError("staged is this table itself: update_from takes a copy made by copy()")
+        if source.t.window != self.t.window:
+            raise ValueError(f"staged has window {source.t.window}, this table has window {self.t.window}: "
+                             f"staged must be made by this table's copy()")
+        source._check_idle()
+        self._busy = 1  # the loop below changes this table and reads staged without the GIL
+        source._busy = 1
+        try:
+            with nogil:
+                table_update_from(&self.t, &source.t)
+        finally:
+            self._busy = 0
+            source._busy = 0
 
     # -- expiration -------------------------------------------------------------------------
 
