@@ -9,6 +9,8 @@ the numpy boundary.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -187,3 +189,29 @@ def total_records_fit(log_end_offset: int, record_counts: np.ndarray) -> None:
         raise ValueError(
             f"log_end_offset {log_end_offset} + {total} records would put the log end offset past 2^63-1"
         )
+
+
+@contextmanager
+def viewing(data: Any, name: str = "data", writable: bool = False) -> Iterator[memoryview]:
+    """``data`` as a memoryview of bytes, released on the way out, even on an error: an
+    exception's traceback keeps the frames alive, and a view left in one would keep the
+    caller's buffer exported (an mmap could not be closed)."""
+    try:
+        outer = memoryview(data)
+    except TypeError as error:
+        raise TypeError(f"{name} must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
+    try:
+        view = outer.cast("B")
+    except TypeError as error:
+        outer.release()
+        raise TypeError(f"{name} must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
+    try:
+        if writable and view.readonly:
+            raise TypeError(
+                f"{name} is read-only: writing offsets in place needs a writable buffer "
+                f"(bytearray, mmap, numpy), got {type(data).__name__}"
+            )
+        yield view
+    finally:
+        view.release()
+        outer.release()

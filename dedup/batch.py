@@ -24,10 +24,10 @@ Example::
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from . import _args
 from ._types import INT16_MAX, INT32_MAX, INT64_MAX, INT64_MIN
 from .errors import CorruptRecordError, KafkaError
 from .records import crc32c, crc_valid, scan_batches
@@ -150,29 +150,9 @@ def _read_varint(buf: bytes, cursor: int, end: int, field: str, bits: int, scope
     return (raw >> 1) ^ -(raw & 1), cursor
 
 
-@contextmanager
-def _bytes_view(data: Any) -> Iterator[memoryview]:
-    """``data`` as a flat memoryview of bytes, released on the way out (even on an error, so
-    an mmap can be closed after a failed decode)."""
-    try:
-        outer = memoryview(data)
-    except TypeError:
-        raise TypeError(f"data must be a bytes-like buffer, got {type(data).__name__}") from None
-    try:
-        view = outer.cast("B")
-    except TypeError as error:
-        outer.release()
-        raise TypeError(f"data must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
-    try:
-        yield view
-    finally:
-        view.release()
-        outer.release()
-
-
 def _decode_one(data: Any, position: int, bits: int) -> tuple[int, int]:
     position = _integer("position", position, 0, INT64_MAX, "0 or more")
-    with _bytes_view(data) as view:
+    with _args.viewing(data) as view:
         # At most 10 bytes are read: copy those, not the buffer.
         chunk = bytes(view[position : position + 10])
     try:
@@ -577,7 +557,7 @@ def decode_records(data: Any, *, control: bool = False) -> list[Record]:
     not read here). A buffer that is not bytes-like is a ``TypeError``.
     """
     control = _flag("control", control)
-    with _bytes_view(data) as view:
+    with _args.viewing(data) as view:
         try:
             headers = scan_batches(view)
         except KafkaError as error:

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from . import _args
+from ._files import write_all, write_atomically
 from ._types import INT32_MAX, INT64_MAX
 from .errors import CorruptCheckpointError
-from .snapshot import _create_temporary, _fsync_directory, _write_all
 
 __all__ = [
     "UNDEFINED_EPOCH",
@@ -136,26 +136,7 @@ def write_checkpoint(path: Any, version: int, lines: Iterable[str], *, sync: boo
         if "\n" in line or "\r" in line:
             raise ValueError(f"lines[{number}] must not contain a line break, got {_show(line)}")
     data = "".join(f"{line}\n" for line in [str(version), str(len(entries)), *entries]).encode("utf-8")
-    target = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(target))
-    descriptor, temporary = _create_temporary(directory, name)
-    try:
-        _write_all(descriptor, data)
-        if sync:
-            os.fsync(descriptor)
-        os.close(descriptor)
-        descriptor = -1
-        os.replace(temporary, target)
-    except BaseException:
-        if descriptor >= 0:
-            os.close(descriptor)
-        try:
-            os.unlink(temporary)
-        except OSError:  # pragma: no cover - already gone
-            pass
-        raise
-    if sync:
-        _fsync_directory(directory)
+    write_atomically(path, lambda descriptor: write_all(descriptor, data), sync=sync)
 
 
 def read_checkpoint(path: Any, version: int, parse_line: Callable[[str], T]) -> list[T]:

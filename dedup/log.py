@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _args
+from ._files import fsync_directory as _fsync_directory
 from ._types import DEFAULT_WINDOW, Origin
 from .checkpoints import LeaderEpochCache, parse_partition_directory, read_offsets, write_offsets
 from .errors import (
@@ -921,9 +922,3 @@ def _delete_file(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _fsync_directory(directory: str) -> None:
-    from .snapshot import _fsync_directory as fsync_directory
-
-    fsync_directory(directory)

@@ -36,7 +36,6 @@ import json
 import mmap
 import os
 import re
-import secrets
 import struct
 import sys
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from typing import Any
 
 from . import _args
 from ._config import PURE_PYTHON
+from ._files import write_all, write_atomically
 from ._types import DEFAULT_WINDOW, INT64_MAX
 from .errors import CorruptSnapshotError
 from .reference import ProducerStateTable as _TwinTable
@@ -239,36 +239,6 @@ def snapshot_offset(path: Any) -> int:
     return int(digits)
 
 
-def _create_temporary(directory: str, name: str) -> tuple[int, str]:
-    """A new, empty file beside the target, created with the umask's permissions (as the
-    target's would be), that no one else can have opened: O_EXCL with a random name."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
-        try:
-            return os.open(temporary, flags, 0o666), temporary
-        except FileExistsError:  # pragma: no cover - 64 random bits collided
-            continue
-    raise FileExistsError(f"cannot create a temporary file beside {name!r} in {directory!r}")  # pragma: no cover
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable: fsync the directory that holds the entry (POSIX)."""
-    if os.name != "posix":  # pragma: no cover - Windows cannot open a directory
-        return
-    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_all(descriptor: int, data: Any) -> None:
-    view = memoryview(data)
-    while view:  # os.write may write less than asked
-        view = view[os.write(descriptor, view) :]
-
-
 def _write_pieces(descriptor: int, table: Any, format: str) -> None:
     """The compiled table's snapshot through one small buffer, reused: the file is never whole in
     memory (151 MB for 1,000,000 producers with full windows). The table is busy meanwhile."""
@@ -276,10 +246,10 @@ def _write_pieces(descriptor: int, table: Any, format: str) -> None:
     view = memoryview(buffer)
     with _compiled.SnapshotWriter(table, format) as pieces:
         while size := pieces.fill(buffer):
-            _write_all(descriptor, view[:size])
+            write_all(descriptor, view[:size])
         if pieces.crc_offset is not None:
             os.lseek(descriptor, pieces.crc_offset, os.SEEK_SET)
-            _write_all(descriptor, struct.pack(">I", pieces.crc))
+            write_all(descriptor, struct.pack(">I", pieces.crc))
 
 
 def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = True) -> None:
@@ -303,29 +273,14 @@ def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = 
     format = _format(format)
     sync = _args.flag("sync", sync)
     data = None if codec is _compiled else encode_snapshot(table, format)
-    target = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(target))
-    descriptor, temporary = _create_temporary(directory, name)
-    try:
+
+    def write(descriptor: int) -> None:
         if data is None:
             _write_pieces(descriptor, table, format)
         else:
-            _write_all(descriptor, data)
-        if sync:
-            os.fsync(descriptor)
-        os.close(descriptor)
-        descriptor = -1
-        os.replace(temporary, target)
-    except BaseException:
-        if descriptor >= 0:
-            os.close(descriptor)
-        try:
-            os.unlink(temporary)
-        except OSError:  # pragma: no cover - already gone
-            pass
-        raise
-    if sync:
-        _fsync_directory(directory)
+            write_all(descriptor, data)
+
+    write_atomically(path, write, sync=sync)
 
 
 def _read(path: Any, window: int | None, map_end_offset: int | None, table_class: Any) -> tuple[str, Any]:

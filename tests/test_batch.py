@@ -817,9 +817,9 @@ def test_encode_marker_arguments(kwargs, error, words):
 
 
 def test_decode_and_varint_arguments():
-    with pytest.raises(TypeError, match="data must be a bytes-like buffer, got str"):
+    with pytest.raises(TypeError, match="data must be a C-contiguous buffer, got str"):
         decode_records("not bytes")
-    with pytest.raises(TypeError, match="data must be a bytes-like buffer, got NoneType"):
+    with pytest.raises(TypeError, match="data must be a C-contiguous buffer, got NoneType"):
         decode_records(None)
     with pytest.raises(TypeError, match="control must be a bool"):
         decode_records(b"", control=1)

@@ -8,8 +8,6 @@ same bytes. The byte layout is spec §8.1; the rules are spec §2.1 rules 1, 3, 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -43,32 +41,6 @@ RECORDS_OFFSET = HEADER.size  # 61
 MIN_BATCH_LENGTH = RECORDS_OFFSET - LOG_OVERHEAD
 ATTRIBUTES_OFFSET = 21
 PARTITION_LEADER_EPOCH_OFFSET = 12
-
-
-@contextmanager
-def _viewing(data: Any, name: str = "data", writable: bool = False) -> Iterator[memoryview]:
-    """``data`` as a memoryview of bytes, released on the way out, even on an error: an
-    exception's traceback keeps the frames alive, and a view left in one would keep the
-    caller's buffer exported (an mmap could not be closed)."""
-    try:
-        outer = memoryview(data)
-    except TypeError as error:
-        raise TypeError(f"{name} must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
-    try:
-        view = outer.cast("B")
-    except TypeError as error:
-        outer.release()
-        raise TypeError(f"{name} must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
-    try:
-        if writable and view.readonly:
-            raise TypeError(
-                f"{name} is read-only: writing offsets in place needs a writable buffer "
-                f"(bytearray, mmap, numpy), got {type(data).__name__}"
-            )
-        yield view
-    finally:
-        view.release()
-        outer.release()
 
 
 def _scan(view: memoryview, tail: str) -> tuple[np.ndarray, int]:
@@ -114,7 +86,7 @@ def _scan(view: memoryview, tail: str) -> tuple[np.ndarray, int]:
 
 def scan_batches(data: Any, *, tail: str = "raise") -> np.ndarray:
     """The header of every v2 batch in ``data`` (see ``dedup._records.scan_batches``)."""
-    with _viewing(data) as view:
+    with _args.viewing(data) as view:
         return _scan(view, tail)[0]
 
 
@@ -147,7 +119,7 @@ def _check(view: memoryview, header: Any, origin: Origin) -> tuple[int, int, int
 
 def validate_batches(data: Any, *, origin: Origin = Origin.CLIENT, tail: str = "raise") -> np.ndarray:
     """scan_batches(), then the record-level rules; raises the first failure."""
-    with _viewing(data) as view:
+    with _args.viewing(data) as view:
         origin = _args.origin(origin)
         headers, _ = _scan(view, tail)
         for index, header in enumerate(headers):
@@ -160,7 +132,7 @@ def validate_batches(data: Any, *, origin: Origin = Origin.CLIENT, tail: str = "
 def check_one_batch(data: Any, *, origin: Origin = Origin.CLIENT) -> tuple[int, ...] | None:
     """The record-level rules and fields of ``data`` if it is exactly one whole v2 batch,
     else None (see ``dedup._records.check_one_batch``)."""
-    with _viewing(data) as view:
+    with _args.viewing(data) as view:
         origin = _args.origin(origin)
         if len(view) < RECORDS_OFFSET or int.from_bytes(view[8:12], "big", signed=True) + LOG_OVERHEAD != len(view):
             return None
@@ -277,7 +249,7 @@ def append_batches(
     else:
         end = _args.offset("log_end_offset", log_end_offset)
         _args.not_backwards("log_end_offset", end, table.map_end_offset)
-    with _viewing(data, writable=write) as view:
+    with _args.viewing(data, writable=write) as view:
         headers, valid_bytes = _scan(view, tail)
         if leader and len(headers):
             deltas = headers["last_offset_delta"]
@@ -359,7 +331,7 @@ def append_batches(
 
 def crc_valid(data: Any, headers: np.ndarray | None = None) -> np.ndarray:
     """Per batch, whether its stored CRC-32C matches its bytes (spec §8.5)."""
-    with _viewing(data) as view:
+    with _args.viewing(data) as view:
         if headers is None:
             headers = _scan(view, "ignore")[0]
         elif not isinstance(headers, np.ndarray) or headers.dtype != BATCH_HEADER_DTYPE or headers.ndim != 1:
