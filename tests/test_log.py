@@ -497,3 +497,18 @@ def test_a_corrupt_checkpoint_file_is_ignored_safely(open_log):
     # No recovery point: every segment is checked, nothing is lost.
     assert again.load_report.recovered_segments == len(log.segment_base_offsets)
     assert again.log_end_offset == end and state(again.producer_state) == before
+
+
+def test_a_follower_refuses_a_fetch_with_a_corrupt_batch_as_a_whole(tmp_path, impl, clock):
+    leader = PartitionLog(tmp_path / "clicks-0", table_class=impl, clock=clock)
+    follower = PartitionLog(tmp_path / "follower" / "clicks-0", table_class=impl, clock=clock)
+    for sequence in range(3):
+        leader.append_as_leader(build(1000, 0, sequence), leader_epoch=2)
+    fetched = bytearray(leader.read(0))
+    fetched[-1] ^= 1  # the last batch's records: its CRC no longer matches
+    with pytest.raises(CorruptRecordError):
+        follower.append_as_follower(bytes(fetched))
+    assert follower.log_end_offset == 0 and len(follower.producer_state) == 0 and follower.size_bytes == 0
+    follower.append_as_follower(leader.read(0))
+    assert state(follower.producer_state) == state(leader.producer_state)
+    leader.close(), follower.close()
