@@ -9,62 +9,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from table_operations import PIDS, busy_table, compiled_twin, entries, operation, outcome, run, state
 
 from dedup import InvalidProducerEpochError, InvalidTxnStateError, Origin, OutOfOrderSequenceError, reference
 from dedup._protocol import ProducerStateTableProtocol
-from dedup._types import INT16_MAX, INT32_MAX, increment_sequence
-from dedup.errors import KafkaError
 
 try:
     from dedup import _snapshot as compiled_codec
-    from dedup._state import ProducerStateTable as Compiled
 except ImportError:  # pragma: no cover - conftest fails the run in that case
-    Compiled = compiled_codec = None
-
-
-def entries(table):
-    return {pid: table.entry(pid) for pid in table}
-
-
-def state(table):
-    """Everything a copy must reproduce, producer order included."""
-    return table.window, table.map_end_offset, list(table), entries(table)
-
-
-def busy_table(impl, window=3):
-    """Producers in every kind of state the entry can hold; returns the table."""
-    table = impl(window)
-    end = 0
-    # 1: the ring has wrapped more than once (head is neither 0 nor the last slot).
-    for seq in range(2 * window + 1):
-        end = table.append(1, 0, seq, 1, end, max_timestamp=100 + seq).last_offset + 1
-    # 2: batches of several records, a sequence wrapping past 2^31-1, a bumped epoch.
-    end = table.append(2, 0, 0, 4, end, max_timestamp=7).last_offset + 1
-    end = table.append(2, 1, 0, 2, end, max_timestamp=8).last_offset + 1
-    end = table.append(2, 1, 2, 3, end, max_timestamp=9).last_offset + 1
-    end = table.append(3, 4, INT32_MAX - 1, 3, end, max_timestamp=-5).last_offset + 1
-    # 4: an ongoing transaction; 5: a completed one (coordinator epoch, marker timestamp).
-    end = table.append(4, 2, 0, 2, end, max_timestamp=11, transactional=True).last_offset + 1
-    end = table.append(5, 0, 0, 1, end, transactional=True).last_offset + 1
-    table.append_marker(5, 0, 6, end, commit=False, timestamp=555)
-    end += 1
-    # 6: created by a marker alone; 7: a replicated batch without a sequence.
-    table.append_marker(6, 3, 1, end, commit=True, timestamp=66)
-    end += 1
-    table.append(7, 0, -1, 2, end, origin=Origin.REPLICATION, max_timestamp=70)
-    table.update_map_end_offset(table.map_end_offset + 5)
-    return table
-
-
-def outcome(call):
-    """A verdict as plain values, or the Kafka error's class and code."""
-    try:
-        result = call()
-    except KafkaError as error:
-        return type(error).__name__, error.code
-    if result is None or not hasattr(result, "duplicate"):
-        return result
-    return result.duplicate, result.base_offset, result.last_offset, result.timestamp
+    compiled_codec = None
 
 
 # --- what a copy holds --------------------------------------------------------------------
@@ -250,84 +203,12 @@ def test_the_same_appends_give_the_same_verdicts(impl):
 
 # --- random appends on the source and the copy --------------------------------------------
 
-PIDS = [0, 1, 2, 3, 1 << 40]
-counts = st.sampled_from([1, 1, 2, 5])
-gaps = st.sampled_from([0, 0, 1, 9])
-# "next" continues a producer's sequence and "retry" resends a retained batch (read from each
-# table's own entry), so that accepted batches and duplicates are common, not only errors.
-in_order = st.one_of(
-    st.tuples(st.just("next"), st.sampled_from(PIDS), counts, gaps, st.booleans()),
-    st.tuples(st.just("retry"), st.sampled_from(PIDS), st.integers(0, 5)),
-)
-operation = st.one_of(
-    in_order,
-    in_order,
-    st.tuples(
-        st.just("append"),
-        st.sampled_from(PIDS),
-        st.sampled_from([0, 0, 0, 1, -1, 2, INT16_MAX]),  # epoch
-        st.one_of(st.integers(-1, 12), st.integers(INT32_MAX - 3, INT32_MAX)),  # base sequence
-        counts,
-        gaps,
-        st.sampled_from([Origin.CLIENT, Origin.CLIENT, Origin.REPLICATION]),
-        st.booleans(),  # transactional
-    ),
-    st.tuples(
-        st.just("marker"),
-        st.sampled_from(PIDS),
-        st.sampled_from([0, 1, 2]),  # epoch
-        st.integers(-1, 3),  # coordinator epoch
-        st.booleans(),  # commit
-        st.sampled_from([Origin.COORDINATOR, Origin.REPLICATION]),
-    ),
-    st.tuples(st.just("expire"), st.integers(0, 40), st.integers(1, 30)),
-)
-
-
-def apply(table, op, clock):
-    """One operation on the table; its verdict (offsets derived from the table's own map end)."""
-    kind, *args = op
-    end = table.map_end_offset
-    if kind in ("next", "retry"):
-        entry = table.entry(args[0])
-        epoch = entry.producer_epoch if entry is not None and entry.producer_epoch >= 0 else 0
-        batches = entry.batches if entry is not None else ()
-        if kind == "next":
-            pid, count, gap, transactional = args
-            seq = increment_sequence(batches[-1].last_sequence, 1) if batches else 0
-            op = ("append", pid, epoch, seq, count, gap, Origin.CLIENT, transactional)
-        else:
-            pid, back = args
-            if not batches:
-                return "no batch to retry"
-            batch = batches[-1 - back % len(batches)]
-            op = ("append", pid, epoch, batch.first_sequence, batch.offset_delta + 1, 0, Origin.CLIENT, False)
-        kind, *args = op
-    if kind == "append":
-        pid, epoch, seq, count, gap, origin, transactional = args
-        return outcome(
-            lambda: table.append(
-                pid, epoch, seq, count, end + gap, max_timestamp=clock, origin=origin, transactional=transactional
-            )
-        )
-    if kind == "marker":
-        pid, epoch, coordinator, commit, origin = args
-        return outcome(
-            lambda: table.append_marker(pid, epoch, coordinator, end, commit=commit, timestamp=clock, origin=origin)
-        )
-    now, expiration = args
-    return table.remove_expired(now, expiration)
-
-
-def run(table, ops):
-    return [apply(table, op, clock) for clock, op in enumerate(ops)]
-
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     window=st.sampled_from([1, 2, 3, 5]),
-    before=st.lists(operation, max_size=40),
-    after=st.lists(operation, max_size=40),
+    before=st.lists(operation(), max_size=40),
+    after=st.lists(operation(), max_size=40),
     subset=st.none() | st.lists(st.sampled_from([*PIDS, 77]), max_size=6),
 )
 @example(  # a full ring whose head has moved, then a duplicate of its oldest batch
@@ -370,9 +251,7 @@ def test_source_and_copy_driven_alike_stay_alike(impl, caplog, window, before, a
 
 @pytest.fixture
 def compiled():
-    if Compiled is None:
-        pytest.fail("dedup._state did not load: build it with `pip install -e .`")
-    return Compiled
+    return compiled_twin()
 
 
 def test_a_copy_of_100_000_producers(compiled):

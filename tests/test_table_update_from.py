@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from table_operations import PIDS, busy_table, compiled_twin, operation_with_skips, outcome, run, state
 
 from dedup import Origin, reference
-from dedup._types import INT16_MAX, INT32_MAX, increment_sequence
-from dedup.errors import KafkaError
 
 try:
     from dedup import _snapshot as compiled_codec
@@ -20,42 +19,9 @@ except ImportError:  # pragma: no cover - conftest fails the run in that case
     Compiled = compiled_codec = None
 
 
-def entries(table):
-    return {pid: table.entry(pid) for pid in table}
-
-
-def state(table):
-    """Everything update_from must reproduce, producer order included."""
-    return table.window, table.map_end_offset, list(table), entries(table)
-
-
-def outcome(call):
-    """A verdict as plain values, or the Kafka error's class and code."""
-    try:
-        result = call()
-    except KafkaError as error:
-        return type(error).__name__, error.code
-    if result is None or not hasattr(result, "duplicate"):
-        return result
-    return result.duplicate, result.base_offset, result.last_offset, result.timestamp
-
-
 def live_table(impl, window=3):
-    """Producers in every kind of state an entry can hold (as in test_table_copy)."""
-    table = impl(window)
-    end = 0
-    for seq in range(2 * window + 1):  # 1: a ring that wrapped more than once
-        end = table.append(1, 0, seq, 1, end, max_timestamp=100 + seq).last_offset + 1
-    end = table.append(2, 0, 0, 4, end, max_timestamp=7).last_offset + 1
-    end = table.append(2, 1, 0, 2, end, max_timestamp=8).last_offset + 1  # 2: a bumped epoch
-    end = table.append(3, 4, INT32_MAX - 1, 3, end, max_timestamp=-5).last_offset + 1  # 3: wraps 2^31-1
-    end = table.append(4, 2, 0, 2, end, max_timestamp=11, transactional=True).last_offset + 1  # 4: ongoing txn
-    end = table.append(5, 0, 0, 1, end, transactional=True).last_offset + 1
-    table.append_marker(5, 0, 6, end, commit=False, timestamp=555)  # 5: an aborted txn
-    table.append_marker(6, 3, 1, end + 1, commit=True, timestamp=66)  # 6: made by a marker
-    table.append(7, 0, -1, 2, end + 2, origin=Origin.REPLICATION, max_timestamp=70)  # 7: no sequence
-    table.update_map_end_offset(table.map_end_offset + 5)
-    return table
+    """busy_table's producers, with one batch of producer 2 after its epoch bump, not two."""
+    return busy_table(impl, window, after_bump=1)
 
 
 def staged_appends(window):
@@ -279,75 +245,8 @@ def test_staged_is_positional_or_keyword_and_required(impl):
 
 # --- random appends: staged then update_from, or applied directly -------------------------
 
-PIDS = [0, 1, 2, 3, 1 << 40]
 NEW = [9, 1 << 50]  # never in the live table: new producers of the staged append
-counts = st.sampled_from([1, 1, 2, 5])
-gaps = st.sampled_from([0, 0, 1, 9])
-in_order = st.one_of(
-    st.tuples(st.just("next"), st.sampled_from(PIDS + NEW), counts, gaps, st.booleans()),
-    st.tuples(st.just("retry"), st.sampled_from(PIDS + NEW), st.integers(0, 5)),
-)
-operation = st.one_of(
-    in_order,
-    in_order,
-    st.tuples(
-        st.just("append"),
-        st.sampled_from(PIDS + NEW),
-        st.sampled_from([0, 0, 0, 1, -1, 2, INT16_MAX]),  # epoch
-        st.one_of(st.integers(-1, 12), st.integers(INT32_MAX - 3, INT32_MAX)),  # base sequence
-        counts,
-        gaps,
-        st.sampled_from([Origin.CLIENT, Origin.CLIENT, Origin.REPLICATION]),
-        st.booleans(),  # transactional
-    ),
-    st.tuples(
-        st.just("marker"),
-        st.sampled_from(PIDS + NEW),
-        st.sampled_from([0, 1, 2]),  # epoch
-        st.integers(-1, 3),  # coordinator epoch
-        st.booleans(),  # commit
-        st.sampled_from([Origin.COORDINATOR, Origin.REPLICATION]),
-    ),
-    st.tuples(st.just("skip"), st.integers(1, 20)),  # batches without a producer id
-)
-
-
-def apply(table, op, clock):
-    """One operation at the table's own map end offset; its verdict."""
-    kind, *args = op
-    end = table.map_end_offset
-    if kind in ("next", "retry"):
-        entry = table.entry(args[0])
-        epoch = entry.producer_epoch if entry is not None and entry.producer_epoch >= 0 else 0
-        batches = entry.batches if entry is not None else ()
-        if kind == "next":
-            pid, count, gap, transactional = args
-            seq = increment_sequence(batches[-1].last_sequence, 1) if batches else 0
-            op = ("append", pid, epoch, seq, count, gap, Origin.CLIENT, transactional)
-        else:
-            pid, back = args
-            if not batches:
-                return "no batch to retry"
-            batch = batches[-1 - back % len(batches)]
-            op = ("append", pid, epoch, batch.first_sequence, batch.offset_delta + 1, 0, Origin.CLIENT, False)
-        kind, *args = op
-    if kind == "append":
-        pid, epoch, seq, count, gap, origin, transactional = args
-        return outcome(
-            lambda: table.append(
-                pid, epoch, seq, count, end + gap, max_timestamp=clock, origin=origin, transactional=transactional
-            )
-        )
-    if kind == "marker":
-        pid, epoch, coordinator, commit, origin = args
-        return outcome(
-            lambda: table.append_marker(pid, epoch, coordinator, end, commit=commit, timestamp=clock, origin=origin)
-        )
-    return table.update_map_end_offset(end + args[0])
-
-
-def run(table, ops, clock=0):
-    return [apply(table, op, clock + k) for k, op in enumerate(ops)]
+operation = operation_with_skips(PIDS + NEW)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -397,9 +296,7 @@ def test_staged_then_update_from_equals_appending_directly(impl, caplog, window,
 
 @pytest.fixture
 def compiled():
-    if Compiled is None:
-        pytest.fail("dedup._state did not load: build it with `pip install -e .`")
-    return Compiled
+    return compiled_twin()
 
 
 def test_compiled_and_twin_agree(compiled):
