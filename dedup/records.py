@@ -36,7 +36,6 @@ else:
         scan_batches,
         validate_batches,
     )
-    from ._state import ProducerStateTable as _CompiledTable
 
 __all__ = [
     "BATCH_HEADER_DTYPE",
@@ -66,12 +65,10 @@ def append_batches(
     """Append a buffer of v2 batches to ``table`` as Kafka's log does, one verdict per batch
     (see ``dedup._records.append_batches``); compiled for the compiled table, the twin's
     for the twin."""
-    if not PURE_PYTHON and isinstance(table, _CompiledTable):
-        from ._records import append_batches as compiled
+    implementation = _twin.append_batches
+    if type(table).__module__ == "dedup._state":  # the compiled table, even with DEDUP_PURE_PYTHON=1
+        from ._records import append_batches as implementation  # type: ignore[no-redef]
 
-        implementation = compiled
-    else:
-        implementation = _twin.append_batches
     return implementation(
         table,
         data,
