@@ -1,0 +1,260 @@
+"""Issue #4's "Done when": a producer retrying across leader changes never doubles a record in the
+committed log with clean elections; with an unclean election the loss is detected and reported.
+
+Every run is a real 3-broker cluster in a temporary directory, driven by a schedule hypothesis
+draws: a network seed and loss rates, how many steps the producer takes between sends, when
+the leader crashes (or shuts down cleanly), when it comes back (recovering from its files),
+and whether the next leader fails too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from dedup import OutOfOrderSequenceError
+from dedup.cluster import Cluster
+from dedup.producer import IdempotentProducer, Network
+
+SEGMENT_BYTES = 1024  # small segments: rolls and snapshots happen within a run
+
+
+@dataclass(frozen=True)
+class Schedule:
+    seed: int
+    count: int
+    drop_request: float
+    drop_response: float
+    max_in_flight: int
+    batch_records: int
+    polls: tuple[int, ...]  # producer steps after each send
+    stop_at: int  # the send after which the leader fails
+    restart_at: int  # the send after which it comes back
+    clean_stop: bool
+    second_stop: bool  # the next leader fails after the restart (the recovered broker may lead)
+
+
+@st.composite
+def schedules(draw):
+    count = draw(st.integers(8, 36))
+    stop_at = draw(st.integers(0, count - 2))
+    return Schedule(
+        seed=draw(st.integers(0, 2**32 - 1)),
+        count=count,
+        drop_request=draw(st.sampled_from([0.0, 0.1, 0.2])),
+        drop_response=draw(st.sampled_from([0.1, 0.2, 0.35])),
+        max_in_flight=draw(st.integers(1, 5)),
+        batch_records=draw(st.integers(1, 3)),
+        polls=tuple(draw(st.lists(st.integers(0, 4), min_size=count, max_size=count))),
+        stop_at=stop_at,
+        restart_at=draw(st.integers(stop_at + 1, count - 1)),
+        clean_stop=draw(st.booleans()),
+        second_stop=draw(st.booleans()),
+    )
+
+
+def payload(count):
+    return [b"click-%04d" % index for index in range(count)]
+
+
+def run_with_failover(directory, schedule, *, enable_idempotence=True):
+    """The schedule against a fresh cluster; returns (cluster, producer), the producer flushed."""
+    clock = itertools.count(1_700_000_000_000).__next__
+    cluster = Cluster(directory, brokers=3, min_insync_replicas=2, clock=clock, segment_bytes=SEGMENT_BYTES)
+    network = Network(schedule.seed, drop_request=schedule.drop_request, drop_response=schedule.drop_response)
+    producer = IdempotentProducer(
+        cluster,
+        max_in_flight=schedule.max_in_flight,
+        network=network,
+        batch_records=schedule.batch_records,
+        clock=clock,
+        enable_idempotence=enable_idempotence,
+    )
+    producer.init()
+    stopped = None
+    for index, value in enumerate(payload(schedule.count)):
+        producer.send(value)
+        for _ in range(schedule.polls[index]):
+            producer.poll()
+        if index == schedule.stop_at:
+            stopped = cluster.leader_id
+            cluster.stop_broker(stopped, clean=schedule.clean_stop)
+        if index == schedule.restart_at:
+            log = cluster.start_broker(stopped)
+            assert log.load_report.clean_shutdown == schedule.clean_stop
+            if schedule.second_stop:
+                cluster.stop_broker(cluster.leader_id)
+    producer.flush()
+    return cluster, producer
+
+
+def extra_copies(values):
+    return sum(count - 1 for count in Counter(values).values())
+
+
+FIXED = Schedule(
+    seed=7, count=30, drop_request=0.1, drop_response=0.3, max_in_flight=5, batch_records=2,
+    polls=(2,) * 30, stop_at=10, restart_at=20, clean_stop=False, second_stop=True,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(schedules())
+@example(FIXED)
+def test_clean_elections_never_duplicate_and_deduplication_is_what_prevents_it(schedule):
+    with tempfile.TemporaryDirectory() as directory:
+        cluster, producer = run_with_failover(f"{directory}/on", schedule)
+        with cluster:
+            assert producer.fatal_error is None, producer.fatal_error
+            assert cluster.data_loss == [] and cluster.unclean_elections == 0
+            committed = [record.value for record in cluster.consume()]
+            # every acknowledged value exactly once, in send order; here that is every value
+            assert producer.acknowledged_values() == payload(schedule.count)
+            assert committed == payload(schedule.count)
+            # the retries of written batches were recognised, never written again
+            assert producer.stats.duplicates <= producer.stats.lost_acknowledgements
+            assert (producer.stats.duplicates > 0) == (producer.stats.lost_acknowledgements > 0)
+
+        # The same schedule without producer ids: the brokers cannot recognise a retry, and every
+        # acknowledgement the network lost becomes a second copy in the log.
+        cluster, plain = run_with_failover(f"{directory}/off", schedule, enable_idempotence=False)
+        with cluster:
+            committed = [record.value for record in cluster.consume()]
+            assert Counter(committed).keys() == set(payload(schedule.count))
+            first_of_batch = {batch.values[0] for batch in plain.batches}
+            assert extra_copies(value for value in committed if value in first_of_batch) == (
+                plain.stats.lost_acknowledgements
+            )
+            assert plain.stats.duplicates == 0
+
+
+def test_without_deduplication_the_fixed_schedule_stores_duplicates():
+    """The property above can fail: the same faults without deduplication double records."""
+    with tempfile.TemporaryDirectory() as directory:
+        cluster, plain = run_with_failover(directory, FIXED, enable_idempotence=False)
+        with cluster:
+            assert extra_copies(record.value for record in cluster.consume()) > 0
+
+
+# -- unclean election -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UncleanSchedule:
+    seed: int
+    count: int
+    drop_response: float
+    max_in_flight: int
+    polls: tuple[int, ...]
+    lag_at: int  # broker 2 stops here and falls out of the in-sync replicas
+    crash_at: int  # every in-sync replica stops here; broker 2 comes back and is elected
+
+
+@st.composite
+def unclean_schedules(draw):
+    count = draw(st.integers(6, 30))
+    lag_at = draw(st.integers(0, count - 2))
+    return UncleanSchedule(
+        seed=draw(st.integers(0, 2**32 - 1)),
+        count=count,
+        drop_response=draw(st.sampled_from([0.0, 0.2, 0.35])),
+        max_in_flight=draw(st.integers(1, 5)),
+        polls=tuple(draw(st.lists(st.integers(0, 4), min_size=count, max_size=count))),
+        lag_at=lag_at,
+        crash_at=draw(st.integers(lag_at + 1, count - 1)),
+    )
+
+
+UNCLEAN = UncleanSchedule(seed=3, count=20, drop_response=0.2, max_in_flight=5, polls=(3,) * 20, lag_at=4, crash_at=14)
+
+
+@settings(max_examples=60, deadline=None)
+@given(unclean_schedules())
+@example(UNCLEAN)
+def test_an_unclean_election_reports_every_acknowledged_record_it_loses(schedule):
+    clock = itertools.count(1_700_000_000_000).__next__
+    with tempfile.TemporaryDirectory() as directory:
+        cluster = Cluster(
+            directory, brokers=3, min_insync_replicas=1, unclean_leader_election=True, clock=clock,
+            segment_bytes=SEGMENT_BYTES,
+        )  # fmt: skip
+        with cluster:
+            network = Network(schedule.seed, drop_response=schedule.drop_response)
+            producer = IdempotentProducer(cluster, max_in_flight=schedule.max_in_flight, network=network, clock=clock)
+            producer.init()
+            for index, value in enumerate(payload(schedule.count)):
+                if producer.fatal_error is None:  # a stopped producer raises on send: the app stops sending
+                    producer.send(value)
+                for _ in range(schedule.polls[index]):
+                    producer.poll()
+                if index == schedule.lag_at:
+                    broker_2_knew_the_producer = cluster.brokers[2].log.log_end_offset > 0
+                    cluster.stop_broker(2)
+                if index == schedule.crash_at:
+                    acknowledged_before = {batch.index for batch in producer.batches if batch.acknowledged}
+                    cluster.stop_broker(0)
+                    cluster.stop_broker(1)
+                    assert cluster.leader_id is None  # offline: no live in-sync replica
+                    cluster.start_broker(2)
+                    assert (cluster.leader_id, cluster.unclean_elections) == (2, 1)
+            producer.flush()
+
+            committed = Counter(record.value for record in cluster.consume())
+            assert all(count == 1 for count in committed.values())  # lost, but never doubled
+            lost = [batch for batch in producer.batches if batch.acknowledged and batch.values[0] not in committed]
+            if lost:
+                assert cluster.data_loss, "acknowledged records vanished without a report"
+                for batch in lost:  # each lies in a reported range
+                    assert any(
+                        loss.first_offset <= batch.base_offset and batch.last_offset < loss.end_offset
+                        for loss in cluster.data_loss
+                    ), (batch, cluster.data_loss)
+                first_lost = min(batch.index for batch in lost)
+                if broker_2_knew_the_producer and any(
+                    batch.index > first_lost and batch.index not in acknowledged_before for batch in producer.batches
+                ):
+                    # a batch after the lost ones reaches the new leader, which lacks the lost sequences:
+                    # OUT_OF_ORDER_SEQUENCE_NUMBER for the producer's next batch, Kafka's signal of the loss
+                    assert isinstance(producer.fatal_error, OutOfOrderSequenceError)
+            assert producer.fatal_error is None or isinstance(producer.fatal_error, OutOfOrderSequenceError)
+            if producer.fatal_error is None:
+                assert producer.acknowledged_values() == payload(schedule.count)
+
+            # the old replicas come back, truncate what diverges and follow the new leader
+            cluster.start_broker(0)
+            cluster.start_broker(1)
+            assert {broker.log.log_end_offset for broker in cluster.brokers} == {cluster.leader_log.log_end_offset}
+            assert Counter(record.value for record in cluster.consume()) == committed
+
+
+def test_the_fixed_unclean_schedule_loses_acknowledged_records_and_says_so():
+    """The example above in full: loss reported by the cluster and seen by the producer."""
+    clock = itertools.count(1_700_000_000_000).__next__
+    with tempfile.TemporaryDirectory() as directory:
+        with Cluster(directory, brokers=3, min_insync_replicas=1, unclean_leader_election=True, clock=clock) as cluster:
+            producer = IdempotentProducer(cluster, network=Network(3, drop_response=0.2), clock=clock)
+            producer.init()
+            for index, value in enumerate(payload(20)):
+                if producer.fatal_error is None:
+                    producer.send(value)
+                for _ in range(3):
+                    producer.poll()
+                if index == 4:
+                    cluster.stop_broker(2)
+                if index == 14:
+                    acknowledged = producer.stats.acknowledged_records
+                    cluster.stop_broker(0)
+                    cluster.stop_broker(1)
+                    cluster.start_broker(2)
+            producer.flush()
+            [loss] = cluster.data_loss
+            assert loss.new_leader_id == 2 and loss.end_offset - loss.first_offset > 0
+            assert acknowledged > loss.first_offset
+            assert isinstance(producer.fatal_error, OutOfOrderSequenceError)
+            committed = {record.value for record in cluster.consume()}
+            assert set(producer.acknowledged_values()) - committed
