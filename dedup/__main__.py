@@ -10,7 +10,7 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dedup", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="a retrying producer against one partition's producer-state table")
+    commands.add_parser("demo", help="ad clicks exactly once through a 3-broker cluster, then the limits")
     for name, what in (("dump-log", "a .log segment, batch by batch"), ("dump-snapshot", "a .snapshot file")):
         command = commands.add_parser(name, help=f"print {what}, as kafka-dump-log.sh does", add_help=False)
         command.add_argument("arguments", nargs=argparse.REMAINDER)
