@@ -67,7 +67,7 @@ def append_batches(
     for the twin."""
     implementation = _twin.append_batches
     if type(table).__module__ == "dedup._state":  # the compiled table, even with DEDUP_PURE_PYTHON=1
-        from ._records import append_batches as implementation  # type: ignore[no-redef]
+        implementation = _compiled_append_batches()
 
     return implementation(
         table,
@@ -78,6 +78,18 @@ def append_batches(
         write_offsets=write_offsets,
         tail=tail,
     )
+
+
+def _compiled_append_batches() -> Any:
+    global _COMPILED_APPEND_BATCHES
+    if _COMPILED_APPEND_BATCHES is None:
+        from ._records import append_batches as compiled
+
+        _COMPILED_APPEND_BATCHES = compiled
+    return _COMPILED_APPEND_BATCHES
+
+
+_COMPILED_APPEND_BATCHES: Any = None
 
 
 # --- dump-log -----------------------------------------------------------------------------

@@ -622,27 +622,33 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
     else:
         readable = readable_bytes(data, "data")
     headers, valid_bytes = scan(readable, tail)
-    cdef Py_ssize_t rows = len(headers)
+    cdef Py_ssize_t rows = len(headers), row
+    cdef BatchHeader* scanned
+    cdef uint64_t records = 0
     if leader and rows:
-        deltas = headers["last_offset_delta"]
-        _args.total_records_fit(end, (deltas[deltas >= 0].astype(np.int64) + 1))
+        # Every batch must fit below 2^63-1 with the log end offset (duplicates included).
+        scanned = header_rows(headers)
+        for row in range(rows):
+            if scanned[row].last_offset_delta >= 0:
+                records += <uint64_t>scanned[row].last_offset_delta + 1
+        if records > <uint64_t>(INT64_MAX - end):
+            _args.total_records_fit(end, np.array([records], dtype=np.uint64))  # raises, naming both
 
+    # Three allocations for the eleven output columns (their rows are C-contiguous views):
+    # a produce request of one or a few batches pays for allocations more than for the loop.
+    wide = np.full((4, rows), -1, dtype=np.int64)
+    firsts, lasts, times, txn_firsts = wide
+    details = np.zeros((3, rows), dtype=np.int64)
+    expected, found, extra = details
+    flags = np.zeros((3, rows), dtype=np.uint8)
+    duplicate_bytes, reasons, aborted = flags
+    duplicate = duplicate_bytes.view(np.bool_)
     codes = np.zeros(rows, dtype=np.int16)
-    duplicate = np.zeros(rows, dtype=np.bool_)
-    firsts = np.full(rows, -1, dtype=np.int64)
-    lasts = np.full(rows, -1, dtype=np.int64)
-    times = np.full(rows, -1, dtype=np.int64)
-    reasons = np.zeros(rows, dtype=np.uint8)
-    expected = np.zeros(rows, dtype=np.int64)
-    found = np.zeros(rows, dtype=np.int64)
-    extra = np.zeros(rows, dtype=np.int64)
-    txn_firsts = np.full(rows, -1, dtype=np.int64)
-    aborted = np.zeros(rows, dtype=np.uint8)
     if rows == 0:
         return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, {}, [])
 
     cdef int16_t[::1] code_view = codes
-    cdef uint8_t[::1] dup_view = duplicate.view(np.uint8)
+    cdef uint8_t[::1] dup_view = duplicate_bytes
     cdef int64_t[::1] first_view = firsts, last_view = lasts, time_view = times
     cdef uint8_t[::1] reason_view = reasons, aborted_view = aborted
     cdef int64_t[::1] expected_view = expected, found_view = found, extra_view = extra, txn_view = txn_firsts
@@ -673,19 +679,19 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
 
     errors = {}
     completed = []
-    refused = np.flatnonzero(codes).tolist()
+    refused = np.flatnonzero(codes).tolist() if codes.any() else []
     if refused:
         # The offset each refused batch would have had (the leader's log end offset then).
         appended = (codes == 0) & ~duplicate
         ends = np.maximum.accumulate(np.where(appended, lasts + 1, first_end))
-        tried = np.concatenate(([first_end], ends[:-1])) if leader else headers["base_offset"]
+        tried = np.concatenate(([first_end], ends[: len(ends) - 1])) if leader else headers["base_offset"]
     for row in refused:
         if reasons[row] == _REASON_TABLE:
             errors[row] = make_table_error(codes[row], &header_ptr[row], tried[row], expected[row], found[row],
                                            extra[row])
         else:
             errors[row] = record_error(row, header_ptr[row].position, reasons[row], expected[row], found[row])
-    for row in np.flatnonzero(txn_firsts >= 0).tolist():
+    for row in (np.flatnonzero(txn_firsts >= 0).tolist() if (txn_firsts >= 0).any() else ()):
         completed.append(CompletedTxn(int(headers["producer_id"][row]), int(txn_firsts[row]), int(firsts[row]),
                                       bool(aborted[row])))
     return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, errors, completed)
