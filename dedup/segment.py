@@ -142,8 +142,9 @@ class LogSegment:
         # sparse as Kafka's .index (an entry per 4 KiB written), computed without a loop.
         blocks = positions // INDEX_INTERVAL_BYTES
         chosen = np.flatnonzero(np.diff(blocks, prepend=-1))
-        self._index_offsets.extend(headers["base_offset"][chosen].tolist())
-        self._index_positions.extend(positions[chosen].tolist())
+        # From the int64 bytes directly: a list in between parses every entry (30 ms per GiB).
+        self._index_offsets.frombytes(np.ascontiguousarray(headers["base_offset"][chosen], dtype=np.int64).tobytes())
+        self._index_positions.frombytes(np.ascontiguousarray(positions[chosen], dtype=np.int64).tobytes())
         end = int(positions[-1]) + int(headers["batch_length"][-1]) + _LOG_OVERHEAD
         self._bytes_since_index = end - int(positions[chosen[-1]])
         self.next_offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
