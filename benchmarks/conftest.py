@@ -172,6 +172,41 @@ def machine() -> str:
     )
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--full",
+        action="store_true",
+        default=False,
+        help="dedup: also run the heavy benchmarks (marked `full`: 10,000,000 producers, every order and window)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "full: a heavy benchmark, run only with --full or -m full")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without ``--full`` (or a ``-m`` naming ``full``), the heavy cases are deselected, not skipped."""
+    if config.getoption("--full") or "full" in (config.getoption("-m") or ""):
+        return
+    heavy = [item for item in items if item.get_closest_marker("full")]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if not item.get_closest_marker("full")]
+
+
+@pytest.fixture(scope="session")
+def reference_loop():
+    """The C reference loop (``benchmarks/reference_loop.c``), compiled once per session with
+    sysconfig's compiler at -O3; a loud failure, not a skip, if it cannot be built."""
+    from dedup.bench import ReferenceLoopUnavailable, build_reference_loop
+
+    try:
+        return build_reference_loop(os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_loop.c"))
+    except ReferenceLoopUnavailable as error:
+        pytest.fail(f"the C reference loop could not be built: {error}")
+
+
 def pytest_report_header(config):
     loaded = "compiled module loaded" if _state is not None else "COMPILED MODULE MISSING"
     return [
