@@ -203,3 +203,26 @@ def test_table_refuses_calls_while_append_many_runs_without_the_gil():
     thread.join()
     assert (outcome["result"].error_codes == 0).all()
     assert refused > 0
+
+
+EDGE_VALUES = [0, 1, 2**30 - 1, 2**30, 2**31 - 1, 2**31, 2**60 - 1, 2**60, 2**62, 2**63 - 1]
+
+
+@pytest.mark.parametrize("value", EDGE_VALUES)
+def test_integer_arguments_at_digit_boundaries(impl, value):
+    """Exact ints are read from their 30-bit digits when they have at most two (the compiled
+    fast path) and through the C API otherwise: the same values and errors either way."""
+    table = impl()
+    result = table.append(value, 0, 0, 1, 0, max_timestamp=value)
+    assert (result.producer_id, result.timestamp) == (value, value)
+    offset = min(max(value, 1), 2**63 - 2)
+    result = table.append(1 if value != 1 else 2, 0, 0, 1, offset, max_timestamp=-value - 1)
+    assert (result.base_offset, result.timestamp) == (offset, -value - 1)
+    for bad in (-value - 1, value + 2**63):
+        with pytest.raises(ValueError, match="producer_id"):
+            table.append(bad, 0, 0, 1, 2**63 - 1)
+    if value > 2**15 - 1:
+        with pytest.raises(ValueError, match="producer_epoch"):
+            table.append(5, value, 0, 1, 2**63 - 1)
+        with pytest.raises(ValueError, match="producer_epoch"):
+            table.append(5, -value, 0, 1, 2**63 - 1)

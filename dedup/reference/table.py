@@ -556,17 +556,35 @@ class ProducerStateTable:
         """Remove producers idle for at least ``expiration_ms`` (spec §6); returns how many.
 
         A producer is expired when it has no ongoing transaction and
-        ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic).
+        ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic). The place of
+        a removed producer in the table's order is taken by the last producer (swap-remove,
+        the same in the compiled table).
         """
         now_ms = _args.timestamp("now_ms", now_ms)
         expiration_ms = _args.integer("expiration_ms", expiration_ms, 1, (1 << 63) - 1, "in [1, 2^63-1]")
-        expired = [
-            producer_id
-            for producer_id, live in self._producers.items()
-            if live.current_txn_first_offset is None and now_ms - live.last_timestamp >= expiration_ms
-        ]
-        for producer_id in expired:
-            del self._producers[producer_id]
-        if expired:
+        producers = self._producers
+
+        def expired(producer_id: int) -> bool:
+            live = producers[producer_id]
+            return live.current_txn_first_offset is None and now_ms - live.last_timestamp >= expiration_ms
+
+        # Swap-remove, as the compiled table does (its table_remove_expired): going forward,
+        # an expired producer's place is taken by the last producer in the table, which is
+        # checked in turn. Kafka's HashMap promises no order; the twins share this one, so
+        # that producer_ids() and snapshots agree.
+        order = list(producers)
+        position = 0
+        while position < len(order):
+            if expired(order[position]):
+                last = order.pop()
+                if position < len(order):
+                    order[position] = last
+            else:
+                position += 1
+        removed = len(producers) - len(order)
+        if removed:
+            survivors = {producer_id: producers[producer_id] for producer_id in order}
+            producers.clear()  # the same dict: the snapshot and records twins hold on to it
+            producers.update(survivors)
             self._generation += 1
-        return len(expired)
+        return removed

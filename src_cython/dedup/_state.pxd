@@ -14,8 +14,10 @@
 #     8 bytes per producer instead of a whole entry;
 #   * an open-addressing index of uint32 slots maps a producer id to its entry number:
 #     slot = (hash tag in the high bits) | (entry number in the low bits), linear probing,
-#     load factor kept in [0.6, 0.8], the hash keyed with a random per-table seed; see
-#     _state.pyx for the probe loop and its sentinels.
+#     load factor (live and deleted slots) kept at most 0.8, 0.6 after a resize, the hash
+#     keyed with a random per-table seed; see _state.pyx for the probe loop and its sentinels;
+#   * removal (remove_expired) moves the last entry into the hole, so entries stay dense and
+#     whole chunks at the tail can be freed; the table's order is that of both twins.
 #
 # Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`):
 #   0              EntryHeader (24 bytes)
@@ -134,6 +136,7 @@ ctypedef struct Table:
     uint32_t index_capacity
     uint32_t idx_mask
     uint32_t tag_mask
+    uint32_t index_deleted             # slots marked deleted by remove_expired (fills padding)
     int64_t map_end_offset
     uint64_t generation                # bumped by every mutation; stale check() results fail
     size_t bytes                       # memory held by the allocations above

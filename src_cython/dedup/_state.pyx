@@ -25,14 +25,54 @@ from dedup._cheaders cimport dedup_advise_huge_pages
 
 cdef extern from *:
     """
+    /* An exact int of at most two 30-bit digits (|v| < 2^60: ids, sequences, offsets and
+     * millisecond timestamps) read from its digits, without a call; 0 for anything else,
+     * which then takes PyLong_AsLongLongAndOverflow. */
+    static inline int dedup_small_long(PyObject *o, long long *out)
+    {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+            *out = (long long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+            return 1;
+        }
+        return 0;
+    #elif PYLONG_BITS_IN_DIGIT == 30 && !defined(PYPY_VERSION)
+        const digit *d = ((PyLongObject *)o)->ob_digit;
+        switch (Py_SIZE(o)) {
+        case 0: *out = 0; return 1;
+        case 1: *out = (long long)d[0]; return 1;
+        case -1: *out = -(long long)d[0]; return 1;
+        case 2: *out = (long long)d[0] | ((long long)d[1] << 30); return 1;
+        case -2: *out = -((long long)d[0] | ((long long)d[1] << 30)); return 1;
+        default: return 0;
+        }
+    #else
+        (void)o; (void)out;
+        return 0;
+    #endif
+    }
+    """
+    bint dedup_small_long(object value, long long* out) noexcept
+
+cdef extern from "prefetch.h":
+    # Start loading the cache line at p (to read, or to write); a hint that never faults.
+    void dedup_prefetch(const void* p) noexcept nogil
+    void dedup_prefetch_write(const void* p) noexcept nogil
+
+cdef extern from *:
+    """
     #define DEDUP_SLAB_MIN_CHUNKS 8
     #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)
+    #define DEDUP_INDEX_DELETED ((uint32_t)0xFFFFFFFEu)
     #define DEDUP_CHUNK_BYTES ((Py_ssize_t)128 * 1024)
     #define DEDUP_MAX_PRODUCERS ((Py_ssize_t)2147483646)
     """
-    # An index slot that holds no entry. A real slot never equals it: the entry number in
-    # the low bits is below the index capacity, itself below 2^bits (see index_masks).
+    # An index slot that holds no entry, and one whose entry was removed (a tombstone: probes
+    # go on past it, an insert may take it). A real slot never equals either, nor exceeds
+    # them: the entry number in its low bits is at most 0.8 x the index capacity, itself below
+    # 2^bits, so it stays below 2^bits - 2 (see index_masks).
     const uint32_t DEDUP_INDEX_EMPTY
+    const uint32_t DEDUP_INDEX_DELETED
     # Entries are allocated in chunks of at most this many bytes (entries + timestamps).
     const Py_ssize_t DEDUP_CHUNK_BYTES
     const Py_ssize_t DEDUP_MAX_PRODUCERS
@@ -109,19 +149,24 @@ cdef void index_masks(Table* t) noexcept nogil:
 
 
 cdef inline void index_place(Table* t, uint64_t h, Py_ssize_t i) noexcept nogil:
+    """Entry i, of a producer id hashing to h and known to be absent, at the first free
+    (empty or deleted) slot of its probe sequence."""
     cdef uint32_t capacity = t.index_capacity
     cdef uint32_t slot = home_slot(h, capacity)
-    # Terminates: the load factor stays below 0.8, so an empty slot exists.
-    while t.index[slot] != DEDUP_INDEX_EMPTY:
+    # Terminates: live and deleted slots stay at most 0.8 of the index, so an empty one exists.
+    while t.index[slot] < DEDUP_INDEX_DELETED:
         slot += 1
         if slot == capacity:
             slot = 0
+    if t.index[slot] == DEDUP_INDEX_DELETED:
+        t.index_deleted -= 1
     t.index[slot] = (<uint32_t>h & t.tag_mask) | <uint32_t>i
 
 
 cdef void index_fill(Table* t) noexcept nogil:
     cdef Py_ssize_t i
     memset(t.index, 0xFF, <size_t>t.index_capacity * sizeof(uint32_t))
+    t.index_deleted = 0
     for i in range(t.count):
         index_place(t, hash_producer_id(t, (<EntryHeader*>entry_at(t, i)).producer_id), i)
 
@@ -160,7 +205,7 @@ cdef inline Py_ssize_t find_hashed(const Table* t, int64_t producer_id, uint64_t
         value = t.index[slot]
         if value == DEDUP_INDEX_EMPTY:
             return -1
-        if (value & t.tag_mask) == tag:
+        if (value & t.tag_mask) == tag and value != DEDUP_INDEX_DELETED:
             i = value & t.idx_mask
             if (<EntryHeader*>entry_at(t, i)).producer_id == producer_id:
                 return i
@@ -333,8 +378,9 @@ cdef Py_ssize_t insert_new(Table* t, int64_t producer_id, uint64_t h) except -1 
         with gil:
             raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
     reserve_entries(t, n)
-    if <uint64_t>n * 5 > <uint64_t>t.index_capacity * 4:
-        index_resize(t, index_capacity_for(n))
+    if <uint64_t>(n + t.index_deleted) * 5 > <uint64_t>t.index_capacity * 4:
+        # A rehash drops the deleted slots; the capacity hint is kept (no rehash below it).
+        index_resize(t, index_capacity_for(max(n, t.reserved)))
     cdef Py_ssize_t i = t.count
     cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
     header.producer_id = producer_id
@@ -370,8 +416,9 @@ cdef int reserve_producers(Table* t, Py_ssize_t producers, bint slab) except -1 
         with gil:
             raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
     reserve_entries(t, producers, slab)
-    if <uint64_t>producers * 5 > <uint64_t>t.index_capacity * 4:
-        index_resize(t, index_capacity_for(producers))
+    # Deleted slots count: inserts up to `producers` must then neither fail nor rehash.
+    if <uint64_t>(producers + t.index_deleted) * 5 > <uint64_t>t.index_capacity * 4:
+        index_resize(t, index_capacity_for(max(producers, t.reserved)))
     return 0
 
 
@@ -542,7 +589,11 @@ cdef inline int _append_batch(Table* t, const Batch* b, Verdict* v) except -1 no
 
     Returns 0 or the Kafka error code; -1 with MemoryError set if a new entry cannot be made.
     """
-    cdef uint64_t h = hash_producer_id(t, b.producer_id)
+    return _append_hashed(t, b, v, hash_producer_id(t, b.producer_id))
+
+
+cdef inline int _append_hashed(Table* t, const Batch* b, Verdict* v, uint64_t h) except -1 nogil:
+    """_append_batch for a producer id whose hash is h."""
     cdef Py_ssize_t i = find_hashed(t, b.producer_id, h)
     cdef int error = _validate_batch(t, i, b, v)
     if error != ERR_NONE or v.duplicate:
@@ -551,6 +602,34 @@ cdef inline int _append_batch(Table* t, const Batch* b, Verdict* v) except -1 no
         i = insert_new(t, b.producer_id, h)
     _record_batch(t, i, b)
     return ERR_NONE
+
+
+# append_columns looks rows ahead (rows in random producer order make each lookup a cache
+# miss in a large table): APPEND_AHEAD rows ahead it hashes the producer id and prefetches
+# its home index slot; APPEND_AHEAD / 2 rows ahead it reads that slot and, if it names an
+# entry with the right tag, prefetches the entry and its last_timestamp. Hints only: the
+# row's own lookup is unchanged, so a slot or entry that moved in between costs a miss.
+cdef enum:
+    APPEND_AHEAD = 16                  # a power of two: the ring of hashes below
+
+
+cdef inline void prefetch_home_slot(const Table* t, uint64_t h) noexcept nogil:
+    dedup_prefetch(t.index + home_slot(h, t.index_capacity))
+
+
+cdef inline void prefetch_entry_of(const Table* t, uint64_t h) noexcept nogil:
+    if t.index_capacity == 0:
+        return
+    cdef uint32_t value = t.index[home_slot(h, t.index_capacity)]
+    cdef char* e
+    cdef Py_ssize_t i, line
+    if value < DEDUP_INDEX_DELETED and (value & t.tag_mask) == (<uint32_t>h & t.tag_mask):
+        i = value & t.idx_mask
+        if i < t.count:
+            e = entry_at(t, i)
+            for line in range(0, t.stride + 63, 64):
+                dedup_prefetch_write(e + line)
+            dedup_prefetch_write(last_timestamp_at(t, i))
 
 
 cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* out,
@@ -562,9 +641,20 @@ cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* o
     cdef Verdict v
     cdef Py_ssize_t row
     cdef int error
+    cdef uint64_t hashes[APPEND_AHEAD]   # row r's hash at r % APPEND_AHEAD, from r - APPEND_AHEAD on
+    cdef uint64_t h
     b.origin = origin
     b.transactional = 0
+    for row in range(min(rows, <Py_ssize_t>APPEND_AHEAD)):
+        hashes[row] = hash_producer_id(t, batches.producer_ids[row])
+        prefetch_home_slot(t, hashes[row])
     for row in range(rows):
+        h = hashes[row & (APPEND_AHEAD - 1)]
+        if row + APPEND_AHEAD < rows:
+            hashes[row & (APPEND_AHEAD - 1)] = hash_producer_id(t, batches.producer_ids[row + APPEND_AHEAD])
+            prefetch_home_slot(t, hashes[row & (APPEND_AHEAD - 1)])
+        if row + APPEND_AHEAD // 2 < rows:
+            prefetch_entry_of(t, hashes[(row + APPEND_AHEAD // 2) & (APPEND_AHEAD - 1)])
         b.producer_id = batches.producer_ids[row]
         b.producer_epoch = batches.producer_epochs[row]
         b.base_sequence = batches.base_sequences[row]
@@ -575,7 +665,7 @@ cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* o
         b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
                            else increment_sequence(b.base_sequence, b.offset_delta))
         b.base_offset = log_end_offset[0]
-        error = _append_batch(t, &b, &v)
+        error = _append_hashed(t, &b, &v, h)
         out.error_codes[row] = <int16_t>error
         out.duplicate[row] = v.duplicate
         if error == ERR_NONE:
@@ -658,37 +748,151 @@ cdef inline bint is_expired(int64_t now_ms, int64_t last_timestamp, int64_t expi
     return <uint64_t>now_ms - <uint64_t>last_timestamp >= <uint64_t>expiration_ms
 
 
-cdef void reindex_after_removal(Table* t) noexcept nogil:
-    """A smaller index if one can be had (memory returns after churn), else the same one
-    refilled in place: this cannot fail, so removal never leaves the index stale."""
+cdef inline bint expires(const Table* t, Py_ssize_t i, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
+    # The timestamp column first: the entry itself is read only for an expired producer.
+    return (is_expired(now_ms, last_timestamp_at(t, i)[0], expiration_ms)
+            and (<EntryHeader*>entry_at(t, i)).current_txn_first_offset == NO_TXN)
+
+
+cdef enum:
+    REMOVAL_SAMPLE = 4096              # producers seen before index_upkeep_pays judges
+
+
+cdef inline bint index_will_shrink(const Table* t, Py_ssize_t producers) noexcept nogil:
+    # reindex_after_removal's test: a table of at most `producers` gets a new, smaller index.
+    return index_capacity_for(max(producers, t.reserved)) * 2 <= t.index_capacity
+
+
+# Removal edits the index through a queue: each edit's home slot is prefetched when the edit
+# is queued and the edit is applied INDEX_EDIT_QUEUE edits later, oldest first, so the cache
+# misses of many edits overlap instead of following one another (a 1,000,000-producer index is
+# 6.7 MB, its slots random).
+cdef enum:
+    INDEX_EDIT_QUEUE = 32              # a power of two
+
+
+ctypedef struct IndexEdit:
+    uint64_t h                         # the producer id's hash
+    uint32_t old_value                 # the slot to find (its tag and entry number)
+    uint32_t new_value                 # what it becomes: DEDUP_INDEX_DELETED or a new number
+
+
+ctypedef struct IndexEdits:
+    IndexEdit queue[INDEX_EDIT_QUEUE]  # a ring: edits [applied, queued) are pending
+    size_t applied
+    size_t queued
+
+
+cdef inline bint index_upkeep_pays(const Table* t, Py_ssize_t i, Py_ssize_t n, Py_ssize_t count) noexcept nogil:
+    """Whether table_remove_expired, having looked at entries [0, i) and [n, count) and kept
+    i of them, should go on editing the index rather than rebuild it at the end. An edit
+    costs about what placing one survivor in a rebuilt index does, so upkeep pays while at
+    most half the producers seen so far were removed (after a first sample, so that a few
+    at the start decide nothing), and not once the index is certain to be rebuilt smaller."""
+    cdef Py_ssize_t seen = i + (count - n)
+    if seen >= REMOVAL_SAMPLE and (count - n) * 2 > seen:
+        return False
+    return not index_will_shrink(t, n)
+
+
+cdef inline void index_edit_apply(Table* t, IndexEdits* edits) noexcept nogil:
+    """Apply the oldest pending edit. Edits go in the order they were queued: an entry number
+    freed by one may be given to another entry by a later one."""
+    cdef IndexEdit* edit = &edits.queue[edits.applied & (INDEX_EDIT_QUEUE - 1)]
+    cdef uint32_t capacity = t.index_capacity
+    cdef uint32_t slot = home_slot(edit.h, capacity)
+    # Terminates: the slot holding old_value is in the probe sequence of its hash.
+    while t.index[slot] != edit.old_value:
+        slot += 1
+        if slot == capacity:
+            slot = 0
+    t.index[slot] = edit.new_value
+    edits.applied += 1
+
+
+cdef inline void index_edit(Table* t, IndexEdits* edits, int64_t producer_id, Py_ssize_t old,
+                            uint32_t new_value) noexcept nogil:
+    """Queue: the slot of producer_id's entry number `old` becomes new_value (the entry number
+    it moved to, or DEDUP_INDEX_DELETED)."""
+    cdef uint64_t h = hash_producer_id(t, producer_id)
+    cdef uint32_t tag = <uint32_t>h & t.tag_mask
+    cdef IndexEdit* edit
+    if edits.queued - edits.applied == INDEX_EDIT_QUEUE:
+        index_edit_apply(t, edits)
+    dedup_prefetch_write(t.index + home_slot(h, t.index_capacity))
+    edit = &edits.queue[edits.queued & (INDEX_EDIT_QUEUE - 1)]
+    edit.h = h
+    edit.old_value = tag | <uint32_t>old
+    if new_value == DEDUP_INDEX_DELETED:
+        edit.new_value = DEDUP_INDEX_DELETED
+        t.index_deleted += 1
+    else:
+        edit.new_value = tag | new_value
+    edits.queued += 1
+
+
+cdef void reindex_after_removal(Table* t, bint exact) noexcept nogil:
+    """A smaller index if one can be had (memory returns after mass expiry), else the same
+    one: kept if `exact` (removal kept it up to date), refilled in place otherwise. This
+    cannot fail, so removal never leaves the index stale."""
     cdef uint64_t target = index_capacity_for(max(t.count, t.reserved))
     cdef uint32_t* fresh
     if target * 2 <= t.index_capacity:
         fresh = <uint32_t*>PyMem_RawMalloc(<size_t>target * sizeof(uint32_t))
         if fresh != NULL:
             index_adopt(t, fresh, <uint32_t>target)
-    index_fill(t)
+            exact = False
+    if not exact:
+        index_fill(t)
 
 
 cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
-    """Remove every producer that is expired and has no ongoing transaction, in one pass
-    over the timestamp column, keeping the survivors in their order; returns how many."""
-    cdef Py_ssize_t read, write = 0, removed
-    cdef int64_t last_timestamp
-    for read in range(t.count):
-        last_timestamp = last_timestamp_at(t, read)[0]
-        if (is_expired(now_ms, last_timestamp, expiration_ms)
-                and (<EntryHeader*>entry_at(t, read)).current_txn_first_offset == NO_TXN):
+    """Remove every producer that is expired and has no ongoing transaction; returns how many.
+
+    One pass over the timestamp column, from both ends: the hole an expired entry leaves is
+    filled by the last entry that stays (swap-remove; expired entries at the tail are simply
+    dropped), and the index is fixed where it changed (the removed slot marked deleted, the
+    moved entry renumbered), so the cost follows the removed producers, not the table.
+    Entries stay dense, so whole chunks at the tail are freed as before.
+
+    This reorders the survivors, the same way in dedup.reference (its remove_expired spells
+    out the same moves): Kafka's table is a HashMap and promises no order, so any order that
+    both twins share (their snapshots list entries in it) will do.
+    """
+    cdef Py_ssize_t i = 0, n = t.count, count = t.count, removed
+    cdef IndexEdits edits
+    edits.applied = edits.queued = 0
+    # The index is kept exact while removal goes on, until mass expiry makes a rebuild at the
+    # end cheaper (see index_upkeep_pays).
+    cdef bint exact = not index_will_shrink(t, n)
+    while i < n:
+        if not expires(t, i, now_ms, expiration_ms):
+            i += 1
             continue
-        if write != read:
-            memcpy(entry_at(t, write), entry_at(t, read), t.stride)
-            last_timestamp_at(t, write)[0] = last_timestamp
-        write += 1
-    removed = t.count - write
+        if exact:
+            index_edit(t, &edits, (<EntryHeader*>entry_at(t, i)).producer_id, i, DEDUP_INDEX_DELETED)
+        n -= 1
+        while n > i and expires(t, n, now_ms, expiration_ms):
+            if exact:
+                index_edit(t, &edits, (<EntryHeader*>entry_at(t, n)).producer_id, n, DEDUP_INDEX_DELETED)
+            n -= 1
+            exact = exact and index_upkeep_pays(t, i, n, count)
+        if n > i:
+            # Entry n, the last that stays, fills hole i.
+            memcpy(entry_at(t, i), entry_at(t, n), t.stride)
+            last_timestamp_at(t, i)[0] = last_timestamp_at(t, n)[0]
+            if exact:
+                index_edit(t, &edits, (<EntryHeader*>entry_at(t, i)).producer_id, n, <uint32_t>i)
+            i += 1
+        exact = exact and index_upkeep_pays(t, i, n, count)
+    if exact:
+        while edits.applied != edits.queued:
+            index_edit_apply(t, &edits)
+    removed = t.count - n
     if removed:
-        t.count = write
+        t.count = n
         release_spare_chunks(t)
-        reindex_after_removal(t)
+        reindex_after_removal(t, exact)
         t.generation += 1
     return removed
 
@@ -781,7 +985,8 @@ cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slo
     cdef int overflow = 0
     cdef long long number
     if PyLong_CheckExact(value):
-        number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not dedup_small_long(value, &number):
+            number = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow == 0 and low <= number <= high:
             return number
     return slow(value)
@@ -790,6 +995,8 @@ cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slo
 cdef inline uint8_t as_origin(object value) except 255:
     cdef int overflow = 0
     cdef long long number
+    if value is _CLIENT:  # the default: no conversion
+        return ORIGIN_CLIENT
     if type(value) is Origin or PyLong_CheckExact(value):
         # An Origin is an int subclass: its value is read in C, without a Python comparison.
         number = PyLong_AsLongLongAndOverflow(value, &overflow)
@@ -827,6 +1034,30 @@ cdef object copy_ids(object producer_ids):
                             f"got {type(producer_ids).__name__}")
         producer_ids = list(iterator)
     return _args._column(*_args._COLUMNS[0], producer_ids)
+
+
+cdef inline int load_batch(const Table* t, Batch* b, object producer_id, object producer_epoch,
+                           object base_sequence, object record_count, object base_offset,
+                           object max_timestamp, object origin, object transactional) except -1:
+    """The arguments of check()/append() as a Batch; the same checks, in the same order,
+    as dedup.reference (TypeError/ValueError naming the argument)."""
+    cdef int64_t count
+    b.producer_id = as_int64(producer_id, 0, INT64_MAX, _producer_id_arg)
+    b.producer_epoch = <int16_t>as_int64(producer_epoch, -32768, 32767, _producer_epoch_arg)
+    b.base_sequence = <int32_t>as_int64(base_sequence, -1, INT32_MAX_VALUE, _base_sequence_arg)
+    count = as_int64(record_count, 1, INT32_MAX_VALUE, _record_count_arg)
+    b.base_offset = as_int64(base_offset, 0, INT64_MAX, _base_offset_arg)
+    b.max_timestamp = as_int64(max_timestamp, INT64_MIN, INT64_MAX, _max_timestamp_arg)
+    b.origin = as_origin(origin)
+    b.transactional = as_flag(transactional, "transactional")
+    if b.base_offset > INT64_MAX - count:
+        _args.last_offset(b.base_offset, count)  # raises: last offset + 1 must fit in int64
+    if b.base_offset < t.map_end_offset:
+        _args.not_backwards("base_offset", b.base_offset, t.map_end_offset)
+    b.offset_delta = <int32_t>(count - 1)
+    b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
+                       else increment_sequence(b.base_sequence, b.offset_delta))
+    return 0
 
 
 @cython.freelist(32)
@@ -904,25 +1135,9 @@ cdef class ProducerStateTable:
     cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
                          object base_sequence, object record_count, object base_offset,
                          object max_timestamp, object origin, object transactional) except -1:
-        """The arguments of check()/append() as a Batch; the same checks, in the same order,
-        as dedup.reference (TypeError/ValueError naming the argument)."""
-        cdef int64_t count
-        b.producer_id = as_int64(producer_id, 0, INT64_MAX, _producer_id_arg)
-        b.producer_epoch = <int16_t>as_int64(producer_epoch, -32768, 32767, _producer_epoch_arg)
-        b.base_sequence = <int32_t>as_int64(base_sequence, -1, INT32_MAX_VALUE, _base_sequence_arg)
-        count = as_int64(record_count, 1, INT32_MAX_VALUE, _record_count_arg)
-        b.base_offset = as_int64(base_offset, 0, INT64_MAX, _base_offset_arg)
-        b.max_timestamp = as_int64(max_timestamp, INT64_MIN, INT64_MAX, _max_timestamp_arg)
-        b.origin = as_origin(origin)
-        b.transactional = as_flag(transactional, "transactional")
-        if b.base_offset > INT64_MAX - count:
-            _args.last_offset(b.base_offset, count)  # raises: last offset + 1 must fit in int64
-        if b.base_offset < self.t.map_end_offset:
-            _args.not_backwards("base_offset", b.base_offset, self.t.map_end_offset)
-        b.offset_delta = <int32_t>(count - 1)
-        b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
-                           else increment_sequence(b.base_sequence, b.offset_delta))
-        return 0
+        """The arguments of check()/append() as a Batch (see load_batch)."""
+        return load_batch(&self.t, b, producer_id, producer_epoch, base_sequence, record_count,
+                          base_offset, max_timestamp, origin, transactional)
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -985,12 +1200,14 @@ cdef class ProducerStateTable:
         return self.t.bytes
 
     def capacity_report(self):
-        """How the table is sized: producers, entry and index capacity, load factor, bytes."""
+        """How the table is sized: producers, entry and index capacity, load factor (live slots),
+        index slots marked deleted by remove_expired (reused by inserts), chunks, bytes."""
         return {
             "producers": self.t.count,
             "entry_capacity": entry_capacity(&self.t),
             "index_capacity": self.t.index_capacity,
             "load_factor": <double>self.t.count / self.t.index_capacity if self.t.index_capacity else 0.0,
+            "index_deleted": self.t.index_deleted,
             "chunks": self.t.n_chunks,
             "entry_bytes": self.t.stride,
             "bytes": self.t.bytes,
@@ -1010,9 +1227,10 @@ cdef class ProducerStateTable:
         """
         cdef Batch b
         cdef Verdict v
-        self._check_idle()
-        self._load_batch(&b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
-                         max_timestamp, origin, transactional)
+        if self._busy:
+            self._check_idle()
+        load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                   max_timestamp, origin, transactional)
         cdef int error = validate_batch(&self.t, table_find(&self.t, b.producer_id), &b, &v)
         if error:
             raise_batch_error(error, &b, &v)
@@ -1053,9 +1271,10 @@ cdef class ProducerStateTable:
         """:meth:`check`, then :meth:`update` unless the batch is a duplicate; one lookup."""
         cdef Batch b
         cdef Verdict v
-        self._check_idle()
-        self._load_batch(&b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
-                         max_timestamp, origin, transactional)
+        if self._busy:
+            self._check_idle()
+        load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                   max_timestamp, origin, transactional)
         cdef uint64_t generation = self.t.generation
         cdef int error = append_batch(&self.t, &b, &v)
         if error:
@@ -1273,7 +1492,9 @@ cdef class ProducerStateTable:
 
         A producer is expired when it has no ongoing transaction and
         ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic). One pass
-        over an 8-byte timestamp column; memory of removed producers is given back.
+        over an 8-byte timestamp column; memory of removed producers is given back. The
+        place of a removed producer in the table's order is taken by the last producer
+        (swap-remove, the same in dedup.reference), so the cost follows the removed ones.
         """
         self._check_idle()
         cdef int64_t now = _args.timestamp("now_ms", now_ms)

@@ -1,0 +1,194 @@
+"""The table's order after remove_expired, and what removal leaves behind (issue #5).
+
+remove_expired swap-removes in both twins: going forward through the table, an expired
+producer's place is taken by the last producer, which is checked in turn (Kafka's HashMap
+promises no order; the twins share this one, so producer_ids(), iteration and snapshots agree
+byte for byte). The compiled table keeps its index exact by marking removed slots deleted and
+renumbering moved entries, rebuilds it when most producers go, and frees emptied tail chunks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dedup import reference
+from dedup.snapshot import encode_snapshot
+
+try:
+    from dedup._state import ProducerStateTable as Compiled
+except ImportError:  # pragma: no cover - conftest fails the run in that case
+    Compiled = None
+
+needs_compiled = pytest.mark.skipif(Compiled is None, reason="compiled module missing (conftest fails the run)")
+
+
+def stamped(table, stamps, start=0):
+    """Producers start, start+1, ... with one batch each, last timestamp stamps[k]."""
+    stamps = list(stamps)
+    ids = np.arange(start, start + len(stamps), dtype=np.int64)
+    n = len(stamps)
+    result = table.append_many(
+        ids,
+        np.zeros(n, dtype=np.int16),
+        np.zeros(n, dtype=np.int32),
+        np.ones(n, dtype=np.int32),
+        np.array(stamps, dtype=np.int64),
+        log_end_offset=table.map_end_offset,
+    )
+    assert (result.error_codes == 0).all()
+    return ids
+
+
+def swap_removed(order, expired):
+    """The order remove_expired leaves, spelled out: the last producer fills each hole."""
+    order = list(order)
+    position = 0
+    while position < len(order):
+        if order[position] in expired:
+            last = order.pop()
+            if position < len(order):
+                order[position] = last
+        else:
+            position += 1
+    return order
+
+
+@pytest.mark.parametrize(
+    ("stamps", "expected"),
+    [
+        ([0, 9, 0, 9, 9], [4, 1, 3]),  # holes 0 and 2 take the last producers, 4 then 3
+        ([9, 9, 9, 0, 0], [0, 1, 2]),  # expired at the tail: simply dropped
+        ([0, 9, 9, 9, 0], [3, 1, 2]),  # the last is expired too: the one before it fills hole 0
+        ([9, 9, 9, 9, 0], [0, 1, 2, 3]),  # the last entry alone
+        ([0, 0, 0, 0, 0], []),  # every entry
+        ([9, 9, 9, 9, 9], [0, 1, 2, 3, 4]),  # none
+        ([0], []),
+    ],
+)
+def test_order_after_removal(impl, stamps, expected):
+    table = impl()
+    stamped(table, stamps)
+    assert table.remove_expired(10, 5) == len(stamps) - len(expected)
+    assert table.producer_ids().tolist() == expected == list(table)
+    for pid in range(len(stamps)):
+        assert (pid in table) == (pid in expected)
+
+
+@needs_compiled
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("layout", ["spread", "head", "tail", "random"])
+def test_twins_agree_on_order_and_snapshot_bytes(fraction, layout):
+    producers = 5_000
+    rng = np.random.default_rng(7)
+    expired = int(producers * fraction)
+    mask = np.zeros(producers, dtype=bool)
+    if layout == "spread" and expired:
+        mask[np.linspace(0, producers - 1, expired).astype(int)] = True
+    elif layout == "head":
+        mask[:expired] = True
+    elif layout == "tail":
+        mask[producers - expired :] = True
+    elif layout == "random":
+        mask[rng.choice(producers, expired, replace=False)] = True
+    stamps = np.where(mask, 0, 100)
+    compiled, twin = Compiled(), reference.ProducerStateTable()
+    ids = stamped(compiled, stamps)
+    stamped(twin, stamps)
+    compiled.append_marker(int(ids[-1]), 0, 0, compiled.map_end_offset, commit=True, timestamp=0)
+    twin.append_marker(int(ids[-1]), 0, 0, twin.map_end_offset, commit=True, timestamp=0)
+    expected_order = swap_removed(ids.tolist(), {int(pid) for pid in ids[mask]} | {int(ids[-1])})
+    assert compiled.remove_expired(50, 10) == twin.remove_expired(50, 10) == producers - len(expected_order)
+    assert compiled.producer_ids().tolist() == twin.producer_ids().tolist() == expected_order
+    for snapshot_format in ("kafka", "full"):
+        assert encode_snapshot(compiled, snapshot_format) == encode_snapshot(twin, snapshot_format)
+    for pid in ids.tolist():
+        assert compiled.entry(pid) == twin.entry(pid)
+    # The tables go on working the same after the removal: old producers and new ones.
+    for pid in expected_order[:50] + list(range(10_000, 10_050)):
+        sequence = 1 if pid < 10_000 else 0
+        a = compiled.append(pid, 0, sequence, 1, compiled.map_end_offset, max_timestamp=200)
+        b = twin.append(pid, 0, sequence, 1, twin.map_end_offset, max_timestamp=200)
+        assert (a.base_offset, a.duplicate) == (b.base_offset, b.duplicate)
+    assert compiled.producer_ids().tolist() == twin.producer_ids().tolist()
+
+
+def test_ongoing_transactions_keep_their_place_or_fill_a_hole(impl):
+    table = impl()
+    stamped(table, [0, 0, 0, 0])
+    table.append(4, 0, 0, 1, table.map_end_offset, max_timestamp=0, transactional=True)
+    # 4 never expires (spec §6): it fills hole 0, then 3, 2 and 1 go in turn.
+    assert table.remove_expired(100, 10) == 4
+    assert table.producer_ids().tolist() == [4]
+
+
+@needs_compiled
+def test_mass_expiry_frees_tail_chunks_and_shrinks_the_index():
+    table = Compiled()
+    stamped(table, [0] * 90_000 + [100] * 10_000)
+    full = table.capacity_report()
+    assert table.remove_expired(50, 10) == 90_000
+    report = table.capacity_report()
+    assert report["producers"] == 10_000 and report["chunks"] < full["chunks"] / 5
+    assert report["index_capacity"] < full["index_capacity"] / 4 and report["index_deleted"] == 0
+    assert table.memory_bytes() == report["bytes"] < full["bytes"] / 4
+    assert sorted(table.producer_ids().tolist()) == list(range(90_000, 100_000))
+    assert all(pid in table for pid in range(90_000, 100_000)) and 0 not in table
+
+
+@needs_compiled
+def test_removal_of_every_producer_returns_the_memory_of_a_grown_table():
+    table = Compiled()
+    stamped(table, [0] * 60_000)
+    full = table.memory_bytes()
+    assert table.remove_expired(50, 10) == 60_000
+    report = table.capacity_report()
+    assert len(table) == 0 and report["chunks"] == 1  # chunk 0 stays, as before
+    assert table.memory_bytes() == report["bytes"] < full / 50
+    stamped(table, [0] * 100)  # the emptied table still works
+    assert table.producer_ids().tolist() == list(range(100))
+
+
+@needs_compiled
+def test_deleted_slots_are_counted_reused_and_never_fill_the_index():
+    """A few percent expiring at a time leaves deleted index slots (no rebuild); inserts reuse
+    them or trigger a rehash, so live + deleted slots stay at most 0.8 of the index and every
+    lookup stays right."""
+    table = Compiled()
+    twin = reference.ProducerStateTable()
+    start = 0
+    deleted_seen = 0
+    for round_ in range(40):
+        stamps = [round_] * 2_000
+        stamped(table, stamps, start=start)
+        stamped(twin, stamps, start=start)
+        start += 2_000
+        removed = table.remove_expired(round_, 3)
+        assert removed == twin.remove_expired(round_, 3)
+        report = table.capacity_report()
+        assert (report["producers"] + report["index_deleted"]) / report["index_capacity"] <= 0.8
+        assert table.producer_ids().tolist() == twin.producer_ids().tolist()
+        deleted_seen = max(deleted_seen, report["index_deleted"])
+    assert deleted_seen >= 2_000  # removal did leave deleted slots rather than rebuild
+    for pid in range(0, start, 37):
+        assert (pid in table) == (pid in twin)
+        assert table.entry(pid) == twin.entry(pid)
+
+
+@needs_compiled
+def test_a_presized_table_after_expiry_grows_for_update_from_without_failing():
+    """update_from reserves room first; deleted slots count against that room."""
+    live = Compiled(capacity=20_000)
+    stamped(live, [0, 100, 100, 100, 100] * 4_000)
+    assert live.remove_expired(50, 10) == 4_000
+    assert live.capacity_report()["index_deleted"] == 4_000
+    for new_producers in (3_000, 15_000):  # within the capacity hint, then past it
+        staged = live.copy([])
+        start = 100_000 + len(live)
+        stamped(staged, [200] * new_producers, start=start)
+        live.update_from(staged)
+        report = live.capacity_report()
+        assert (report["producers"] + report["index_deleted"]) <= 0.8 * report["index_capacity"]
+        assert all(pid in live for pid in range(start, start + new_producers, 7))
+    assert len(live) == 34_000
+    assert all(pid in live for pid in range(1, 20_000, 5)) and 0 not in live and 5 not in live
