@@ -7,6 +7,8 @@ Spec references: §4.7 (CRC-32C("123456789") = e3069283), §8.5 (Castagnoli, ref
 
 from __future__ import annotations
 
+import random
+
 import crc32c as pypi_crc32c
 import numpy as np
 import pytest
@@ -76,6 +78,50 @@ def test_all_four_agree_on_random_data_and_unaligned_slices(data, start, crc):
     view = memoryview(data)[min(start, len(data)) :]
     results = {name: fn(view, crc) for name, fn in IMPLEMENTATIONS.items()}
     assert len(set(results.values())) == 1, results
+
+
+# crc32c.h runs buffers of 3 x 256 bytes and more in three streams, joined by shifting a CRC
+# over a lane of zero bytes (a multiply by x^(8L) mod P): rounds of three 4096-byte lanes,
+# then of three 256-byte lanes, then one stream for the tail. These lengths sit on each side
+# of every switch, with one or two rounds of each and tails of 0 to 255 bytes.
+LANE_LENGTHS = sorted(
+    {rounds * lanes + extra for lanes in (768, 12288) for rounds in (1, 2) for extra in (-8, -1, 0, 1, 7, 8, 255)}
+    | {12288 + 768 + 7, 2 * 12288 + 2 * 768 + 255, 1 << 20}
+)
+
+
+@pytest.mark.parametrize("length", LANE_LENGTHS)
+def test_three_streams_agree_at_every_lane_boundary(length):
+    data = bytes((13 * i + (i >> 8)) & 0xFF for i in range(length + 3))
+    for view in (memoryview(data)[:length], memoryview(data)[3:]):  # aligned and not
+        fns = {name: fn for name, fn in IMPLEMENTATIONS.items() if name != "python" or length < 40_000}
+        results = {name: fn(view, 0x9E3779B9) for name, fn in fns.items()}
+        assert len(set(results.values())) == 1, results
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    length=st.integers(0, 40_000),
+    start=st.integers(0, 15),
+    seed=st.integers(0, 2**32 - 1),
+    crc=st.integers(0, 0xFFFFFFFF),
+)
+@example(length=12288, start=0, seed=0, crc=0)
+@example(length=768 + 7, start=5, seed=1, crc=0xFFFFFFFF)
+def test_long_buffers_agree_with_the_pypi_package(length, start, seed, crc):
+    """Random lengths past the three-stream thresholds, at every alignment, from any crc: the
+    CPU's path (three streams), the table fallback (one stream) and the PyPI package agree."""
+    data = random.Random(seed).randbytes(start + length)
+    view = memoryview(data)[start:]
+    expected = pypi_crc32c.crc32c(bytes(view), crc)
+    assert _records.crc32c(view, crc) == expected
+    assert _records.crc32c_software(view, crc) == expected
+
+
+def test_zeros_and_ones_over_many_rounds():
+    """A CRC of zeros is the lane shift alone: any error in the x^(8L) tables shows here."""
+    for data in (bytes(1 << 16), b"\xff" * (1 << 16) + bytes(777)):
+        assert _records.crc32c(data) == _records.crc32c_software(data) == pypi_crc32c.crc32c(data)
 
 
 @pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
