@@ -5,7 +5,8 @@ from ._state import ProducerStateTable
 _Buffer = bytes | bytearray | memoryview
 
 MAGIC: bytes
-VERSION: int
+VERSION: int  # Kafka's format
+FULL_FORMAT_VERSION: int  # the full format's version that encode_full writes (decode_full also reads 1)
 
 def encode_kafka(table: ProducerStateTable) -> bytes: ...
 def encode_full(table: ProducerStateTable) -> bytes: ...

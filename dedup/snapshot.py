@@ -1,15 +1,20 @@
 """Producer-state snapshot files: Kafka's format and dedup's full-window format.
 
 A snapshot is the state of a producer-state table at its map end offset (spec §4). Two
-formats, both version 1, big-endian, checksummed with CRC-32C (layouts field by field in
+formats, big-endian, checksummed with CRC-32C (layouts field by field in
 ``src_cython/dedup/_snapshot.pxd`` and :mod:`dedup.reference.snapshot`):
 
 ``"kafka"``
-    Byte for byte Kafka's ``<offset>.snapshot`` (spec §4.2-4.4): only each producer's last
-    batch, so after a reload the duplicate window is one batch until new batches arrive.
+    Byte for byte Kafka's ``<offset>.snapshot`` (version 1, spec §4.2-4.4): only each
+    producer's last batch, so after a reload the duplicate window is one batch until new
+    batches arrive.
 ``"full"``
     dedup's own: every retained batch (the whole window), the window and the map end offset,
-    under a magic (``b"DDPS"``) and a CRC over everything. The default.
+    under a magic (``b"DDPS"``) and a CRC over everything. The default. Version 2 is written:
+    one fixed-width record per producer (55 + 12 x (window - 1) bytes: 103 at window 5), the
+    newest batch in full and the older ones as narrow gaps from it, any value that does not fit
+    its field escaped to a list after the records. Version 1 (every batch in 24 bytes: 151
+    bytes per producer at window 5) is still read.
 
 :func:`encode_snapshot`/:func:`decode_snapshot` work on bytes, :func:`write_snapshot`/
 :func:`read_snapshot` on files (atomically written). A compiled table goes through the
@@ -283,7 +288,8 @@ def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = 
     write_atomically(path, write, sync=sync)
 
 
-def _read(path: Any, window: int | None, map_end_offset: int | None, table_class: Any) -> tuple[str, Any]:
+def _read(path: Any, window: int | None, map_end_offset: int | None, table_class: Any) -> tuple[str, int, Any]:
+    """The format, its version and the table of the snapshot file at ``path``."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         # A large file is mapped, not copied: the page cache is read in place (about 4x faster
@@ -297,7 +303,8 @@ def _read(path: Any, window: int | None, map_end_offset: int | None, table_class
     if kind == "kafka" and map_end_offset is None:
         found = _KAFKA_FILE_NAME.fullmatch(os.path.basename(os.fsdecode(path)))
         map_end_offset = int(found.group(1)) if found and int(found.group(1)) <= INT64_MAX else 0
-    return kind, decode_snapshot(data, window=window, map_end_offset=map_end_offset, table_class=table_class)
+    table = decode_snapshot(data, window=window, map_end_offset=map_end_offset, table_class=table_class)
+    return kind, struct.unpack_from(">h", data, 4 if kind == "full" else 0)[0], table
 
 
 def read_snapshot(
@@ -314,7 +321,7 @@ def read_snapshot(
     ``CorruptSnapshotError`` if it fails validation (Kafka then deletes it and tries the
     next-latest snapshot, spec §4.4: that is the caller's decision here).
     """
-    return _read(path, window, map_end_offset, table_class)[1]
+    return _read(path, window, map_end_offset, table_class)[2]
 
 
 # --- dump-snapshot ------------------------------------------------------------------------
@@ -368,7 +375,8 @@ def dump_main(argv: Sequence[str] | None = None) -> int:
     one line each, as Kafka's kafka-dump-log.sh prints a ``.snapshot``; ``--json`` for machines.
 
     Either format. Kafka's lines are its own (4.x wording); for the full format a line lists
-    every retained batch, oldest first, after a ``window: ... mapEndOffset: ...`` line. A
+    every retained batch, oldest first, after a ``version: ... window: ... mapEndOffset: ...``
+    line. A
     corrupt, unreadable or missing file is one line on stderr and exit status 1.
     """
     parser = argparse.ArgumentParser(prog="python -m dedup dump-snapshot", description=dump_main.__doc__)
@@ -376,7 +384,7 @@ def dump_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     args = parser.parse_args(argv)
     try:
-        kind, table = _read(args.file, None, None, None)
+        kind, version, table = _read(args.file, None, None, None)
     except OSError as error:
         print(f"dump-snapshot: {args.file}: {error.strerror or error}", file=sys.stderr)
         return 1
@@ -388,6 +396,7 @@ def dump_main(argv: Sequence[str] | None = None) -> int:
         document = {
             "file": args.file,
             "format": kind,
+            "version": version,
             "window": table.window if kind == "full" else None,  # Kafka's file has none (one batch)
             "map_end_offset": table.map_end_offset,
             "producers": [_producer_document(entry) for entry in entries],
@@ -396,7 +405,7 @@ def dump_main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"Dumping {args.file}")
     if kind == "full":
-        print(f"window: {table.window} mapEndOffset: {table.map_end_offset}")
+        print(f"version: {version} window: {table.window} mapEndOffset: {table.map_end_offset}")
     for entry in entries:
         print(_producer_line(entry))
     return 0

@@ -106,6 +106,56 @@ def full_file(entries, *, window=5, map_end_offset=100, count=None, version=1, m
     return body + struct.pack(">I", pypi_crc32c.crc32c(body) if crc is None else crc)
 
 
+def full2_file(
+    entries,
+    *,
+    window=5,
+    map_end_offset=100,
+    count=None,
+    version=2,
+    magic=b"DDPS",
+    escaped=None,
+    escapes=None,
+    trailing=b"",
+    crc=None,
+):
+    """The full format's version 2 from the same tuples as full_file: records of 55 + 12 x
+    (window - 1) bytes, the newest batch in full, the older ones as gaps from it in narrow
+    fields, what does not fit escaped to the list after the records. ``escaped`` replaces that
+    list, ``escapes`` the count written, ``trailing`` comes between the list and the count;
+    batches beyond the window's slots are dropped."""
+    body = struct.pack(">4shhqi", magic, version, window, map_end_offset, len(entries) if count is None else count)
+    escaped_values = []
+    for producer_id, epoch, coordinator_epoch, last_timestamp, txn, batches, *batch_count in entries:
+        written = batch_count[0] if batch_count else len(batches)
+        newest_sequence, newest_delta, newest_offset, newest_timestamp = batches[-1] if batches else (0, 0, 0, 0)
+        body += struct.pack(">qhiqqB", producer_id, epoch, coordinator_epoch, last_timestamp, txn, written)
+        body += struct.pack(">iiqq", newest_sequence, newest_delta, newest_offset, newest_timestamp)
+        slots = b""
+        for last_sequence, offset_delta, last_offset, timestamp in batches[:-1][: window - 1]:
+            offset_gap = (newest_offset - last_offset) % 2**64
+            if offset_gap >= 0xFFFFFFFF:
+                offset_gap = 0xFFFFFFFF
+                escaped_values.append(last_offset)
+            timestamp_gap = (newest_timestamp - timestamp + 2**63) % 2**64 - 2**63
+            if not -(2**31) < timestamp_gap < 2**31:
+                timestamp_gap = -(2**31)
+                escaped_values.append(timestamp)
+            sequence_gap = (newest_sequence - last_sequence) % 2**32
+            if sequence_gap >= 0xFFFF:
+                sequence_gap = 0xFFFF
+                escaped_values.append(last_sequence)
+            if not 0 <= offset_delta < 0xFFFF:
+                escaped_values.append(offset_delta)
+                offset_delta = 0xFFFF
+            slots += struct.pack(">IiHH", offset_gap, timestamp_gap, sequence_gap, offset_delta)
+        body += slots.ljust(12 * (window - 1), b"\0")
+    escaped = escaped_values if escaped is None else escaped
+    body += b"".join(struct.pack(">q", value) for value in escaped) + trailing
+    body += struct.pack(">i", len(escaped) if escapes is None else escapes)
+    return body + struct.pack(">I", pypi_crc32c.crc32c(body) if crc is None else crc)
+
+
 def state(table):
     """Everything a table holds, in its order."""
     return table.window, table.map_end_offset, tuple(table.entry(producer_id) for producer_id in table)
@@ -264,17 +314,58 @@ def test_full_layout_field_by_field(impl):
     table.append_marker(7, 1, 3, end, commit=False, timestamp=99)
     data = encode_snapshot(table, "full")
     assert data[:4] == b"DDPS"
-    assert struct.unpack_from(">hhqi", data, 4) == (1, 3, end + 1, 2)
-    assert struct.unpack_from(">qhiqqB", data, 20) == (1000, 5, -1, 13, -1, 3)
-    batches = [struct.unpack_from(">iiqq", data, 51 + 24 * k) for k in range(3)]
-    assert batches == [(3, 1, 3, 11), (5, 1, 5, 12), (7, 1, 7, 13)]  # oldest first
-    assert struct.unpack_from(">qhiqqB", data, 123) == (7, 1, 3, 99, -1, 0)
-    assert len(data) == 123 + 31 + 4
+    assert struct.unpack_from(">hhqi", data, 4) == (2, 3, end + 1, 2)
+    # Records of 55 + 12 x 2 = 79 bytes: the fixed part and the newest batch, then the older
+    # batches oldest first as (offset gap, timestamp gap, sequence gap, offset delta).
+    assert struct.unpack_from(">qhiqqBiiqq", data, 20) == (1000, 5, -1, 13, -1, 3, 7, 1, 7, 13)
+    assert [struct.unpack_from(">IiHH", data, 75 + 12 * k) for k in range(2)] == [(4, 2, 4, 1), (2, 1, 2, 1)]
+    assert struct.unpack_from(">qhiqqBiiqq", data, 99) == (7, 1, 3, 99, -1, 0, 0, 0, 0, 0)
+    assert data[154:178] == bytes(24)  # a producer without batches: its slots are zeros
+    assert struct.unpack_from(">i", data, 178) == (0,)  # no escaped values
+    assert len(data) == 20 + 2 * 79 + 8
     assert struct.unpack_from(">I", data, len(data) - 4)[0] == pypi_crc32c.crc32c(data[:-4])
+    assert data == full2_file(
+        [(1000, 5, -1, 13, -1, [(3, 1, 3, 11), (5, 1, 5, 12), (7, 1, 7, 13)]), (7, 1, 3, 99, -1, [])],
+        window=3,
+        map_end_offset=end + 1,
+    )
+
+
+def test_full_format_escapes_what_does_not_fit(impl):
+    """Gaps past a narrow field (offsets 2^33 apart, timestamps 2^40 ms, sequences 70,001, an
+    offset delta of 69,999) go to the escape list, in file order, and come back exactly."""
+    table = impl(3)
+    table.append(1, 0, 0, 1, 0, max_timestamp=-5)
+    table.append(1, 0, 1, 70_000, 1 << 33, max_timestamp=1 << 40)
+    table.append(1, 0, 70_001, 1, (1 << 33) + 70_000, max_timestamp=(1 << 40) + 1)
+    data = encode_snapshot(table, "full")
+    slots = [struct.unpack_from(">IiHH", data, 75 + 12 * k) for k in range(2)]
+    assert slots == [(0xFFFFFFFF, -(2**31), 0xFFFF, 0), (1, 1, 1, 0xFFFF)]
+    # slot 0: last offset, timestamp, last sequence; slot 1: offset delta
+    assert struct.unpack_from(">4q", data, 20 + 79) == (0, -5, 0, 69_999)
+    assert struct.unpack_from(">i", data, len(data) - 8) == (4,)
+    assert len(data) == 20 + 79 + 4 * 8 + 8
+    batches = [
+        (0, 0, 0, -5),
+        (70_000, 69_999, (1 << 33) + 69_999, 1 << 40),
+        (70_001, 0, (1 << 33) + 70_000, (1 << 40) + 1),
+    ]
+    assert data == full2_file([(1, 0, -1, (1 << 40) + 1, -1, batches)], window=3, map_end_offset=(1 << 33) + 70_001)
+    for cls in (Compiled, Twin):
+        assert state(decode_snapshot(data, table_class=cls)) == state(table)
+
+
+def test_full_format_version_1_is_still_read(impl):
+    """Files written before version 2 read as before; they are rewritten as version 2."""
+    entries = [(1000, 5, -1, 13, -1, [(3, 1, 3, 11), (5, 1, 5, 12), (7, 1, 7, 13)]), (7, 1, 3, 99, -1, [])]
+    table = decode_snapshot(full_file(entries, window=3, map_end_offset=9), table_class=impl)
+    assert table.window == 3 and table.map_end_offset == 9
+    assert [batch.last_offset for batch in table.entry(1000).batches] == [3, 5, 7]
+    assert encode_snapshot(table) == full2_file(entries, window=3, map_end_offset=9)
 
 
 def test_empty_table_in_the_full_format(impl):
-    body = b"DDPS" + struct.pack(">hhqi", 1, 5, 0, 0)
+    body = b"DDPS" + struct.pack(">hhqii", 2, 5, 0, 0, 0)
     assert encode_snapshot(impl()) == body + struct.pack(">I", pypi_crc32c.crc32c(body))
     assert encode_snapshot(impl(255), "full")[6:8] == b"\x00\xff"
 
@@ -470,7 +561,8 @@ def full_entry(pid=5, txn=-1, batches=((3, 1, 10, 7),), **extra):
         (b"DDP", "full snapshot: bad magic: expected b'DDPS', found b'DDP'"),
         (full_file([], magic=b"DDPT"), "full snapshot: bad magic: expected b'DDPS', found b'DDPT'"),
         (b"DDPS\x00", "full snapshot: too short: expected at least 24 bytes (header and crc), found 5"),
-        (full_file([], version=2), "full snapshot: unknown version: expected 1, found 2"),
+        (full_file([], version=3), "full snapshot: unknown version: expected 1 or 2, found 3"),
+        (full_file([], version=0), "full snapshot: unknown version: expected 1 or 2, found 0"),
         (full_file([])[:23], "full snapshot: too short: expected at least 24 bytes (header and crc), found 23"),
         (full_file([], window=0), "full snapshot: window out of range: expected 1..255, found 0"),
         (full_file([], window=256), "full snapshot: window out of range: expected 1..255, found 256"),
@@ -541,24 +633,103 @@ def test_full_reader_rejects(data, expected):
     assert both_reject("decode_full", data).startswith(expected)
 
 
+def full2_entry(pid=5, txn=-1, batches=((3, 1, 10, 7),), **extra):
+    return (pid, 0, -1, 7, txn, list(batches), *extra.values())
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (
+            full2_file([])[:27],
+            "full snapshot: too short: expected at least 28 bytes (header, escape count and crc), found 27",
+        ),
+        (full2_file([], window=0), "full snapshot: window out of range: expected 1..255, found 0"),
+        (full2_file([], count=-1), "full snapshot: negative producer count: expected >= 0, found -1"),
+        (full2_file([], escapes=-1), "full snapshot: negative escaped value count: expected >= 0, found -1"),
+        (
+            full2_file([full2_entry()], count=2),
+            "full snapshot: short file: 2 producers of 103 bytes (window 5) and 0 escaped values need "
+            "20 + 103 x 2 + 8 x 0 + 8 = 234 bytes, found 131",
+        ),
+        (
+            full2_file([full2_entry()], trailing=b"xy"),
+            "full snapshot: 2 trailing bytes: 1 producers of 103 bytes (window 5) and 0 escaped values need "
+            "20 + 103 x 1 + 8 x 0 + 8 = 131 bytes, found 133",
+        ),
+        (
+            full2_file([full2_entry()], escaped=[0]),
+            "full snapshot: 1 escaped values unused: the records use 0 of the 1 the file holds",
+        ),
+        (
+            full2_file([], crc=0),
+            "full snapshot: CRC-32C of bytes [0, 24) does not match: stored crc 0x00000000, computed crc ",
+        ),
+        (
+            full2_file([full2_entry(batches=[(3, 1, 10, 7)] * 2, count=9)]),
+            "full snapshot: entry 0: batch count 9 exceeds the window: expected 0..5",
+        ),
+        (full2_file([full2_entry(pid=-1)]), "full snapshot: entry 0: producer id -1 is negative: expected >= 0"),
+        (
+            full2_file([full2_entry(txn=100)]),
+            "full snapshot: entry 0 (producer id 5): current txn first offset 100: expected -1 (none) or an offset "
+            "in [0, 100)",
+        ),
+        (
+            full2_file([full2_entry(), full2_entry()]),
+            "full snapshot: entry 1: producer id 5 repeats entry 0: expected unique producer ids",
+        ),
+        (
+            full2_file([full2_entry(batches=[(1, 0, 1 << 40, 7), (3, 1, 10, 7)])], escaped=[]),
+            "full snapshot: entry 0 (producer id 5), batch 0: escaped value 0 is missing: the file holds 0",
+        ),
+        (
+            full2_file([full2_entry(batches=[(1, 0, 4, 7), (3, -1, 10, 7)])]),
+            "full snapshot: entry 0 (producer id 5), batch 1: offset delta -1 is negative: expected >= 0",
+        ),
+        (
+            full2_file([full2_entry(batches=[(1, 70_000, 4, 7), (3, 1, 10, 7)])]),
+            "full snapshot: entry 0 (producer id 5), batch 0: last offset 4 is below its offset delta 70000",
+        ),
+        (
+            full2_file([full2_entry(batches=[(1, 0, 4, 7), (3, 1, 100, 7)])]),
+            "full snapshot: entry 0 (producer id 5), batch 1: last offset 100 is not below the map end offset: "
+            "expected < 100",
+        ),
+    ],
+    ids=lambda value: value[:50] if isinstance(value, str) else None,
+)
+def test_full_version_2_reader_rejects(data, expected):
+    assert both_reject("decode_full", data).startswith(expected)
+
+
 def test_full_reader_accepts_the_edges():
-    data = full_file(
-        [
-            (0, INT16_MIN, INT32_MIN, INT64_MIN, 0, [(-1, 0, 0, INT64_MAX)] * 255),
-            (INT64_MAX, INT16_MAX, INT32_MAX, INT64_MAX, 99, []),
-        ],
-        window=255,
-    )
-    for cls in (Compiled, Twin):
-        table = decode_snapshot(data, table_class=cls)
-        assert table.window == 255 and len(table.entry(0).batches) == 255
-        assert table.entry(INT64_MAX).current_txn_first_offset == 99
-        assert encode_snapshot(table) == data
+    entries = [
+        (0, INT16_MIN, INT32_MIN, INT64_MIN, 0, [(-1, 0, 0, INT64_MAX)] * 255),
+        (INT64_MAX, INT16_MAX, INT32_MAX, INT64_MAX, 99, []),
+        (1, 0, 0, 0, -1, [(INT32_MAX, INT32_MAX, INT32_MAX, INT64_MIN), (INT32_MIN, 0, INT64_MAX - 1, INT64_MAX)]),
+    ]
+    for data in (
+        full_file(entries, window=255, map_end_offset=INT64_MAX),
+        full2_file(entries, window=255, map_end_offset=INT64_MAX),
+    ):
+        for cls in (Compiled, Twin):
+            table = decode_snapshot(data, table_class=cls)
+            assert table.window == 255 and len(table.entry(0).batches) == 255
+            assert table.entry(INT64_MAX).current_txn_first_offset == 99
+            assert list(table.entry(1).batches) == [
+                BatchMetadata(INT32_MAX, INT32_MAX, INT32_MAX, INT64_MIN),
+                BatchMetadata(INT32_MIN, INT64_MAX - 1, 0, INT64_MAX),
+            ]
+            assert encode_snapshot(table) == full2_file(entries, window=255, map_end_offset=INT64_MAX)
 
 
 def test_checks_come_in_order_layout_then_crc_then_values():
     # A bad value under a bad crc is a crc error; a short file under a bad crc is a length error.
     assert "CRC-32C" in both_reject("decode_full", full_file([full_entry(pid=-1)], crc=7))
+    assert "CRC-32C" in both_reject("decode_full", full2_file([full_entry(pid=-1)], crc=7))
+    assert "CRC-32C" in both_reject("decode_full", full2_file([full_entry()], escaped=[0], crc=7))
+    assert "short file" in both_reject("decode_full", full2_file([full_entry()], count=2, crc=7))
     assert "CRC-32C" in both_reject("decode_kafka", kafka_file([(-1, 0, 0, 0, 0, 0, 0, 0)], crc=7))
     assert "short file" in both_reject("decode_full", full_file([full_entry()], count=2, crc=7))
     assert "trailing" in both_reject("decode_kafka", kafka_file([], trailing=b"x", crc=7))
@@ -905,7 +1076,7 @@ def test_dump_full_snapshot_lists_every_batch(tmp_path, capsys):
     assert dump_main([str(path)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"Dumping {path}",
-        "window: 2 mapEndOffset: 3",
+        "version: 2 window: 2 mapEndOffset: 3",
         "producerId: 1000 producerEpoch: 5 coordinatorEpoch: -1 currentTxnFirstOffset: OptionalLong.empty "
         "lastTimestamp: 12 firstSequence: 1 lastSequence: 1 lastOffset: 1 offsetDelta: 0 timestamp: 11 "
         "firstSequence: 2 lastSequence: 2 lastOffset: 2 offsetDelta: 0 timestamp: 12",
@@ -918,6 +1089,7 @@ def test_dump_json(tmp_path, capsys):
     assert dump_main([str(path), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["format"] == "kafka" and document["window"] is None and document["map_end_offset"] == 101
+    assert document["version"] == 1
     assert document["producers"][0] == {
         "producer_id": 1,
         "producer_epoch": 2,
@@ -940,7 +1112,12 @@ def test_dump_json(tmp_path, capsys):
     write_snapshot(full, filled(Twin, 2))
     assert dump_main([str(full), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert (document["format"], document["window"], document["map_end_offset"]) == ("full", 5, 6)
+    assert (document["format"], document["version"], document["window"], document["map_end_offset"]) == (
+        "full",
+        2,
+        5,
+        6,
+    )
     assert [len(p["batches"]) for p in document["producers"]] == [3, 3]
 
 

@@ -25,6 +25,7 @@ from test_snapshot import (
     INT64_MAX,
     TWO_ENTRY_KAFKA_VECTOR,
     apply,
+    full2_file,
     full_file,
     kafka_file,
     operations,
@@ -81,7 +82,8 @@ def fix_crc(data):
 
 
 def small_tables():
-    """Two small tables of window 3: a wrapped ring, a transaction, a marker-only producer."""
+    """Small tables of window 3: a wrapped ring, a transaction, a marker-only producer; and one
+    whose older batches need every kind of escaped value (the full format's version 2)."""
     files = {}
     for name, (cls, _) in TWINS.items():
         table = cls(3)
@@ -90,8 +92,35 @@ def small_tables():
             end = table.append(1000, 5, 2 * sequence, 2, end, max_timestamp=100 + sequence).last_offset + 1
         end = table.append(7, 0, 0, 1, end, max_timestamp=200, transactional=True).last_offset + 1
         table.append_marker(9, 2, 4, end, commit=True, timestamp=300)
+        escaping = cls(3)
+        escaping.append(1, 0, 0, 1, 0, max_timestamp=-5)
+        escaping.append(1, 0, 1, 70_000, 1 << 33, max_timestamp=1 << 40)
+        escaping.append(1, 0, 70_001, 1, (1 << 33) + 70_000, max_timestamp=(1 << 40) + 1)
         files[name] = {kind: encode_snapshot(table, kind) for kind in ("full", "kafka")}
+        files[name]["full-escapes"] = encode_snapshot(escaping, "full")
+        files[name]["full-v1"] = full_file(
+            [
+                (
+                    producer_id,
+                    entry.producer_epoch,
+                    entry.coordinator_epoch,
+                    entry.last_timestamp,
+                    -1 if entry.current_txn_first_offset is None else entry.current_txn_first_offset,
+                    [
+                        (batch.last_sequence, batch.offset_delta, batch.last_offset, batch.timestamp)
+                        for batch in entry.batches
+                    ],
+                )
+                for producer_id in table
+                for entry in (table.entry(producer_id),)
+            ],
+            window=3,
+            map_end_offset=table.map_end_offset,
+        )
     assert files["compiled"] == files["reference"]
+    assert struct.unpack_from(">i", files["compiled"]["full-escapes"], len(files["compiled"]["full-escapes"]) - 8) == (
+        4,
+    )
     return files["compiled"]
 
 
@@ -100,7 +129,26 @@ VALID = {
     "kafka-vector": TWO_ENTRY_KAFKA_VECTOR,
     "kafka-table": SMALL["kafka"],
     "full-table": SMALL["full"],
+    "full-escapes": SMALL["full-escapes"],
+    "full-v1-table": SMALL["full-v1"],
 }
+
+
+def header_positions(name, data):
+    """The bytes that say how long things are or how to read them: headers, the full format's
+    batch counts, version 2's escape count."""
+    if name.startswith("kafka"):
+        return list(range(10))
+    positions = list(range(20))
+    if name.startswith("full-v1"):
+        position = 20
+        while position < len(data) - 4:
+            positions.append(position + 30)
+            position += 31 + 24 * data[position + 30]
+        return positions
+    size = 55 + 12 * (3 - 1)
+    positions += [20 + size * n + 30 for n in range(struct.unpack_from(">i", data, 16)[0])]
+    return positions + list(range(len(data) - 8, len(data) - 4))
 
 
 @pytest.fixture(autouse=True)
@@ -153,14 +201,9 @@ def test_every_truncation_and_extension_is_corrupt(name):
 @pytest.mark.parametrize("name", list(VALID))
 def test_every_value_of_every_header_byte(name):
     """Version, magic, window, map end offset and count take every byte value, the CRC made
-    right, as does every entry's batch count byte of the full format."""
+    right, as do every entry's batch count byte of the full format and version 2's escape count."""
     data = VALID[name]
-    positions = list(range(10 if name.startswith("kafka") else 20))
-    if name.startswith("full"):
-        position = 20
-        while position < len(data) - 4:
-            positions.append(position + 30)
-            position += 31 + 24 * data[position + 30]
+    positions = header_positions(name, data)
     for position in positions:
         for value in range(256):
             changed = bytearray(data)
@@ -190,16 +233,17 @@ def test_random_bytes(data):
 def test_random_bytes_under_valid_looking_headers(body, window, count, crc_right):
     kafka = struct.pack(">hIi", 1, 0, count) + body
     full = b"DDPS" + struct.pack(">hhqi", 1, window, 1000, count) + body + bytes(4)
-    for data in (kafka, full):
+    full2 = b"DDPS" + struct.pack(">hhqi", 2, window, 1000, count) + body + struct.pack(">iI", count, 0)
+    for data in (kafka, full, full2):
         outcomes(fix_crc(data) if crc_right else data)
 
 
 producer_ids = st.sampled_from([-1, 0, 5, 5, 6, INT64_MAX])
 txns = st.sampled_from([-2, -1, -1, -1, 0, 50, 99, 100, 200])
 batches = st.tuples(
-    st.sampled_from([-1, 0, 7, 2**31 - 1]),  # last_sequence
-    st.sampled_from([-1, 0, 0, 3]),  # offset_delta
-    st.sampled_from([-1, 0, 2, 50, 99, 100]),  # last_offset
+    st.sampled_from([-1, 0, 7, 70_000, 2**31 - 1]),  # last_sequence
+    st.sampled_from([-1, 0, 0, 3, 70_000]),  # offset_delta
+    st.sampled_from([-1, 0, 2, 50, 99, 100, 2**40]),  # last_offset
     st.integers(-(2**63), 2**63 - 1),  # timestamp
 )
 full_entries = st.tuples(
@@ -226,6 +270,27 @@ kafka_entries = st.tuples(
 @given(entries=st.lists(full_entries, max_size=5), window=st.sampled_from([1, 3, 5]), map_end=st.sampled_from([0, 100]))
 def test_structured_full_files_with_any_values(entries, window, map_end):
     outcomes(full_file(entries, window=window, map_end_offset=map_end))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(full_entries, max_size=5),
+    window=st.sampled_from([1, 3, 5]),
+    map_end=st.sampled_from([0, 100]),
+    drop=st.integers(0, 3),
+    extra=st.sampled_from([None, [], [0], [5, -1]]),
+)
+def test_structured_full_version_2_files_with_any_values(entries, window, map_end, drop, extra):
+    """Version 2 from any values: escaped or not, batch counts past the window, the escape list
+    cut short by ``drop`` values or replaced by ``extra``."""
+    data = full2_file(entries, window=window, map_end_offset=map_end)
+    outcomes(data)
+    (escapes,) = struct.unpack_from(">i", data, len(data) - 8)
+    if drop and escapes >= drop:  # a slot escapes past the end of the list
+        values = list(struct.unpack_from(f">{escapes}q", data, len(data) - 8 - 8 * escapes))
+        outcomes(full2_file(entries, window=window, map_end_offset=map_end, escaped=values[: escapes - drop]))
+    if extra is not None:
+        outcomes(full2_file(entries, window=window, map_end_offset=map_end, escaped=extra))
 
 
 @settings(max_examples=300, deadline=None)

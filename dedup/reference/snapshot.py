@@ -19,13 +19,36 @@ Two formats, both big-endian with fixed widths.
 
 It keeps only each producer's last batch, so after a reload the duplicate window is one batch.
 
-**dedup's full-window format, version 1** keeps every retained batch::
+**dedup's full-window format** keeps every retained batch. Version 2 is written; version 1
+is still read. Both start with the same header::
 
     0   4 bytes magic b"DDPS"
-    4   int16  version = 1
-    6   int16  window (1..255)
+    4   int16  version (1 or 2)
+    6   int16  window W (1..255)
     8   int64  map_end_offset (>= 0)
     16  int32  count (>= 0)
+
+Version 2: count fixed-width records of R = 55 + 12 x (W - 1) bytes, then the escaped values::
+
+    20               count records: producer_id int64, producer_epoch int16, coordinator_epoch int32,
+                     last_timestamp int64, current_txn_first_offset int64 (-1: none), batch_count uint8
+                     (0..W), the newest batch {last_sequence int32, offset_delta int32, last_offset int64,
+                     timestamp int64} (zeros without one), then W - 1 slots of 12 bytes for the older
+                     batches, oldest first (batch_count - 1 used, the rest zeros), each relative to the
+                     newest batch N: offset gap uint32 (N.last_offset - last_offset), timestamp gap
+                     int32 (N.timestamp - timestamp), sequence gap uint16 (N.last_sequence -
+                     last_sequence, modulo 2^32), offset_delta uint16
+    20 + R x count   escapes x int64: the values that did not fit their slot field, in file order
+    end-8  int32  escapes (>= 0)
+    end-4  uint32 crc = CRC-32C of bytes [0, end-4)
+
+A slot field that does not fit holds its escape value (0xFFFFFFFF, -2^31, 0xFFFF, 0xFFFF) and the
+value itself is the next escaped value. Gaps wrap (64 bits for offsets and timestamps, 32 for
+sequences), so a field decodes to exactly the value written; an escaped sequence or offset delta
+is the low 32 bits of its int64.
+
+Version 1: count entries of variable length, then the crc::
+
     20  count entries: producer_id int64, producer_epoch int16, coordinator_epoch int32,
         last_timestamp int64, current_txn_first_offset int64 (-1: none), batch_count uint8
         (0..window), then batch_count x {last_sequence int32, offset_delta int32,
@@ -33,7 +56,9 @@ It keeps only each producer's last batch, so after a reload the duplicate window
     end-4  uint32 crc = CRC-32C of bytes [0, end-4)
 
 Validation order (both twins): the header, the layout (lengths, counts), the CRC, then each
-entry's values in file order. So a damaged byte is reported as a CRC mismatch, and a value
+entry's values in file order (version 2: batch count, producer id, transaction, repeated id,
+then the batches oldest first, each slot's escapes resolved before its values are checked;
+last, that every escaped value was used). So a damaged byte is reported as a CRC mismatch, and a value
 check fires only on a file whose checksum is right (written by a buggy writer).
 """
 
@@ -48,9 +73,10 @@ from ..errors import CorruptSnapshotError
 from .crc32c import crc32c
 from .table import ProducerStateTable, _Entry
 
-__all__ = ["MAGIC", "VERSION", "decode_full", "decode_kafka", "encode_full", "encode_kafka"]
+__all__ = ["FULL_FORMAT_VERSION", "MAGIC", "VERSION", "decode_full", "decode_kafka", "encode_full", "encode_kafka"]
 
-VERSION = 1
+VERSION = 1  # Kafka's format
+FULL_FORMAT_VERSION = 2  # the full format's version encode_full writes (decode_full reads 1 too)
 NO_TXN = -1  # CurrentTxnFirstOffset when no transaction is ongoing
 
 # Kafka's format (spec §4.2).
@@ -68,6 +94,29 @@ FULL_CRC = struct.Struct(">I")
 FULL_MIN_SIZE = FULL_HEADER.size + FULL_CRC.size
 MAX_WINDOW = 255
 assert (FULL_HEADER.size, FULL_ENTRY.size, FULL_BATCH.size, FULL_MIN_SIZE) == (20, 31, 24, 24)
+# Version 2.
+RECORD = struct.Struct(">qhiqqBiiqq")  # the fixed part and the newest batch
+SLOT = struct.Struct(">IiHH")  # offset gap, timestamp gap, sequence gap, offset delta
+FULL2_TRAILER = struct.Struct(">iI")  # escape count, crc
+FULL2_MIN_SIZE = FULL_HEADER.size + FULL2_TRAILER.size
+ESCAPE = struct.Struct(">q")
+OFFSET_ESCAPE, TIMESTAMP_ESCAPE, SEQUENCE_ESCAPE, DELTA_ESCAPE = 0xFFFFFFFF, -(2**31), 0xFFFF, 0xFFFF
+assert (RECORD.size, SLOT.size, FULL2_MIN_SIZE) == (55, 12, 28)
+
+
+def record_size(window: int) -> int:
+    """The size of a version 2 record for ``window``: 55 + 12 x (window - 1) bytes."""
+    return RECORD.size + SLOT.size * (window - 1)
+
+
+def _int64(value: int) -> int:
+    """value modulo 2^64, as a signed int64 (C's wrapping arithmetic)."""
+    return (value + 2**63) % 2**64 - 2**63
+
+
+def _int32(value: int) -> int:
+    """The low 32 bits of value, as a signed int32."""
+    return (value + 2**31) % 2**32 - 2**31
 
 
 def _twin(table: Any) -> ProducerStateTable:
@@ -213,8 +262,8 @@ _UNWRITABLE = "; only a table loaded from a Kafka snapshot can hold this, and th
 
 
 def encode_full(table: Any) -> bytes:
-    """The full-window snapshot of the twin table: every retained batch, oldest first, entries
-    in the table's order.
+    """The full-window snapshot (version 2) of the twin table: every retained batch, records in
+    the table's order.
 
     ``ValueError`` if the table holds offsets at or past its map end offset, or a negative
     first offset (only a table loaded from a Kafka snapshot can): the reader would reject them.
@@ -222,7 +271,9 @@ def encode_full(table: Any) -> bytes:
     table = _twin(table)
     producers = table._producers
     map_end_offset = table._map_end_offset
-    parts = [FULL_HEADER.pack(MAGIC, VERSION, table._window, map_end_offset, len(producers))]
+    window = table._window
+    parts = [FULL_HEADER.pack(MAGIC, FULL_FORMAT_VERSION, window, map_end_offset, len(producers))]
+    escapes: list[int] = []
     for producer_id, live in producers.items():
         txn = NO_TXN if live.current_txn_first_offset is None else live.current_txn_first_offset
         if txn != NO_TXN and txn >= map_end_offset:
@@ -230,7 +281,8 @@ def encode_full(table: Any) -> bytes:
                 f"cannot write a full snapshot: producer {producer_id}: current txn first offset {txn} "
                 f"is not below the table's map end offset {map_end_offset}{_UNWRITABLE}"
             )
-        for index, batch in enumerate(live.batches):
+        batches = list(live.batches)
+        for index, batch in enumerate(batches):
             if batch.last_offset < batch.offset_delta:
                 raise ValueError(
                     f"cannot write a full snapshot: producer {producer_id}, batch {index}: last offset "
@@ -242,37 +294,73 @@ def encode_full(table: Any) -> bytes:
                     f"cannot write a full snapshot: producer {producer_id}, batch {index}: last offset "
                     f"{batch.last_offset} is not below the table's map end offset {map_end_offset}{_UNWRITABLE}"
                 )
+        newest = batches[-1] if batches else BatchMetadata(0, 0, 0, 0)
         parts.append(
-            FULL_ENTRY.pack(
+            RECORD.pack(
                 producer_id,
                 live.producer_epoch,
                 live.coordinator_epoch,
                 live.last_timestamp,
                 txn,
-                len(live.batches),
+                len(batches),
+                newest.last_sequence,
+                newest.offset_delta,
+                newest.last_offset,
+                newest.timestamp,
             )
         )
-        for batch in live.batches:
-            parts.append(FULL_BATCH.pack(batch.last_sequence, batch.offset_delta, batch.last_offset, batch.timestamp))
+        for batch in batches[:-1]:
+            # Each field relative to the newest batch, or its escape value and the value itself
+            # in the escape list, in this order.
+            offset_gap = (newest.last_offset - batch.last_offset) % 2**64
+            if offset_gap >= OFFSET_ESCAPE:
+                offset_gap = OFFSET_ESCAPE
+                escapes.append(batch.last_offset)
+            timestamp_gap = _int64(newest.timestamp - batch.timestamp)
+            if not TIMESTAMP_ESCAPE < timestamp_gap < 2**31:
+                timestamp_gap = TIMESTAMP_ESCAPE
+                escapes.append(batch.timestamp)
+            sequence_gap = (newest.last_sequence - batch.last_sequence) % 2**32
+            if sequence_gap >= SEQUENCE_ESCAPE:
+                sequence_gap = SEQUENCE_ESCAPE
+                escapes.append(batch.last_sequence)
+            offset_delta = batch.offset_delta
+            if not 0 <= offset_delta < DELTA_ESCAPE:
+                offset_delta = DELTA_ESCAPE
+                escapes.append(batch.offset_delta)
+            parts.append(SLOT.pack(offset_gap, timestamp_gap, sequence_gap, offset_delta))
+        parts.append(bytes(SLOT.size * (window - max(len(batches), 1))))  # the unused slots
+    parts.extend(ESCAPE.pack(value) for value in escapes)
+    parts.append(struct.pack(">i", len(escapes)))
     body = b"".join(parts)
     return body + FULL_CRC.pack(crc32c(body))
 
 
 def decode_full(data: Any, table_class: type[ProducerStateTable] = ProducerStateTable) -> ProducerStateTable:
-    """A twin table from a full-window snapshot, with the file's window and map end offset;
-    ``CorruptSnapshotError`` if it is not a valid one."""
+    """A twin table from a full-window snapshot (version 1 or 2), with the file's window and map
+    end offset; ``CorruptSnapshotError`` if it is not a valid one."""
     octets = _octets(data)
     size = len(octets)
     if octets[:4] != MAGIC:
         raise CorruptSnapshotError(f"full snapshot: bad magic: expected {MAGIC!r}, found {octets[:4]!r}")
-    too_short = f"full snapshot: too short: expected at least {FULL_MIN_SIZE} bytes (header and crc), found {size}"
     if size < 6:
-        raise CorruptSnapshotError(too_short)
+        raise CorruptSnapshotError(
+            f"full snapshot: too short: expected at least {FULL_MIN_SIZE} bytes (header and crc), found {size}"
+        )
     (version,) = struct.unpack_from(">h", octets, 4)
-    if version != VERSION:
-        raise CorruptSnapshotError(f"full snapshot: unknown version: expected {VERSION}, found {version}")
-    if size < FULL_MIN_SIZE:
-        raise CorruptSnapshotError(too_short)
+    if version not in (1, FULL_FORMAT_VERSION):
+        raise CorruptSnapshotError(
+            f"full snapshot: unknown version: expected 1 or {FULL_FORMAT_VERSION}, found {version}"
+        )
+    if version == 1 and size < FULL_MIN_SIZE:
+        raise CorruptSnapshotError(
+            f"full snapshot: too short: expected at least {FULL_MIN_SIZE} bytes (header and crc), found {size}"
+        )
+    if version == FULL_FORMAT_VERSION and size < FULL2_MIN_SIZE:
+        raise CorruptSnapshotError(
+            f"full snapshot: too short: expected at least {FULL2_MIN_SIZE} bytes (header, escape count and crc), "
+            f"found {size}"
+        )
     _, _, window, map_end_offset, count = FULL_HEADER.unpack_from(octets, 0)
     if not 1 <= window <= MAX_WINDOW:
         raise CorruptSnapshotError(f"full snapshot: window out of range: expected 1..{MAX_WINDOW}, found {window}")
@@ -280,7 +368,143 @@ def decode_full(data: Any, table_class: type[ProducerStateTable] = ProducerState
         raise CorruptSnapshotError(f"full snapshot: negative map end offset: expected >= 0, found {map_end_offset}")
     if count < 0:
         raise CorruptSnapshotError(f"full snapshot: negative producer count: expected >= 0, found {count}")
+    load = _load_full_v1 if version == 1 else _load_full_v2
+    table = load(octets, window, map_end_offset, count, table_class)
+    table._map_end_offset = map_end_offset
+    table._generation += 1
+    return table
 
+
+def _entry(numbers: dict[int, int], number: int, producer_id: int, txn: int, map_end_offset: int) -> str:
+    """Both versions: entry ``number``'s producer id and transaction checked; where it is, for messages."""
+    if producer_id < 0:
+        raise CorruptSnapshotError(
+            f"full snapshot: entry {number}: producer id {producer_id} is negative: expected >= 0"
+        )
+    where = f"full snapshot: entry {number} (producer id {producer_id})"
+    # A transaction starts at a batch the table has seen: below the map end offset.
+    if txn != NO_TXN and not 0 <= txn < map_end_offset:
+        raise CorruptSnapshotError(
+            f"{where}: current txn first offset {txn}: expected -1 (none) or an offset in [0, {map_end_offset})"
+        )
+    if producer_id in numbers:  # unlike Kafka's format, our writer never repeats one
+        raise CorruptSnapshotError(
+            f"full snapshot: entry {number}: producer id {producer_id} repeats entry {numbers[producer_id]}: "
+            "expected unique producer ids"
+        )
+    numbers[producer_id] = number
+    return where
+
+
+def _batch(
+    at: str, last_sequence: int, last_offset: int, offset_delta: int, timestamp: int, map_end_offset: int
+) -> BatchMetadata:
+    """Both versions: one batch's values checked."""
+    if offset_delta < 0:
+        raise CorruptSnapshotError(f"{at}: offset delta {offset_delta} is negative: expected >= 0")
+    if last_offset < offset_delta:
+        raise CorruptSnapshotError(
+            f"{at}: last offset {last_offset} is below its offset delta {offset_delta}: "
+            "expected last offset >= offset delta (a first offset >= 0)"
+        )
+    if last_offset >= map_end_offset:
+        raise CorruptSnapshotError(
+            f"{at}: last offset {last_offset} is not below the map end offset: expected < {map_end_offset}"
+        )
+    return BatchMetadata(last_sequence, last_offset, offset_delta, timestamp)
+
+
+def _check_crc(octets: bytes, end: int) -> None:
+    (stored_crc,) = FULL_CRC.unpack_from(octets, end)
+    computed_crc = crc32c(memoryview(octets)[:end])
+    if computed_crc != stored_crc:
+        raise CorruptSnapshotError(
+            f"full snapshot: CRC-32C of bytes [0, {end}) does not match: "
+            f"stored crc {stored_crc:#010x}, computed crc {computed_crc:#010x}"
+        )
+
+
+def _load_full_v2(
+    octets: bytes, window: int, map_end_offset: int, count: int, table_class: type[ProducerStateTable]
+) -> ProducerStateTable:
+    size = len(octets)
+    (escape_count,) = struct.unpack_from(">i", octets, size - FULL2_TRAILER.size)
+    if escape_count < 0:
+        raise CorruptSnapshotError(f"full snapshot: negative escaped value count: expected >= 0, found {escape_count}")
+    length = record_size(window)
+    expected = FULL_HEADER.size + length * count + ESCAPE.size * escape_count + FULL2_TRAILER.size
+    if size != expected:
+        what = "short file" if size < expected else f"{size - expected} trailing bytes"
+        raise CorruptSnapshotError(
+            f"full snapshot: {what}: {count} producers of {length} bytes (window {window}) and {escape_count} "
+            f"escaped values need 20 + {length} x {count} + 8 x {escape_count} + 8 = {expected} bytes, found {size}"
+        )
+    _check_crc(octets, size - FULL_CRC.size)
+
+    table = _new_table(table_class, window)
+    escapes_at = FULL_HEADER.size + length * count
+    used = 0
+    producers = table._producers
+    numbers: dict[int, int] = {}
+    for number in range(count):
+        position = FULL_HEADER.size + length * number
+        (producer_id, epoch, coordinator_epoch, last_timestamp, txn, batch_count, *newest) = RECORD.unpack_from(
+            octets, position
+        )
+        newest_sequence, newest_delta, newest_offset, newest_timestamp = newest
+        if batch_count > window:
+            raise CorruptSnapshotError(
+                f"full snapshot: entry {number}: batch count {batch_count} exceeds the window: expected 0..{window}"
+            )
+        where = _entry(numbers, number, producer_id, txn, map_end_offset)
+        live = _Entry(window)
+        live.producer_epoch = epoch
+        live.coordinator_epoch = coordinator_epoch
+        live.last_timestamp = last_timestamp
+        live.current_txn_first_offset = None if txn == NO_TXN else txn
+        for index in range(batch_count - 1):
+            fields = list(SLOT.unpack_from(octets, position + RECORD.size + SLOT.size * index))
+            at = f"{where}, batch {index}"
+            for field, escape in enumerate((OFFSET_ESCAPE, TIMESTAMP_ESCAPE, SEQUENCE_ESCAPE, DELTA_ESCAPE)):
+                if fields[field] == escape:
+                    if used == escape_count:
+                        raise CorruptSnapshotError(
+                            f"{at}: escaped value {used} is missing: the file holds {escape_count}"
+                        )
+                    (fields[field],) = ESCAPE.unpack_from(octets, escapes_at + ESCAPE.size * used)
+                    used += 1
+                    fields[field] = (fields[field], True)
+                else:
+                    fields[field] = (fields[field], False)
+            (offset, offset_escaped), (stamp, stamp_escaped), (sequence, sequence_escaped), (delta, _) = fields
+            last_offset = offset if offset_escaped else _int64(newest_offset - offset)
+            timestamp = stamp if stamp_escaped else _int64(newest_timestamp - stamp)
+            last_sequence = _int32(sequence) if sequence_escaped else _int32(newest_sequence - sequence)
+            live.batches.append(_batch(at, last_sequence, last_offset, _int32(delta), timestamp, map_end_offset))
+        if batch_count:
+            live.batches.append(
+                _batch(
+                    f"{where}, batch {batch_count - 1}",
+                    newest_sequence,
+                    newest_offset,
+                    newest_delta,
+                    newest_timestamp,
+                    map_end_offset,
+                )
+            )
+        producers[producer_id] = live
+    if used != escape_count:
+        raise CorruptSnapshotError(
+            f"full snapshot: {escape_count - used} escaped values unused: the records use {used} of the "
+            f"{escape_count} the file holds"
+        )
+    return table
+
+
+def _load_full_v1(
+    octets: bytes, window: int, map_end_offset: int, count: int, table_class: type[ProducerStateTable]
+) -> ProducerStateTable:
+    size = len(octets)
     # The layout: where each entry starts. Every step is bounded by the bytes left, so a huge
     # count in a short file stops at the first entry that does not fit.
     end = size - FULL_CRC.size
@@ -310,13 +534,7 @@ def decode_full(data: Any, table_class: type[ProducerStateTable] = ProducerState
             f"full snapshot: {end - position} trailing bytes: {count} producers end at byte {position}, "
             f"expected a {position + FULL_CRC.size}-byte file, found {size} bytes"
         )
-    (stored_crc,) = FULL_CRC.unpack_from(octets, end)
-    computed_crc = crc32c(memoryview(octets)[:end])
-    if computed_crc != stored_crc:
-        raise CorruptSnapshotError(
-            f"full snapshot: CRC-32C of bytes [0, {end}) does not match: "
-            f"stored crc {stored_crc:#010x}, computed crc {computed_crc:#010x}"
-        )
+    _check_crc(octets, end)
 
     table = _new_table(table_class, window)
     producers = table._producers
@@ -325,22 +543,7 @@ def decode_full(data: Any, table_class: type[ProducerStateTable] = ProducerState
         producer_id, epoch, coordinator_epoch, last_timestamp, txn, batch_count = FULL_ENTRY.unpack_from(
             octets, position
         )
-        if producer_id < 0:
-            raise CorruptSnapshotError(
-                f"full snapshot: entry {number}: producer id {producer_id} is negative: expected >= 0"
-            )
-        where = f"full snapshot: entry {number} (producer id {producer_id})"
-        # A transaction starts at a batch the table has seen: below the map end offset.
-        if txn != NO_TXN and not 0 <= txn < map_end_offset:
-            raise CorruptSnapshotError(
-                f"{where}: current txn first offset {txn}: expected -1 (none) or an offset in [0, {map_end_offset})"
-            )
-        if producer_id in numbers:  # unlike Kafka's format, our writer never repeats one
-            raise CorruptSnapshotError(
-                f"full snapshot: entry {number}: producer id {producer_id} repeats entry {numbers[producer_id]}: "
-                "expected unique producer ids"
-            )
-        numbers[producer_id] = number
+        where = _entry(numbers, number, producer_id, txn, map_end_offset)
         live = _Entry(window)
         live.producer_epoch = epoch
         live.coordinator_epoch = coordinator_epoch
@@ -350,20 +553,8 @@ def decode_full(data: Any, table_class: type[ProducerStateTable] = ProducerState
             last_sequence, offset_delta, last_offset, timestamp = FULL_BATCH.unpack_from(
                 octets, position + FULL_ENTRY.size + FULL_BATCH.size * index
             )
-            at = f"{where}, batch {index}"
-            if offset_delta < 0:
-                raise CorruptSnapshotError(f"{at}: offset delta {offset_delta} is negative: expected >= 0")
-            if last_offset < offset_delta:
-                raise CorruptSnapshotError(
-                    f"{at}: last offset {last_offset} is below its offset delta {offset_delta}: "
-                    "expected last offset >= offset delta (a first offset >= 0)"
-                )
-            if last_offset >= map_end_offset:
-                raise CorruptSnapshotError(
-                    f"{at}: last offset {last_offset} is not below the map end offset: expected < {map_end_offset}"
-                )
-            live.batches.append(BatchMetadata(last_sequence, last_offset, offset_delta, timestamp))
+            live.batches.append(
+                _batch(f"{where}, batch {index}", last_sequence, last_offset, offset_delta, timestamp, map_end_offset)
+            )
         producers[producer_id] = live
-    table._map_end_offset = map_end_offset
-    table._generation += 1
     return table

@@ -2,8 +2,8 @@
 # C-level codec of _snapshot.pyx. The pure-Python twin (dedup/reference/snapshot.py) writes
 # the same bytes and raises the same errors; the public API is dedup/snapshot.py.
 #
-# Both formats are big-endian with fixed widths. Offsets are in bytes from the start of the
-# file, of an entry or of a batch.
+# All formats are big-endian with fixed widths. Offsets are in bytes from the start of the
+# file, of an entry, of a record or of a slot.
 
 from dedup._cheaders cimport *
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
@@ -12,10 +12,13 @@ from dedup._state cimport Table
 
 
 cdef enum:
-    SNAPSHOT_VERSION = 1
-    # The encoder checksums its output in blocks of this many bytes, while they are still in
-    # the L1 cache; the layout walk of the full format does the same with its input.
-    CRC_BLOCK = 16384
+    SNAPSHOT_VERSION = 1               # Kafka's format
+    FULL_VERSION_1 = 1                 # dedup's full format, read only
+    FULL_VERSION_2 = 2                 # dedup's full format, written
+    # The encoders checksum their output in blocks of this many bytes, while they are still in
+    # the L1/L2 cache; the loaders do the same with their input. A multiple of three lanes
+    # (dedup_crc32c in crc32c.h runs three CRC streams of 4096 bytes side by side).
+    CRC_BLOCK = 24576
 
 
 # --- Kafka's format, version 1 (spec §4.2; identical from Kafka 0.11 to 4.x) --------------
@@ -40,19 +43,66 @@ cdef enum KafkaEntry:
     KAFKA_ENTRY_SIZE = 46
 
 
-# --- dedup's full-window format, version 1 ------------------------------------------------
+# --- dedup's full-window format -----------------------------------------------------------
 # Kafka's keeps one batch per producer, so a reload shrinks the duplicate window to one
-# batch; this one keeps every retained batch, oldest first.
+# batch; this one keeps every retained batch. Both versions share the header.
 
 cdef enum FullHeader:
     FULL_MAGIC = 0                     # 4 bytes, b"DDPS"
-    FULL_VERSION = 4                   # int16, 1
+    FULL_VERSION = 4                   # int16, 1 or 2
     FULL_WINDOW = 6                    # int16, 1..255
     FULL_MAP_END_OFFSET = 8            # int64, >= 0
     FULL_COUNT = 16                    # int32, >= 0
-    FULL_HEADER_SIZE = 20              # the first entry
-    FULL_CRC_SIZE = 4                  # trailer: uint32 CRC-32C of bytes [0, end - 4)
-    FULL_MIN_SIZE = 24                 # header and crc, no entries
+    FULL_HEADER_SIZE = 20              # the first entry (version 1) or record (version 2)
+    FULL_CRC_SIZE = 4                  # last: uint32 CRC-32C of bytes [0, end - 4)
+    FULL_MIN_SIZE = 24                 # version 1: header and crc, no entries
+
+
+# Version 2 (written): one fixed-width record per producer, R = 55 + 12 * (window - 1) bytes,
+# so that a reader finds record n at 20 + R * n without walking the file. A record holds
+# the newest batch in full and the older ones relative to it, in narrow fields (12 bytes
+# instead of 24: 103 bytes per producer at window 5, against 151 in version 1). A value
+# that does not fit its narrow field is written as the field's escape value, and the value
+# itself goes to the escape list after the records, as an int64, in file order (record by
+# record, slot by slot, field by field in the order below):
+#
+#   20                   count records
+#   20 + R * count       escapes x int64, the escaped values
+#   end - 8              int32 escapes (>= 0)
+#   end - 4              uint32 CRC-32C of bytes [0, end - 4)
+#
+# file size = 20 + R * count + 8 * escapes + 8.
+
+cdef enum Full2Trailer:
+    FULL2_ESCAPE_SIZE = 8              # one escaped value, int64
+    FULL2_TRAILER_SIZE = 8             # int32 escape count, uint32 crc
+    FULL2_MIN_SIZE = 28                # header and trailer, no records
+
+
+cdef enum Full2Record:
+    REC_PRODUCER_ID = 0                # int64
+    REC_PRODUCER_EPOCH = 8             # int16
+    REC_COORDINATOR_EPOCH = 10         # int32
+    REC_LAST_TIMESTAMP = 14            # int64
+    REC_CURRENT_TXN_FIRST_OFFSET = 22  # int64, -1: no ongoing transaction
+    REC_BATCH_COUNT = 30               # uint8, 0..window
+    # the newest batch (zeros when batch_count is 0):
+    REC_LAST_SEQUENCE = 31             # int32
+    REC_OFFSET_DELTA = 35              # int32
+    REC_LAST_OFFSET = 39               # int64
+    REC_TIMESTAMP = 47                 # int64
+    REC_SLOTS = 55                     # window - 1 slots: the older batches, oldest first,
+    REC_FIXED_SIZE = 55                # batch_count - 1 of them used, the rest zeros
+
+
+# An older batch B against the newest N; arithmetic wraps (64 bits for offsets and timestamps,
+# 32 for sequences), so a narrow field always decodes to exactly the value written.
+cdef enum Full2Slot:
+    SLOT_OFFSET_GAP = 0                # uint32, N.last_offset - B.last_offset; escape 0xFFFFFFFF
+    SLOT_TIMESTAMP_GAP = 4             # int32, N.timestamp - B.timestamp; escape -2^31
+    SLOT_SEQUENCE_GAP = 8              # uint16, N.last_sequence - B.last_sequence; escape 0xFFFF
+    SLOT_OFFSET_DELTA = 10             # uint16, B.offset_delta; escape 0xFFFF
+    SLOT_SIZE = 12
 
 
 cdef enum FullEntry:
@@ -88,7 +138,7 @@ cdef enum ProblemKind:
     KAFKA_NEGATIVE_PRODUCER_ID
     KAFKA_NEGATIVE_OFFSET_DELTA
     FULL_BAD_MAGIC
-    FULL_TOO_SHORT                     # under 24 bytes
+    FULL_TOO_SHORT                     # under 24 bytes (version 1) or 28 (version 2)
     FULL_BAD_VERSION
     FULL_BAD_WINDOW
     FULL_NEGATIVE_MAP_END_OFFSET
@@ -104,6 +154,10 @@ cdef enum ProblemKind:
     FULL_NEGATIVE_OFFSET_DELTA
     FULL_NEGATIVE_FIRST_OFFSET         # last_offset < offset_delta
     FULL_OFFSET_PAST_MAP_END           # last_offset >= map_end_offset
+    FULL2_NEGATIVE_ESCAPE_COUNT
+    FULL2_SIZE                         # not 28 + R * count + 8 * escapes: short, or trailing bytes
+    FULL2_MISSING_ESCAPE               # a field escapes past the end of the escape list
+    FULL2_UNUSED_ESCAPES               # the records use fewer escaped values than the list holds
 
 
 ctypedef struct Problem:
@@ -121,31 +175,47 @@ ctypedef struct Problem:
 # What the header of a valid file says (filled by the *_check functions).
 ctypedef struct Layout:
     Py_ssize_t count
+    int version                        # full format only
     int window                         # full format only
     int64_t map_end_offset             # full format only
+    Py_ssize_t escapes                 # full format version 2 only
+
+
+# The values a version 2 writer escaped, in file order; grown by escapes_push.
+ctypedef struct Escapes:
+    int64_t* values
+    Py_ssize_t count
+    Py_ssize_t capacity
 
 
 # --- the C-level codec (implemented in _snapshot.pyx) ------------------------------------
 
 cdef Py_ssize_t kafka_size(const Table* t) noexcept nogil
-cdef Py_ssize_t full_size(const Table* t) noexcept nogil
-# Whole files, into out[0, *_size(t)).
+# Kafka's file, into out[0, kafka_size(t)).
 cdef void kafka_encode(const Table* t, unsigned char* out) noexcept nogil
-# 0, or a problem kind: the table holds a state the full format's reader would reject.
-cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept nogil
-# Pieces, for a writer that reuses a small buffer: headers, then entries range by range with
+# Pieces, for a writer that reuses a small buffer: the header, then entries range by range with
 # the CRC carried along (Kafka's crc field is patched at the end, as Kafka's writer does).
 cdef void kafka_header(const Table* t, unsigned char* out) noexcept nogil
 cdef Py_ssize_t kafka_entries(const Table* t, Py_ssize_t first, Py_ssize_t stop, unsigned char* out,
                               uint32_t* crc) noexcept nogil
+# The full format, version 2: the record size for a window, the escapes a table needs (one
+# pass over its batches), the file's size; the header into out[0, 20); records [*next, stop)
+# into out (R bytes each), escaped values appended to `escapes`, *crc continued. 0, a problem
+# kind (the table holds a state the reader would reject), or -1 with MemoryError set.
+cdef Py_ssize_t full_record_size(int window) noexcept nogil
+cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil
+cdef Py_ssize_t full_size(const Table* t) noexcept nogil
 cdef void full_header(const Table* t, unsigned char* out) noexcept nogil
-cdef int full_entries(const Table* t, Py_ssize_t* next, Py_ssize_t capacity, unsigned char* out,
-                      Py_ssize_t* written, uint32_t* crc, Problem* p) noexcept nogil
-# Header, size and CRC; 0 or a problem kind. Reads only inside data[0, size).
+cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigned char* out,
+                      Escapes* escapes, uint32_t* crc, Problem* p) except -1 nogil
+# Headers and lengths (the full format's version 1 also its layout walk and CRC); 0 or a
+# problem kind. Read only inside data[0, size).
 cdef int kafka_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil
 cdef int full_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil
-# Fill an empty table from a file the matching *_check accepted; 0 or a problem kind (a value
-# the table cannot hold), -1 with MemoryError set. On a problem the table is half filled.
+# Fill an empty table, presized for layout.count, from a file the matching *_check accepted;
+# 0 or a problem kind. Kafka's format and version 2 check the CRC as they go, block by block:
+# a CRC mismatch is reported before any value problem, as if it had been checked first. On a
+# problem the table is half filled.
 cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
                     Problem* p) except -1 nogil
 cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,

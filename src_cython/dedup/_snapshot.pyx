@@ -1,20 +1,24 @@
 # The compiled snapshot codec: Kafka's producer-state snapshot (version 1, spec §4.2-4.4) and
-# dedup's full-window format, straight between bytes and the table's C struct. Layouts and the
-# C-level API: _snapshot.pxd. The public API (format detection, files): dedup/snapshot.py.
+# dedup's full-window format (writes version 2, reads 1 and 2), straight between bytes and the
+# table's C struct. Layouts and the C-level API: _snapshot.pxd. The public API (format
+# detection, files): dedup/snapshot.py.
 #
-# No Python object per producer: the encoder sizes the output in one pass over the entry
-# headers and fills a bytes object of exactly that size; the decoder validates the file, then
-# presizes the table (table_reserve) and writes each entry's header, ring and last_timestamp
-# in place. Both loops run without the GIL.
+# No Python object per producer: the encoders fill a bytes object sized from the table (the
+# full format's fixed-width records need no sizing pass; the rare escaped values are collected
+# on the side and appended); the decoders check the header and the length, presize the table
+# (table_reserve) and write each entry's header, ring and last_timestamp in place, with the CRC
+# (crc32c.h) computed a block behind. Both loops run without the GIL, on the caller's thread.
 #
-# Readers validate in a fixed order, the same as the twin's: header, layout (lengths, counts),
-# CRC, then each entry's values in file order. Every read is bounds-checked against the
+# Readers report problems in a fixed order, the same as the twin's: header, layout (lengths,
+# counts), CRC, then each entry's values in file order (a CRC computed along the load still
+# wins over a value problem found before it). Every read is bounds-checked against the
 # buffer's length first, so no input can make them read outside it or loop past its end.
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
+from libc.string cimport memcmp, memcpy, memset
 
 from dedup._state cimport (
     NO_SEQUENCE,
@@ -52,8 +56,10 @@ cdef const char* DDPS = b"DDPS"
 
 #: The full format's magic.
 MAGIC = DDPS[:4]
-#: The version both formats write and accept.
+#: The version of Kafka's format (the only one).
 VERSION = SNAPSHOT_VERSION
+#: The full format's version that encode_full writes; decode_full also reads version 1.
+FULL_FORMAT_VERSION = FULL_VERSION_2
 
 
 # --- loading: the index probe, started early -------------------------------------------------
@@ -144,7 +150,6 @@ cdef int kafka_check(const unsigned char* data, Py_ssize_t size, Layout* layout,
     cdef int16_t version
     cdef int32_t count
     cdef int64_t expected
-    cdef uint32_t stored, computed
     if size >= 2:
         version = <int16_t>dedup_load_be16(data + KAFKA_VERSION)
         if version != SNAPSHOT_VERSION:
@@ -162,27 +167,29 @@ cdef int kafka_check(const unsigned char* data, Py_ssize_t size, Layout* layout,
     if size != expected:
         p.bound = expected
         return problem(p, KAFKA_SIZE)
-    stored = dedup_load_be32(data + KAFKA_CRC)
-    computed = dedup_crc32c(0, data + KAFKA_CRC_START, size - KAFKA_CRC_START)
-    if stored != computed:
-        p.found = stored
-        p.other = computed
-        return problem(p, KAFKA_BAD_CRC)
     layout.count = count
     return PROBLEM_NONE
 
 
 cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
                     Problem* p) except -1 nogil:
-    """Kafka's snapshot into an empty table (spec §4.4 step 3). layout.count was read once by
-    kafka_check and size == 10 + 46 * count, so every entry read below is inside data."""
+    """Kafka's snapshot into an empty table presized for it (spec §4.4 steps 2-3). layout.count
+    was read once by kafka_check and size == 10 + 46 * count, so every read is inside data.
+
+    The CRC runs along, a block behind the entries (they are still in cache), and is compared
+    at the end: a mismatch wins over a value problem found on the way, so the result is the
+    same as checking the CRC first (as the twin does) at one pass over the file instead of two.
+    """
     cdef Py_ssize_t n, i
     cdef const unsigned char* q
+    cdef const unsigned char* crc_from = data + KAFKA_HEADER_SIZE
     cdef int64_t producer_id, last_offset, txn
     cdef int32_t offset_delta
+    cdef uint32_t crc, stored
     cdef char* e
     cdef EntryHeader* header
-    table_reserve(t, layout.count)  # no reallocation and no rehash from here on
+    cdef int kind = PROBLEM_NONE
+    crc = dedup_crc32c(0, data + KAFKA_CRC_START, KAFKA_HEADER_SIZE - KAFKA_CRC_START)
     for n in range(min(<Py_ssize_t>PREFETCH_DISTANCE, layout.count)):
         prefetch_index_slot(t, <int64_t>dedup_load_be64(data + KAFKA_HEADER_SIZE + n * KAFKA_ENTRY_SIZE))
     for n in range(layout.count):
@@ -190,6 +197,9 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             prefetch_index_slot(t, <int64_t>dedup_load_be64(
                 data + KAFKA_HEADER_SIZE + (n + PREFETCH_DISTANCE) * KAFKA_ENTRY_SIZE))
         q = data + KAFKA_HEADER_SIZE + n * KAFKA_ENTRY_SIZE
+        if q - crc_from >= CRC_BLOCK:
+            crc = dedup_crc32c(crc, crc_from, q - crc_from)
+            crc_from = q
         producer_id = <int64_t>dedup_load_be64(q + KAFKA_PRODUCER_ID)
         last_offset = <int64_t>dedup_load_be64(q + KAFKA_LAST_OFFSET)
         offset_delta = <int32_t>dedup_load_be32(q + KAFKA_OFFSET_DELTA)
@@ -199,12 +209,14 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         if producer_id < 0:
             p.entry = n
             p.producer_id = producer_id
-            return problem(p, KAFKA_NEGATIVE_PRODUCER_ID)
+            kind = problem(p, KAFKA_NEGATIVE_PRODUCER_ID)
+            break
         if last_offset >= 0 and offset_delta < 0:
             p.entry = n
             p.producer_id = producer_id
             p.found = offset_delta
-            return problem(p, KAFKA_NEGATIVE_OFFSET_DELTA)
+            kind = problem(p, KAFKA_NEGATIVE_OFFSET_DELTA)
+            break
         # A producer id seen twice: the later entry wins and the producer keeps its first
         # position, as Kafka's producers.put() into its map: every field is overwritten.
         i = table_find_or_insert(t, producer_id)
@@ -223,114 +235,215 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             ring_timestamp(t, e)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
             header.count = 1
         last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
-    return PROBLEM_NONE
+    crc = dedup_crc32c(crc, crc_from, (data + size) - crc_from)
+    stored = dedup_load_be32(data + KAFKA_CRC)
+    if stored != crc:
+        p.found = stored
+        p.other = crc
+        return problem(p, KAFKA_BAD_CRC)
+    return kind
 
 
-# --- dedup's full-window format -------------------------------------------------------------
+# --- dedup's full-window format, version 2 (written) ----------------------------------------
+
+cdef Py_ssize_t full_record_size(int window) noexcept nogil:
+    return REC_FIXED_SIZE + SLOT_SIZE * (window - 1)
+
+
+cdef inline bint offset_gap_fits(uint64_t gap) noexcept nogil:
+    return gap < <uint64_t>0xFFFFFFFFU
+
+
+cdef inline bint timestamp_gap_fits(int64_t gap) noexcept nogil:
+    return gap > -2147483648LL and gap <= 2147483647LL
+
+
+cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
+    """The escaped values full_records writes for the table (what the file's size needs)."""
+    cdef Py_ssize_t i, escapes = 0
+    cdef char* e
+    cdef const EntryHeader* header
+    cdef int pos, newest, window = t.window
+    for i in range(t.count):
+        e = entry_at(t, i)
+        header = <const EntryHeader*>e
+        if header.count < 2:
+            continue
+        newest = header.head + header.count - 1
+        if newest >= window:
+            newest -= window
+        pos = header.head
+        for _ in range(header.count - 1):
+            escapes += not offset_gap_fits(<uint64_t>ring_last_offset(t, e)[newest]
+                                           - <uint64_t>ring_last_offset(t, e)[pos])
+            escapes += not timestamp_gap_fits(<int64_t>(<uint64_t>ring_timestamp(t, e)[newest]
+                                                        - <uint64_t>ring_timestamp(t, e)[pos]))
+            escapes += (<uint32_t>ring_last_sequence(e)[newest] - <uint32_t>ring_last_sequence(e)[pos]) >= 0xFFFFU
+            escapes += not (0 <= ring_offset_delta(t, e)[pos] < 0xFFFF)
+            pos += 1
+            if pos == window:
+                pos = 0
+    return escapes
+
 
 cdef Py_ssize_t full_size(const Table* t) noexcept nogil:
-    cdef Py_ssize_t i, batches = 0
-    for i in range(t.count):
-        batches += (<const EntryHeader*>entry_at(t, i)).count
-    return FULL_MIN_SIZE + FULL_ENTRY_SIZE * t.count + FULL_BATCH_SIZE * batches
+    return (FULL_HEADER_SIZE + full_record_size(t.window) * t.count + FULL2_ESCAPE_SIZE * full_escape_count(t)
+            + FULL2_TRAILER_SIZE)
 
 
 cdef void full_header(const Table* t, unsigned char* out) noexcept nogil:
     """Magic, version, window, map end offset and count into out[0, 20)."""
     memcpy(out + FULL_MAGIC, DDPS, 4)
-    dedup_store_be16(out + FULL_VERSION, SNAPSHOT_VERSION)
+    dedup_store_be16(out + FULL_VERSION, FULL_VERSION_2)
     dedup_store_be16(out + FULL_WINDOW, <uint16_t>t.window)
     dedup_store_be64(out + FULL_MAP_END_OFFSET, <uint64_t>t.map_end_offset)
     dedup_store_be32(out + FULL_COUNT, <uint32_t>t.count)
 
 
-cdef int full_entries(const Table* t, Py_ssize_t* next, Py_ssize_t capacity, unsigned char* out,
-                      Py_ssize_t* written, uint32_t* crc, Problem* p) noexcept nogil:
-    """Whole entries from *next on, each with every retained batch oldest first, while they fit
-    in out[0, capacity); advances *next, sets *written and continues *crc over them.
+cdef int escapes_push(Escapes* escapes, int64_t value) except -1 nogil:
+    cdef Py_ssize_t capacity
+    cdef int64_t* grown
+    if escapes.count == escapes.capacity:
+        capacity = max(<Py_ssize_t>64, escapes.capacity * 2)
+        grown = <int64_t*>PyMem_RawRealloc(escapes.values, <size_t>capacity * sizeof(int64_t))
+        if grown == NULL:
+            with gil:
+                raise MemoryError(f"snapshot: {capacity} escaped values ({capacity * 8} bytes)")
+        escapes.values = grown
+        escapes.capacity = capacity
+    escapes.values[escapes.count] = value
+    escapes.count += 1
+    return 0
 
-    Returns 0, or a problem kind when the table holds what the reader would reject: offsets at
-    or past the map end offset, a negative first offset (only a table loaded from a Kafka
-    snapshot can hold them).
-    """
+
+cdef void escapes_free(Escapes* escapes) noexcept nogil:
+    PyMem_RawFree(escapes.values)
+    escapes.values = NULL
+    escapes.count = 0
+    escapes.capacity = 0
+
+
+cdef inline int unwritable_batch(const EntryHeader* header, int k, int64_t last_offset, int32_t offset_delta,
+                                 int64_t map_end_offset, Problem* p) noexcept nogil:
+    """0, or why batch k (from the oldest) cannot be written: the reader would reject it."""
+    if last_offset >= offset_delta and last_offset < map_end_offset:
+        return PROBLEM_NONE
+    p.producer_id = header.producer_id
+    p.item = k
+    p.found = last_offset
+    p.other = offset_delta
+    p.bound = map_end_offset
+    return problem(p, FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta else FULL_OFFSET_PAST_MAP_END)
+
+
+cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigned char* out,
+                      Escapes* escapes, uint32_t* crc, Problem* p) except -1 nogil:
+    """Records [*next, stop) into out, R bytes each, the older batches relative to the newest;
+    escaped values appended to `escapes`, *crc continued over the records. Advances *next past
+    the records written; returns 0, a problem kind (the table holds what the reader would
+    reject: offsets at or past the map end offset, a negative first offset; only a table loaded
+    from a Kafka snapshot can), or -1 with MemoryError set."""
     cdef Py_ssize_t i
+    cdef Py_ssize_t size = full_record_size(t.window)
     cdef unsigned char* q = out
+    cdef unsigned char* s
     cdef const unsigned char* crc_from = out
     cdef char* e
     cdef const EntryHeader* header
-    cdef int k, pos, kind = PROBLEM_NONE
+    cdef int k, pos, newest, count, kind = PROBLEM_NONE
     cdef int window = t.window
     cdef int64_t map_end_offset = t.map_end_offset
-    cdef int64_t last_offset
-    cdef int32_t offset_delta
-    for i in range(next[0], t.count):
+    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap
+    cdef uint64_t offset_gap
+    cdef int32_t offset_delta, newest_sequence
+    cdef uint32_t sequence_gap
+    for i in range(next[0], stop):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
-        if (q - out) + FULL_ENTRY_SIZE + FULL_BATCH_SIZE * header.count > capacity:
-            break
+        count = header.count
         if header.current_txn_first_offset != NO_TXN and header.current_txn_first_offset >= map_end_offset:
             p.producer_id = header.producer_id
             p.found = header.current_txn_first_offset
             p.bound = map_end_offset
             kind = problem(p, FULL_BAD_TXN_FIRST_OFFSET)
             break
-        dedup_store_be64(q + FULL_PRODUCER_ID, <uint64_t>header.producer_id)
-        dedup_store_be16(q + FULL_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
-        dedup_store_be32(q + FULL_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
-        dedup_store_be64(q + FULL_LAST_TIMESTAMP, <uint64_t>last_timestamp_at(t, i)[0])
-        dedup_store_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
-        (q + FULL_BATCH_COUNT)[0] = header.count
-        q += FULL_ENTRY_SIZE
-        pos = header.head
-        for k in range(header.count):
-            last_offset = ring_last_offset(t, e)[pos]
-            offset_delta = ring_offset_delta(t, e)[pos]
-            if last_offset < offset_delta or last_offset >= map_end_offset:
-                p.producer_id = header.producer_id
-                p.item = k
-                p.found = last_offset
-                p.other = offset_delta
-                p.bound = map_end_offset
-                kind = problem(p, FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta
-                               else FULL_OFFSET_PAST_MAP_END)
+        dedup_store_be64(q + REC_PRODUCER_ID, <uint64_t>header.producer_id)
+        dedup_store_be16(q + REC_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
+        dedup_store_be32(q + REC_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
+        dedup_store_be64(q + REC_LAST_TIMESTAMP, <uint64_t>last_timestamp_at(t, i)[0])
+        dedup_store_be64(q + REC_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
+        (q + REC_BATCH_COUNT)[0] = <uint8_t>count
+        if count == 0:
+            memset(q + REC_LAST_SEQUENCE, 0, size - REC_LAST_SEQUENCE)
+        else:
+            newest = header.head + count - 1
+            if newest >= window:
+                newest -= window
+            newest_sequence = ring_last_sequence(e)[newest]
+            newest_offset = ring_last_offset(t, e)[newest]
+            newest_timestamp = ring_timestamp(t, e)[newest]
+            pos = header.head
+            s = q + REC_SLOTS
+            for k in range(count - 1):
+                last_offset = ring_last_offset(t, e)[pos]
+                offset_delta = ring_offset_delta(t, e)[pos]
+                kind = unwritable_batch(header, k, last_offset, offset_delta, map_end_offset, p)
+                if kind:
+                    break
+                offset_gap = <uint64_t>newest_offset - <uint64_t>last_offset
+                if offset_gap_fits(offset_gap):
+                    dedup_store_be32(s + SLOT_OFFSET_GAP, <uint32_t>offset_gap)
+                else:
+                    dedup_store_be32(s + SLOT_OFFSET_GAP, 0xFFFFFFFFU)
+                    escapes_push(escapes, last_offset)
+                timestamp_gap = <int64_t>(<uint64_t>newest_timestamp - <uint64_t>ring_timestamp(t, e)[pos])
+                if timestamp_gap_fits(timestamp_gap):
+                    dedup_store_be32(s + SLOT_TIMESTAMP_GAP, <uint32_t>timestamp_gap)
+                else:
+                    dedup_store_be32(s + SLOT_TIMESTAMP_GAP, 0x80000000U)
+                    escapes_push(escapes, ring_timestamp(t, e)[pos])
+                sequence_gap = <uint32_t>newest_sequence - <uint32_t>ring_last_sequence(e)[pos]
+                if sequence_gap < 0xFFFFU:
+                    dedup_store_be16(s + SLOT_SEQUENCE_GAP, <uint16_t>sequence_gap)
+                else:
+                    dedup_store_be16(s + SLOT_SEQUENCE_GAP, 0xFFFFU)
+                    escapes_push(escapes, ring_last_sequence(e)[pos])
+                if 0 <= offset_delta < 0xFFFF:
+                    dedup_store_be16(s + SLOT_OFFSET_DELTA, <uint16_t>offset_delta)
+                else:
+                    dedup_store_be16(s + SLOT_OFFSET_DELTA, 0xFFFFU)
+                    escapes_push(escapes, offset_delta)
+                s += SLOT_SIZE
+                pos += 1
+                if pos == window:
+                    pos = 0
+            if kind:
                 break
-            dedup_store_be32(q + FULL_LAST_SEQUENCE, <uint32_t>ring_last_sequence(e)[pos])
-            dedup_store_be32(q + FULL_OFFSET_DELTA, <uint32_t>offset_delta)
-            dedup_store_be64(q + FULL_LAST_OFFSET, <uint64_t>last_offset)
-            dedup_store_be64(q + FULL_TIMESTAMP, <uint64_t>ring_timestamp(t, e)[pos])
-            q += FULL_BATCH_SIZE
-            pos += 1
-            if pos == window:
-                pos = 0
-        if kind:
-            break
+            offset_delta = ring_offset_delta(t, e)[newest]
+            kind = unwritable_batch(header, count - 1, newest_offset, offset_delta, map_end_offset, p)
+            if kind:
+                break
+            dedup_store_be32(q + REC_LAST_SEQUENCE, <uint32_t>newest_sequence)
+            dedup_store_be32(q + REC_OFFSET_DELTA, <uint32_t>offset_delta)
+            dedup_store_be64(q + REC_LAST_OFFSET, <uint64_t>newest_offset)
+            dedup_store_be64(q + REC_TIMESTAMP, <uint64_t>newest_timestamp)
+            if (q + size) - s:
+                memset(s, 0, (q + size) - s)  # the unused slots
+        q += size
         next[0] = i + 1
         if q - crc_from >= CRC_BLOCK:
             crc[0] = dedup_crc32c(crc[0], crc_from, q - crc_from)
             crc_from = q
     crc[0] = dedup_crc32c(crc[0], crc_from, q - crc_from)
-    written[0] = q - out
     return kind
 
 
-cdef int full_encode(const Table* t, unsigned char* out, Problem* p) noexcept nogil:
-    """The full-window snapshot of the table into out[0, full_size(t)), entries in the table's
-    order; 0 or a problem kind (see full_entries)."""
-    cdef Py_ssize_t next = 0, written = 0
-    cdef uint32_t crc
-    cdef int kind
-    full_header(t, out)
-    crc = dedup_crc32c(0, out, FULL_HEADER_SIZE)
-    kind = full_entries(t, &next, full_size(t) - FULL_MIN_SIZE, out + FULL_HEADER_SIZE, &written, &crc, p)
-    if kind == PROBLEM_NONE:
-        dedup_store_be32(out + FULL_HEADER_SIZE + written, crc)
-    return kind
-
+# --- reading the full format (both versions) -------------------------------------------------
 
 cdef inline int entry_fits(const unsigned char* data, Py_ssize_t position, Py_ssize_t end, int window,
                            Py_ssize_t n, Problem* p) noexcept nogil:
-    """0 if entry n, at `position`, fits before `end` with at most `window` batches; else the
-    problem. Reads only the batch count byte, after checking it is there."""
+    """Version 1: 0 if entry n, at `position`, fits before `end` with at most `window` batches;
+    else the problem. Reads only the batch count byte, after checking it is there."""
     cdef int batch_count
     if end - position < FULL_ENTRY_SIZE:
         p.entry = n
@@ -353,23 +466,24 @@ cdef inline int entry_fits(const unsigned char* data, Py_ssize_t position, Py_ss
 
 
 cdef int full_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil:
+    """The header, then version 2's size (its CRC is checked by full_load, along the way) or
+    version 1's layout walk and CRC."""
     cdef int16_t version, window
-    cdef int64_t map_end_offset
-    cdef int32_t count
-    cdef Py_ssize_t n, end, position
-    cdef const unsigned char* crc_from
-    cdef uint32_t crc = 0, stored
-    cdef int kind
+    cdef int64_t map_end_offset, expected
+    cdef int32_t count, escapes
     if size < 4 or memcmp(data + FULL_MAGIC, DDPS, 4) != 0:
         return problem(p, FULL_BAD_MAGIC)
     if size < 6:
+        p.bound = FULL_MIN_SIZE
         return problem(p, FULL_TOO_SHORT)
     version = <int16_t>dedup_load_be16(data + FULL_VERSION)
-    if version != SNAPSHOT_VERSION:
+    if version != FULL_VERSION_1 and version != FULL_VERSION_2:
         p.found = version
         return problem(p, FULL_BAD_VERSION)
-    if size < FULL_MIN_SIZE:
+    p.bound = <int>FULL_MIN_SIZE if version == FULL_VERSION_1 else <int>FULL2_MIN_SIZE
+    if size < p.bound:
         return problem(p, FULL_TOO_SHORT)
+    p.bound = 0
     window = <int16_t>dedup_load_be16(data + FULL_WINDOW)
     map_end_offset = <int64_t>dedup_load_be64(data + FULL_MAP_END_OFFSET)
     count = <int32_t>dedup_load_be32(data + FULL_COUNT)
@@ -383,14 +497,41 @@ cdef int full_check(const unsigned char* data, Py_ssize_t size, Layout* layout, 
     if count < 0:
         p.found = count
         return problem(p, FULL_NEGATIVE_COUNT)
-    # The layout walk: each step is bounded by the bytes left (entry_fits), so a huge count in
-    # a short file stops at the first entry that does not fit. The CRC follows the walk block
-    # by block, while the bytes are in cache.
-    end = size - FULL_CRC_SIZE
+    layout.version = version
+    layout.window = window
+    layout.map_end_offset = map_end_offset
+    layout.count = count
+    layout.escapes = 0
+    if version == FULL_VERSION_1:
+        return full1_layout(data, size, layout, p)
+    escapes = <int32_t>dedup_load_be32(data + size - FULL2_TRAILER_SIZE)
+    if escapes < 0:
+        p.found = escapes
+        return problem(p, FULL2_NEGATIVE_ESCAPE_COUNT)
+    expected = (FULL_HEADER_SIZE + <int64_t>full_record_size(window) * count
+                + <int64_t>FULL2_ESCAPE_SIZE * escapes + FULL2_TRAILER_SIZE)
+    if size != expected:
+        p.found = window
+        p.other = escapes
+        p.position = full_record_size(window)
+        p.bound = expected
+        return problem(p, FULL2_SIZE)
+    layout.escapes = escapes
+    return PROBLEM_NONE
+
+
+cdef int full1_layout(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil:
+    """Version 1's layout walk and CRC: each step is bounded by the bytes left (entry_fits), so
+    a huge count in a short file stops at the first entry that does not fit. The CRC follows
+    the walk block by block, while the bytes are in cache."""
+    cdef Py_ssize_t n, position
+    cdef Py_ssize_t end = size - FULL_CRC_SIZE
+    cdef const unsigned char* crc_from = data
+    cdef uint32_t crc = 0, stored
+    cdef int kind
     position = FULL_HEADER_SIZE
-    crc_from = data
-    for n in range(count):
-        kind = entry_fits(data, position, end, window, n, p)
+    for n in range(layout.count):
+        kind = entry_fits(data, position, end, layout.window, n, p)
         if kind:
             return kind
         position += FULL_ENTRY_SIZE + FULL_BATCH_SIZE * (data + position + FULL_BATCH_COUNT)[0]
@@ -406,29 +547,209 @@ cdef int full_check(const unsigned char* data, Py_ssize_t size, Layout* layout, 
         p.found = stored
         p.other = crc
         return problem(p, FULL_BAD_CRC)
-    layout.count = count
-    layout.window = window
-    layout.map_end_offset = map_end_offset
     return PROBLEM_NONE
 
 
 cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
                    Problem* p) except -1 nogil:
-    """A full-window snapshot that full_check accepted into an empty table of its window."""
-    cdef Py_ssize_t n, i, before
+    if layout.version == FULL_VERSION_1:
+        return full1_load(t, data, size, layout, p)
+    return full2_load(t, data, size, layout, p)
+
+
+cdef inline int entry_values(Table* t, int64_t producer_id, int64_t txn, int64_t map_end_offset, Py_ssize_t n,
+                             Py_ssize_t* i, Problem* p) except -1 nogil:
+    """Both versions: entry n's producer id and transaction checked, its table entry made."""
+    cdef Py_ssize_t before
+    p.entry = n
+    p.producer_id = producer_id
+    if producer_id < 0:
+        return problem(p, FULL_NEGATIVE_PRODUCER_ID)
+    # A transaction starts at a batch the table has seen: below the map end offset.
+    if txn != NO_TXN and (txn < 0 or txn >= map_end_offset):
+        p.found = txn
+        p.bound = map_end_offset
+        return problem(p, FULL_BAD_TXN_FIRST_OFFSET)
+    before = t.count
+    i[0] = table_find_or_insert(t, producer_id)
+    if i[0] < before:
+        # Unlike Kafka's format, our writer never repeats a producer id. Entry numbers and
+        # table positions agree: the table was empty and every entry so far was new.
+        p.item = i[0]
+        return problem(p, FULL_REPEATED_PRODUCER_ID)
+    return PROBLEM_NONE
+
+
+cdef inline int batch_values(int k, int32_t offset_delta, int64_t last_offset, int64_t map_end_offset,
+                             Problem* p) noexcept nogil:
+    """Both versions: 0, or what is wrong with batch k (from the oldest) of the entry."""
+    if offset_delta >= 0 and last_offset >= offset_delta and last_offset < map_end_offset:
+        return PROBLEM_NONE
+    p.item = k
+    p.found = offset_delta if offset_delta < 0 else last_offset
+    p.other = offset_delta
+    p.bound = map_end_offset
+    return problem(p, FULL_NEGATIVE_OFFSET_DELTA if offset_delta < 0
+                   else FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta
+                   else FULL_OFFSET_PAST_MAP_END)
+
+
+cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
+                    Problem* p) except -1 nogil:
+    """Version 2 into an empty table presized for it. full_check read count, window and escape
+    count once and matched them with size, so every record, slot and escape read is inside
+    data; batch_count is checked against the window before a slot is read. The CRC runs a
+    block behind the records and wins over a value problem (see kafka_load)."""
+    cdef Py_ssize_t n, i
+    cdef Py_ssize_t record_size = full_record_size(layout.window)
+    cdef Py_ssize_t escape_count = layout.escapes
+    cdef Py_ssize_t used = 0
+    cdef const unsigned char* records = data + FULL_HEADER_SIZE
+    cdef const unsigned char* escapes = records + record_size * layout.count
+    cdef const unsigned char* end = data + size - FULL_CRC_SIZE
+    cdef const unsigned char* crc_from = data
+    cdef const unsigned char* q
+    cdef const unsigned char* s
+    cdef int64_t map_end_offset = layout.map_end_offset
+    cdef int64_t last_offset, timestamp, newest_offset, newest_timestamp
+    cdef uint64_t value
+    cdef int32_t offset_delta, last_sequence, newest_sequence
+    cdef uint32_t crc = 0, stored
+    cdef int k, batch_count, kind = PROBLEM_NONE
+    cdef int window = layout.window
+    cdef char* e
+    cdef EntryHeader* header
+    for n in range(min(<Py_ssize_t>PREFETCH_DISTANCE, layout.count)):
+        prefetch_index_slot(t, <int64_t>dedup_load_be64(records + n * record_size))
+    for n in range(layout.count):
+        if n + PREFETCH_DISTANCE < layout.count:
+            prefetch_index_slot(t, <int64_t>dedup_load_be64(records + (n + PREFETCH_DISTANCE) * record_size))
+        q = records + n * record_size
+        if q - crc_from >= CRC_BLOCK:
+            crc = dedup_crc32c(crc, crc_from, q - crc_from)
+            crc_from = q
+        batch_count = (q + REC_BATCH_COUNT)[0]
+        if batch_count > window:
+            p.entry = n
+            p.found = batch_count
+            p.bound = window
+            kind = problem(p, FULL_BATCH_COUNT_OVER_WINDOW)
+            break
+        kind = entry_values(t, <int64_t>dedup_load_be64(q + REC_PRODUCER_ID),
+                            <int64_t>dedup_load_be64(q + REC_CURRENT_TXN_FIRST_OFFSET), map_end_offset, n, &i, p)
+        if kind:
+            break
+        e = entry_at(t, i)
+        header = <EntryHeader*>e
+        header.producer_epoch = <int16_t>dedup_load_be16(q + REC_PRODUCER_EPOCH)
+        header.coordinator_epoch = <int32_t>dedup_load_be32(q + REC_COORDINATOR_EPOCH)
+        header.current_txn_first_offset = <int64_t>dedup_load_be64(q + REC_CURRENT_TXN_FIRST_OFFSET)
+        last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + REC_LAST_TIMESTAMP)
+        # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit
+        # in slots [0, count). Oldest first into slots 0.. keeps it (and holds at count == window).
+        header.head = 0
+        header.count = 0
+        if batch_count == 0:
+            continue
+        newest_sequence = <int32_t>dedup_load_be32(q + REC_LAST_SEQUENCE)
+        newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)
+        newest_timestamp = <int64_t>dedup_load_be64(q + REC_TIMESTAMP)
+        s = q + REC_SLOTS
+        for k in range(batch_count - 1):
+            # Each field: its narrow value, or (the escape value) the next escaped value.
+            value = dedup_load_be32(s + SLOT_OFFSET_GAP)
+            if value == 0xFFFFFFFFU:
+                if used == escape_count:
+                    kind = missing_escape(k, used, escape_count, p)
+                    break
+                last_offset = <int64_t>dedup_load_be64(escapes + FULL2_ESCAPE_SIZE * used)
+                used += 1
+            else:
+                last_offset = <int64_t>(<uint64_t>newest_offset - value)
+            value = dedup_load_be32(s + SLOT_TIMESTAMP_GAP)
+            if value == 0x80000000U:
+                if used == escape_count:
+                    kind = missing_escape(k, used, escape_count, p)
+                    break
+                timestamp = <int64_t>dedup_load_be64(escapes + FULL2_ESCAPE_SIZE * used)
+                used += 1
+            else:
+                timestamp = <int64_t>(<uint64_t>newest_timestamp - <uint64_t><int64_t><int32_t><uint32_t>value)
+            value = dedup_load_be16(s + SLOT_SEQUENCE_GAP)
+            if value == 0xFFFFU:
+                if used == escape_count:
+                    kind = missing_escape(k, used, escape_count, p)
+                    break
+                last_sequence = <int32_t><uint32_t>dedup_load_be64(escapes + FULL2_ESCAPE_SIZE * used)
+                used += 1
+            else:
+                last_sequence = <int32_t>(<uint32_t>newest_sequence - <uint32_t>value)
+            value = dedup_load_be16(s + SLOT_OFFSET_DELTA)
+            if value == 0xFFFFU:
+                if used == escape_count:
+                    kind = missing_escape(k, used, escape_count, p)
+                    break
+                offset_delta = <int32_t><uint32_t>dedup_load_be64(escapes + FULL2_ESCAPE_SIZE * used)
+                used += 1
+            else:
+                offset_delta = <int32_t>value
+            kind = batch_values(k, offset_delta, last_offset, map_end_offset, p)
+            if kind:
+                break
+            ring_last_sequence(e)[k] = last_sequence
+            ring_offset_delta(t, e)[k] = offset_delta
+            ring_last_offset(t, e)[k] = last_offset
+            ring_timestamp(t, e)[k] = timestamp
+            s += SLOT_SIZE
+        if kind:
+            break
+        k = batch_count - 1
+        offset_delta = <int32_t>dedup_load_be32(q + REC_OFFSET_DELTA)
+        kind = batch_values(k, offset_delta, newest_offset, map_end_offset, p)
+        if kind:
+            break
+        ring_last_sequence(e)[k] = newest_sequence
+        ring_offset_delta(t, e)[k] = offset_delta
+        ring_last_offset(t, e)[k] = newest_offset
+        ring_timestamp(t, e)[k] = newest_timestamp
+        header.count = <uint8_t>batch_count
+    if kind == PROBLEM_NONE and used != escape_count:
+        p.entry = -1
+        p.found = used
+        p.bound = escape_count
+        kind = problem(p, FULL2_UNUSED_ESCAPES)
+    crc = dedup_crc32c(crc, crc_from, end - crc_from)
+    stored = dedup_load_be32(end)
+    if stored != crc:
+        p.found = stored
+        p.other = crc
+        return problem(p, FULL_BAD_CRC)
+    return kind
+
+
+cdef int missing_escape(int k, Py_ssize_t used, Py_ssize_t escape_count, Problem* p) noexcept nogil:
+    p.item = k
+    p.found = used
+    p.bound = escape_count
+    return problem(p, FULL2_MISSING_ESCAPE)
+
+
+cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
+                    Problem* p) except -1 nogil:
+    """Version 1, which full_check walked and checksummed, into an empty table presized for it."""
+    cdef Py_ssize_t n, i
     cdef Py_ssize_t end = size - FULL_CRC_SIZE
     cdef Py_ssize_t position = FULL_HEADER_SIZE
     cdef int64_t map_end_offset = layout.map_end_offset
     cdef const unsigned char* q
     cdef const unsigned char* b
-    cdef int64_t producer_id, txn, last_offset
+    cdef int64_t last_offset
     cdef int32_t offset_delta
     cdef int k, batch_count, kind
     cdef char* e
     cdef EntryHeader* header
     cdef Py_ssize_t ahead = FULL_HEADER_SIZE  # the entry PREFETCH_DISTANCE entries ahead
     cdef Py_ssize_t n_ahead = 0
-    table_reserve(t, layout.count)  # no reallocation and no rehash from here on
     for n in range(layout.count):
         # Entries vary in length: a second cursor walks ahead, bounds-checked like the first.
         while n_ahead < layout.count and n_ahead <= n + PREFETCH_DISTANCE and end - ahead >= FULL_ENTRY_SIZE:
@@ -443,46 +764,25 @@ cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const L
             return kind
         q = data + position
         batch_count = (q + FULL_BATCH_COUNT)[0]
-        producer_id = <int64_t>dedup_load_be64(q + FULL_PRODUCER_ID)
-        txn = <int64_t>dedup_load_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET)
-        p.entry = n
-        p.producer_id = producer_id
-        if producer_id < 0:
-            return problem(p, FULL_NEGATIVE_PRODUCER_ID)
-        # A transaction starts at a batch the table has seen: below the map end offset.
-        if txn != NO_TXN and (txn < 0 or txn >= map_end_offset):
-            p.found = txn
-            p.bound = map_end_offset
-            return problem(p, FULL_BAD_TXN_FIRST_OFFSET)
-        before = t.count
-        i = table_find_or_insert(t, producer_id)
-        if i < before:
-            # Unlike Kafka's format, our writer never repeats a producer id. Entry numbers and
-            # table positions agree: the table was empty and every entry so far was new.
-            p.item = i
-            return problem(p, FULL_REPEATED_PRODUCER_ID)
+        kind = entry_values(t, <int64_t>dedup_load_be64(q + FULL_PRODUCER_ID),
+                            <int64_t>dedup_load_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET), map_end_offset, n, &i, p)
+        if kind:
+            return kind
         e = entry_at(t, i)
         header = <EntryHeader*>e
         header.producer_epoch = <int16_t>dedup_load_be16(q + FULL_PRODUCER_EPOCH)
         header.coordinator_epoch = <int32_t>dedup_load_be32(q + FULL_COORDINATOR_EPOCH)
-        header.current_txn_first_offset = txn
+        header.current_txn_first_offset = <int64_t>dedup_load_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET)
         last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + FULL_LAST_TIMESTAMP)
-        # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit
-        # in slots [0, count). Oldest first into slots 0.. keeps it (and holds at count == window).
         header.head = 0
         header.count = 0
         b = q + FULL_ENTRY_SIZE
         for k in range(batch_count):
             offset_delta = <int32_t>dedup_load_be32(b + FULL_OFFSET_DELTA)
             last_offset = <int64_t>dedup_load_be64(b + FULL_LAST_OFFSET)
-            if offset_delta < 0 or last_offset < offset_delta or last_offset >= map_end_offset:
-                p.item = k
-                p.found = offset_delta if offset_delta < 0 else last_offset
-                p.other = offset_delta
-                p.bound = map_end_offset
-                return problem(p, FULL_NEGATIVE_OFFSET_DELTA if offset_delta < 0
-                               else FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta
-                               else FULL_OFFSET_PAST_MAP_END)
+            kind = batch_values(k, offset_delta, last_offset, map_end_offset, p)
+            if kind:
+                return kind
             ring_last_sequence(e)[k] = <int32_t>dedup_load_be32(b + FULL_LAST_SEQUENCE)
             ring_offset_delta(t, e)[k] = offset_delta
             ring_last_offset(t, e)[k] = last_offset
@@ -538,9 +838,10 @@ cdef str problem_message(const Problem* p, Py_ssize_t size, object first_bytes):
     if kind == FULL_BAD_MAGIC:
         return f"full snapshot: bad magic: expected {MAGIC!r}, found {first_bytes!r}"
     if kind == FULL_TOO_SHORT:
-        return f"full snapshot: too short: expected at least {FULL_MIN_SIZE} bytes (header and crc), found {size}"
+        what = "header and crc" if bound == FULL_MIN_SIZE else "header, escape count and crc"
+        return f"full snapshot: too short: expected at least {bound} bytes ({what}), found {size}"
     if kind == FULL_BAD_VERSION:
-        return f"full snapshot: unknown version: expected {SNAPSHOT_VERSION}, found {found}"
+        return f"full snapshot: unknown version: expected {FULL_VERSION_1} or {FULL_VERSION_2}, found {found}"
     if kind == FULL_BAD_WINDOW:
         return f"full snapshot: window out of range: expected 1..255, found {found}"
     if kind == FULL_NEGATIVE_MAP_END_OFFSET:
@@ -561,6 +862,15 @@ cdef str problem_message(const Problem* p, Py_ssize_t size, object first_bytes):
     if kind == FULL_BAD_CRC:
         return (f"full snapshot: CRC-32C of bytes [0, {size - FULL_CRC_SIZE}) does not match: "
                 f"stored crc {found:#010x}, computed crc {other:#010x}")
+    if kind == FULL2_NEGATIVE_ESCAPE_COUNT:
+        return f"full snapshot: negative escaped value count: expected >= 0, found {found}"
+    if kind == FULL2_SIZE:
+        what = "short file" if size < bound else f"{size - bound} trailing bytes"
+        return (f"full snapshot: {what}: {count} producers of {position} bytes (window {found}) and {other} "
+                f"escaped values need 20 + {position} x {count} + 8 x {other} + 8 = {bound} bytes, found {size}")
+    if kind == FULL2_UNUSED_ESCAPES:
+        return (f"full snapshot: {bound - found} escaped values unused: the records use {found} of the {bound} "
+                "the file holds")
     if kind == FULL_NEGATIVE_PRODUCER_ID:
         return f"full snapshot: entry {entry}: producer id {pid} is negative: expected >= 0"
     where = f"full snapshot: entry {entry} (producer id {pid})"
@@ -570,6 +880,8 @@ cdef str problem_message(const Problem* p, Py_ssize_t size, object first_bytes):
         return (f"full snapshot: entry {entry}: producer id {pid} repeats entry {item}: "
                 "expected unique producer ids")
     where = f"{where}, batch {item}"
+    if kind == FULL2_MISSING_ESCAPE:
+        return f"{where}: escaped value {found} is missing: the file holds {bound}"
     if kind == FULL_NEGATIVE_OFFSET_DELTA:
         return f"{where}: offset delta {found} is negative: expected >= 0"
     if kind == FULL_NEGATIVE_FIRST_OFFSET:
@@ -641,7 +953,7 @@ def encode_kafka(ProducerStateTable table not None):
 
 
 def encode_full(ProducerStateTable table not None):
-    """dedup's full-window snapshot of the table, as bytes: every retained batch, oldest first.
+    """dedup's full-window snapshot (version 2) of the table, as bytes: every retained batch.
 
     ``ValueError`` if the table holds offsets at or past its map end offset, or a negative
     first offset (only a table loaded from a Kafka snapshot can): the reader would reject them.
@@ -649,25 +961,53 @@ def encode_full(ProducerStateTable table not None):
     table._check_idle()
     cdef Table* t = &table.t
     cdef Problem p
-    cdef int kind
+    cdef int kind = PROBLEM_NONE
+    cdef Escapes escapes
+    cdef Py_ssize_t next = 0, j
+    cdef Py_ssize_t records_end = FULL_HEADER_SIZE + full_record_size(t.window) * t.count
+    cdef uint32_t crc = 0
     problem_clear(&p)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, full_size(t))
+    escapes.values = NULL
+    escapes.count = 0
+    escapes.capacity = 0
+    # Sized for no escaped values (the common case); grown below if the records escaped any.
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, records_end + FULL2_TRAILER_SIZE)
+    cdef bytes whole
     cdef unsigned char* buffer = <unsigned char*>PyBytes_AS_STRING(out)
-    dedup_advise_huge_pages(buffer, full_size(t))
-    table._busy = 1
+    cdef unsigned char* trailer
     try:
-        with nogil:
-            kind = full_encode(t, buffer, &p)
+        dedup_advise_huge_pages(buffer, records_end)
+        table._busy = 1
+        try:
+            with nogil:
+                full_header(t, buffer)
+                crc = dedup_crc32c(0, buffer, FULL_HEADER_SIZE)
+                kind = full_records(t, &next, t.count, buffer + FULL_HEADER_SIZE, &escapes, &crc, &p)
+        finally:
+            table._busy = 0
+        if kind:
+            raise ValueError(unwritable_message(&p))
+        if escapes.count:
+            whole = PyBytes_FromStringAndSize(NULL, records_end + FULL2_ESCAPE_SIZE * escapes.count
+                                              + FULL2_TRAILER_SIZE)
+            memcpy(PyBytes_AS_STRING(whole), buffer, records_end)
+            out = whole
+            buffer = <unsigned char*>PyBytes_AS_STRING(out)
+            for j in range(escapes.count):
+                dedup_store_be64(buffer + records_end + FULL2_ESCAPE_SIZE * j, <uint64_t>escapes.values[j])
+            crc = dedup_crc32c(crc, buffer + records_end, FULL2_ESCAPE_SIZE * escapes.count)
+        trailer = buffer + records_end + FULL2_ESCAPE_SIZE * escapes.count
+        dedup_store_be32(trailer, <uint32_t>escapes.count)
+        crc = dedup_crc32c(crc, trailer, 4)
+        dedup_store_be32(trailer + 4, crc)
     finally:
-        table._busy = 0
-    if kind:
-        raise ValueError(unwritable_message(&p))
+        escapes_free(&escapes)
     return out
 
 
 cdef enum:
-    # The smallest buffer SnapshotWriter.fill takes: the full format's largest entry
-    # (31 + 24 * 255 = 6151 bytes) after its header, so every fill makes progress.
+    # The smallest buffer SnapshotWriter.fill takes: the full format's largest record
+    # (55 + 12 * 254 = 3103 bytes) after its header, so every fill makes progress.
     MIN_WRITER_BUFFER = 8192
 
 
@@ -683,16 +1023,19 @@ cdef class SnapshotWriter:
 
     The pieces concatenated are exactly encode_kafka(table) or encode_full(table), except that
     Kafka's crc field (bytes 2-5) is 0 until the caller patches it, as Kafka's writer does
-    (spec §4.3); the full format's crc comes last, in the pieces. While the block is open the
-    table is busy: another thread gets a RuntimeError instead of changing it between pieces.
+    (spec §4.3); the full format's escaped values, escape count and crc come last, in the
+    pieces. While the block is open the table is busy: another thread gets a RuntimeError
+    instead of changing it between pieces.
     """
 
     cdef ProducerStateTable table
     cdef bint full
     cdef bint entered
-    cdef int stage                     # 0: header next, 1: entries, 2: trailer, 3: done
+    cdef int stage                     # 0: header next, 1: entries, 2: escapes, 3: trailer, 4: done
     cdef Py_ssize_t next               # the next entry to write
     cdef Py_ssize_t count              # entries when the block opened
+    cdef Py_ssize_t escapes_written    # escaped values written so far
+    cdef Escapes escapes               # the full format's escaped values, held until the records end
     cdef uint64_t generation           # the table's generation when the block opened
     cdef uint32_t running_crc
 
@@ -701,6 +1044,9 @@ cdef class SnapshotWriter:
             raise ValueError(f"format must be one of ('full', 'kafka'), got {format!r}")
         self.table = table
         self.full = format == "full"
+
+    def __dealloc__(self):
+        escapes_free(&self.escapes)
 
     def __enter__(self):
         if self.entered:
@@ -712,6 +1058,8 @@ cdef class SnapshotWriter:
         self.count = self.table.t.count
         self.stage = 0
         self.next = 0
+        self.escapes_written = 0
+        escapes_free(&self.escapes)
         self.running_crc = 0
         return self
 
@@ -719,6 +1067,7 @@ cdef class SnapshotWriter:
         if self.entered:
             self.entered = False
             self.table._busy = 0
+        escapes_free(&self.escapes)
         return False
 
     @property
@@ -734,7 +1083,7 @@ cdef class SnapshotWriter:
     @property
     def crc(self):
         """The snapshot's CRC-32C, once fill() has returned 0."""
-        if self.stage != 3:
+        if self.stage != 4:
             raise RuntimeError("the crc is known once fill() has returned 0")
         return self.running_crc
 
@@ -759,7 +1108,8 @@ cdef class SnapshotWriter:
         if t.generation != self.generation or t.count != self.count:
             raise RuntimeError("the table changed while its snapshot was being written")
         cdef unsigned char* out = &view[0]
-        cdef Py_ssize_t written = 0, piece = 0, entries
+        cdef Py_ssize_t written = 0, entries, before, j
+        cdef Py_ssize_t record_size = full_record_size(t.window)
         cdef Problem p
         cdef int kind = PROBLEM_NONE
         problem_clear(&p)
@@ -771,27 +1121,39 @@ cdef class SnapshotWriter:
                     written = FULL_HEADER_SIZE
                 else:
                     kafka_header(t, out)
-                    self.running_crc = dedup_crc32c(0, out + KAFKA_CRC_START, KAFKA_HEADER_SIZE - KAFKA_CRC_START)
+                    self.running_crc = dedup_crc32c(0, out + KAFKA_CRC_START,
+                                                    KAFKA_HEADER_SIZE - KAFKA_CRC_START)
                     written = KAFKA_HEADER_SIZE
                 self.stage = 1
             if self.stage == 1:
                 if self.full:
-                    kind = full_entries(t, &self.next, capacity - written, out + written, &piece,
+                    entries = min((capacity - written) // record_size, t.count - self.next)
+                    before = self.next
+                    kind = full_records(t, &self.next, self.next + entries, out + written, &self.escapes,
                                         &self.running_crc, &p)
-                    written += piece
+                    written += (self.next - before) * record_size
                 else:
                     entries = min((capacity - written) // KAFKA_ENTRY_SIZE, t.count - self.next)
                     written += kafka_entries(t, self.next, self.next + entries, out + written, &self.running_crc)
                     self.next += entries
                 if kind == PROBLEM_NONE and self.next == t.count:
-                    self.stage = 2
+                    self.stage = 2 if self.full else 4
             if self.stage == 2:
-                if not self.full:
+                entries = min((capacity - written) // FULL2_ESCAPE_SIZE, self.escapes.count - self.escapes_written)
+                for j in range(entries):
+                    dedup_store_be64(out + written + FULL2_ESCAPE_SIZE * j,
+                                     <uint64_t>self.escapes.values[self.escapes_written + j])
+                self.running_crc = dedup_crc32c(self.running_crc, out + written, FULL2_ESCAPE_SIZE * entries)
+                written += FULL2_ESCAPE_SIZE * entries
+                self.escapes_written += entries
+                if self.escapes_written == self.escapes.count:
                     self.stage = 3
-                elif capacity - written >= FULL_CRC_SIZE:
-                    dedup_store_be32(out + written, self.running_crc)
-                    written += FULL_CRC_SIZE
-                    self.stage = 3
+            if self.stage == 3 and capacity - written >= FULL2_TRAILER_SIZE:
+                dedup_store_be32(out + written, <uint32_t>self.escapes.count)
+                self.running_crc = dedup_crc32c(self.running_crc, out + written, 4)
+                dedup_store_be32(out + written + 4, self.running_crc)
+                written += FULL2_TRAILER_SIZE
+                self.stage = 4
         if kind:
             raise ValueError(unwritable_message(&p))
         return written
@@ -818,6 +1180,7 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, table_window)
     with nogil:
+        table_reserve(&table.t, layout.count)  # no reallocation and no rehash from here on
         kind = kafka_load(&table.t, octets, size, &layout, &p)
     if kind:
         raise_corrupt(&p, view)
@@ -827,8 +1190,8 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
 
 
 def decode_full(data, table_class=ProducerStateTable):
-    """A table from a full-window snapshot, with the file's window and map end offset;
-    ``CorruptSnapshotError`` if it is not a valid one."""
+    """A table from a full-window snapshot (version 1 or 2), with the file's window and map end
+    offset; ``CorruptSnapshotError`` if it is not a valid one."""
     cdef const unsigned char[::1] view = bytes_view(data)
     cdef Py_ssize_t size = view.shape[0]
     cdef const unsigned char* octets = &view[0] if size else NULL
@@ -842,6 +1205,7 @@ def decode_full(data, table_class=ProducerStateTable):
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, layout.window)
     with nogil:
+        table_reserve(&table.t, layout.count)  # no reallocation and no rehash from here on
         kind = full_load(&table.t, octets, size, &layout, &p)
     if kind:
         raise_corrupt(&p, view)
