@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 
 import dedup  # noqa: E402
 from dedup import reference  # noqa: E402
+from dedup.bench import Stream, in_sequence_ranks  # noqa: E402, F401 - kit.in_sequence_ranks
 
 try:
     from dedup import _state
@@ -96,66 +97,17 @@ def per_unit(benchmark, units: int) -> dict[str, float] | None:
     return {"min": seconds["min"] / units, "median": seconds["median"] / units, "rounds": seconds["rounds"]}
 
 
-def in_sequence_ranks(producer_ids: np.ndarray, start: int = 0) -> np.ndarray:
-    """For each row, how many earlier rows carry the same producer id, plus ``start``: the
-    base_sequence that keeps every producer's own batches in sequence (record_count 1)."""
-    order = np.argsort(producer_ids, kind="stable")
-    grouped = producer_ids[order]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    lengths = np.diff(np.r_[starts, len(grouped)])
-    ranks = np.arange(len(grouped)) - np.repeat(starts, lengths)
-    sequences = np.empty(len(producer_ids), dtype=np.int32)
-    sequences[order] = ranks + start
-    return sequences
-
-
-class Workload:
+class Workload(Stream):
     """Batches of ``producers`` producers interleaved at random, each producer's own batches
-    in sequence (record_count 1), cut into calls of ``rows`` rows.
+    in sequence (record_count 1), cut into calls of ``rows`` rows: ``dedup.bench.Stream`` in
+    random order, the builder ``python -m dedup bench`` uses too.
 
     :meth:`fill` gives every producer its entry (sequence 0, in random order), so that the
     timed calls (``calls`` of them, sequences from 1 on) measure the steady state, not inserts.
     """
 
     def __init__(self, producers: int, calls: int, rows: int = CALL_ROWS, seed: int = 20_260_101):
-        rng = np.random.default_rng(seed)
-        ids = np.arange(FIRST_PRODUCER_ID, FIRST_PRODUCER_ID + producers, dtype=np.int64)
-        self.producers = producers
-        self.rows = rows
-        self.prefill_ids = rng.permutation(ids)
-        stream = ids[rng.integers(0, producers, size=calls * rows)]
-        self.producer_ids = stream.reshape(calls, rows)
-        self.base_sequences = in_sequence_ranks(stream, start=1).reshape(calls, rows)
-        self.producer_epochs = np.zeros(rows, dtype=np.int16)
-        self.record_counts = np.ones(rows, dtype=np.int32)
-        # Real batches carry a max timestamp; passing None would time np.full() as well.
-        self.max_timestamps = np.full(rows, 1_767_225_600_000, dtype=np.int64)
-
-    def fill(self, table) -> None:
-        """Give every producer its entry: the untimed start of a steady-state benchmark."""
-        for start in range(0, self.producers, self.rows):
-            ids = self.prefill_ids[start : start + self.rows]
-            n = len(ids)
-            result = table.append_many(
-                ids,
-                self.producer_epochs[:n],
-                np.zeros(n, dtype=np.int32),
-                self.record_counts[:n],
-                self.max_timestamps[:n],
-                log_end_offset=table.map_end_offset,
-            )
-            assert (result.error_codes == 0).all()
-
-    def arguments(self, call: int, log_end_offset: int):
-        """``(args, kwargs)`` of call number ``call``, for ``benchmark.pedantic(setup=...)``."""
-        args = (
-            self.producer_ids[call],
-            self.producer_epochs,
-            self.base_sequences[call],
-            self.record_counts,
-            self.max_timestamps,
-        )
-        return args, {"log_end_offset": log_end_offset}
+        super().__init__(producers, calls, rows, "random", seed)
 
 
 def machine() -> str:
