@@ -296,7 +296,13 @@ class PartitionLog:
                 )
         if type(leader_epoch) is not int or not -1 <= leader_epoch < 1 << 31:
             leader_epoch = _args.integer("leader_epoch", leader_epoch, -1, (1 << 31) - 1, "an int32 >= -1")
-        data = bytearray(records)
+        try:  # a buffer (bytes, bytearray, memoryview, mmap): bytearray(5) or a list of ints is not one
+            with memoryview(records) as view:
+                data = bytearray(view.cast("B") if view.ndim != 1 or view.format != "B" else view)
+        except TypeError as error:
+            raise TypeError(
+                f"records must be a C-contiguous buffer of v2 batches, got {type(records).__name__}"
+            ) from error
         if origin == Origin.CLIENT:
             fields = check_one_batch(data)  # the record-level rules (spec §2.1 rules 1, 3, 5-8)
             if fields is not None:
@@ -434,6 +440,9 @@ class PartitionLog:
         ``[log_start_offset, log_end_offset]`` (Kafka's fetch error)."""
         self._check_usable()
         offset = _args.offset("offset", offset)
+        max_bytes = _args.integer("max_bytes", max_bytes, 0, (1 << 31) - 1, "an int32 >= 0")
+        if max_offset is not None:
+            max_offset = _args.offset("max_offset", max_offset)
         if offset < self._log_start_offset or offset > self.log_end_offset:
             raise OffsetOutOfRangeError(
                 f"offset {offset} is outside the log [{self._log_start_offset}, {self.log_end_offset}] "

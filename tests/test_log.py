@@ -512,3 +512,27 @@ def test_a_follower_refuses_a_fetch_with_a_corrupt_batch_as_a_whole(tmp_path, im
     follower.append_as_follower(leader.read(0))
     assert state(follower.producer_state) == state(leader.producer_state)
     leader.close(), follower.close()
+
+
+@pytest.mark.parametrize("records", [5, [0, 1, 2], None, "batch", 1.5])
+def test_records_that_are_not_a_buffer_are_a_type_error(open_log, records):
+    log = open_log()
+    with pytest.raises(TypeError, match="records must be a C-contiguous buffer"):
+        log.append_as_leader(records)
+    with pytest.raises(TypeError):
+        log.append_as_follower(records)
+    assert log.log_end_offset == 0 and log.size_bytes == 0
+
+
+def test_read_arguments_are_checked(open_log):
+    log = open_log()
+    log.append_as_leader(build(1000, 0, 0))
+    for call, error in [
+        (lambda: log.read(-1), ValueError),
+        (lambda: log.read("0"), TypeError),
+        (lambda: log.read(0, -5), ValueError),
+        (lambda: log.read(0, max_offset=-2), ValueError),
+    ]:
+        with pytest.raises(error):
+            call()
+    assert log.read(0, 0) == log.read(0, 1 << 20)  # at least one batch (KIP-74)
