@@ -26,12 +26,17 @@ from dedup._state cimport (
     EntryHeader,
     ProducerStateTable,
     Table,
+    MAX_WINDOW,
     entry_at,
+    entry_drop_batches,
     last_timestamp_at,
-    ring_last_offset,
+    ring_encode,
     ring_last_sequence,
     ring_offset_delta,
-    ring_timestamp,
+    ring_offset_gap,
+    ring_timestamp_gap,
+    slot_last_offset,
+    slot_timestamp,
     table_find_or_insert,
     table_reserve,
 )
@@ -120,7 +125,7 @@ cdef Py_ssize_t kafka_entries(const Table* t, Py_ssize_t first, Py_ssize_t stop,
             if last >= t.window:
                 last -= t.window
             dedup_store_be32(q + KAFKA_LAST_SEQUENCE, <uint32_t>ring_last_sequence(e)[last])
-            dedup_store_be64(q + KAFKA_LAST_OFFSET, <uint64_t>ring_last_offset(t, e)[last])
+            dedup_store_be64(q + KAFKA_LAST_OFFSET, <uint64_t>slot_last_offset(t, e, last))
             dedup_store_be32(q + KAFKA_OFFSET_DELTA, <uint32_t>ring_offset_delta(t, e)[last])
         else:
             dedup_store_be32(q + KAFKA_LAST_SEQUENCE, <uint32_t>NO_SEQUENCE)
@@ -226,13 +231,14 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         header.coordinator_epoch = <int32_t>dedup_load_be32(q + KAFKA_COORDINATOR_EPOCH)
         txn = <int64_t>dedup_load_be64(q + KAFKA_CURRENT_TXN_FIRST_OFFSET)
         header.current_txn_first_offset = txn if txn >= 0 else NO_TXN  # a transaction iff >= 0
-        header.head = 0
-        header.count = 0
+        entry_drop_batches(t, e)
         if last_offset >= 0:  # one batch iff LastOffset >= 0; slot 0 (head 0, count 1)
+            # Its timestamp is the entry's last_timestamp (the one Timestamp field): gap 0.
             ring_last_sequence(e)[0] = <int32_t>dedup_load_be32(q + KAFKA_LAST_SEQUENCE)
             ring_offset_delta(t, e)[0] = offset_delta
-            ring_last_offset(t, e)[0] = last_offset
-            ring_timestamp(t, e)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
+            header.offset_base = last_offset
+            ring_offset_gap(t, e)[0] = 0
+            ring_timestamp_gap(t, e)[0] = 0
             header.count = 1
         last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
     crc = dedup_crc32c(crc, crc_from, (data + size) - crc_from)
@@ -274,10 +280,10 @@ cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
             newest -= window
         pos = header.head
         for _ in range(header.count - 1):
-            escapes += not offset_gap_fits(<uint64_t>ring_last_offset(t, e)[newest]
-                                           - <uint64_t>ring_last_offset(t, e)[pos])
-            escapes += not timestamp_gap_fits(<int64_t>(<uint64_t>ring_timestamp(t, e)[newest]
-                                                        - <uint64_t>ring_timestamp(t, e)[pos]))
+            escapes += not offset_gap_fits(<uint64_t>slot_last_offset(t, e, newest)
+                                           - <uint64_t>slot_last_offset(t, e, pos))
+            escapes += not timestamp_gap_fits(<int64_t>(<uint64_t>slot_timestamp(t, i, e, newest)
+                                                        - <uint64_t>slot_timestamp(t, i, e, pos)))
             escapes += (<uint32_t>ring_last_sequence(e)[newest] - <uint32_t>ring_last_sequence(e)[pos]) >= 0xFFFFU
             escapes += not (0 <= ring_offset_delta(t, e)[pos] < 0xFFFF)
             pos += 1
@@ -353,7 +359,7 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
     cdef int k, pos, newest, count, kind = PROBLEM_NONE
     cdef int window = t.window
     cdef int64_t map_end_offset = t.map_end_offset
-    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap
+    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap, timestamp
     cdef uint64_t offset_gap
     cdef int32_t offset_delta, newest_sequence
     cdef uint32_t sequence_gap
@@ -380,12 +386,12 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
             if newest >= window:
                 newest -= window
             newest_sequence = ring_last_sequence(e)[newest]
-            newest_offset = ring_last_offset(t, e)[newest]
-            newest_timestamp = ring_timestamp(t, e)[newest]
+            newest_offset = slot_last_offset(t, e, newest)
+            newest_timestamp = slot_timestamp(t, i, e, newest)
             pos = header.head
             s = q + REC_SLOTS
             for k in range(count - 1):
-                last_offset = ring_last_offset(t, e)[pos]
+                last_offset = slot_last_offset(t, e, pos)
                 offset_delta = ring_offset_delta(t, e)[pos]
                 kind = unwritable_batch(header, k, last_offset, offset_delta, map_end_offset, p)
                 if kind:
@@ -396,12 +402,13 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
                 else:
                     dedup_store_be32(s + SLOT_OFFSET_GAP, 0xFFFFFFFFU)
                     escapes_push(escapes, last_offset)
-                timestamp_gap = <int64_t>(<uint64_t>newest_timestamp - <uint64_t>ring_timestamp(t, e)[pos])
+                timestamp = slot_timestamp(t, i, e, pos)
+                timestamp_gap = <int64_t>(<uint64_t>newest_timestamp - <uint64_t>timestamp)
                 if timestamp_gap_fits(timestamp_gap):
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, <uint32_t>timestamp_gap)
                 else:
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, 0x80000000U)
-                    escapes_push(escapes, ring_timestamp(t, e)[pos])
+                    escapes_push(escapes, timestamp)
                 sequence_gap = <uint32_t>newest_sequence - <uint32_t>ring_last_sequence(e)[pos]
                 if sequence_gap < 0xFFFFU:
                     dedup_store_be16(s + SLOT_SEQUENCE_GAP, <uint16_t>sequence_gap)
@@ -612,6 +619,8 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef const unsigned char* s
     cdef int64_t map_end_offset = layout.map_end_offset
     cdef int64_t last_offset, timestamp, newest_offset, newest_timestamp
+    cdef int64_t last_offsets[MAX_WINDOW]
+    cdef int64_t timestamps[MAX_WINDOW]
     cdef uint64_t value
     cdef int32_t offset_delta, last_sequence, newest_sequence
     cdef uint32_t crc = 0, stored
@@ -698,8 +707,8 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
                 break
             ring_last_sequence(e)[k] = last_sequence
             ring_offset_delta(t, e)[k] = offset_delta
-            ring_last_offset(t, e)[k] = last_offset
-            ring_timestamp(t, e)[k] = timestamp
+            last_offsets[k] = last_offset
+            timestamps[k] = timestamp
             s += SLOT_SIZE
         if kind:
             break
@@ -710,8 +719,9 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             break
         ring_last_sequence(e)[k] = newest_sequence
         ring_offset_delta(t, e)[k] = offset_delta
-        ring_last_offset(t, e)[k] = newest_offset
-        ring_timestamp(t, e)[k] = newest_timestamp
+        last_offsets[k] = newest_offset
+        timestamps[k] = newest_timestamp
+        ring_encode(t, e, last_timestamp_at(t, i)[0], 0, batch_count, last_offsets, timestamps)
         header.count = <uint8_t>batch_count
     if kind == PROBLEM_NONE and used != escape_count:
         p.entry = -1
@@ -744,6 +754,8 @@ cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef const unsigned char* q
     cdef const unsigned char* b
     cdef int64_t last_offset
+    cdef int64_t last_offsets[MAX_WINDOW]
+    cdef int64_t timestamps[MAX_WINDOW]
     cdef int32_t offset_delta
     cdef int k, batch_count, kind
     cdef char* e
@@ -785,9 +797,10 @@ cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
                 return kind
             ring_last_sequence(e)[k] = <int32_t>dedup_load_be32(b + FULL_LAST_SEQUENCE)
             ring_offset_delta(t, e)[k] = offset_delta
-            ring_last_offset(t, e)[k] = last_offset
-            ring_timestamp(t, e)[k] = <int64_t>dedup_load_be64(b + FULL_TIMESTAMP)
+            last_offsets[k] = last_offset
+            timestamps[k] = <int64_t>dedup_load_be64(b + FULL_TIMESTAMP)
             b += FULL_BATCH_SIZE
+        ring_encode(t, e, last_timestamp_at(t, i)[0], 0, batch_count, last_offsets, timestamps)
         header.count = <uint8_t>batch_count
         position += FULL_ENTRY_SIZE + FULL_BATCH_SIZE * batch_count
     return PROBLEM_NONE

@@ -19,13 +19,23 @@
 #   * removal (remove_expired) moves the last entry into the hole, so entries stay dense and
 #     whole chunks at the tail can be freed; the table's order is that of both twins.
 #
-# Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`):
-#   0              EntryHeader (24 bytes)
-#   24             int32 last_sequence[W]
+# Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`); 32 + 16 W
+# bytes, 112 at W = 5. Offsets and timestamps are stored as int32 gaps (spec §1.3's int64
+# values, exactly):
+#   0              EntryHeader (32 bytes, offset_base last)
+#   32             int32 last_sequence[W]
 #   off_delta      int32 offset_delta[W]        (= record count - 1; doubles as the sequence delta)
-#   off_offset     int64 last_offset[W]         (8-aligned)
-#   off_timestamp  int64 timestamp[W]           (the batch's max timestamp)
-#   stride         = off_timestamp + 8 * W
+#   off_gap        int32 offset_gap[W]          last_offset = offset_base + offset_gap
+#   off_ts_gap     int32 timestamp_gap[W]       timestamp = last_timestamp - timestamp_gap
+#   stride         = off_ts_gap + 4 * W
+# (sums and differences modulo 2^64, so any int64 pair whose difference fits in an int32 is
+# stored exactly). last_timestamp is the entry's value in the timestamp column: after a batch
+# it is that batch's timestamp (gap 0), a marker or a snapshot can set it apart, and every
+# change of it shifts the gaps. An entry whose values do not fit (offsets 2^31 apart within
+# its window, timestamps 2^31 ms apart or going backwards that far) is "wide": offset_base < 0
+# names a ring in t.wide (ring -1 - offset_base, of 2 W int64: last_offset[W] then
+# timestamp[W], by ring slot) that holds both exactly; last_sequence and offset_delta stay in
+# the entry. ring_encode picks the form; slot_last_offset and slot_timestamp read either.
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -52,7 +62,7 @@ cdef enum:
     NO_PRODUCER_EPOCH = -1
     NO_SEQUENCE = -1
     NO_TXN = -1                  # current_txn_first_offset when no transaction is ongoing
-    ENTRY_HEADER_SIZE = 24
+    ENTRY_HEADER_SIZE = 32
     MAX_WINDOW = 255             # head and count are uint8
 
 
@@ -63,6 +73,7 @@ ctypedef struct EntryHeader:
     int16_t producer_epoch
     uint8_t head                       # ring slot of the oldest retained batch
     uint8_t count                      # retained batches, 0..window
+    int64_t offset_base                # >= 0: offsets are this plus the gaps; < 0: wide (see above)
 
 
 # One data batch as the table sees it.
@@ -129,8 +140,13 @@ ctypedef struct Table:
     Py_ssize_t reserved                # the capacity hint: never shrink below it
     Py_ssize_t stride
     Py_ssize_t off_delta
-    Py_ssize_t off_offset
-    Py_ssize_t off_timestamp
+    Py_ssize_t off_gap
+    Py_ssize_t off_ts_gap
+    int64_t* wide                      # rings of wide entries, 2 * window int64 each
+    Py_ssize_t wide_capacity           # rings allocated
+    Py_ssize_t wide_used               # rings held by entries (= wide entries)
+    Py_ssize_t wide_top                # rings [wide_top, wide_capacity) were never handed out
+    Py_ssize_t wide_free               # a free ring below wide_top (its first value links the next), or -1
     uint32_t* index
     uint64_t hash_seed                 # random per table: keys the producer-id hash
     uint32_t index_capacity
@@ -180,12 +196,33 @@ cdef inline int32_t* ring_offset_delta(const Table* t, char* e) noexcept nogil:
     return <int32_t*>(e + t.off_delta)
 
 
-cdef inline int64_t* ring_last_offset(const Table* t, char* e) noexcept nogil:
-    return <int64_t*>(e + t.off_offset)
+cdef inline int32_t* ring_offset_gap(const Table* t, char* e) noexcept nogil:
+    return <int32_t*>(e + t.off_gap)
 
 
-cdef inline int64_t* ring_timestamp(const Table* t, char* e) noexcept nogil:
-    return <int64_t*>(e + t.off_timestamp)
+cdef inline int32_t* ring_timestamp_gap(const Table* t, char* e) noexcept nogil:
+    return <int32_t*>(e + t.off_ts_gap)
+
+
+cdef inline int64_t* wide_ring(const Table* t, const char* e) noexcept nogil:
+    """A wide entry's ring: last_offset[window], then timestamp[window]."""
+    return t.wide + (-1 - (<const EntryHeader*>e).offset_base) * 2 * t.window
+
+
+cdef inline int64_t slot_last_offset(const Table* t, char* e, int pos) noexcept nogil:
+    """The last offset of the batch in ring slot pos of entry e."""
+    cdef int64_t base = (<EntryHeader*>e).offset_base
+    if base >= 0:
+        return <int64_t>(<uint64_t>base + <uint64_t><int64_t>ring_offset_gap(t, e)[pos])
+    return wide_ring(t, e)[pos]
+
+
+cdef inline int64_t slot_timestamp(const Table* t, Py_ssize_t i, char* e, int pos) noexcept nogil:
+    """The timestamp of the batch in ring slot pos of entry e (entry number i)."""
+    if (<EntryHeader*>e).offset_base >= 0:
+        return <int64_t>(<uint64_t>last_timestamp_at(t, i)[0]
+                         - <uint64_t><int64_t>ring_timestamp_gap(t, e)[pos])
+    return wide_ring(t, e)[t.window + pos]
 
 
 # --- the C-level API (implemented in _state.pyx) ------------------------------------------
@@ -196,7 +233,10 @@ cdef Py_ssize_t table_find(const Table* t, int64_t producer_id) noexcept nogil
 cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 nogil
 cdef int table_reserve(Table* t, Py_ssize_t producers) except -1 nogil
 cdef int validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Verdict* v) noexcept nogil
-cdef void record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil
+cdef int record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 nogil
+cdef int ring_encode(Table* t, char* e, int64_t last_timestamp, int head, int count,
+                     const int64_t* last_offsets, const int64_t* timestamps) except -1 nogil
+cdef void entry_drop_batches(Table* t, char* e) noexcept nogil
 cdef int append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil
 cdef int validate_marker(const Table* t, Py_ssize_t i, int16_t producer_epoch,
                          int32_t coordinator_epoch, int origin, Verdict* v) noexcept nogil
