@@ -38,6 +38,7 @@ from dedup._state cimport (
     slot_last_offset,
     slot_timestamp,
     table_find_or_insert,
+    wide_ring,
     table_reserve,
 )
 
@@ -264,6 +265,27 @@ cdef inline bint timestamp_gap_fits(int64_t gap) noexcept nogil:
     return gap > -2147483648LL and gap <= 2147483647LL
 
 
+cdef inline bint fits_int32(uint64_t value) noexcept nogil:
+    # value, read as an int64, is in [-2^31, 2^31) (as in _state.pyx).
+    return value + <uint64_t>0x80000000ULL <= <uint64_t>0xFFFFFFFFULL
+
+
+cdef inline uint64_t offset_gap_of(const Table* t, char* e, int newest, int pos) noexcept nogil:
+    """The last offset of ring slot `newest` minus that of slot `pos`, modulo 2^64: for a
+    narrow entry the difference of their gaps (the base cancels)."""
+    if (<const EntryHeader*>e).offset_base >= 0:
+        return <uint64_t><int64_t>ring_offset_gap(t, e)[newest] - <uint64_t><int64_t>ring_offset_gap(t, e)[pos]
+    return <uint64_t>wide_ring(t, e)[newest] - <uint64_t>wide_ring(t, e)[pos]
+
+
+cdef inline uint64_t timestamp_gap_of(const Table* t, char* e, int newest, int pos) noexcept nogil:
+    """The timestamp of ring slot `newest` minus that of slot `pos`, modulo 2^64: for a narrow
+    entry the difference of their gaps (last_timestamp cancels)."""
+    if (<const EntryHeader*>e).offset_base >= 0:
+        return <uint64_t><int64_t>ring_timestamp_gap(t, e)[pos] - <uint64_t><int64_t>ring_timestamp_gap(t, e)[newest]
+    return <uint64_t>wide_ring(t, e)[t.window + newest] - <uint64_t>wide_ring(t, e)[t.window + pos]
+
+
 cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
     """The escaped values full_records writes for the table (what the file's size needs)."""
     cdef Py_ssize_t i, escapes = 0
@@ -280,10 +302,8 @@ cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
             newest -= window
         pos = header.head
         for _ in range(header.count - 1):
-            escapes += not offset_gap_fits(<uint64_t>slot_last_offset(t, e, newest)
-                                           - <uint64_t>slot_last_offset(t, e, pos))
-            escapes += not timestamp_gap_fits(<int64_t>(<uint64_t>slot_timestamp(t, i, e, newest)
-                                                        - <uint64_t>slot_timestamp(t, i, e, pos)))
+            escapes += not offset_gap_fits(offset_gap_of(t, e, newest, pos))
+            escapes += not timestamp_gap_fits(<int64_t>timestamp_gap_of(t, e, newest, pos))
             escapes += (<uint32_t>ring_last_sequence(e)[newest] - <uint32_t>ring_last_sequence(e)[pos]) >= 0xFFFFU
             escapes += not (0 <= ring_offset_delta(t, e)[pos] < 0xFFFF)
             pos += 1
@@ -359,7 +379,7 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
     cdef int k, pos, newest, count, kind = PROBLEM_NONE
     cdef int window = t.window
     cdef int64_t map_end_offset = t.map_end_offset
-    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap, timestamp
+    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap
     cdef uint64_t offset_gap
     cdef int32_t offset_delta, newest_sequence
     cdef uint32_t sequence_gap
@@ -402,13 +422,12 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
                 else:
                     dedup_store_be32(s + SLOT_OFFSET_GAP, 0xFFFFFFFFU)
                     escapes_push(escapes, last_offset)
-                timestamp = slot_timestamp(t, i, e, pos)
-                timestamp_gap = <int64_t>(<uint64_t>newest_timestamp - <uint64_t>timestamp)
+                timestamp_gap = <int64_t>timestamp_gap_of(t, e, newest, pos)
                 if timestamp_gap_fits(timestamp_gap):
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, <uint32_t>timestamp_gap)
                 else:
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, 0x80000000U)
-                    escapes_push(escapes, timestamp)
+                    escapes_push(escapes, slot_timestamp(t, i, e, pos))
                 sequence_gap = <uint32_t>newest_sequence - <uint32_t>ring_last_sequence(e)[pos]
                 if sequence_gap < 0xFFFFU:
                     dedup_store_be16(s + SLOT_SEQUENCE_GAP, <uint16_t>sequence_gap)
@@ -618,7 +637,8 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef const unsigned char* q
     cdef const unsigned char* s
     cdef int64_t map_end_offset = layout.map_end_offset
-    cdef int64_t last_offset, timestamp, newest_offset, newest_timestamp
+    cdef int64_t last_offset, timestamp, newest_offset, newest_timestamp, last_timestamp
+    cdef bint narrow
     cdef int64_t last_offsets[MAX_WINDOW]
     cdef int64_t timestamps[MAX_WINDOW]
     cdef uint64_t value
@@ -653,7 +673,8 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         header.producer_epoch = <int16_t>dedup_load_be16(q + REC_PRODUCER_EPOCH)
         header.coordinator_epoch = <int32_t>dedup_load_be32(q + REC_COORDINATOR_EPOCH)
         header.current_txn_first_offset = <int64_t>dedup_load_be64(q + REC_CURRENT_TXN_FIRST_OFFSET)
-        last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + REC_LAST_TIMESTAMP)
+        last_timestamp = <int64_t>dedup_load_be64(q + REC_LAST_TIMESTAMP)
+        last_timestamp_at(t, i)[0] = last_timestamp
         # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit
         # in slots [0, count). Oldest first into slots 0.. keeps it (and holds at count == window).
         header.head = 0
@@ -663,6 +684,7 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         newest_sequence = <int32_t>dedup_load_be32(q + REC_LAST_SEQUENCE)
         newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)
         newest_timestamp = <int64_t>dedup_load_be64(q + REC_TIMESTAMP)
+        narrow = True
         s = q + REC_SLOTS
         for k in range(batch_count - 1):
             # Each field: its narrow value, or (the escape value) the next escaped value.
@@ -707,6 +729,14 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
                 break
             ring_last_sequence(e)[k] = last_sequence
             ring_offset_delta(t, e)[k] = offset_delta
+            # The table's gaps are from the newest offset and from last_timestamp (see
+            # ring_encode, which takes over below when one does not fit).
+            value = <uint64_t>last_offset - <uint64_t>newest_offset
+            narrow = narrow and fits_int32(value)
+            ring_offset_gap(t, e)[k] = <int32_t><uint32_t>value
+            value = <uint64_t>last_timestamp - <uint64_t>timestamp
+            narrow = narrow and fits_int32(value)
+            ring_timestamp_gap(t, e)[k] = <int32_t><uint32_t>value
             last_offsets[k] = last_offset
             timestamps[k] = timestamp
             s += SLOT_SIZE
@@ -719,9 +749,15 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             break
         ring_last_sequence(e)[k] = newest_sequence
         ring_offset_delta(t, e)[k] = offset_delta
-        last_offsets[k] = newest_offset
-        timestamps[k] = newest_timestamp
-        ring_encode(t, e, last_timestamp_at(t, i)[0], 0, batch_count, last_offsets, timestamps)
+        value = <uint64_t>last_timestamp - <uint64_t>newest_timestamp
+        ring_offset_gap(t, e)[k] = 0
+        ring_timestamp_gap(t, e)[k] = <int32_t><uint32_t>value
+        if narrow and fits_int32(value):
+            header.offset_base = newest_offset
+        else:
+            last_offsets[k] = newest_offset
+            timestamps[k] = newest_timestamp
+            ring_encode(t, e, last_timestamp, 0, batch_count, last_offsets, timestamps)
         header.count = <uint8_t>batch_count
     if kind == PROBLEM_NONE and used != escape_count:
         p.entry = -1

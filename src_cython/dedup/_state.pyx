@@ -711,9 +711,10 @@ cdef inline int _record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 
     cdef int window = t.window
     cdef int pos, k, count
     cdef int64_t last_offset = b.base_offset + b.offset_delta
-    cdef uint64_t shift, offset_gap
+    cdef uint64_t shift, offset_gap, moved
     cdef int32_t* timestamp_gaps
     cdef bint fits
+    cdef int misfits = 0
     # Rule 17: an epoch change (up or down) drops the retained batches first.
     if b.producer_epoch != header.producer_epoch:
         header.producer_epoch = b.producer_epoch
@@ -738,12 +739,18 @@ cdef inline int _record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 
         fits = fits_int32(offset_gap)
         shift = <uint64_t>b.max_timestamp - <uint64_t>last_timestamp[0]
         if shift != 0 and fits:
+            # One pass shifts every gap (the slot being replaced too: harmless) and notes any
+            # that does not fit; then all are shifted back, exactly (modulo 2^32, the gaps
+            # being int32), for the slow path.
             timestamp_gaps = ring_timestamp_gap(t, e)
             for k in range(count):
-                fits = fits and (k == pos or fits_int32(<uint64_t><int64_t>timestamp_gaps[k] + shift))
-            if fits:
+                moved = <uint64_t><int64_t>timestamp_gaps[k] + shift
+                timestamp_gaps[k] = <int32_t><uint32_t>moved
+                misfits |= (not fits_int32(moved)) & (k != pos)
+            if misfits:
                 for k in range(count):
-                    timestamp_gaps[k] = <int32_t>(<uint64_t><int64_t>timestamp_gaps[k] + shift)
+                    timestamp_gaps[k] = <int32_t>(<uint32_t>timestamp_gaps[k] - <uint32_t>shift)
+                fits = False
     else:
         fits = False
     if fits:
