@@ -30,6 +30,7 @@ from dedup._state cimport (
     entry_at,
     entry_drop_batches,
     last_timestamp_at,
+    ring_decode,
     ring_encode,
     ring_last_sequence,
     ring_offset_delta,
@@ -270,28 +271,15 @@ cdef inline bint fits_int32(uint64_t value) noexcept nogil:
     return value + <uint64_t>0x80000000ULL <= <uint64_t>0xFFFFFFFFULL
 
 
-cdef inline uint64_t offset_gap_of(const Table* t, char* e, int newest, int pos) noexcept nogil:
-    """The last offset of ring slot `newest` minus that of slot `pos`, modulo 2^64: for a
-    narrow entry the difference of their gaps (the base cancels)."""
-    if (<const EntryHeader*>e).offset_base >= 0:
-        return <uint64_t><int64_t>ring_offset_gap(t, e)[newest] - <uint64_t><int64_t>ring_offset_gap(t, e)[pos]
-    return <uint64_t>wide_ring(t, e)[newest] - <uint64_t>wide_ring(t, e)[pos]
-
-
-cdef inline uint64_t timestamp_gap_of(const Table* t, char* e, int newest, int pos) noexcept nogil:
-    """The timestamp of ring slot `newest` minus that of slot `pos`, modulo 2^64: for a narrow
-    entry the difference of their gaps (last_timestamp cancels)."""
-    if (<const EntryHeader*>e).offset_base >= 0:
-        return <uint64_t><int64_t>ring_timestamp_gap(t, e)[pos] - <uint64_t><int64_t>ring_timestamp_gap(t, e)[newest]
-    return <uint64_t>wide_ring(t, e)[t.window + newest] - <uint64_t>wide_ring(t, e)[t.window + pos]
-
-
 cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
     """The escaped values full_records writes for the table (what the file's size needs)."""
     cdef Py_ssize_t i, escapes = 0
     cdef char* e
     cdef const EntryHeader* header
     cdef int pos, newest, window = t.window
+    cdef bint narrow
+    cdef const int32_t* offset_gaps
+    cdef const int32_t* timestamp_gaps
     for i in range(t.count):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
@@ -301,9 +289,19 @@ cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
         if newest >= window:
             newest -= window
         pos = header.head
+        narrow = header.offset_base >= 0
+        offset_gaps = ring_offset_gap(t, e)
+        timestamp_gaps = ring_timestamp_gap(t, e)
         for _ in range(header.count - 1):
-            escapes += not offset_gap_fits(offset_gap_of(t, e, newest, pos))
-            escapes += not timestamp_gap_fits(<int64_t>timestamp_gap_of(t, e, newest, pos))
+            if narrow:
+                # The differences of two gaps: the base and last_timestamp cancel.
+                escapes += not offset_gap_fits(<uint64_t><int64_t>offset_gaps[newest]
+                                               - <uint64_t><int64_t>offset_gaps[pos])
+                escapes += not timestamp_gap_fits(<int64_t>timestamp_gaps[pos] - <int64_t>timestamp_gaps[newest])
+            else:
+                escapes += not offset_gap_fits(<uint64_t>wide_ring(t, e)[newest] - <uint64_t>wide_ring(t, e)[pos])
+                escapes += not timestamp_gap_fits(<int64_t>(<uint64_t>wide_ring(t, e)[window + newest]
+                                                            - <uint64_t>wide_ring(t, e)[window + pos]))
             escapes += (<uint32_t>ring_last_sequence(e)[newest] - <uint32_t>ring_last_sequence(e)[pos]) >= 0xFFFFU
             escapes += not (0 <= ring_offset_delta(t, e)[pos] < 0xFFFF)
             pos += 1
@@ -379,7 +377,12 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
     cdef int k, pos, newest, count, kind = PROBLEM_NONE
     cdef int window = t.window
     cdef int64_t map_end_offset = t.map_end_offset
-    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap
+    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap, last_timestamp
+    cdef bint narrow
+    cdef const int32_t* offset_gaps
+    cdef const int32_t* timestamp_gaps
+    cdef int64_t last_offsets[MAX_WINDOW]
+    cdef int64_t timestamps[MAX_WINDOW]
     cdef uint64_t offset_gap
     cdef int32_t offset_delta, newest_sequence
     cdef uint32_t sequence_gap
@@ -396,7 +399,8 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
         dedup_store_be64(q + REC_PRODUCER_ID, <uint64_t>header.producer_id)
         dedup_store_be16(q + REC_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
         dedup_store_be32(q + REC_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
-        dedup_store_be64(q + REC_LAST_TIMESTAMP, <uint64_t>last_timestamp_at(t, i)[0])
+        last_timestamp = last_timestamp_at(t, i)[0]
+        dedup_store_be64(q + REC_LAST_TIMESTAMP, <uint64_t>last_timestamp)
         dedup_store_be64(q + REC_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
         (q + REC_BATCH_COUNT)[0] = <uint8_t>count
         if count == 0:
@@ -406,12 +410,27 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
             if newest >= window:
                 newest -= window
             newest_sequence = ring_last_sequence(e)[newest]
-            newest_offset = slot_last_offset(t, e, newest)
-            newest_timestamp = slot_timestamp(t, i, e, newest)
+            # A narrow entry's values are read from its gaps in the loop (the gaps between two
+            # batches are differences of gaps); a wide one's are decoded once.
+            narrow = header.offset_base >= 0
+            offset_gaps = ring_offset_gap(t, e)
+            timestamp_gaps = ring_timestamp_gap(t, e)
+            if narrow:
+                newest_offset = <int64_t>(<uint64_t>header.offset_base + <uint64_t><int64_t>offset_gaps[newest])
+                newest_timestamp = <int64_t>(<uint64_t>last_timestamp - <uint64_t><int64_t>timestamp_gaps[newest])
+            else:
+                ring_decode(t, i, e, last_offsets, timestamps)
+                newest_offset = last_offsets[newest]
+                newest_timestamp = timestamps[newest]
             pos = header.head
             s = q + REC_SLOTS
             for k in range(count - 1):
-                last_offset = slot_last_offset(t, e, pos)
+                if narrow:
+                    last_offset = <int64_t>(<uint64_t>header.offset_base + <uint64_t><int64_t>offset_gaps[pos])
+                    timestamp_gap = <int64_t>timestamp_gaps[pos] - <int64_t>timestamp_gaps[newest]
+                else:
+                    last_offset = last_offsets[pos]
+                    timestamp_gap = <int64_t>(<uint64_t>newest_timestamp - <uint64_t>timestamps[pos])
                 offset_delta = ring_offset_delta(t, e)[pos]
                 kind = unwritable_batch(header, k, last_offset, offset_delta, map_end_offset, p)
                 if kind:
@@ -422,12 +441,11 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
                 else:
                     dedup_store_be32(s + SLOT_OFFSET_GAP, 0xFFFFFFFFU)
                     escapes_push(escapes, last_offset)
-                timestamp_gap = <int64_t>timestamp_gap_of(t, e, newest, pos)
                 if timestamp_gap_fits(timestamp_gap):
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, <uint32_t>timestamp_gap)
                 else:
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, 0x80000000U)
-                    escapes_push(escapes, slot_timestamp(t, i, e, pos))
+                    escapes_push(escapes, <int64_t>(<uint64_t>newest_timestamp - <uint64_t>timestamp_gap))
                 sequence_gap = <uint32_t>newest_sequence - <uint32_t>ring_last_sequence(e)[pos]
                 if sequence_gap < 0xFFFFU:
                     dedup_store_be16(s + SLOT_SEQUENCE_GAP, <uint16_t>sequence_gap)

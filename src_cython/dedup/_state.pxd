@@ -225,6 +225,32 @@ cdef inline int64_t slot_timestamp(const Table* t, Py_ssize_t i, char* e, int po
     return wide_ring(t, e)[t.window + pos]
 
 
+cdef inline void ring_decode(const Table* t, Py_ssize_t i, char* e, int64_t* last_offsets,
+                             int64_t* timestamps) noexcept nogil:
+    """Entry i's retained offsets and timestamps into the arrays, by ring slot: the slots
+    [0, count) are the retained ones whether or not the ring has wrapped (head is 0 until the
+    window is full)."""
+    cdef const EntryHeader* header = <const EntryHeader*>e
+    cdef int pos
+    cdef uint64_t base = <uint64_t>header.offset_base
+    cdef uint64_t last_timestamp
+    cdef const int32_t* offset_gaps
+    cdef const int32_t* timestamp_gaps
+    cdef const int64_t* ring
+    if header.offset_base >= 0:
+        last_timestamp = <uint64_t>last_timestamp_at(t, i)[0]
+        offset_gaps = ring_offset_gap(t, e)
+        timestamp_gaps = ring_timestamp_gap(t, e)
+        for pos in range(header.count):
+            last_offsets[pos] = <int64_t>(base + <uint64_t><int64_t>offset_gaps[pos])
+            timestamps[pos] = <int64_t>(last_timestamp - <uint64_t><int64_t>timestamp_gaps[pos])
+    else:
+        ring = wide_ring(t, e)
+        for pos in range(header.count):
+            last_offsets[pos] = ring[pos]
+            timestamps[pos] = ring[t.window + pos]
+
+
 # --- the C-level API (implemented in _state.pyx) ------------------------------------------
 
 cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1

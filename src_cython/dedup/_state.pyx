@@ -581,17 +581,6 @@ cdef int ring_encode(Table* t, char* e, int64_t last_timestamp, int head, int co
     return 0
 
 
-cdef void ring_decode(const Table* t, Py_ssize_t i, char* e, int64_t* last_offsets,
-                      int64_t* timestamps) noexcept nogil:
-    """Entry i's retained offsets and timestamps, by ring slot (the inverse of ring_encode)."""
-    cdef EntryHeader* header = <EntryHeader*>e
-    cdef int k, pos = header.head
-    for k in range(header.count):
-        last_offsets[pos] = slot_last_offset(t, e, pos)
-        timestamps[pos] = slot_timestamp(t, i, e, pos)
-        pos = pos + 1 if pos + 1 < t.window else 0
-
-
 cdef int entry_copy(Table* dst, Py_ssize_t j, const Table* src, Py_ssize_t i) except -1 nogil:
     """Entry i of src over entry j of dst (same window), wide ring included. A wide src entry
     takes a ring in dst (MemoryError unless wide_reserve made room: then dst is unchanged)."""
