@@ -266,3 +266,23 @@ def test_sequence_values_are_untouched_by_the_escapes(impl):
     ]
     assert drive(table, steps) == drive(twin, steps)
     assert_twins_agree(table, twin)
+
+
+@pytest.mark.parametrize("window", [1, 2, 5, 255])
+def test_batches_of_more_than_65_536_records(impl, window):
+    """offset_delta is kept in 16 bits unless a batch of the window has more records."""
+    table, twin = impl(window), reference.ProducerStateTable(window)
+    counts = [1, 65_535, 65_536, 65_537, INT32_MAX, 3, 1, 1, 1, 1, 1, 1]
+    steps, offset, seq = [], 0, 0
+    for count in counts:
+        steps.append(("append", (9, 0, seq, count, offset, 1_000)))
+        offset += count + 4
+        seq = (seq + count) % (INT32_MAX + 1)
+    steps += [("client", (9, 0, step[1][2], step[1][3], offset, 0)) for step in steps]
+    assert drive(table, steps) == drive(twin, steps)
+    assert_twins_agree(table, twin)
+    if impl is not reference.ProducerStateTable:
+        # Wide while a batch of more than 65,536 records is retained (window 255 keeps them all).
+        assert wide_entries(table) == (1 if window == 255 else 0)
+    loaded = decode_snapshot(encode_snapshot(table), table_class=impl)
+    assert_twins_agree(loaded, twin)

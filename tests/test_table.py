@@ -171,7 +171,7 @@ class TestCompiledMemory:
 
     def test_capacity_report(self):
         report = Compiled(64).capacity_report()
-        assert report["producers"] == 0 and report["entry_bytes"] == 32 + 16 * 64
+        assert report["producers"] == 0 and report["entry_bytes"] == 40 + 14 * 64
 
 
 @pytest.mark.skipif(Compiled is None, reason="compiled module missing (conftest fails the run)")

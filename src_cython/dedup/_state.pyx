@@ -8,7 +8,7 @@
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
-from libc.stdint cimport INT64_MAX, INT64_MIN, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 import functools
@@ -390,6 +390,7 @@ cdef Py_ssize_t insert_new(Table* t, int64_t producer_id, uint64_t h) except -1 
     header.head = 0
     header.count = 0
     header.offset_base = 0
+    header.timestamp_base = 0
     last_timestamp_at(t, i)[0] = -1
     index_place(t, h, i)
     t.count = n
@@ -427,10 +428,10 @@ cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
     memset(t, 0, sizeof(Table))
     t.hash_seed = int.from_bytes(os.urandom(8), "little")
     t.window = window
-    t.off_delta = ENTRY_HEADER_SIZE + 4 * window
-    t.off_gap = t.off_delta + 4 * window
+    t.off_gap = ENTRY_HEADER_SIZE + 4 * window
     t.off_ts_gap = t.off_gap + 4 * window
-    t.stride = t.off_ts_gap + 4 * window  # a multiple of 16: entries stay 8-aligned
+    t.off_delta = t.off_ts_gap + 4 * window
+    t.stride = (t.off_delta + 2 * window + 7) & ~7  # entries stay 8-aligned
     t.wide_free = -1
     t.chunk_shift = 4
     while ((t.stride + 8) << (t.chunk_shift + 1)) <= DEDUP_CHUNK_BYTES and t.chunk_shift < 20:
@@ -476,7 +477,7 @@ cdef int wide_reserve(Table* t, Py_ssize_t rings) except -1 nogil:
     """Room for `rings` more wide rings, so that that many wide_acquire calls cannot fail."""
     cdef Py_ssize_t needed = t.wide_used + rings
     cdef Py_ssize_t capacity
-    cdef size_t ring_bytes = 2 * <size_t>t.window * sizeof(int64_t)
+    cdef size_t ring_bytes = 3 * <size_t>t.window * sizeof(int64_t)
     cdef int64_t* grown
     if needed <= t.wide_capacity:
         return 0
@@ -497,7 +498,7 @@ cdef int64_t wide_acquire(Table* t) except? -1 nogil:
     cdef int64_t ring
     if t.wide_free >= 0:
         ring = t.wide_free
-        t.wide_free = t.wide[ring * 2 * t.window]
+        t.wide_free = t.wide[ring * 3 * t.window]
     else:
         if t.wide_top == t.wide_capacity:
             wide_reserve(t, 1)
@@ -512,7 +513,7 @@ cdef void wide_release(Table* t, char* e) noexcept nogil:
     cdef EntryHeader* header = <EntryHeader*>e
     cdef int64_t ring = -1 - header.offset_base
     header.offset_base = 0
-    t.wide[ring * 2 * t.window] = t.wide_free
+    t.wide[ring * 3 * t.window] = t.wide_free
     t.wide_free = ring
     t.wide_used -= 1
 
@@ -522,7 +523,7 @@ cdef void wide_trim(Table* t) noexcept nogil:
     and takes others in one loop that must not allocate."""
     if t.wide_used == 0 and t.wide != NULL:
         PyMem_RawFree(t.wide)
-        t.bytes -= <size_t>t.wide_capacity * 2 * <size_t>t.window * sizeof(int64_t)
+        t.bytes -= <size_t>t.wide_capacity * 3 * <size_t>t.window * sizeof(int64_t)
         t.wide = NULL
         t.wide_capacity = t.wide_top = 0
         t.wide_free = -1
@@ -539,13 +540,12 @@ cdef void entry_drop_batches(Table* t, char* e) noexcept nogil:
     header.head = 0
 
 
-cdef int ring_encode(Table* t, char* e, int64_t last_timestamp, int head, int count,
-                     const int64_t* last_offsets, const int64_t* timestamps) except -1 nogil:
-    """Store the offsets and timestamps of ring slots head, head + 1, ... (count of them, by
-    ring slot in the arrays) in entry e, whose last_timestamp is (or is about to become)
-    `last_timestamp`: as gaps if they all fit (from the newest batch's offset), else in a wide
-    ring. Does not touch the header's head and count nor the column. MemoryError (no ring to
-    be had) changes nothing."""
+cdef int ring_encode(Table* t, char* e, int head, int count, const int64_t* last_offsets,
+                     const int64_t* timestamps, const int32_t* offset_deltas) except -1 nogil:
+    """Store the offsets, timestamps and offset deltas of ring slots head, head + 1, ... (count
+    of them, by ring slot in the arrays) in entry e: as gaps from the newest batch's offset
+    and timestamp if they all fit, else in a wide ring. Does not touch the header's head and
+    count. MemoryError (no ring to be had) changes nothing."""
     cdef EntryHeader* header = <EntryHeader*>e
     cdef int window = t.window
     cdef int k, pos, newest = head + count - 1
@@ -554,20 +554,24 @@ cdef int ring_encode(Table* t, char* e, int64_t last_timestamp, int head, int co
     if newest >= window:
         newest -= window
     cdef uint64_t base = <uint64_t>last_offsets[newest] if count else 0
+    cdef uint64_t timestamp_base = <uint64_t>timestamps[newest] if count else 0
     pos = head
     for k in range(count):
         narrow = (narrow and fits_int32(<uint64_t>last_offsets[pos] - base)
-                  and fits_int32(<uint64_t>last_timestamp - <uint64_t>timestamps[pos]))
+                  and fits_int32(<uint64_t>timestamps[pos] - timestamp_base)
+                  and 0 <= offset_deltas[pos] <= 0xFFFF)
         pos = pos + 1 if pos + 1 < window else 0
     if narrow:
         if header.offset_base < 0:
             wide_release(t, e)
             wide_trim(t)
         header.offset_base = <int64_t>base
+        header.timestamp_base = <int64_t>timestamp_base
         pos = head
         for k in range(count):
             ring_offset_gap(t, e)[pos] = <int32_t>(<uint64_t>last_offsets[pos] - base)
-            ring_timestamp_gap(t, e)[pos] = <int32_t>(<uint64_t>last_timestamp - <uint64_t>timestamps[pos])
+            ring_timestamp_gap(t, e)[pos] = <int32_t>(<uint64_t>timestamps[pos] - timestamp_base)
+            ring_offset_delta16(t, e)[pos] = <uint16_t>offset_deltas[pos]
             pos = pos + 1 if pos + 1 < window else 0
         return 0
     if header.offset_base >= 0:
@@ -577,6 +581,7 @@ cdef int ring_encode(Table* t, char* e, int64_t last_timestamp, int head, int co
     for k in range(count):
         ring[pos] = last_offsets[pos]
         ring[window + pos] = timestamps[pos]
+        ring[2 * window + pos] = offset_deltas[pos]
         pos = pos + 1 if pos + 1 < window else 0
     return 0
 
@@ -595,7 +600,7 @@ cdef int entry_copy(Table* dst, Py_ssize_t j, const Table* src, Py_ssize_t i) ex
     last_timestamp_at(dst, j)[0] = last_timestamp_at(src, i)[0]
     if ring >= 0:
         (<EntryHeader*>to).offset_base = -1 - ring
-        memcpy(wide_ring(dst, to), wide_ring(src, source), 2 * <size_t>src.window * sizeof(int64_t))
+        memcpy(wide_ring(dst, to), wide_ring(src, source), 3 * <size_t>src.window * sizeof(int64_t))
     return 0
 
 
@@ -615,7 +620,6 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
     cdef int window = t.window
     cdef int pos, count = 0, match, rank, match_rank = 0
     cdef int32_t* sequences
-    cdef int32_t* deltas
     v.duplicate = 0
     v.epoch_regression = 0
     v.current_epoch = NO_PRODUCER_EPOCH
@@ -642,11 +646,10 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
         # Kafka's findFirst over its deque.
         if count and b.producer_epoch == v.current_epoch:
             sequences = ring_last_sequence(e)
-            deltas = ring_offset_delta(t, e)
             match = -1
             for pos in range(count):
                 if (sequences[pos] == b.last_sequence
-                        and decrement_sequence(sequences[pos], deltas[pos]) == b.base_sequence):
+                        and decrement_sequence(sequences[pos], slot_offset_delta(t, e, pos)) == b.base_sequence):
                     rank = pos - header.head
                     if rank < 0:
                         rank += window
@@ -656,8 +659,8 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
             if match >= 0:
                 v.duplicate = 1
                 v.last_offset = slot_last_offset(t, e, match)
-                v.base_offset = v.last_offset - deltas[match]
-                v.timestamp = slot_timestamp(t, i, e, match)
+                v.base_offset = v.last_offset - slot_offset_delta(t, e, match)
+                v.timestamp = slot_timestamp(t, e, match)
                 return ERR_NONE
 
     # Rule 12: an older epoch is fenced; a follower (and recovery) only warns (§2.4).
@@ -696,14 +699,10 @@ cdef inline int _record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 
     ring can be had; a new entry or an epoch change never does."""
     cdef char* e = entry_at(t, i)
     cdef EntryHeader* header = <EntryHeader*>e
-    cdef int64_t* last_timestamp = last_timestamp_at(t, i)
     cdef int window = t.window
-    cdef int pos, k, count
+    cdef int pos, count
     cdef int64_t last_offset = b.base_offset + b.offset_delta
-    cdef uint64_t shift, offset_gap, moved
-    cdef int32_t* timestamp_gaps
-    cdef bint fits
-    cdef int misfits = 0
+    cdef uint64_t offset_gap = 0, timestamp_gap = 0
     # Rule 17: an epoch change (up or down) drops the retained batches first.
     if b.producer_epoch != header.producer_epoch:
         header.producer_epoch = b.producer_epoch
@@ -716,44 +715,26 @@ cdef inline int _record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 
     else:
         # The window is full: the oldest batch makes room.
         pos = header.head
-    if count == 0:
-        if header.offset_base < 0:
-            entry_drop_batches(t, e)
+    if count == 0 and header.offset_base >= 0:
+        # An empty ring takes this batch's values as its bases.
         header.offset_base = last_offset
-        offset_gap = 0
-        fits = True
-    elif header.offset_base >= 0:
-        # The batches kept move their timestamp gaps to the new last_timestamp; all must fit.
+        header.timestamp_base = b.max_timestamp
+    else:
         offset_gap = <uint64_t>last_offset - <uint64_t>header.offset_base
-        fits = fits_int32(offset_gap)
-        shift = <uint64_t>b.max_timestamp - <uint64_t>last_timestamp[0]
-        if shift != 0 and fits:
-            # One pass shifts every gap (the slot being replaced too: harmless) and notes any
-            # that does not fit; then all are shifted back, exactly (modulo 2^32, the gaps
-            # being int32), for the slow path.
-            timestamp_gaps = ring_timestamp_gap(t, e)
-            for k in range(count):
-                moved = <uint64_t><int64_t>timestamp_gaps[k] + shift
-                timestamp_gaps[k] = <int32_t><uint32_t>moved
-                misfits |= (not fits_int32(moved)) & (k != pos)
-            if misfits:
-                for k in range(count):
-                    timestamp_gaps[k] = <int32_t>(<uint32_t>timestamp_gaps[k] - <uint32_t>shift)
-                fits = False
-    else:
-        fits = False
-    if fits:
+        timestamp_gap = <uint64_t>b.max_timestamp - <uint64_t>header.timestamp_base
+    if (header.offset_base >= 0 and fits_int32(offset_gap) and fits_int32(timestamp_gap)
+            and <uint32_t>b.offset_delta <= 0xFFFF):
         ring_offset_gap(t, e)[pos] = <int32_t>offset_gap
-        ring_timestamp_gap(t, e)[pos] = 0
+        ring_timestamp_gap(t, e)[pos] = <int32_t>timestamp_gap
+        ring_offset_delta16(t, e)[pos] = <uint16_t>b.offset_delta
     else:
-        record_slow(t, i, e, pos, last_offset, b.max_timestamp)
+        record_slow(t, e, pos, last_offset, b.max_timestamp, b.offset_delta)
     if count < window:
         header.count = count + 1
     else:
         header.head = 0 if pos + 1 == window else pos + 1
     ring_last_sequence(e)[pos] = b.last_sequence
-    ring_offset_delta(t, e)[pos] = b.offset_delta
-    last_timestamp[0] = b.max_timestamp
+    last_timestamp_at(t, i)[0] = b.max_timestamp
     # Rule 18: the first transactional batch starts a transaction.
     if b.transactional and header.current_txn_first_offset == NO_TXN:
         header.current_txn_first_offset = b.base_offset
@@ -762,22 +743,25 @@ cdef inline int _record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 
     return 0
 
 
-cdef int record_slow(Table* t, Py_ssize_t i, char* e, int pos, int64_t last_offset,
-                     int64_t timestamp) except -1 nogil:
-    """_record_batch's offsets and timestamps when the gaps do not fit or the entry is wide:
-    the ring with the new batch in slot pos, encoded afresh (narrow again if it now fits)."""
+cdef int record_slow(Table* t, char* e, int pos, int64_t last_offset, int64_t timestamp,
+                     int32_t offset_delta) except -1 nogil:
+    """_record_batch's offsets, timestamps and deltas when the entry is wide or the new batch
+    does not fit its bases: the ring with the new batch in slot pos, encoded afresh from the
+    newest batch (narrow again if everything now fits)."""
     cdef EntryHeader* header = <EntryHeader*>e
     cdef int64_t last_offsets[MAX_WINDOW]
     cdef int64_t timestamps[MAX_WINDOW]
+    cdef int32_t offset_deltas[MAX_WINDOW]
     cdef int head = header.head, count = header.count
-    ring_decode(t, i, e, last_offsets, timestamps)
+    ring_decode(t, e, last_offsets, timestamps, offset_deltas)
     last_offsets[pos] = last_offset
     timestamps[pos] = timestamp
+    offset_deltas[pos] = offset_delta
     if count < t.window:
         count += 1
     else:
         head = 0 if pos + 1 == t.window else pos + 1
-    return ring_encode(t, e, timestamp, head, count, last_offsets, timestamps)
+    return ring_encode(t, e, head, count, last_offsets, timestamps, offset_deltas)
 
 
 cdef int append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil:
@@ -931,41 +915,12 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
     if producer_epoch != header.producer_epoch:
         header.producer_epoch = producer_epoch
         entry_drop_batches(t, e)
-    elif header.count:
-        # The kept batches' timestamps are stored from last_timestamp, which changes.
-        restamp(t, i, e, timestamp)
     header.coordinator_epoch = coordinator_epoch
     header.current_txn_first_offset = NO_TXN
     last_timestamp_at(t, i)[0] = timestamp
     t.map_end_offset = offset + 1
     t.generation += 1
     return ERR_NONE
-
-
-cdef int restamp(Table* t, Py_ssize_t i, char* e, int64_t last_timestamp) except -1 nogil:
-    """Entry i's kept batches re-encoded for a new last_timestamp (the caller then sets it):
-    narrow gaps shift, or the entry goes wide (MemoryError changes nothing)."""
-    cdef EntryHeader* header = <EntryHeader*>e
-    cdef uint64_t shift = <uint64_t>last_timestamp - <uint64_t>last_timestamp_at(t, i)[0]
-    cdef int32_t* timestamp_gaps = ring_timestamp_gap(t, e)
-    cdef int k, pos
-    cdef bint fits = True
-    cdef int64_t last_offsets[MAX_WINDOW]
-    cdef int64_t timestamps[MAX_WINDOW]
-    if header.offset_base < 0 or shift == 0:
-        return 0  # a wide ring holds timestamps as they are
-    pos = header.head
-    for k in range(header.count):
-        fits = fits and fits_int32(<uint64_t><int64_t>timestamp_gaps[pos] + shift)
-        pos = pos + 1 if pos + 1 < t.window else 0
-    if not fits:
-        ring_decode(t, i, e, last_offsets, timestamps)
-        return ring_encode(t, e, last_timestamp, header.head, header.count, last_offsets, timestamps)
-    pos = header.head
-    for k in range(header.count):
-        timestamp_gaps[pos] = <int32_t>(<uint64_t><int64_t>timestamp_gaps[pos] + shift)
-        pos = pos + 1 if pos + 1 < t.window else 0
-    return 0
 
 
 # --- expiration (spec §6) -----------------------------------------------------------------
@@ -1153,7 +1108,7 @@ cdef int table_copy_all(Table* dst, const Table* src) except -1 nogil:
         first += rows
     if src.wide_used:
         # The pool is copied as it is: the entries name the same rings in dst.
-        memcpy(dst.wide, src.wide, <size_t>src.wide_top * 2 * <size_t>src.window * sizeof(int64_t))
+        memcpy(dst.wide, src.wide, <size_t>src.wide_top * 3 * <size_t>src.window * sizeof(int64_t))
         dst.wide_used = src.wide_used
         dst.wide_top = src.wide_top
         dst.wide_free = src.wide_free
@@ -1426,7 +1381,7 @@ cdef class ProducerStateTable:
         for k in range(header.count):
             pos = (header.head + k) % self.t.window
             batches.append(BatchMetadata(ring_last_sequence(e)[pos], slot_last_offset(&self.t, e, pos),
-                                         ring_offset_delta(&self.t, e)[pos], slot_timestamp(&self.t, i, e, pos)))
+                                         slot_offset_delta(&self.t, e, pos), slot_timestamp(&self.t, e, pos)))
         return ProducerStateEntry(
             producer_id=header.producer_id,
             producer_epoch=header.producer_epoch,
