@@ -811,7 +811,9 @@ cdef inline void prefetch_entry_of(const Table* t, uint64_t h) noexcept nogil:
         i = value & t.idx_mask
         if i < t.count:
             e = entry_at(t, i)
-            for line in range(0, t.stride + 63, 64):
+            # The cache lines the entry spans (2 or 3 at 112 bytes), none past its end.
+            line = (<Py_ssize_t>e & 63)
+            for line in range(-line, t.stride, 64):
                 dedup_prefetch_write(e + line)
             dedup_prefetch_write(last_timestamp_at(t, i))
 
