@@ -8,6 +8,8 @@ the escape was taken (`capacity_report()["wide_entries"]`) and given back.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from table_operations import compiled_twin, outcome, state
@@ -41,18 +43,17 @@ def drive(table, steps):
     seen = []
     for kind, args in steps:
         if kind == "append":
-            pid, epoch, seq, count, offset, ts = args
-            seen.append(
-                outcome(lambda: table.append(pid, epoch, seq, count, offset, max_timestamp=ts, origin=Origin.REPLICATION))
-            )
+            *batch, ts = args
+            seen.append(outcome(partial(table.append, *batch, max_timestamp=ts, origin=Origin.REPLICATION)))
         elif kind == "client":
-            pid, epoch, seq, count, offset, ts = args
-            seen.append(outcome(lambda: table.append(pid, epoch, seq, count, offset, max_timestamp=ts)))
+            *batch, ts = args
+            seen.append(outcome(partial(table.append, *batch, max_timestamp=ts)))
         elif kind == "marker":
             pid, epoch, offset, ts = args
-            seen.append(
-                outcome(lambda: table.append_marker(pid, epoch, 0, offset, commit=True, timestamp=ts, origin=Origin.REPLICATION))
+            call = partial(
+                table.append_marker, pid, epoch, 0, offset, commit=True, timestamp=ts, origin=Origin.REPLICATION
             )
+            seen.append(outcome(call))
         elif kind == "expire":
             seen.append(table.remove_expired(*args))
     return seen
@@ -71,7 +72,10 @@ def wide_entries(table):
 def far_steps(pid, offsets, timestamps, *, epoch=0):
     """One batch per (offset, timestamp), in sequence, then a retry of each (duplicates while
     retained, out of order once gone)."""
-    steps = [("append", (pid, epoch, k, 1, offset, ts)) for k, (offset, ts) in enumerate(zip(offsets, timestamps))]
+    steps = [
+        ("append", (pid, epoch, k, 1, offset, ts))
+        for k, (offset, ts) in enumerate(zip(offsets, timestamps, strict=True))
+    ]
     end = offsets[-1] + 1
     steps += [("client", (pid, epoch, k, 1, end, 0)) for k in range(len(offsets))]
     return steps
@@ -110,7 +114,7 @@ def test_wide_then_narrow_again_when_the_far_batch_leaves_the_window(impl):
     offsets = [5, 6, 2**40, 2**40 + 1, 2**40 + 2, 2**40 + 3]
     timestamps = [100, 101, 100 + 30 * 86_400_000, 100 + 30 * 86_400_000 + 1, 100 + 30 * 86_400_000 + 2, 7]
     wide = []
-    for k, (offset, ts) in enumerate(zip(offsets, timestamps)):
+    for k, (offset, ts) in enumerate(zip(offsets, timestamps, strict=True)):
         step = [("append", (1, 0, k, 1, offset, ts))]
         assert drive(table, step) == drive(twin, step)
         wide.append(wide_entries(table))
@@ -124,7 +128,11 @@ def test_wide_then_narrow_again_when_the_far_batch_leaves_the_window(impl):
 
 def test_an_epoch_change_drops_a_wide_ring(impl):
     table, twin = impl(5), reference.ProducerStateTable(5)
-    steps = [("append", (1, 0, 0, 1, 0, 0)), ("append", (1, 0, 1, 1, 2**35, -(2**40))), ("append", (1, 1, 0, 1, 2**35 + 1, 3))]
+    steps = [
+        ("append", (1, 0, 0, 1, 0, 0)),
+        ("append", (1, 0, 1, 1, 2**35, -(2**40))),
+        ("append", (1, 1, 0, 1, 2**35 + 1, 3)),
+    ]
     assert drive(table, steps[:2]) == drive(twin, steps[:2])
     if impl is not reference.ProducerStateTable:
         assert wide_entries(table) == 1
@@ -218,11 +226,18 @@ def test_snapshots_of_wide_entries_round_trip(impl, window):
     assert_twins_agree(loaded, twin)
     if impl is not reference.ProducerStateTable and window > 1:
         assert loaded.capacity_report()["wide_entries"] == table.capacity_report()["wide_entries"] > 0
-    kafka = decode_snapshot(encode_snapshot(table, "kafka"), window=window, map_end_offset=table.map_end_offset,
-                            table_class=impl)
-    assert_twins_agree(kafka, decode_snapshot(encode_snapshot(twin, "kafka"), window=window,
-                                              map_end_offset=twin.map_end_offset,
-                                              table_class=reference.ProducerStateTable))
+    kafka = decode_snapshot(
+        encode_snapshot(table, "kafka"), window=window, map_end_offset=table.map_end_offset, table_class=impl
+    )
+    assert_twins_agree(
+        kafka,
+        decode_snapshot(
+            encode_snapshot(twin, "kafka"),
+            window=window,
+            map_end_offset=twin.map_end_offset,
+            table_class=reference.ProducerStateTable,
+        ),
+    )
 
 
 def test_append_many_with_far_timestamps(impl):

@@ -426,7 +426,8 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
             deltas = ring_offset_delta16(t, e)
             if narrow:
                 newest_offset = <int64_t>(<uint64_t>header.offset_base + <uint64_t><int64_t>offset_gaps[newest])
-                newest_timestamp = <int64_t>(<uint64_t>header.timestamp_base + <uint64_t><int64_t>timestamp_gaps[newest])
+                newest_timestamp = <int64_t>(<uint64_t>header.timestamp_base
+                                             + <uint64_t><int64_t>timestamp_gaps[newest])
             else:
                 ring_decode(t, e, last_offsets, timestamps, offset_deltas)
                 newest_offset = last_offsets[newest]

@@ -548,7 +548,7 @@ cdef int ring_encode(Table* t, char* e, int head, int count, const int64_t* last
     count. MemoryError (no ring to be had) changes nothing."""
     cdef EntryHeader* header = <EntryHeader*>e
     cdef int window = t.window
-    cdef int k, pos, newest = head + count - 1
+    cdef int pos, newest = head + count - 1
     cdef bint narrow = True
     cdef int64_t* ring
     if newest >= window:
@@ -556,7 +556,7 @@ cdef int ring_encode(Table* t, char* e, int head, int count, const int64_t* last
     cdef uint64_t base = <uint64_t>last_offsets[newest] if count else 0
     cdef uint64_t timestamp_base = <uint64_t>timestamps[newest] if count else 0
     pos = head
-    for k in range(count):
+    for _ in range(count):
         narrow = (narrow and fits_int32(<uint64_t>last_offsets[pos] - base)
                   and fits_int32(<uint64_t>timestamps[pos] - timestamp_base)
                   and 0 <= offset_deltas[pos] <= 0xFFFF)
@@ -568,7 +568,7 @@ cdef int ring_encode(Table* t, char* e, int head, int count, const int64_t* last
         header.offset_base = <int64_t>base
         header.timestamp_base = <int64_t>timestamp_base
         pos = head
-        for k in range(count):
+        for _ in range(count):
             ring_offset_gap(t, e)[pos] = <int32_t>(<uint64_t>last_offsets[pos] - base)
             ring_timestamp_gap(t, e)[pos] = <int32_t>(<uint64_t>timestamps[pos] - timestamp_base)
             ring_offset_delta16(t, e)[pos] = <uint16_t>offset_deltas[pos]
@@ -578,7 +578,7 @@ cdef int ring_encode(Table* t, char* e, int head, int count, const int64_t* last
         header.offset_base = -1 - wide_acquire(t)
     ring = wide_ring(t, e)
     pos = head
-    for k in range(count):
+    for _ in range(count):
         ring[pos] = last_offsets[pos]
         ring[window + pos] = timestamps[pos]
         ring[2 * window + pos] = offset_deltas[pos]
