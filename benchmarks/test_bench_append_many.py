@@ -99,3 +99,35 @@ def test_append_many_twins(benchmark, kit, twin):
     if name == "reference" and compiled:
         numbers["compiled_speedup_median"] = numbers["ns_per_batch_median"] / compiled["ns_per_batch_median"]
     kit.record(benchmark, twin_key(name), **numbers)
+
+
+# The workload above gives every batch the same max timestamp. Real batches carry their
+# producer's clock: each row here is 1 ms after the previous one, across calls too, so that a
+# table storing timestamps relative to something (issue #5's compact entries) does that work.
+CLOCK_CASES = [10_000, 1_000_000]
+
+
+def clock_key(producers: int) -> str:
+    return f"append_many, compiled, {producers:,} producers, window 5, timestamps 1 ms apart"
+
+
+@pytest.mark.parametrize("producers", CLOCK_CASES, ids=[f"{p}producers" for p in CLOCK_CASES])
+def test_append_many_with_a_clock(benchmark, kit, producers):
+    import numpy as np
+
+    workload = kit.Workload(producers, calls=ROUNDS + WARMUP_ROUNDS)
+    table = kit.compiled_table()(5)
+    workload.fill(table)
+    ticks = np.arange(workload.rows, dtype=np.int64)
+    plain = workload.arguments
+
+    def arguments(call, log_end_offset):
+        args, kwargs = plain(call, log_end_offset)
+        return (*args[:4], workload.max_timestamps + (call + 1) * workload.rows + ticks), kwargs
+
+    workload.arguments = arguments
+    benchmark.group = "append_many, compiled, calls of 100,000 batches, timestamps 1 ms apart"
+    run_stream(benchmark, kit, table, workload, ROUNDS, WARMUP_ROUNDS)
+    numbers = batches_per_second(kit, benchmark, workload.rows)
+    if numbers is not None:
+        kit.record(benchmark, clock_key(producers), **numbers)

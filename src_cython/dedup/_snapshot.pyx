@@ -26,13 +26,20 @@ from dedup._state cimport (
     EntryHeader,
     ProducerStateTable,
     Table,
+    MAX_WINDOW,
     entry_at,
+    entry_drop_batches,
     last_timestamp_at,
-    ring_last_offset,
+    ring_decode,
+    ring_encode,
     ring_last_sequence,
-    ring_offset_delta,
-    ring_timestamp,
+    ring_offset_delta16,
+    ring_offset_gap,
+    ring_timestamp_gap,
+    slot_last_offset,
+    slot_offset_delta,
     table_find_or_insert,
+    wide_ring,
     table_reserve,
 )
 
@@ -120,8 +127,8 @@ cdef Py_ssize_t kafka_entries(const Table* t, Py_ssize_t first, Py_ssize_t stop,
             if last >= t.window:
                 last -= t.window
             dedup_store_be32(q + KAFKA_LAST_SEQUENCE, <uint32_t>ring_last_sequence(e)[last])
-            dedup_store_be64(q + KAFKA_LAST_OFFSET, <uint64_t>ring_last_offset(t, e)[last])
-            dedup_store_be32(q + KAFKA_OFFSET_DELTA, <uint32_t>ring_offset_delta(t, e)[last])
+            dedup_store_be64(q + KAFKA_LAST_OFFSET, <uint64_t>slot_last_offset(t, e, last))
+            dedup_store_be32(q + KAFKA_OFFSET_DELTA, <uint32_t>slot_offset_delta(t, e, last))
         else:
             dedup_store_be32(q + KAFKA_LAST_SEQUENCE, <uint32_t>NO_SEQUENCE)
             dedup_store_be64(q + KAFKA_LAST_OFFSET, <uint64_t><int64_t>-1)
@@ -183,7 +190,7 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef Py_ssize_t n, i
     cdef const unsigned char* q
     cdef const unsigned char* crc_from = data + KAFKA_HEADER_SIZE
-    cdef int64_t producer_id, last_offset, txn
+    cdef int64_t producer_id, last_offset, txn, timestamp
     cdef int32_t offset_delta
     cdef uint32_t crc, stored
     cdef char* e
@@ -226,15 +233,22 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         header.coordinator_epoch = <int32_t>dedup_load_be32(q + KAFKA_COORDINATOR_EPOCH)
         txn = <int64_t>dedup_load_be64(q + KAFKA_CURRENT_TXN_FIRST_OFFSET)
         header.current_txn_first_offset = txn if txn >= 0 else NO_TXN  # a transaction iff >= 0
-        header.head = 0
-        header.count = 0
+        entry_drop_batches(t, e)
+        timestamp = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
         if last_offset >= 0:  # one batch iff LastOffset >= 0; slot 0 (head 0, count 1)
+            # Its timestamp is the entry's last_timestamp (the one Timestamp field). One batch
+            # is its own base (gaps 0), unless its offset delta needs a wide ring.
             ring_last_sequence(e)[0] = <int32_t>dedup_load_be32(q + KAFKA_LAST_SEQUENCE)
-            ring_offset_delta(t, e)[0] = offset_delta
-            ring_last_offset(t, e)[0] = last_offset
-            ring_timestamp(t, e)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
+            if <uint32_t>offset_delta <= 0xFFFF:
+                header.offset_base = last_offset
+                header.timestamp_base = timestamp
+                ring_offset_gap(t, e)[0] = 0
+                ring_timestamp_gap(t, e)[0] = 0
+                ring_offset_delta16(t, e)[0] = <uint16_t>offset_delta
+            else:
+                ring_encode(t, e, 0, 1, &last_offset, &timestamp, &offset_delta)
             header.count = 1
-        last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
+        last_timestamp_at(t, i)[0] = timestamp
     crc = dedup_crc32c(crc, crc_from, (data + size) - crc_from)
     stored = dedup_load_be32(data + KAFKA_CRC)
     if stored != crc:
@@ -258,12 +272,20 @@ cdef inline bint timestamp_gap_fits(int64_t gap) noexcept nogil:
     return gap > -2147483648LL and gap <= 2147483647LL
 
 
+cdef inline bint fits_int32(uint64_t value) noexcept nogil:
+    # value, read as an int64, is in [-2^31, 2^31) (as in _state.pyx).
+    return value + <uint64_t>0x80000000ULL <= <uint64_t>0xFFFFFFFFULL
+
+
 cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
     """The escaped values full_records writes for the table (what the file's size needs)."""
     cdef Py_ssize_t i, escapes = 0
     cdef char* e
     cdef const EntryHeader* header
     cdef int pos, newest, window = t.window
+    cdef bint narrow
+    cdef const int32_t* offset_gaps
+    cdef const int32_t* timestamp_gaps
     for i in range(t.count):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
@@ -273,13 +295,21 @@ cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
         if newest >= window:
             newest -= window
         pos = header.head
+        narrow = header.offset_base >= 0
+        offset_gaps = ring_offset_gap(t, e)
+        timestamp_gaps = ring_timestamp_gap(t, e)
         for _ in range(header.count - 1):
-            escapes += not offset_gap_fits(<uint64_t>ring_last_offset(t, e)[newest]
-                                           - <uint64_t>ring_last_offset(t, e)[pos])
-            escapes += not timestamp_gap_fits(<int64_t>(<uint64_t>ring_timestamp(t, e)[newest]
-                                                        - <uint64_t>ring_timestamp(t, e)[pos]))
+            if narrow:
+                # The differences of two gaps: the bases cancel.
+                escapes += not offset_gap_fits(<uint64_t><int64_t>offset_gaps[newest]
+                                               - <uint64_t><int64_t>offset_gaps[pos])
+                escapes += not timestamp_gap_fits(<int64_t>timestamp_gaps[newest] - <int64_t>timestamp_gaps[pos])
+            else:
+                escapes += not offset_gap_fits(<uint64_t>wide_ring(t, e)[newest] - <uint64_t>wide_ring(t, e)[pos])
+                escapes += not timestamp_gap_fits(<int64_t>(<uint64_t>wide_ring(t, e)[window + newest]
+                                                            - <uint64_t>wide_ring(t, e)[window + pos]))
             escapes += (<uint32_t>ring_last_sequence(e)[newest] - <uint32_t>ring_last_sequence(e)[pos]) >= 0xFFFFU
-            escapes += not (0 <= ring_offset_delta(t, e)[pos] < 0xFFFF)
+            escapes += not (0 <= slot_offset_delta(t, e, pos) < 0xFFFF)
             pos += 1
             if pos == window:
                 pos = 0
@@ -353,7 +383,14 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
     cdef int k, pos, newest, count, kind = PROBLEM_NONE
     cdef int window = t.window
     cdef int64_t map_end_offset = t.map_end_offset
-    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap
+    cdef int64_t last_offset, newest_offset, newest_timestamp, timestamp_gap, last_timestamp
+    cdef bint narrow
+    cdef const int32_t* offset_gaps
+    cdef const int32_t* timestamp_gaps
+    cdef const uint16_t* deltas
+    cdef int64_t last_offsets[MAX_WINDOW]
+    cdef int64_t timestamps[MAX_WINDOW]
+    cdef int32_t offset_deltas[MAX_WINDOW]
     cdef uint64_t offset_gap
     cdef int32_t offset_delta, newest_sequence
     cdef uint32_t sequence_gap
@@ -370,7 +407,8 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
         dedup_store_be64(q + REC_PRODUCER_ID, <uint64_t>header.producer_id)
         dedup_store_be16(q + REC_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
         dedup_store_be32(q + REC_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
-        dedup_store_be64(q + REC_LAST_TIMESTAMP, <uint64_t>last_timestamp_at(t, i)[0])
+        last_timestamp = last_timestamp_at(t, i)[0]
+        dedup_store_be64(q + REC_LAST_TIMESTAMP, <uint64_t>last_timestamp)
         dedup_store_be64(q + REC_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
         (q + REC_BATCH_COUNT)[0] = <uint8_t>count
         if count == 0:
@@ -380,13 +418,31 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
             if newest >= window:
                 newest -= window
             newest_sequence = ring_last_sequence(e)[newest]
-            newest_offset = ring_last_offset(t, e)[newest]
-            newest_timestamp = ring_timestamp(t, e)[newest]
+            # A narrow entry's values are read from its gaps in the loop (the gaps between two
+            # batches are differences of gaps); a wide one's are decoded once.
+            narrow = header.offset_base >= 0
+            offset_gaps = ring_offset_gap(t, e)
+            timestamp_gaps = ring_timestamp_gap(t, e)
+            deltas = ring_offset_delta16(t, e)
+            if narrow:
+                newest_offset = <int64_t>(<uint64_t>header.offset_base + <uint64_t><int64_t>offset_gaps[newest])
+                newest_timestamp = <int64_t>(<uint64_t>header.timestamp_base
+                                             + <uint64_t><int64_t>timestamp_gaps[newest])
+            else:
+                ring_decode(t, e, last_offsets, timestamps, offset_deltas)
+                newest_offset = last_offsets[newest]
+                newest_timestamp = timestamps[newest]
             pos = header.head
             s = q + REC_SLOTS
             for k in range(count - 1):
-                last_offset = ring_last_offset(t, e)[pos]
-                offset_delta = ring_offset_delta(t, e)[pos]
+                if narrow:
+                    last_offset = <int64_t>(<uint64_t>header.offset_base + <uint64_t><int64_t>offset_gaps[pos])
+                    timestamp_gap = <int64_t>timestamp_gaps[newest] - <int64_t>timestamp_gaps[pos]
+                    offset_delta = deltas[pos]
+                else:
+                    last_offset = last_offsets[pos]
+                    timestamp_gap = <int64_t>(<uint64_t>newest_timestamp - <uint64_t>timestamps[pos])
+                    offset_delta = offset_deltas[pos]
                 kind = unwritable_batch(header, k, last_offset, offset_delta, map_end_offset, p)
                 if kind:
                     break
@@ -396,12 +452,11 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
                 else:
                     dedup_store_be32(s + SLOT_OFFSET_GAP, 0xFFFFFFFFU)
                     escapes_push(escapes, last_offset)
-                timestamp_gap = <int64_t>(<uint64_t>newest_timestamp - <uint64_t>ring_timestamp(t, e)[pos])
                 if timestamp_gap_fits(timestamp_gap):
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, <uint32_t>timestamp_gap)
                 else:
                     dedup_store_be32(s + SLOT_TIMESTAMP_GAP, 0x80000000U)
-                    escapes_push(escapes, ring_timestamp(t, e)[pos])
+                    escapes_push(escapes, <int64_t>(<uint64_t>newest_timestamp - <uint64_t>timestamp_gap))
                 sequence_gap = <uint32_t>newest_sequence - <uint32_t>ring_last_sequence(e)[pos]
                 if sequence_gap < 0xFFFFU:
                     dedup_store_be16(s + SLOT_SEQUENCE_GAP, <uint16_t>sequence_gap)
@@ -419,7 +474,7 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
                     pos = 0
             if kind:
                 break
-            offset_delta = ring_offset_delta(t, e)[newest]
+            offset_delta = deltas[newest] if narrow else offset_deltas[newest]
             kind = unwritable_batch(header, count - 1, newest_offset, offset_delta, map_end_offset, p)
             if kind:
                 break
@@ -612,6 +667,10 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef const unsigned char* s
     cdef int64_t map_end_offset = layout.map_end_offset
     cdef int64_t last_offset, timestamp, newest_offset, newest_timestamp
+    cdef bint narrow
+    cdef int64_t last_offsets[MAX_WINDOW]
+    cdef int64_t timestamps[MAX_WINDOW]
+    cdef int32_t offset_deltas[MAX_WINDOW]
     cdef uint64_t value
     cdef int32_t offset_delta, last_sequence, newest_sequence
     cdef uint32_t crc = 0, stored
@@ -654,6 +713,7 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         newest_sequence = <int32_t>dedup_load_be32(q + REC_LAST_SEQUENCE)
         newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)
         newest_timestamp = <int64_t>dedup_load_be64(q + REC_TIMESTAMP)
+        narrow = True
         s = q + REC_SLOTS
         for k in range(batch_count - 1):
             # Each field: its narrow value, or (the escape value) the next escaped value.
@@ -697,9 +757,18 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             if kind:
                 break
             ring_last_sequence(e)[k] = last_sequence
-            ring_offset_delta(t, e)[k] = offset_delta
-            ring_last_offset(t, e)[k] = last_offset
-            ring_timestamp(t, e)[k] = timestamp
+            # The table's gaps are from the newest batch's offset and timestamp, as the file's
+            # (ring_encode takes over below when one does not fit).
+            value = <uint64_t>last_offset - <uint64_t>newest_offset
+            narrow = narrow and fits_int32(value)
+            ring_offset_gap(t, e)[k] = <int32_t><uint32_t>value
+            value = <uint64_t>timestamp - <uint64_t>newest_timestamp
+            narrow = narrow and fits_int32(value) and <uint32_t>offset_delta <= 0xFFFF
+            ring_timestamp_gap(t, e)[k] = <int32_t><uint32_t>value
+            ring_offset_delta16(t, e)[k] = <uint16_t>offset_delta
+            last_offsets[k] = last_offset
+            timestamps[k] = timestamp
+            offset_deltas[k] = offset_delta
             s += SLOT_SIZE
         if kind:
             break
@@ -709,9 +778,17 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         if kind:
             break
         ring_last_sequence(e)[k] = newest_sequence
-        ring_offset_delta(t, e)[k] = offset_delta
-        ring_last_offset(t, e)[k] = newest_offset
-        ring_timestamp(t, e)[k] = newest_timestamp
+        ring_offset_gap(t, e)[k] = 0
+        ring_timestamp_gap(t, e)[k] = 0
+        ring_offset_delta16(t, e)[k] = <uint16_t>offset_delta
+        if narrow and <uint32_t>offset_delta <= 0xFFFF:
+            header.offset_base = newest_offset
+            header.timestamp_base = newest_timestamp
+        else:
+            last_offsets[k] = newest_offset
+            timestamps[k] = newest_timestamp
+            offset_deltas[k] = offset_delta
+            ring_encode(t, e, 0, batch_count, last_offsets, timestamps, offset_deltas)
         header.count = <uint8_t>batch_count
     if kind == PROBLEM_NONE and used != escape_count:
         p.entry = -1
@@ -744,6 +821,9 @@ cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef const unsigned char* q
     cdef const unsigned char* b
     cdef int64_t last_offset
+    cdef int64_t last_offsets[MAX_WINDOW]
+    cdef int64_t timestamps[MAX_WINDOW]
+    cdef int32_t offset_deltas[MAX_WINDOW]
     cdef int32_t offset_delta
     cdef int k, batch_count, kind
     cdef char* e
@@ -784,10 +864,11 @@ cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             if kind:
                 return kind
             ring_last_sequence(e)[k] = <int32_t>dedup_load_be32(b + FULL_LAST_SEQUENCE)
-            ring_offset_delta(t, e)[k] = offset_delta
-            ring_last_offset(t, e)[k] = last_offset
-            ring_timestamp(t, e)[k] = <int64_t>dedup_load_be64(b + FULL_TIMESTAMP)
+            offset_deltas[k] = offset_delta
+            last_offsets[k] = last_offset
+            timestamps[k] = <int64_t>dedup_load_be64(b + FULL_TIMESTAMP)
             b += FULL_BATCH_SIZE
+        ring_encode(t, e, 0, batch_count, last_offsets, timestamps, offset_deltas)
         header.count = <uint8_t>batch_count
         position += FULL_ENTRY_SIZE + FULL_BATCH_SIZE * batch_count
     return PROBLEM_NONE

@@ -19,15 +19,26 @@
 #   * removal (remove_expired) moves the last entry into the hole, so entries stay dense and
 #     whole chunks at the tail can be freed; the table's order is that of both twins.
 #
-# Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`):
-#   0              EntryHeader (24 bytes)
-#   24             int32 last_sequence[W]
-#   off_delta      int32 offset_delta[W]        (= record count - 1; doubles as the sequence delta)
-#   off_offset     int64 last_offset[W]         (8-aligned)
-#   off_timestamp  int64 timestamp[W]           (the batch's max timestamp)
-#   stride         = off_timestamp + 8 * W
+# Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`); 40 + 14 W
+# bytes rounded up to 8, 112 at W = 5. Offsets and timestamps (spec §1.3's int64 values) are
+# stored exactly as int32 gaps from two bases in the header, offset_delta as a uint16:
+#   0              EntryHeader (40 bytes: offset_base and timestamp_base last)
+#   40             int32 last_sequence[W]
+#   off_gap        int32 offset_gap[W]          last_offset = offset_base + offset_gap
+#   off_ts_gap     int32 timestamp_gap[W]       timestamp = timestamp_base + timestamp_gap
+#   off_delta      uint16 offset_delta[W]       (= record count - 1; doubles as the sequence delta)
+#   stride         = (off_delta + 2 * W) rounded up to 8
+# (sums modulo 2^64: any value within 2^31 of its base is exact). The bases are those of
+# some batch the entry held (set when a batch goes into an empty ring, moved to the newest
+# batch when a value stops fitting), so an append writes one slot and reads nothing but the
+# entry. An entry whose values do not fit (offsets 2^31 apart within its window, timestamps
+# 2^31 ms, ~24.8 days, apart either way, a batch of more than 65,536 records) is "wide":
+# offset_base < 0 names a ring in t.wide (ring -1 - offset_base, of 3 W int64: last_offset[W],
+# timestamp[W], offset_delta[W], by ring slot) holding them exactly; last_sequence stays in
+# the entry. ring_encode picks the form; slot_last_offset, slot_timestamp, slot_offset_delta
+# and ring_decode read either.
 
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef enum AppendOrigin:
@@ -52,7 +63,7 @@ cdef enum:
     NO_PRODUCER_EPOCH = -1
     NO_SEQUENCE = -1
     NO_TXN = -1                  # current_txn_first_offset when no transaction is ongoing
-    ENTRY_HEADER_SIZE = 24
+    ENTRY_HEADER_SIZE = 40
     MAX_WINDOW = 255             # head and count are uint8
 
 
@@ -63,6 +74,8 @@ ctypedef struct EntryHeader:
     int16_t producer_epoch
     uint8_t head                       # ring slot of the oldest retained batch
     uint8_t count                      # retained batches, 0..window
+    int64_t offset_base                # >= 0: offsets are this plus the gaps; < 0: wide (see above)
+    int64_t timestamp_base             # timestamps are this plus the gaps (narrow entries)
 
 
 # One data batch as the table sees it.
@@ -128,9 +141,14 @@ ctypedef struct Table:
     Py_ssize_t count                   # live entries: numbers 0..count-1
     Py_ssize_t reserved                # the capacity hint: never shrink below it
     Py_ssize_t stride
+    Py_ssize_t off_gap
+    Py_ssize_t off_ts_gap
     Py_ssize_t off_delta
-    Py_ssize_t off_offset
-    Py_ssize_t off_timestamp
+    int64_t* wide                      # rings of wide entries, 3 * window int64 each
+    Py_ssize_t wide_capacity           # rings allocated
+    Py_ssize_t wide_used               # rings held by entries (= wide entries)
+    Py_ssize_t wide_top                # rings [wide_top, wide_capacity) were never handed out
+    Py_ssize_t wide_free               # a free ring below wide_top (its first value links the next), or -1
     uint32_t* index
     uint64_t hash_seed                 # random per table: keys the producer-id hash
     uint32_t index_capacity
@@ -176,16 +194,74 @@ cdef inline int32_t* ring_last_sequence(char* e) noexcept nogil:
     return <int32_t*>(e + ENTRY_HEADER_SIZE)
 
 
-cdef inline int32_t* ring_offset_delta(const Table* t, char* e) noexcept nogil:
-    return <int32_t*>(e + t.off_delta)
+cdef inline uint16_t* ring_offset_delta16(const Table* t, char* e) noexcept nogil:
+    """A narrow entry's offset deltas (a wide entry's are in its wide ring)."""
+    return <uint16_t*>(e + t.off_delta)
 
 
-cdef inline int64_t* ring_last_offset(const Table* t, char* e) noexcept nogil:
-    return <int64_t*>(e + t.off_offset)
+cdef inline int32_t* ring_offset_gap(const Table* t, char* e) noexcept nogil:
+    return <int32_t*>(e + t.off_gap)
 
 
-cdef inline int64_t* ring_timestamp(const Table* t, char* e) noexcept nogil:
-    return <int64_t*>(e + t.off_timestamp)
+cdef inline int32_t* ring_timestamp_gap(const Table* t, char* e) noexcept nogil:
+    return <int32_t*>(e + t.off_ts_gap)
+
+
+cdef inline int64_t* wide_ring(const Table* t, const char* e) noexcept nogil:
+    """A wide entry's ring: last_offset[window], timestamp[window], offset_delta[window]."""
+    return t.wide + (-1 - (<const EntryHeader*>e).offset_base) * 3 * t.window
+
+
+cdef inline int64_t slot_last_offset(const Table* t, char* e, int pos) noexcept nogil:
+    """The last offset of the batch in ring slot pos of entry e."""
+    cdef int64_t base = (<EntryHeader*>e).offset_base
+    if base >= 0:
+        return <int64_t>(<uint64_t>base + <uint64_t><int64_t>ring_offset_gap(t, e)[pos])
+    return wide_ring(t, e)[pos]
+
+
+cdef inline int64_t slot_timestamp(const Table* t, char* e, int pos) noexcept nogil:
+    """The timestamp of the batch in ring slot pos of entry e."""
+    cdef const EntryHeader* header = <const EntryHeader*>e
+    if header.offset_base >= 0:
+        return <int64_t>(<uint64_t>header.timestamp_base + <uint64_t><int64_t>ring_timestamp_gap(t, e)[pos])
+    return wide_ring(t, e)[t.window + pos]
+
+
+cdef inline int32_t slot_offset_delta(const Table* t, char* e, int pos) noexcept nogil:
+    """The offset delta (record count - 1) of the batch in ring slot pos of entry e."""
+    if (<EntryHeader*>e).offset_base >= 0:
+        return ring_offset_delta16(t, e)[pos]
+    return <int32_t>wide_ring(t, e)[2 * t.window + pos]
+
+
+cdef inline void ring_decode(const Table* t, char* e, int64_t* last_offsets, int64_t* timestamps,
+                             int32_t* offset_deltas) noexcept nogil:
+    """Entry e's retained offsets, timestamps and offset deltas into the arrays, by ring slot:
+    the slots [0, count) are the retained ones whether or not the ring has wrapped (head is 0
+    until the window is full)."""
+    cdef const EntryHeader* header = <const EntryHeader*>e
+    cdef int pos
+    cdef uint64_t base = <uint64_t>header.offset_base
+    cdef uint64_t timestamp_base = <uint64_t>header.timestamp_base
+    cdef const int32_t* offset_gaps
+    cdef const int32_t* timestamp_gaps
+    cdef const uint16_t* deltas
+    cdef const int64_t* ring
+    if header.offset_base >= 0:
+        offset_gaps = ring_offset_gap(t, e)
+        timestamp_gaps = ring_timestamp_gap(t, e)
+        deltas = ring_offset_delta16(t, e)
+        for pos in range(header.count):
+            last_offsets[pos] = <int64_t>(base + <uint64_t><int64_t>offset_gaps[pos])
+            timestamps[pos] = <int64_t>(timestamp_base + <uint64_t><int64_t>timestamp_gaps[pos])
+            offset_deltas[pos] = deltas[pos]
+    else:
+        ring = wide_ring(t, e)
+        for pos in range(header.count):
+            last_offsets[pos] = ring[pos]
+            timestamps[pos] = ring[t.window + pos]
+            offset_deltas[pos] = <int32_t>ring[2 * t.window + pos]
 
 
 # --- the C-level API (implemented in _state.pyx) ------------------------------------------
@@ -196,7 +272,10 @@ cdef Py_ssize_t table_find(const Table* t, int64_t producer_id) noexcept nogil
 cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 nogil
 cdef int table_reserve(Table* t, Py_ssize_t producers) except -1 nogil
 cdef int validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Verdict* v) noexcept nogil
-cdef void record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil
+cdef int record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 nogil
+cdef int ring_encode(Table* t, char* e, int head, int count, const int64_t* last_offsets,
+                     const int64_t* timestamps, const int32_t* offset_deltas) except -1 nogil
+cdef void entry_drop_batches(Table* t, char* e) noexcept nogil
 cdef int append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil
 cdef int validate_marker(const Table* t, Py_ssize_t i, int16_t producer_epoch,
                          int32_t coordinator_epoch, int origin, Verdict* v) noexcept nogil

@@ -7,8 +7,8 @@
 
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
-from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
-from libc.stdint cimport INT64_MAX, INT64_MIN, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from libc.stdint cimport INT64_MAX, INT64_MIN, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 import functools
@@ -389,6 +389,8 @@ cdef Py_ssize_t insert_new(Table* t, int64_t producer_id, uint64_t h) except -1 
     header.producer_epoch = NO_PRODUCER_EPOCH
     header.head = 0
     header.count = 0
+    header.offset_base = 0
+    header.timestamp_base = 0
     last_timestamp_at(t, i)[0] = -1
     index_place(t, h, i)
     t.count = n
@@ -426,10 +428,11 @@ cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
     memset(t, 0, sizeof(Table))
     t.hash_seed = int.from_bytes(os.urandom(8), "little")
     t.window = window
-    t.off_delta = ENTRY_HEADER_SIZE + 4 * window
-    t.off_offset = (ENTRY_HEADER_SIZE + 8 * window + 7) & ~7
-    t.off_timestamp = t.off_offset + 8 * window
-    t.stride = t.off_timestamp + 8 * window
+    t.off_gap = ENTRY_HEADER_SIZE + 4 * window
+    t.off_ts_gap = t.off_gap + 4 * window
+    t.off_delta = t.off_ts_gap + 4 * window
+    t.stride = (t.off_delta + 2 * window + 7) & ~7  # entries stay 8-aligned
+    t.wide_free = -1
     t.chunk_shift = 4
     while ((t.stride + 8) << (t.chunk_shift + 1)) <= DEDUP_CHUNK_BYTES and t.chunk_shift < 20:
         t.chunk_shift += 1
@@ -455,7 +458,150 @@ cdef void table_free(Table* t) noexcept nogil:
     PyMem_RawFree(t.slab_entries)
     PyMem_RawFree(t.slab_stamps)
     PyMem_RawFree(t.index)
+    PyMem_RawFree(t.wide)
     memset(t, 0, sizeof(Table))
+
+
+# --- wide entries: exact offsets and timestamps that do not fit the gaps -------------------
+#
+# Rings of wide entries live in one pool (t.wide) with a free list; an entry names its ring in
+# offset_base, so the ring moves along when remove_expired moves the entry. The pool is freed
+# when its last ring is given back (wide_trim).
+
+cdef inline bint fits_int32(uint64_t value) noexcept nogil:
+    # value, read as an int64, is in [-2^31, 2^31).
+    return value + <uint64_t>0x80000000ULL <= <uint64_t>0xFFFFFFFFULL
+
+
+cdef int wide_reserve(Table* t, Py_ssize_t rings) except -1 nogil:
+    """Room for `rings` more wide rings, so that that many wide_acquire calls cannot fail."""
+    cdef Py_ssize_t needed = t.wide_used + rings
+    cdef Py_ssize_t capacity
+    cdef size_t ring_bytes = 3 * <size_t>t.window * sizeof(int64_t)
+    cdef int64_t* grown
+    if needed <= t.wide_capacity:
+        return 0
+    capacity = max(needed, max(<Py_ssize_t>4, t.wide_capacity * 2))
+    if <size_t>capacity > (<size_t>-1) / ring_bytes:
+        out_of_memory(capacity, ring_bytes)
+    grown = <int64_t*>PyMem_RawRealloc(t.wide, <size_t>capacity * ring_bytes)
+    if grown == NULL:
+        out_of_memory(capacity, ring_bytes)
+    t.wide = grown
+    t.bytes += <size_t>(capacity - t.wide_capacity) * ring_bytes
+    t.wide_capacity = capacity
+    return 0
+
+
+cdef int64_t wide_acquire(Table* t) except? -1 nogil:
+    """A free ring's number (grows the pool if none is free; MemoryError changes nothing)."""
+    cdef int64_t ring
+    if t.wide_free >= 0:
+        ring = t.wide_free
+        t.wide_free = t.wide[ring * 3 * t.window]
+    else:
+        if t.wide_top == t.wide_capacity:
+            wide_reserve(t, 1)
+        ring = t.wide_top
+        t.wide_top += 1
+    t.wide_used += 1
+    return ring
+
+
+cdef void wide_release(Table* t, char* e) noexcept nogil:
+    """Give back the ring of wide entry e; the entry becomes narrow (its gaps are stale)."""
+    cdef EntryHeader* header = <EntryHeader*>e
+    cdef int64_t ring = -1 - header.offset_base
+    header.offset_base = 0
+    t.wide[ring * 3 * t.window] = t.wide_free
+    t.wide_free = ring
+    t.wide_used -= 1
+
+
+cdef void wide_trim(Table* t) noexcept nogil:
+    """Free the pool once no entry is wide. Not in wide_release: update_from gives rings back
+    and takes others in one loop that must not allocate."""
+    if t.wide_used == 0 and t.wide != NULL:
+        PyMem_RawFree(t.wide)
+        t.bytes -= <size_t>t.wide_capacity * 3 * <size_t>t.window * sizeof(int64_t)
+        t.wide = NULL
+        t.wide_capacity = t.wide_top = 0
+        t.wide_free = -1
+
+
+cdef void entry_drop_batches(Table* t, char* e) noexcept nogil:
+    """Entry e retains no batch (an epoch change, spec §1.2): count 0, narrow."""
+    cdef EntryHeader* header = <EntryHeader*>e
+    if header.offset_base < 0:
+        wide_release(t, e)
+        wide_trim(t)
+    header.offset_base = 0
+    header.count = 0
+    header.head = 0
+
+
+cdef int ring_encode(Table* t, char* e, int head, int count, const int64_t* last_offsets,
+                     const int64_t* timestamps, const int32_t* offset_deltas) except -1 nogil:
+    """Store the offsets, timestamps and offset deltas of ring slots head, head + 1, ... (count
+    of them, by ring slot in the arrays) in entry e: as gaps from the newest batch's offset
+    and timestamp if they all fit, else in a wide ring. Does not touch the header's head and
+    count. MemoryError (no ring to be had) changes nothing."""
+    cdef EntryHeader* header = <EntryHeader*>e
+    cdef int window = t.window
+    cdef int pos, newest = head + count - 1
+    cdef bint narrow = True
+    cdef int64_t* ring
+    if newest >= window:
+        newest -= window
+    cdef uint64_t base = <uint64_t>last_offsets[newest] if count else 0
+    cdef uint64_t timestamp_base = <uint64_t>timestamps[newest] if count else 0
+    pos = head
+    for _ in range(count):
+        narrow = (narrow and fits_int32(<uint64_t>last_offsets[pos] - base)
+                  and fits_int32(<uint64_t>timestamps[pos] - timestamp_base)
+                  and 0 <= offset_deltas[pos] <= 0xFFFF)
+        pos = pos + 1 if pos + 1 < window else 0
+    if narrow:
+        if header.offset_base < 0:
+            wide_release(t, e)
+            wide_trim(t)
+        header.offset_base = <int64_t>base
+        header.timestamp_base = <int64_t>timestamp_base
+        pos = head
+        for _ in range(count):
+            ring_offset_gap(t, e)[pos] = <int32_t>(<uint64_t>last_offsets[pos] - base)
+            ring_timestamp_gap(t, e)[pos] = <int32_t>(<uint64_t>timestamps[pos] - timestamp_base)
+            ring_offset_delta16(t, e)[pos] = <uint16_t>offset_deltas[pos]
+            pos = pos + 1 if pos + 1 < window else 0
+        return 0
+    if header.offset_base >= 0:
+        header.offset_base = -1 - wide_acquire(t)
+    ring = wide_ring(t, e)
+    pos = head
+    for _ in range(count):
+        ring[pos] = last_offsets[pos]
+        ring[window + pos] = timestamps[pos]
+        ring[2 * window + pos] = offset_deltas[pos]
+        pos = pos + 1 if pos + 1 < window else 0
+    return 0
+
+
+cdef int entry_copy(Table* dst, Py_ssize_t j, const Table* src, Py_ssize_t i) except -1 nogil:
+    """Entry i of src over entry j of dst (same window), wide ring included. A wide src entry
+    takes a ring in dst (MemoryError unless wide_reserve made room: then dst is unchanged)."""
+    cdef char* to = entry_at(dst, j)
+    cdef char* source = entry_at(src, i)
+    cdef int64_t ring = -1
+    if (<EntryHeader*>source).offset_base < 0:
+        ring = (-1 - (<EntryHeader*>to).offset_base) if (<EntryHeader*>to).offset_base < 0 else wide_acquire(dst)
+    elif (<EntryHeader*>to).offset_base < 0:
+        wide_release(dst, to)
+    memcpy(to, source, src.stride)
+    last_timestamp_at(dst, j)[0] = last_timestamp_at(src, i)[0]
+    if ring >= 0:
+        (<EntryHeader*>to).offset_base = -1 - ring
+        memcpy(wide_ring(dst, to), wide_ring(src, source), 3 * <size_t>src.window * sizeof(int64_t))
+    return 0
 
 
 # --- data batches (spec §2.1, §2.3, §2.4) -------------------------------------------------
@@ -474,7 +620,6 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
     cdef int window = t.window
     cdef int pos, count = 0, match, rank, match_rank = 0
     cdef int32_t* sequences
-    cdef int32_t* deltas
     v.duplicate = 0
     v.epoch_regression = 0
     v.current_epoch = NO_PRODUCER_EPOCH
@@ -501,11 +646,10 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
         # Kafka's findFirst over its deque.
         if count and b.producer_epoch == v.current_epoch:
             sequences = ring_last_sequence(e)
-            deltas = ring_offset_delta(t, e)
             match = -1
             for pos in range(count):
                 if (sequences[pos] == b.last_sequence
-                        and decrement_sequence(sequences[pos], deltas[pos]) == b.base_sequence):
+                        and decrement_sequence(sequences[pos], slot_offset_delta(t, e, pos)) == b.base_sequence):
                     rank = pos - header.head
                     if rank < 0:
                         rank += window
@@ -514,9 +658,9 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
                         match_rank = rank
             if match >= 0:
                 v.duplicate = 1
-                v.last_offset = ring_last_offset(t, e)[match]
-                v.base_offset = v.last_offset - deltas[match]
-                v.timestamp = ring_timestamp(t, e)[match]
+                v.last_offset = slot_last_offset(t, e, match)
+                v.base_offset = v.last_offset - slot_offset_delta(t, e, match)
+                v.timestamp = slot_timestamp(t, e, match)
                 return ERR_NONE
 
     # Rule 12: an older epoch is fenced; a follower (and recovery) only warns (§2.4).
@@ -544,40 +688,80 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
     return ERR_NONE
 
 
-cdef void record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil:
-    _record_batch(t, i, b)
+cdef int record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 nogil:
+    return _record_batch(t, i, b)
 
 
-cdef inline void _record_batch(Table* t, Py_ssize_t i, const Batch* b) noexcept nogil:
-    """Merge a validated batch into entry i (Kafka's addBatch + update, spec §1.2, §3.2)."""
+cdef inline int _record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 nogil:
+    """Merge a validated batch into entry i (Kafka's addBatch + update, spec §1.2, §3.2).
+
+    -1 with MemoryError set (and entry i unchanged) only if the entry must go wide and no
+    ring can be had; a new entry or an epoch change never does."""
     cdef char* e = entry_at(t, i)
     cdef EntryHeader* header = <EntryHeader*>e
     cdef int window = t.window
-    cdef int pos
+    cdef int pos, count
+    cdef int64_t last_offset = b.base_offset + b.offset_delta
+    cdef uint64_t offset_gap = 0, timestamp_gap = 0
     # Rule 17: an epoch change (up or down) drops the retained batches first.
     if b.producer_epoch != header.producer_epoch:
         header.producer_epoch = b.producer_epoch
-        header.count = 0
-        header.head = 0
-    if header.count < window:
+        entry_drop_batches(t, e)
+    count = header.count
+    if count < window:
         # Until the window is full the ring has not wrapped: head is 0 and the batches sit
         # in slots [0, count). validate_batch's duplicate scan relies on this.
-        pos = header.count
-        header.count += 1
+        pos = count
     else:
         # The window is full: the oldest batch makes room.
         pos = header.head
-        header.head = 0 if header.head + 1 == window else header.head + 1
+    if count == 0 and header.offset_base >= 0:
+        # An empty ring takes this batch's values as its bases.
+        header.offset_base = last_offset
+        header.timestamp_base = b.max_timestamp
+    else:
+        offset_gap = <uint64_t>last_offset - <uint64_t>header.offset_base
+        timestamp_gap = <uint64_t>b.max_timestamp - <uint64_t>header.timestamp_base
+    if (header.offset_base >= 0 and fits_int32(offset_gap) and fits_int32(timestamp_gap)
+            and <uint32_t>b.offset_delta <= 0xFFFF):
+        ring_offset_gap(t, e)[pos] = <int32_t>offset_gap
+        ring_timestamp_gap(t, e)[pos] = <int32_t>timestamp_gap
+        ring_offset_delta16(t, e)[pos] = <uint16_t>b.offset_delta
+    else:
+        record_slow(t, e, pos, last_offset, b.max_timestamp, b.offset_delta)
+    if count < window:
+        header.count = count + 1
+    else:
+        header.head = 0 if pos + 1 == window else pos + 1
     ring_last_sequence(e)[pos] = b.last_sequence
-    ring_offset_delta(t, e)[pos] = b.offset_delta
-    ring_last_offset(t, e)[pos] = b.base_offset + b.offset_delta
-    ring_timestamp(t, e)[pos] = b.max_timestamp
     last_timestamp_at(t, i)[0] = b.max_timestamp
     # Rule 18: the first transactional batch starts a transaction.
     if b.transactional and header.current_txn_first_offset == NO_TXN:
         header.current_txn_first_offset = b.base_offset
     t.map_end_offset = b.base_offset + b.offset_delta + 1
     t.generation += 1
+    return 0
+
+
+cdef int record_slow(Table* t, char* e, int pos, int64_t last_offset, int64_t timestamp,
+                     int32_t offset_delta) except -1 nogil:
+    """_record_batch's offsets, timestamps and deltas when the entry is wide or the new batch
+    does not fit its bases: the ring with the new batch in slot pos, encoded afresh from the
+    newest batch (narrow again if everything now fits)."""
+    cdef EntryHeader* header = <EntryHeader*>e
+    cdef int64_t last_offsets[MAX_WINDOW]
+    cdef int64_t timestamps[MAX_WINDOW]
+    cdef int32_t offset_deltas[MAX_WINDOW]
+    cdef int head = header.head, count = header.count
+    ring_decode(t, e, last_offsets, timestamps, offset_deltas)
+    last_offsets[pos] = last_offset
+    timestamps[pos] = timestamp
+    offset_deltas[pos] = offset_delta
+    if count < t.window:
+        count += 1
+    else:
+        head = 0 if pos + 1 == t.window else pos + 1
+    return ring_encode(t, e, head, count, last_offsets, timestamps, offset_deltas)
 
 
 cdef int append_batch(Table* t, const Batch* b, Verdict* v) except -1 nogil:
@@ -627,7 +811,9 @@ cdef inline void prefetch_entry_of(const Table* t, uint64_t h) noexcept nogil:
         i = value & t.idx_mask
         if i < t.count:
             e = entry_at(t, i)
-            for line in range(0, t.stride + 63, 64):
+            # The cache lines the entry spans (2 or 3 at 112 bytes), none past its end.
+            line = (<Py_ssize_t>e & 63)
+            for line in range(-line, t.stride, 64):
                 dedup_prefetch_write(e + line)
             dedup_prefetch_write(last_timestamp_at(t, i))
 
@@ -724,13 +910,13 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
         return error
     if i < 0:  # M4: a marker for an unknown producer creates its entry
         i = insert_new(t, producer_id, h)
-    cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
+    cdef char* e = entry_at(t, i)
+    cdef EntryHeader* header = <EntryHeader*>e
     # M5: Kafka's update(epoch, coordinatorEpoch, timestamp): an epoch change drops the
     # batches; the transaction ends; coordinator epoch and timestamp are replaced.
     if producer_epoch != header.producer_epoch:
         header.producer_epoch = producer_epoch
-        header.count = 0
-        header.head = 0
+        entry_drop_batches(t, e)
     header.coordinator_epoch = coordinator_epoch
     header.current_txn_first_offset = NO_TXN
     last_timestamp_at(t, i)[0] = timestamp
@@ -871,10 +1057,14 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
             continue
         if exact:
             index_edit(t, &edits, (<EntryHeader*>entry_at(t, i)).producer_id, i, DEDUP_INDEX_DELETED)
+        if (<EntryHeader*>entry_at(t, i)).offset_base < 0:
+            wide_release(t, entry_at(t, i))
         n -= 1
         while n > i and expires(t, n, now_ms, expiration_ms):
             if exact:
                 index_edit(t, &edits, (<EntryHeader*>entry_at(t, n)).producer_id, n, DEDUP_INDEX_DELETED)
+            if (<EntryHeader*>entry_at(t, n)).offset_base < 0:
+                wide_release(t, entry_at(t, n))
             n -= 1
             exact = exact and index_upkeep_pays(t, i, n, count)
         if n > i:
@@ -889,6 +1079,7 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
         while edits.applied != edits.queued:
             index_edit_apply(t, &edits)
     removed = t.count - n
+    wide_trim(t)
     if removed:
         t.count = n
         release_spare_chunks(t)
@@ -911,11 +1102,18 @@ cdef int table_copy_all(Table* dst, const Table* src) except -1 nogil:
     if src.count == 0:
         return 0
     table_reserve(dst, src.count)  # a no-op when dst was made with this capacity
+    wide_reserve(dst, src.wide_capacity)  # before any entry is copied
     while first < src.count:
         rows = min(chunk, src.count - first)
         memcpy(entry_at(dst, first), entry_at(src, first), rows * src.stride)
         memcpy(last_timestamp_at(dst, first), last_timestamp_at(src, first), rows * sizeof(int64_t))
         first += rows
+    if src.wide_used:
+        # The pool is copied as it is: the entries name the same rings in dst.
+        memcpy(dst.wide, src.wide, <size_t>src.wide_top * 3 * <size_t>src.window * sizeof(int64_t))
+        dst.wide_used = src.wide_used
+        dst.wide_top = src.wide_top
+        dst.wide_free = src.wide_free
     dst.count = src.count
     index_fill(dst)
     dst.generation += 1
@@ -940,11 +1138,11 @@ cdef int table_copy_entries(Table* dst, const Table* src, const int64_t* entries
     (ring and head included) and of its last_timestamp; a repeated entry is copied once."""
     cdef Py_ssize_t k, i, j
     table_reserve(dst, dst.count + n)
+    wide_reserve(dst, src.wide_used)
     for k in range(n):
         i = entries[k]
         j = table_find_or_insert(dst, (<EntryHeader*>entry_at(src, i)).producer_id)
-        memcpy(entry_at(dst, j), entry_at(src, i), src.stride)
-        last_timestamp_at(dst, j)[0] = last_timestamp_at(src, i)[0]
+        entry_copy(dst, j, src, i)
     dst.generation += 1
     return 0
 
@@ -965,10 +1163,11 @@ cdef int table_update_from(Table* dst, const Table* src) except -1 nogil:
             missing += 1
     if missing:
         reserve_producers(dst, dst.count + missing, False)
+    wide_reserve(dst, src.wide_used)  # entry_copy then cannot fail either
     for i in range(src.count):
         j = table_find_or_insert(dst, (<EntryHeader*>entry_at(src, i)).producer_id)
-        memcpy(entry_at(dst, j), entry_at(src, i), src.stride)
-        last_timestamp_at(dst, j)[0] = last_timestamp_at(src, i)[0]
+        entry_copy(dst, j, src, i)
+    wide_trim(dst)
     if src.count == 0 and src.map_end_offset <= dst.map_end_offset:
         return 0  # nothing changes: check() results stay valid
     if src.map_end_offset > dst.map_end_offset:
@@ -1183,8 +1382,8 @@ cdef class ProducerStateTable:
         batches = []
         for k in range(header.count):
             pos = (header.head + k) % self.t.window
-            batches.append(BatchMetadata(ring_last_sequence(e)[pos], ring_last_offset(&self.t, e)[pos],
-                                         ring_offset_delta(&self.t, e)[pos], ring_timestamp(&self.t, e)[pos]))
+            batches.append(BatchMetadata(ring_last_sequence(e)[pos], slot_last_offset(&self.t, e, pos),
+                                         slot_offset_delta(&self.t, e, pos), slot_timestamp(&self.t, e, pos)))
         return ProducerStateEntry(
             producer_id=header.producer_id,
             producer_epoch=header.producer_epoch,
@@ -1210,6 +1409,7 @@ cdef class ProducerStateTable:
             "index_deleted": self.t.index_deleted,
             "chunks": self.t.n_chunks,
             "entry_bytes": self.t.stride,
+            "wide_entries": self.t.wide_used,
             "bytes": self.t.bytes,
         }
 
