@@ -1,0 +1,7 @@
+"""A Kafka-protocol front end for dedup: real Kafka clients produce to and fetch from
+dedup's brokers on loopback (``python -m dedup serve``), with injected faults."""
+
+from .core import KafkaServer, ProducerIdBlocks, ServerStats, ServerThread
+from .faults import Faults
+
+__all__ = ["Faults", "KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]

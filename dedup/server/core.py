@@ -1,0 +1,359 @@
+"""The Kafka-protocol front end: dedup's brokers on loopback ports, for real clients.
+
+:class:`KafkaServer` runs, on one asyncio event loop, one listener per broker of a
+:class:`~dedup.cluster.Cluster` per topic (every topic has one partition, replicated on
+every broker; broker ``b`` keeps its replicas under ``<directory>/<topic>/broker-<b>``).
+Requests on a connection are handled one at a time, in order, as Kafka's network layer
+does (a connection is muted while its request is served), so clients that pipeline up to
+``max.in.flight`` requests get their responses in order. Produce goes through
+:meth:`Cluster.produce <dedup.cluster.Cluster.produce>`: the leader's
+``PartitionLog.append_as_leader``, replication to the in-sync replicas, and with
+``acks=-1`` the acknowledgement once the high watermark passes the batch.
+
+:class:`ServerThread` runs a server on a background thread for synchronous callers (tests,
+the command line) and forwards the control operations to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _args
+from ..checkpoints import read_checkpoint, write_checkpoint
+from ..cluster import Cluster
+from .apis import HANDLERS, fetch_partitions
+from .faults import Fate, Faults
+from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
+
+__all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]
+
+logger = logging.getLogger("dedup.server")
+
+#: Kafka's producer id block size (ProducerIdManager: 1000 ids per block from the controller).
+PRODUCER_ID_BLOCK = 1000
+
+
+class ProducerIdBlocks:
+    """Producer ids, unique across restarts of the server: ids are handed out from blocks of
+    1000, and the end of the current block is written (atomically, fsynced) to
+    ``<directory>/producer-id-block`` before any id of it is, as Kafka's controller records
+    the blocks it allocates. A restarted server starts at the next block."""
+
+    FILE = "producer-id-block"
+
+    def __init__(self, directory: str, first: int = 1000) -> None:
+        self._path = os.path.join(directory, self.FILE)
+        recorded = read_checkpoint(self._path, 0, int)
+        self._next = max([first, *recorded])
+        self._end = self._next
+
+    def next_id(self) -> int:
+        if self._next == self._end:
+            self._end = self._next + PRODUCER_ID_BLOCK
+            write_checkpoint(self._path, 0, [str(self._end)])
+        producer_id = self._next
+        self._next += 1
+        return producer_id
+
+
+@dataclass
+class ServerStats:
+    """What the server has done, for the benchmark and the command line's summary."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    duplicates: int = 0
+    bad_requests: int = 0
+    engine_seconds: float = 0.0  # inside Cluster.produce: the log, the table, replication
+    produce_seconds: float = 0.0  # parsing, handling and encoding produce requests, engine included
+
+
+class KafkaServer:
+    """``brokers`` brokers serving ``topics`` (one partition each) on ``host``.
+
+    ``directory`` holds the logs (a temporary directory, removed on close, when None);
+    ``ports`` gives each broker's port (0 or None: any free port, kept across restarts);
+    ``deduplicate=False`` stores batches without their producer ids (a broker without
+    idempotence: retries are stored again); ``faults`` (a :class:`Faults`) drops or delays
+    produce responses and closes connections; ``max_request_bytes`` is Kafka's
+    ``socket.request.max.bytes``. The remaining options go to every
+    :class:`~dedup.cluster.Cluster` (``min_insync_replicas``, ``unclean_leader_election``,
+    and the log options such as ``segment_bytes`` or ``fsync``).
+    """
+
+    def __init__(
+        self,
+        directory: Any = None,
+        *,
+        brokers: int = 3,
+        topics: Iterable[str] = ("clicks",),
+        host: str = "127.0.0.1",
+        ports: Iterable[int] | None = None,
+        deduplicate: bool = True,
+        faults: Faults | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        cluster_id: str = "dedup",
+        **cluster_options: Any,
+    ) -> None:
+        count = _args.integer("brokers", brokers, 1, 64, "between 1 and 64")
+        self.host = host
+        self.ports = [0] * count if ports is None else [int(port) for port in ports]
+        if len(self.ports) != count:
+            raise ValueError(f"ports: {len(self.ports)} ports for {count} brokers")
+        self.deduplicate = _args.flag("deduplicate", deduplicate)
+        self.faults = Faults() if faults is None else faults
+        self.max_request_bytes = _args.integer("max_request_bytes", max_request_bytes, 64, 1 << 31, "64 to 2^31")
+        self.cluster_id = cluster_id
+        self._temporary = directory is None
+        self.directory = tempfile.mkdtemp(prefix="dedup-serve-") if directory is None else os.fspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        names = list(topics)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"topics: one or more distinct names, got {names!r}")
+        cluster_options.setdefault("min_insync_replicas", min(2, count))
+        self.clusters: dict[str, Cluster] = {
+            name: Cluster(os.path.join(self.directory, name), brokers=count, topic=name, **cluster_options)
+            for name in names
+        }
+        self.producer_ids = ProducerIdBlocks(self.directory)
+        self.stats = ServerStats()
+        self._alive = [True] * count
+        self._listeners: list[asyncio.Server | None] = [None] * count
+        self._connections: list[set[asyncio.StreamWriter]] = [set() for _ in range(count)]
+        self._data = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open every live broker's listener."""
+        for broker_id, alive in enumerate(self._alive):
+            if alive and self._listeners[broker_id] is None:
+                await self._listen(broker_id)
+
+    async def _listen(self, broker_id: int) -> None:
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(broker_id, reader, writer)
+
+        listener = await asyncio.start_server(connected, self.host, self.ports[broker_id], reuse_address=True)
+        self.ports[broker_id] = listener.sockets[0].getsockname()[1]
+        self._listeners[broker_id] = listener
+        logger.info("broker %d listening on %s:%d", broker_id, self.host, self.ports[broker_id])
+
+    async def _unlisten(self, broker_id: int) -> None:
+        listener = self._listeners[broker_id]
+        self._listeners[broker_id] = None
+        if listener is not None:
+            listener.close()
+        for writer in list(self._connections[broker_id]):
+            writer.close()
+        if listener is not None:
+            await listener.wait_closed()
+
+    async def close(self) -> None:
+        """Close every listener and connection, shut the brokers down cleanly, and remove the
+        directory if it was a temporary one."""
+        self._alive = [False] * len(self._alive)
+        for broker_id in range(len(self._alive)):
+            await self._unlisten(broker_id)
+        for cluster in self.clusters.values():
+            cluster.close()
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{self.host}:{port}" for port in self.ports)
+
+    def live_brokers(self) -> list[int]:
+        return [broker_id for broker_id, alive in enumerate(self._alive) if alive]
+
+    def leader(self, topic: str) -> int | None:
+        return self.clusters[topic].leader_id
+
+    # -- failures ----------------------------------------------------------------------------------
+
+    async def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
+        """A broker fails (a crash unless ``clean``): its port closes, its connections break,
+        and every partition it led elects a new leader from the in-sync replicas."""
+        if not self._alive[broker_id]:
+            raise ValueError(f"broker {broker_id} is already stopped")
+        self._alive[broker_id] = False
+        await self._unlisten(broker_id)
+        for cluster in self.clusters.values():
+            cluster.stop_broker(broker_id, clean=clean)
+        logger.warning("broker %d stopped (%s)", broker_id, "clean" if clean else "crash")
+
+    async def start_broker(self, broker_id: int) -> None:
+        """A stopped broker restarts: recovery from its directory, truncation and catch-up
+        (:meth:`Cluster.start_broker <dedup.cluster.Cluster.start_broker>`), then its port
+        opens again."""
+        if self._alive[broker_id]:
+            raise ValueError(f"broker {broker_id} is already running")
+        for cluster in self.clusters.values():
+            cluster.start_broker(broker_id)
+        self._alive[broker_id] = True
+        await self._listen(broker_id)
+        logger.warning("broker %d restarted", broker_id)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def data_arrived(self) -> None:
+        """Wake fetches waiting for data (Kafka's fetch purgatory)."""
+        self._data.set()
+        self._data = asyncio.Event()
+
+    async def _serve(self, broker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        self._connections[broker_id].add(writer)
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
+                if size < 0 or size > self.max_request_bytes:
+                    # Kafka's InvalidReceiveException: the connection is closed unread.
+                    self.stats.bad_requests += 1
+                    logger.warning("broker %d: %s sent a frame of %d bytes (limit %d): closing",
+                                   broker_id, peer, size, self.max_request_bytes)  # fmt: skip
+                    return
+                frame = await reader.readexactly(size)
+                started = time.perf_counter()
+                try:
+                    request = parse_request(frame)
+                except BadRequest as error:
+                    self.stats.bad_requests += 1
+                    logger.warning("broker %d: bad request from %s: %s: closing", broker_id, peer, error)
+                    return
+                if self.faults.close_before_handling():
+                    logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
+                    return
+                self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
+                if request.api_key == ApiKey.FETCH:
+                    body = await self._fetch(broker_id, request)
+                else:
+                    body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+                if body is None:
+                    continue
+                response = encode_response(request, body)
+                if request.api_key == ApiKey.PRODUCE:
+                    self.stats.produce_seconds += time.perf_counter() - started
+                    fate = self.faults.produce_response_fate()
+                    if fate is Fate.DROP:
+                        logger.info("broker %d: fault: produce response to %s dropped", broker_id, peer)
+                        return
+                    if fate is Fate.DELAY:
+                        logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
+                        await asyncio.sleep(self.faults.delay_seconds)
+                if not self._alive[broker_id] or writer.is_closing():
+                    return
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away, or the broker stopped
+        except Exception:
+            # A bug in the server: this connection closes, every other keeps being served.
+            logger.exception("broker %d: internal error serving %s: closing the connection", broker_id, peer)
+        finally:
+            self._connections[broker_id].discard(writer)
+            writer.close()
+
+    async def _fetch(self, broker_id: int, request: Request) -> Any:
+        """Fetch: records from the leader up to the high watermark; with nothing to return it
+        waits up to ``max_wait_ms`` for a produce, as a fetch waits in Kafka's purgatory."""
+        responses, size = fetch_partitions(self, broker_id, request)
+        wait = request.body.max_wait.total_seconds()
+        if size < max(request.body.min_bytes, 1) and wait > 0:
+            try:
+                await asyncio.wait_for(self._data.wait(), wait)
+            except TimeoutError:
+                pass
+            if self._alive[broker_id]:
+                responses, size = fetch_partitions(self, broker_id, request)
+        return build(response_schema(request), {"error_code": 0, "session_id": 0, "responses": responses})
+
+
+class ServerThread:
+    """A :class:`KafkaServer` on its own thread and event loop, for synchronous code: a
+    context manager; the control methods block until the server has done them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.server: KafkaServer = None  # type: ignore[assignment]
+        self._thread = threading.Thread(target=self._run, args=(args, kwargs), name="dedup-serve", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            self._loop.close()
+            raise self._error
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self.server = KafkaServer(*args, **kwargs)
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as error:  # reported to the constructor's caller
+            self._error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def run(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` on the server's thread (its state is the loop's alone)."""
+
+        async def call() -> Any:
+            return function(*args)
+
+        return self.call(call())
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.server.bootstrap_servers
+
+    def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
+        self.call(self.server.stop_broker(broker_id, clean=clean))
+
+    def start_broker(self, broker_id: int) -> None:
+        self.call(self.server.start_broker(broker_id))
+
+    def stop_leader(self, topic: str) -> int:
+        """Stop the broker leading ``topic``; returns its id."""
+        leader = self.run(self.server.leader, topic)
+        if leader is None:
+            raise ValueError(f"topic {topic!r} has no leader")
+        self.stop_broker(leader)
+        return leader
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self.call(self.server.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            # Connection handlers still waiting (a fetch in its wait, a read) end here.
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
