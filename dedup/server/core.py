@@ -190,7 +190,7 @@ class KafkaServer:
         await self._unlisten(broker_id)
         for cluster in self.clusters.values():
             cluster.stop_broker(broker_id, clean=clean)
-        logger.warning("broker %d stopped (%s)", broker_id, "clean" if clean else "crash")
+        logger.info("broker %d stopped (%s)", broker_id, "clean" if clean else "crash")
 
     async def start_broker(self, broker_id: int) -> None:
         """A stopped broker restarts: recovery from its directory, truncation and catch-up
@@ -202,7 +202,7 @@ class KafkaServer:
             cluster.start_broker(broker_id)
         self._alive[broker_id] = True
         await self._listen(broker_id)
-        logger.warning("broker %d restarted", broker_id)
+        logger.info("broker %d restarted", broker_id)
 
     # -- requests ----------------------------------------------------------------------------------
 
@@ -347,9 +347,13 @@ class ServerThread:
             self._thread.join()
             # Connection handlers still waiting (a fetch in its wait, a read) end here.
             pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+            async def cancelled() -> None:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+            self._loop.run_until_complete(cancelled())
             self._loop.close()
 
     def __enter__(self) -> ServerThread:
