@@ -152,8 +152,10 @@ def produce_aiokafka(bootstrap: str, messages: list[bytes], chaos: Callable[[int
 PRODUCERS = {"confluent-kafka": produce_confluent, "kafka-python": produce_kafka_python, "aiokafka": produce_aiokafka}
 
 
-def run_with_faults(tmp_path: object, produce: Callable[..., list[str]], *, deduplicate: bool, seed: int = 6):
-    faults = Faults(drop_responses=0.15, seed=seed)
+def run_with_faults(
+    tmp_path: object, produce: Callable[..., list[str]], *, deduplicate: bool, faults: Faults | None = None
+):
+    faults = Faults(drop_responses=0.15, seed=6) if faults is None else faults
     with ServerThread(tmp_path, brokers=3, topics=[TOPIC], deduplicate=deduplicate, faults=faults) as server:
         chaos = Chaos(server)
         messages = values(MESSAGES)
@@ -198,3 +200,22 @@ def test_server_thread_reports_a_bad_configuration(tmp_path):
     with pytest.raises(ValueError, match="ports"):
         ServerThread(tmp_path, brokers=2, ports=[0])
     assert not [t for t in threading.enumerate() if t.name == "dedup-serve" and t.is_alive()]
+
+
+# aiokafka is left out: its send() waits for the partition's previous batch to drain with the
+# same request timeout and raises KafkaTimeoutError when a response is delayed past it, so
+# the run fails in the client's back-pressure before any retry (lost responses cover it above).
+@pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
+def test_exactly_once_under_delayed_responses_and_closed_connections(tmp_path, client):
+    # A response delayed past the client's 5 s request timeout: the client gives up on the
+    # connection and retries on a new one while the original batch is already stored (the
+    # duplicates). A connection closed before its request is handled loses the request: the
+    # retry is its first append.
+    faults = Faults(delay_responses=0.04, delay_seconds=6.0, close_connections=0.04, seed=11)
+    messages, got, errors, faults, _, (_, duplicates) = run_with_faults(
+        tmp_path, PRODUCERS[client], deduplicate=True, faults=faults
+    )
+    assert errors == []
+    assert faults.delayed > 0 and faults.closed > 0
+    assert duplicates > 0
+    assert got == messages
