@@ -26,26 +26,63 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="directory of the logs (default: a temporary one, removed at exit)")
     p.add_argument("--brokers", type=int, default=3, help="brokers, each on its own port (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=9092,
-                   help="first broker's port; broker b listens on PORT + b; 0: any free ports (default 9092)")
-    p.add_argument("--topic", action="append", dest="topics", metavar="NAME",
-                   help="a topic with one partition, replicated on every broker (repeatable; default: clicks)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=9092,
+        help="first broker's port; broker b listens on PORT + b; 0: any free ports (default 9092)",
+    )
+    p.add_argument(
+        "--topic",
+        action="append",
+        dest="topics",
+        metavar="NAME",
+        help="a topic with one partition, replicated on every broker (repeatable; default: clicks)",
+    )
     p.add_argument("--min-insync-replicas", type=int, default=None, help="min.insync.replicas (default 2)")
-    p.add_argument("--no-dedup", action="store_true",
-                   help="store batches without their producer ids, as a broker without idempotence does")
+    p.add_argument(
+        "--no-dedup",
+        action="store_true",
+        help="store batches without their producer ids, as a broker without idempotence does",
+    )
     faults = p.add_argument_group("faults (reproducible with --seed)")
-    faults.add_argument("--drop-responses", type=float, default=0.0, metavar="SHARE",
-                        help="share of produce responses lost after the append (the connection breaks)")
-    faults.add_argument("--delay-responses", type=float, default=0.0, metavar="SHARE",
-                        help="share of produce responses sent only after --delay-ms")
+    faults.add_argument(
+        "--drop-responses",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of produce responses lost after the append (the connection breaks)",
+    )
+    faults.add_argument(
+        "--delay-responses",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of produce responses sent only after --delay-ms",
+    )
     faults.add_argument("--delay-ms", type=int, default=1000, help="delay of a delayed response (default 1000)")
-    faults.add_argument("--close-connections", type=float, default=0.0, metavar="SHARE",
-                        help="share of requests whose connection closes before they are handled")
+    faults.add_argument(
+        "--close-connections",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests whose connection closes before they are handled",
+    )
     faults.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
-    faults.add_argument("--crash-leader-every", type=float, default=None, metavar="SECONDS",
-                        help="crash the first topic's leader every SECONDS")
-    faults.add_argument("--restart-after", type=float, default=None, metavar="SECONDS",
-                        help="restart a crashed broker (recovery from its directory) after SECONDS")
+    faults.add_argument(
+        "--crash-leader-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="crash the first topic's leader every SECONDS",
+    )
+    faults.add_argument(
+        "--restart-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="restart a crashed broker (recovery from its directory) after SECONDS",
+    )
     p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after SECONDS")
     p.add_argument("--verbose", "-v", action="store_true", help="log every fault and failover")
     return p
@@ -101,6 +138,9 @@ async def serve(args: argparse.Namespace) -> int:
         await server.close()
     stats = server.stats
     served = ", ".join(f"{name} {count}" for name, count in sorted(stats.requests.items())) or "nothing"
+    share = stats.engine_seconds / stats.produce_seconds if stats.produce_seconds else 0.0
+    print(f"produce requests: {stats.produce_seconds:.3f} s handled, {stats.engine_seconds:.3f} s of it in the "
+          f"engine (log, table, replication: {share:.0%})", flush=True)  # fmt: skip
     print(f"served: {served}; {stats.batches} produce batches, {stats.duplicates} retries recognised as "
           f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}", flush=True)  # fmt: skip
     return 0
