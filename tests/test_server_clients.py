@@ -80,13 +80,15 @@ class Chaos:
             self.second_leader = self.server.stop_leader(TOPIC)
 
 
-def produce_confluent(bootstrap: str, messages: list[bytes], chaos: Callable[[int], None]) -> list[str]:
+def produce_confluent(
+    bootstrap: str, messages: list[bytes], chaos: Callable[[int], None], timeout_ms: int = 5000
+) -> list[str]:
     errors: list[str] = []
     producer = confluent_kafka.Producer({
         "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-        "linger.ms": 1, "batch.num.messages": 4, "retry.backoff.ms": 20,
+        "linger.ms": 1, "batch.num.messages": 1, "retry.backoff.ms": 20,
         "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200,
-        "message.timeout.ms": 60000, "socket.timeout.ms": 5000, "topic.metadata.refresh.interval.ms": 1000,
+        "message.timeout.ms": 60000, "socket.timeout.ms": timeout_ms, "topic.metadata.refresh.interval.ms": 1000,
     })  # fmt: skip
 
     def delivered(error: object, message: object) -> None:
@@ -106,11 +108,13 @@ def produce_confluent(bootstrap: str, messages: list[bytes], chaos: Callable[[in
     return errors
 
 
-def produce_kafka_python(bootstrap: str, messages: list[bytes], chaos: Callable[[int], None]) -> list[str]:
+def produce_kafka_python(
+    bootstrap: str, messages: list[bytes], chaos: Callable[[int], None], timeout_ms: int = 5000
+) -> list[str]:
     producer = kafka.KafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1, batch_size=256,
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1, batch_size=64,
         retry_backoff_ms=20, reconnect_backoff_ms=20, reconnect_backoff_max_ms=200,
-        request_timeout_ms=5000, delivery_timeout_ms=60000, metadata_max_age_ms=1000,
+        request_timeout_ms=timeout_ms, delivery_timeout_ms=60000, metadata_max_age_ms=1000,
     )  # fmt: skip
     futures = []
     for sent, value in enumerate(messages):
@@ -125,11 +129,13 @@ def produce_kafka_python(bootstrap: str, messages: list[bytes], chaos: Callable[
     return errors
 
 
-def produce_aiokafka(bootstrap: str, messages: list[bytes], chaos: Callable[[int], None]) -> list[str]:
+def produce_aiokafka(
+    bootstrap: str, messages: list[bytes], chaos: Callable[[int], None], timeout_ms: int = 5000
+) -> list[str]:
     async def run() -> list[str]:
         producer = aiokafka.AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1, max_batch_size=256,
-            retry_backoff_ms=20, request_timeout_ms=5000, metadata_max_age_ms=1000,
+            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1, max_batch_size=64,
+            retry_backoff_ms=20, request_timeout_ms=timeout_ms, metadata_max_age_ms=1000,
         )  # fmt: skip
         await producer.start()
         futures = []
@@ -153,13 +159,18 @@ PRODUCERS = {"confluent-kafka": produce_confluent, "kafka-python": produce_kafka
 
 
 def run_with_faults(
-    tmp_path: object, produce: Callable[..., list[str]], *, deduplicate: bool, faults: Faults | None = None
+    tmp_path: object,
+    produce: Callable[..., list[str]],
+    *,
+    deduplicate: bool,
+    faults: Faults | None = None,
+    timeout_ms: int = 5000,
 ):
     faults = Faults(drop_responses=0.15, seed=6) if faults is None else faults
     with ServerThread(tmp_path, brokers=3, topics=[TOPIC], deduplicate=deduplicate, faults=faults) as server:
         chaos = Chaos(server)
         messages = values(MESSAGES)
-        errors = produce(server.bootstrap_servers, messages, chaos.at)
+        errors = produce(server.bootstrap_servers, messages, chaos.at, timeout_ms)
         got = consume_all(server.bootstrap_servers, MESSAGES)
         stats = server.run(lambda: (server.server.stats.batches, server.server.stats.duplicates))
         return messages, got, errors, faults, chaos, stats
@@ -207,13 +218,14 @@ def test_server_thread_reports_a_bad_configuration(tmp_path):
 # the run fails in the client's back-pressure before any retry (lost responses cover it above).
 @pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
 def test_exactly_once_under_delayed_responses_and_closed_connections(tmp_path, client):
-    # A response delayed past the client's 5 s request timeout: the client gives up on the
+    # A response delayed past the client's 1.5 s request timeout: the client gives up on the
     # connection and retries on a new one while the original batch is already stored (the
     # duplicates). A connection closed before its request is handled loses the request: the
-    # retry is its first append.
-    faults = Faults(delay_responses=0.04, delay_seconds=6.0, close_connections=0.04, seed=11)
+    # retry is its first append. One message per request (about 300 requests), so that 3% of
+    # them are certain to meet each fault.
+    faults = Faults(delay_responses=0.03, delay_seconds=2.0, close_connections=0.03, seed=11)
     messages, got, errors, faults, _, (_, duplicates) = run_with_faults(
-        tmp_path, PRODUCERS[client], deduplicate=True, faults=faults
+        tmp_path, PRODUCERS[client], deduplicate=True, faults=faults, timeout_ms=1500
     )
     assert errors == []
     assert faults.delayed > 0 and faults.closed > 0
