@@ -210,10 +210,14 @@ def test_produce_deduplicates_a_retry_and_answers_the_original_offset(server):
         ({"partition": 1}, 3),
         ({"acks": 2}, 21),  # INVALID_REQUIRED_ACKS
         ({"transactional_id": "t"}, 42),  # INVALID_REQUEST: not served
+        ({"records": batch() + batch()}, 87),  # INVALID_RECORD: v3+ carries exactly one batch
+        ({"records": b""}, 87),
+        ({"records": batch()[:16] + b"\x01" + batch()[17:]}, 87),  # magic 1
     ],
 )
 def test_produce_errors_per_partition(server, change, code):
-    body = produce_body(batch(), **change)
+    change = dict(change)
+    body = produce_body(change.pop("records", batch()), **change)
     with connect(server) as sock:
         assert partition_of(call(sock, ApiKey.PRODUCE, 9, body)).error_code == code
 

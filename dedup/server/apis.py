@@ -107,6 +107,20 @@ def strip_producer_ids(records: bytes) -> bytes:
     return bytes(data)
 
 
+def one_batch_problem(records: bytes, version: int) -> str | None:
+    """Kafka's ProduceRequest.validateRecords for v3 and later: exactly one batch, of magic 2
+    (INVALID_RECORD otherwise); None if the records pass. A batch cut short or with a bad
+    length is left to the append, which answers CORRUPT_MESSAGE as Kafka's LogValidator does."""
+    what = f"Produce requests with version {version}"
+    if len(records) < 17:
+        return f"{what} must have at least one record batch per partition"
+    if records[16] != 2:
+        return f"{what} are only allowed to contain record batches with magic version 2"
+    if 12 + int.from_bytes(records[8:12], "big", signed=True) < len(records):
+        return f"{what} are only allowed to contain exactly one record batch per partition"
+    return None
+
+
 def produce(server: KafkaServer, broker_id: int, request: Request) -> Any:
     body = request.body
     acks = body.acks
@@ -126,7 +140,12 @@ def produce(server: KafkaServer, broker_id: int, request: Request) -> Any:
             elif cluster.leader_id != broker_id:
                 entry["error_code"] = ErrorCode.not_leader_or_follower
             else:
-                entry.update(_append(server, cluster, bytes(data.records or b""), acks))
+                records = bytes(data.records or b"")
+                problem = one_batch_problem(records, request.api_version)
+                if problem is None:
+                    entry.update(_append(server, cluster, records, acks))
+                else:
+                    entry.update(error_code=ErrorCode.invalid_record, error_message=problem)
             partitions.append(entry)
         responses.append({"name": topic.name, "partition_responses": partitions})
     server.data_arrived()
