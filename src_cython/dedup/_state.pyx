@@ -1020,7 +1020,8 @@ cdef inline void index_edit(Table* t, IndexEdits* edits, int64_t producer_id, Py
 # What the entry pass did, for the sweep. marked: a bitmap over [0, idx_mask], bit i set for
 # entry i expired by its timestamp and cleared again if it stays (a transaction), so that
 # after the pass it holds exactly the removed. moved_to[count - 1 - n]: where tail entry n
-# went, or DEDUP_INDEX_DELETED (written for the tail [kept, count) only).
+# went, or DEDUP_INDEX_DELETED (written for the tail [kept, count) only); NULL when the index
+# is to be rebuilt smaller (it is then refilled if that fails).
 ctypedef struct Removal:
     uint32_t* marked
     uint32_t* moved_to
@@ -1106,7 +1107,7 @@ cdef inline void entry_move(Table* t, Py_ssize_t i, Py_ssize_t n) noexcept nogil
 
 cdef int removal_start(const Table* t, int64_t threshold, Removal* r) noexcept nogil:
     """Allocate removal's records and mark the candidates; -1 (nothing allocated, no error set)
-    if memory is short: removal then goes on without records and rebuilds the index."""
+    if memory is short: removal then goes on without records and refills the index."""
     cdef size_t words = (<size_t>t.idx_mask >> 5) + 1
     cdef size_t written = (<size_t>t.count + 31) >> 5
     r.marked = <uint32_t*>try_alloc(words, sizeof(uint32_t))
@@ -1115,6 +1116,8 @@ cdef int removal_start(const Table* t, int64_t threshold, Removal* r) noexcept n
     r.candidates = mark_expired(t, threshold, r.marked)
     # The sweep reads a bit for every slot value, sentinels included: zero up to idx_mask.
     memset(r.marked + written, 0, (words - written) * sizeof(uint32_t))
+    if index_will_shrink(t, t.count - r.candidates):
+        return 0  # the index will be rebuilt smaller: no sweep, nothing to record for it
     r.moved_to = <uint32_t*>try_alloc(<size_t>max(r.candidates, <Py_ssize_t>1), sizeof(uint32_t))
     if r.moved_to == NULL:
         PyMem_RawFree(r.marked)
@@ -1166,16 +1169,18 @@ cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcep
             if edits != NULL:
                 index_edit(t, edits, (<EntryHeader*>entry_at(t, n)).producer_id, n, DEDUP_INDEX_DELETED)
             entry_forget(t, n)
-            r.moved_to[count - 1 - n] = DEDUP_INDEX_DELETED
+            if r.moved_to != NULL:
+                r.moved_to[count - 1 - n] = DEDUP_INDEX_DELETED
             n -= 1
             prefetch_entry(t, max(n - REMOVE_AHEAD, 0))
         if n > i:
             entry_move(t, i, n)
-            r.moved_to[count - 1 - n] = <uint32_t>i
+            if r.moved_to != NULL:
+                r.moved_to[count - 1 - n] = <uint32_t>i
             if edits != NULL:
                 index_edit(t, edits, (<EntryHeader*>entry_at(t, i)).producer_id, n, <uint32_t>i)
             i = next_marked(bits, i + 1, n)
-        else:
+        elif r.moved_to != NULL:
             r.moved_to[count - 1 - n] = DEDUP_INDEX_DELETED  # no entry left to fill hole i
     if edits != NULL:
         while edits.applied != edits.queued:
@@ -1217,7 +1222,7 @@ cdef void reindex_after_removal(Table* t, const Removal* r, Py_ssize_t count, bi
             return
     if exact:
         return
-    if r.marked == NULL:
+    if r.moved_to == NULL:
         index_fill(t)
         return
     dedup_index_sweep(t.index, t.index_capacity, t.idx_mask, r.marked, <uint32_t>(count - 1),
