@@ -192,3 +192,103 @@ def test_a_presized_table_after_expiry_grows_for_update_from_without_failing():
         assert all(pid in live for pid in range(start, start + new_producers, 7))
     assert len(live) == 34_000
     assert all(pid in live for pid in range(1, 20_000, 5)) and 0 not in live and 5 not in live
+
+
+# --- the index after removal: edited in place, swept, or rebuilt (spec §6) ---------------------
+#
+# remove_expired (spec §6: every expired producer without an ongoing transaction goes, in one
+# linear pass, §10) fixes the index in one of three ways: a few candidates are edited in place,
+# more are swept (every slot rewritten once from what the entry pass recorded), mass expiry
+# rebuilds a smaller index. Each way must leave every survivor findable under its new number,
+# no removed producer findable, and inserts working; the twin gives the expected order.
+
+
+def check_after_removal(compiled, twin, ids, now, expiration):
+    before = set(compiled.producer_ids().tolist())
+    removed = compiled.remove_expired(now, expiration)
+    assert removed == twin.remove_expired(now, expiration)
+    order = compiled.producer_ids().tolist()
+    assert order == twin.producer_ids().tolist()
+    assert all(pid in compiled for pid in order)
+    gone = before - set(order)
+    assert len(gone) == removed and not any(pid in compiled for pid in gone)
+    report = compiled.capacity_report()
+    assert report["producers"] + report["index_deleted"] <= 0.8 * report["index_capacity"]
+    # Every id again: survivors append in sequence, removed ones come back as new producers.
+    for pid in ids.tolist():
+        sequence = 1 if pid in compiled else 0
+        a = compiled.append(pid, 0, sequence, 1, compiled.map_end_offset, max_timestamp=now)
+        b = twin.append(pid, 0, sequence, 1, twin.map_end_offset, max_timestamp=now)
+        assert (a.base_offset, a.duplicate) == (b.base_offset, b.duplicate)
+    assert compiled.producer_ids().tolist() == twin.producer_ids().tolist()
+    assert all(compiled.entry(pid) == twin.entry(pid) for pid in ids.tolist()[::97])
+    return removed
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "every tenth",  # swept: many candidates, no shrink
+        "every third",
+        "first 2%",  # few candidates: edited in place
+        "last 20%",  # the tail only: dropped, nothing moves
+        "all",  # the index is rebuilt smaller
+        "first 60%",  # more than half: rebuilt smaller
+    ],
+)
+def test_index_after_removal_patterns(pattern):
+    producers = 30_000
+    k = np.arange(producers)
+    mask = {
+        "every tenth": k % 10 == 0,
+        "every third": k % 3 == 1,
+        "first 2%": k < producers // 50,
+        "last 20%": k >= producers * 4 // 5,
+        "all": k >= 0,
+        "first 60%": k < producers * 3 // 5,
+    }[pattern]
+    compiled, twin = Compiled(), reference.ProducerStateTable()
+    ids = stamped(compiled, np.where(mask, 0, 100))
+    stamped(twin, np.where(mask, 0, 100))
+    assert check_after_removal(compiled, twin, ids, 50, 10) == mask.sum()
+
+
+@needs_compiled
+def test_sweep_with_deleted_slots_and_transactions_already_there():
+    """A second removal meets the deleted slots of the first, and candidates with an ongoing
+    transaction at both ends stay (spec §6), moved or not."""
+    producers = 40_000
+    compiled, twin = Compiled(capacity=producers), reference.ProducerStateTable()
+    k = np.arange(producers)
+    stamps = np.where(k % 7 == 0, 0, np.where(k % 5 == 0, 20, 100))
+    ids = stamped(compiled, stamps)
+    stamped(twin, stamps)
+    for pid in (0, 35, producers - 5, producers - 10):  # expired by timestamp, transactional
+        for table in (compiled, twin):
+            table.append(pid, 0, 1, 1, table.map_end_offset, max_timestamp=0, transactional=True)
+    # Every 7th goes (swept), leaving deleted slots; then every 5th, sweeping over them.
+    assert compiled.remove_expired(15, 10) == twin.remove_expired(15, 10) == producers // 7 + 1 - 2
+    assert compiled.capacity_report()["index_deleted"] == producers // 7 + 1 - 2
+    assert compiled.producer_ids().tolist() == twin.producer_ids().tolist()
+    check_after_removal(compiled, twin, ids, 120, 100)
+    for pid in (0, 35, producers - 5, producers - 10):
+        assert pid in compiled
+
+
+@needs_compiled
+def test_sweep_moves_wide_entries():
+    """Wide entries (offsets 2^31 apart) give their rings back when removed and keep them
+    when moved into a hole."""
+    compiled, twin = Compiled(), reference.ProducerStateTable()
+    producers = 6_000
+    for table in (compiled, twin):
+        for pid in range(producers):
+            table.append(pid, 0, 0, 1, 10 * pid, max_timestamp=0 if pid % 4 == 0 else 100)
+        for pid in range(0, producers, 3):  # a second batch 2^32 offsets later: the entry goes wide
+            table.append(pid, 0, 1, 1, 2**32 + 10 * pid, max_timestamp=0 if pid % 4 == 0 else 100)
+    wide_before = compiled.capacity_report()["wide_entries"]
+    assert wide_before > 0
+    check_after_removal(compiled, twin, np.arange(producers, dtype=np.int64), 50, 10)
+    for pid in range(1, producers, 4):
+        assert compiled.entry(pid) == twin.entry(pid)

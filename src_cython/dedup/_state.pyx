@@ -927,6 +927,19 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
 
 # --- expiration (spec §6) -----------------------------------------------------------------
 
+cdef extern from "expiry.h":
+    uint64_t dedup_mark_expired(const int64_t* stamps, size_t n, int64_t threshold) noexcept nogil
+    void dedup_index_sweep(uint32_t* index, size_t capacity, uint32_t idx_mask, const uint32_t* removed,
+                           uint32_t last, uint32_t tail, const uint32_t* moved_to) noexcept nogil
+
+cdef extern from *:
+    """
+    #define dedup_lowest_bit(word) ((Py_ssize_t)__builtin_ctz(word))
+    """
+    # The position of the lowest set bit of a non-zero word.
+    Py_ssize_t dedup_lowest_bit(uint32_t word) noexcept nogil
+
+
 cdef inline bint is_expired(int64_t now_ms, int64_t last_timestamp, int64_t expiration_ms) noexcept nogil:
     # now - last >= expiration, exactly: the difference can pass 2^63 (Kafka's long would wrap).
     if last_timestamp > now_ms:
@@ -940,16 +953,12 @@ cdef inline bint expires(const Table* t, Py_ssize_t i, int64_t now_ms, int64_t e
             and (<EntryHeader*>entry_at(t, i)).current_txn_first_offset == NO_TXN)
 
 
-cdef enum:
-    REMOVAL_SAMPLE = 4096              # producers seen before index_upkeep_pays judges
-
-
 cdef inline bint index_will_shrink(const Table* t, Py_ssize_t producers) noexcept nogil:
     # reindex_after_removal's test: a table of at most `producers` gets a new, smaller index.
     return index_capacity_for(max(producers, t.reserved)) * 2 <= t.index_capacity
 
 
-# Removal edits the index through a queue: each edit's home slot is prefetched when the edit
+# A small removal edits the index through a queue: each edit's home slot is prefetched when the edit
 # is queued and the edit is applied INDEX_EDIT_QUEUE edits later, oldest first, so the cache
 # misses of many edits overlap instead of following one another (a 1,000,000-producer index is
 # 6.7 MB, its slots random).
@@ -967,18 +976,6 @@ ctypedef struct IndexEdits:
     IndexEdit queue[INDEX_EDIT_QUEUE]  # a ring: edits [applied, queued) are pending
     size_t applied
     size_t queued
-
-
-cdef inline bint index_upkeep_pays(const Table* t, Py_ssize_t i, Py_ssize_t n, Py_ssize_t count) noexcept nogil:
-    """Whether table_remove_expired, having looked at entries [0, i) and [n, count) and kept
-    i of them, should go on editing the index rather than rebuild it at the end. An edit
-    costs about what placing one survivor in a rebuilt index does, so upkeep pays while at
-    most half the producers seen so far were removed (after a first sample, so that a few
-    at the start decide nothing), and not once the index is certain to be rebuilt smaller."""
-    cdef Py_ssize_t seen = i + (count - n)
-    if seen >= REMOVAL_SAMPLE and (count - n) * 2 > seen:
-        return False
-    return not index_will_shrink(t, n)
 
 
 cdef inline void index_edit_apply(Table* t, IndexEdits* edits) noexcept nogil:
@@ -1017,75 +1014,264 @@ cdef inline void index_edit(Table* t, IndexEdits* edits, int64_t producer_id, Py
     edits.queued += 1
 
 
-cdef void reindex_after_removal(Table* t, bint exact) noexcept nogil:
-    """A smaller index if one can be had (memory returns after mass expiry), else the same
-    one: kept if `exact` (removal kept it up to date), refilled in place otherwise. This
-    cannot fail, so removal never leaves the index stale."""
+# Removal records what it did to entry numbers, and the index is then rewritten in one
+# sequential sweep (dedup_index_sweep in expiry.h): two random edits per removed producer on a
+# 6.7 MB index (1,000,000 producers) cost more than reading and writing all of it once.
+# What the entry pass did, for the sweep. marked: a bitmap over [0, idx_mask], bit i set for
+# entry i expired by its timestamp and cleared again if it stays (a transaction), so that
+# after the pass it holds exactly the removed. moved_to[count - 1 - n]: where tail entry n
+# went, or DEDUP_INDEX_DELETED (written for the tail [kept, count) only); NULL when the index
+# is to be rebuilt smaller (it is then refilled if that fails).
+ctypedef struct Removal:
+    uint32_t* marked
+    uint32_t* moved_to
+    Py_ssize_t candidates              # marked by the timestamp column
+
+
+cdef inline bint is_marked(const uint32_t* bits, Py_ssize_t i) noexcept nogil:
+    return (bits[i >> 5] >> (i & 31)) & 1
+
+
+cdef inline void unmark(uint32_t* bits, Py_ssize_t i) noexcept nogil:
+    bits[i >> 5] &= ~(<uint32_t>1 << (i & 31))
+
+
+cdef inline Py_ssize_t next_marked(const uint32_t* bits, Py_ssize_t i, Py_ssize_t end) noexcept nogil:
+    """The first marked position in [i, end), or end (i <= end)."""
+    cdef Py_ssize_t w = i >> 5
+    cdef uint32_t word
+    if i >= end:
+        return end
+    word = bits[w] & (<uint32_t>0xFFFFFFFFu << (i & 31))
+    while word == 0:
+        w += 1
+        if w << 5 >= end:
+            return end
+        word = bits[w]
+    return min(end, (w << 5) + dedup_lowest_bit(word))
+
+
+cdef enum:
+    # A sweep costs about what 2 random index edits (one removed producer) do per 50 slots.
+    SWEEP_SLOTS_PER_REMOVAL = 48
+    MARK_AHEAD = 2048                  # timestamps prefetched ahead of the marking (16 KiB)
+    REMOVE_AHEAD = 8                   # candidates, and entries from the end, fetched ahead
+
+
+cdef inline void prefetch_entry(const Table* t, Py_ssize_t i) noexcept nogil:
+    # Every line of entry i (it may span three), to be written.
+    cdef const char* e = entry_at(t, i)
+    dedup_prefetch_write(e)
+    dedup_prefetch_write(e + 64)
+    dedup_prefetch_write(e + t.stride - 1)
+
+
+cdef Py_ssize_t mark_expired(const Table* t, int64_t threshold, uint32_t* bits) noexcept nogil:
+    """Bits [0, t.count) of the bitmap: entry i's last timestamp is at most threshold (higher
+    bits of the last word 0); returns how many are set. One pass over the timestamp column."""
+    cdef Py_ssize_t start, size, k, marked = 0
+    cdef uint64_t word
+    for start in range(0, t.count, 64):
+        size = min(<Py_ssize_t>64, t.count - start)
+        if start + MARK_AHEAD < t.count:
+            # The column is a strip of 8 KiB per chunk: the prefetcher stops at each strip's end.
+            for k in range(0, 64, 8):
+                dedup_prefetch(last_timestamp_at(t, start + MARK_AHEAD + k))
+        if t.chunk_shift >= 6:
+            # 64 entries from a multiple of 64 lie in one chunk (2^chunk_shift entries).
+            word = dedup_mark_expired(last_timestamp_at(t, start), <size_t>size, threshold)
+        else:
+            word = 0
+            for k in range(size):
+                word |= <uint64_t>(last_timestamp_at(t, start + k)[0] <= threshold) << k
+        bits[start >> 5] = <uint32_t>word
+        if size > 32:
+            bits[(start >> 5) + 1] = <uint32_t>(word >> 32)
+        while word:
+            word &= word - 1
+            marked += 1
+    return marked
+
+
+cdef inline void entry_forget(Table* t, Py_ssize_t i) noexcept nogil:
+    """Removal's part in entry i's storage: the ring of a wide entry goes back to the pool."""
+    if (<EntryHeader*>entry_at(t, i)).offset_base < 0:
+        wide_release(t, entry_at(t, i))
+
+
+cdef inline void entry_move(Table* t, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """Entry n, the last that stays, fills hole i (swap-remove)."""
+    memcpy(entry_at(t, i), entry_at(t, n), t.stride)
+    last_timestamp_at(t, i)[0] = last_timestamp_at(t, n)[0]
+
+
+cdef int removal_start(const Table* t, int64_t threshold, Removal* r) noexcept nogil:
+    """Allocate removal's records and mark the candidates; -1 (nothing allocated, no error set)
+    if memory is short: removal then goes on without records and refills the index."""
+    cdef size_t words = (<size_t>t.idx_mask >> 5) + 1
+    cdef size_t written = (<size_t>t.count + 31) >> 5
+    r.marked = <uint32_t*>try_alloc(words, sizeof(uint32_t))
+    if r.marked == NULL:
+        return -1
+    r.candidates = mark_expired(t, threshold, r.marked)
+    # The sweep reads a bit for every slot value, sentinels included: zero up to idx_mask.
+    memset(r.marked + written, 0, (words - written) * sizeof(uint32_t))
+    if index_will_shrink(t, t.count - r.candidates):
+        return 0  # the index will be rebuilt smaller: no sweep, nothing to record for it
+    r.moved_to = <uint32_t*>try_alloc(<size_t>max(r.candidates, <Py_ssize_t>1), sizeof(uint32_t))
+    if r.moved_to == NULL:
+        PyMem_RawFree(r.marked)
+        r.marked = NULL
+        return -1
+    return 0
+
+
+cdef void removal_end(Removal* r) noexcept nogil:
+    PyMem_RawFree(r.marked)
+    PyMem_RawFree(r.moved_to)
+    r.marked = r.moved_to = NULL
+
+
+cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcept nogil:
+    """The swap-remove pass over the marked candidates; returns the entries kept. Each change
+    is also queued as an index edit when `edits` is not NULL.
+
+    Going forward from i, each removed entry's hole is filled by the last entry that stays,
+    found going back from the end (n): removed ones there are simply dropped. Only candidates
+    are read at the front and only entries that move are copied from the back."""
+    cdef Py_ssize_t count = t.count, i, n = t.count, ahead, k, _
+    cdef uint32_t* bits = r.marked
+    i = next_marked(bits, 0, n)
+    # The entries of the next candidates and of the last entries are cache misses: start them
+    # early (`ahead` runs REMOVE_AHEAD candidates before i).
+    ahead = i
+    for _ in range(REMOVE_AHEAD):
+        prefetch_entry(t, ahead)
+        ahead = next_marked(bits, ahead + 1, count - 1)
+    for k in range(1, REMOVE_AHEAD + 1):
+        prefetch_entry(t, max(count - k, 0))
+    while i < n:
+        prefetch_entry(t, ahead)
+        ahead = next_marked(bits, ahead + 1, count - 1)
+        if (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN:
+            unmark(bits, i)  # an ongoing transaction never expires (spec §6)
+            i = next_marked(bits, i + 1, n)
+            continue
+        if edits != NULL:
+            index_edit(t, edits, (<EntryHeader*>entry_at(t, i)).producer_id, i, DEDUP_INDEX_DELETED)
+        entry_forget(t, i)
+        n -= 1
+        prefetch_entry(t, max(n - REMOVE_AHEAD, 0))
+        while n > i and is_marked(bits, n):
+            if (<EntryHeader*>entry_at(t, n)).current_txn_first_offset != NO_TXN:
+                unmark(bits, n)
+                break
+            if edits != NULL:
+                index_edit(t, edits, (<EntryHeader*>entry_at(t, n)).producer_id, n, DEDUP_INDEX_DELETED)
+            entry_forget(t, n)
+            if r.moved_to != NULL:
+                r.moved_to[count - 1 - n] = DEDUP_INDEX_DELETED
+            n -= 1
+            prefetch_entry(t, max(n - REMOVE_AHEAD, 0))
+        if n > i:
+            entry_move(t, i, n)
+            if r.moved_to != NULL:
+                r.moved_to[count - 1 - n] = <uint32_t>i
+            if edits != NULL:
+                index_edit(t, edits, (<EntryHeader*>entry_at(t, i)).producer_id, n, <uint32_t>i)
+            i = next_marked(bits, i + 1, n)
+        elif r.moved_to != NULL:
+            r.moved_to[count - 1 - n] = DEDUP_INDEX_DELETED  # no entry left to fill hole i
+    if edits != NULL:
+        while edits.applied != edits.queued:
+            index_edit_apply(t, edits)
+    return n
+
+
+cdef Py_ssize_t remove_unrecorded(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
+    """remove_recorded's moves without its records (memory was short for them); returns the
+    entries kept. The index must then be rebuilt."""
+    cdef Py_ssize_t i = 0, n = t.count
+    while i < n:
+        if not expires(t, i, now_ms, expiration_ms):
+            i += 1
+            continue
+        entry_forget(t, i)
+        n -= 1
+        while n > i and expires(t, n, now_ms, expiration_ms):
+            entry_forget(t, n)
+            n -= 1
+        if n > i:
+            entry_move(t, i, n)
+            i += 1
+    return n
+
+
+cdef void reindex_after_removal(Table* t, const Removal* r, Py_ssize_t count, bint exact) noexcept nogil:
+    """A smaller index if one can be had (memory returns after mass expiry), else the same one:
+    kept if `exact` (removal edited it), else swept with removal's records `r` (of a table
+    that had `count` entries), or refilled when there are none. This cannot fail, so removal
+    never leaves the index stale."""
     cdef uint64_t target = index_capacity_for(max(t.count, t.reserved))
     cdef uint32_t* fresh
     if target * 2 <= t.index_capacity:
         fresh = <uint32_t*>PyMem_RawMalloc(<size_t>target * sizeof(uint32_t))
         if fresh != NULL:
             index_adopt(t, fresh, <uint32_t>target)
-            exact = False
-    if not exact:
+            index_fill(t)
+            return
+    if exact:
+        return
+    if r.moved_to == NULL:
         index_fill(t)
+        return
+    dedup_index_sweep(t.index, t.index_capacity, t.idx_mask, r.marked, <uint32_t>(count - 1),
+                      <uint32_t>(count - t.count), r.moved_to)
+    # Every removed entry's slot is now a deleted slot.
+    t.index_deleted += <uint32_t>(count - t.count)
 
 
 cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
     """Remove every producer that is expired and has no ongoing transaction; returns how many.
 
-    One pass over the timestamp column, from both ends: the hole an expired entry leaves is
-    filled by the last entry that stays (swap-remove; expired entries at the tail are simply
-    dropped), and the index is fixed where it changed (the removed slot marked deleted, the
-    moved entry renumbered), so the cost follows the removed producers, not the table.
+    Three sequential passes: the timestamp column marks the candidates in a bitmap; the
+    entries are compacted from both ends (swap-remove: the hole an expired entry leaves is
+    filled by the last entry that stays; expired entries at the tail are simply dropped),
+    recording which numbers were removed and where the tail's went; then one sweep rewrites
+    every index slot from those records (removed: deleted, moved: renumbered). When only a
+    few are candidates the index is edited where it changed instead, during the compaction,
+    so the cost follows the removed producers; after mass expiry it is rebuilt smaller.
     Entries stay dense, so whole chunks at the tail are freed as before.
 
     This reorders the survivors, the same way in dedup.reference (its remove_expired spells
     out the same moves): Kafka's table is a HashMap and promises no order, so any order that
     both twins share (their snapshots list entries in it) will do.
     """
-    cdef Py_ssize_t i = 0, n = t.count, count = t.count, removed
+    cdef Py_ssize_t count = t.count, kept
+    cdef Removal r
     cdef IndexEdits edits
-    edits.applied = edits.queued = 0
-    # The index is kept exact while removal goes on, until mass expiry makes a rebuild at the
-    # end cheaper (see index_upkeep_pays).
-    cdef bint exact = not index_will_shrink(t, n)
-    while i < n:
-        if not expires(t, i, now_ms, expiration_ms):
-            i += 1
-            continue
-        if exact:
-            index_edit(t, &edits, (<EntryHeader*>entry_at(t, i)).producer_id, i, DEDUP_INDEX_DELETED)
-        if (<EntryHeader*>entry_at(t, i)).offset_base < 0:
-            wide_release(t, entry_at(t, i))
-        n -= 1
-        while n > i and expires(t, n, now_ms, expiration_ms):
-            if exact:
-                index_edit(t, &edits, (<EntryHeader*>entry_at(t, n)).producer_id, n, DEDUP_INDEX_DELETED)
-            if (<EntryHeader*>entry_at(t, n)).offset_base < 0:
-                wide_release(t, entry_at(t, n))
-            n -= 1
-            exact = exact and index_upkeep_pays(t, i, n, count)
-        if n > i:
-            # Entry n, the last that stays, fills hole i.
-            memcpy(entry_at(t, i), entry_at(t, n), t.stride)
-            last_timestamp_at(t, i)[0] = last_timestamp_at(t, n)[0]
-            if exact:
-                index_edit(t, &edits, (<EntryHeader*>entry_at(t, i)).producer_id, n, <uint32_t>i)
-            i += 1
-        exact = exact and index_upkeep_pays(t, i, n, count)
-    if exact:
-        while edits.applied != edits.queued:
-            index_edit_apply(t, &edits)
-    removed = t.count - n
+    cdef bint exact = False
+    r.marked = r.moved_to = NULL
+    if count == 0 or now_ms < INT64_MIN + expiration_ms:
+        return 0  # no timestamp is expiration_ms before now_ms
+    # is_expired(now, last, expiration) is exactly last <= now - expiration (no overflow here).
+    if removal_start(t, now_ms - expiration_ms, &r) == 0:
+        # A few removals edit the index in place; more pay for a sweep of all of it, and mass
+        # expiry (the index is then rebuilt smaller) for neither.
+        exact = (r.candidates * SWEEP_SLOTS_PER_REMOVAL < t.index_capacity
+                 and not index_will_shrink(t, count - r.candidates))
+        edits.applied = edits.queued = 0
+        kept = count if r.candidates == 0 else remove_recorded(t, &r, &edits if exact else NULL)
+    else:
+        kept = remove_unrecorded(t, now_ms, expiration_ms)
     wide_trim(t)
-    if removed:
-        t.count = n
+    if kept < count:
+        t.count = kept
         release_spare_chunks(t)
-        reindex_after_removal(t, exact)
+        reindex_after_removal(t, &r, count, exact)
         t.generation += 1
-    return removed
+    removal_end(&r)
+    return count - kept
 
 
 # --- copies (spec §3.1: a batch append staged on a copy) ----------------------------------

@@ -1,0 +1,143 @@
+/* The two sequential kernels of remove_expired (_state.pyx, "expiration"): marking the
+ * expired producers in a bitmap from the timestamp column, and rewriting the index in one
+ * sweep once entries have moved. Each comes in a portable form and, on x86-64 with GCC or
+ * clang, an AVX2 form picked at run time (as crc32c.h picks its hardware CRC). */
+#ifndef DEDUP_EXPIRY_H
+#define DEDUP_EXPIRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DEDUP_EXPIRY_EMPTY ((uint32_t)0xFFFFFFFFu)
+#define DEDUP_EXPIRY_DELETED ((uint32_t)0xFFFFFFFEu)
+
+/* Bit k of the result: stamps[k] <= threshold, for k < n <= 64 (higher bits 0). */
+#define DEDUP_MARK_BODY                                                                     \
+    uint64_t word = 0;                                                                      \
+    size_t k;                                                                               \
+    for (k = 0; k < n; k++)                                                                 \
+        word |= (uint64_t)(stamps[k] <= threshold) << k;                                    \
+    return word;
+
+/* The index sweep: every slot's new value from its old one. A slot holds (tag | v), v the
+ * entry number in its low bits (idx_mask), or a sentinel (EMPTY, DELETED: their low bits are
+ * idx_mask and idx_mask - 1, above every entry number). Entry v:
+ *   - was removed (bit v of `removed`; below `kept` only, zero from the old count up to
+ *     idx_mask): the slot becomes DELETED;
+ *   - was in the tail, the numbers [kept, last] with last = old count - 1: the slot takes
+ *     moved_to[last - v] (its new number, or DELETED when it was removed);
+ *   - else (it stayed, or the slot is a sentinel): unchanged.
+ * Written without branches: slots are random, so any branch on them would be mispredicted. */
+#define DEDUP_SWEEP_BODY                                                                    \
+    const uint32_t tag_mask = ~idx_mask;                                                    \
+    size_t k;                                                                               \
+    for (k = 0; k < capacity; k++) {                                                        \
+        uint32_t s = index[k];                                                              \
+        uint32_t v = s & idx_mask;                                                          \
+        uint32_t gone = (uint32_t)(removed[v >> 5] >> (v & 31)) & 1u;                       \
+        uint32_t j = last - v;                                                              \
+        uint32_t in_tail = j < tail;                                                        \
+        uint32_t moved = moved_to[in_tail ? j : 0];                                         \
+        uint32_t low = gone ? DEDUP_EXPIRY_DELETED : v;                                     \
+        low = in_tail ? moved : low;                                                        \
+        /* DELETED's high bits are all set: OR-ing a tag into it leaves it DELETED. */      \
+        index[k] = (s & tag_mask) | low;                                                    \
+    }
+
+static uint64_t dedup_mark_expired_portable(const int64_t *stamps, size_t n, int64_t threshold)
+{
+    DEDUP_MARK_BODY
+}
+
+static void dedup_index_sweep_portable(uint32_t *restrict index, size_t capacity, uint32_t idx_mask,
+                                       const uint32_t *restrict removed, uint32_t last, uint32_t tail,
+                                       const uint32_t *restrict moved_to)
+{
+    DEDUP_SWEEP_BODY
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+__attribute__((target("avx2")))
+static uint64_t dedup_mark_expired_avx2(const int64_t *stamps, size_t n, int64_t threshold)
+{
+    uint64_t word = 0;
+    size_t k = 0;
+    __m256i limit = _mm256_set1_epi64x(threshold);
+    for (; k + 4 <= n; k += 4) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(stamps + k));
+        unsigned later = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(v, limit)));
+        word |= (uint64_t)(~later & 0xFu) << k;
+    }
+    for (; k < n; k++)
+        word |= (uint64_t)(stamps[k] <= threshold) << k;
+    return word;
+}
+
+__attribute__((target("avx2")))
+static void dedup_index_sweep_avx2(uint32_t *restrict index, size_t capacity, uint32_t idx_mask,
+                                   const uint32_t *restrict removed, uint32_t last, uint32_t tail,
+                                   const uint32_t *restrict moved_to)
+{
+    /* DEDUP_SWEEP_BODY, 8 slots at a time: the two lookups are gathers (moved_to's masked to
+     * the tail lanes), the selects blends; j < tail unsigned is a signed compare of both
+     * with the sign bit flipped. */
+    const __m256i low_bits = _mm256_set1_epi32((int)idx_mask);
+    const __m256i one = _mm256_set1_epi32(1), bit = _mm256_set1_epi32(31);
+    const __m256i last_v = _mm256_set1_epi32((int)last), sign = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i tail_v = _mm256_set1_epi32((int)(tail ^ 0x80000000u));
+    const __m256i deleted = _mm256_set1_epi32((int)DEDUP_EXPIRY_DELETED);
+    size_t k = 0;
+    for (; k + 8 <= capacity; k += 8) {
+        __m256i s = _mm256_loadu_si256((const __m256i *)(index + k));
+        __m256i v = _mm256_and_si256(s, low_bits);
+        __m256i word = _mm256_i32gather_epi32((const int *)removed, _mm256_srli_epi32(v, 5), 4);
+        __m256i gone = _mm256_cmpeq_epi32(
+            _mm256_and_si256(_mm256_srlv_epi32(word, _mm256_and_si256(v, bit)), one), one);
+        __m256i j = _mm256_sub_epi32(last_v, v);
+        __m256i in_tail = _mm256_cmpgt_epi32(tail_v, _mm256_xor_si256(j, sign));
+        __m256i moved = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), (const int *)moved_to, j,
+                                                    in_tail, 4);
+        __m256i low = _mm256_blendv_epi8(_mm256_blendv_epi8(v, deleted, gone), moved, in_tail);
+        _mm256_storeu_si256((__m256i *)(index + k), _mm256_or_si256(_mm256_andnot_si256(low_bits, s), low));
+    }
+    dedup_index_sweep_portable(index + k, capacity - k, idx_mask, removed, last, tail, moved_to);
+}
+
+static int dedup_expiry_avx2 = -1;  /* -1: not asked yet; a benign race (every thread agrees) */
+
+static int dedup_expiry_use_avx2(void)
+{
+    if (dedup_expiry_avx2 < 0) {
+        __builtin_cpu_init();
+        dedup_expiry_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return dedup_expiry_avx2;
+}
+#else
+static int dedup_expiry_use_avx2(void) { return 0; }
+#define dedup_mark_expired_avx2 dedup_mark_expired_portable
+#define dedup_index_sweep_avx2 dedup_index_sweep_portable
+#endif
+
+/* Bit k: stamps[k] <= threshold, for the n <= 64 stamps (higher bits 0). */
+static uint64_t dedup_mark_expired(const int64_t *stamps, size_t n, int64_t threshold)
+{
+    return dedup_expiry_use_avx2() ? dedup_mark_expired_avx2(stamps, n, threshold)
+                                   : dedup_mark_expired_portable(stamps, n, threshold);
+}
+
+/* Rewrite the `capacity` slots of index as DEDUP_SWEEP_BODY says. `removed` is a bitmap of
+ * 32-bit words covering [0, idx_mask]; moved_to has at least `tail` entries (and one when
+ * tail is 0). */
+static void dedup_index_sweep(uint32_t *index, size_t capacity, uint32_t idx_mask, const uint32_t *removed,
+                              uint32_t last, uint32_t tail, const uint32_t *moved_to)
+{
+    if (dedup_expiry_use_avx2())
+        dedup_index_sweep_avx2(index, capacity, idx_mask, removed, last, tail, moved_to);
+    else
+        dedup_index_sweep_portable(index, capacity, idx_mask, removed, last, tail, moved_to);
+}
+
+#endif /* DEDUP_EXPIRY_H */
