@@ -1238,8 +1238,7 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, table_window)
     cdef BulkLoad bulk
-    bulk.keys = NULL
-    bulk.region_counts = NULL
+    memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
@@ -1277,8 +1276,7 @@ def decode_full(data, table_class=ProducerStateTable):
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, layout.window)
     cdef BulkLoad bulk
-    bulk.keys = NULL
-    bulk.region_counts = NULL
+    memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on

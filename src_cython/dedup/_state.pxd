@@ -289,19 +289,13 @@ cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:
 # --- loading many entries at once (a snapshot being decoded) -------------------------------
 #
 # bulk_begin presizes the table; bulk_append writes entry number t.count (its producer id
-# only: the caller writes every other field) and notes its index slot instead of probing the
-# index; bulk_finish places the noted slots region by region of the index, so that the index
-# is written in order instead of at a million random places. Until bulk_finish the appended
-# entries are not in the index (table_find does not see them). Always bulk_free after.
-
-cdef enum:
-    BULK_REGION_SHIFT = 11             # a region: 2^11 index slots (8 KiB, in the L1 cache)
-
+# only: the caller writes every other field) and notes its home slot and slot value instead
+# of probing the index; bulk_finish places the notes in one pass of its own. Until then the
+# appended entries are not in the index (table_find does not see them). Always bulk_free after.
 
 ctypedef struct BulkLoad:
-    uint64_t* keys                     # per appended entry: home slot << 32 | index slot value
-    Py_ssize_t* region_counts          # appended entries per region of the index, then offsets
-    Py_ssize_t first                   # t.count at bulk_begin: entry first + k has keys[k]
+    uint64_t* notes                    # per appended entry: home slot << 32 | index slot value
+    Py_ssize_t first                   # t.count at bulk_begin: entry first + k has notes[k]
     Py_ssize_t capacity                # entries bulk_append may add
 
 
@@ -315,11 +309,10 @@ cdef inline char* bulk_append(Table* t, BulkLoad* bulk, int64_t producer_id) noe
     producer id; the caller writes the other fields."""
     cdef Py_ssize_t i = t.count
     cdef uint64_t h = hash_producer_id(t, producer_id)
-    cdef uint32_t home = home_slot(h, t.index_capacity)
     cdef char* e = entry_at(t, i)
     (<EntryHeader*>e).producer_id = producer_id
-    bulk.keys[i - bulk.first] = (<uint64_t>home << 32) | ((<uint32_t>h & t.tag_mask) | <uint32_t>i)
-    bulk.region_counts[home >> BULK_REGION_SHIFT] += 1
+    bulk.notes[i - bulk.first] = ((<uint64_t>home_slot(h, t.index_capacity) << 32)
+                                  | ((<uint32_t>h & t.tag_mask) | <uint32_t>i))
     t.count = i + 1
     return e
 
