@@ -8,7 +8,7 @@
 from dedup._cheaders cimport *
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
-from dedup._state cimport Table
+from dedup._state cimport BulkLoad, Table
 
 
 cdef enum:
@@ -158,6 +158,7 @@ cdef enum ProblemKind:
     FULL2_SIZE                         # not 28 + R * count + 8 * escapes: short, or trailing bytes
     FULL2_MISSING_ESCAPE               # a field escapes past the end of the escape list
     FULL2_UNUSED_ESCAPES               # the records use fewer escaped values than the list holds
+    KAFKA_REPEATED_PRODUCER_ID         # not a problem: kafka_load's bulk load met an id twice
 
 
 ctypedef struct Problem:
@@ -212,11 +213,12 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
 # problem kind. Read only inside data[0, size).
 cdef int kafka_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil
 cdef int full_check(const unsigned char* data, Py_ssize_t size, Layout* layout, Problem* p) noexcept nogil
-# Fill an empty table, presized for layout.count, from a file the matching *_check accepted;
-# 0 or a problem kind. Kafka's format and version 2 check the CRC as they go, block by block:
-# a CRC mismatch is reported before any value problem, as if it had been checked first. On a
-# problem the table is half filled.
+# Fill an empty table from a file the matching *_check accepted, appending the entries through
+# `bulk` (bulk_begin'd for layout.count; kafka_load also takes NULL: entry by entry into a
+# table presized for it); 0 or a problem kind. Kafka's format and version 2 check the CRC as
+# they go, block by block: a CRC mismatch is reported before any value problem, as if it had
+# been checked first. On a problem the table is half filled.
 cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
-                    Problem* p) except -1 nogil
+                    BulkLoad* bulk, Problem* p) except -1 nogil
 cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
-                   Problem* p) except -1 nogil
+                   BulkLoad* bulk, Problem* p) except -1 nogil

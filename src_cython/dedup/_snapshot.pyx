@@ -23,10 +23,15 @@ from libc.string cimport memcmp, memcpy, memset
 from dedup._state cimport (
     NO_SEQUENCE,
     NO_TXN,
+    BulkLoad,
     EntryHeader,
     ProducerStateTable,
     Table,
     MAX_WINDOW,
+    bulk_append,
+    bulk_begin,
+    bulk_finish,
+    bulk_free,
     entry_at,
     entry_drop_batches,
     last_timestamp_at,
@@ -46,17 +51,6 @@ from dedup._state cimport (
 from dedup import _args
 from dedup.errors import CorruptSnapshotError
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define DEDUP_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 1)
-    #else
-    #define DEDUP_PREFETCH(p) ((void)(p))
-    #endif
-    """
-    # A hint to the CPU to start loading the cache line at p; never faults, may do nothing.
-    void DEDUP_PREFETCH(const void* p) noexcept nogil
-
 dedup_crc32c_setup()  # decided once, with the GIL, before any nogil caller
 
 cdef const char* DDPS = b"DDPS"
@@ -67,30 +61,6 @@ MAGIC = DDPS[:4]
 VERSION = SNAPSHOT_VERSION
 #: The full format's version that encode_full writes; decode_full also reads version 1.
 FULL_FORMAT_VERSION = FULL_VERSION_2
-
-
-# --- loading: the index probe, started early -------------------------------------------------
-
-cdef enum:
-    # Loads run this many entries ahead of the inserts: each insert's first index probe is a
-    # cache miss (a 1,000,000-producer index is 6.7 MB, its slots random), and prefetching
-    # them overlaps the misses instead of paying for them one after another.
-    PREFETCH_DISTANCE = 16
-
-
-cdef inline void prefetch_index_slot(const Table* t, int64_t producer_id) noexcept nogil:
-    """Start loading the index slot where table_find_or_insert will look for producer_id.
-
-    Mirrors hash_producer_id and home_slot of _state.pyx (not declared in its .pxd): a hint
-    only, so a change there costs speed here, never correctness.
-    """
-    cdef uint64_t h = <uint64_t>producer_id ^ t.hash_seed
-    h ^= h >> 33
-    h *= <uint64_t>0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    h *= <uint64_t>0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 33
-    DEDUP_PREFETCH(t.index + <uint32_t>(((h >> 32) * <uint64_t>t.index_capacity) >> 32))
 
 
 # --- Kafka's format -------------------------------------------------------------------------
@@ -179,15 +149,19 @@ cdef int kafka_check(const unsigned char* data, Py_ssize_t size, Layout* layout,
 
 
 cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
-                    Problem* p) except -1 nogil:
+                    BulkLoad* bulk, Problem* p) except -1 nogil:
     """Kafka's snapshot into an empty table presized for it (spec §4.4 steps 2-3). layout.count
     was read once by kafka_check and size == 10 + 46 * count, so every read is inside data.
 
     The CRC runs along, a block behind the entries (they are still in cache), and is compared
     at the end: a mismatch wins over a value problem found on the way, so the result is the
     same as checking the CRC first (as the twin does) at one pass over the file instead of two.
+
+    With `bulk` (bulk_begin'd for layout.count) each entry is appended and the index built at
+    the end; a producer id met twice then gives KAFKA_REPEATED_PRODUCER_ID, and the caller
+    loads again into a new table with bulk NULL: entry by entry through the index.
     """
-    cdef Py_ssize_t n, i
+    cdef Py_ssize_t n, i, repeat, repeated
     cdef const unsigned char* q
     cdef const unsigned char* crc_from = data + KAFKA_HEADER_SIZE
     cdef int64_t producer_id, last_offset, txn, timestamp
@@ -197,12 +171,7 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef EntryHeader* header
     cdef int kind = PROBLEM_NONE
     crc = dedup_crc32c(0, data + KAFKA_CRC_START, KAFKA_HEADER_SIZE - KAFKA_CRC_START)
-    for n in range(min(<Py_ssize_t>PREFETCH_DISTANCE, layout.count)):
-        prefetch_index_slot(t, <int64_t>dedup_load_be64(data + KAFKA_HEADER_SIZE + n * KAFKA_ENTRY_SIZE))
     for n in range(layout.count):
-        if n + PREFETCH_DISTANCE < layout.count:
-            prefetch_index_slot(t, <int64_t>dedup_load_be64(
-                data + KAFKA_HEADER_SIZE + (n + PREFETCH_DISTANCE) * KAFKA_ENTRY_SIZE))
         q = data + KAFKA_HEADER_SIZE + n * KAFKA_ENTRY_SIZE
         if q - crc_from >= CRC_BLOCK:
             crc = dedup_crc32c(crc, crc_from, q - crc_from)
@@ -224,16 +193,25 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             p.found = offset_delta
             kind = problem(p, KAFKA_NEGATIVE_OFFSET_DELTA)
             break
-        # A producer id seen twice: the later entry wins and the producer keeps its first
-        # position, as Kafka's producers.put() into its map: every field is overwritten.
-        i = table_find_or_insert(t, producer_id)
-        e = entry_at(t, i)
-        header = <EntryHeader*>e
+        if bulk != NULL:
+            i = t.count
+            e = bulk_append(t, bulk, producer_id)
+            header = <EntryHeader*>e
+            header.head = 0
+            header.count = 0
+            header.offset_base = 0  # narrow, no batch
+            header.timestamp_base = 0
+        else:
+            # A producer id seen twice: the later entry wins and the producer keeps its first
+            # position, as Kafka's producers.put() into its map: every field is overwritten.
+            i = table_find_or_insert(t, producer_id)
+            e = entry_at(t, i)
+            header = <EntryHeader*>e
+            entry_drop_batches(t, e)
         header.producer_epoch = <int16_t>dedup_load_be16(q + KAFKA_EPOCH)
         header.coordinator_epoch = <int32_t>dedup_load_be32(q + KAFKA_COORDINATOR_EPOCH)
         txn = <int64_t>dedup_load_be64(q + KAFKA_CURRENT_TXN_FIRST_OFFSET)
         header.current_txn_first_offset = txn if txn >= 0 else NO_TXN  # a transaction iff >= 0
-        entry_drop_batches(t, e)
         timestamp = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
         if last_offset >= 0:  # one batch iff LastOffset >= 0; slot 0 (head 0, count 1)
             # Its timestamp is the entry's last_timestamp (the one Timestamp field). One batch
@@ -255,6 +233,10 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         p.found = stored
         p.other = crc
         return problem(p, KAFKA_BAD_CRC)
+    if kind == PROBLEM_NONE and bulk != NULL:
+        bulk_finish(t, bulk, &repeat, &repeated)
+        if repeat >= 0:
+            return problem(p, KAFKA_REPEATED_PRODUCER_ID)
     return kind
 
 
@@ -606,33 +588,58 @@ cdef int full1_layout(const unsigned char* data, Py_ssize_t size, Layout* layout
 
 
 cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
-                   Problem* p) except -1 nogil:
+                   BulkLoad* bulk, Problem* p) except -1 nogil:
+    cdef int kind
+    cdef Py_ssize_t repeat, repeated
     if layout.version == FULL_VERSION_1:
-        return full1_load(t, data, size, layout, p)
-    return full2_load(t, data, size, layout, p)
+        kind = full1_load(t, data, size, layout, bulk, p)
+    else:
+        kind = full2_load(t, data, size, layout, bulk, p)
+    if kind == FULL_BAD_CRC:
+        return kind
+    # The index is built after the entries: a repeated producer id is reported as the loop
+    # would have, entry by entry: before any problem of a later entry (the loaders stop at
+    # their first problem, after appending that entry only if its id was checked) or of the
+    # same entry's batches.
+    bulk_finish(t, bulk, &repeat, &repeated)
+    if repeat >= 0:
+        p.entry = repeat
+        p.producer_id = (<EntryHeader*>entry_at(t, repeat)).producer_id
+        p.item = repeated
+        return problem(p, FULL_REPEATED_PRODUCER_ID)
+    return kind
 
 
-cdef inline int entry_values(Table* t, int64_t producer_id, int64_t txn, int64_t map_end_offset, Py_ssize_t n,
-                             Py_ssize_t* i, Problem* p) except -1 nogil:
-    """Both versions: entry n's producer id and transaction checked, its table entry made."""
-    cdef Py_ssize_t before
+cdef inline char* full_entry(Table* t, BulkLoad* bulk, const unsigned char* q, int64_t map_end_offset,
+                             Py_ssize_t n, Problem* p) noexcept nogil:
+    """Both versions (the fixed fields are at the same offsets): entry n, at q, checked and
+    appended with no batch; NULL if its producer id or transaction is wrong (p.kind says which)."""
+    cdef int64_t producer_id = <int64_t>dedup_load_be64(q + FULL_PRODUCER_ID)
+    cdef int64_t txn = <int64_t>dedup_load_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET)
     p.entry = n
     p.producer_id = producer_id
     if producer_id < 0:
-        return problem(p, FULL_NEGATIVE_PRODUCER_ID)
+        problem(p, FULL_NEGATIVE_PRODUCER_ID)
+        return NULL
     # A transaction starts at a batch the table has seen: below the map end offset.
     if txn != NO_TXN and (txn < 0 or txn >= map_end_offset):
         p.found = txn
         p.bound = map_end_offset
-        return problem(p, FULL_BAD_TXN_FIRST_OFFSET)
-    before = t.count
-    i[0] = table_find_or_insert(t, producer_id)
-    if i[0] < before:
-        # Unlike Kafka's format, our writer never repeats a producer id. Entry numbers and
-        # table positions agree: the table was empty and every entry so far was new.
-        p.item = i[0]
-        return problem(p, FULL_REPEATED_PRODUCER_ID)
-    return PROBLEM_NONE
+        problem(p, FULL_BAD_TXN_FIRST_OFFSET)
+        return NULL
+    last_timestamp_at(t, t.count)[0] = <int64_t>dedup_load_be64(q + FULL_LAST_TIMESTAMP)
+    cdef char* e = bulk_append(t, bulk, producer_id)
+    cdef EntryHeader* header = <EntryHeader*>e
+    header.current_txn_first_offset = txn
+    header.coordinator_epoch = <int32_t>dedup_load_be32(q + FULL_COORDINATOR_EPOCH)
+    header.producer_epoch = <int16_t>dedup_load_be16(q + FULL_PRODUCER_EPOCH)
+    # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit
+    # in slots [0, count). Oldest first into slots 0.. keeps it (and holds at count == window).
+    header.head = 0
+    header.count = 0
+    header.offset_base = 0  # narrow until the batches are in
+    header.timestamp_base = 0
+    return e
 
 
 cdef inline int batch_values(int k, int32_t offset_delta, int64_t last_offset, int64_t map_end_offset,
@@ -650,12 +657,12 @@ cdef inline int batch_values(int k, int32_t offset_delta, int64_t last_offset, i
 
 
 cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
-                    Problem* p) except -1 nogil:
+                    BulkLoad* bulk, Problem* p) except -1 nogil:
     """Version 2 into an empty table presized for it. full_check read count, window and escape
     count once and matched them with size, so every record, slot and escape read is inside
     data; batch_count is checked against the window before a slot is read. The CRC runs a
     block behind the records and wins over a value problem (see kafka_load)."""
-    cdef Py_ssize_t n, i
+    cdef Py_ssize_t n
     cdef Py_ssize_t record_size = full_record_size(layout.window)
     cdef Py_ssize_t escape_count = layout.escapes
     cdef Py_ssize_t used = 0
@@ -678,11 +685,7 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef int window = layout.window
     cdef char* e
     cdef EntryHeader* header
-    for n in range(min(<Py_ssize_t>PREFETCH_DISTANCE, layout.count)):
-        prefetch_index_slot(t, <int64_t>dedup_load_be64(records + n * record_size))
     for n in range(layout.count):
-        if n + PREFETCH_DISTANCE < layout.count:
-            prefetch_index_slot(t, <int64_t>dedup_load_be64(records + (n + PREFETCH_DISTANCE) * record_size))
         q = records + n * record_size
         if q - crc_from >= CRC_BLOCK:
             crc = dedup_crc32c(crc, crc_from, q - crc_from)
@@ -694,20 +697,11 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             p.bound = window
             kind = problem(p, FULL_BATCH_COUNT_OVER_WINDOW)
             break
-        kind = entry_values(t, <int64_t>dedup_load_be64(q + REC_PRODUCER_ID),
-                            <int64_t>dedup_load_be64(q + REC_CURRENT_TXN_FIRST_OFFSET), map_end_offset, n, &i, p)
-        if kind:
+        e = full_entry(t, bulk, q, map_end_offset, n, p)
+        if e == NULL:
+            kind = p.kind
             break
-        e = entry_at(t, i)
         header = <EntryHeader*>e
-        header.producer_epoch = <int16_t>dedup_load_be16(q + REC_PRODUCER_EPOCH)
-        header.coordinator_epoch = <int32_t>dedup_load_be32(q + REC_COORDINATOR_EPOCH)
-        header.current_txn_first_offset = <int64_t>dedup_load_be64(q + REC_CURRENT_TXN_FIRST_OFFSET)
-        last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + REC_LAST_TIMESTAMP)
-        # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit
-        # in slots [0, count). Oldest first into slots 0.. keeps it (and holds at count == window).
-        header.head = 0
-        header.count = 0
         if batch_count == 0:
             continue
         newest_sequence = <int32_t>dedup_load_be32(q + REC_LAST_SEQUENCE)
@@ -812,9 +806,9 @@ cdef int missing_escape(int k, Py_ssize_t used, Py_ssize_t escape_count, Problem
 
 
 cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
-                    Problem* p) except -1 nogil:
+                    BulkLoad* bulk, Problem* p) except -1 nogil:
     """Version 1, which full_check walked and checksummed, into an empty table presized for it."""
-    cdef Py_ssize_t n, i
+    cdef Py_ssize_t n
     cdef Py_ssize_t end = size - FULL_CRC_SIZE
     cdef Py_ssize_t position = FULL_HEADER_SIZE
     cdef int64_t map_end_offset = layout.map_end_offset
@@ -827,15 +821,7 @@ cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef int32_t offset_delta
     cdef int k, batch_count, kind
     cdef char* e
-    cdef EntryHeader* header
-    cdef Py_ssize_t ahead = FULL_HEADER_SIZE  # the entry PREFETCH_DISTANCE entries ahead
-    cdef Py_ssize_t n_ahead = 0
     for n in range(layout.count):
-        # Entries vary in length: a second cursor walks ahead, bounds-checked like the first.
-        while n_ahead < layout.count and n_ahead <= n + PREFETCH_DISTANCE and end - ahead >= FULL_ENTRY_SIZE:
-            prefetch_index_slot(t, <int64_t>dedup_load_be64(data + ahead + FULL_PRODUCER_ID))
-            ahead += FULL_ENTRY_SIZE + FULL_BATCH_SIZE * (data + ahead + FULL_BATCH_COUNT)[0]
-            n_ahead += 1
         # full_check walked these bytes, but a writable buffer (a bytearray) may have changed
         # since: the bounds that keep the reads inside data and the ring writes inside the
         # window are checked again (two compares per entry).
@@ -844,18 +830,9 @@ cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             return kind
         q = data + position
         batch_count = (q + FULL_BATCH_COUNT)[0]
-        kind = entry_values(t, <int64_t>dedup_load_be64(q + FULL_PRODUCER_ID),
-                            <int64_t>dedup_load_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET), map_end_offset, n, &i, p)
-        if kind:
-            return kind
-        e = entry_at(t, i)
-        header = <EntryHeader*>e
-        header.producer_epoch = <int16_t>dedup_load_be16(q + FULL_PRODUCER_EPOCH)
-        header.coordinator_epoch = <int32_t>dedup_load_be32(q + FULL_COORDINATOR_EPOCH)
-        header.current_txn_first_offset = <int64_t>dedup_load_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET)
-        last_timestamp_at(t, i)[0] = <int64_t>dedup_load_be64(q + FULL_LAST_TIMESTAMP)
-        header.head = 0
-        header.count = 0
+        e = full_entry(t, bulk, q, map_end_offset, n, p)
+        if e == NULL:
+            return p.kind
         b = q + FULL_ENTRY_SIZE
         for k in range(batch_count):
             offset_delta = <int32_t>dedup_load_be32(b + FULL_OFFSET_DELTA)
@@ -869,7 +846,7 @@ cdef int full1_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             timestamps[k] = <int64_t>dedup_load_be64(b + FULL_TIMESTAMP)
             b += FULL_BATCH_SIZE
         ring_encode(t, e, 0, batch_count, last_offsets, timestamps, offset_deltas)
-        header.count = <uint8_t>batch_count
+        (<EntryHeader*>e).count = <uint8_t>batch_count
         position += FULL_ENTRY_SIZE + FULL_BATCH_SIZE * batch_count
     return PROBLEM_NONE
 
@@ -1260,9 +1237,22 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
     if kind:
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, table_window)
+    cdef BulkLoad bulk
+    memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     with nogil:
-        table_reserve(&table.t, layout.count)  # no reallocation and no rehash from here on
-        kind = kafka_load(&table.t, octets, size, &layout, &p)
+        try:
+            bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
+            kind = kafka_load(&table.t, octets, size, &layout, &bulk, &p)
+        finally:
+            bulk_free(&bulk)
+    if kind == KAFKA_REPEATED_PRODUCER_ID:
+        # Not Kafka's writer's (its snapshot is a map's entries), but valid: load again, entry
+        # by entry, so that the later entry of a producer overwrites the earlier (rare).
+        problem_clear(&p)
+        table = new_table(table_class, table_window)
+        with nogil:
+            table_reserve(&table.t, layout.count)
+            kind = kafka_load(&table.t, octets, size, &layout, NULL, &p)
     if kind:
         raise_corrupt(&p, view)
     table.t.map_end_offset = end_offset
@@ -1285,9 +1275,14 @@ def decode_full(data, table_class=ProducerStateTable):
     if kind:
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, layout.window)
+    cdef BulkLoad bulk
+    memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     with nogil:
-        table_reserve(&table.t, layout.count)  # no reallocation and no rehash from here on
-        kind = full_load(&table.t, octets, size, &layout, &p)
+        try:
+            bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
+            kind = full_load(&table.t, octets, size, &layout, &bulk, &p)
+        finally:
+            bulk_free(&bulk)
     if kind:
         raise_corrupt(&p, view)
     table.t.map_end_offset = layout.map_end_offset

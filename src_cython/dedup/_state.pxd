@@ -264,6 +264,59 @@ cdef inline void ring_decode(const Table* t, char* e, int64_t* last_offsets, int
             offset_deltas[pos] = <int32_t>ring[2 * t.window + pos]
 
 
+# --- the index's hash (the probe loop and its sentinels: _state.pyx) ----------------------
+
+cdef inline uint64_t hash_producer_id(const Table* t, int64_t producer_id) noexcept nogil:
+    # MurmurHash3's 64-bit finaliser over the id keyed with the table's random seed: producer
+    # ids are handed out sequentially, every bit of the result depends on every bit of the
+    # id, and a client choosing ids (Kafka accepts unknown ones) cannot aim them at one slot.
+    # Every step is invertible, so two ids have the same hash only if they are equal.
+    cdef uint64_t h = <uint64_t>producer_id ^ t.hash_seed
+    h ^= h >> 33
+    h *= <uint64_t>0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    h *= <uint64_t>0xc4ceb9fe1a85ec53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:
+    # The high 32 bits of the hash scaled to [0, capacity) (Lemire's fastrange), so the
+    # capacity need not be a power of two; the low bits give the tag.
+    return <uint32_t>(((h >> 32) * <uint64_t>capacity) >> 32)
+
+
+# --- loading many entries at once (a snapshot being decoded) -------------------------------
+#
+# bulk_begin presizes the table; bulk_append writes entry number t.count (its producer id
+# only: the caller writes every other field) and notes its home slot and slot value instead
+# of probing the index; bulk_finish places the notes in one pass of its own. Until then the
+# appended entries are not in the index (table_find does not see them). Always bulk_free after.
+
+ctypedef struct BulkLoad:
+    uint64_t* notes                    # per appended entry: home slot << 32 | index slot value
+    Py_ssize_t first                   # t.count at bulk_begin: entry first + k has notes[k]
+    Py_ssize_t capacity                # entries bulk_append may add
+
+
+cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil
+cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* repeated) except -1 nogil
+cdef void bulk_free(BulkLoad* bulk) noexcept nogil
+
+
+cdef inline char* bulk_append(Table* t, BulkLoad* bulk, int64_t producer_id) noexcept nogil:
+    """Entry number t.count (at most bulk.capacity appends after bulk_begin), with its
+    producer id; the caller writes the other fields."""
+    cdef Py_ssize_t i = t.count
+    cdef uint64_t h = hash_producer_id(t, producer_id)
+    cdef char* e = entry_at(t, i)
+    (<EntryHeader*>e).producer_id = producer_id
+    bulk.notes[i - bulk.first] = ((<uint64_t>home_slot(h, t.index_capacity) << 32)
+                                  | ((<uint32_t>h & t.tag_mask) | <uint32_t>i))
+    t.count = i + 1
+    return e
+
+
 # --- the C-level API (implemented in _state.pyx) ------------------------------------------
 
 cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1
