@@ -797,6 +797,54 @@ cdef enum:
     APPEND_AHEAD = 16                  # a power of two: the ring of hashes below
 
 
+cdef extern from *:
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    #define dedup_likely(x) __builtin_expect(!!(x), 1)
+    #else
+    #define dedup_likely(x) (x)
+    #endif
+
+    /* Whether one of the `count` (<= 8) int32 at values equals x, reading 16 bytes at values
+     * if count <= 4 and 32 if count <= 8 (the caller guarantees they are readable). */
+    static inline int dedup_any_equal_i32x8(const int32_t *values, int count, int32_t x)
+    {
+    #if defined(__SSE2__)
+        const __m128i key = _mm_set1_epi32(x);
+        uint32_t hits = (uint32_t)_mm_movemask_epi8(
+            _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)values), key));
+        if (count > 4)
+            hits |= (uint32_t)_mm_movemask_epi8(
+                _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(values + 4)), key)) << 16;
+        /* 4 mask bits per value: keep those of values [0, count). */
+        return (hits & (uint32_t)(((uint64_t)1 << (4 * count)) - 1)) != 0;
+    #else
+        int k;
+        for (k = 0; k < count; k++)
+            if (values[k] == x)
+                return 1;
+        return 0;
+    #endif
+    }
+
+    /* Whether one of values[0..count) equals x. */
+    static inline int dedup_any_equal_i32(const int32_t *values, int count, int32_t x)
+    {
+        int k;
+        for (k = 0; k < count; k++)
+            if (values[k] == x)
+                return 1;
+        return 0;
+    }
+    """
+    bint dedup_likely(bint condition) noexcept nogil
+    bint dedup_any_equal_i32x8(const int32_t* values, int count, int32_t x) noexcept nogil
+    bint dedup_any_equal_i32(const int32_t* values, int count, int32_t x) noexcept nogil
+
+
 cdef inline void prefetch_home_slot(const Table* t, uint64_t h) noexcept nogil:
     dedup_prefetch(t.index + home_slot(h, t.index_capacity))
 
@@ -818,19 +866,51 @@ cdef inline void prefetch_entry_of(const Table* t, uint64_t h) noexcept nogil:
             dedup_prefetch_write(last_timestamp_at(t, i))
 
 
+cdef inline int append_row(Table* t, const BatchColumns* batches, VerdictColumns* out, Py_ssize_t row,
+                           uint8_t origin, int64_t* log_end_offset, Py_ssize_t* epoch_regressions,
+                           uint64_t h) except -1 nogil:
+    """Row `row` of append_columns, whatever its origin and entry: _append_hashed and the
+    row's verdict columns."""
+    cdef Batch b
+    cdef Verdict v
+    cdef int error
+    b.origin = origin
+    b.transactional = 0 if batches.transactional == NULL else batches.transactional[row]
+    b.producer_id = batches.producer_ids[row]
+    b.producer_epoch = batches.producer_epochs[row]
+    b.base_sequence = batches.base_sequences[row]
+    b.offset_delta = batches.record_counts[row] - 1
+    b.max_timestamp = batches.max_timestamps[row]
+    b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
+                       else increment_sequence(b.base_sequence, b.offset_delta))
+    b.base_offset = log_end_offset[0]
+    error = _append_hashed(t, &b, &v, h)
+    out.error_codes[row] = <int16_t>error
+    out.duplicate[row] = v.duplicate
+    if error == ERR_NONE:
+        out.base_offsets[row] = v.base_offset
+        out.last_offsets[row] = v.last_offset
+        out.timestamps[row] = v.timestamp
+        if not v.duplicate:
+            log_end_offset[0] = v.last_offset + 1
+            epoch_regressions[0] += v.epoch_regression
+    else:
+        out.base_offsets[row] = -1
+        out.last_offsets[row] = -1
+        out.timestamps[row] = -1
+    return 0
+
+
 cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* out,
                         Py_ssize_t rows, uint8_t origin, int64_t* log_end_offset,
                         Py_ssize_t* done, Py_ssize_t* epoch_regressions) except -1 nogil:
     """append_batch for each row; accepted batches take consecutive offsets from
     *log_end_offset. Rows [0, *done) have their verdicts in `out`."""
-    cdef Batch b
-    cdef Verdict v
+    if origin == ORIGIN_CLIENT:
+        return append_client_columns(t, batches, out, rows, log_end_offset, done, epoch_regressions)
     cdef Py_ssize_t row
-    cdef int error
     cdef uint64_t hashes[APPEND_AHEAD]   # row r's hash at r % APPEND_AHEAD, from r - APPEND_AHEAD on
     cdef uint64_t h
-    b.origin = origin
-    b.transactional = 0
     for row in range(min(rows, <Py_ssize_t>APPEND_AHEAD)):
         hashes[row] = hash_producer_id(t, batches.producer_ids[row])
         prefetch_home_slot(t, hashes[row])
@@ -841,32 +921,222 @@ cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* o
             prefetch_home_slot(t, hashes[row & (APPEND_AHEAD - 1)])
         if row + APPEND_AHEAD // 2 < rows:
             prefetch_entry_of(t, hashes[(row + APPEND_AHEAD // 2) & (APPEND_AHEAD - 1)])
-        b.producer_id = batches.producer_ids[row]
-        b.producer_epoch = batches.producer_epochs[row]
-        b.base_sequence = batches.base_sequences[row]
-        b.offset_delta = batches.record_counts[row] - 1
-        b.max_timestamp = batches.max_timestamps[row]
-        if batches.transactional != NULL:
-            b.transactional = batches.transactional[row]
-        b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
-                           else increment_sequence(b.base_sequence, b.offset_delta))
-        b.base_offset = log_end_offset[0]
-        error = _append_hashed(t, &b, &v, h)
-        out.error_codes[row] = <int16_t>error
-        out.duplicate[row] = v.duplicate
-        if error == ERR_NONE:
-            out.base_offsets[row] = v.base_offset
-            out.last_offsets[row] = v.last_offset
-            out.timestamps[row] = v.timestamp
-            if not v.duplicate:
-                log_end_offset[0] = v.last_offset + 1
-                epoch_regressions[0] += v.epoch_regression
-        else:
-            out.base_offsets[row] = -1
-            out.last_offsets[row] = -1
-            out.timestamps[row] = -1
+        append_row(t, batches, out, row, origin, log_end_offset, epoch_regressions, h)
         done[0] = row + 1
     return 0
+
+
+# The client loop keeps the table's layout in locals (a TableView) rather than reading it
+# through `t` per row: every store to an entry or an output column (char and uint8 stores
+# may alias anything) would make the compiler read the fields of *t again.
+ctypedef struct TableView:
+    uint32_t* index
+    char** entry_chunks
+    int64_t** ts_chunks
+    uint64_t hash_seed
+    Py_ssize_t count
+    Py_ssize_t chunk_mask
+    Py_ssize_t stride
+    uint32_t index_capacity
+    uint32_t idx_mask
+    uint32_t tag_mask
+    int chunk_shift
+
+
+cdef inline void view_table(const Table* t, TableView* view) noexcept nogil:
+    view.index = t.index
+    view.entry_chunks = t.entry_chunks
+    view.ts_chunks = t.ts_chunks
+    view.hash_seed = t.hash_seed
+    view.count = t.count
+    view.chunk_mask = t.chunk_mask
+    view.stride = t.stride
+    view.index_capacity = t.index_capacity
+    view.idx_mask = t.idx_mask
+    view.tag_mask = t.tag_mask
+    view.chunk_shift = t.chunk_shift
+
+
+cdef inline uint64_t view_hash(const TableView* view, int64_t producer_id) noexcept nogil:
+    # hash_producer_id, with the seed from the view.
+    cdef uint64_t h = <uint64_t>producer_id ^ view.hash_seed
+    h ^= h >> 33
+    h *= <uint64_t>0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    h *= <uint64_t>0xc4ceb9fe1a85ec53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline char* view_entry(const TableView* view, Py_ssize_t i) noexcept nogil:
+    return view.entry_chunks[i >> view.chunk_shift] + (i & view.chunk_mask) * view.stride
+
+
+cdef inline Py_ssize_t view_find(const TableView* view, int64_t producer_id, uint64_t h) noexcept nogil:
+    """find_hashed through the view (its count must not be 0: the index may not exist)."""
+    cdef uint32_t slot = home_slot(h, view.index_capacity)
+    cdef uint32_t tag = <uint32_t>h & view.tag_mask
+    cdef uint32_t value
+    cdef Py_ssize_t i
+    while True:
+        value = view.index[slot]
+        if value == DEDUP_INDEX_EMPTY:
+            return -1
+        if (value & view.tag_mask) == tag and value != DEDUP_INDEX_DELETED:
+            i = value & view.idx_mask
+            if (<EntryHeader*>view_entry(view, i)).producer_id == producer_id:
+                return i
+        slot += 1
+        if slot == view.index_capacity:
+            slot = 0
+
+
+cdef inline void view_prefetch_entry(const TableView* view, uint64_t h) noexcept nogil:
+    """prefetch_entry_of through the view (its count must not be 0), with read prefetches:
+    dedup_prefetch_write is no instruction at all where the target lacks PREFETCHW (x86-64
+    without -march), and a line read first is then written without another miss."""
+    cdef uint32_t value = view.index[home_slot(h, view.index_capacity)]
+    cdef char* e
+    cdef Py_ssize_t i
+    if value < DEDUP_INDEX_DELETED and (value & view.tag_mask) == (<uint32_t>h & view.tag_mask):
+        i = value & view.idx_mask
+        if i < view.count:
+            e = view_entry(view, i)
+            # The first and last line of the entry, and the one between at more than 64 bytes
+            # (entries of up to 128 bytes, window <= 6, span at most 3 lines).
+            dedup_prefetch(e)
+            dedup_prefetch(e + view.stride - 1)
+            if view.stride > 64:
+                dedup_prefetch(e + 64)
+            dedup_prefetch(view.ts_chunks[i >> view.chunk_shift] + (i & view.chunk_mask))
+
+
+cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictColumns* out,
+                               Py_ssize_t rows, int64_t* log_end_offset, Py_ssize_t* done,
+                               Py_ssize_t* epoch_regressions) except -1 nogil:
+    """append_columns for origin CLIENT. A row of a known producer, same epoch, a non-empty
+    narrow entry, no transaction on either side, in sequence and fitting the entry's bases
+    with no retained batch of the same last sequence (the common case) is validated and
+    recorded here, with exactly _append_hashed's result; any other row goes to append_row.
+
+    Why each condition makes the shortcut exact (_validate_batch, then _record_batch):
+      * rule 8 passes (base_sequence >= 0); rule 10 finds no duplicate, as no retained batch
+        has the batch's last sequence; rules 12 and 15 pass (same epoch), rule 16 is the
+        in_sequence test (the epoch is not NO_PRODUCER_EPOCH), rule 18 passes (no ongoing
+        transaction, not transactional);
+      * recording keeps the epoch (no drop), the ring is not empty (the gaps are from the
+        bases) and every value fits, so record_slow is not needed; no transaction starts.
+    The table's map_end_offset and generation are kept in locals and stored before a row
+    goes to append_row and at the end (nothing reads them in between: the GIL is released
+    and the table is busy)."""
+    cdef TableView view
+    cdef const int64_t* producer_ids = batches.producer_ids
+    cdef const int16_t* producer_epochs = batches.producer_epochs
+    cdef const int32_t* base_sequences = batches.base_sequences
+    cdef const int32_t* record_counts = batches.record_counts
+    cdef const int64_t* max_timestamps = batches.max_timestamps
+    cdef const uint8_t* transactional = batches.transactional
+    cdef int16_t* error_codes = out.error_codes
+    cdef uint8_t* duplicate = out.duplicate
+    cdef int64_t* base_offsets = out.base_offsets
+    cdef int64_t* last_offsets = out.last_offsets
+    cdef int64_t* timestamps = out.timestamps
+    cdef int64_t end = log_end_offset[0]
+    cdef uint64_t generation = t.generation
+    cdef uint64_t hashes[APPEND_AHEAD]   # row r's hash at r % APPEND_AHEAD, from r - APPEND_AHEAD on
+    cdef uint64_t h, offset_gap, timestamp_gap
+    cdef Py_ssize_t row, i
+    cdef char* e
+    cdef EntryHeader* header
+    cdef int32_t* sequences
+    cdef int32_t base_sequence, offset_delta, last_sequence
+    cdef int64_t max_timestamp, last_offset
+    cdef int count, newest, pos
+    cdef int window = t.window
+    # Byte distances from a batch's last_sequence slot to its offset and timestamp gaps.
+    cdef Py_ssize_t to_offset_gap = t.off_gap - ENTRY_HEADER_SIZE
+    cdef Py_ssize_t to_timestamp_gap = t.off_ts_gap - ENTRY_HEADER_SIZE
+    cdef Py_ssize_t off_delta = t.off_delta
+    # Up to 8 retained batches are scanned 4 at a time (see dedup_any_equal_i32x8: 32 bytes
+    # from last_sequence stay inside an entry of window >= 5).
+    cdef bint scan8 = window <= 8
+    view_table(t, &view)
+    for row in range(min(rows, <Py_ssize_t>APPEND_AHEAD)):
+        hashes[row] = view_hash(&view, producer_ids[row])
+        dedup_prefetch(view.index + home_slot(hashes[row], view.index_capacity))
+    for row in range(rows):
+        h = hashes[row & (APPEND_AHEAD - 1)]
+        if row + APPEND_AHEAD < rows:
+            hashes[row & (APPEND_AHEAD - 1)] = view_hash(&view, producer_ids[row + APPEND_AHEAD])
+            dedup_prefetch(view.index + home_slot(hashes[row & (APPEND_AHEAD - 1)], view.index_capacity))
+        i = -1
+        if dedup_likely(view.count != 0):
+            if row + APPEND_AHEAD // 2 < rows:
+                view_prefetch_entry(&view, hashes[(row + APPEND_AHEAD // 2) & (APPEND_AHEAD - 1)])
+            i = view_find(&view, producer_ids[row], h)
+        if dedup_likely(i >= 0):
+            e = view_entry(&view, i)
+            header = <EntryHeader*>e
+            base_sequence = base_sequences[row]
+            count = header.count
+            if dedup_likely(producer_epochs[row] == header.producer_epoch
+                            and header.producer_epoch != NO_PRODUCER_EPOCH
+                            and count != 0 and base_sequence >= 0 and header.offset_base >= 0
+                            and header.current_txn_first_offset == NO_TXN
+                            and (transactional == NULL or not transactional[row])):
+                sequences = ring_last_sequence(e)
+                newest = header.head + count - 1
+                if newest >= window:
+                    newest -= window
+                offset_delta = record_counts[row] - 1
+                last_sequence = increment_sequence(base_sequence, offset_delta)
+                last_offset = end + offset_delta
+                max_timestamp = max_timestamps[row]
+                offset_gap = <uint64_t>last_offset - <uint64_t>header.offset_base
+                timestamp_gap = <uint64_t>max_timestamp - <uint64_t>header.timestamp_base
+                if dedup_likely(in_sequence(sequences[newest], base_sequence)
+                                and fits_int32(offset_gap) and fits_int32(timestamp_gap)
+                                and <uint32_t>offset_delta <= 0xFFFF
+                                and not (dedup_any_equal_i32x8(sequences, count, last_sequence) if scan8
+                                         else dedup_any_equal_i32(sequences, count, last_sequence))):
+                    if count < window:
+                        pos = count
+                        header.count = count + 1
+                    else:
+                        pos = header.head
+                        header.head = 0 if pos + 1 == window else pos + 1
+                    sequences[pos] = last_sequence
+                    (<int32_t*>(<char*>(sequences + pos) + to_offset_gap))[0] = <int32_t>offset_gap
+                    (<int32_t*>(<char*>(sequences + pos) + to_timestamp_gap))[0] = <int32_t>timestamp_gap
+                    (<uint16_t*>(e + off_delta))[pos] = <uint16_t>offset_delta
+                    view.ts_chunks[i >> view.chunk_shift][i & view.chunk_mask] = max_timestamp
+                    error_codes[row] = ERR_NONE
+                    duplicate[row] = 0
+                    base_offsets[row] = end
+                    last_offsets[row] = last_offset
+                    timestamps[row] = max_timestamp
+                    end = last_offset + 1
+                    generation += 1
+                    continue
+        # Any other row: the general path, with the table's fields up to date around it.
+        flush_client_loop(t, generation, end, log_end_offset)
+        done[0] = row
+        append_row(t, batches, out, row, ORIGIN_CLIENT, log_end_offset, epoch_regressions, h)
+        end = log_end_offset[0]
+        generation = t.generation
+        view_table(t, &view)
+    flush_client_loop(t, generation, end, log_end_offset)
+    done[0] = rows
+    return 0
+
+
+cdef inline void flush_client_loop(Table* t, uint64_t generation, int64_t end, int64_t* log_end_offset) noexcept nogil:
+    """The table's fields as if append_client_columns had stored them row by row: a row it
+    accepted itself (one per generation) moved map_end_offset to the log end offset."""
+    if generation != t.generation:
+        t.map_end_offset = end
+        t.generation = generation
+    log_end_offset[0] = end
 
 
 # --- transaction markers (spec §2.2) ------------------------------------------------------
