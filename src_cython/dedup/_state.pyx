@@ -1121,8 +1121,9 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
                 if newest >= window:
                     newest -= window
                 offset_delta = record_counts[row] - 1
-                # increment_sequence: both are in [0, 2^31-1) (append_many checks that record
-                # counts are at least 1), so the sum fits 32 unsigned bits and wraps past 2^31-1.
+                # increment_sequence: base_sequence is in [0, 2^31-1] and the delta in
+                # [0, 2^31-2] (append_many checks record counts are in [1, 2^31-1]), so the
+                # sum fits 32 unsigned bits, and past 2^31-1 it wraps to sum - 2^31.
                 last_sequence = <int32_t>((<uint32_t>base_sequence + <uint32_t>offset_delta) & INT32_MAX_VALUE)
                 last_offset = end + offset_delta
                 max_timestamp = max_timestamps[row]
