@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -92,6 +93,31 @@ def flag(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {value!r}")
     return bool(value)
+
+
+def path(name: str, value: Any) -> str | bytes:
+    """``value`` as a file system path (``os.fspath``); ``TypeError`` naming ``name`` otherwise."""
+    try:
+        return os.fspath(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a path (str, bytes or os.PathLike), got {type(value).__name__}") from None
+
+
+def choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the strings ``choices``: ``TypeError`` if not a str,
+    ``ValueError`` if another str."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {choices}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def function(name: str, value: Any, what: str) -> Any:
+    """``value`` if it is callable (checked when given, not when first called)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value
 
 
 def last_offset(base_offset: int, count: int) -> int:

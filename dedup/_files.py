@@ -8,6 +8,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from . import _args
+
 
 def create_temporary(directory: str, name: str) -> tuple[int, str]:
     """A new, empty file beside the target, created with the umask's permissions (as the
@@ -45,7 +47,7 @@ def write_atomically(path: Any, write: Callable[[int], None], *, sync: bool) -> 
     old file or the new one, whole. On any error before the rename the temporary file is
     removed and ``path`` is untouched. ``sync=False`` skips both fsyncs (atomic for readers,
     not durable across a power loss)."""
-    target = os.fspath(path)
+    target = _args.path("path", path)
     directory, name = os.path.split(os.path.abspath(target))
     descriptor, temporary = create_temporary(directory, name)
     try:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
-INT32_MAX = (1 << 31) - 1
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 # Kafka's sentinels (spec §8.4).
@@ -39,27 +39,61 @@ class Origin(enum.IntEnum):
     COORDINATOR = 2
 
 
-def increment_sequence(sequence: int, increment: int) -> int:
-    """Kafka's incrementSequence: wraps from 2^31-1 to 0 (spec §8.4)."""
+def wrap_increment(sequence: int, increment: int) -> int:
+    """Kafka's incrementSequence without argument checks, for callers whose values are
+    already int32 (the table, the producer): wraps from 2^31-1 to 0 (spec §8.4)."""
     if sequence > INT32_MAX - increment:
         return increment - (INT32_MAX - sequence) - 1
     return sequence + increment
 
 
-def decrement_sequence(sequence: int, decrement: int) -> int:
-    """Kafka's decrementSequence: wraps from 0 to 2^31-1 (spec §8.4)."""
+def wrap_decrement(sequence: int, decrement: int) -> int:
+    """Kafka's decrementSequence without argument checks: wraps from 0 to 2^31-1 (spec §8.4)."""
     if sequence < decrement:
         return INT32_MAX - (decrement - sequence) + 1
     return sequence - decrement
+
+
+def follows(last_sequence: int, next_sequence: int) -> bool:
+    """Kafka's inSequence without argument checks (see :func:`in_sequence`)."""
+    return next_sequence == last_sequence + 1 or (next_sequence == 0 and last_sequence == INT32_MAX)
+
+
+def _sequence(name: str, value: object) -> int:
+    from ._args import integer  # (_args imports this module)
+
+    return integer(name, value, 0, INT32_MAX, "in [0, 2^31-1] (a sequence or a count of records)")
+
+
+def _int32(name: str, value: object) -> int:
+    from ._args import integer
+
+    return integer(name, value, INT32_MIN, INT32_MAX, "an int32")
+
+
+def increment_sequence(sequence: int, increment: int) -> int:
+    """Kafka's incrementSequence: wraps from 2^31-1 to 0 (spec §8.4).
+
+    Both arguments are in [0, 2^31-1] (sequences are non-negative); otherwise ``TypeError``
+    (not an integer) or ``ValueError`` (out of range), naming the argument.
+    """
+    return wrap_increment(_sequence("sequence", sequence), _sequence("increment", increment))
+
+
+def decrement_sequence(sequence: int, decrement: int) -> int:
+    """Kafka's decrementSequence: wraps from 0 to 2^31-1 (spec §8.4). Both arguments are in
+    [0, 2^31-1], as for :func:`increment_sequence`."""
+    return wrap_decrement(_sequence("sequence", sequence), _sequence("decrement", decrement))
 
 
 def in_sequence(last_sequence: int, next_sequence: int) -> bool:
     """True if ``next_sequence`` directly follows ``last_sequence`` (spec §8.4).
 
     ``last_sequence + 1`` is unbounded here, so 2^31-1 is followed only by 0, and -1 (no
-    batch yet) only by 0.
+    batch yet) only by 0. Both arguments are Java ints (int32), as in Kafka; otherwise
+    ``TypeError``/``ValueError`` naming the argument.
     """
-    return next_sequence == last_sequence + 1 or (next_sequence == 0 and last_sequence == INT32_MAX)
+    return follows(_int32("last_sequence", last_sequence), _int32("next_sequence", next_sequence))
 
 
 @dataclass(frozen=True)
@@ -77,7 +111,7 @@ class BatchMetadata:
 
     @property
     def first_sequence(self) -> int:
-        return decrement_sequence(self.last_sequence, self.offset_delta)
+        return wrap_decrement(self.last_sequence, self.offset_delta)
 
     @property
     def first_offset(self) -> int:

@@ -157,7 +157,7 @@ def read_checkpoint(path: Any, version: int, parse_line: Callable[[str], T]) -> 
     here, where Kafka reads it as empty (Kafka's writer never produces one).
     """
     version = _args.integer("version", version, _INT32_MIN, INT32_MAX, "an int32")
-    shown = os.fsdecode(path)
+    shown = os.fsdecode(_args.path("path", path))
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -262,6 +262,8 @@ def write_offsets(path: Any, offsets: Mapping[tuple[str, int], int], *, sync: bo
     >>> open(path).read()
     '0\\n2\\naudit 0 70\\norders 1 5\\n'
     """
+    if not isinstance(offsets, Mapping):
+        raise TypeError(f"offsets must be a mapping of (topic, partition) to offset, got {type(offsets).__name__}")
     checked = []
     for key, offset in offsets.items():
         if not isinstance(key, tuple) or len(key) != 2:

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from . import _args
 from ._types import Origin
 from .batch import Record, decode_records, encode_marker
-from .checkpoints import read_checkpoint, write_checkpoint
+from .checkpoints import _topic, read_checkpoint, write_checkpoint
 from .errors import (
     KafkaError,
     NotEnoughReplicasAfterAppendError,
@@ -147,10 +147,10 @@ class Cluster:
         count = _args.integer("brokers", brokers, 1, 64, "between 1 and 64")
         self.min_insync_replicas = _args.integer("min_insync_replicas", min_insync_replicas, 1, count, "1..brokers")
         self.unclean_leader_election = _args.flag("unclean_leader_election", unclean_leader_election)
-        self.topic = topic
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.topic = _topic(topic)  # it names the replicas' directories
+        self.directory = os.path.abspath(_args.path("directory", directory))
         if clock is not None:
-            log_options["clock"] = clock
+            log_options["clock"] = _args.function("clock", clock, "a callable returning milliseconds")
         self.brokers = [
             Broker(broker_id, os.path.join(self.directory, f"broker-{broker_id}", f"{topic}-0"), log_options)
             for broker_id in range(count)
@@ -321,12 +321,17 @@ class Cluster:
 
     # -- failures --------------------------------------------------------------------------------
 
+    def _broker_id(self, value: Any) -> int:
+        """A broker id of this cluster (a negative one would index from the end)."""
+        return _args.integer("broker_id", value, 0, len(self.brokers) - 1, f"in [0, {len(self.brokers) - 1}]")
+
     def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
         """Stop a broker (a crash unless ``clean``); it leaves the ISR (unless it is the last
         member: then the partition waits for it, offline), and if it led, a new leader is
         elected."""
+        broker_id = self._broker_id(broker_id)
         broker = self.brokers[broker_id]
-        broker.stop(clean=clean)
+        broker.stop(clean=_args.flag("clean", clean))
         if self.isr != {broker_id}:  # Kafka never empties the ISR: the last member stays, down
             self.isr.discard(broker_id)
         if broker_id == self.leader_id:
@@ -337,6 +342,7 @@ class Cluster:
         truncation of what diverges and the catch-up; a partition without a leader gets it
         as leader if it is eligible. Returns its log (``log.load_report`` says what recovery
         did)."""
+        broker_id = self._broker_id(broker_id)
         broker = self.brokers[broker_id]
         log = broker.start()
         if self.leader_id is None:

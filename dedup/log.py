@@ -54,7 +54,7 @@ from .errors import (
 )
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .segment import LOG_SUFFIX, LogSegment
-from .snapshot import SNAPSHOT_FORMATS, read_snapshot, snapshot_file_name, write_snapshot
+from .snapshot import SNAPSHOT_FORMATS, _codec_of_class, read_snapshot, snapshot_file_name, write_snapshot
 
 __all__ = [
     "DEFAULT_PRODUCER_ID_EXPIRATION_MS",
@@ -136,6 +136,29 @@ class _ReplayError(Exception):
         self.error = error
 
 
+def _table_class(value: Any) -> type:
+    """``value`` if it is either twin's ProducerStateTable class (or a subclass);
+    ``dedup.ProducerStateTable`` for None."""
+    if value is None:
+        from . import ProducerStateTable
+
+        return ProducerStateTable
+    return _codec_of_class(value)[0]  # TypeError naming table_class otherwise
+
+
+def _records_view(records: Any) -> memoryview:
+    """``records`` as a memoryview (any C-contiguous buffer: bytes, bytearray, memoryview,
+    mmap, numpy); ``TypeError`` naming ``records`` otherwise. bytearray(5) or a list of ints
+    is not one, and a strided view is refused rather than read as its gathered items."""
+    try:
+        view = memoryview(records)
+    except TypeError:
+        view = None
+    if view is None or not view.c_contiguous:
+        raise TypeError(f"records must be a C-contiguous buffer of v2 batches, got {type(records).__name__}")
+    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -173,11 +196,8 @@ class PartitionLog:
         capacity: int = 0,
         table_class: type | None = None,
     ) -> None:
-        if table_class is None:
-            from . import ProducerStateTable
-
-            table_class = ProducerStateTable
-        self.directory = os.path.abspath(os.fspath(directory))
+        table_class = _table_class(table_class)
+        self.directory = os.path.abspath(_args.path("directory", directory))
         self.segment_bytes = _args.integer("segment_bytes", segment_bytes, 62, (1 << 31) - 1, "an int32 >= 62")
         self.window = _args.window(window)
         self.producer_id_expiration_ms = _args.integer(
@@ -185,11 +205,9 @@ class PartitionLog:
         )
         self.retention_bytes = _args.integer("retention_bytes", retention_bytes, -1, (1 << 63) - 1, "an int64 >= -1")
         self.retention_ms = _args.integer("retention_ms", retention_ms, -1, (1 << 63) - 1, "an int64 >= -1")
-        if snapshot_format not in SNAPSHOT_FORMATS:
-            raise ValueError(f"snapshot_format must be one of {SNAPSHOT_FORMATS}, got {snapshot_format!r}")
-        self.snapshot_format = snapshot_format
+        self.snapshot_format = _args.choice("snapshot_format", snapshot_format, SNAPSHOT_FORMATS)
         self.fsync = _args.flag("fsync", fsync)
-        self._clock = clock or _now_ms
+        self._clock = _now_ms if clock is None else _args.function("clock", clock, "a callable returning milliseconds")
         self._capacity = _args.capacity(capacity)
         self._table_class = table_class
         try:
@@ -296,13 +314,8 @@ class PartitionLog:
                 )
         if type(leader_epoch) is not int or not -1 <= leader_epoch < 1 << 31:
             leader_epoch = _args.integer("leader_epoch", leader_epoch, -1, (1 << 31) - 1, "an int32 >= -1")
-        try:  # a buffer (bytes, bytearray, memoryview, mmap): bytearray(5) or a list of ints is not one
-            with memoryview(records) as view:
-                data = bytearray(view.cast("B") if view.ndim != 1 or view.format != "B" else view)
-        except TypeError as error:
-            raise TypeError(
-                f"records must be a C-contiguous buffer of v2 batches, got {type(records).__name__}"
-            ) from error
+        with _records_view(records) as view:
+            data = bytearray(view)
         if origin == Origin.CLIENT:
             fields = check_one_batch(data)  # the record-level rules (spec §2.1 rules 1, 3, 5-8)
             if fields is not None:
@@ -389,7 +402,7 @@ class PartitionLog:
         batches recorded (Kafka's leader epoch cache).
         """
         self._check_usable()
-        view = memoryview(records).cast("B") if not isinstance(records, bytes | bytearray) else records
+        view = records if isinstance(records, bytes | bytearray) else _records_view(records)
         headers = scan_batches(view)
         if not len(headers):
             return LogAppendInfo(-1, -1, -1, False, 0, self._log_start_offset)
@@ -588,7 +601,7 @@ class PartitionLog:
         wholly below the high watermark and never the active one, as Kafka's
         deleteOldSegments. Their snapshots go with them. Returns how many were deleted."""
         self._check_usable()
-        now = self._clock() if now_ms is None else now_ms
+        now = self._clock() if now_ms is None else _args.timestamp("now_ms", now_ms)
         excess = self.size_bytes - self.retention_bytes if self.retention_bytes >= 0 else 0
 
         def expired(segment: LogSegment, following: LogSegment | None) -> bool:

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import _args
-from ._types import DEFAULT_WINDOW, INT32_MAX, increment_sequence
+from ._types import DEFAULT_WINDOW, INT32_MAX, wrap_increment
 from .batch import encode_batch
 from .cluster import Cluster, ProduceResponse
 from .errors import (
@@ -187,7 +187,7 @@ class ProducerBatch:
         """The sequence of the batch's last record (-1 until sent), wrapping as Kafka's do."""
         if self.base_sequence < 0:
             return -1
-        return increment_sequence(self.base_sequence, self.record_count - 1)
+        return wrap_increment(self.base_sequence, self.record_count - 1)
 
     def __repr__(self) -> str:
         state = "acknowledged" if self.acknowledged else "failed" if self.error is not None else "pending"
@@ -473,7 +473,7 @@ class IdempotentProducer:
         if batch.data is None:  # the first attempt fixes the bytes every retry resends
             if self.enable_idempotence:
                 batch.base_sequence = self._next_sequence
-                self._next_sequence = increment_sequence(self._next_sequence, batch.record_count)
+                self._next_sequence = wrap_increment(self._next_sequence, batch.record_count)
             batch.data = encode_batch(
                 batch.values,
                 keys=batch.keys,

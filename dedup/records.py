@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._config import PURE_PYTHON
-from ._types import BATCH_HEADER_DTYPE, BatchesAppendResult, Origin, increment_sequence
+from ._types import BATCH_HEADER_DTYPE, BatchesAppendResult, Origin, wrap_increment
 from .errors import KafkaError
 from .reference import records as _twin
 
@@ -105,7 +105,7 @@ def batch_description(header: Any, valid: bool) -> dict[str, Any]:
         "lastOffset": base_offset + delta,
         "count": int(header["record_count"]),
         "baseSequence": int(header["base_sequence"]),
-        "lastSequence": -1 if sequence == -1 else increment_sequence(sequence, delta),
+        "lastSequence": -1 if sequence == -1 else wrap_increment(sequence, delta),
         "producerId": int(header["producer_id"]),
         "producerEpoch": int(header["producer_epoch"]),
         "partitionLeaderEpoch": int(header["partition_leader_epoch"]),

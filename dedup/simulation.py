@@ -50,6 +50,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from . import _args
 from ._types import Origin
 from .cluster import Cluster, ProduceResponse
 from .errors import KafkaError, KafkaStorageError, NotEnoughReplicasAfterAppendError
@@ -655,6 +656,15 @@ def execute(seed: int, settings: Settings, actions: Sequence[Action]) -> Outcome
 
 
 def run_seed(seed: int, *, unclean_share: float = 0.25, steps: int = STEPS) -> Outcome:
+    """One run: the settings and actions that ``seed`` fixes (``steps`` of them; a share
+    ``unclean_share`` of seeds allow unclean elections), executed and checked.
+    ``TypeError``/``ValueError`` naming a bad argument, before anything runs."""
+    seed = _args.integer("seed", seed, 0, (1 << 63) - 1, "in [0, 2^63-1]")
+    steps = _args.integer("steps", steps, 0, (1 << 31) - 1, "in [0, 2^31-1]")
+    if isinstance(unclean_share, bool) or not isinstance(unclean_share, int | float):
+        raise TypeError(f"unclean_share must be a number in [0, 1], got {type(unclean_share).__name__}")
+    if not 0.0 <= unclean_share <= 1.0:
+        raise ValueError(f"unclean_share must be in [0, 1], got {unclean_share!r}")
     settings = settings_for(seed, unclean_share)
     return execute(seed, settings, plan(seed, settings, steps))
 

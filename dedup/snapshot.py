@@ -234,7 +234,7 @@ def snapshot_offset(path: Any) -> int:
     >>> snapshot_offset("/data/topic-0/00000000000000001234.snapshot")
     1234
     """
-    name = os.path.basename(os.fsdecode(path))
+    name = os.path.basename(os.fsdecode(_args.path("path", path)))
     digits, dot, _ = name.partition(".")
     if not dot or not re.fullmatch(r"[0-9]+", digits) or int(digits) > INT64_MAX:
         raise ValueError(
@@ -274,6 +274,7 @@ def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = 
     :func:`encode_snapshot`'s); meanwhile it is busy: another thread using it gets a
     ``RuntimeError``. A pure-Python table is encoded whole first.
     """
+    path = _args.path("path", path)
     codec = _codec_of_table(table)  # a bad argument changes nothing on disk
     format = _format(format)
     sync = _args.flag("sync", sync)
@@ -290,7 +291,7 @@ def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = 
 
 def _read(path: Any, window: int | None, map_end_offset: int | None, table_class: Any) -> tuple[str, int, Any]:
     """The format, its version and the table of the snapshot file at ``path``."""
-    with open(path, "rb") as handle:
+    with open(_args.path("path", path), "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         # A large file is mapped, not copied: the page cache is read in place (about 4x faster
         # for 151 MB here than read() into fresh memory). The mapping is unmapped when the last

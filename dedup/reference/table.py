@@ -33,8 +33,8 @@ from .._types import (
     CompletedTxn,
     Origin,
     ProducerStateEntry,
-    in_sequence,
-    increment_sequence,
+    follows,
+    wrap_increment,
 )
 from ..errors import (
     InvalidProducerEpochError,
@@ -240,7 +240,7 @@ class ProducerStateTable:
         last_offset = _args.last_offset(base_offset, count)
         _args.not_backwards("base_offset", base_offset, self._map_end_offset)
 
-        last_sequence = NO_SEQUENCE if base_sequence == NO_SEQUENCE else increment_sequence(base_sequence, count - 1)
+        last_sequence = NO_SEQUENCE if base_sequence == NO_SEQUENCE else wrap_increment(base_sequence, count - 1)
         live = self._producers.get(producer_id)
 
         def result(duplicate: bool, first: int, last: int, stamp: int) -> AppendResult:
@@ -300,7 +300,7 @@ class ProducerStateTable:
             elif current_epoch != NO_PRODUCER_EPOCH:
                 # Rule 16: same epoch: the batch must follow the last one (wrapping at 2^31-1).
                 assert live is not None
-                if not in_sequence(live.last_sequence, base_sequence):
+                if not follows(live.last_sequence, base_sequence):
                     raise reject(OutOfOrderSequenceError.code)
 
         # Rule 18: no plain batch inside an ongoing transaction, whatever the origin.

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _args
-from ..checkpoints import read_checkpoint, write_checkpoint
+from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cluster import Cluster
 from .apis import HANDLERS, fetch_partitions
 from .faults import Fate, Faults
@@ -77,6 +77,35 @@ class ServerStats:
     produce_seconds: float = 0.0  # parsing, handling and encoding produce requests, engine included
 
 
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def _ports(value: Any) -> list[int]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"ports must be an iterable of port numbers or None, got {type(value).__name__}")
+    return [_args.integer(f"ports[{i}]", port, 0, 65535, "a port in [0, 65535]") for i, port in enumerate(value)]
+
+
+def _topics(value: Any) -> list[str]:
+    """Distinct legal Kafka topic names (a str would be read as its letters)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"topics must be an iterable of topic names, got {type(value).__name__}")
+    names = list(value)
+    for i, name in enumerate(names):
+        try:
+            _topic(name)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"topics[{i}]: {error}") from None
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"topics: one or more distinct names, got {names!r}")
+    return names
+
+
 class KafkaServer:
     """``brokers`` brokers serving ``topics`` (one partition each) on ``host``.
 
@@ -104,21 +133,24 @@ class KafkaServer:
         cluster_id: str = "dedup",
         **cluster_options: Any,
     ) -> None:
+        # Every argument is checked before anything is created on disk.
         count = _args.integer("brokers", brokers, 1, 64, "between 1 and 64")
-        self.host = host
-        self.ports = [0] * count if ports is None else [int(port) for port in ports]
+        self.host = _text("host", host)
+        self.ports = [0] * count if ports is None else _ports(ports)
         if len(self.ports) != count:
             raise ValueError(f"ports: {len(self.ports)} ports for {count} brokers")
         self.deduplicate = _args.flag("deduplicate", deduplicate)
+        if faults is not None and not isinstance(faults, Faults):
+            raise TypeError(f"faults must be a dedup.server.Faults or None, got {type(faults).__name__}")
         self.faults = Faults() if faults is None else faults
         self.max_request_bytes = _args.integer("max_request_bytes", max_request_bytes, 64, 1 << 31, "64 to 2^31")
-        self.cluster_id = cluster_id
+        self.cluster_id = _text("cluster_id", cluster_id)
+        names = _topics(topics)
+        if directory is not None:
+            directory = _args.path("directory", directory)
         self._temporary = directory is None
-        self.directory = tempfile.mkdtemp(prefix="dedup-serve-") if directory is None else os.fspath(directory)
+        self.directory = tempfile.mkdtemp(prefix="dedup-serve-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
-        names = list(topics)
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"topics: one or more distinct names, got {names!r}")
         cluster_options.setdefault("min_insync_replicas", min(2, count))
         self.clusters: dict[str, Cluster] = {
             name: Cluster(os.path.join(self.directory, name), brokers=count, topic=name, **cluster_options)
@@ -181,9 +213,16 @@ class KafkaServer:
 
     # -- failures ----------------------------------------------------------------------------------
 
+    def _broker_id(self, value: Any) -> int:
+        """A broker id of this server (a negative one would index from the end)."""
+        last = len(self._alive) - 1
+        return _args.integer("broker_id", value, 0, last, f"in [0, {last}]")
+
     async def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
         """A broker fails (a crash unless ``clean``): its port closes, its connections break,
         and every partition it led elects a new leader from the in-sync replicas."""
+        broker_id = self._broker_id(broker_id)
+        clean = _args.flag("clean", clean)
         if not self._alive[broker_id]:
             raise ValueError(f"broker {broker_id} is already stopped")
         self._alive[broker_id] = False
@@ -196,6 +235,7 @@ class KafkaServer:
         """A stopped broker restarts: recovery from its directory, truncation and catch-up
         (:meth:`Cluster.start_broker <dedup.cluster.Cluster.start_broker>`), then its port
         opens again."""
+        broker_id = self._broker_id(broker_id)
         if self._alive[broker_id]:
             raise ValueError(f"broker {broker_id} is already running")
         for cluster in self.clusters.values():

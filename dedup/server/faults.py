@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .. import _args
+
 __all__ = ["Fate", "Faults"]
 
 
@@ -30,7 +32,9 @@ class Fate(Enum):
 
 
 def _share(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number (a share between 0 and 1), got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a share between 0 and 1, got {value!r}")
     return float(value)
 
@@ -59,8 +63,12 @@ class Faults:
         if self.drop_responses + self.delay_responses > 1.0:
             raise ValueError("drop_responses + delay_responses must be at most 1")
         delay = self.delay_seconds
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            raise ValueError(f"delay_seconds must be >= 0, got {self.delay_seconds!r}")
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            raise TypeError(f"delay_seconds must be a number of seconds, got {type(delay).__name__}")
+        if not 0 <= delay < float("inf"):
+            raise ValueError(f"delay_seconds must be >= 0 and finite, got {delay!r}")
+        if self.seed is not None:
+            _args.integer("seed", self.seed, -(1 << 63), (1 << 63) - 1, "an int64 or None")
         self._random = random.Random(self.seed)
 
     def close_before_handling(self) -> bool:

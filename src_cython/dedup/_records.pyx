@@ -432,7 +432,7 @@ cdef BatchHeader* header_rows(object headers) except? NULL:
     return <BatchHeader*>&raw[0]
 
 
-cdef object scan(const unsigned char[::1] view, str tail):
+cdef object scan(const unsigned char[::1] view, object tail):
     """(headers, valid_bytes) of the complete batches of `view`, headers as a
     BATCH_HEADER_DTYPE array. Raises the error that ended the scan, with .valid_bytes and
     .headers set, unless it is a torn tail and `tail` is "ignore"."""
