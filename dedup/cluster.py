@@ -294,20 +294,39 @@ class Cluster:
             follower.append_as_follower(data)
 
     def _truncate_divergent(self, follower: PartitionLog, leader: PartitionLog) -> int:
-        """KIP-279: the follower asks the leader where its latest epoch ends and truncates
-        there (to its high watermark if the leader does not know the epoch). Returns the
-        offset truncated to."""
-        latest = follower.latest_epoch
-        if latest is None:  # no epochs to compare (an empty replica): Kafka's old rule, the high watermark
-            target = follower.high_watermark
-        else:
+        """KIP-279, as Kafka's AbstractFetcherThread.getOffsetTruncationState does it: the
+        follower asks the leader where its latest epoch ends. If the leader answers with an
+        epoch the follower also has, the follower truncates to the smaller of the two ends of
+        that epoch and is done. If the follower does not have the leader's epoch, it truncates
+        to the end of its own largest epoch below it and asks again (several rounds after
+        several unclean elections: one round would keep a divergent older epoch). A leader
+        that knows no epoch at all, or a follower without epochs, truncates to the
+        follower's high watermark. Returns the offset truncated to."""
+        while True:
+            latest = follower.latest_epoch
+            if latest is None:  # no epochs to compare (an empty replica): Kafka's old rule, the high watermark
+                target = follower.high_watermark
+                break
             epoch, leader_end = leader.end_offset_for_epoch(latest)
             if epoch == -1:
                 target = follower.high_watermark
-            elif epoch == latest:
+                break
+            follower_epoch, follower_end = follower.end_offset_for_epoch(epoch)
+            if follower_end == -1:  # the follower has no epoch to match: Kafka trusts the leader's end
                 target = min(leader_end, follower.log_end_offset)
-            else:  # the leader never had our latest epoch: go back to where its epoch ends for us too
-                target = min(leader_end, follower.end_offset_for_epoch(epoch)[1])
+                break
+            if follower_epoch == epoch:
+                target = min(follower_end, leader_end, follower.log_end_offset)
+                break
+            # The follower never had the leader's epoch: back to where its own largest epoch
+            # below it ends, then ask again with the epoch that is now its latest.
+            intermediate = min(follower_end, follower.log_end_offset)
+            if intermediate < follower.log_end_offset:
+                follower.truncate_to(intermediate)
+            else:  # only epochs without batches past it (led, nothing written): they go too
+                follower.leader_epochs.truncate_from_end(intermediate)
+            if follower.latest_epoch == latest:  # pragma: no cover - every round drops an epoch
+                raise AssertionError(f"KIP-279 truncation made no progress at epoch {latest}")
         target = min(target, leader.log_end_offset)
         follower.truncate_to(target)
         return target

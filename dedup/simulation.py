@@ -794,6 +794,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(outcome.trace))
     for outcome in failed[:3]:
         print(report(shrink(outcome)))
+    if summary.failures:
+        print("failed seeds: " + " ".join(map(str, sorted(summary.failures))))
     print(summary.line())
     print("faults: " + ", ".join(f"{name} {count}" for name, count in sorted(summary.faults.items())))
     return 1 if failed else 0

@@ -258,3 +258,51 @@ def test_the_fixed_unclean_schedule_loses_acknowledged_records_and_says_so():
             assert isinstance(producer.fatal_error, OutOfOrderSequenceError)
             committed = {record.value for record in cluster.consume()}
             assert set(producer.acknowledged_values()) - committed
+
+
+def test_a_follower_that_led_in_lost_epochs_truncates_over_several_rounds(tmp_path):
+    # Found by `python -m dedup simulate --runs 100000` (seeds 2642, 2696, 5996): after several
+    # unclean elections a restarted follower holds epochs the leader never had. KIP-279 (spec
+    # §5.5) as Kafka's fetcher runs it: the leader answers with its largest epoch at or below
+    # the follower's latest; a follower without that epoch truncates to the end of its own
+    # largest epoch below it and asks again, until both have the epoch. A single round kept a
+    # batch of an epoch the leader never had at an offset where the leader has another: a
+    # divergent log below the high watermark, and batches stored twice once it caught up.
+    from dedup.batch import encode_batch
+    from dedup.records import scan_batches
+
+    def batch(producer_id: int) -> bytes:
+        return encode_batch([b"v%d" % producer_id], producer_id=producer_id, producer_epoch=0, base_sequence=0,
+                            timestamp=1_700_000_000_000)  # fmt: skip
+
+    def batches(log) -> list[tuple[int, int]]:
+        data = log.read(0, 1 << 20, max_offset=log.high_watermark)
+        headers = scan_batches(data)
+        return list(zip(headers["base_offset"].tolist(), headers["producer_id"].tolist(), strict=True))
+
+    with Cluster(tmp_path, brokers=3, min_insync_replicas=1, unclean_leader_election=True) as cluster:
+        assert cluster.produce(batch(1)).error is None  # epoch 0, on every broker
+        cluster.stop_broker(0)  # leader 1, epoch 1
+        assert cluster.produce(batch(2)).error is None  # epoch 1, on brokers 1 and 2
+        cluster.stop_broker(2)
+        cluster.stop_broker(1)  # offline
+        cluster.start_broker(0)  # unclean: leader 0, epoch 2, without batch 2
+        assert (cluster.leader_id, cluster.leader_epoch) == (0, 2)
+        assert cluster.produce(batch(3)).error is None  # epoch 2, on broker 0 only
+        cluster.stop_broker(0)
+        cluster.start_broker(1)  # unclean: leader 1, epoch 3, without batch 3
+        assert (cluster.leader_id, cluster.leader_epoch) == (1, 3)
+        assert cluster.produce(batch(4)).error is None  # epoch 3, on broker 1 only
+        cluster.stop_broker(1)
+        cluster.start_broker(0)  # unclean: leader 0, epoch 4
+        assert (cluster.leader_id, cluster.leader_epoch) == (0, 4)
+        # Broker 1 holds epochs 0, 1, 3; the leader 0, 2, 4. Asked about epoch 3, the leader
+        # answers epoch 2, which broker 1 never had: it must go back to its epoch 1's end, ask
+        # about epoch 1, and truncate to where epoch 0 ends (offset 1).
+        cluster.start_broker(1)
+        cluster.start_broker(2)
+        leader = cluster.leader_log
+        assert [producer for _, producer in batches(leader)] == [1, 3]
+        for broker in cluster.brokers:
+            assert broker.log is not None
+            assert batches(broker.log) == batches(leader), broker

@@ -30,6 +30,15 @@ def test_a_thousand_seeds_keep_every_invariant(first):
     assert {"crash", "restart", "duplicate request", "clock jump"} <= set(summary.faults)
 
 
+@pytest.mark.parametrize("seed", [2642, 2696, 5996])
+def test_seeds_that_found_the_single_round_kip_279_truncation(seed):
+    # `--runs 100000` found these: after several unclean elections a restarted follower kept
+    # a batch of an epoch its leader never had (Cluster._truncate_divergent now asks again).
+    outcome = simulation.run_seed(seed)
+    assert outcome.ok, simulation.report(outcome)
+    assert outcome.counts.unclean_elections >= 2
+
+
 def test_the_fault_kinds_all_occur_over_the_ci_seeds():
     summary, _ = simulation.simulate(range(0, 200))
     expected = {
