@@ -2,31 +2,32 @@
 
 Seed inputs come from a corpus directory (``tests/fuzz_corpus/`` in the repository: v2 batches,
 snapshot files of both formats, Kafka request frames, and in ``found/`` the inputs of past
-findings; :func:`seed_inputs` when there is no directory). Each execution takes a seed, mutates it (bit flips, bytes and big-endian fields set to
-interesting values, length-field edits, truncation, extension, splicing with another input, CRCs
-made right again half of the time so the checks behind the CRC are reached) and feeds it to one
-target. Every target states its contract, the exceptions bad bytes may raise:
+findings; :func:`seed_inputs` when there is no directory). Each execution takes a seed, mutates
+it (bit flips, bytes and big-endian fields set to interesting values, length-field edits,
+truncation, extension, splicing with another input, CRCs made right again half of the time so
+the checks behind the CRC are reached) and feeds it to one target. Each target states the
+exceptions bad bytes may raise (its contract):
 
-==================  =====================================================================  ===========================
-target              calls                                                                  may raise
-==================  =====================================================================  ===========================
-``scan_batches``    compiled ``scan_batches`` (tails "raise" and "ignore"), the same as     ``CorruptRecordError`` (and
-                    the pure-Python twin, a scan that holds together                       ``TruncatedBatchError``),
-                                                                                           ``InvalidRecordError``; with
-                                                                                           ``.valid_bytes``/``.headers``
-``validate_batches`` ``validate_batches`` for every origin, and with ``tail="ignore"``     the same two
-``crc_valid``       ``crc_valid(data)``, then ``crc_valid(data, headers)`` of a good scan  the scan's errors; nothing
-                                                                                           with good headers
-``append_batches``  into a small seeded compiled table: a leader writing offsets into a   the scan's errors (a batch's
-                    writable copy, a follower, the coordinator; verdicts checked           verdict is in the result)
-``decode_records``  ``dedup.batch.decode_records``, control batches skipped and kept       ``CorruptRecordError``
-``decode_snapshot`` ``decode_snapshot`` and each codec's Kafka and full reader, both      ``CorruptSnapshotError``
-                    twins, which must agree (message, or state)
-``read_snapshot``   ``read_snapshot`` of the bytes written to a Kafka-named file           ``CorruptSnapshotError``
-``parse_request``   ``dedup.server.wire.parse_request``                                    ``BadRequest``
-``serve_request``   a parsed request through its handler in ``dedup.server.apis`` on an   ``BadRequest`` (parsing);
-                    in-process ``KafkaServer`` (no sockets), the response encoded          nothing from the handler
-==================  =====================================================================  ===========================
+- ``scan_batches``: the compiled scan, both tails, equal to the pure-Python twin's, batches back
+  to back from 0. May raise ``CorruptRecordError`` (``TruncatedBatchError`` included) and
+  ``InvalidRecordError``, carrying ``.valid_bytes`` and ``.headers``.
+- ``validate_batches``: every origin, and ``tail="ignore"``. The same two.
+- ``crc_valid``: without headers (the scan's errors), then with the headers of a good scan
+  (nothing: it must return, with the same verdicts).
+- ``append_batches``: into a small seeded compiled table, as a leader writing offsets into a
+  writable copy, a follower, the coordinator; verdicts, offsets and the bytes written checked.
+  The scan's errors (a batch's own verdict is in the result, not raised).
+- ``decode_records``: ``dedup.batch.decode_records``, control batches skipped and kept.
+  ``CorruptRecordError``.
+- ``decode_snapshot``: ``decode_snapshot`` and each codec's Kafka and full reader, both twins,
+  which must agree (the message, or the state). ``CorruptSnapshotError``.
+- ``read_snapshot``: the bytes written to a Kafka-named file and read back, as
+  ``decode_snapshot`` reads them. ``CorruptSnapshotError``.
+- ``parse_request``: ``dedup.server.wire.parse_request``. ``BadRequest``.
+- ``serve_request``: a request that parses goes through its handler in ``dedup.server.apis`` on
+  an in-process ``KafkaServer`` (no sockets; Fetch without its wait) and the response is
+  encoded. ``BadRequest`` from parsing; nothing from a handler (the server would log an
+  internal error and close the connection).
 
 Anything else is a finding: an untyped exception, a broken invariant, an "Exception ignored"
 (a swallowed error in a ``noexcept`` function), a crash (a signal) or a hang (an execution
@@ -845,7 +846,8 @@ def run(options: Options, log: Callable[[str], None] = print) -> Report:
     worker carries on (the next seed; in a replay, the next job)."""
     total = Report()
     jobs = _replay_jobs(options) if options.replay else []
-    inflight = mmap.mmap(-1, _INFLIGHT.size + MAX_INPUT)  # shared with the forked workers
+    largest = max([MAX_INPUT, *(path.stat().st_size for path, _ in jobs)])
+    inflight = mmap.mmap(-1, _INFLIGHT.size + largest)  # shared with the forked workers
     deadline = time.monotonic() + options.seconds
     restarts = 0
     while True:

@@ -9,6 +9,7 @@ for the first two, OFFSET_OUT_OF_RANGE for the third. The inputs themselves are 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ from dedup.server.core import KafkaServer
 from dedup.server.wire import ApiKey, BadRequest, parse_request
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What a child Python needs to load the extension as this process did: an AddressSanitizer
+#: build (tools/asan.sh) needs its runtime preloaded.
+SANITIZER = {name: os.environ[name] for name in ("LD_PRELOAD", "ASAN_OPTIONS", "PYTHONMALLOC") if name in os.environ}
 
 #: Metadata v9 whose topics array (a compact count) claims 2^32 - 2 topics in a frame of 22 bytes:
 #: kio's native reader reserved 34 GB for it and the failed allocation aborted the process, every
@@ -54,7 +58,7 @@ with ServerThread({str(tmp_path)!r}, brokers=1, topics=["clicks"]) as running:
         sock.sendall(bytes.fromhex("0000000e001200000000000100046675 7a7a".replace(" ", "")))
         print("still serving", len(sock.recv(1000)) > 4)
 """
-    env = {"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **SANITIZER}
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-800:]}"
     lines = done.stdout.splitlines()
