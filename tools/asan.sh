@@ -32,7 +32,8 @@ echo "+ build with AddressSanitizer in $scratch"
 CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" LDFLAGS="-fsanitize=address" \
     "$python" setup.py build_ext --inplace > build.log 2>&1 || { cat build.log; exit 1; }
 for module in dedup/_state*.so dedup/_records*.so dedup/_snapshot*.so; do
-    nm -D "$module" | grep -q __asan_report || { echo "$module is not instrumented" >&2; exit 1; }
+    # (grep without -q reads all of nm's output: -q would end it with SIGPIPE, a failure under pipefail)
+    nm -D "$module" | grep __asan_report > /dev/null || { echo "$module is not instrumented" >&2; exit 1; }
 done
 
 LD_PRELOAD=$(gcc -print-file-name=libasan.so)
