@@ -1,4 +1,4 @@
-"""Command line: ``python -m dedup demo | serve | simulate | dump-log FILE | dump-snapshot FILE | bench``."""
+"""Command line: ``python -m dedup demo | serve | simulate | dump-log FILE | dump-snapshot FILE | bench | fuzz``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("bench", help="headline speed and memory against the peers and a C loop", add_help=False)
     commands.add_parser("serve", help="dedup's brokers on loopback for real Kafka clients", add_help=False)
     commands.add_parser("simulate", help="deterministic fault simulation of a replicated partition", add_help=False)
+    commands.add_parser("fuzz", help="mutation fuzzing of everything that reads bytes", add_help=False)
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["bench"]:  # its options start with "--", which REMAINDER would not take
         from .bench import main as bench_main
@@ -26,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .simulation import main as simulate_main
 
         return simulate_main(arguments[1:])
+    if arguments[:1] == ["fuzz"]:
+        from .fuzz import main as fuzz_main
+
+        return fuzz_main(arguments[1:])
     if arguments[:1] == ["serve"]:
         from .server.cli import main as serve_main
 

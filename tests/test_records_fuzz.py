@@ -30,6 +30,7 @@ import ctypes
 import faulthandler
 import gc
 import mmap
+import os
 import random
 import struct
 import subprocess
@@ -64,6 +65,9 @@ TIMESTAMP = 1_767_225_600_000
 ORIGINS = [Origin.CLIENT, Origin.REPLICATION, Origin.COORDINATOR]
 ERROR_CODES = {0, 2, 45, 47, 48, 52, 87}
 WATCHDOG_SECONDS = 120
+#: What a child Python needs to load the extension as this process did: an AddressSanitizer
+#: build (tools/asan.sh) needs its runtime preloaded.
+SANITIZER = {name: os.environ[name] for name in ("LD_PRELOAD", "ASAN_OPTIONS", "PYTHONMALLOC") if name in os.environ}
 
 
 @pytest.fixture(autouse=True)
@@ -776,7 +780,7 @@ def test_crc_valid_headers_whose_end_overflows_int64():
     )
     child = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
-        env={"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **SANITIZER},
     )
     assert child.returncode == 0, f"crc_valid crashed (exit status {child.returncode}): {child.stderr[-500:]}"
     assert child.stdout.startswith("ValueError headers[0] does not describe a batch inside data")

@@ -212,6 +212,8 @@ def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> t
                 "records": b"",
             }
             error = _leader_error(cluster, wanted.partition, broker_id, getattr(wanted, "current_leader_epoch", -1))
+            if error == ErrorCode.none and wanted.fetch_offset < 0:  # below any log start offset
+                error = ErrorCode.offset_out_of_range
             if error == ErrorCode.none:
                 assert cluster is not None
                 log = cluster.leader_log

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
+from kio.serial._introspect import classify_field, get_field_tag, get_schema_field_type, is_optional
 from kio.static.primitive import i32Timedelta
 
 __all__ = [
@@ -101,6 +102,7 @@ def parse_request(frame: bytes) -> Request:
             return Request(api_key, api_version, correlation_id, None, None)
         raise BadRequest(f"{ApiKey(api_key).name} v{api_version} is not served (v{low} to v{high} are)")
     schema = load_request_schema(api_key, api_version)
+    check_sizes(schema, frame)
     try:
         header, size = entity_reader(schema.__header_schema__)(frame, 0)
         body, body_size = entity_reader(schema)(frame, size)
@@ -111,6 +113,154 @@ def parse_request(frame: bytes) -> Request:
             f"{ApiKey(api_key).name} v{api_version}: {len(frame) - size - body_size} bytes after the request"
         )
     return Request(api_key, api_version, correlation_id, header.client_id, body)
+
+
+# --- sizes checked before kio reads -----------------------------------------------------------------
+#
+# kio's reader (native code) reserves an array's memory from the count on the wire before it reads
+# the elements: the count 2^31 in a frame of 24 bytes asks for hundreds of GB, and the failed
+# allocation aborts the process, every broker of it (found by ``python -m dedup fuzz``). Kafka's
+# readers refuse a count larger than the bytes left; check_sizes does the same before kio runs, by
+# walking the frame with the request's schema. Every array element and every field takes at least
+# one byte, so a count or length larger than the bytes left is never a valid request.
+
+_FIXED_SIZES = {
+    "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4, "uint32": 4,
+    "timedelta_i32": 4, "int64": 8, "uint64": 8, "float64": 8, "timedelta_i64": 8, "datetime_i64": 8, "uuid": 16,
+}  # fmt: skip
+
+# A plan is (steps, flexible); a step is ("fixed", size), ("string", width, name, nullable) with
+# width 0 for a compact length, 2 or 4 for a legacy one, ("entity", plan) or ("array", element step,
+# name, nullable).
+_Plan = tuple[tuple[tuple[Any, ...], ...], bool]
+
+
+@functools.cache
+def _plan(entity: Any, header: bool = False) -> _Plan:
+    flexible = bool(entity.__flexible__)
+    steps = []
+    for schema_field in dataclasses.fields(entity):
+        if get_field_tag(schema_field) is not None:
+            continue  # in the tagged fields at the end, each with its size (none in the served requests)
+        kind = classify_field(schema_field)
+        name, nullable = schema_field.name, is_optional(schema_field)
+        step: tuple[Any, ...]
+        if dataclasses.is_dataclass(kind.type_):
+            if not kind.is_array and nullable:
+                raise NotImplementedError(f"{entity.__name__}.{name}: a nullable entity")
+            step = ("entity", _plan(kind.type_))
+        else:
+            kafka_type = get_schema_field_type(schema_field)
+            if header and name == "client_id":  # always a legacy string (Kafka's RequestHeader)
+                step = ("string", 2, name, True)
+            elif kafka_type in _FIXED_SIZES:
+                step = ("fixed", _FIXED_SIZES[kafka_type])
+            elif kafka_type in ("string", "bytes", "records"):
+                width = 0 if flexible else 2 if kafka_type == "string" else 4
+                step = ("string", width, name, nullable and not kind.is_array)
+            else:
+                raise NotImplementedError(f"{entity.__name__}.{name}: kafka type {kafka_type}")
+        steps.append(("array", step, name, nullable) if kind.is_array else step)
+    return tuple(steps), flexible
+
+
+def _unsigned_varint(frame: bytes, at: int, what: str) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(5):
+        if at >= len(frame):
+            raise BadRequest(f"{what}: the request ends inside a varint")
+        byte = frame[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+    raise BadRequest(f"{what}: a varint longer than 5 bytes")
+
+
+def _signed(frame: bytes, at: int, width: int, what: str) -> int:
+    if at + width > len(frame):
+        raise BadRequest(f"{what}: the request ends at byte {len(frame)}, inside a field at {at}")
+    return int.from_bytes(frame[at : at + width], "big", signed=True)
+
+
+def _fits(count: int, frame: bytes, at: int, what: str) -> None:
+    if count < 0:
+        raise BadRequest(f"{what}: a length of {count}")
+    if count > len(frame) - at:
+        raise BadRequest(f"{what}: a length of {count} with {len(frame) - at} bytes left in the request")
+
+
+def _null(step: tuple[Any, ...], what: str) -> None:
+    if not step[3]:  # Kafka's reader: "non-nullable field X was serialized as null"
+        raise BadRequest(f"{what}: non-nullable field {step[2]} was serialized as null")
+
+
+def _walk_step(step: tuple[Any, ...], frame: bytes, at: int, flexible: bool, what: str) -> int:
+    kind = step[0]
+    if kind == "fixed":
+        return at + step[1]
+    if kind == "entity":
+        return _walk(step[1], frame, at, what)
+    if kind == "string":
+        if step[1] == 0:
+            length, at = _unsigned_varint(frame, at, what)
+            length -= 1  # 0 is null
+        else:
+            length = _signed(frame, at, step[1], what)
+            at += step[1]
+        if length == -1:
+            _null(step, what)
+            return at
+        _fits(length, frame, at, f"{what}: {step[2]}")
+        return at + length
+    # an array: a compact (varint n + 1, 0 null) or legacy (int32, -1 null) count, then the elements
+    if flexible:
+        count, at = _unsigned_varint(frame, at, what)
+        count -= 1
+    else:
+        count = _signed(frame, at, 4, what)
+        at += 4
+    if count == -1:
+        _null(step, what)
+        return at
+    _fits(count, frame, at, f"{what}: {step[2]}")
+    element = step[1]
+    if element[0] == "fixed":
+        return at + count * element[1]
+    for index in range(count):
+        at = _walk_step(element, frame, at, flexible, f"{what}[{index}]")
+        if at > len(frame):
+            break
+    return at
+
+
+def _walk(plan: _Plan, frame: bytes, at: int, what: str) -> int:
+    steps, flexible = plan
+    for step in steps:
+        at = _walk_step(step, frame, at, flexible, what)
+        if at > len(frame):
+            raise BadRequest(f"{what}: the request ends at byte {len(frame)}, before its fields do")
+    if flexible:
+        count, at = _unsigned_varint(frame, at, f"{what}: tagged fields")
+        _fits(count, frame, at, f"{what}: tagged fields")
+        for _ in range(count):
+            _, at = _unsigned_varint(frame, at, f"{what}: tag")
+            size, at = _unsigned_varint(frame, at, f"{what}: tagged field size")
+            _fits(size, frame, at, f"{what}: tagged field")
+            at += size
+    return at
+
+
+def check_sizes(schema: Any, frame: bytes) -> None:
+    """``BadRequest`` if an array count, a string or bytes length or a tagged field count in
+    ``frame`` (a request of ``schema``, header included) is larger than the bytes left after it,
+    or negative, or null where the field is not nullable (kio would read None there); the rest
+    is left to kio's reader. Run before it: kio reserves memory from the counts and cannot
+    survive an absurd one."""
+    name = schema.__name__
+    at = _walk(_plan(schema.__header_schema__, header=True), frame, 0, f"{name} header")
+    _walk(_plan(schema), frame, at, name)
 
 
 def encode_response(request: Request, body: Any) -> bytes:
