@@ -266,18 +266,22 @@ cdef inline void ring_decode(const Table* t, char* e, int64_t* last_offsets, int
 
 # --- the index's hash (the probe loop and its sentinels: _state.pyx) ----------------------
 
-cdef inline uint64_t hash_producer_id(const Table* t, int64_t producer_id) noexcept nogil:
+cdef inline uint64_t mix_producer_id(uint64_t seed, int64_t producer_id) noexcept nogil:
     # MurmurHash3's 64-bit finaliser over the id keyed with the table's random seed: producer
     # ids are handed out sequentially, every bit of the result depends on every bit of the
     # id, and a client choosing ids (Kafka accepts unknown ones) cannot aim them at one slot.
     # Every step is invertible, so two ids have the same hash only if they are equal.
-    cdef uint64_t h = <uint64_t>producer_id ^ t.hash_seed
+    cdef uint64_t h = <uint64_t>producer_id ^ seed
     h ^= h >> 33
     h *= <uint64_t>0xff51afd7ed558ccdULL
     h ^= h >> 33
     h *= <uint64_t>0xc4ceb9fe1a85ec53ULL
     h ^= h >> 33
     return h
+
+
+cdef inline uint64_t hash_producer_id(const Table* t, int64_t producer_id) noexcept nogil:
+    return mix_producer_id(t.hash_seed, producer_id)
 
 
 cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:

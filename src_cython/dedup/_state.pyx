@@ -177,25 +177,35 @@ cdef int index_resize(Table* t, uint64_t capacity) except -1 nogil:
     return 0
 
 
-cdef inline Py_ssize_t find_hashed(const Table* t, int64_t producer_id, uint64_t h) noexcept nogil:
-    if t.count == 0:
-        return -1
-    cdef uint32_t capacity = t.index_capacity
+cdef inline Py_ssize_t probe_index(const uint32_t* index, uint32_t capacity, uint32_t tag_mask,
+                                   uint32_t idx_mask, char** entry_chunks, int chunk_shift,
+                                   Py_ssize_t chunk_mask, Py_ssize_t stride, int64_t producer_id,
+                                   uint64_t h) noexcept nogil:
+    """The probe loop: the entry number of producer_id (hash h) in a non-empty index, or -1.
+    Its fields are passed one by one so that append_columns can hold them in registers (its
+    TableView) while find_hashed reads them from the Table."""
     cdef uint32_t slot = home_slot(h, capacity)
-    cdef uint32_t tag = <uint32_t>h & t.tag_mask
+    cdef uint32_t tag = <uint32_t>h & tag_mask
     cdef uint32_t value
     cdef Py_ssize_t i
     while True:
-        value = t.index[slot]
+        value = index[slot]
         if value == DEDUP_INDEX_EMPTY:
             return -1
-        if (value & t.tag_mask) == tag and value != DEDUP_INDEX_DELETED:
-            i = value & t.idx_mask
-            if (<EntryHeader*>entry_at(t, i)).producer_id == producer_id:
+        if (value & tag_mask) == tag and value != DEDUP_INDEX_DELETED:
+            i = value & idx_mask
+            if (<EntryHeader*>(entry_chunks[i >> chunk_shift] + (i & chunk_mask) * stride)).producer_id == producer_id:
                 return i
         slot += 1
         if slot == capacity:
             slot = 0
+
+
+cdef inline Py_ssize_t find_hashed(const Table* t, int64_t producer_id, uint64_t h) noexcept nogil:
+    if t.count == 0:
+        return -1
+    return probe_index(t.index, t.index_capacity, t.tag_mask, t.idx_mask, t.entry_chunks, t.chunk_shift,
+                       t.chunk_mask, t.stride, producer_id, h)
 
 
 cdef Py_ssize_t table_find(const Table* t, int64_t producer_id) noexcept nogil:
@@ -1054,14 +1064,7 @@ cdef inline void view_table(const Table* t, TableView* view) noexcept nogil:
 
 
 cdef inline uint64_t view_hash(const TableView* view, int64_t producer_id) noexcept nogil:
-    # hash_producer_id, with the seed from the view.
-    cdef uint64_t h = <uint64_t>producer_id ^ view.hash_seed
-    h ^= h >> 33
-    h *= <uint64_t>0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    h *= <uint64_t>0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 33
-    return h
+    return mix_producer_id(view.hash_seed, producer_id)
 
 
 cdef inline char* view_entry(const TableView* view, Py_ssize_t i) noexcept nogil:
@@ -1070,21 +1073,8 @@ cdef inline char* view_entry(const TableView* view, Py_ssize_t i) noexcept nogil
 
 cdef inline Py_ssize_t view_find(const TableView* view, int64_t producer_id, uint64_t h) noexcept nogil:
     """find_hashed through the view (its count must not be 0: the index may not exist)."""
-    cdef uint32_t slot = home_slot(h, view.index_capacity)
-    cdef uint32_t tag = <uint32_t>h & view.tag_mask
-    cdef uint32_t value
-    cdef Py_ssize_t i
-    while True:
-        value = view.index[slot]
-        if value == DEDUP_INDEX_EMPTY:
-            return -1
-        if (value & view.tag_mask) == tag and value != DEDUP_INDEX_DELETED:
-            i = value & view.idx_mask
-            if (<EntryHeader*>view_entry(view, i)).producer_id == producer_id:
-                return i
-        slot += 1
-        if slot == view.index_capacity:
-            slot = 0
+    return probe_index(view.index, view.index_capacity, view.tag_mask, view.idx_mask, view.entry_chunks,
+                       view.chunk_shift, view.chunk_mask, view.stride, producer_id, h)
 
 
 cdef inline Py_ssize_t view_entry_hint(const TableView* view, uint64_t h) noexcept nogil:
