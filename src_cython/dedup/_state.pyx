@@ -945,21 +945,26 @@ cdef inline void prefetch_home_slot(const Table* t, uint64_t h) noexcept nogil:
     dedup_prefetch(t.index + home_slot(h, t.index_capacity))
 
 
-cdef inline Py_ssize_t entry_hint(const Table* t, uint64_t h) noexcept nogil:
+cdef inline Py_ssize_t home_hint(const uint32_t* index, uint32_t capacity, uint32_t tag_mask,
+                                 uint32_t idx_mask, Py_ssize_t count, uint64_t h) noexcept nogil:
     """The entry that the home index slot of hash h names if its tag matches (most likely the
-    producer's entry, to prefetch), or -1.
+    producer's entry, to prefetch), or -1. The index must exist (count > 0).
 
     The prefetches themselves stay in the caller's loop: GCC (12) takes a function whose only
     effect is a prefetch for one without side effects and drops its calls."""
-    if t.count == 0:
-        return -1
-    cdef uint32_t value = t.index[home_slot(h, t.index_capacity)]
+    cdef uint32_t value = index[home_slot(h, capacity)]
     cdef Py_ssize_t i
-    if value < DEDUP_INDEX_DELETED and (value & t.tag_mask) == (<uint32_t>h & t.tag_mask):
-        i = value & t.idx_mask
-        if i < t.count:
+    if value < DEDUP_INDEX_DELETED and (value & tag_mask) == (<uint32_t>h & tag_mask):
+        i = value & idx_mask
+        if i < count:
             return i
     return -1
+
+
+cdef inline Py_ssize_t entry_hint(const Table* t, uint64_t h) noexcept nogil:
+    if t.count == 0:
+        return -1
+    return home_hint(t.index, t.index_capacity, t.tag_mask, t.idx_mask, t.count, h)
 
 
 cdef int append_row(Table* t, const BatchColumns* batches, VerdictColumns* out, Py_ssize_t row,
@@ -1078,18 +1083,8 @@ cdef inline Py_ssize_t view_find(const TableView* view, int64_t producer_id, uin
 
 
 cdef inline Py_ssize_t view_entry_hint(const TableView* view, uint64_t h) noexcept nogil:
-    """The entry that the home index slot of hash h names if its tag matches (most likely the
-    producer's entry, to prefetch), or -1. The view's count must not be 0.
-
-    The prefetches themselves stay in the caller's loop: GCC (12) takes a function whose only
-    effect is a prefetch for one without side effects and drops its calls."""
-    cdef uint32_t value = view.index[home_slot(h, view.index_capacity)]
-    cdef Py_ssize_t i
-    if value < DEDUP_INDEX_DELETED and (value & view.tag_mask) == (<uint32_t>h & view.tag_mask):
-        i = value & view.idx_mask
-        if i < view.count:
-            return i
-    return -1
+    """entry_hint through the view (its count must not be 0)."""
+    return home_hint(view.index, view.index_capacity, view.tag_mask, view.idx_mask, view.count, h)
 
 
 cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictColumns* out,
