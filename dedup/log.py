@@ -220,6 +220,13 @@ class PartitionLog:
         self._unsynced_snapshots: set[int] = set()
         self._last_snapshot_offset = 0
         self._offline: str | None = None
+        #: Ranges [start, end) whose batches a rebuild did not replay although the reloaded
+        #: table had producers: Kafka's shortcut in rebuildProducerState (spec §5.3 step 3,
+        #: ``wasEmpty``) decides from the table *before* truncateAndReload, so a table that was
+        #: empty only because its producers expired (say, after their transaction was aborted
+        #: in the part being truncated) skips the replay after an older snapshot brings a
+        #: producer back. dedup reproduces Kafka and records the range here.
+        self.skipped_replays: list[tuple[int, int]] = []
         self._closed = False
         self._high_watermark = 0
         self._log_start_offset = 0
@@ -876,6 +883,11 @@ class PartitionLog:
         snapshot_offset, set_aside = self._truncate_and_reload(target)
         loaded = time.perf_counter() - started
         batches = replayed = 0
+        if was_empty and target > self._table.map_end_offset and len(self._table):
+            self.skipped_replays.append((self._table.map_end_offset, target))
+            logger.info("log %s: Kafka's empty-before-truncation shortcut skips the replay of [%d, %d) although "
+                        "the reloaded snapshot holds producers",
+                        self.directory, self._table.map_end_offset, target)  # fmt: skip
         if target > self._table.map_end_offset and not was_empty:
             to_snapshot = {target, *self._bases[-2:]}
             for segment in self._segments:
