@@ -375,6 +375,16 @@ def decode_full(data: Any, table_class: type[ProducerStateTable] = ProducerState
     return table
 
 
+def _loaded_entry(window: int, epoch: int, coordinator_epoch: int, last_timestamp: int, txn: int) -> _Entry:
+    """An entry of a full snapshot (either version) with its header fields, no batches yet."""
+    live = _Entry(window)
+    live.producer_epoch = epoch
+    live.coordinator_epoch = coordinator_epoch
+    live.last_timestamp = last_timestamp
+    live.current_txn_first_offset = None if txn == NO_TXN else txn
+    return live
+
+
 def _entry(numbers: dict[int, int], number: int, producer_id: int, txn: int, map_end_offset: int) -> str:
     """Both versions: entry ``number``'s producer id and transaction checked; where it is, for messages."""
     if producer_id < 0:
@@ -457,11 +467,7 @@ def _load_full_v2(
                 f"full snapshot: entry {number}: batch count {batch_count} exceeds the window: expected 0..{window}"
             )
         where = _entry(numbers, number, producer_id, txn, map_end_offset)
-        live = _Entry(window)
-        live.producer_epoch = epoch
-        live.coordinator_epoch = coordinator_epoch
-        live.last_timestamp = last_timestamp
-        live.current_txn_first_offset = None if txn == NO_TXN else txn
+        live = _loaded_entry(window, epoch, coordinator_epoch, last_timestamp, txn)
         for index in range(batch_count - 1):
             fields = list(SLOT.unpack_from(octets, position + RECORD.size + SLOT.size * index))
             at = f"{where}, batch {index}"
@@ -544,11 +550,7 @@ def _load_full_v1(
             octets, position
         )
         where = _entry(numbers, number, producer_id, txn, map_end_offset)
-        live = _Entry(window)
-        live.producer_epoch = epoch
-        live.coordinator_epoch = coordinator_epoch
-        live.last_timestamp = last_timestamp
-        live.current_txn_first_offset = None if txn == NO_TXN else txn
+        live = _loaded_entry(window, epoch, coordinator_epoch, last_timestamp, txn)
         for index in range(batch_count):
             last_sequence, offset_delta, last_offset, timestamp = FULL_BATCH.unpack_from(
                 octets, position + FULL_ENTRY.size + FULL_BATCH.size * index
