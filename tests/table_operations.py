@@ -24,7 +24,7 @@ from conftest import TWINS
 from hypothesis import strategies as st
 
 from dedup import Origin
-from dedup._types import INT16_MAX, INT32_MAX, increment_sequence
+from dedup._types import INT16_MAX, INT32_MAX, wrap_increment
 from dedup.errors import KafkaError
 
 PIDS = [0, 1, 2, 3, 1 << 40]
@@ -144,7 +144,8 @@ def apply(table, op, clock):
         batches = entry.batches if entry is not None else ()
         if kind == "next":
             pid, count, gap, transactional = args
-            seq = increment_sequence(batches[-1].last_sequence, 1) if batches else 0
+            # A stored last sequence may be -1 (NO_SEQUENCE, a replicated batch): 0 follows it.
+            seq = wrap_increment(batches[-1].last_sequence, 1) if batches else 0
             op = ("append", pid, epoch, seq, count, gap, Origin.CLIENT, transactional)
         else:
             pid, back = args
