@@ -802,6 +802,9 @@ class TwinTables(RuleBasedStateMachine):
         assert compiled == ref
         if self.compiled.capacity_report()["wide_entries"]:
             event("invariant: some compiled entries are wide")
+        # remove_expired reads no entry while the count of ongoing transactions is 0: exact.
+        count, recount = _state.open_transactions_c(self.compiled)
+        assert count == recount
         entries, length, map_end_offset = compiled
         assert entries == self.model.entries()
         assert length == len(self.model.producers)

@@ -208,10 +208,12 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
             e = entry_at(t, i)
             header = <EntryHeader*>e
             entry_drop_batches(t, e)
+            t.open_txns -= header.current_txn_first_offset != NO_TXN
         header.producer_epoch = <int16_t>dedup_load_be16(q + KAFKA_EPOCH)
         header.coordinator_epoch = <int32_t>dedup_load_be32(q + KAFKA_COORDINATOR_EPOCH)
         txn = <int64_t>dedup_load_be64(q + KAFKA_CURRENT_TXN_FIRST_OFFSET)
         header.current_txn_first_offset = txn if txn >= 0 else NO_TXN  # a transaction iff >= 0
+        t.open_txns += txn >= 0
         timestamp = <int64_t>dedup_load_be64(q + KAFKA_TIMESTAMP)
         if last_offset >= 0:  # one batch iff LastOffset >= 0; slot 0 (head 0, count 1)
             # Its timestamp is the entry's last_timestamp (the one Timestamp field). One batch
@@ -631,6 +633,7 @@ cdef inline char* full_entry(Table* t, BulkLoad* bulk, const unsigned char* q, i
     cdef char* e = bulk_append(t, bulk, producer_id)
     cdef EntryHeader* header = <EntryHeader*>e
     header.current_txn_first_offset = txn
+    t.open_txns += txn != NO_TXN
     header.coordinator_epoch = <int32_t>dedup_load_be32(q + FULL_COORDINATOR_EPOCH)
     header.producer_epoch = <int16_t>dedup_load_be16(q + FULL_PRODUCER_EPOCH)
     # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit

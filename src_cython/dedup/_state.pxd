@@ -9,6 +9,8 @@
 #     growth never copies more than the first chunk and never holds twice the memory;
 #     presizing (table_reserve) allocates the chunks it adds as one slab in transparent huge
 #     pages, so that filling a large table (a snapshot being loaded) takes few page faults;
+#     a large table growing without the hint adds growth slabs of 64 chunks, also in huge
+#     pages, each freed once all its chunks are spare;
 #     entry i is at entry_chunks[i >> chunk_shift] + (i & chunk_mask) * stride;
 #   * last_timestamp sits in a column beside each chunk (ts_chunks), so expiration scans
 #     8 bytes per producer instead of a whole entry;
@@ -126,11 +128,11 @@ ctypedef struct Verdict:
 ctypedef struct Table:
     char** entry_chunks
     int64_t** ts_chunks                # last_timestamp column, one per entry chunk
-    uint8_t* chunk_in_slab             # 1: the chunk is part of a slab (freed with it)
+    uint8_t* chunk_in_slab             # CHUNK_SINGLE, or how its slab is freed (_state.pyx, "entry storage")
     Py_ssize_t n_chunks
     Py_ssize_t chunk_slots             # length of the three per-chunk arrays
-    char** slab_entries                # slabs: many chunks in one allocation (table_reserve)
-    int64_t** slab_stamps
+    char** slab_entries                # slabs: many chunks in one block (slab.h), entries then timestamps
+    size_t* slab_sizes                 # each slab's mapped length
     Py_ssize_t n_slabs
     Py_ssize_t slab_slots
     Py_ssize_t slab_floor              # chunks below this index are never released singly
@@ -139,6 +141,7 @@ ctypedef struct Table:
     int chunk_shift
     int window
     Py_ssize_t count                   # live entries: numbers 0..count-1
+    Py_ssize_t open_txns               # entries with an ongoing transaction (current_txn_first_offset set)
     Py_ssize_t reserved                # the capacity hint: never shrink below it
     Py_ssize_t stride
     Py_ssize_t off_gap

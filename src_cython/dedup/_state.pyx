@@ -23,6 +23,13 @@ from dedup._types import AppendManyResult, BatchMetadata, CompletedTxn, Origin, 
 
 from dedup._cheaders cimport dedup_advise_huge_pages
 
+cdef extern from "slab.h":
+    # A block of at least size bytes in huge pages where the system has them (*mapped: its
+    # length, for dedup_slab_free; rounded up to whole huge pages if asked), traced by
+    # tracemalloc; NULL if none.
+    void* dedup_slab_alloc(size_t size, int whole_huge_pages, size_t* mapped) noexcept nogil
+    void dedup_slab_free(void* p, size_t mapped) noexcept nogil
+
 cdef extern from *:
     """
     /* An exact int of at most two 30-bit digits (|v| < 2^60: ids, sequences, offsets and
@@ -62,6 +69,8 @@ cdef extern from "prefetch.h":
 cdef extern from *:
     """
     #define DEDUP_SLAB_MIN_CHUNKS 8
+    #define DEDUP_GROWTH_FROM 64
+    #define DEDUP_GROWTH_CHUNKS 64
     #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)
     #define DEDUP_INDEX_DELETED ((uint32_t)0xFFFFFFFEu)
     #define DEDUP_CHUNK_BYTES ((Py_ssize_t)128 * 1024)
@@ -78,6 +87,9 @@ cdef extern from *:
     const Py_ssize_t DEDUP_MAX_PRODUCERS
     # table_reserve puts the chunks it adds in one slab from this many on.
     const Py_ssize_t DEDUP_SLAB_MIN_CHUNKS
+    # A table of this many chunks grows by slabs of DEDUP_GROWTH_CHUNKS chunks (reserve_entries).
+    const Py_ssize_t DEDUP_GROWTH_FROM
+    const Py_ssize_t DEDUP_GROWTH_CHUNKS
 
 _log = logging.getLogger("dedup")
 # The slow paths of the argument checks, bound once: looking them up per call would cost
@@ -252,48 +264,60 @@ cdef int ensure_chunk_slots(Table* t, Py_ssize_t slots) except -1 nogil:
     return 0
 
 
-cdef int alloc_slab(Table* t, Py_ssize_t chunks) except -1 nogil:
-    """`chunks` whole chunks after the last one, as one allocation of entries and one of
-    timestamps, advised huge pages. Slab chunks are freed with their slab, never singly."""
+# What chunk_in_slab says of a chunk.
+cdef enum:
+    CHUNK_SINGLE = 0                   # allocated alone, freed alone
+    CHUNK_RESERVED = 1                 # in a slab of table_reserve: stays until table_free
+    CHUNK_GROWTH_FIRST = 2             # the first chunk of a growth slab
+    CHUNK_GROWTH = 3                   # a later chunk of one: the slab is freed when all are spare
+
+
+cdef int alloc_slab(Table* t, Py_ssize_t chunks, bint growth=False) except -1 nogil:
+    """`chunks` whole chunks after the last one in one slab (slab.h: huge pages), the entries
+    first and the timestamp columns after them. Slab chunks are freed with their slab, never
+    singly: a reserved slab (table_reserve) in table_free, a growth slab (a large table growing
+    without the hint) once all its chunks are spare (release_spare_chunks)."""
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
     cdef Py_ssize_t k
     cdef char** slab_entries
-    cdef int64_t** slab_stamps
+    cdef size_t* slab_sizes
+    cdef size_t entry_bytes, mapped
     ensure_chunk_slots(t, t.n_chunks + chunks)
     if t.n_slabs == t.slab_slots:
         slab_entries = <char**>try_alloc(t.slab_slots * 2 + 4, sizeof(char*))
-        slab_stamps = <int64_t**>try_alloc(t.slab_slots * 2 + 4, sizeof(int64_t*))
-        if slab_entries == NULL or slab_stamps == NULL:
+        slab_sizes = <size_t*>try_alloc(t.slab_slots * 2 + 4, sizeof(size_t))
+        if slab_entries == NULL or slab_sizes == NULL:
             PyMem_RawFree(slab_entries)
-            PyMem_RawFree(slab_stamps)
+            PyMem_RawFree(slab_sizes)
             out_of_memory(t.slab_slots * 2 + 4, sizeof(char*))
         if t.n_slabs:
             memcpy(slab_entries, t.slab_entries, t.n_slabs * sizeof(char*))
-            memcpy(slab_stamps, t.slab_stamps, t.n_slabs * sizeof(int64_t*))
+            memcpy(slab_sizes, t.slab_sizes, t.n_slabs * sizeof(size_t))
         PyMem_RawFree(t.slab_entries)
-        PyMem_RawFree(t.slab_stamps)
+        PyMem_RawFree(t.slab_sizes)
         t.slab_entries = slab_entries
-        t.slab_stamps = slab_stamps
-        t.bytes += <size_t>(t.slab_slots * 2 + 4 - t.slab_slots) * (sizeof(char*) + sizeof(int64_t*))
+        t.slab_sizes = slab_sizes
+        t.bytes += <size_t>(t.slab_slots * 2 + 4 - t.slab_slots) * (sizeof(char*) + sizeof(size_t))
         t.slab_slots = t.slab_slots * 2 + 4
-    cdef char* entries = <char*>try_alloc(chunks * chunk, t.stride)
-    cdef int64_t* stamps = <int64_t*>try_alloc(chunks * chunk, sizeof(int64_t))
-    if entries == NULL or stamps == NULL:
-        PyMem_RawFree(entries)
-        PyMem_RawFree(stamps)
+    if <size_t>(chunks * chunk) > (<size_t>-1) / (<size_t>t.stride + sizeof(int64_t)):
         out_of_memory(chunks * chunk, t.stride + sizeof(int64_t))
-    dedup_advise_huge_pages(entries, <size_t>(chunks * chunk) * t.stride)
-    dedup_advise_huge_pages(stamps, <size_t>(chunks * chunk) * sizeof(int64_t))
+    entry_bytes = <size_t>(chunks * chunk) * <size_t>t.stride  # a multiple of 8: stamps stay aligned
+    cdef size_t stamp_bytes = <size_t>(chunks * chunk) * sizeof(int64_t)
+    cdef char* entries = <char*>dedup_slab_alloc(entry_bytes + stamp_bytes, growth, &mapped)
+    if entries == NULL:
+        out_of_memory(chunks * chunk, t.stride + sizeof(int64_t))
+    cdef int64_t* stamps = <int64_t*>(entries + entry_bytes)
     t.slab_entries[t.n_slabs] = entries
-    t.slab_stamps[t.n_slabs] = stamps
+    t.slab_sizes[t.n_slabs] = mapped
     t.n_slabs += 1
     for k in range(chunks):
         t.entry_chunks[t.n_chunks] = entries + k * chunk * t.stride
         t.ts_chunks[t.n_chunks] = stamps + k * chunk
-        t.chunk_in_slab[t.n_chunks] = 1
+        t.chunk_in_slab[t.n_chunks] = (CHUNK_GROWTH_FIRST if k == 0 else CHUNK_GROWTH) if growth else CHUNK_RESERVED
         t.n_chunks += 1
-    t.slab_floor = t.n_chunks
-    t.bytes += <size_t>(chunks * chunk) * (t.stride + sizeof(int64_t))
+    if not growth:
+        t.slab_floor = t.n_chunks
+    t.bytes += mapped
     return 0
 
 
@@ -314,7 +338,11 @@ cdef int alloc_chunk(Table* t, Py_ssize_t entries, char** entry_block, int64_t**
 cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1 nogil:
     """Room for `needed` entries. Chunk 0 doubles up to a full chunk, then whole chunks are
     added: growth copies at most one chunk and never holds twice the memory. With `slab`
-    (presizing), many missing chunks come as one slab in huge pages."""
+    (presizing), many missing chunks come as one slab in huge pages. A table past
+    DEDUP_GROWTH_FROM chunks grows by growth slabs of DEDUP_GROWTH_CHUNKS chunks (7.9 MB at
+    window 5, mapped as 8 MB: whole huge pages), so that filling, scanning and freeing a
+    large table take few page faults and TLB misses; growth then holds at most one slab
+    more than needed."""
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
     cdef Py_ssize_t fresh0
     cdef char* entries
@@ -343,9 +371,12 @@ cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1
     if slab and missing >= DEDUP_SLAB_MIN_CHUNKS:
         alloc_slab(t, missing)
     while entry_capacity(t) < needed:
+        if t.n_chunks >= DEDUP_GROWTH_FROM:
+            alloc_slab(t, DEDUP_GROWTH_CHUNKS, True)
+            continue
         ensure_chunk_slots(t, t.n_chunks + 1)
         alloc_chunk(t, chunk, &t.entry_chunks[t.n_chunks], &t.ts_chunks[t.n_chunks])
-        t.chunk_in_slab[t.n_chunks] = 0
+        t.chunk_in_slab[t.n_chunks] = CHUNK_SINGLE
         t.n_chunks += 1
     return 0
 
@@ -355,14 +386,28 @@ cdef void release_spare_chunks(Table* t) noexcept nogil:
     cdef Py_ssize_t keep = max(t.count, t.reserved)
     cdef Py_ssize_t needed = 1 if keep <= t.chunk_mask + 1 else ((keep - 1) >> t.chunk_shift) + 1
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
-    needed = max(needed, t.slab_floor)  # slab chunks go with their slab, in table_free
+    cdef Py_ssize_t first, k
+    needed = max(needed, t.slab_floor)  # reserved slabs go in table_free
     while t.n_chunks > needed:
-        t.n_chunks -= 1
-        PyMem_RawFree(t.entry_chunks[t.n_chunks])
-        PyMem_RawFree(t.ts_chunks[t.n_chunks])
-        t.entry_chunks[t.n_chunks] = NULL
-        t.ts_chunks[t.n_chunks] = NULL
-        t.bytes -= <size_t>chunk * (t.stride + sizeof(int64_t))
+        first = t.n_chunks - 1
+        if t.chunk_in_slab[first] != CHUNK_SINGLE:
+            # The top chunk is in a growth slab, the last slab allocated: all of it or none.
+            while t.chunk_in_slab[first] != CHUNK_GROWTH_FIRST:
+                first -= 1
+            if first < needed:
+                return
+            t.n_slabs -= 1
+            dedup_slab_free(t.slab_entries[t.n_slabs], t.slab_sizes[t.n_slabs])
+            t.bytes -= t.slab_sizes[t.n_slabs]
+        else:
+            PyMem_RawFree(t.entry_chunks[first])
+            PyMem_RawFree(t.ts_chunks[first])
+            t.bytes -= <size_t>chunk * (t.stride + sizeof(int64_t))
+        for k in range(first, t.n_chunks):
+            t.entry_chunks[k] = NULL
+            t.ts_chunks[k] = NULL
+            t.chunk_in_slab[k] = CHUNK_SINGLE
+        t.n_chunks = first
 
 
 cdef inline void entry_init(Table* t, Py_ssize_t i) noexcept nogil:
@@ -449,13 +494,12 @@ cdef void table_free(Table* t) noexcept nogil:
             PyMem_RawFree(t.entry_chunks[k])
             PyMem_RawFree(t.ts_chunks[k])
     for k in range(t.n_slabs):
-        PyMem_RawFree(t.slab_entries[k])
-        PyMem_RawFree(t.slab_stamps[k])
+        dedup_slab_free(t.slab_entries[k], t.slab_sizes[k])
     PyMem_RawFree(t.entry_chunks)
     PyMem_RawFree(t.ts_chunks)
     PyMem_RawFree(t.chunk_in_slab)
     PyMem_RawFree(t.slab_entries)
-    PyMem_RawFree(t.slab_stamps)
+    PyMem_RawFree(t.slab_sizes)
     PyMem_RawFree(t.index)
     PyMem_RawFree(t.wide)
     memset(t, 0, sizeof(Table))
@@ -677,6 +721,8 @@ cdef int entry_copy(Table* dst, Py_ssize_t j, const Table* src, Py_ssize_t i) ex
         ring = (-1 - (<EntryHeader*>to).offset_base) if (<EntryHeader*>to).offset_base < 0 else wide_acquire(dst)
     elif (<EntryHeader*>to).offset_base < 0:
         wide_release(dst, to)
+    dst.open_txns += (((<EntryHeader*>source).current_txn_first_offset != NO_TXN)
+                      - ((<EntryHeader*>to).current_txn_first_offset != NO_TXN))
     memcpy(to, source, src.stride)
     last_timestamp_at(dst, j)[0] = last_timestamp_at(src, i)[0]
     if ring >= 0:
@@ -819,6 +865,7 @@ cdef inline int _record_batch(Table* t, Py_ssize_t i, const Batch* b) except -1 
     # Rule 18: the first transactional batch starts a transaction.
     if b.transactional and header.current_txn_first_offset == NO_TXN:
         header.current_txn_first_offset = b.base_offset
+        t.open_txns += 1
     t.map_end_offset = b.base_offset + b.offset_delta + 1
     t.generation += 1
     return 0
@@ -1280,7 +1327,9 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
         header.producer_epoch = producer_epoch
         entry_drop_batches(t, e)
     header.coordinator_epoch = coordinator_epoch
-    header.current_txn_first_offset = NO_TXN
+    if header.current_txn_first_offset != NO_TXN:
+        header.current_txn_first_offset = NO_TXN
+        t.open_txns -= 1
     last_timestamp_at(t, i)[0] = timestamp
     t.map_end_offset = offset + 1
     t.generation += 1
@@ -1293,6 +1342,7 @@ cdef extern from "expiry.h":
     uint64_t dedup_mark_expired(const int64_t* stamps, size_t n, int64_t threshold) noexcept nogil
     void dedup_index_sweep(uint32_t* index, size_t capacity, uint32_t idx_mask, const uint32_t* removed,
                            uint32_t last, uint32_t tail, const uint32_t* moved_to) noexcept nogil
+    size_t dedup_count_bits(const uint32_t* bits, size_t words) noexcept nogil
 
 cdef extern from *:
     """
@@ -1431,7 +1481,7 @@ cdef inline void prefetch_entry(const Table* t, Py_ssize_t i) noexcept nogil:
 cdef Py_ssize_t mark_expired(const Table* t, int64_t threshold, uint32_t* bits) noexcept nogil:
     """Bits [0, t.count) of the bitmap: entry i's last timestamp is at most threshold (higher
     bits of the last word 0); returns how many are set. One pass over the timestamp column."""
-    cdef Py_ssize_t start, size, k, marked = 0
+    cdef Py_ssize_t start, size, k
     cdef uint64_t word
     for start in range(0, t.count, 64):
         size = min(<Py_ssize_t>64, t.count - start)
@@ -1449,15 +1499,20 @@ cdef Py_ssize_t mark_expired(const Table* t, int64_t threshold, uint32_t* bits) 
         bits[start >> 5] = <uint32_t>word
         if size > 32:
             bits[(start >> 5) + 1] = <uint32_t>(word >> 32)
-        while word:
-            word &= word - 1
-            marked += 1
-    return marked
+    return <Py_ssize_t>dedup_count_bits(bits, (<size_t>t.count + 31) >> 5)
+
+
+cdef inline bint keeps_transaction(const Table* t, Py_ssize_t i) noexcept nogil:
+    """Candidate i stays: an ongoing transaction never expires (spec §6). The entry is read
+    only if the table has one (t.open_txns): expiring idempotent producers reads nothing but
+    the timestamp column."""
+    return t.open_txns != 0 and (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN
 
 
 cdef inline void entry_forget(Table* t, Py_ssize_t i) noexcept nogil:
-    """Removal's part in entry i's storage: the ring of a wide entry goes back to the pool."""
-    if (<EntryHeader*>entry_at(t, i)).offset_base < 0:
+    """Removal's part in entry i's storage: the ring of a wide entry goes back to the pool
+    (read only if some entry is wide)."""
+    if t.wide_used != 0 and (<EntryHeader*>entry_at(t, i)).offset_base < 0:
         wide_release(t, entry_at(t, i))
 
 
@@ -1515,8 +1570,8 @@ cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcep
     while i < n:
         prefetch_entry(t, ahead)
         ahead = next_marked(bits, ahead + 1, count - 1)
-        if (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN:
-            unmark(bits, i)  # an ongoing transaction never expires (spec §6)
+        if keeps_transaction(t, i):
+            unmark(bits, i)
             i = next_marked(bits, i + 1, n)
             continue
         if edits != NULL:
@@ -1525,7 +1580,7 @@ cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcep
         n -= 1
         prefetch_entry(t, max(n - REMOVE_AHEAD, 0))
         while n > i and is_marked(bits, n):
-            if (<EntryHeader*>entry_at(t, n)).current_txn_first_offset != NO_TXN:
+            if keeps_transaction(t, n):
                 unmark(bits, n)
                 break
             if edits != NULL:
@@ -1584,8 +1639,8 @@ cdef void reindex_after_removal(Table* t, const Removal* r, Py_ssize_t count, bi
             return
     if exact:
         return
-    if r.moved_to == NULL:
-        index_fill(t)
+    if r.moved_to == NULL or t.count == 0:
+        index_fill(t)  # with no entry left, a memset
         return
     dedup_index_sweep(t.index, t.index_capacity, t.idx_mask, r.marked, <uint32_t>(count - 1),
                       <uint32_t>(count - t.count), r.moved_to)
@@ -1623,7 +1678,14 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
         exact = (r.candidates * SWEEP_SLOTS_PER_REMOVAL < t.index_capacity
                  and not index_will_shrink(t, count - r.candidates))
         edits.applied = edits.queued = 0
-        kept = count if r.candidates == 0 else remove_recorded(t, &r, &edits if exact else NULL)
+        if r.candidates == count and t.open_txns == 0:
+            # Every producer expired and none is in a transaction: nothing to read or move.
+            kept = 0
+            t.wide_used = 0  # every ring is free: wide_trim frees the pool
+        elif r.candidates == 0:
+            kept = count
+        else:
+            kept = remove_recorded(t, &r, &edits if exact else NULL)
     else:
         kept = remove_unrecorded(t, now_ms, expiration_ms)
     wide_trim(t)
@@ -1663,6 +1725,7 @@ cdef int table_copy_all(Table* dst, const Table* src) except -1 nogil:
         dst.wide_top = src.wide_top
         dst.wide_free = src.wide_free
     dst.count = src.count
+    dst.open_txns = src.open_txns
     index_fill(dst)
     dst.generation += 1
     return 0
@@ -1948,7 +2011,8 @@ cdef class ProducerStateTable:
 
     def capacity_report(self):
         """How the table is sized: producers, entry and index capacity, load factor (live slots),
-        index slots marked deleted by remove_expired (reused by inserts), chunks, bytes."""
+        index slots marked deleted by remove_expired (reused by inserts), chunks, wide entries,
+        entries with an ongoing transaction, slabs (blocks of many chunks in huge pages), bytes."""
         return {
             "producers": self.t.count,
             "entry_capacity": entry_capacity(&self.t),
@@ -1958,6 +2022,8 @@ cdef class ProducerStateTable:
             "chunks": self.t.n_chunks,
             "entry_bytes": self.t.stride,
             "wide_entries": self.t.wide_used,
+            "open_transactions": self.t.open_txns,
+            "slabs": self.t.n_slabs,
             "bytes": self.t.bytes,
         }
 
@@ -2270,6 +2336,16 @@ def decrement_sequence_c(int32_t sequence, int32_t decrement):
 def in_sequence_c(int32_t last_sequence, int32_t next_sequence):
     """The compiled inSequence (spec §8.4), exposed for tests."""
     return in_sequence(last_sequence, next_sequence)
+
+
+def open_transactions_c(ProducerStateTable table not None):
+    """(the table's count of entries with an ongoing transaction, a recount of them), exposed
+    for tests: remove_expired reads no entry when the count is 0, so it must be exact."""
+    cdef Table* t = &table.t
+    cdef Py_ssize_t i, recount = 0
+    for i in range(t.count):
+        recount += (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN
+    return t.open_txns, recount
 
 
 def bulk_append_c(ProducerStateTable table not None, producer_ids):

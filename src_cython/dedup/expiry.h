@@ -1,6 +1,6 @@
-/* The two sequential kernels of remove_expired (_state.pyx, "expiration"): marking the
- * expired producers in a bitmap from the timestamp column, and rewriting the index in one
- * sweep once entries have moved. Each comes in a portable form and, on x86-64 with GCC or
+/* The sequential kernels of remove_expired (_state.pyx, "expiration"): marking the expired
+ * producers in a bitmap from the timestamp column (and counting them), and rewriting the
+ * index in one sweep once entries have moved. Each comes in a portable form and, on x86-64 with GCC or
  * clang, an AVX2 form picked at run time (as crc32c.h picks its hardware CRC). */
 #ifndef DEDUP_EXPIRY_H
 #define DEDUP_EXPIRY_H
@@ -47,6 +47,14 @@
 static uint64_t dedup_mark_expired_portable(const int64_t *stamps, size_t n, int64_t threshold)
 {
     DEDUP_MARK_BODY
+}
+
+static size_t dedup_count_bits_portable(const uint32_t *bits, size_t words)
+{
+    size_t k, n = 0;
+    for (k = 0; k < words; k++)
+        n += (size_t)__builtin_popcount(bits[k]);
+    return n;
 }
 
 static void dedup_index_sweep_portable(uint32_t *restrict index, size_t capacity, uint32_t idx_mask,
@@ -105,6 +113,15 @@ static void dedup_index_sweep_avx2(uint32_t *restrict index, size_t capacity, ui
     dedup_index_sweep_portable(index + k, capacity - k, idx_mask, removed, last, tail, moved_to);
 }
 
+__attribute__((target("popcnt")))
+static size_t dedup_count_bits_popcnt(const uint32_t *bits, size_t words)
+{
+    size_t k, n = 0;
+    for (k = 0; k < words; k++)
+        n += (size_t)__builtin_popcount(bits[k]);
+    return n;
+}
+
 static int dedup_expiry_avx2 = -1;  /* -1: not asked yet; a benign race (every thread agrees) */
 
 static int dedup_expiry_use_avx2(void)
@@ -119,7 +136,14 @@ static int dedup_expiry_use_avx2(void)
 static int dedup_expiry_use_avx2(void) { return 0; }
 #define dedup_mark_expired_avx2 dedup_mark_expired_portable
 #define dedup_index_sweep_avx2 dedup_index_sweep_portable
+#define dedup_count_bits_popcnt dedup_count_bits_portable
 #endif
+
+/* How many bits of bits[0, words) are set (every AVX2 CPU has POPCNT). */
+static size_t dedup_count_bits(const uint32_t *bits, size_t words)
+{
+    return dedup_expiry_use_avx2() ? dedup_count_bits_popcnt(bits, words) : dedup_count_bits_portable(bits, words);
+}
 
 /* Bit k: stamps[k] <= threshold, for the n <= 64 stamps (higher bits 0). */
 static uint64_t dedup_mark_expired(const int64_t *stamps, size_t n, int64_t threshold)

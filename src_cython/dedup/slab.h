@@ -1,0 +1,71 @@
+/* Slabs: the large blocks of a producer-state table (_state.pyx, "entry storage"). */
+#ifndef DEDUP_SLAB_H
+#define DEDUP_SLAB_H
+
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+/* Slabs are traced by tracemalloc under this domain (as numpy traces its arrays' data), so
+ * tracemalloc.get_traced_memory() still sees all of a table's memory. */
+#define DEDUP_TRACE_DOMAIN 0x64656475u /* "dedu" */
+
+/* A block of at least `size` bytes, *mapped set to what dedup_slab_free must be given; NULL
+ * if none can be had.
+ *
+ * On Linux: a private anonymous mapping of `size` rounded up to 4 KiB (to 2 MiB with
+ * whole_huge_pages: all of it can then be huge pages) whose start is 2 MiB aligned, advised
+ * transparent huge pages. malloc's large blocks start 16 bytes into a
+ * mapping the kernel places anywhere, so only some of their 2 MiB ranges can be huge pages;
+ * here every whole 2 MiB of the block can be. Huge pages make the table's large blocks
+ * cheaper to fault in, to walk (TLB) and to give back: unmapping 2 MiB pages costs the
+ * kernel a fraction of what 4 KiB pages do (remove_expired freeing a table's memory after
+ * mass expiry). Elsewhere: PyMem_RawMalloc. */
+static void *dedup_slab_alloc(size_t size, int whole_huge_pages, size_t *mapped)
+{
+#if defined(__linux__) && defined(MAP_ANONYMOUS)
+    const size_t huge = (size_t)2 << 20;
+    const size_t unit = whole_huge_pages ? huge : (size_t)4096u;
+    size_t length = (size + unit - 1) & ~(unit - 1);
+    char *raw, *start;
+    if (length < size || length == 0 || length > SIZE_MAX - huge)
+        return NULL;
+    raw = (char *)mmap(NULL, length + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    start = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (start > raw)
+        (void)munmap(raw, (size_t)(start - raw));
+    if (raw + length + huge > start + length)
+        (void)munmap(start + length, (size_t)(raw + length + huge - (start + length)));
+#if defined(MADV_HUGEPAGE)
+    (void)madvise(start, length, MADV_HUGEPAGE);
+#endif
+    (void)PyTraceMalloc_Track(DEDUP_TRACE_DOMAIN, (uintptr_t)start, length);
+    *mapped = length;
+    return start;
+#else
+    (void)whole_huge_pages;
+    *mapped = size;
+    return PyMem_RawMalloc(size ? size : 1);
+#endif
+}
+
+/* Give back a block of dedup_slab_alloc (NULL: nothing). */
+static void dedup_slab_free(void *p, size_t mapped)
+{
+    if (p == NULL)
+        return;
+#if defined(__linux__) && defined(MAP_ANONYMOUS)
+    (void)PyTraceMalloc_Untrack(DEDUP_TRACE_DOMAIN, (uintptr_t)p);
+    (void)munmap(p, mapped);
+#else
+    (void)mapped;
+    PyMem_RawFree(p);
+#endif
+}
+
+#endif /* DEDUP_SLAB_H */
