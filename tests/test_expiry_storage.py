@@ -18,6 +18,8 @@ no ongoing transaction):
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -219,3 +221,55 @@ def test_presized_tables_take_one_slab_and_keep_it():
     assert table.capacity_report()["slabs"] == 1  # the hint is kept
     fill(table, [0] * 150_000)  # past the hint: grows on after the reserved slab
     assert all(pid in table for pid in range(0, 150_000, 499))
+
+
+_OUT_OF_MEMORY = r"""
+import resource, sys, tracemalloc
+import numpy as np
+from dedup._state import ProducerStateTable
+
+def vm_bytes():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+
+tracemalloc.start()
+ids = np.arange(4_000_000, dtype=np.int64)
+zeros16, zeros32, ones32 = np.zeros(65_536, np.int16), np.zeros(65_536, np.int32), np.ones(65_536, np.int32)
+stamps = np.zeros(65_536, np.int64)
+table = ProducerStateTable()
+limit = vm_bytes() + 160 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    ProducerStateTable(capacity=50_000_000)  # one reserved slab of 6 GB: refused whole
+    raise SystemExit("a 6 GB presized table was made under a 160 MB limit")
+except MemoryError:
+    pass
+applied = 0
+try:
+    for start in range(0, len(ids), 65_536):
+        table.append_many(ids[start:start + 65_536], zeros16, zeros32, ones32, stamps,
+                          log_end_offset=table.map_end_offset)
+        applied = start + 65_536
+    raise SystemExit("4,000,000 producers fit under a 160 MB limit")
+except MemoryError as error:
+    applied += len(error.partial_result.error_codes)
+assert len(table) == applied > 65_536 * 8, (len(table), applied)
+assert all(pid in table for pid in range(0, applied, 997)) and applied not in table
+held = table.memory_bytes()
+assert table.capacity_report()["slabs"] >= 1
+assert table.remove_expired(10**6, 10) == applied and len(table) == 0
+assert table.memory_bytes() < held // 50
+table.append(5, 0, 0, 1, table.map_end_offset, max_timestamp=0)  # and it works on
+assert 5 in table and len(table) == 1
+print("ok", applied)
+"""
+
+
+def test_growth_slabs_out_of_memory_leave_a_working_table():
+    """A slab that cannot be mapped (RLIMIT_AS) is a MemoryError between two rows: the rows
+    before it are applied (append_many's partial_result), the table stays whole and usable."""
+    done = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok ")
