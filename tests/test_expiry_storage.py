@@ -273,3 +273,54 @@ def test_growth_slabs_out_of_memory_leave_a_working_table():
     done = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok ")
+
+
+# --- holes (remove_expired with more than half the producers staying) ----------------------
+
+
+def test_holes_are_skipped_copied_away_and_refilled_like_the_twin():
+    compiled, twin = Compiled(), reference.ProducerStateTable()
+    producers = 3_000
+    k = np.arange(producers)
+    for table in (compiled, twin):
+        fill(table, np.where(k % 4 == 1, 0, 100))
+    assert compiled.remove_expired(50, 10) == twin.remove_expired(50, 10) == producers // 4
+    report = compiled.capacity_report()
+    assert report["holes"] == producers // 4 and report["producers"] == len(compiled) == producers * 3 // 4
+    same_tables(compiled, twin)
+    # A copy has no holes, in both twins: the same order, and new producers go to its end.
+    for copy in (compiled.copy(), twin.copy()):
+        fill(copy, [200] * 3, start=10_000)
+        assert copy.producer_ids().tolist()[-3:] == [10_000, 10_001, 10_002]
+    assert compiled.copy().capacity_report()["holes"] == 0
+    # update_from adds a staged producer to a hole, the one freed last first.
+    for table in (compiled, twin):
+        staged = table.copy([])
+        fill(staged, [200] * 5, start=20_000)
+        table.update_from(staged)
+    same_tables(compiled, twin)
+    assert compiled.capacity_report()["holes"] == producers // 4 - 5
+    assert compiled.producer_ids().tolist()[-1] != 20_000  # it took a hole near the end
+    # Holes never expire and are never found; the next removal leaves more or compacts.
+    live = len(twin)
+    assert compiled.remove_expired(10**6, 10) == twin.remove_expired(10**6, 10) == live
+    assert compiled.capacity_report()["holes"] == 0 and len(compiled) == 0
+    same_tables(compiled, twin)
+
+
+def test_a_table_half_holes_compacts_and_frees_its_tail():
+    compiled, twin = Compiled(), reference.ProducerStateTable()
+    producers = 40 * CHUNK
+    k = np.arange(producers)
+    for table in (compiled, twin):
+        fill(table, np.where(k % 3 == 0, 0, np.where(k % 3 == 1, 20, 100)))
+    assert compiled.remove_expired(15, 10) == twin.remove_expired(15, 10)  # a third: holes
+    chunks = compiled.capacity_report()["chunks"]
+    assert compiled.capacity_report()["holes"] == len(range(0, producers, 3))
+    assert compiled.remove_expired(30, 10) == twin.remove_expired(30, 10) > 0  # a third left: compaction
+    report = compiled.capacity_report()
+    assert report["holes"] == 0 and report["producers"] == len(range(2, producers, 3))
+    assert report["chunks"] < chunks / 2
+    same_tables(compiled, twin)
+    assert all(pid in compiled for pid in range(2, producers, 3))
+    assert not any(pid in compiled for pid in range(0, producers, 3))

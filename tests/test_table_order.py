@@ -1,10 +1,14 @@
 """The table's order after remove_expired, and what removal leaves behind (issue #5).
 
-remove_expired swap-removes in both twins: going forward through the table, an expired
-producer's place is taken by the last producer, which is checked in turn (Kafka's HashMap
-promises no order; the twins share this one, so producer_ids(), iteration and snapshots agree
-byte for byte). The compiled table keeps its index exact by marking removed slots deleted and
-renumbering moved entries, rebuilds it when most producers go, and frees emptied tail chunks.
+Both twins number their producers the same way. remove_expired leaves holes: a removed
+producer's number stays in use, skipped by producer_ids(), iteration and snapshots, and the
+next new producer takes the hole freed last. When at most half of the numbers in use would
+stay live, it compacts instead: going forward, a removed producer's (or an older hole's) place
+is taken by the last number in use, which is checked in turn (swap-remove), and emptied tail
+chunks are freed. Kafka's HashMap promises no order; the twins share this one, so
+producer_ids(), iteration and snapshots agree byte for byte. The compiled table keeps its
+index exact by marking removed slots deleted (and renumbering moved entries after a
+compaction), and rebuilds it when most producers go.
 """
 
 from __future__ import annotations
@@ -40,27 +44,40 @@ def stamped(table, stamps, start=0):
     return ids
 
 
-def swap_removed(order, expired):
-    """The order remove_expired leaves, spelled out: the last producer fills each hole."""
-    order = list(order)
-    position = 0
-    while position < len(order):
-        if order[position] in expired:
-            last = order.pop()
-            if position < len(order):
-                order[position] = last
+def after_removal(numbers, expired):
+    """The numbers in use after remove_expired, spelled out (None: a hole); `numbers` may hold
+    holes already."""
+    numbers = list(numbers)
+    live = sum(1 for pid in numbers if pid is not None and pid not in expired)
+    if not any(pid in expired for pid in numbers if pid is not None):
+        return numbers
+    if live * 2 > len(numbers):  # holes
+        return [None if pid in expired else pid for pid in numbers]
+    position = 0  # compaction: swap-remove over the expired and the holes
+    while position < len(numbers):
+        if numbers[position] is None or numbers[position] in expired:
+            last = numbers.pop()
+            if position < len(numbers):
+                numbers[position] = last
         else:
             position += 1
-    return order
+    return numbers
+
+
+def order_of(numbers):
+    return [pid for pid in numbers if pid is not None]
 
 
 @pytest.mark.parametrize(
     ("stamps", "expected"),
     [
-        ([0, 9, 0, 9, 9], [4, 1, 3]),  # holes 0 and 2 take the last producers, 4 then 3
-        ([9, 9, 9, 0, 0], [0, 1, 2]),  # expired at the tail: simply dropped
-        ([0, 9, 9, 9, 0], [3, 1, 2]),  # the last is expired too: the one before it fills hole 0
-        ([9, 9, 9, 9, 0], [0, 1, 2, 3]),  # the last entry alone
+        ([0, 9, 0, 9, 9], [1, 3, 4]),  # 3 of 5 stay (over half): holes at 0 and 2
+        ([9, 9, 9, 0, 0], [0, 1, 2]),  # holes at 3 and 4
+        ([0, 9, 9, 9, 0], [1, 2, 3]),  # holes at 0 and 4: the others keep their place
+        ([9, 9, 9, 9, 0], [0, 1, 2, 3]),  # the last entry alone: a hole
+        ([0, 0, 9, 9, 9, 9], [2, 3, 4, 5]),  # 4 of 6 stay: holes
+        ([0, 0, 0, 9, 9, 9], [5, 4, 3]),  # 3 of 6 stay (half): compaction, 5 and 4 fill 0 and 1
+        ([0, 9, 0, 0, 9], [4, 1]),  # 2 of 5: 4 fills 0; 3 would fill 2 but goes too
         ([0, 0, 0, 0, 0], []),  # every entry
         ([9, 9, 9, 9, 9], [0, 1, 2, 3, 4]),  # none
         ([0], []),
@@ -71,8 +88,21 @@ def test_order_after_removal(impl, stamps, expected):
     stamped(table, stamps)
     assert table.remove_expired(10, 5) == len(stamps) - len(expected)
     assert table.producer_ids().tolist() == expected == list(table)
+    assert order_of(after_removal(range(len(stamps)), {k for k, stamp in enumerate(stamps) if stamp == 0})) == expected
     for pid in range(len(stamps)):
         assert (pid in table) == (pid in expected)
+
+
+def test_new_producers_take_the_holes_freed_last_first(impl):
+    table = impl()
+    stamped(table, [9, 0, 9, 0, 9, 9, 9, 9])  # 6 of 8 stay: holes at 1 and 3
+    assert table.remove_expired(10, 5) == 2
+    assert table.producer_ids().tolist() == [0, 2, 4, 5, 6, 7]
+    stamped(table, [20, 20, 20], start=100)  # 100 takes hole 3, 101 hole 1, 102 a new number
+    assert table.producer_ids().tolist() == [0, 101, 2, 100, 4, 5, 6, 7, 102]
+    # Expiring 6 of 9 leaves 3: at most half, so the holes-to-be and the tail compact.
+    assert table.remove_expired(20, 5) == 6
+    assert table.producer_ids().tolist() == [102, 101, 100]
 
 
 @needs_compiled
@@ -97,7 +127,7 @@ def test_twins_agree_on_order_and_snapshot_bytes(fraction, layout):
     stamped(twin, stamps)
     compiled.append_marker(int(ids[-1]), 0, 0, compiled.map_end_offset, commit=True, timestamp=0)
     twin.append_marker(int(ids[-1]), 0, 0, twin.map_end_offset, commit=True, timestamp=0)
-    expected_order = swap_removed(ids.tolist(), {int(pid) for pid in ids[mask]} | {int(ids[-1])})
+    expected_order = order_of(after_removal(ids.tolist(), {int(pid) for pid in ids[mask]} | {int(ids[-1])}))
     assert compiled.remove_expired(50, 10) == twin.remove_expired(50, 10) == producers - len(expected_order)
     assert compiled.producer_ids().tolist() == twin.producer_ids().tolist() == expected_order
     for snapshot_format in ("kafka", "full"):
@@ -117,7 +147,7 @@ def test_ongoing_transactions_keep_their_place_or_fill_a_hole(impl):
     table = impl()
     stamped(table, [0, 0, 0, 0])
     table.append(4, 0, 0, 1, table.map_end_offset, max_timestamp=0, transactional=True)
-    # 4 never expires (spec §6): it fills hole 0, then 3, 2 and 1 go in turn.
+    # 4 never expires (spec §6): 1 of 5 stays, so compaction: 4 fills 0, then 3, 2 and 1 go.
     assert table.remove_expired(100, 10) == 4
     assert table.producer_ids().tolist() == [4]
 

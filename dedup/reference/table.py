@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,87 @@ class _Entry:
         return None
 
 
+class _Slots(MutableMapping):
+    """The twin's producers, in the table's order, numbered as the compiled table numbers its
+    entries: each number in use holds a producer or is a hole (a removed producer's number,
+    None here), and a new producer takes the hole freed last, else the next number. Deleting
+    a producer makes a hole; :meth:`compact` is remove_expired's compaction. Iteration is in
+    number order, holes skipped. The snapshot and records twins use it as a dict."""
+
+    __slots__ = ("_entries", "_number", "_numbers", "_free")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, _Entry] = {}
+        self._number: dict[int, int] = {}
+        self._numbers: list[int | None] = []
+        self._free: list[int] = []
+
+    def __getitem__(self, producer_id: int) -> _Entry:
+        return self._entries[producer_id]
+
+    def get(self, producer_id: int, default: Any = None) -> Any:
+        return self._entries.get(producer_id, default)
+
+    def __contains__(self, producer_id: object) -> bool:
+        return producer_id in self._entries
+
+    def __setitem__(self, producer_id: int, entry: _Entry) -> None:
+        if producer_id not in self._entries:
+            if self._free:
+                number = self._free.pop()
+                self._numbers[number] = producer_id
+            else:
+                number = len(self._numbers)
+                self._numbers.append(producer_id)
+            self._number[producer_id] = number
+        self._entries[producer_id] = entry
+
+    def __delitem__(self, producer_id: int) -> None:
+        del self._entries[producer_id]
+        number = self._number.pop(producer_id)
+        self._numbers[number] = None
+        self._free.append(number)
+
+    def __iter__(self) -> Iterator[int]:
+        return (producer_id for producer_id in self._numbers if producer_id is not None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._number.clear()
+        self._numbers.clear()
+        self._free.clear()
+
+    def in_use(self) -> int:
+        """Numbers in use: producers and holes."""
+        return len(self._numbers)
+
+    def compact(self, gone: set[int]) -> None:
+        """Remove the producers in `gone` and every hole by swap-remove, as the compiled
+        table's compaction: going forward, a removed producer's or a hole's place is taken by
+        the last number in use, which is checked in turn."""
+        order = list(self._numbers)
+        position = 0
+        while position < len(order):
+            producer_id = order[position]
+            if producer_id is None or producer_id in gone:
+                last = order.pop()
+                if position < len(order):
+                    order[position] = last
+            else:
+                position += 1
+        for producer_id in gone:
+            del self._entries[producer_id]
+        self._numbers = order
+        self._number = {producer_id: number for number, producer_id in enumerate(order)}
+        self._free = []
+
+    def memory_bytes(self) -> int:
+        return sum(sys.getsizeof(part) for part in (self._entries, self._number, self._numbers, self._free))
+
+
 def _copy_ids(producer_ids: Any) -> np.ndarray:
     """``copy()``'s ``producer_ids`` as a C-contiguous int64 array, checked like ``append_many``'s
     column (the same as ``copy_ids`` in the compiled ``dedup._state``)."""
@@ -157,7 +238,7 @@ class ProducerStateTable:
     def __init__(self, window: int = DEFAULT_WINDOW, *, capacity: int = 0) -> None:
         self._window = _args.window(window)
         _args.capacity(capacity)
-        self._producers: dict[int, _Entry] = {}
+        self._producers = _Slots()
         self._map_end_offset = 0
         self._generation = 0
 
@@ -201,7 +282,7 @@ class ProducerStateTable:
 
     def memory_bytes(self) -> int:
         """An estimate of the Python objects the twin holds (the compiled table is exact)."""
-        total = sys.getsizeof(self._producers)
+        total = self._producers.memory_bytes()
         for live in self._producers.values():
             total += sys.getsizeof(live) + sys.getsizeof(live.batches)
             total += sum(sys.getsizeof(batch) for batch in live.batches)
@@ -556,9 +637,10 @@ class ProducerStateTable:
         """Remove producers idle for at least ``expiration_ms`` (spec §6); returns how many.
 
         A producer is expired when it has no ongoing transaction and
-        ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic). The place of
-        a removed producer in the table's order is taken by the last producer (swap-remove,
-        the same in the compiled table).
+        ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic). A removed
+        producer's number becomes a hole that the next new producer takes (the hole freed
+        last first); when at most half the numbers in use would stay live, the table is
+        compacted instead by swap-remove. The same in the compiled table.
         """
         now_ms = _args.timestamp("now_ms", now_ms)
         expiration_ms = _args.integer("expiration_ms", expiration_ms, 1, (1 << 63) - 1, "in [1, 2^63-1]")
@@ -568,23 +650,16 @@ class ProducerStateTable:
             live = producers[producer_id]
             return live.current_txn_first_offset is None and now_ms - live.last_timestamp >= expiration_ms
 
-        # Swap-remove, as the compiled table does (its table_remove_expired): going forward,
-        # an expired producer's place is taken by the last producer in the table, which is
-        # checked in turn. Kafka's HashMap promises no order; the twins share this one, so
-        # that producer_ids() and snapshots agree.
-        order = list(producers)
-        position = 0
-        while position < len(order):
-            if expired(order[position]):
-                last = order.pop()
-                if position < len(order):
-                    order[position] = last
-            else:
-                position += 1
-        removed = len(producers) - len(order)
-        if removed:
-            survivors = {producer_id: producers[producer_id] for producer_id in order}
-            producers.clear()  # the same dict: the snapshot and records twins hold on to it
-            producers.update(survivors)
-            self._generation += 1
+        # Kafka's HashMap promises no order; the twins share this one (the compiled table's
+        # table_remove_expired), so that producer_ids() and snapshots agree.
+        gone = [producer_id for producer_id in producers if expired(producer_id)]
+        removed = len(gone)
+        if not removed:
+            return 0
+        if (len(producers) - removed) * 2 <= producers.in_use():
+            producers.compact(set(gone))
+        else:
+            for producer_id in gone:  # in the table's order: the last one is reused first
+                del producers[producer_id]
+        self._generation += 1
         return removed

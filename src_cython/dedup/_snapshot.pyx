@@ -34,6 +34,7 @@ from dedup._state cimport (
     bulk_free,
     entry_at,
     entry_drop_batches,
+    is_hole,
     last_timestamp_at,
     ring_decode,
     ring_encode,
@@ -44,6 +45,7 @@ from dedup._state cimport (
     slot_last_offset,
     slot_offset_delta,
     table_find_or_insert,
+    table_live,
     wide_ring,
     table_reserve,
 )
@@ -66,21 +68,21 @@ FULL_FORMAT_VERSION = FULL_VERSION_2
 # --- Kafka's format -------------------------------------------------------------------------
 
 cdef Py_ssize_t kafka_size(const Table* t) noexcept nogil:
-    return KAFKA_HEADER_SIZE + KAFKA_ENTRY_SIZE * t.count
+    return KAFKA_HEADER_SIZE + KAFKA_ENTRY_SIZE * table_live(t)
 
 
 cdef void kafka_header(const Table* t, unsigned char* out) noexcept nogil:
     """Version and count into out[0, 10), the crc field 0: Kafka patches it last (spec §4.3)."""
     dedup_store_be16(out + KAFKA_VERSION, SNAPSHOT_VERSION)
     dedup_store_be32(out + KAFKA_CRC, 0)
-    dedup_store_be32(out + KAFKA_COUNT, <uint32_t>t.count)
+    dedup_store_be32(out + KAFKA_COUNT, <uint32_t>table_live(t))
 
 
 cdef Py_ssize_t kafka_entries(const Table* t, Py_ssize_t first, Py_ssize_t stop, unsigned char* out,
                               uint32_t* crc) noexcept nogil:
-    """Entries [first, stop) into out, 46 bytes each, *crc continued over them; returns the
-    bytes written. Only each entry's last retained batch is written (spec §4.3); Timestamp is
-    the entry's last_timestamp, not the batch's."""
+    """Entries [first, stop) into out (holes skipped), 46 bytes each, *crc continued over them;
+    returns the bytes written. Only each entry's last retained batch is written (spec §4.3);
+    Timestamp is the entry's last_timestamp, not the batch's."""
     cdef Py_ssize_t i
     cdef unsigned char* q = out
     cdef const unsigned char* crc_from = out
@@ -90,6 +92,8 @@ cdef Py_ssize_t kafka_entries(const Table* t, Py_ssize_t first, Py_ssize_t stop,
     for i in range(first, stop):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
+        if is_hole(e):
+            continue
         dedup_store_be64(q + KAFKA_PRODUCER_ID, <uint64_t>header.producer_id)
         dedup_store_be16(q + KAFKA_EPOCH, <uint16_t>header.producer_epoch)
         if header.count:
@@ -301,8 +305,8 @@ cdef Py_ssize_t full_escape_count(const Table* t) noexcept nogil:
 
 
 cdef Py_ssize_t full_size(const Table* t) noexcept nogil:
-    return (FULL_HEADER_SIZE + full_record_size(t.window) * t.count + FULL2_ESCAPE_SIZE * full_escape_count(t)
-            + FULL2_TRAILER_SIZE)
+    return (FULL_HEADER_SIZE + full_record_size(t.window) * table_live(t)
+            + FULL2_ESCAPE_SIZE * full_escape_count(t) + FULL2_TRAILER_SIZE)
 
 
 cdef void full_header(const Table* t, unsigned char* out) noexcept nogil:
@@ -311,7 +315,7 @@ cdef void full_header(const Table* t, unsigned char* out) noexcept nogil:
     dedup_store_be16(out + FULL_VERSION, FULL_VERSION_2)
     dedup_store_be16(out + FULL_WINDOW, <uint16_t>t.window)
     dedup_store_be64(out + FULL_MAP_END_OFFSET, <uint64_t>t.map_end_offset)
-    dedup_store_be32(out + FULL_COUNT, <uint32_t>t.count)
+    dedup_store_be32(out + FULL_COUNT, <uint32_t>table_live(t))
 
 
 cdef int escapes_push(Escapes* escapes, int64_t value) except -1 nogil:
@@ -352,11 +356,12 @@ cdef inline int unwritable_batch(const EntryHeader* header, int k, int64_t last_
 
 cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigned char* out,
                       Escapes* escapes, uint32_t* crc, Problem* p) except -1 nogil:
-    """Records [*next, stop) into out, R bytes each, the older batches relative to the newest;
-    escaped values appended to `escapes`, *crc continued over the records. Advances *next past
-    the records written; returns 0, a problem kind (the table holds what the reader would
-    reject: offsets at or past the map end offset, a negative first offset; only a table loaded
-    from a Kafka snapshot can), or -1 with MemoryError set."""
+    """Records of entries [*next, stop) into out (holes skipped), R bytes each, the older
+    batches relative to the newest; escaped values appended to `escapes`, *crc continued over
+    the records. Advances *next past the entries written; returns 0, a problem kind (the
+    table holds what the reader would reject: offsets at or past the map end offset, a
+    negative first offset; only a table loaded from a Kafka snapshot can), or -1 with
+    MemoryError set."""
     cdef Py_ssize_t i
     cdef Py_ssize_t size = full_record_size(t.window)
     cdef unsigned char* q = out
@@ -381,6 +386,9 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
     for i in range(next[0], stop):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
+        if is_hole(e):
+            next[0] = i + 1
+            continue
         count = header.count
         if header.current_txn_first_offset != NO_TXN and header.current_txn_first_offset >= map_end_offset:
             p.producer_id = header.producer_id
@@ -1025,7 +1033,7 @@ def encode_full(ProducerStateTable table not None):
     cdef int kind = PROBLEM_NONE
     cdef Escapes escapes
     cdef Py_ssize_t next = 0, j
-    cdef Py_ssize_t records_end = FULL_HEADER_SIZE + full_record_size(t.window) * t.count
+    cdef Py_ssize_t records_end = FULL_HEADER_SIZE + full_record_size(t.window) * table_live(t)
     cdef uint32_t crc = 0
     problem_clear(&p)
     escapes.values = NULL
@@ -1192,7 +1200,8 @@ cdef class SnapshotWriter:
                     before = self.next
                     kind = full_records(t, &self.next, self.next + entries, out + written, &self.escapes,
                                         &self.running_crc, &p)
-                    written += (self.next - before) * record_size
+                    for j in range(before, self.next):
+                        written += 0 if is_hole(entry_at(t, j)) else record_size
                 else:
                     entries = min((capacity - written) // KAFKA_ENTRY_SIZE, t.count - self.next)
                     written += kafka_entries(t, self.next, self.next + entries, out + written, &self.running_crc)

@@ -18,8 +18,12 @@
 #     slot = (hash tag in the high bits) | (entry number in the low bits), linear probing,
 #     load factor (live and deleted slots) kept at most 0.8, 0.6 after a resize, the hash
 #     keyed with a random per-table seed; see _state.pyx for the probe loop and its sentinels;
-#   * removal (remove_expired) moves the last entry into the hole, so entries stay dense and
-#     whole chunks at the tail can be freed; the table's order is that of both twins.
+#   * removal (remove_expired) leaves holes: a removed entry keeps its number, marked with
+#     producer_id HOLE_ID, on a free list that inserts take first (last freed, first taken);
+#     nothing moves, so expiring many producers costs the timestamp scan and the removed ones.
+#     When at most half the numbers in use would stay live, removal compacts instead: the last
+#     live entry fills each hole or removed entry (swap-remove), so whole chunks at the tail
+#     can be freed. The table's order (numbers in use, holes skipped) is that of both twins.
 #
 # Entry layout, for window W (byte offsets; a ring of W batches, oldest at `head`); 40 + 14 W
 # bytes rounded up to 8, 112 at W = 5. Offsets and timestamps (spec §1.3's int64 values) are
@@ -67,6 +71,7 @@ cdef enum:
     NO_TXN = -1                  # current_txn_first_offset when no transaction is ongoing
     ENTRY_HEADER_SIZE = 40
     MAX_WINDOW = 255             # head and count are uint8
+    HOLE_ID = -1                 # producer_id of a removed entry's number (no producer id is negative)
 
 
 ctypedef struct EntryHeader:
@@ -140,7 +145,9 @@ ctypedef struct Table:
     Py_ssize_t chunk_mask
     int chunk_shift
     int window
-    Py_ssize_t count                   # live entries: numbers 0..count-1
+    Py_ssize_t count                   # entry numbers in use, 0..count-1: live entries and holes
+    Py_ssize_t holes                   # numbers below count that are holes (producer_id HOLE_ID)
+    Py_ssize_t free_hole               # the hole an insert takes first, or -1 (a hole's timestamp_base links the next)
     Py_ssize_t open_txns               # entries with an ongoing transaction (current_txn_first_offset set)
     Py_ssize_t reserved                # the capacity hint: never shrink below it
     Py_ssize_t stride
@@ -184,6 +191,15 @@ cdef inline bint in_sequence(int32_t last_sequence, int32_t next_sequence) noexc
 
 
 # --- entry access -------------------------------------------------------------------------
+
+cdef inline Py_ssize_t table_live(const Table* t) noexcept nogil:
+    """The producers the table holds (entry numbers in use less the holes)."""
+    return t.count - t.holes
+
+
+cdef inline bint is_hole(const char* e) noexcept nogil:
+    return (<const EntryHeader*>e).producer_id < 0
+
 
 cdef inline char* entry_at(const Table* t, Py_ssize_t i) noexcept nogil:
     return t.entry_chunks[i >> t.chunk_shift] + (i & t.chunk_mask) * t.stride

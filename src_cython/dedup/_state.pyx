@@ -163,8 +163,11 @@ cdef void index_fill(Table* t) noexcept nogil:
     cdef Py_ssize_t i
     memset(t.index, 0xFF, <size_t>t.index_capacity * sizeof(uint32_t))
     t.index_deleted = 0
+    cdef const EntryHeader* header
     for i in range(t.count):
-        index_place(t, hash_producer_id(t, (<EntryHeader*>entry_at(t, i)).producer_id), i)
+        header = <const EntryHeader*>entry_at(t, i)
+        if header.producer_id != HOLE_ID:
+            index_place(t, hash_producer_id(t, header.producer_id), i)
 
 
 cdef void index_adopt(Table* t, uint32_t* fresh, uint32_t capacity) noexcept nogil:
@@ -424,20 +427,28 @@ cdef inline void entry_init(Table* t, Py_ssize_t i) noexcept nogil:
 
 
 cdef Py_ssize_t insert_new(Table* t, int64_t producer_id, uint64_t h) except -1 nogil:
-    """A fresh entry for a producer id known to be absent (spec §1.2 initial values)."""
-    cdef Py_ssize_t n = t.count + 1
-    if n > DEDUP_MAX_PRODUCERS:
-        with gil:
-            raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
-    reserve_entries(t, n)
-    if <uint64_t>(n + t.index_deleted) * 5 > <uint64_t>t.index_capacity * 4:
+    """A fresh entry for a producer id known to be absent (spec §1.2 initial values): the
+    hole freed last if there is one, else number t.count."""
+    cdef Py_ssize_t live = table_live(t) + 1
+    cdef Py_ssize_t i
+    if t.holes == 0:
+        if t.count + 1 > DEDUP_MAX_PRODUCERS:
+            with gil:
+                raise MemoryError(f"producer-state table: more than {DEDUP_MAX_PRODUCERS} producers")
+        reserve_entries(t, t.count + 1)
+    if <uint64_t>(live + t.index_deleted) * 5 > <uint64_t>t.index_capacity * 4:
         # A rehash drops the deleted slots; the capacity hint is kept (no rehash below it).
-        index_resize(t, index_capacity_for(max(n, t.reserved)))
-    cdef Py_ssize_t i = t.count
+        index_resize(t, index_capacity_for(max(live, t.reserved)))
+    if t.holes:
+        i = t.free_hole
+        t.free_hole = (<EntryHeader*>entry_at(t, i)).timestamp_base
+        t.holes -= 1
+    else:
+        i = t.count
+        t.count += 1
     (<EntryHeader*>entry_at(t, i)).producer_id = producer_id
     entry_init(t, i)
     index_place(t, h, i)
-    t.count = n
     return i
 
 
@@ -477,6 +488,7 @@ cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
     t.off_delta = t.off_ts_gap + 4 * window
     t.stride = (t.off_delta + 2 * window + 7) & ~7  # entries stay 8-aligned
     t.wide_free = -1
+    t.free_hole = -1
     t.chunk_shift = 4
     while ((t.stride + 8) << (t.chunk_shift + 1)) <= DEDUP_CHUNK_BYTES and t.chunk_shift < 20:
         t.chunk_shift += 1
@@ -1466,6 +1478,9 @@ cdef inline Py_ssize_t next_marked(const uint32_t* bits, Py_ssize_t i, Py_ssize_
 cdef enum:
     # A sweep costs about what 2 random index edits (one removed producer) do per 50 slots.
     SWEEP_SLOTS_PER_REMOVAL = 48
+    # A hole needs one edit (nothing is renumbered): 100,000 edits took 1.2 ms here, the sweep
+    # of 1,666,667 slots 1.6 ms (1,000,000 producers, 10% removed).
+    SWEEP_SLOTS_PER_HOLE = 12
     MARK_AHEAD = 2048                  # timestamps prefetched ahead of the marking (16 KiB)
     REMOVE_AHEAD = 8                   # candidates, and entries from the end, fetched ahead
 
@@ -1533,7 +1548,7 @@ cdef int removal_start(const Table* t, int64_t threshold, Removal* r) noexcept n
     r.candidates = mark_expired(t, threshold, r.marked)
     # The sweep reads a bit for every slot value, sentinels included: zero up to idx_mask.
     memset(r.marked + written, 0, (words - written) * sizeof(uint32_t))
-    if index_will_shrink(t, t.count - r.candidates):
+    if index_will_shrink(t, table_live(t) - r.candidates):
         return 0  # the index will be rebuilt smaller: no sweep, nothing to record for it
     r.moved_to = <uint32_t*>try_alloc(<size_t>max(r.candidates, <Py_ssize_t>1), sizeof(uint32_t))
     if r.moved_to == NULL:
@@ -1550,8 +1565,9 @@ cdef void removal_end(Removal* r) noexcept nogil:
 
 
 cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcept nogil:
-    """The swap-remove pass over the marked candidates; returns the entries kept. Each change
-    is also queued as an index edit when `edits` is not NULL.
+    """The swap-remove pass (compaction) over the marked entries, candidates and holes;
+    returns the entries kept. Each change is also queued as an index edit when `edits` is not
+    NULL (a hole has no slot to edit).
 
     Going forward from i, each removed entry's hole is filled by the last entry that stays,
     found going back from the end (n): removed ones there are simply dropped. Only candidates
@@ -1574,7 +1590,7 @@ cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcep
             unmark(bits, i)
             i = next_marked(bits, i + 1, n)
             continue
-        if edits != NULL:
+        if edits != NULL and not is_hole(entry_at(t, i)):
             index_edit(t, edits, (<EntryHeader*>entry_at(t, i)).producer_id, i, DEDUP_INDEX_DELETED)
         entry_forget(t, i)
         n -= 1
@@ -1583,7 +1599,7 @@ cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcep
             if keeps_transaction(t, n):
                 unmark(bits, n)
                 break
-            if edits != NULL:
+            if edits != NULL and not is_hole(entry_at(t, n)):
                 index_edit(t, edits, (<EntryHeader*>entry_at(t, n)).producer_id, n, DEDUP_INDEX_DELETED)
             entry_forget(t, n)
             if r.moved_to != NULL:
@@ -1605,17 +1621,21 @@ cdef Py_ssize_t remove_recorded(Table* t, Removal* r, IndexEdits* edits) noexcep
     return n
 
 
+cdef inline bint removable(const Table* t, Py_ssize_t i, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
+    return is_hole(entry_at(t, i)) or expires(t, i, now_ms, expiration_ms)
+
+
 cdef Py_ssize_t remove_unrecorded(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
-    """remove_recorded's moves without its records (memory was short for them); returns the
-    entries kept. The index must then be rebuilt."""
+    """remove_recorded's compaction without its records (memory was short for them), holes
+    and expired entries alike; returns the entries kept. The index must then be rebuilt."""
     cdef Py_ssize_t i = 0, n = t.count
     while i < n:
-        if not expires(t, i, now_ms, expiration_ms):
+        if not removable(t, i, now_ms, expiration_ms):
             i += 1
             continue
         entry_forget(t, i)
         n -= 1
-        while n > i and expires(t, n, now_ms, expiration_ms):
+        while n > i and removable(t, n, now_ms, expiration_ms):
             entry_forget(t, n)
             n -= 1
         if n > i:
@@ -1624,12 +1644,87 @@ cdef Py_ssize_t remove_unrecorded(Table* t, int64_t now_ms, int64_t expiration_m
     return n
 
 
-cdef void reindex_after_removal(Table* t, const Removal* r, Py_ssize_t count, bint exact) noexcept nogil:
+cdef Py_ssize_t settle_candidates(const Table* t, Removal* r) noexcept nogil:
+    """How many candidates go: all of them unless some entry has an ongoing transaction
+    (t.open_txns); then each candidate is read and those in one are unmarked (spec §6)."""
+    cdef Py_ssize_t i, removed = 0, count = t.count
+    cdef uint32_t* bits = r.marked
+    if t.open_txns == 0:
+        return r.candidates
+    i = next_marked(bits, 0, count)
+    while i < count:
+        if (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN:
+            unmark(bits, i)
+        else:
+            removed += 1
+        i = next_marked(bits, i + 1, count)
+    return removed
+
+
+cdef void mark_holes(const Table* t, Removal* r) noexcept nogil:
+    """Add the holes to the marked entries (compaction removes them too)."""
+    cdef Py_ssize_t i = t.free_hole
+    while i >= 0:
+        r.marked[i >> 5] |= <uint32_t>1 << (i & 31)
+        i = (<EntryHeader*>entry_at(t, i)).timestamp_base
+
+
+cdef inline void make_hole(Table* t, Py_ssize_t i) noexcept nogil:
+    """Entry i becomes a hole, first on the free list. Only its header (and timestamp) is
+    written; the timestamp INT64_MAX keeps it from ever being a candidate (no threshold
+    reaches it: expiration_ms is at least 1)."""
+    cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
+    header.producer_id = HOLE_ID
+    header.current_txn_first_offset = NO_TXN
+    header.head = 0
+    header.count = 0
+    header.offset_base = 0
+    header.timestamp_base = t.free_hole
+    last_timestamp_at(t, i)[0] = INT64_MAX
+    t.free_hole = i
+    t.holes += 1
+
+
+cdef void make_holes(Table* t, Removal* r, IndexEdits* edits) noexcept nogil:
+    """Every marked entry becomes a hole, in ascending order (so inserts take them back from
+    the highest); its index slot is queued as deleted when `edits` is not NULL. Nothing
+    moves: each removed entry's header line is written, and read only for an index edit or a
+    wide ring."""
+    cdef Py_ssize_t count = t.count, i, ahead, _
+    cdef const uint32_t* bits = r.marked
+    cdef const char* e
+    i = next_marked(bits, 0, count)
+    ahead = i
+    for _ in range(REMOVE_AHEAD):
+        if ahead < count:
+            e = entry_at(t, ahead)
+            dedup_prefetch_write(e)
+            dedup_prefetch_write(e + ENTRY_HEADER_SIZE - 1)
+        ahead = next_marked(bits, ahead + 1, count)
+    while i < count:
+        if ahead < count:
+            e = entry_at(t, ahead)
+            dedup_prefetch_write(e)
+            dedup_prefetch_write(e + ENTRY_HEADER_SIZE - 1)
+            ahead = next_marked(bits, ahead + 1, count)
+        if edits != NULL:
+            index_edit(t, edits, (<EntryHeader*>entry_at(t, i)).producer_id, i, DEDUP_INDEX_DELETED)
+        entry_forget(t, i)
+        make_hole(t, i)
+        i = next_marked(bits, i + 1, count)
+    if edits != NULL:
+        while edits.applied != edits.queued:
+            index_edit_apply(t, edits)
+
+
+cdef void reindex_after_removal(Table* t, const Removal* r, Py_ssize_t count, Py_ssize_t removed,
+                                Py_ssize_t tail, bint exact) noexcept nogil:
     """A smaller index if one can be had (memory returns after mass expiry), else the same one:
     kept if `exact` (removal edited it), else swept with removal's records `r` (of a table
-    that had `count` entries), or refilled when there are none. This cannot fail, so removal
-    never leaves the index stale."""
-    cdef uint64_t target = index_capacity_for(max(t.count, t.reserved))
+    that had `count` entry numbers in use, `tail` of them from the end renumbered by
+    compaction, `removed` producers gone), or refilled when there are none. This cannot fail,
+    so removal never leaves the index stale."""
+    cdef uint64_t target = index_capacity_for(max(table_live(t), t.reserved))
     cdef uint32_t* fresh
     if target * 2 <= t.index_capacity:
         fresh = <uint32_t*>PyMem_RawMalloc(<size_t>target * sizeof(uint32_t))
@@ -1639,63 +1734,83 @@ cdef void reindex_after_removal(Table* t, const Removal* r, Py_ssize_t count, bi
             return
     if exact:
         return
-    if r.moved_to == NULL or t.count == 0:
+    if r.moved_to == NULL or table_live(t) == 0:
         index_fill(t)  # with no entry left, a memset
         return
     dedup_index_sweep(t.index, t.index_capacity, t.idx_mask, r.marked, <uint32_t>(count - 1),
-                      <uint32_t>(count - t.count), r.moved_to)
+                      <uint32_t>tail, r.moved_to)
     # Every removed entry's slot is now a deleted slot.
-    t.index_deleted += <uint32_t>(count - t.count)
+    t.index_deleted += <uint32_t>removed
 
 
 cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil:
     """Remove every producer that is expired and has no ongoing transaction; returns how many.
 
-    Three sequential passes: the timestamp column marks the candidates in a bitmap; the
-    entries are compacted from both ends (swap-remove: the hole an expired entry leaves is
-    filled by the last entry that stays; expired entries at the tail are simply dropped),
-    recording which numbers were removed and where the tail's went; then one sweep rewrites
-    every index slot from those records (removed: deleted, moved: renumbered). When only a
-    few are candidates the index is edited where it changed instead, during the compaction,
-    so the cost follows the removed producers; after mass expiry it is rebuilt smaller.
-    Entries stay dense, so whole chunks at the tail are freed as before.
+    The timestamp column marks the candidates in a bitmap (holes never are: their timestamp
+    is INT64_MAX); entries are read only if some entry has an ongoing transaction (to keep
+    those) or is wide (to free its ring). Then one of:
 
-    This reorders the survivors, the same way in dedup.reference (its remove_expired spells
-    out the same moves): Kafka's table is a HashMap and promises no order, so any order that
-    both twins share (their snapshots list entries in it) will do.
+    - holes (at least half the numbers in use stay live): each removed entry becomes a hole
+      on the free list, nothing moves, and inserts take the holes back, last freed first;
+    - compaction (at most half stay live): swap-remove over the removed entries and the
+      holes, from both ends (the hole is filled by the last entry that stays; removed
+      entries at the tail are simply dropped), so whole chunks at the tail are freed; when
+      every producer goes and none is in a transaction, nothing is read or moved at all.
+
+    The index is edited in place when few are removed, else swept once from the bitmap (and
+    the compaction's renumbering), or rebuilt smaller after mass expiry.
+
+    dedup.reference does the same (its remove_expired spells out the same holes and moves):
+    Kafka's table is a HashMap and promises no order, so any order that both twins share
+    (their snapshots list entries in it) will do.
     """
-    cdef Py_ssize_t count = t.count, kept
+    cdef Py_ssize_t count = t.count, live = table_live(t), kept, removed = 0, tail = 0
     cdef Removal r
     cdef IndexEdits edits
     cdef bint exact = False
     r.marked = r.moved_to = NULL
-    if count == 0 or now_ms < INT64_MIN + expiration_ms:
+    if live == 0 or now_ms < INT64_MIN + expiration_ms:
         return 0  # no timestamp is expiration_ms before now_ms
     # is_expired(now, last, expiration) is exactly last <= now - expiration (no overflow here).
     if removal_start(t, now_ms - expiration_ms, &r) == 0:
         # A few removals edit the index in place; more pay for a sweep of all of it, and mass
-        # expiry (the index is then rebuilt smaller) for neither.
+        # expiry (the index is then rebuilt smaller) for neither. (For compaction; holes
+        # decide below.)
         exact = (r.candidates * SWEEP_SLOTS_PER_REMOVAL < t.index_capacity
-                 and not index_will_shrink(t, count - r.candidates))
+                 and not index_will_shrink(t, live - r.candidates))
         edits.applied = edits.queued = 0
-        if r.candidates == count and t.open_txns == 0:
+        if r.candidates == live and t.open_txns == 0:
             # Every producer expired and none is in a transaction: nothing to read or move.
-            kept = 0
+            removed = live
+            t.count = t.holes = 0
+            t.free_hole = -1
             t.wide_used = 0  # every ring is free: wide_trim frees the pool
-        elif r.candidates == 0:
-            kept = count
-        else:
-            kept = remove_recorded(t, &r, &edits if exact else NULL)
+        elif r.candidates:
+            removed = settle_candidates(t, &r)
+            if removed and (live - removed) * 2 <= count:
+                mark_holes(t, &r)
+                kept = remove_recorded(t, &r, &edits if exact else NULL)
+                tail = count - kept
+                t.count = kept
+                t.holes = 0
+                t.free_hole = -1
+            elif removed:
+                exact = (removed * SWEEP_SLOTS_PER_HOLE < t.index_capacity
+                         and not index_will_shrink(t, live - removed))
+                make_holes(t, &r, &edits if exact else NULL)
     else:
         kept = remove_unrecorded(t, now_ms, expiration_ms)
-    wide_trim(t)
-    if kept < count:
+        removed = live - kept
         t.count = kept
+        t.holes = 0
+        t.free_hole = -1
+    wide_trim(t)
+    if removed or t.count != count:  # (without records, holes are compacted away too)
         release_spare_chunks(t)
-        reindex_after_removal(t, &r, count, exact)
+        reindex_after_removal(t, &r, count, removed, tail, exact)
         t.generation += 1
     removal_end(&r)
-    return count - kept
+    return removed
 
 
 # --- copies (spec §3.1: a batch append staged on a copy) ----------------------------------
@@ -1708,12 +1823,19 @@ cdef int table_copy_all(Table* dst, const Table* src) except -1 nogil:
     entries [k << chunk_shift, (k + 1) << chunk_shift) in either. Then one index pass.
     """
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << src.chunk_shift
-    cdef Py_ssize_t first = 0, rows
-    if src.count == 0:
+    cdef Py_ssize_t first = 0, rows, i
+    if table_live(src) == 0:
         return 0
-    table_reserve(dst, src.count)  # a no-op when dst was made with this capacity
+    table_reserve(dst, table_live(src))  # a no-op when dst was made with this capacity
     wide_reserve(dst, src.wide_capacity)  # before any entry is copied
-    while first < src.count:
+    if src.holes:
+        # The live entries one by one, in order: the copy has no holes (as the twin's).
+        for i in range(src.count):
+            if not is_hole(entry_at(src, i)):
+                memcpy(entry_at(dst, first), entry_at(src, i), src.stride)
+                last_timestamp_at(dst, first)[0] = last_timestamp_at(src, i)[0]
+                first += 1
+    while first < src.count - src.holes:
         rows = min(chunk, src.count - first)
         memcpy(entry_at(dst, first), entry_at(src, first), rows * src.stride)
         memcpy(last_timestamp_at(dst, first), last_timestamp_at(src, first), rows * sizeof(int64_t))
@@ -1724,7 +1846,7 @@ cdef int table_copy_all(Table* dst, const Table* src) except -1 nogil:
         dst.wide_used = src.wide_used
         dst.wide_top = src.wide_top
         dst.wide_free = src.wide_free
-    dst.count = src.count
+    dst.count = table_live(src)
     dst.open_txns = src.open_txns
     index_fill(dst)
     dst.generation += 1
@@ -1770,16 +1892,18 @@ cdef int table_update_from(Table* dst, const Table* src) except -1 nogil:
     """
     cdef Py_ssize_t i, j, missing = 0
     for i in range(src.count):
-        if table_find(dst, (<EntryHeader*>entry_at(src, i)).producer_id) < 0:
+        if not is_hole(entry_at(src, i)) and table_find(dst, (<EntryHeader*>entry_at(src, i)).producer_id) < 0:
             missing += 1
     if missing:
         reserve_producers(dst, dst.count + missing, False)
     wide_reserve(dst, src.wide_used)  # entry_copy then cannot fail either
     for i in range(src.count):
+        if is_hole(entry_at(src, i)):
+            continue
         j = table_find_or_insert(dst, (<EntryHeader*>entry_at(src, i)).producer_id)
         entry_copy(dst, j, src, i)
     wide_trim(dst)
-    if src.count == 0 and src.map_end_offset <= dst.map_end_offset:
+    if table_live(src) == 0 and src.map_end_offset <= dst.map_end_offset:
         return 0  # nothing changes: check() results stay valid
     if src.map_end_offset > dst.map_end_offset:
         dst.map_end_offset = src.map_end_offset
@@ -1961,7 +2085,7 @@ cdef class ProducerStateTable:
         return self.t.map_end_offset
 
     def __len__(self):
-        return self.t.count
+        return table_live(&self.t)
 
     def __contains__(self, producer_id):
         self._check_idle()
@@ -1974,11 +2098,15 @@ cdef class ProducerStateTable:
     def producer_ids(self):
         """The producer ids in the table, as an int64 array (in the table's order)."""
         self._check_idle()
-        ids = np.empty(self.t.count, dtype=np.int64)
+        ids = np.empty(table_live(&self.t), dtype=np.int64)
         cdef int64_t[::1] out = ids
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, k = 0
+        cdef int64_t producer_id
         for i in range(self.t.count):
-            out[i] = (<EntryHeader*>entry_at(&self.t, i)).producer_id
+            producer_id = (<EntryHeader*>entry_at(&self.t, i)).producer_id
+            if producer_id != HOLE_ID:
+                out[k] = producer_id
+                k += 1
         return ids
 
     def entry(self, producer_id):
@@ -2014,10 +2142,11 @@ cdef class ProducerStateTable:
         index slots marked deleted by remove_expired (reused by inserts), chunks, wide entries,
         entries with an ongoing transaction, slabs (blocks of many chunks in huge pages), bytes."""
         return {
-            "producers": self.t.count,
+            "producers": table_live(&self.t),
+            "holes": self.t.holes,
             "entry_capacity": entry_capacity(&self.t),
             "index_capacity": self.t.index_capacity,
-            "load_factor": <double>self.t.count / self.t.index_capacity if self.t.index_capacity else 0.0,
+            "load_factor": <double>table_live(&self.t) / self.t.index_capacity if self.t.index_capacity else 0.0,
             "index_deleted": self.t.index_deleted,
             "chunks": self.t.n_chunks,
             "entry_bytes": self.t.stride,
@@ -2028,7 +2157,7 @@ cdef class ProducerStateTable:
         }
 
     def __repr__(self):
-        return f"<dedup.ProducerStateTable window={self.t.window} producers={self.t.count}>"
+        return f"<dedup.ProducerStateTable window={self.t.window} producers={table_live(&self.t)}>"
 
     # -- data batches -----------------------------------------------------------------------
 
@@ -2240,7 +2369,7 @@ cdef class ProducerStateTable:
         self._busy = 1  # the loops below read this table without the GIL
         try:
             if ids is None:
-                fresh = ProducerStateTable.__new__(ProducerStateTable, self.t.window, capacity=self.t.count)
+                fresh = ProducerStateTable.__new__(ProducerStateTable, self.t.window, capacity=table_live(&self.t))
                 with nogil:
                     table_copy_all(&fresh.t, &self.t)
             else:
