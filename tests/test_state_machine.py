@@ -802,6 +802,8 @@ class TwinTables(RuleBasedStateMachine):
         assert compiled == ref
         if self.compiled.capacity_report()["wide_entries"]:
             event("invariant: some compiled entries are wide")
+        if self.compiled.capacity_report()["holes"]:
+            event("invariant: the compiled table has holes (removed producers' numbers)")
         # remove_expired reads no entry while the count of ongoing transactions is 0: exact.
         count, recount = _state.open_transactions_c(self.compiled)
         assert count == recount
