@@ -1750,7 +1750,7 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
     is INT64_MAX); entries are read only if some entry has an ongoing transaction (to keep
     those) or is wide (to free its ring). Then one of:
 
-    - holes (at least half the numbers in use stay live): each removed entry becomes a hole
+    - holes (more than half the numbers in use stay live): each removed entry becomes a hole
       on the free list, nothing moves, and inserts take the holes back, last freed first;
     - compaction (at most half stay live): swap-remove over the removed entries and the
       holes, from both ends (the hole is filled by the last entry that stays; removed
