@@ -2435,9 +2435,11 @@ cdef class ProducerStateTable:
 
         A producer is expired when it has no ongoing transaction and
         ``now_ms - last_timestamp >= expiration_ms`` (exact integer arithmetic). One pass
-        over an 8-byte timestamp column; memory of removed producers is given back. The
-        place of a removed producer in the table's order is taken by the last producer
-        (swap-remove, the same in dedup.reference), so the cost follows the removed ones.
+        over an 8-byte timestamp column, then work for the removed producers only: each
+        leaves a hole in the table's order that the next new producer takes (the hole freed
+        last first); nothing else moves. When at most half the table would stay, it is
+        compacted instead (the last producers fill the holes) and its memory given back. The
+        same in dedup.reference.
         """
         self._check_idle()
         cdef int64_t now = _args.timestamp("now_ms", now_ms)
