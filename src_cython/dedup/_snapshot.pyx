@@ -970,6 +970,22 @@ cdef int raise_corrupt(const Problem* p, const unsigned char[::1] view) except -
 
 # --- Python boundary ------------------------------------------------------------------------
 
+def crc32c_in_mode(data, crc, int mode):
+    """Test hook: (the mode used, the CRC-32C of ``data`` from ``crc``) through this module's
+    copy of crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams, 2 folding
+    with carry-less multiplies), or the best mode below it that the CPU has; then back to the
+    mode chosen at import."""
+    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef uint32_t value = <uint32_t>crc
+    cdef int chosen = dedup_crc32c_setup()
+    cdef int used = dedup_crc32c_use_hardware(mode)
+    try:
+        value = dedup_crc32c(value, &view[0] if view.shape[0] else NULL, view.shape[0])
+    finally:
+        dedup_crc32c_use_hardware(chosen)
+    return used, value
+
+
 cdef const unsigned char[::1] bytes_view(object data):
     """Any C-contiguous buffer (bytes, bytearray, memoryview, mmap), as unsigned bytes."""
     cdef const unsigned char[::1] view
