@@ -656,6 +656,56 @@ cdef inline int batch_values(int k, int32_t offset_delta, int64_t last_offset, i
                    else FULL_OFFSET_PAST_MAP_END)
 
 
+cdef inline bint full2_batches_common(Table* t, char* e, const unsigned char* q, int batch_count,
+                                      int64_t map_end_offset) noexcept nogil:
+    """Version 2, the common record: batches 1..window, no field escaped, every value valid and
+    the entry narrow. Then its batches into entry e (as full2_load's loop would write them) and
+    True; else False, having written only ring slots that the loop writes again (no escape
+    used, no problem set). Every slot is read and checked without a branch on its values."""
+    cdef uint32_t newest_sequence = dedup_load_be32(q + REC_LAST_SEQUENCE)
+    cdef uint32_t newest_delta = dedup_load_be32(q + REC_OFFSET_DELTA)
+    cdef int64_t newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)
+    cdef int64_t newest_timestamp = <int64_t>dedup_load_be64(q + REC_TIMESTAMP)
+    cdef const unsigned char* s = q + REC_SLOTS
+    cdef int32_t* sequences = ring_last_sequence(e)
+    cdef int32_t* offset_gaps = ring_offset_gap(t, e)
+    cdef int32_t* timestamp_gaps = ring_timestamp_gap(t, e)
+    cdef uint16_t* deltas = ring_offset_delta16(t, e)
+    cdef EntryHeader* header = <EntryHeader*>e
+    cdef uint32_t offset_gap, timestamp_gap, sequence_gap, delta
+    cdef int k, newest = batch_count - 1
+    # The newest batch: an offset delta that fits 16 bits, a first offset >= 0, a last offset
+    # below the map end offset.
+    cdef int bad = ((newest_delta > 0xFFFFU) | (newest_offset < <int64_t>newest_delta)
+                    | (newest_offset >= map_end_offset))
+    for k in range(newest):
+        offset_gap = dedup_load_be32(s + SLOT_OFFSET_GAP)
+        timestamp_gap = dedup_load_be32(s + SLOT_TIMESTAMP_GAP)
+        sequence_gap = dedup_load_be16(s + SLOT_SEQUENCE_GAP)
+        delta = dedup_load_be16(s + SLOT_OFFSET_DELTA)
+        # An older batch's last offset (newest - gap) at least its delta: a first offset >= 0,
+        # and below the map end as the newest is. A gap up to 2^31 keeps the table's gap
+        # (-gap) in an int32, and is never the escape 0xFFFFFFFF; a timestamp gap other than
+        # its escape always fits.
+        bad |= ((offset_gap > 0x80000000U) | (<int64_t>offset_gap + delta > newest_offset)
+                | (timestamp_gap == 0x80000000U) | (sequence_gap == 0xFFFFU) | (delta == 0xFFFFU))
+        sequences[k] = <int32_t>(newest_sequence - sequence_gap)
+        offset_gaps[k] = <int32_t>(0U - offset_gap)
+        timestamp_gaps[k] = <int32_t>(0U - timestamp_gap)
+        deltas[k] = <uint16_t>delta
+        s += SLOT_SIZE
+    if bad:
+        return False
+    sequences[newest] = <int32_t>newest_sequence
+    offset_gaps[newest] = 0
+    timestamp_gaps[newest] = 0
+    deltas[newest] = <uint16_t>newest_delta
+    header.offset_base = newest_offset
+    header.timestamp_base = newest_timestamp
+    header.count = <uint8_t>batch_count
+    return True
+
+
 cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
                     BulkLoad* bulk, Problem* p) except -1 nogil:
     """Version 2 into an empty table presized for it. full_check read count, window and escape
@@ -704,6 +754,10 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         header = <EntryHeader*>e
         if batch_count == 0:
             continue
+        if full2_batches_common(t, e, q, batch_count, map_end_offset):
+            continue
+        # Anything unusual (an escape, a wide entry, a bad value): the loop below, from the
+        # start of the batches, finds it in file order.
         newest_sequence = <int32_t>dedup_load_be32(q + REC_LAST_SEQUENCE)
         newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)
         newest_timestamp = <int64_t>dedup_load_be64(q + REC_TIMESTAMP)
