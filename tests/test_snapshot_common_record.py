@@ -1,8 +1,13 @@
 """The compiled reader of the full format (version 2) takes a short path for the common record
 (full2_batches_common in _snapshot.pyx: no escaped field, every value valid, a narrow entry)
-and its general loop for anything else. These files sit on each side of every condition of
-that short path, field by field, written raw (not through a table), and the compiled reader
-must do exactly what the pure-Python twin does: the same table, or the same error.
+and its general loop for anything else; at window 5 the writer does the same (record_batches_w5),
+and both handle the four older slots in vector registers (snapshot_w5.h) where the CPU can.
+Every test runs with those vectors on (where the CPU has them) and off.
+
+The files below sit on each side of every condition of the short path, field by field, written
+raw (not through a table), and the compiled reader must do exactly what the pure-Python twin
+does: the same table, or the same error. Tables at window 5 with every head and count, and
+fields on each side of their escapes, must write the twin's bytes.
 
 The conditions, for a record's newest batch N and each older batch B (slot fields as stored):
 N's offset delta at most 0xFFFF, N's last offset at least its delta and below the map end
@@ -17,15 +22,25 @@ import struct
 
 import crc32c as pypi_crc32c
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_snapshot import INT64_MAX, state
+from test_snapshot import INT32_MAX, INT64_MAX, apply, state
 
+from dedup import reference
+from dedup._types import Origin
 from dedup.errors import CorruptSnapshotError
 from dedup.reference import snapshot as twin_codec
 
-pytest.importorskip("dedup._state")
+_state = pytest.importorskip("dedup._state")
 from dedup import _snapshot as compiled_codec  # noqa: E402
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
+def window5_vectors(request):
+    compiled_codec.use_window5_vectors(request.param)
+    yield
+    compiled_codec.use_window5_vectors(True)
+
 
 OFFSET_GAPS = [0, 1, 7, (1 << 31) - 1, 1 << 31, (1 << 31) + 1, 0xFFFFFFFE, 0xFFFFFFFF]
 TIMESTAMP_GAPS = [0, 1, 0x7FFFFFFF, 0x80000000, 0x80000001, 0xFFFFFFFF]  # as stored: uint32 of an int32
@@ -155,8 +170,67 @@ def files(draw):
     return raw_file(records, window=window, map_end_offset=map_end_offset, escaped=escaped)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=files())
 @example(data=raw_file([(0, -1, 2, (0, 0, 5, 0), [(5, 0, 0, 0)])], window=2, map_end_offset=6, escaped=[]))
 def test_random_records_near_every_condition(data):
     assert_same(data)
+
+
+# --- the writer at window 5: every head and count, fields on each side of their escapes -----
+
+
+def test_window5_every_head_and_count_writes_as_the_twin():
+    """Producer n has had n batches: counts 1 to 5 at head 0, then heads 1, 2, 3, 4, 0, ..."""
+    ops = [
+        ("append", producer_id, 0, sequence, 1 + sequence % 3, sequence % 2, 1_000 + sequence, Origin.CLIENT, False)
+        for producer_id in range(1, 13)
+        for sequence in range(producer_id)
+    ]
+    compiled, twin = _state.ProducerStateTable(5), reference.ProducerStateTable(5)
+    assert apply(compiled, ops) == apply(twin, ops)
+    data = twin_codec.encode_full(twin)
+    assert compiled_codec.encode_full(compiled) == data
+    assert state(compiled_codec.decode_full(data)) == state(twin)
+
+
+GAPS = [0, 1, 5, (1 << 31) - 2, (1 << 32) - 3, (1 << 32) - 1, 1 << 32]
+STAMPS = [0, 1, (1 << 31) - 1, 1 << 31, -(1 << 31), -(1 << 31) - 1, 1 << 40]
+SEQUENCES = [0, 1, 0xFFFE, 0xFFFF, 0x10000, INT32_MAX]
+RECORD_COUNTS = [1, 2, 0xFFFF, 0x10000, 0x10001]
+appends = st.lists(
+    st.tuples(
+        st.integers(0, 3),
+        st.sampled_from(SEQUENCES),
+        st.sampled_from(RECORD_COUNTS),
+        st.sampled_from(GAPS),
+        st.sampled_from(STAMPS),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(appends=appends)
+@example(appends=[(0, 0, 1, 0, 0), (0, 0xFFFF, 0xFFFF, (1 << 32) - 3, (1 << 31) - 1)] * 3)
+@example(appends=[(0, 0, 1, 0, 1 << 31), (0, 1, 1, 0, 0)])  # timestamp gap -2^31: escaped
+@example(appends=[(0, 0, 1, 0, 1 << 31), (0, 1, 1, 0, 1)])  # -2^31 + 1: not
+@example(appends=[(0, 0, 1, 0, 0), (0, 1, 1, 0, (1 << 31) - 1)])  # 2^31 - 1: not
+@example(appends=[(0, 0, 1, 0, 0), (0, 1, 1, 0, 1 << 31)])  # 2^31: escaped
+# A narrow entry whose oldest and newest last offsets are 2^32 - 1 apart (escaped), 2^32 - 2 (not):
+# the middle batch moved the base, so both gaps from it fit an int32.
+@example(appends=[(0, 0, 1, 0, 0), (0, 1, 1, (1 << 31) - 1, 0), (0, 2, 1, (1 << 31) - 2, 0)])
+@example(appends=[(0, 0, 1, 0, 0), (0, 1, 1, (1 << 31) - 1, 0), (0, 2, 1, (1 << 31) - 3, 0)])
+def test_window5_tables_write_as_the_twins(appends):
+    """Followers' batches (no sequence check) with offset gaps, timestamp gaps, sequence gaps
+    and offset deltas at, under and over their escapes, and wide entries."""
+    ops = [
+        ("append", producer_id, 0, sequence, count, gap, stamp, Origin.REPLICATION, False)
+        for producer_id, sequence, count, gap, stamp in appends
+    ]
+    compiled, twin = _state.ProducerStateTable(5), reference.ProducerStateTable(5)
+    assert apply(compiled, ops) == apply(twin, ops)
+    data = twin_codec.encode_full(twin)
+    assert compiled_codec.encode_full(compiled) == data
+    assert state(compiled_codec.decode_full(data)) == state(twin)
