@@ -21,6 +21,7 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
 from libc.string cimport memcmp, memcpy, memset
 
 from dedup._state cimport (
+    ENTRY_HEADER_SIZE,
     NO_SEQUENCE,
     NO_TXN,
     BulkLoad,
@@ -53,6 +54,7 @@ from dedup.errors import CorruptSnapshotError
 
 cdef extern from "snapshot_w5.h":
     int dedup_w5_mode
+    int DEDUP_W5_RING
     int DEDUP_W5_OFFSET_GAP
     int DEDUP_W5_TIMESTAMP_GAP
     int DEDUP_W5_OFFSET_DELTA
@@ -362,7 +364,8 @@ cdef inline int unwritable_batch(const EntryHeader* header, int k, int64_t last_
 
 cdef inline bint window5_layout(const Table* t) noexcept nogil:
     """The table is one snapshot_w5.h reads and writes: window 5, the ring where it expects."""
-    return (dedup_w5_mode == 1 and t.window == 5 and t.off_gap == DEDUP_W5_OFFSET_GAP
+    return (dedup_w5_mode == 1 and t.window == 5 and ENTRY_HEADER_SIZE == DEDUP_W5_RING
+            and t.off_gap == DEDUP_W5_OFFSET_GAP
             and t.off_ts_gap == DEDUP_W5_TIMESTAMP_GAP and t.off_delta == DEDUP_W5_OFFSET_DELTA
             and t.stride >= DEDUP_W5_ENTRY_SIZE)
 
@@ -1086,6 +1089,12 @@ def use_window5_vectors(bint wanted):
     """Test hook: window 5's slots through snapshot_w5.h (where the CPU can) or the scalar loops
     only; returns whether the vectors are in use now."""
     return dedup_w5_use(wanted) == 1
+
+
+def window5_vectors_apply(ProducerStateTable table not None):
+    """Test hook: whether the table's snapshots go through snapshot_w5.h (window 5, its ring
+    where the header expects it, the vectors in use)."""
+    return window5_layout(&table.t)
 
 
 def crc32c_in_mode(data, crc, int mode):
