@@ -4,9 +4,9 @@
  * the first empty slot, exactly where bulk_place's probe loop would put it in an index without
  * deleted slots. Anything else (a tag met, no empty slot among the 16, the 16 running past the
  * index's end) is left to bulk_place. Placing 1,000,000 notes (a decoded table's, load factor
- * 0.6 at the end) took 4.3 instead of 6.7 ms in a C model of the loop, and bulk_finish's share
- * of a full-format decode went from 5.3 to 4.1 ms: the probe loop branches on every slot it
- * reads, this on nothing but the rare slow case.
+ * 0.6 at the end) took 4.3 instead of 6.7 ms in a C model of the loop, and bulk_finish's part of
+ * a full-format decode went from about 5.3 to 4.1 ms (perf samples times the decode's time):
+ * the probe loop branches on every slot it reads, this on nothing but the rare slow case.
  * x86-64 with AVX-512 F, chosen at run time; elsewhere bulk_place alone.
  */
 #ifndef DEDUP_BULK_PLACE16_H
