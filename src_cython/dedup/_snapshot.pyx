@@ -21,6 +21,7 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
 from libc.string cimport memcmp, memcpy, memset
 
 from dedup._state cimport (
+    ENTRY_HEADER_SIZE,
     NO_SEQUENCE,
     NO_TXN,
     BulkLoad,
@@ -53,7 +54,20 @@ from dedup._state cimport (
 from dedup import _args
 from dedup.errors import CorruptSnapshotError
 
+cdef extern from "snapshot_w5.h":
+    int dedup_w5_mode
+    int DEDUP_W5_RING
+    int DEDUP_W5_OFFSET_GAP
+    int DEDUP_W5_TIMESTAMP_GAP
+    int DEDUP_W5_OFFSET_DELTA
+    int DEDUP_W5_ENTRY_SIZE
+    int dedup_w5_use(int wanted) noexcept nogil
+    int dedup_w5_encode_slots(const char* e, unsigned char* out, int head, int count, int64_t limit) noexcept nogil
+    int dedup_w5_decode_slots(const unsigned char* slots, char* e, int count, uint32_t newest_sequence,
+                              uint32_t newest_delta, uint32_t limit) noexcept nogil
+
 dedup_crc32c_setup()  # decided once, with the GIL, before any nogil caller
+dedup_w5_use(1)  # likewise: window 5's slots in vector registers where the CPU has them
 
 cdef const char* DDPS = b"DDPS"
 
@@ -354,6 +368,40 @@ cdef inline int unwritable_batch(const EntryHeader* header, int k, int64_t last_
     return problem(p, FULL_NEGATIVE_FIRST_OFFSET if last_offset < offset_delta else FULL_OFFSET_PAST_MAP_END)
 
 
+cdef inline bint window5_layout(const Table* t) noexcept nogil:
+    """The table is one snapshot_w5.h reads and writes: window 5, the ring where it expects."""
+    return (dedup_w5_mode == 1 and t.window == 5 and ENTRY_HEADER_SIZE == DEDUP_W5_RING
+            and t.off_gap == DEDUP_W5_OFFSET_GAP
+            and t.off_ts_gap == DEDUP_W5_TIMESTAMP_GAP and t.off_delta == DEDUP_W5_OFFSET_DELTA
+            and t.stride >= DEDUP_W5_ENTRY_SIZE)
+
+
+cdef inline bint record_batches_w5(const Table* t, char* e, unsigned char* q, int64_t map_end_offset) noexcept nogil:
+    """Window 5 (window5_layout): the batches of entry e (narrow, at least one) into the record
+    at q, if no field needs an escape and the reader would take each batch: then True; else
+    False, and full_records' loop writes them (nothing written here is left over: the slots
+    are untouched, the newest batch's fields written only on success)."""
+    cdef const EntryHeader* header = <const EntryHeader*>e
+    cdef int count = header.count
+    cdef int newest = header.head + count - 1
+    if newest >= 5:
+        newest -= 5
+    cdef int64_t newest_offset = <int64_t>(<uint64_t>header.offset_base
+                                           + <uint64_t><int64_t>ring_offset_gap(t, e)[newest])
+    cdef uint32_t newest_delta = ring_offset_delta16(t, e)[newest]
+    # The newest batch as the reader checks it: a first offset >= 0, below the map end offset.
+    if newest_offset < <int64_t>newest_delta or newest_offset >= map_end_offset:
+        return False
+    if not dedup_w5_encode_slots(e, q + REC_SLOTS, header.head, count, min(newest_offset, <int64_t>0xFFFFFFFE)):
+        return False
+    dedup_store_be32(q + REC_LAST_SEQUENCE, <uint32_t>ring_last_sequence(e)[newest])
+    dedup_store_be32(q + REC_OFFSET_DELTA, newest_delta)
+    dedup_store_be64(q + REC_LAST_OFFSET, <uint64_t>newest_offset)
+    dedup_store_be64(q + REC_TIMESTAMP, <uint64_t>header.timestamp_base
+                     + <uint64_t><int64_t>ring_timestamp_gap(t, e)[newest])
+    return True
+
+
 cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigned char* out,
                       Escapes* escapes, uint32_t* crc, Problem* p) except -1 nogil:
     """Records of entries [*next, stop) into out (holes skipped), R bytes each, the older
@@ -383,6 +431,7 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
     cdef uint64_t offset_gap
     cdef int32_t offset_delta, newest_sequence
     cdef uint32_t sequence_gap
+    cdef bint w5 = window5_layout(t)
     for i in range(next[0], stop):
         e = entry_at(t, i)
         header = <const EntryHeader*>e
@@ -405,7 +454,9 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
         (q + REC_BATCH_COUNT)[0] = <uint8_t>count
         if count == 0:
             memset(q + REC_LAST_SEQUENCE, 0, size - REC_LAST_SEQUENCE)
-        else:
+        elif not (w5 and header.offset_base >= 0 and record_batches_w5(t, e, q, map_end_offset)):
+            # Another window, a wide entry, an escape, a batch the reader would reject: the
+            # general loop, from the record's first slot.
             newest = header.head + count - 1
             if newest >= window:
                 newest -= window
@@ -667,6 +718,65 @@ cdef inline int batch_values(int k, int32_t offset_delta, int64_t last_offset, i
                    else FULL_OFFSET_PAST_MAP_END)
 
 
+cdef inline bint full2_batches_common(Table* t, char* e, const unsigned char* q, int batch_count,
+                                      int64_t map_end_offset, bint w5) noexcept nogil:
+    """Version 2, the common record: batches 1..window, no field escaped, every value valid and
+    the entry narrow. Then its batches into entry e (as full2_load's loop would write them) and
+    True; else False, having written only ring slots that the loop writes again (no escape
+    used, no problem set). Every slot is read and checked without a branch on its values; with
+    `w5` (window5_layout) all four at once, in snapshot_w5.h."""
+    cdef uint32_t newest_sequence = dedup_load_be32(q + REC_LAST_SEQUENCE)
+    cdef uint32_t newest_delta = dedup_load_be32(q + REC_OFFSET_DELTA)
+    cdef int64_t newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)
+    cdef int64_t newest_timestamp = <int64_t>dedup_load_be64(q + REC_TIMESTAMP)
+    cdef const unsigned char* s = q + REC_SLOTS
+    cdef int32_t* sequences = ring_last_sequence(e)
+    cdef int32_t* offset_gaps = ring_offset_gap(t, e)
+    cdef int32_t* timestamp_gaps = ring_timestamp_gap(t, e)
+    cdef uint16_t* deltas = ring_offset_delta16(t, e)
+    cdef EntryHeader* header = <EntryHeader*>e
+    cdef uint32_t offset_gap, timestamp_gap, sequence_gap, delta
+    cdef int k, newest = batch_count - 1
+    # The newest batch: an offset delta that fits 16 bits, a first offset >= 0, a last offset
+    # below the map end offset.
+    cdef int bad = ((newest_delta > 0xFFFFU) | (newest_offset < <int64_t>newest_delta)
+                    | (newest_offset >= map_end_offset))
+    if w5:
+        if bad or not dedup_w5_decode_slots(s, e, batch_count, newest_sequence, newest_delta,
+                                            <uint32_t>min(newest_offset, <int64_t>0xFFFFFFFF)):
+            return False
+        header.offset_base = newest_offset
+        header.timestamp_base = newest_timestamp
+        header.count = <uint8_t>batch_count
+        return True
+    for k in range(newest):
+        offset_gap = dedup_load_be32(s + SLOT_OFFSET_GAP)
+        timestamp_gap = dedup_load_be32(s + SLOT_TIMESTAMP_GAP)
+        sequence_gap = dedup_load_be16(s + SLOT_SEQUENCE_GAP)
+        delta = dedup_load_be16(s + SLOT_OFFSET_DELTA)
+        # An older batch's last offset (newest - gap) at least its delta: a first offset >= 0,
+        # and below the map end as the newest is. A gap up to 2^31 keeps the table's gap
+        # (-gap) in an int32, and is never the escape 0xFFFFFFFF; a timestamp gap other than
+        # its escape always fits.
+        bad |= ((offset_gap > 0x80000000U) | (<int64_t>offset_gap + delta > newest_offset)
+                | (timestamp_gap == 0x80000000U) | (sequence_gap == 0xFFFFU) | (delta == 0xFFFFU))
+        sequences[k] = <int32_t>(newest_sequence - sequence_gap)
+        offset_gaps[k] = <int32_t>(0U - offset_gap)
+        timestamp_gaps[k] = <int32_t>(0U - timestamp_gap)
+        deltas[k] = <uint16_t>delta
+        s += SLOT_SIZE
+    if bad:
+        return False
+    sequences[newest] = <int32_t>newest_sequence
+    offset_gaps[newest] = 0
+    timestamp_gaps[newest] = 0
+    deltas[newest] = <uint16_t>newest_delta
+    header.offset_base = newest_offset
+    header.timestamp_base = newest_timestamp
+    header.count = <uint8_t>batch_count
+    return True
+
+
 cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
                     BulkLoad* bulk, Problem* p) except -1 nogil:
     """Version 2 into an empty table presized for it. full_check read count, window and escape
@@ -696,6 +806,7 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
     cdef int window = layout.window
     cdef char* e
     cdef EntryHeader* header
+    cdef bint w5 = window5_layout(t)
     for n in range(layout.count):
         q = records + n * record_size
         if q - crc_from >= CRC_BLOCK:
@@ -715,6 +826,10 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         header = <EntryHeader*>e
         if batch_count == 0:
             continue
+        if full2_batches_common(t, e, q, batch_count, map_end_offset, w5):
+            continue
+        # Anything unusual (an escape, a wide entry, a bad value): the loop below, from the
+        # start of the batches, finds it in file order.
         newest_sequence = <int32_t>dedup_load_be32(q + REC_LAST_SEQUENCE)
         newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)
         newest_timestamp = <int64_t>dedup_load_be64(q + REC_TIMESTAMP)
@@ -980,6 +1095,34 @@ cdef int raise_corrupt(const Problem* p, const unsigned char[::1] view) except -
 
 
 # --- Python boundary ------------------------------------------------------------------------
+
+def use_window5_vectors(bint wanted):
+    """Test hook: window 5's slots through snapshot_w5.h (where the CPU can) or the scalar loops
+    only; returns whether the vectors are in use now."""
+    return dedup_w5_use(wanted) == 1
+
+
+def window5_vectors_apply(ProducerStateTable table not None):
+    """Test hook: whether the table's snapshots go through snapshot_w5.h (window 5, its ring
+    where the header expects it, the vectors in use)."""
+    return window5_layout(&table.t)
+
+
+def crc32c_in_mode(data, crc, int mode):
+    """Test hook: (the mode used, the CRC-32C of ``data`` from ``crc``) through this module's
+    copy of crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams, 2 folding
+    with carry-less multiplies), or the best mode below it that the CPU has; then back to the
+    mode chosen at import."""
+    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef uint32_t value = <uint32_t>crc
+    cdef int chosen = dedup_crc32c_setup()
+    cdef int used = dedup_crc32c_use_hardware(mode)
+    try:
+        value = dedup_crc32c(value, &view[0] if view.shape[0] else NULL, view.shape[0])
+    finally:
+        dedup_crc32c_use_hardware(chosen)
+    return used, value
+
 
 cdef const unsigned char[::1] bytes_view(object data):
     """Any C-contiguous buffer (bytes, bytearray, memoryview, mmap), as unsigned bytes."""

@@ -530,6 +530,19 @@ cdef void table_free(Table* t) noexcept nogil:
 cdef enum:
     BULK_PREFETCH = 24                 # notes placed ahead of their probe's first cache line
 
+cdef extern from "bulk_place16.h":
+    int dedup_bulk16_mode
+    int dedup_bulk16_use(int wanted) noexcept nogil
+    int dedup_bulk_place16(uint32_t* index, uint32_t capacity, uint32_t tag_mask, uint64_t note) noexcept nogil
+
+dedup_bulk16_use(1)  # decided once, at import (bulk_place16.h: AVX-512 where the CPU has it)
+
+
+def bulk_vectors(bint wanted):
+    """Test hook: bulk_finish with bulk_place16.h first (where the CPU can) or bulk_place
+    alone; returns whether the vector placement is in use now."""
+    return dedup_bulk16_use(wanted) == 1
+
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
     """Presize t for `entries` more (table_reserve) and make room for their notes."""
@@ -585,12 +598,15 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
     producer id an earlier entry has too, or -1; repeated: the first entry with that id. With
     a repeat the index names one entry per producer id and the table must be discarded."""
     cdef Py_ssize_t k, n = t.count - bulk.first
+    # Without deleted slots (always so in a new table) most notes take the vector placement.
+    cdef bint vectors = dedup_bulk16_mode == 1 and t.index_deleted == 0
     repeat[0] = -1
     repeated[0] = -1
     for k in range(n):
         if k + BULK_PREFETCH < n:
             dedup_prefetch_write(t.index + <uint32_t>(bulk.notes[k + BULK_PREFETCH] >> 32))
-        bulk_place(t, bulk.notes[k], repeat, repeated)
+        if not (vectors and dedup_bulk_place16(t.index, t.index_capacity, t.tag_mask, bulk.notes[k])):
+            bulk_place(t, bulk.notes[k], repeat, repeated)
     return 0
 
 
