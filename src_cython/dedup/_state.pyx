@@ -21,14 +21,13 @@ from dedup import _args
 from dedup._messages import batch_error, marker_error
 from dedup._types import AppendManyResult, BatchMetadata, CompletedTxn, Origin, ProducerStateEntry
 
-from dedup._cheaders cimport dedup_advise_huge_pages
-
 cdef extern from "slab.h":
     # A block of at least size bytes in huge pages where the system has them (*mapped: its
     # length, for dedup_slab_free; rounded up to whole huge pages if asked), traced by
     # tracemalloc; NULL if none.
     void* dedup_slab_alloc(size_t size, int whole_huge_pages, size_t* mapped) noexcept nogil
     void dedup_slab_free(void* p, size_t mapped) noexcept nogil
+    size_t dedup_slab_length(size_t size, int whole_huge_pages) noexcept nogil
 
 cdef extern from *:
     """
@@ -126,6 +125,34 @@ cdef void* alloc_array(size_t count, size_t size) except NULL nogil:
     return p
 
 
+# The index and a bulk load's notes are blocks: from BLOCK_SLAB_FROM bytes on a slab (slab.h:
+# 2 MiB-aligned huge pages, as the entries; a large table's index is 6.7 MB, and malloc would
+# leave the ends of such a block in 4 KiB pages, which cost the kernel about 4x as much per
+# byte to zero), else PyMem_RawMalloc. Either way tracemalloc sees them.
+cdef enum:
+    BLOCK_SLAB_FROM = 2 * 1024 * 1024
+
+
+cdef inline size_t block_bytes(size_t size) noexcept nogil:
+    """What a block of `size` bytes holds in memory."""
+    return dedup_slab_length(size, 0) if size >= BLOCK_SLAB_FROM else size
+
+
+cdef void* try_block(size_t size) noexcept nogil:
+    """A block of `size` bytes (freed by free_block with the same size), or NULL."""
+    cdef size_t mapped
+    if size >= BLOCK_SLAB_FROM:
+        return dedup_slab_alloc(size, 0, &mapped)
+    return PyMem_RawMalloc(size if size else 1)
+
+
+cdef void free_block(void* p, size_t size) noexcept nogil:
+    if size >= BLOCK_SLAB_FROM:
+        dedup_slab_free(p, block_bytes(size))
+    else:
+        PyMem_RawFree(p)
+
+
 # --- hashing and the index ----------------------------------------------------------------
 
 # hash_producer_id and home_slot: _state.pxd (the snapshot loader needs them too).
@@ -173,11 +200,11 @@ cdef void index_fill(Table* t) noexcept nogil:
 cdef void index_adopt(Table* t, uint32_t* fresh, uint32_t capacity) noexcept nogil:
     """Replace the index array by `fresh` (to be filled by index_fill)."""
     if t.index != NULL:
-        PyMem_RawFree(t.index)
-        t.bytes -= <size_t>t.index_capacity * sizeof(uint32_t)
+        free_block(t.index, <size_t>t.index_capacity * sizeof(uint32_t))
+        t.bytes -= block_bytes(<size_t>t.index_capacity * sizeof(uint32_t))
     t.index = fresh
     t.index_capacity = capacity
-    t.bytes += <size_t>capacity * sizeof(uint32_t)
+    t.bytes += block_bytes(<size_t>capacity * sizeof(uint32_t))
     index_masks(t)
 
 
@@ -185,8 +212,9 @@ cdef int index_resize(Table* t, uint64_t capacity) except -1 nogil:
     if capacity > <uint64_t>0xFFFFFFFE:
         with gil:
             raise MemoryError(f"producer-state table: an index of {capacity} slots is too large")
-    cdef uint32_t* fresh = <uint32_t*>alloc_array(<size_t>capacity, sizeof(uint32_t))
-    dedup_advise_huge_pages(fresh, <size_t>capacity * sizeof(uint32_t))
+    cdef uint32_t* fresh = <uint32_t*>try_block(<size_t>capacity * sizeof(uint32_t))
+    if fresh == NULL:
+        out_of_memory(<size_t>capacity, sizeof(uint32_t))
     index_adopt(t, fresh, <uint32_t>capacity)
     index_fill(t)
     return 0
@@ -512,7 +540,7 @@ cdef void table_free(Table* t) noexcept nogil:
     PyMem_RawFree(t.chunk_in_slab)
     PyMem_RawFree(t.slab_entries)
     PyMem_RawFree(t.slab_sizes)
-    PyMem_RawFree(t.index)
+    free_block(t.index, <size_t>t.index_capacity * sizeof(uint32_t))
     PyMem_RawFree(t.wide)
     memset(t, 0, sizeof(Table))
 
@@ -549,8 +577,9 @@ cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogi
     memset(bulk, 0, sizeof(BulkLoad))
     bulk.first = t.count
     table_reserve(t, t.count + entries)  # the index capacity is fixed from here on
-    bulk.notes = <uint64_t*>alloc_array(<size_t>max(entries, 1), sizeof(uint64_t))
-    dedup_advise_huge_pages(bulk.notes, <size_t>max(entries, 1) * sizeof(uint64_t))
+    bulk.notes = <uint64_t*>try_block(<size_t>max(entries, 1) * sizeof(uint64_t))
+    if bulk.notes == NULL:
+        out_of_memory(<size_t>max(entries, 1), sizeof(uint64_t))
     bulk.capacity = entries
     return 0
 
@@ -611,7 +640,8 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
 
 
 cdef void bulk_free(BulkLoad* bulk) noexcept nogil:
-    PyMem_RawFree(bulk.notes)
+    if bulk.notes != NULL:
+        free_block(bulk.notes, <size_t>max(bulk.capacity, 1) * sizeof(uint64_t))
     memset(bulk, 0, sizeof(BulkLoad))
 
 
@@ -1743,7 +1773,7 @@ cdef void reindex_after_removal(Table* t, const Removal* r, Py_ssize_t count, Py
     cdef uint64_t target = index_capacity_for(max(table_live(t), t.reserved))
     cdef uint32_t* fresh
     if target * 2 <= t.index_capacity:
-        fresh = <uint32_t*>PyMem_RawMalloc(<size_t>target * sizeof(uint32_t))
+        fresh = <uint32_t*>try_block(<size_t>target * sizeof(uint32_t))
         if fresh != NULL:
             index_adopt(t, fresh, <uint32_t>target)
             index_fill(t)

@@ -13,6 +13,18 @@
  * tracemalloc.get_traced_memory() still sees all of a table's memory. */
 #define DEDUP_TRACE_DOMAIN 0x64656475u /* "dedu" */
 
+/* The length dedup_slab_alloc maps for `size` bytes (what the block holds in memory). */
+static size_t dedup_slab_length(size_t size, int whole_huge_pages)
+{
+#if defined(__linux__) && defined(MAP_ANONYMOUS)
+    const size_t unit = whole_huge_pages ? ((size_t)2 << 20) : (size_t)4096u;
+    return (size + unit - 1) & ~(unit - 1);
+#else
+    (void)whole_huge_pages;
+    return size;
+#endif
+}
+
 /* A block of at least `size` bytes, *mapped set to what dedup_slab_free must be given; NULL
  * if none can be had.
  *
@@ -28,8 +40,7 @@ static void *dedup_slab_alloc(size_t size, int whole_huge_pages, size_t *mapped)
 {
 #if defined(__linux__) && defined(MAP_ANONYMOUS)
     const size_t huge = (size_t)2 << 20;
-    const size_t unit = whole_huge_pages ? huge : (size_t)4096u;
-    size_t length = (size + unit - 1) & ~(unit - 1);
+    size_t length = dedup_slab_length(size, whole_huge_pages);
     char *raw, *start;
     if (length < size || length == 0 || length > SIZE_MAX - huge)
         return NULL;
