@@ -73,3 +73,9 @@ def test_continuing_from_a_crc_in_every_mode():
         for cut in (0, 1, 511, 512, 4097, 69_999):
             _, first = _snapshot.crc32c_in_mode(data[:cut], 0, mode)
             assert _snapshot.crc32c_in_mode(data[cut:], first, mode)[1] == pypi_crc32c.crc32c(data)
+
+
+@pytest.mark.parametrize("mode", [-1, 3, 99])
+def test_the_hook_refuses_a_mode_it_does_not_have(mode):
+    with pytest.raises(ValueError, match="mode must be 0, 1 or 2"):
+        _snapshot.crc32c_in_mode(b"123456789", 0, mode)

@@ -1113,6 +1113,8 @@ def crc32c_in_mode(data, crc, int mode):
     copy of crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams, 2 folding
     with carry-less multiplies), or the best mode below it that the CPU has; then back to the
     mode chosen at import."""
+    if not 0 <= mode <= 2:
+        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
     cdef const unsigned char[::1] view = bytes_view(data)
     cdef uint32_t value = <uint32_t>crc
     cdef int chosen = dedup_crc32c_setup()

@@ -1699,7 +1699,7 @@ cdef Py_ssize_t settle_candidates(const Table* t, Removal* r) noexcept nogil:
         return r.candidates
     i = next_marked(bits, 0, count)
     while i < count:
-        if (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN:
+        if keeps_transaction(t, i):
             unmark(bits, i)
         else:
             removed += 1

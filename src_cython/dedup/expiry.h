@@ -49,12 +49,16 @@ static uint64_t dedup_mark_expired_portable(const int64_t *stamps, size_t n, int
     DEDUP_MARK_BODY
 }
 
+/* How many bits of bits[0, words) are set (with POPCNT where compiled for it). */
+#define DEDUP_COUNT_BODY                                                                    \
+    size_t k, n = 0;                                                                        \
+    for (k = 0; k < words; k++)                                                             \
+        n += (size_t)__builtin_popcount(bits[k]);                                           \
+    return n;
+
 static size_t dedup_count_bits_portable(const uint32_t *bits, size_t words)
 {
-    size_t k, n = 0;
-    for (k = 0; k < words; k++)
-        n += (size_t)__builtin_popcount(bits[k]);
-    return n;
+    DEDUP_COUNT_BODY
 }
 
 static void dedup_index_sweep_portable(uint32_t *restrict index, size_t capacity, uint32_t idx_mask,
@@ -116,10 +120,7 @@ static void dedup_index_sweep_avx2(uint32_t *restrict index, size_t capacity, ui
 __attribute__((target("popcnt")))
 static size_t dedup_count_bits_popcnt(const uint32_t *bits, size_t words)
 {
-    size_t k, n = 0;
-    for (k = 0; k < words; k++)
-        n += (size_t)__builtin_popcount(bits[k]);
-    return n;
+    DEDUP_COUNT_BODY
 }
 
 static int dedup_expiry_avx2 = -1;  /* -1: not asked yet; a benign race (every thread agrees) */
