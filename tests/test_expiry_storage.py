@@ -324,3 +324,34 @@ def test_a_table_half_holes_compacts_and_frees_its_tail():
     same_tables(compiled, twin)
     assert all(pid in compiled for pid in range(2, producers, 3))
     assert not any(pid in compiled for pid in range(0, producers, 3))
+
+
+@pytest.mark.parametrize("first, second", [(7, 7), (8, 3)], ids=["thirds", "more-holes-than-candidates"])
+def test_compaction_over_holes_keeps_the_index_of_a_presized_table(first, second):
+    """Compaction renumbers the removed entries and the holes; a presized table keeps its
+    index (no rebuild), so every renumbering is recorded for the index sweep or edits, holes
+    included: more than the expired candidates (the record was once sized for those alone,
+    caught by AddressSanitizer). Of every 20 producers, `first` expire at the first removal
+    (holes: more than half stay) and `second` at the next (compaction: at most half stay)."""
+    producers = 12 * CHUNK
+    compiled, twin = Compiled(capacity=producers), reference.ProducerStateTable(capacity=producers)
+    group = np.arange(producers) % 20
+    for table in (compiled, twin):
+        fill(table, np.where(group < first, 0, np.where(group < first + second, 20, 100)))
+    assert compiled.remove_expired(15, 10) == twin.remove_expired(15, 10) == (group < first).sum()
+    assert compiled.capacity_report()["holes"] == (group < first).sum()
+    index_capacity = compiled.capacity_report()["index_capacity"]
+    assert (
+        compiled.remove_expired(30, 10)
+        == twin.remove_expired(30, 10)
+        == ((group >= first) & (group < first + second)).sum()
+    )
+    report = compiled.capacity_report()
+    stay = np.flatnonzero(group >= first + second)
+    assert report["holes"] == 0 and report["producers"] == len(stay)
+    assert report["index_capacity"] == index_capacity
+    same_tables(compiled, twin)
+    assert all(pid in compiled for pid in stay.tolist())
+    assert not any(pid in compiled for pid in np.flatnonzero(group < first + second).tolist())
+    fill(compiled, [200] * 10, start=10**6)  # and it takes new producers after
+    assert all(pid in compiled for pid in range(10**6, 10**6 + 10)) and len(compiled) == len(stay) + 10

@@ -1490,8 +1490,9 @@ cdef inline void index_edit(Table* t, IndexEdits* edits, int64_t producer_id, Py
 # What the entry pass did, for the sweep. marked: a bitmap over [0, idx_mask], bit i set for
 # entry i expired by its timestamp and cleared again if it stays (a transaction), so that
 # after the pass it holds exactly the removed. moved_to[count - 1 - n]: where tail entry n
-# went, or DEDUP_INDEX_DELETED (written for the tail [kept, count) only); NULL when the index
-# is to be rebuilt smaller (it is then refilled if that fails).
+# went, or DEDUP_INDEX_DELETED (written for the tail [kept, count) only: at most candidates +
+# holes records); NULL when the index is to be rebuilt smaller (it is then refilled if that
+# fails).
 ctypedef struct Removal:
     uint32_t* marked
     uint32_t* moved_to
@@ -1596,7 +1597,9 @@ cdef int removal_start(const Table* t, int64_t threshold, Removal* r) noexcept n
     memset(r.marked + written, 0, (words - written) * sizeof(uint32_t))
     if index_will_shrink(t, table_live(t) - r.candidates):
         return 0  # the index will be rebuilt smaller: no sweep, nothing to record for it
-    r.moved_to = <uint32_t*>try_alloc(<size_t>max(r.candidates, <Py_ssize_t>1), sizeof(uint32_t))
+    # One record per tail position compaction empties: at most every candidate and every hole
+    # (mark_holes adds the holes to the marked entries).
+    r.moved_to = <uint32_t*>try_alloc(<size_t>max(r.candidates + t.holes, <Py_ssize_t>1), sizeof(uint32_t))
     if r.moved_to == NULL:
         PyMem_RawFree(r.marked)
         r.marked = NULL
