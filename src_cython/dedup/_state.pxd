@@ -315,11 +315,23 @@ cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:
 # only: the caller writes every other field) and notes its home slot and slot value instead
 # of probing the index; bulk_finish places the notes in one pass of its own. Until then the
 # appended entries are not in the index (table_find does not see them). Always bulk_free after.
+# A large load's new memory is faulted in by a helper thread ahead of the appends (prefault.h);
+# bulk_append tells it how far the load has come every 1,024 entries.
+
+cdef extern from "prefault.h":
+    ctypedef struct dedup_prefault:    # a helper thread faulting the load's new memory in
+        char** start
+        size_t* length
+        int ranges
+        Py_ssize_t total
+        int running
+    void dedup_prefault_progress(dedup_prefault* pf, Py_ssize_t done) noexcept nogil
 
 ctypedef struct BulkLoad:
     uint64_t* notes                    # per appended entry: home slot << 32 | index slot value
     Py_ssize_t first                   # t.count at bulk_begin: entry first + k has notes[k]
     Py_ssize_t capacity                # entries bulk_append may add
+    dedup_prefault prefault            # the helper (prefault.h): bulk_finish stops it, bulk_free joins it
 
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil
@@ -337,6 +349,8 @@ cdef inline char* bulk_append(Table* t, BulkLoad* bulk, int64_t producer_id) noe
     bulk.notes[i - bulk.first] = ((<uint64_t>home_slot(h, t.index_capacity) << 32)
                                   | ((<uint32_t>h & t.tag_mask) | <uint32_t>i))
     t.count = i + 1
+    if ((i - bulk.first) & 1023) == 0:
+        dedup_prefault_progress(&bulk.prefault, i - bulk.first)  # for the helper to keep ahead
     return e
 
 

@@ -572,16 +572,67 @@ def bulk_vectors(bint wanted):
     return dedup_bulk16_use(wanted) == 1
 
 
+cdef extern from "prefault.h":
+    int dedup_prefault_start(dedup_prefault* pf) noexcept nogil
+    void dedup_prefault_stop(dedup_prefault* pf) noexcept nogil
+    void dedup_prefault_join(dedup_prefault* pf) noexcept nogil
+    int dedup_prefault_use(int mode) noexcept nogil
+    size_t dedup_prefault_threads
+    size_t dedup_prefault_bytes
+
+
+def prefault_mode(int mode):
+    """Test and benchmark hook: bulk loads (snapshot decodes) fault their new memory in on a
+    helper thread (prefault.h) never (0), from 16 MB on with two CPUs or more (1, the
+    default), at any size (2), or at any size and all of it, racing the load (3). Returns the
+    mode in use now: 0 where the helper cannot run (not Linux 5.14+)."""
+    if not 0 <= mode <= 3:
+        raise ValueError(f"prefault mode {mode}: 0, 1, 2 or 3")
+    return dedup_prefault_use(mode)
+
+
+def prefault_counts():
+    """Test hook: (helper threads started, bytes they had populated) since import."""
+    return dedup_prefault_threads, dedup_prefault_bytes
+
+
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
-    """Presize t for `entries` more (table_reserve) and make room for their notes."""
+    """Presize t for `entries` more (table_reserve) and make room for their notes; then, if
+    the load is large (prefault.h), a helper faults in the entries' slab and the notes ahead
+    of the appends."""
     memset(bulk, 0, sizeof(BulkLoad))
     bulk.first = t.count
+    cdef Py_ssize_t slabs = t.n_slabs
     table_reserve(t, t.count + entries)  # the index capacity is fixed from here on
     bulk.notes = <uint64_t*>try_block(<size_t>max(entries, 1) * sizeof(uint64_t))
     if bulk.notes == NULL:
         out_of_memory(<size_t>max(entries, 1), sizeof(uint64_t))
     bulk.capacity = entries
+    if t.n_slabs > slabs:
+        prefault_ranges(t, &bulk.prefault, t.count + entries)
+    bulk.prefault.start[bulk.prefault.ranges] = <char*>bulk.notes
+    bulk.prefault.length[bulk.prefault.ranges] = <size_t>entries * sizeof(uint64_t)
+    bulk.prefault.ranges += 1
+    bulk.prefault.total = entries
+    dedup_prefault_start(&bulk.prefault)
     return 0
+
+
+cdef void prefault_ranges(Table* t, dedup_prefault* pf, Py_ssize_t needed) noexcept nogil:
+    """The parts of the slab table_reserve has just made (the last slab, chunks c0 to the
+    end) that entries below `needed` will fill: entries, then their timestamps."""
+    cdef Py_ssize_t c0 = t.n_chunks - 1
+    cdef char* slab = t.slab_entries[t.n_slabs - 1]
+    while c0 > 0 and t.entry_chunks[c0] != slab:
+        c0 -= 1
+    cdef Py_ssize_t used = min(needed - (c0 << t.chunk_shift), (t.n_chunks - c0) << t.chunk_shift)
+    if t.entry_chunks[c0] != slab or used <= 0:
+        return
+    pf.start[0] = slab
+    pf.length[0] = <size_t>used * <size_t>t.stride
+    pf.start[1] = <char*>t.ts_chunks[c0]
+    pf.length[1] = <size_t>used * sizeof(int64_t)
+    pf.ranges = 2
 
 
 cdef inline bint same_producer(const Table* t, uint32_t a, uint32_t b) noexcept nogil:
@@ -629,6 +680,7 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
     cdef Py_ssize_t k, n = t.count - bulk.first
     # Without deleted slots (always so in a new table) most notes take the vector placement.
     cdef bint vectors = dedup_bulk16_mode == 1 and t.index_deleted == 0
+    dedup_prefault_stop(&bulk.prefault)  # the appends are done: what it has not reached, they did
     repeat[0] = -1
     repeated[0] = -1
     for k in range(n):
@@ -640,6 +692,7 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
 
 
 cdef void bulk_free(BulkLoad* bulk) noexcept nogil:
+    dedup_prefault_join(&bulk.prefault)  # before the notes go: it may be faulting them in
     if bulk.notes != NULL:
         free_block(bulk.notes, <size_t>max(bulk.capacity, 1) * sizeof(uint64_t))
     memset(bulk, 0, sizeof(BulkLoad))
