@@ -5,7 +5,9 @@
 #   1. python -m dedup fuzz --replay: the committed corpus (tests/fuzz_corpus, its found/ included)
 #      and any saved findings (./fuzz-crashes), every file through every target once;
 #   2. a timed python -m dedup fuzz run (SECONDS, default 60; seed SEED, default 1);
-#   3. the fuzz test files (hypothesis, guard pages, both twins) and the fuzz command's tests.
+#   3. the fuzz test files (hypothesis, guard pages, both twins), the fuzz command's tests,
+#      the snapshot decodes with their prefault helper thread (tests/test_snapshot_prefault.py)
+#      and removal's holes and compaction (tests/test_expiry_storage.py, test_table_order.py)
 #
 #   tools/asan.sh [SECONDS [SEED]]        PYTHON=python3.11 tools/asan.sh 300 7
 #
@@ -53,6 +55,9 @@ echo "+ python -m dedup fuzz ${replay[*]}"
 echo "+ python -m dedup fuzz --seconds $seconds --seed $seed"
 "$python" -m dedup fuzz --seconds "$seconds" --seed "$seed" --crashes "$crashes"
 echo "+ pytest: the fuzz tests"
-"$python" -m pytest -q -p no:cacheprovider tests/test_records_fuzz.py tests/test_snapshot_fuzz.py \
-    tests/test_fuzz_command.py tests/test_server_fuzz_findings.py
+# --capture=sys: pytest captures Python's streams only, so a report that ASan writes to file
+# descriptor 2 reaches the terminal (with fd capture it was lost when the process aborted).
+"$python" -m pytest -q -p no:cacheprovider --capture=sys tests/test_records_fuzz.py tests/test_snapshot_fuzz.py \
+    tests/test_fuzz_command.py tests/test_server_fuzz_findings.py tests/test_snapshot_prefault.py \
+    tests/test_expiry_storage.py tests/test_table_order.py
 echo "AddressSanitizer: clean"
