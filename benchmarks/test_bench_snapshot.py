@@ -12,7 +12,10 @@ batch per producer) and 103.0 MB in the full format (version 2: every batch, a 1
 record per producer; version 1 took 151.0 MB).
 
 - encode / decode: ``encode_snapshot`` to bytes, ``decode_snapshot`` into a new table (each
-  round's result is dropped before the next round, so every round allocates afresh);
+  round's result is dropped before the next round, so every round allocates afresh); decode
+  as by default, where a helper thread faults the new table's memory in on the other core
+  ahead of the load (prefault.h: from 16 MB on, with two CPUs or more), and with the decoding
+  thread alone, side by side; with the process's CPU time (both threads);
 - write / read: ``write_snapshot`` to a real file in pytest's temporary directory (on disk,
   not tmpfs), with the fsyncs (``sync=True``, the default) and without them (``sync=False``):
   the difference is the fsyncs' share; ``read_snapshot`` of that file (in the page cache).
@@ -22,6 +25,9 @@ record per producer; version 1 took 151.0 MB).
 """
 
 from __future__ import annotations
+
+import statistics
+import time
 
 import numpy as np
 import pytest
@@ -101,24 +107,40 @@ def test_encode(benchmark, kit, table, kind):
     )
 
 
+@pytest.fixture(params=["helper", "alone"])
+def prefault(request):
+    """Decodes as by default, with a helper thread faulting the new table's memory in ahead of
+    the load (prefault.h), and with the decoding thread alone."""
+    from dedup import _state
+
+    mode = _state.prefault_mode(1 if request.param == "helper" else 0)
+    yield request.param, mode
+    _state.prefault_mode(1)
+
+
 @pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
-def test_decode(benchmark, kit, table, snapshots, kind):
-    benchmark.group = "snapshot decode, compiled, 1,000,000 producers"
+def test_decode(benchmark, kit, table, snapshots, kind, prefault):
+    name, mode = prefault
+    benchmark.group = f"snapshot decode, compiled, 1,000,000 producers, {kind}"
     data = snapshots[kind]
-    loaded = benchmark.pedantic(
-        decode_snapshot,
-        args=(data,),
-        kwargs={"map_end_offset": table.map_end_offset},
-        rounds=ROUNDS,
-        warmup_rounds=1,
-    )
+    cpu_seconds = []
+
+    def decode():
+        before = time.process_time()
+        loaded = decode_snapshot(data, map_end_offset=table.map_end_offset)
+        cpu_seconds.append(time.process_time() - before)
+        return loaded
+
+    loaded = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1)
     spot_check(loaded, table, kind)
     record_timing(
         kit,
         benchmark,
-        f"snapshot decode, {kind}, 1,000,000 producers",
+        f"snapshot decode, {kind}, 1,000,000 producers" + ("" if name == "helper" else ", decoding thread alone"),
         ENCODE_DECODE_TARGET_MS,
         table_megabytes=loaded.memory_bytes() / 1e6,
+        prefault_mode=mode,
+        cpu_ms_median=statistics.median(cpu_seconds[1:]) * 1e3,
         **vector_paths(loaded),
     )
 
