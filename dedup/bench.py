@@ -466,21 +466,19 @@ def median_seconds(call: Callable[[], Any], rounds: int, setup: Callable[[], Any
 
 
 def decode_seconds(decode: Callable[[], Any], rounds: int) -> tuple[float, float, float]:
-    """A snapshot decode's median seconds as it runs by default, where a helper thread faults
-    the new table's memory in (from 16 MB on, with two CPUs or more: prefault.h), and with
-    the decoding thread alone; and the median CPU seconds of the process (both threads) by
-    default. Each way runs its rounds one after another after a warm-up round, as a broker
-    loading many partitions' snapshots would: taking turns round by round leaves the other
-    core idle between helped decodes, and this machine (a VM) then gives the helper's first
-    pages slowly (benchmarks/RESULTS.md has both)."""
-    from . import _state
+    """A snapshot decode's median seconds as it runs by default, on two cores from 16 MB on
+    (the load on a thread of its own while the calling thread faults the new table's memory
+    in: prefault.h), and on the calling thread alone; and the median CPU seconds of the
+    process (both threads) by default. Each way runs its rounds one after another after a
+    warm-up round, as a broker loading many partitions' snapshots would."""
+    from . import _snapshot
 
-    default_mode = _state.prefault_mode(1)
+    default_mode = _snapshot.prefault_mode(1)
     seconds: dict[int, list[float]] = {}
     cpu = []
     try:
         for mode in (default_mode, 0):
-            _state.prefault_mode(mode)
+            _snapshot.prefault_mode(mode)
             seconds[mode] = []
             for round_number in range(rounds + 1):
                 before, before_cpu = time.perf_counter(), time.process_time()
@@ -491,7 +489,7 @@ def decode_seconds(decode: Callable[[], Any], rounds: int) -> tuple[float, float
                     if mode == default_mode:
                         cpu.append(elapsed_cpu)
     finally:
-        _state.prefault_mode(default_mode)
+        _snapshot.prefault_mode(default_mode)
     return statistics.median(seconds[default_mode]), statistics.median(seconds[0]), statistics.median(cpu)
 
 
@@ -736,7 +734,7 @@ class Bench:
                     f"snapshot decode, {name}, {what}",
                     decode * 1e3,
                     "ms",
-                    "decoding thread alone",
+                    "one thread",
                     alone * 1e3,
                     alone / decode,
                     target="<= 30 ms",

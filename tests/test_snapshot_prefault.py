@@ -1,13 +1,15 @@
-"""Snapshot decodes with the prefault helper (prefault.h, _state.pyx bulk loading): a thread
-that has the kernel fault in the decoded table's new memory (MADV_POPULATE_WRITE) while the
-load writes it. It writes nothing, so a decode with it must give exactly the table a decode
-without it gives, on good files and on corrupt ones, whether it keeps ahead of the load
-(modes 1 and 2) or races it over every page (mode 3), and it must be joined on every path.
+"""Snapshot decodes on two cores (prefault.h, _snapshot.pyx run_load): the load runs on a
+loader thread while the calling thread has the kernel fault the decoded table's new memory in
+(MADV_POPULATE_WRITE) ahead of it. Faulting writes nothing, so a decode this way must give
+exactly the table a decode on one thread gives, on good files and on corrupt ones, whether the
+faulting keeps ahead of the load (modes 1 and 2) or races it over every page (mode 3); the
+loader thread must be joined on every path, and an exception the load raises there must be
+raised by the caller. "The helper" below is this arrangement.
 
 The tables here are 40,000 producers (a slab, about 5 MB: below the 16 MB from which the
-default mode starts a helper, so modes 2 and 3 force it) with every batch count from 1 to the
-window, ongoing transactions, and offset and timestamp gaps too wide for the narrow entry
-(escapes in the full format).
+default mode uses a loader thread, so modes 2 and 3 force it) with every batch count from 1 to
+the window, ongoing transactions, and offset and timestamp gaps and offset deltas too wide for
+the narrow entry (escapes in the full format, wide entries in both).
 """
 
 from __future__ import annotations
@@ -29,19 +31,20 @@ from dedup.bench import filled_table
 from dedup.errors import CorruptSnapshotError
 
 _state = pytest.importorskip("dedup._state")
+from dedup import _snapshot  # noqa: E402
 
 PRODUCERS = 40_000
 WINDOW = 5
 # Whether this machine can run the helper at all (Linux 5.14 and newer): then modes 2 and 3
 # must start one thread per decode.
-PRESENT = _state.prefault_mode(2) == 2
-_state.prefault_mode(1)
+PRESENT = _snapshot.prefault_mode(2) == 2
+_snapshot.prefault_mode(1)
 
 
 @pytest.fixture(autouse=True)
 def default_mode_after():
     yield
-    _state.prefault_mode(1)
+    _snapshot.prefault_mode(1)
 
 
 def varied_table(producers=PRODUCERS, window=WINDOW, seed=7):
@@ -67,7 +70,8 @@ def varied_table(producers=PRODUCERS, window=WINDOW, seed=7):
         table.append(producer_id, 0, 0, 1, table.map_end_offset, max_timestamp=5, transactional=ongoing)
         gap = (1 << 33) if k % 3 == 0 else 1
         stamp = 5 + (1 << 40) * (k % 5 == 0)
-        table.append(producer_id, 0, 1, 1, table.map_end_offset + gap, max_timestamp=stamp, transactional=ongoing)
+        records = 70_000 if k % 7 == 0 else 1  # an offset delta over 0xFFFF: wide in Kafka's format too
+        table.append(producer_id, 0, 1, records, table.map_end_offset + gap, max_timestamp=stamp, transactional=ongoing)
     return table
 
 
@@ -83,13 +87,13 @@ def snapshots(table):
 
 def decoded(data, mode, **kwargs):
     """(table or the CorruptSnapshotError's message, helpers started, bytes they populated)."""
-    _state.prefault_mode(mode)
-    threads, populated = _state.prefault_counts()
+    _snapshot.prefault_mode(mode)
+    threads, populated = _snapshot.prefault_counts()
     try:
         result = decode_snapshot(data, **kwargs)
     except CorruptSnapshotError as error:
         result = str(error)
-    after_threads, after_populated = _state.prefault_counts()
+    after_threads, after_populated = _snapshot.prefault_counts()
     return result, after_threads - threads, after_populated - populated
 
 
@@ -100,9 +104,9 @@ def outcome(result):
 def test_the_mode_hook_takes_only_its_modes():
     for bad in (-1, 4, 99):
         with pytest.raises(ValueError, match="prefault mode"):
-            _state.prefault_mode(bad)
-    assert _state.prefault_mode(0) == 0
-    assert _state.prefault_mode(1) == (1 if PRESENT else 0)
+            _snapshot.prefault_mode(bad)
+    assert _snapshot.prefault_mode(0) == 0
+    assert _snapshot.prefault_mode(1) == (1 if PRESENT else 0)
 
 
 def test_the_helper_runs_on_this_machine():
@@ -138,7 +142,7 @@ def test_a_decode_with_the_helper_is_the_decode_without(table, snapshots, kind, 
 
 
 def test_the_default_starts_a_helper_from_16_mb_with_two_cpus():
-    _state.prefault_mode(1)
+    _snapshot.prefault_mode(1)
     small = encode_snapshot(varied_table(2_000), "full")
     _, started, _ = decoded(small, 1)
     assert started == 0
@@ -194,7 +198,7 @@ def test_corrupt_kafka_snapshots_and_a_repeated_id_with_the_helper(snapshots, mo
 
 def test_decodes_in_several_threads_at_once(table, snapshots):
     """Each decode has its own helper; with the GIL released they overlap."""
-    _state.prefault_mode(3)
+    _snapshot.prefault_mode(3)
     expected = state(table)
     results, errors = [], []
 
@@ -206,10 +210,35 @@ def test_decodes_in_several_threads_at_once(table, snapshots):
             errors.append(error)
 
     workers = [threading.Thread(target=decode_some) for _ in range(3)]
-    threads_before, _ = _state.prefault_counts()
+    threads_before, _ = _snapshot.prefault_counts()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
     assert not errors and results == [True] * 9
-    assert _state.prefault_counts()[0] - threads_before == (9 if PRESENT else 0)
+    assert _snapshot.prefault_counts()[0] - threads_before == (9 if PRESENT else 0)
+
+
+@pytest.mark.parametrize("mode", [0, 2])
+@pytest.mark.parametrize("kind", ["full", "kafka"])
+def test_an_exception_of_the_load_is_raised_by_the_caller(table, snapshots, kind, mode):
+    """The load runs on the loader thread (mode 2) or here (0). When growing the wide-entry pool
+    fails part way (the test hook makes its second growth fail, as a failed allocation would),
+    the decode raises that MemoryError here with the same message either way, and the next
+    decode works."""
+    data = snapshots[kind]
+    messages = []
+    try:
+        for _ in range(2):
+            _state.fail_wide_growth(1)
+            _snapshot.prefault_mode(mode)
+            threads, _ = _snapshot.prefault_counts()
+            with pytest.raises(MemoryError, match="producer-state table: cannot allocate") as caught:
+                decode_snapshot(data, map_end_offset=table.map_end_offset)
+            assert _snapshot.prefault_counts()[0] - threads == (1 if PRESENT and mode else 0)
+            messages.append(str(caught.value))
+    finally:
+        _state.fail_wide_growth(-1)
+    assert messages[0] == messages[1]
+    loaded = decode_snapshot(data, map_end_offset=table.map_end_offset)
+    assert encode_snapshot(loaded, kind) == data

@@ -17,7 +17,9 @@
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from cpython.exc cimport PyErr_Restore
 from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
+from cpython.ref cimport PyObject
 from libc.string cimport memcmp, memcpy, memset
 
 from dedup._state cimport (
@@ -1374,6 +1376,91 @@ cdef class SnapshotWriter:
         return written
 
 
+# --- large loads on two cores (prefault.h) --------------------------------------------------
+
+cdef extern from "prefault.h":
+    ctypedef struct dedup_prefault:
+        pass
+    ctypedef struct dedup_loader:
+        int (*fn)(void* ctx) noexcept nogil
+        void* ctx
+        dedup_prefault* pf
+        int result
+        PyObject* type
+        PyObject* value
+        PyObject* traceback
+    int dedup_prefault_plan(dedup_prefault* pf) noexcept nogil
+    int dedup_prefault_step(dedup_prefault* pf) noexcept nogil
+    void dedup_prefault_account(dedup_prefault* pf) noexcept nogil
+    int dedup_loader_start(dedup_loader* loader) noexcept nogil
+    void dedup_loader_join(dedup_loader* loader) noexcept nogil
+    int dedup_prefault_use(int mode) noexcept nogil
+    size_t dedup_prefault_threads
+    size_t dedup_prefault_bytes
+
+
+def prefault_mode(int mode):
+    """Test and benchmark hook: large snapshot loads run on a thread of their own while the
+    caller faults their new memory in (prefault.h): never (0), from 16 MB on with two CPUs or
+    more (1, the default), at any size (2), or at any size faulting every page, racing the load
+    (3). Returns the mode in use now: 0 where that cannot run (not Linux 5.14+)."""
+    if not 0 <= mode <= 3:
+        raise ValueError(f"prefault mode {mode}: 0, 1, 2 or 3")
+    return dedup_prefault_use(mode)
+
+
+def prefault_counts():
+    """Test hook: (loader threads started, bytes faulted in ahead of loads) since import."""
+    return dedup_prefault_threads, dedup_prefault_bytes
+
+
+ctypedef struct LoadCall:
+    Table* t
+    const unsigned char* data
+    Py_ssize_t size
+    const Layout* layout
+    BulkLoad* bulk
+    Problem* p
+    bint full
+    int kind
+
+
+cdef int load_call(void* ctx) except -1 nogil:
+    """The load of decode_full or decode_kafka, as run_load hands it to the loader thread:
+    the problem kind in call.kind (the load ends with bulk_finish)."""
+    cdef LoadCall* call = <LoadCall*>ctx
+    if call.full:
+        call.kind = full_load(call.t, call.data, call.size, call.layout, call.bulk, call.p)
+    else:
+        call.kind = kafka_load(call.t, call.data, call.size, call.layout, call.bulk, call.p)
+    return 0
+
+
+cdef int run_load(LoadCall* call) except -1 nogil:
+    """The load of a bulk_begin'd table, on a loader thread while this thread faults the new
+    memory in ahead of it when prefault.h's plan says so (a large load, two CPUs), else here.
+    The table is the same either way; an exception of the load is raised here."""
+    cdef dedup_loader loader
+    cdef dedup_prefault* pf = <dedup_prefault*>&call.bulk.prefault
+    cdef int planned = dedup_prefault_plan(pf)
+    # load_call through a pointer without Cython's exception check: on -1 the loader thread
+    # fetches the exception itself (dedup_loader_main) and it is raised here.
+    loader.fn = <int (*)(void*) noexcept nogil>load_call
+    loader.ctx = call
+    loader.pf = pf
+    if not (planned and dedup_loader_start(&loader)):
+        return load_call(call)
+    while dedup_prefault_step(pf):
+        pass
+    dedup_loader_join(&loader)
+    dedup_prefault_account(pf)
+    if loader.result == -1:
+        with gil:
+            PyErr_Restore(loader.type, loader.value, loader.traceback)
+        return -1
+    return 0
+
+
 def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTable):
     """A table from Kafka's snapshot (spec §4.4); ``CorruptSnapshotError`` if it is not one.
 
@@ -1396,10 +1483,13 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
     cdef ProducerStateTable table = new_table(table_class, table_window)
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
+    cdef LoadCall call
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            kind = kafka_load(&table.t, octets, size, &layout, &bulk, &p)
+            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, False, 0)
+            run_load(&call)
+            kind = call.kind
         finally:
             bulk_free(&bulk)
     if kind == KAFKA_REPEATED_PRODUCER_ID:
@@ -1434,10 +1524,13 @@ def decode_full(data, table_class=ProducerStateTable):
     cdef ProducerStateTable table = new_table(table_class, layout.window)
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
+    cdef LoadCall call
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            kind = full_load(&table.t, octets, size, &layout, &bulk, &p)
+            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, True, 0)
+            run_load(&call)
+            kind = call.kind
         finally:
             bulk_free(&bulk)
     if kind:

@@ -572,34 +572,9 @@ def bulk_vectors(bint wanted):
     return dedup_bulk16_use(wanted) == 1
 
 
-cdef extern from "prefault.h":
-    int dedup_prefault_start(dedup_prefault* pf) noexcept nogil
-    void dedup_prefault_stop(dedup_prefault* pf) noexcept nogil
-    void dedup_prefault_join(dedup_prefault* pf) noexcept nogil
-    int dedup_prefault_use(int mode) noexcept nogil
-    size_t dedup_prefault_threads
-    size_t dedup_prefault_bytes
-
-
-def prefault_mode(int mode):
-    """Test and benchmark hook: bulk loads (snapshot decodes) fault their new memory in on a
-    helper thread (prefault.h) never (0), from 16 MB on with two CPUs or more (1, the
-    default), at any size (2), or at any size and all of it, racing the load (3). Returns the
-    mode in use now: 0 where the helper cannot run (not Linux 5.14+)."""
-    if not 0 <= mode <= 3:
-        raise ValueError(f"prefault mode {mode}: 0, 1, 2 or 3")
-    return dedup_prefault_use(mode)
-
-
-def prefault_counts():
-    """Test hook: (helper threads started, bytes they had populated) since import."""
-    return dedup_prefault_threads, dedup_prefault_bytes
-
-
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
-    """Presize t for `entries` more (table_reserve) and make room for their notes; then, if
-    the load is large (prefault.h), a helper faults in the entries' slab and the notes ahead
-    of the appends."""
+    """Presize t for `entries` more (table_reserve) and make room for their notes; the new
+    memory the appends will write is noted in bulk.prefault (for _snapshot.pyx run_load)."""
     memset(bulk, 0, sizeof(BulkLoad))
     bulk.first = t.count
     cdef Py_ssize_t slabs = t.n_slabs
@@ -614,7 +589,6 @@ cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogi
     bulk.prefault.length[bulk.prefault.ranges] = <size_t>entries * sizeof(uint64_t)
     bulk.prefault.ranges += 1
     bulk.prefault.total = entries
-    dedup_prefault_start(&bulk.prefault)
     return 0
 
 
@@ -680,7 +654,6 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
     cdef Py_ssize_t k, n = t.count - bulk.first
     # Without deleted slots (always so in a new table) most notes take the vector placement.
     cdef bint vectors = dedup_bulk16_mode == 1 and t.index_deleted == 0
-    dedup_prefault_stop(&bulk.prefault)  # the appends are done: what it has not reached, they did
     repeat[0] = -1
     repeated[0] = -1
     for k in range(n):
@@ -692,7 +665,6 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
 
 
 cdef void bulk_free(BulkLoad* bulk) noexcept nogil:
-    dedup_prefault_join(&bulk.prefault)  # before the notes go: it may be faulting them in
     if bulk.notes != NULL:
         free_block(bulk.notes, <size_t>max(bulk.capacity, 1) * sizeof(uint64_t))
     memset(bulk, 0, sizeof(BulkLoad))
@@ -709,8 +681,21 @@ cdef inline bint fits_int32(uint64_t value) noexcept nogil:
     return value + <uint64_t>0x80000000ULL <= <uint64_t>0xFFFFFFFFULL
 
 
+# Test hook (fail_wide_growth): the pool's growths to let through before one fails, or -1.
+cdef Py_ssize_t wide_growths_before_failure = -1
+
+
+def fail_wide_growth(Py_ssize_t after):
+    """Test hook: the wide-entry pool's growth after `after` more (0: the next one) raises
+    MemoryError as if the allocation had failed; -1: none does. For the error paths of loads
+    (a snapshot decode on its loader thread raises it in the caller)."""
+    global wide_growths_before_failure
+    wide_growths_before_failure = after if after >= 0 else -1
+
+
 cdef int wide_reserve(Table* t, Py_ssize_t rings) except -1 nogil:
     """Room for `rings` more wide rings, so that that many wide_acquire calls cannot fail."""
+    global wide_growths_before_failure
     cdef Py_ssize_t needed = t.wide_used + rings
     cdef Py_ssize_t capacity
     cdef size_t ring_bytes = 3 * <size_t>t.window * sizeof(int64_t)
@@ -720,6 +705,10 @@ cdef int wide_reserve(Table* t, Py_ssize_t rings) except -1 nogil:
     capacity = max(needed, max(<Py_ssize_t>4, t.wide_capacity * 2))
     if <size_t>capacity > (<size_t>-1) / ring_bytes:
         out_of_memory(capacity, ring_bytes)
+    if wide_growths_before_failure >= 0:
+        wide_growths_before_failure -= 1
+        if wide_growths_before_failure < 0:
+            out_of_memory(capacity, ring_bytes)
     grown = <int64_t*>PyMem_RawRealloc(t.wide, <size_t>capacity * ring_bytes)
     if grown == NULL:
         out_of_memory(capacity, ring_bytes)
