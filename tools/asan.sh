@@ -25,7 +25,9 @@ python=${PYTHON:-python3}
 crashes=$root/fuzz-crashes
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/dedup-asan.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
+# ASan writes its reports to files (log_path below) that are shown on the way out: on stderr
+# a report from inside pytest went into pytest's capture and was lost when the process aborted.
+trap 'cat "$scratch"/asan-report.* >&2 2>/dev/null; rm -rf "$scratch"' EXIT
 (cd "$root" && git ls-files -z | tar --null -T - -c) | tar -x -C "$scratch"
 cd "$scratch"
 
@@ -40,7 +42,7 @@ done
 
 LD_PRELOAD=$(gcc -print-file-name=libasan.so)
 export LD_PRELOAD
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:log_path=$scratch/asan-report
 export PYTHONMALLOC=malloc
 export PYTHONPATH=$scratch
 export OPENBLAS_NUM_THREADS=1
@@ -55,9 +57,7 @@ echo "+ python -m dedup fuzz ${replay[*]}"
 echo "+ python -m dedup fuzz --seconds $seconds --seed $seed"
 "$python" -m dedup fuzz --seconds "$seconds" --seed "$seed" --crashes "$crashes"
 echo "+ pytest: the fuzz tests"
-# --capture=sys: pytest captures Python's streams only, so a report that ASan writes to file
-# descriptor 2 reaches the terminal (with fd capture it was lost when the process aborted).
-"$python" -m pytest -q -p no:cacheprovider --capture=sys tests/test_records_fuzz.py tests/test_snapshot_fuzz.py \
+"$python" -m pytest -q -p no:cacheprovider tests/test_records_fuzz.py tests/test_snapshot_fuzz.py \
     tests/test_fuzz_command.py tests/test_server_fuzz_findings.py tests/test_snapshot_prefault.py \
     tests/test_expiry_storage.py tests/test_table_order.py
 echo "AddressSanitizer: clean"
