@@ -1378,6 +1378,13 @@ cdef class SnapshotWriter:
 
 # --- large loads on two cores (prefault.h) --------------------------------------------------
 
+cdef extern from "Python.h":
+    ctypedef struct PyInterpreterState:
+        pass
+    PyInterpreterState* PyInterpreterState_Get()
+    PyInterpreterState* PyInterpreterState_Main()
+
+
 cdef extern from "prefault.h":
     ctypedef struct dedup_prefault:
         pass
@@ -1393,6 +1400,7 @@ cdef extern from "prefault.h":
     int dedup_prefault_step(dedup_prefault* pf) noexcept nogil
     void dedup_prefault_account(dedup_prefault* pf) noexcept nogil
     int dedup_loader_start(dedup_loader* loader) noexcept nogil
+    int DEDUP_LOAD_NOT_RUN
     void dedup_loader_join(dedup_loader* loader) noexcept nogil
     int dedup_prefault_use(int mode) noexcept nogil
     size_t dedup_prefault_threads
@@ -1422,6 +1430,7 @@ ctypedef struct LoadCall:
     BulkLoad* bulk
     Problem* p
     bint full
+    bint threads                       # a loader thread may run it (the main interpreter)
     int kind
 
 
@@ -1438,8 +1447,10 @@ cdef int load_call(void* ctx) except -1 nogil:
 
 cdef int run_load(LoadCall* call) except -1 nogil:
     """The load of a bulk_begin'd table, on a loader thread while this thread faults the new
-    memory in ahead of it when prefault.h's plan says so (a large load, two CPUs), else here.
-    The table is the same either way; an exception of the load is raised here."""
+    memory in ahead of it when prefault.h's plan says so (a large load, two CPUs) and the
+    caller runs in the main interpreter (the thread takes its Python thread state with
+    PyGILState_Ensure, which knows no other), else here. The table is the same either way;
+    an exception of the load is raised here."""
     cdef dedup_loader loader
     cdef dedup_prefault* pf = <dedup_prefault*>&call.bulk.prefault
     cdef int planned = dedup_prefault_plan(pf)
@@ -1448,12 +1459,14 @@ cdef int run_load(LoadCall* call) except -1 nogil:
     loader.fn = <int (*)(void*) noexcept nogil>load_call
     loader.ctx = call
     loader.pf = pf
-    if not (planned and dedup_loader_start(&loader)):
+    if not (call.threads and planned and dedup_loader_start(&loader)):
         return load_call(call)
     while dedup_prefault_step(pf):
         pass
     dedup_loader_join(&loader)
     dedup_prefault_account(pf)
+    if loader.result == DEDUP_LOAD_NOT_RUN:
+        return load_call(call)
     if loader.result == -1:
         with gil:
             PyErr_Restore(loader.type, loader.value, loader.traceback)
@@ -1484,10 +1497,11 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     cdef LoadCall call
+    cdef bint threads = PyInterpreterState_Get() == PyInterpreterState_Main()
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, False, 0)
+            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, False, threads, 0)
             run_load(&call)
             kind = call.kind
         finally:
@@ -1525,10 +1539,11 @@ def decode_full(data, table_class=ProducerStateTable):
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     cdef LoadCall call
+    cdef bint threads = PyInterpreterState_Get() == PyInterpreterState_Main()
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, True, 0)
+            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, True, threads, 0)
             run_load(&call)
             kind = call.kind
         finally:

@@ -163,7 +163,10 @@ static int dedup_prefault_step(dedup_prefault *pf)
 }
 
 /* A load run on its own thread: fn(ctx) returns -1 with a Python exception set, which is kept
- * in type/value/traceback for the caller. */
+ * in type/value/traceback for the caller. result stays DEDUP_LOAD_NOT_RUN if the thread never
+ * ran fn (CPython ends a thread that asks for the GIL while it finalizes): the caller then
+ * runs the load itself. */
+#define DEDUP_LOAD_NOT_RUN (-2)
 typedef struct {
     int (*fn)(void *ctx);
     void *ctx;
@@ -194,7 +197,7 @@ static inline int dedup_loader_start(dedup_loader *loader)
     pthread_attr_t attr;
     sigset_t all, before;
     int started, blocked;
-    loader->result = 0;
+    loader->result = DEDUP_LOAD_NOT_RUN;
     loader->type = loader->value = loader->traceback = NULL;
     if (pthread_attr_init(&attr) != 0)
         return 0;
