@@ -25,9 +25,10 @@ python=${PYTHON:-python3}
 crashes=$root/fuzz-crashes
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/dedup-asan.XXXXXX")
-# ASan writes its reports to files (log_path below) that are shown on the way out: on stderr
-# a report from inside pytest went into pytest's capture and was lost when the process aborted.
-trap 'cat "$scratch"/asan-report.* >&2 2>/dev/null; rm -rf "$scratch"' EXIT
+# ASan writes its reports to files (log_path below), shown if the run fails: on stderr a report
+# from inside pytest went into pytest's capture and was lost when the process aborted. (A run
+# that passes has reports too: the fuzz command's tests crash child processes on purpose.)
+trap 'status=$?; if [ "$status" -ne 0 ]; then cat "$scratch"/asan-report.* >&2 2>/dev/null; fi; rm -rf "$scratch"' EXIT
 (cd "$root" && git ls-files -z | tar --null -T - -c) | tar -x -C "$scratch"
 cd "$scratch"
 
