@@ -350,7 +350,7 @@ cdef inline char* bulk_append(Table* t, BulkLoad* bulk, int64_t producer_id) noe
                                   | ((<uint32_t>h & t.tag_mask) | <uint32_t>i))
     t.count = i + 1
     if ((i - bulk.first) & 1023) == 0:
-        dedup_prefault_progress(&bulk.prefault, i - bulk.first)  # for the helper to keep ahead
+        dedup_prefault_progress(&bulk.prefault, i - bulk.first)  # for the faulting to keep ahead
     return e
 
 

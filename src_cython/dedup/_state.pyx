@@ -682,6 +682,7 @@ cdef inline bint fits_int32(uint64_t value) noexcept nogil:
 
 
 # Test hook (fail_wide_growth): the pool's growths to let through before one fails, or -1.
+# Tests set it while no load runs; a load on its loader thread reads it.
 cdef Py_ssize_t wide_growths_before_failure = -1
 
 
