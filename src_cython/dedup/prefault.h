@@ -62,6 +62,22 @@ typedef struct {
     size_t populated;   /* bytes faulted in */
 } dedup_prefault;
 
+/* A load run on its own thread: fn(ctx) returns -1 with a Python exception set, which is kept
+ * in type/value/traceback for the caller. result stays DEDUP_LOAD_NOT_RUN if the thread never
+ * ran fn (CPython ends a thread that asks for the GIL while it finalizes): the caller then
+ * runs the load itself. */
+#define DEDUP_LOAD_NOT_RUN (-2)
+typedef struct {
+    int (*fn)(void *ctx);
+    void *ctx;
+    dedup_prefault *pf;
+    int result;
+    PyObject *type, *value, *traceback;
+#if defined(__linux__)
+    pthread_t thread;
+#endif
+} dedup_loader;
+
 static int dedup_prefault_mode = 1;
 /* Test hooks: loader threads started and bytes populated since the module was loaded. */
 static size_t dedup_prefault_threads = 0;
@@ -162,20 +178,6 @@ static int dedup_prefault_step(dedup_prefault *pf)
     return 1;
 }
 
-/* A load run on its own thread: fn(ctx) returns -1 with a Python exception set, which is kept
- * in type/value/traceback for the caller. result stays DEDUP_LOAD_NOT_RUN if the thread never
- * ran fn (CPython ends a thread that asks for the GIL while it finalizes): the caller then
- * runs the load itself. */
-#define DEDUP_LOAD_NOT_RUN (-2)
-typedef struct {
-    int (*fn)(void *ctx);
-    void *ctx;
-    dedup_prefault *pf;
-    int result;
-    PyObject *type, *value, *traceback;
-    pthread_t thread;
-} dedup_loader;
-
 static void *dedup_loader_main(void *arg)
 {
     dedup_loader *loader = (dedup_loader *)arg;
@@ -236,14 +238,6 @@ static inline int dedup_prefault_step(dedup_prefault *pf)
     (void)pf;
     return 0;
 }
-
-typedef struct {
-    int (*fn)(void *ctx);
-    void *ctx;
-    dedup_prefault *pf;
-    int result;
-    PyObject *type, *value, *traceback;
-} dedup_loader;
 
 static inline int dedup_loader_start(dedup_loader *loader)
 {
