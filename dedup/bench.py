@@ -477,7 +477,7 @@ def decode_seconds(decode: Callable[[], Any], rounds: int) -> tuple[float, float
     seconds: dict[int, list[float]] = {}
     cpu = []
     try:
-        for mode in (default_mode, 0):
+        for mode in dict.fromkeys((default_mode, 0)):  # once where the default is one thread
             _snapshot.prefault_mode(mode)
             seconds[mode] = []
             for round_number in range(rounds + 1):
