@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 
 import dedup  # noqa: E402
 from dedup import reference  # noqa: E402
-from dedup.bench import Stream, in_sequence_ranks  # noqa: E402, F401 - kit.in_sequence_ranks
+from dedup.tools.bench import Stream, in_sequence_ranks  # noqa: E402, F401 - kit.in_sequence_ranks
 
 try:
     from dedup import _state
@@ -99,7 +99,7 @@ def per_unit(benchmark, units: int) -> dict[str, float] | None:
 
 class Workload(Stream):
     """Batches of ``producers`` producers interleaved at random, each producer's own batches
-    in sequence (record_count 1), cut into calls of ``rows`` rows: ``dedup.bench.Stream`` in
+    in sequence (record_count 1), cut into calls of ``rows`` rows: ``dedup.tools.bench.Stream`` in
     random order, the builder ``python -m dedup bench`` uses too.
 
     :meth:`fill` gives every producer its entry (sequence 0, in random order), so that the
@@ -149,12 +149,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def reference_loop():
-    """The C reference loop (``benchmarks/reference_loop.c``), compiled once per session with
+    """The C reference loop (``dedup/tools/reference_loop.c``), compiled once per session with
     sysconfig's compiler at -O3; a loud failure, not a skip, if it cannot be built."""
-    from dedup.bench import ReferenceLoopUnavailable, build_reference_loop
+    from dedup.tools.bench import ReferenceLoopUnavailable, build_reference_loop
 
     try:
-        return build_reference_loop(os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_loop.c"))
+        return build_reference_loop()
     except ReferenceLoopUnavailable as error:
         pytest.fail(f"the C reference loop could not be built: {error}")
 

@@ -8,7 +8,7 @@ slots, as dedup lays them out) and "by slot" (entry s belongs to key slot s: its
 known before the key compares, so the misses of one batch overlap). The limit of a stream is
 the faster layout. The ``reference_loop`` fixture compiles it once per session.
 
-The engines on the same streams (``dedup.bench.Stream``: every producer filled with sequence
+The engines on the same streams (``dedup.tools.bench.Stream``: every producer filled with sequence
 0 first, then calls of ``CALL_ROWS`` batches, each producer's batches in sequence):
 
 - the compiled table and both C loops: 100 to 1,000,000 producers interleaved at random, window 5;
@@ -31,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dedup import bench
-from dedup.bench import C_LOOPS, ORDERS, Stream
+from dedup.tools import bench
+from dedup.tools.bench import C_LOOPS, ORDERS, Stream
 
 SIZES = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000]
 WINDOWS = [5, 64]

@@ -20,15 +20,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("fuzz", help="mutation fuzzing of everything that reads bytes", add_help=False)
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["bench"]:  # its options start with "--", which REMAINDER would not take
-        from .bench import main as bench_main
+        from .tools.bench import main as bench_main
 
         return bench_main(arguments[1:])
     if arguments[:1] == ["simulate"]:
-        from .simulation import main as simulate_main
+        from .tools.simulate import main as simulate_main
 
         return simulate_main(arguments[1:])
     if arguments[:1] == ["fuzz"]:
-        from .fuzz import main as fuzz_main
+        from .tools.fuzz import main as fuzz_main
 
         return fuzz_main(arguments[1:])
     if arguments[:1] == ["serve"]:
@@ -37,14 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_main(arguments[1:])
     args = parser.parse_args(arguments)
     if args.command == "demo":
-        from . import demo
+        from .tools import demo
 
         return demo.main()
     if args.command == "dump-log":
-        from .records import dump_main
+        from .tools.dump import dump_log_main
 
-        return dump_main(args.arguments)
-    from .snapshot import dump_main as dump_snapshot_main
+        return dump_log_main(args.arguments)
+    from .tools.dump import dump_snapshot_main
 
     return dump_snapshot_main(args.arguments)
 

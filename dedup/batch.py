@@ -58,7 +58,7 @@ _TRANSACTIONAL = 0x10
 _CONTROL = 0x20
 
 _NO_TIMESTAMP = -1
-_COMPRESSION_NAMES = ("none", "gzip", "snappy", "lz4", "zstd")
+COMPRESSION_NAMES = ("none", "gzip", "snappy", "lz4", "zstd")
 
 # Control record keys and values (spec §8.3): version 0 + type; version 0 + coordinator epoch.
 _CONTROL_KEY = struct.Struct(">hh")
@@ -584,7 +584,7 @@ def decode_records(data: Any, *, control: bool = False) -> list[Record]:
                 continue
             compression = fields["compression"]
             if compression:
-                name = _COMPRESSION_NAMES[compression] if compression < len(_COMPRESSION_NAMES) else "unknown"
+                name = COMPRESSION_NAMES[compression] if compression < len(COMPRESSION_NAMES) else "unknown"
                 raise CorruptRecordError(
                     f"{where}: compression: expected 0 (none), found {compression} ({name}): "
                     f"compressed batches are not decoded"

@@ -23,9 +23,6 @@ the twin (:mod:`dedup.reference.snapshot`); both give the same bytes and the sam
 A file that fails validation raises :class:`~dedup.errors.CorruptSnapshotError`; a bad
 argument ``TypeError``/``ValueError`` naming it.
 
-``python -m dedup dump-snapshot FILE [--json]`` prints a snapshot the way Kafka's
-``kafka-dump-log.sh`` does (see :func:`dump_main`).
-
 >>> from dedup import ProducerStateTable
 >>> table = ProducerStateTable()
 >>> _ = table.append(1000, 0, 0, 1, 0)
@@ -36,14 +33,10 @@ True
 
 from __future__ import annotations
 
-import argparse
-import json
 import mmap
 import os
 import re
 import struct
-import sys
-from collections.abc import Sequence
 from typing import Any
 
 from . import _args
@@ -75,7 +68,6 @@ else:
 __all__ = [
     "SNAPSHOT_FORMATS",
     "decode_snapshot",
-    "dump_main",
     "encode_snapshot",
     "read_snapshot",
     "snapshot_file_name",
@@ -324,89 +316,3 @@ def read_snapshot(
     """
     return _read(path, window, map_end_offset, table_class)[2]
 
-
-# --- dump-snapshot ------------------------------------------------------------------------
-
-
-def _optional_long(value: int | None) -> str:
-    """Java's OptionalLong.toString, as kafka-dump-log.sh prints currentTxnFirstOffset."""
-    return "OptionalLong.empty" if value is None else f"OptionalLong[{value}]"
-
-
-def _producer_document(entry: Any) -> dict[str, Any]:
-    return {
-        "producer_id": entry.producer_id,
-        "producer_epoch": entry.producer_epoch,
-        "coordinator_epoch": entry.coordinator_epoch,
-        "current_txn_first_offset": entry.current_txn_first_offset,
-        "last_timestamp": entry.last_timestamp,
-        "batches": [
-            {
-                "first_sequence": batch.first_sequence,
-                "last_sequence": batch.last_sequence,
-                "first_offset": batch.first_offset,
-                "last_offset": batch.last_offset,
-                "offset_delta": batch.offset_delta,
-                "timestamp": batch.timestamp,
-            }
-            for batch in entry.batches
-        ],
-    }
-
-
-def _producer_line(entry: Any) -> str:
-    """The line kafka-dump-log.sh prints for a producer (DumpLogSegments.dumpProducerIdSnapshot,
-    Kafka 4.x), with every retained batch where Kafka's format has at most one."""
-    line = (
-        f"producerId: {entry.producer_id} producerEpoch: {entry.producer_epoch} "
-        f"coordinatorEpoch: {entry.coordinator_epoch} "
-        f"currentTxnFirstOffset: {_optional_long(entry.current_txn_first_offset)} "
-        f"lastTimestamp: {entry.last_timestamp}"
-    )
-    for batch in entry.batches:
-        line += (
-            f" firstSequence: {batch.first_sequence} lastSequence: {batch.last_sequence} "
-            f"lastOffset: {batch.last_offset} offsetDelta: {batch.offset_delta} timestamp: {batch.timestamp}"
-        )
-    return line
-
-
-def dump_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dedup dump-snapshot FILE [--json]``: every producer of a snapshot file,
-    one line each, as Kafka's kafka-dump-log.sh prints a ``.snapshot``; ``--json`` for machines.
-
-    Either format. Kafka's lines are its own (4.x wording); for the full format a line lists
-    every retained batch, oldest first, after a ``version: ... window: ... mapEndOffset: ...``
-    line. A
-    corrupt, unreadable or missing file is one line on stderr and exit status 1.
-    """
-    parser = argparse.ArgumentParser(prog="python -m dedup dump-snapshot", description=dump_main.__doc__)
-    parser.add_argument("file", help="a producer-state snapshot (Kafka's <offset>.snapshot or dedup's full format)")
-    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
-    args = parser.parse_args(argv)
-    try:
-        kind, version, table = _read(args.file, None, None, None)
-    except OSError as error:
-        print(f"dump-snapshot: {args.file}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    except CorruptSnapshotError as error:
-        print(f"dump-snapshot: {args.file}: {error}", file=sys.stderr)
-        return 1
-    entries = [table.entry(producer_id) for producer_id in table]
-    if args.json:
-        document = {
-            "file": args.file,
-            "format": kind,
-            "version": version,
-            "window": table.window if kind == "full" else None,  # Kafka's file has none (one batch)
-            "map_end_offset": table.map_end_offset,
-            "producers": [_producer_document(entry) for entry in entries],
-        }
-        print(json.dumps(document, indent=1))
-        return 0
-    print(f"Dumping {args.file}")
-    if kind == "full":
-        print(f"version: {version} window: {table.window} mapEndOffset: {table.map_end_offset}")
-    for entry in entries:
-        print(_producer_line(entry))
-    return 0

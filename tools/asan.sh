@@ -6,8 +6,8 @@
 #      and any saved findings (./fuzz-crashes), every file through every target once;
 #   2. a timed python -m dedup fuzz run (SECONDS, default 60; seed SEED, default 1);
 #   3. the fuzz test files (hypothesis, guard pages, both twins), the fuzz command's tests,
-#      the snapshot decodes with their prefault helper thread (tests/test_snapshot_prefault.py)
-#      and removal's holes and compaction (tests/test_expiry_storage.py, test_table_order.py)
+#      the snapshot decodes with their prefault helper thread (tests/kernels/test_snapshot_prefault.py)
+#      and removal's holes and compaction (tests/table/test_expiry_storage.py, test_table_order.py)
 #
 #   tools/asan.sh [SECONDS [SEED]]        PYTHON=python3.11 tools/asan.sh 300 7
 #
@@ -58,7 +58,7 @@ echo "+ python -m dedup fuzz ${replay[*]}"
 echo "+ python -m dedup fuzz --seconds $seconds --seed $seed"
 "$python" -m dedup fuzz --seconds "$seconds" --seed "$seed" --crashes "$crashes"
 echo "+ pytest: the fuzz tests"
-"$python" -m pytest -q -p no:cacheprovider tests/test_records_fuzz.py tests/test_snapshot_fuzz.py \
-    tests/test_fuzz_command.py tests/test_server_fuzz_findings.py tests/test_snapshot_prefault.py \
-    tests/test_expiry_storage.py tests/test_table_order.py
+"$python" -m pytest -q -p no:cacheprovider tests/formats/test_records_fuzz.py tests/formats/test_snapshot_fuzz.py \
+    tests/tools/test_fuzz_command.py tests/server/test_server_fuzz_findings.py tests/kernels/test_snapshot_prefault.py \
+    tests/table/test_expiry_storage.py tests/table/test_table_order.py
 echo "AddressSanitizer: clean"

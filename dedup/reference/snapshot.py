@@ -3,8 +3,8 @@
 Written for clarity with :mod:`struct`; it reads and writes :class:`dedup.reference.ProducerStateTable`
 (its ``_producers`` dict of ``_Entry``, ``_map_end_offset`` and ``_window``). Both twins
 write the same bytes for the same state, validate in the same order and raise
-:class:`~dedup.errors.CorruptSnapshotError` with the same message (tests/test_snapshot.py and
-tests/test_snapshot_fuzz.py hold them to it). The public API is :mod:`dedup.snapshot`.
+:class:`~dedup.errors.CorruptSnapshotError` with the same message (tests/formats/test_snapshot.py and
+tests/formats/test_snapshot_fuzz.py hold them to it). The public API is :mod:`dedup.snapshot`.
 
 Two formats, both big-endian with fixed widths.
 

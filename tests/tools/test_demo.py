@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from dedup import demo
 from dedup.cluster import Cluster
+from dedup.tools import demo
 
 
 def numbers(line):

@@ -9,7 +9,7 @@ import pytest
 
 from dedup import cluster as cluster_module
 from dedup import log as log_module
-from dedup import simulation
+from dedup.tools import simulate
 
 SEEDS_PER_TEST = 100
 CI_SEEDS = 1_000
@@ -17,13 +17,13 @@ CI_SEEDS = 1_000
 
 @pytest.fixture(autouse=True)
 def quiet() -> None:
-    simulation.quiet_logs()
+    simulate.quiet_logs()
 
 
 @pytest.mark.parametrize("first", range(0, CI_SEEDS, SEEDS_PER_TEST))
 def test_a_thousand_seeds_keep_every_invariant(first):
-    summary, failed = simulation.simulate(range(first, first + SEEDS_PER_TEST))
-    assert not failed, simulation.report(simulation.shrink(failed[0]))
+    summary, failed = simulate.simulate(range(first, first + SEEDS_PER_TEST))
+    assert not failed, simulate.report(simulate.shrink(failed[0]))
     assert summary.runs == SEEDS_PER_TEST
     # The runs did what they are for: faults of every kind, retries recognised.
     assert summary.acknowledged > 0 and summary.duplicates > 0
@@ -34,8 +34,8 @@ def test_a_thousand_seeds_keep_every_invariant(first):
 def test_seeds_that_found_the_single_round_kip_279_truncation(seed):
     # `--runs 100000` found these: after several unclean elections a restarted follower kept
     # a batch of an epoch its leader never had (Cluster._truncate_divergent now asks again).
-    outcome = simulation.run_seed(seed)
-    assert outcome.ok, simulation.report(outcome)
+    outcome = simulate.run_seed(seed)
+    assert outcome.ok, simulate.report(outcome)
     assert outcome.counts.unclean_elections >= 2
 
 
@@ -47,13 +47,13 @@ def test_seeds_where_kafkas_rebuild_shortcut_leaves_a_table_behind_its_log(seed)
     # test (spec §5.3 step 3, taken before truncateAndReload) skips the replay, so the entry
     # lacks the batches after the snapshot. dedup does what Kafka does; PartitionLog records
     # the range it did not replay and the simulator counts such entries apart.
-    outcome = simulation.run_seed(seed)
-    assert outcome.ok, simulation.report(outcome)
+    outcome = simulate.run_seed(seed)
+    assert outcome.ok, simulate.report(outcome)
     assert outcome.counts.kafka_shortcut == 1
 
 
 def test_the_fault_kinds_all_occur_over_the_ci_seeds():
-    summary, _ = simulation.simulate(range(0, 200))
+    summary, _ = simulate.simulate(range(0, 200))
     expected = {
         "crash", "restart", "clean restart", "duplicate request", "clock jump", "disk full", "torn write",
         "snapshot deleted", "snapshot truncated", "snapshot bit flip", "application restart", "identity restart",
@@ -63,11 +63,11 @@ def test_the_fault_kinds_all_occur_over_the_ci_seeds():
 
 
 def test_a_seed_replays_exactly():
-    first = simulation.run_seed(17)
-    second = simulation.run_seed(17)
+    first = simulate.run_seed(17)
+    second = simulate.run_seed(17)
     assert first.trace == second.trace
     assert first.counts == second.counts
-    assert simulation.run_seed(18).trace != first.trace
+    assert simulate.run_seed(18).trace != first.trace
 
 
 def forgetful_leader(monkeypatch):
@@ -122,25 +122,25 @@ def follower_without_table(monkeypatch):
 )
 def test_the_invariants_catch_a_broken_broker(monkeypatch, mutation, symptom):
     mutation(monkeypatch)
-    summary, failed = simulation.simulate(range(40))
+    summary, failed = simulate.simulate(range(40))
     assert failed, "the simulator did not notice the mutation"
     assert any(symptom in violation for outcome in failed for violation in outcome.violations)
 
 
 def test_a_failing_run_shrinks_to_a_short_plan_that_still_fails(monkeypatch):
     forgetful_leader(monkeypatch)
-    _, failed = simulation.simulate(range(40))
+    _, failed = simulate.simulate(range(40))
     outcome = failed[0]
-    small = simulation.shrink(outcome)
+    small = simulate.shrink(outcome)
     assert not small.ok
     assert len(small.actions) < len(outcome.actions) // 4
-    replay = simulation.execute(small.seed, small.settings, small.actions)
+    replay = simulate.execute(small.seed, small.settings, small.actions)
     assert replay.violations == small.violations  # the minimal plan reproduces exactly
-    text = simulation.report(small)
+    text = simulate.report(small)
     assert f"seed {outcome.seed} FAILED" in text and "minimal plan" in text
 
 
 def test_the_command_line_prints_the_summary_line(capsys):
-    assert simulation.main(["--seed", "5", "--runs", "3"]) == 0
+    assert simulate.main(["--seed", "5", "--runs", "3"]) == 0
     out = capsys.readouterr().out
     assert "3 runs, 0 failed" in out and "invariant violations: 0" in out

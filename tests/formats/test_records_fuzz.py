@@ -58,7 +58,7 @@ try:
 except ImportError:  # pragma: no cover - the fixture below turns this into a failure
     compiled_records = _state = None
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INT32_MAX = (1 << 31) - 1
 INT64_MAX = (1 << 63) - 1
 TIMESTAMP = 1_767_225_600_000

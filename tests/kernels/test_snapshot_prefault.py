@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from test_snapshot import kafka_file, state
 
 from dedup import decode_snapshot, encode_snapshot
-from dedup.bench import filled_table
 from dedup.errors import CorruptSnapshotError
+from dedup.tools.bench import filled_table
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _snapshot  # noqa: E402

@@ -22,7 +22,7 @@ from dedup.server.apis import fetch_partitions
 from dedup.server.core import KafkaServer
 from dedup.server.wire import ApiKey, BadRequest, parse_request
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: What a child Python needs to load the extension as this process did: an AddressSanitizer
 #: build (tools/asan.sh) needs its runtime preloaded.
 SANITIZER = {name: os.environ[name] for name in ("LD_PRELOAD", "ASAN_OPTIONS", "PYTHONMALLOC") if name in os.environ}

@@ -50,12 +50,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from . import _args
-from ._types import Origin
-from .cluster import Cluster, ProduceResponse
-from .errors import KafkaError, KafkaStorageError, NotEnoughReplicasAfterAppendError
-from .producer import IdempotentProducer, Network, ProducerBatch
-from .records import append_batches, scan_batches
+from .. import _args
+from .._types import Origin
+from ..cluster import Cluster, ProduceResponse
+from ..errors import KafkaError, KafkaStorageError, NotEnoughReplicasAfterAppendError
+from ..producer import IdempotentProducer, Network, ProducerBatch
+from ..records import append_batches, scan_batches
 
 __all__ = ["Action", "Outcome", "Summary", "check", "plan", "run_seed", "simulate", "main"]
 

@@ -118,25 +118,25 @@ def _typed(
 
 
 def _scan_errors() -> tuple[type[BaseException], ...]:
-    from .errors import CorruptRecordError, InvalidRecordError
+    from ..errors import CorruptRecordError, InvalidRecordError
 
     return CorruptRecordError, InvalidRecordError
 
 
 def _record_errors() -> tuple[type[BaseException], ...]:
-    from .errors import CorruptRecordError
+    from ..errors import CorruptRecordError
 
     return (CorruptRecordError,)
 
 
 def _snapshot_errors() -> tuple[type[BaseException], ...]:
-    from .errors import CorruptSnapshotError
+    from ..errors import CorruptSnapshotError
 
     return (CorruptSnapshotError,)
 
 
 def _request_errors() -> tuple[type[BaseException], ...]:
-    from .server.wire import BadRequest
+    from ..server.wire import BadRequest
 
     return (BadRequest,)
 
@@ -175,9 +175,9 @@ def _check_scan_error(error: BaseException, data: bytes) -> None:
 
 
 def run_scan_batches(data: bytes) -> None:
-    from . import _records
-    from .errors import TruncatedBatchError
-    from .reference import records as twin
+    from .. import _records
+    from ..errors import TruncatedBatchError
+    from ..reference import records as twin
 
     for tail in ("raise", "ignore"):
         headers, error = _typed(_scan_errors(), _records.scan_batches, data, tail=tail)
@@ -195,8 +195,8 @@ def run_scan_batches(data: bytes) -> None:
 
 
 def run_validate_batches(data: bytes) -> None:
-    from . import _records
-    from ._types import Origin
+    from .. import _records
+    from .._types import Origin
 
     for origin in (Origin.CLIENT, Origin.REPLICATION, Origin.COORDINATOR):
         headers, error = _typed(_scan_errors(), _records.validate_batches, data, origin=origin)
@@ -208,7 +208,7 @@ def run_validate_batches(data: bytes) -> None:
 
 
 def run_crc_valid(data: bytes) -> None:
-    from . import _records
+    from .. import _records
 
     valid, error = _typed(_scan_errors(), _records.crc_valid, data)
     headers, scan_error = _typed(_scan_errors(), _records.scan_batches, data, tail="ignore")
@@ -222,8 +222,8 @@ def run_crc_valid(data: bytes) -> None:
 def seeded_table() -> Any:
     """A small compiled table with history: producer 1000 (epoch 5, sequences 0-2), producer 2000
     (epoch 1) in a transaction since offset 3, producer 3000 known from a marker. Map end 6."""
-    from ._state import ProducerStateTable
-    from ._types import Origin
+    from .._state import ProducerStateTable
+    from .._types import Origin
 
     table = ProducerStateTable()
     table.append(1000, 5, 0, 3, 0, max_timestamp=TIMESTAMP)
@@ -261,8 +261,8 @@ def _check_append(result: Any, before: bytes, after: bytes, leader: bool) -> Non
 
 
 def run_append_batches(data: bytes) -> None:
-    from . import _records
-    from ._types import Origin
+    from .. import _records
+    from .._types import Origin
 
     for origin, write, tail in (
         (Origin.CLIENT, True, "ignore"),
@@ -286,16 +286,16 @@ def run_append_batches(data: bytes) -> None:
 
 
 def run_decode_records(data: bytes) -> None:
-    from .batch import decode_records
-    from .errors import CorruptRecordError
+    from ..batch import decode_records
+    from ..errors import CorruptRecordError
 
     for control in (False, True):
         _typed((CorruptRecordError,), decode_records, data, control=control)
 
 
 def _snapshot_readers() -> list[tuple[str, Any, Any]]:
-    from . import _snapshot, _state, reference
-    from .reference import snapshot as twin_codec
+    from .. import _snapshot, _state, reference
+    from ..reference import snapshot as twin_codec
 
     return [("compiled", _state.ProducerStateTable, _snapshot), ("reference", reference.ProducerStateTable, twin_codec)]
 
@@ -305,8 +305,8 @@ def _table_state(table: Any) -> Any:
 
 
 def run_decode_snapshot(data: bytes) -> None:
-    from .errors import CorruptSnapshotError
-    from .snapshot import decode_snapshot
+    from ..errors import CorruptSnapshotError
+    from ..snapshot import decode_snapshot
 
     pictures = []
     for _, cls, codec in _snapshot_readers():
@@ -323,8 +323,8 @@ def run_decode_snapshot(data: bytes) -> None:
 
 
 def run_read_snapshot(data: bytes) -> None:
-    from .errors import CorruptSnapshotError
-    from .snapshot import decode_snapshot, read_snapshot
+    from ..errors import CorruptSnapshotError
+    from ..snapshot import decode_snapshot, read_snapshot
 
     path = _scratch() / "00000000000000000042.snapshot"
     path.write_bytes(data)
@@ -337,14 +337,14 @@ def run_read_snapshot(data: bytes) -> None:
 
 
 def run_parse_request(data: bytes) -> None:
-    from .server.wire import BadRequest, parse_request
+    from ..server.wire import BadRequest, parse_request
 
     _typed((BadRequest,), parse_request, data)
 
 
 def run_serve_request(data: bytes) -> None:
-    from .server.apis import HANDLERS, fetch_partitions
-    from .server.wire import ApiKey, BadRequest, build, encode_response, parse_request, response_schema
+    from ..server.apis import HANDLERS, fetch_partitions
+    from ..server.wire import ApiKey, BadRequest, build, encode_response, parse_request, response_schema
 
     request, _ = _typed((BadRequest,), parse_request, data)
     if request is None:
@@ -405,7 +405,7 @@ def _scratch() -> Path:
 def _server() -> Any:
     """The in-process KafkaServer of this worker (two brokers, topic "clicks"), started afresh every
     SERVER_REFRESH requests so its logs stay small."""
-    from .server.core import KafkaServer
+    from ..server.core import KafkaServer
 
     uses = _WORKER.get("server_uses", 0)
     if "server" not in _WORKER or uses >= SERVER_REFRESH:
@@ -437,7 +437,7 @@ def seed_inputs() -> dict[str, bytes]:
 
 
 def _batch_seeds() -> dict[str, bytes]:
-    from .batch import encode_batch, encode_marker
+    from ..batch import encode_batch, encode_marker
 
     def batch(values: Any, **fields: Any) -> bytes:
         if "timestamps" not in fields:
@@ -498,9 +498,9 @@ def _batch_seeds() -> dict[str, bytes]:
 
 
 def _snapshot_seeds() -> dict[str, bytes]:
-    from ._state import ProducerStateTable
-    from .records import crc32c
-    from .snapshot import encode_snapshot
+    from .._state import ProducerStateTable
+    from ..records import crc32c
+    from ..snapshot import encode_snapshot
 
     table = ProducerStateTable(3)
     end = 0
@@ -538,8 +538,8 @@ def _frame_seeds() -> dict[str, bytes]:
     from kio.index import load_request_schema
     from kio.serial import entity_writer
 
-    from .batch import encode_batch
-    from .server.wire import ApiKey, build
+    from ..batch import encode_batch
+    from ..server.wire import ApiKey, build
 
     def frame(api_key: int, version: int, body: dict[str, Any]) -> bytes:
         schema = load_request_schema(api_key, version)
@@ -633,7 +633,7 @@ def _length_fields(data: bytearray) -> list[tuple[int, int]]:
 def fix_crcs(data: bytearray) -> None:
     """Make the CRCs right again where the input's layout keeps them (snapshot formats, v2 batches
     laid end to end from 0), so a mutation reaches the checks behind the CRC."""
-    from .records import crc32c
+    from ..records import crc32c
 
     if data[:4] == b"DDPS" and len(data) >= 8:
         struct.pack_into(">I", data, len(data) - 4, crc32c(bytes(data[:-4])))
@@ -935,7 +935,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        from . import _records, _snapshot, _state  # noqa: F401
+        from .. import _records, _snapshot, _state  # noqa: F401
     except ImportError as error:
         print(f"python -m dedup fuzz: the compiled core did not load ({error}); build it first", file=sys.stderr)
         return 1

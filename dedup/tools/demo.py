@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .batch import Record
-from .cluster import Cluster
-from .log import LoadReport
-from .producer import IdempotentProducer, Network, ProducerBatch
+from ..batch import Record
+from ..cluster import Cluster
+from ..log import LoadReport
+from ..producer import IdempotentProducer, Network, ProducerBatch
 
 CLICKS = 300  # the main run; each limit uses 40 more
 SEED = 4

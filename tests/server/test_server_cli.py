@@ -15,7 +15,7 @@ import pytest
 
 kafka = pytest.importorskip("kafka")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def start(*options: str) -> tuple[subprocess.Popen, str]:

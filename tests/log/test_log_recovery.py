@@ -207,7 +207,7 @@ _FULL_DISK = textwrap.dedent(
 def test_a_failed_write_leaves_the_table_unchanged_and_takes_the_log_offline(tmp_path):
     # Spec §3.2: the table is updated only after the write succeeded. The write really fails
     # (the kernel refuses it), in a subprocess so that the limit does not touch pytest.
-    here = os.path.dirname(__file__)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/: kafka_batches
     root = os.path.dirname(here)
     result = subprocess.run(
         [sys.executable, "-c", _FULL_DISK, str(tmp_path / "clicks-0"), root, here],

@@ -34,7 +34,6 @@ from dedup.reference import snapshot as twin_codec
 from dedup.snapshot import (
     SNAPSHOT_FORMATS,
     decode_snapshot,
-    dump_main,
     encode_snapshot,
     read_snapshot,
     snapshot_file_name,
@@ -42,6 +41,7 @@ from dedup.snapshot import (
     snapshot_offset,
     write_snapshot,
 )
+from dedup.tools.dump import dump_snapshot_main as dump_main
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _snapshot as compiled_codec  # noqa: E402

@@ -58,7 +58,7 @@ try:
 except ImportError:  # pragma: no cover - conftest fails the run in that case
     compiled_records = CompiledTable = None
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PID = 1000
 
 AIOKAFKA_BATCHES = {"aiokafka-py": aiokafka_records._DefaultRecordBatchPy}

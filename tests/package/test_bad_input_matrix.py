@@ -9,10 +9,10 @@ on disk). Bad bytes are a typed Kafka/snapshot error (``CorruptSnapshotError``,
 ``TruncatedBatchError``) that says expected versus found, never a crash.
 
 Deliberately not repeated here (each has its own thorough tests): the numpy boundary of
-``append_many`` (``tests/test_append_many.py``: dtypes, shapes, strides, read-only arrays,
+``append_many`` (``tests/table/test_append_many.py``: dtypes, shapes, strides, read-only arrays,
 lengths, value ranges; three smoke rows below), ``append``/``check`` scalars
-(``tests/test_arguments.py``), the batch codec's bad bytes (``tests/test_batch.py``,
-``tests/test_records_fuzz.py``) and corrupt snapshots (``tests/test_snapshot_fuzz.py``).
+(``tests/table/test_arguments.py``), the batch codec's bad bytes (``tests/formats/test_batch.py``,
+``tests/formats/test_records_fuzz.py``) and corrupt snapshots (``tests/formats/test_snapshot_fuzz.py``).
 
 Valid edge cases sit beside the rows: empty inputs to the readers and an empty table to the
 snapshot functions work.
@@ -38,7 +38,7 @@ from dedup.producer import IdempotentProducer, Network
 from dedup.reference import crc32c as reference_crc32c
 from dedup.reference import records as reference_records
 from dedup.server import Faults, KafkaServer
-from dedup.simulation import run_seed
+from dedup.tools.simulate import run_seed
 
 try:
     from dedup import _records, _state
@@ -112,7 +112,7 @@ TABLE_ROWS = [
     row("ProducerStateTable", "capacity", "None", lambda t, T: T(capacity=None), TypeError),
     row("ProducerStateTable", "capacity", "negative", lambda t, T: T(capacity=-1), ValueError),
     row("ProducerStateTable", "capacity", "beyond int32", lambda t, T: T(capacity=1 << 31), ValueError),
-    # append (the full scalar matrix is tests/test_arguments.py)
+    # append (the full scalar matrix is tests/table/test_arguments.py)
     row("append", "producer_id", "None", lambda t, T: t.append(None, 0, 0, 1, 20), TypeError),
     row("append", "producer_id", "negative", lambda t, T: t.append(-1, 0, 0, 1, 20), ValueError),
     row("append", "producer_epoch", "beyond int16", lambda t, T: t.append(2, 1 << 15, 0, 1, 20), ValueError),
@@ -144,7 +144,7 @@ TABLE_ROWS = [
     row("update", "result", "wrong type", lambda t, T: t.update((1, 0, 0)), TypeError),
     row("update", "result", "duplicate", lambda t, T: t.update(t.check(1, 0, 0, 5, 20)), ValueError),
     row("update", "result", "another table's", lambda t, T: t.update(T().check(2, 0, 0, 1, 20)), ValueError),
-    # append_many: three smoke rows; the boundary's matrix is tests/test_append_many.py.
+    # append_many: three smoke rows; the boundary's matrix is tests/table/test_append_many.py.
     row(
         "append_many",
         "producer_ids",
@@ -1228,7 +1228,7 @@ def test_cluster(cluster, bad):
 # --- producer, network, server, simulation ------------------------------------------------------
 
 CLIENT_ROWS = [
-    # The full option matrix is tests/test_producer.py (test_bad_producer_arguments_name_themselves).
+    # The full option matrix is tests/cluster/test_producer.py (test_bad_producer_arguments_name_themselves).
     row("IdempotentProducer", "cluster", "None", lambda: IdempotentProducer(None), TypeError),
     row("IdempotentProducer", "cluster", "object", lambda: IdempotentProducer(object()), TypeError),
     row("Network", "seed", "None", lambda: Network(None), TypeError),

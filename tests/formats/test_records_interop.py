@@ -37,9 +37,9 @@ from kafka.record.memory_records import MemoryRecords as KafkaPythonMemoryRecord
 
 from dedup import CompletedTxn, Origin, reference
 from dedup.errors import CorruptRecordError, InvalidRecordError, TruncatedBatchError
-from dedup.records import batch_description
 from dedup.reference import crc32c as reference_crc32c
 from dedup.reference import records as reference_records
+from dedup.tools.dump import batch_description
 
 try:
     from dedup import _records as compiled_records

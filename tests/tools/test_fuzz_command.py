@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from dedup import fuzz
 from dedup.errors import CorruptRecordError
+from dedup.tools import fuzz
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
 #: What a child Python needs to load the extension as this process did: an AddressSanitizer
 #: build (tools/asan.sh) needs its runtime preloaded.

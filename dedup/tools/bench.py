@@ -1,19 +1,19 @@
 """``python -m dedup bench``: the headline figures of this machine, against the peers and the limit.
 
-The limit is ``benchmarks/reference_loop.c``: the least a producer-state table must do per batch
-(one hash lookup by producer id, one window update), in plain C, built here with the compiler
-and ``-O3`` of the extension build and loaded with :mod:`ctypes`. Every kernel is reported as a
-fraction of it, measured in the same run. The benchmark suite (``python -m pytest benchmarks/``)
-uses the same pieces: :class:`ReferenceTable`, :class:`Stream`, :func:`build_reference_loop`.
+The limit is ``reference_loop.c`` (beside this module, shipped with the package): the least a
+producer-state table must do per batch (one hash lookup by producer id, one window update), in
+plain C, built here with the compiler and ``-O3`` of the extension build and loaded with
+:mod:`ctypes`. Every kernel is reported as a fraction of it, measured in the same run. The
+benchmark suite (``python -m pytest benchmarks/``) uses the same pieces:
+:class:`ReferenceTable`, :class:`Stream`, :func:`build_reference_loop`.
 
 Usage: ``python -m dedup bench [--full] [--plot FILE.png]``. The quick run (under a minute on a
 2-core machine) prints one table; ``--full`` adds the scaling sweep (100 to 10,000,000
 producers, random and in-order, windows 5 and 64, every engine); ``--plot`` draws throughput
 against producer count for each engine (needs matplotlib: ``pip install 'dedup[bench]'``).
 
-The C source sits in the repository's ``benchmarks/`` directory beside the suite that uses it;
-an editable install (``pip install -e .``) finds it there. An install without the checkout, or
-a machine without a C compiler, prints "limit: not available" instead of the ratios.
+The C source ships inside the package (``dedup/tools/reference_loop.c``), so an installed wheel
+has it too; a machine without a C compiler prints "limit: not available" instead of the ratios.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ._types import AppendManyResult
+from .._types import AppendManyResult
 
 #: Calls of ``append_many`` take this many rows (as in ``benchmarks/conftest.py``).
 CALL_ROWS = 100_000
@@ -48,8 +48,8 @@ ORDERS = ("random", "in-order")
 #: The C loop in its two layouts (see reference_loop.c); the limit of a case is the faster.
 C_LOOPS = ("C loop, dense", "C loop, by slot")
 ENGINES = ("compiled", "twin", *C_LOOPS)
-#: Where the repository keeps the C loop, relative to this package's parent directory.
-REFERENCE_SOURCE = Path("benchmarks") / "reference_loop.c"
+#: The C loop's source, package data beside this module.
+REFERENCE_SOURCE = Path(__file__).resolve().parent / "reference_loop.c"
 #: The hash seed of the C loop's table (dedup's is random per table; any value does).
 REFERENCE_SEED = 0x9E3779B97F4A7C15
 
@@ -62,12 +62,10 @@ class ReferenceLoopUnavailable(RuntimeError):
 
 
 def reference_loop_source() -> Path:
-    """``benchmarks/reference_loop.c`` of the checkout this package was imported from."""
-    source = Path(__file__).resolve().parent.parent / REFERENCE_SOURCE
+    """``reference_loop.c``, shipped beside this module."""
+    source = REFERENCE_SOURCE
     if not source.is_file():
-        raise ReferenceLoopUnavailable(
-            f"{source} not found: the C reference loop ships with the repository (pip install -e . from a clone)"
-        )
+        raise ReferenceLoopUnavailable(f"{source} not found: the package was installed without its data files")
     return source
 
 
@@ -253,11 +251,11 @@ def in_sequence_ranks(producer_ids: np.ndarray, start: int = 0) -> np.ndarray:
 def table_for(engine: str, producers: int, window: int) -> Any:
     """An empty table of ``engine`` (one of :data:`ENGINES`)."""
     if engine == "compiled":
-        from ._state import ProducerStateTable
+        from .._state import ProducerStateTable
 
         return ProducerStateTable(window)
     if engine == "twin":
-        from .reference import ProducerStateTable as Twin
+        from ..reference import ProducerStateTable as Twin
 
         return Twin(window)
     if engine in C_LOOPS:
@@ -410,7 +408,7 @@ def append_one_call(table_class: type, scale: Scale) -> float:
 def kafka_batches(scale: Scale, producers: int = 10_000) -> tuple[bytes, int, np.ndarray]:
     """``scale.buffer_bytes`` of 1 KiB v2 batches (8 records each) from ``producers``
     producers interleaved at random, each in sequence from 8 on; and the producers' ids."""
-    from .batch import encode_batch
+    from ..batch import encode_batch
 
     def batch(producer_id: int, base_sequence: int, extra: int) -> bytes:
         values = [b"v" * (101 + (extra if i == 0 else 0)) for i in range(8)]
@@ -431,7 +429,7 @@ def kafka_batches(scale: Scale, producers: int = 10_000) -> tuple[bytes, int, np
 
 def filled_table(producers: int, window: int, batches_each: int, capacity: int = 0, stamps: Any = None) -> Any:
     """A compiled table of ``producers`` producers with ``batches_each`` batches each."""
-    from ._state import ProducerStateTable
+    from .._state import ProducerStateTable
 
     table = ProducerStateTable(window, capacity=capacity)
     ids = np.arange(FIRST_PRODUCER_ID, FIRST_PRODUCER_ID + producers, dtype=np.int64)
@@ -471,7 +469,7 @@ def decode_seconds(decode: Callable[[], Any], rounds: int) -> tuple[float, float
     in: prefault.h), and on the calling thread alone; and the median CPU seconds of the
     process (both threads) by default. Each way runs its rounds one after another after a
     warm-up round, as a broker loading many partitions' snapshots would."""
-    from . import _snapshot
+    from .. import _snapshot
 
     default_mode = _snapshot.prefault_mode(1)
     seconds: dict[int, list[float]] = {}
@@ -609,8 +607,8 @@ class Bench:
         )
 
     def append_rows(self) -> list[Row]:
-        from ._state import ProducerStateTable
-        from .reference import ProducerStateTable as Twin
+        from .._state import ProducerStateTable
+        from ..reference import ProducerStateTable as Twin
 
         compiled = append_one_call(ProducerStateTable, self.scale)
         twin_scale = Scale(append_block=self.scale.append_block, append_rounds=max(1, self.scale.append_rounds // 10))
@@ -645,8 +643,8 @@ class Bench:
         return rows
 
     def bytes_rows(self) -> list[Row]:
-        from . import _records
-        from ._state import ProducerStateTable
+        from .. import _records
+        from .._state import ProducerStateTable
 
         data, batches, ids = kafka_batches(self.scale)
         buffer = bytearray(data)
@@ -715,7 +713,7 @@ class Bench:
         ]
 
     def snapshot_rows(self) -> list[Row]:
-        from .snapshot import decode_snapshot, encode_snapshot
+        from ..snapshot import decode_snapshot, encode_snapshot
 
         producers = self.scale.large
         table = filled_table(producers, 5, 5, capacity=producers)
@@ -918,7 +916,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
     try:
-        from . import _state  # noqa: F401
+        from .. import _state  # noqa: F401
     except ImportError as error:
         print(f"python -m dedup bench: the compiled table did not load ({error}); build it first", file=sys.stderr)
         return 1
@@ -930,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"dedup bench ({run} run): {machine()}")
     if bench.limit_error is None:
         print(
-            f"limit: the C reference loop ({REFERENCE_SOURCE}, {shlex.join(compiler_command())} -O3), "
+            f"limit: the C reference loop ({REFERENCE_SOURCE.name}, {shlex.join(compiler_command())} -O3), "
             "the faster of its two layouts, measured in this run"
         )
     else:

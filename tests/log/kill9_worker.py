@@ -1,4 +1,4 @@
-"""The processes tests/test_kill9.py kills with SIGKILL.
+"""The processes tests/log/test_kill9.py kills with SIGKILL.
 
 ``python kill9_worker.py`` is a fork server: it imports dedup once, then for each line
 ``DIRECTORY SEED ACK_FILE`` on stdin forks a worker and prints its pid; for ``reap PID`` it

@@ -21,8 +21,8 @@ from kafka_batches import (
 import dedup
 from dedup import CompletedTxn, Origin, reference
 from dedup.errors import CorruptRecordError, InvalidRecordError, TruncatedBatchError
-from dedup.records import dump_main
 from dedup.reference import records as twin_records
+from dedup.tools.dump import dump_log_main as dump_main
 
 try:
     from dedup import _records as compiled_records

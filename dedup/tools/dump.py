@@ -1,0 +1,216 @@
+"""``python -m dedup dump-log FILE`` and ``dump-snapshot FILE``: Kafka's files as
+``kafka-dump-log.sh`` prints them (``DumpLogSegments``), one line per batch or per producer,
+or one JSON document with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .._types import wrap_increment
+from ..batch import COMPRESSION_NAMES
+from ..errors import CorruptSnapshotError, KafkaError
+from ..records import crc_valid, scan_batches
+from ..snapshot import read_snapshot, snapshot_format
+
+# --- dump-log -----------------------------------------------------------------------------
+
+
+def batch_description(header: Any, valid: bool) -> dict[str, Any]:
+    """One batch as kafka-dump-log.sh describes it (Kafka's field names)."""
+    attributes = int(header["attributes"])
+    base_offset, delta = int(header["base_offset"]), int(header["last_offset_delta"])
+    compression, sequence = int(header["compression"]), int(header["base_sequence"])
+    return {
+        "baseOffset": base_offset,
+        "lastOffset": base_offset + delta,
+        "count": int(header["record_count"]),
+        "baseSequence": int(header["base_sequence"]),
+        "lastSequence": -1 if sequence == -1 else wrap_increment(sequence, delta),
+        "producerId": int(header["producer_id"]),
+        "producerEpoch": int(header["producer_epoch"]),
+        "partitionLeaderEpoch": int(header["partition_leader_epoch"]),
+        "isTransactional": bool(header["is_transactional"]),
+        "isControl": bool(header["is_control"]),
+        "deleteHorizonMs": int(header["base_timestamp"]) if attributes & 0x40 else None,
+        "position": int(header["position"]),
+        "timestampType": "LogAppendTime" if header["timestamp_type"] else "CreateTime",
+        "maxTimestamp": int(header["max_timestamp"]),
+        "size": int(header["batch_length"]) + 12,
+        "magic": int(header["magic"]),
+        "compresscodec": COMPRESSION_NAMES[compression] if compression < len(COMPRESSION_NAMES) else str(compression),
+        "crc": int(header["crc"]),
+        "isvalid": bool(valid),
+    }
+
+
+def _java(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def batch_line(batch: dict[str, Any]) -> str:
+    """The line kafka-dump-log.sh prints for a v2 batch (DumpLogSegments.printBatchLevel)."""
+    horizon = batch["deleteHorizonMs"]
+    names = ("baseOffset", "lastOffset", "count", "baseSequence", "lastSequence", "producerId", "producerEpoch",
+             "partitionLeaderEpoch", "isTransactional", "isControl")
+    line = " ".join(f"{name}: {_java(batch[name])}" for name in names)
+    line += " deleteHorizonMs: " + ("OptionalLong.empty" if horizon is None else f"OptionalLong[{horizon}]")
+    line += f" position: {batch['position']} {batch['timestampType']}: {batch['maxTimestamp']}"
+    line += " ".join(
+        ["", *(f"{name}: {_java(batch[name])}" for name in ("size", "magic", "compresscodec", "crc", "isvalid"))]
+    )
+    return line
+
+
+def dump_log_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup dump-log FILE [--json]``: every batch of a ``.log`` segment, one line
+    each, as Kafka's kafka-dump-log.sh prints them (CRC checked); ``--json`` for machines.
+    A torn tail is reported as Kafka does ("Found N invalid bytes at the end of ..."); a
+    corrupt or unreadable file is one line on stderr and exit status 1."""
+    parser = argparse.ArgumentParser(prog="python -m dedup dump-log", description=dump_log_main.__doc__)
+    parser.add_argument("file", help="a Kafka log segment (.log), or any file of v2 batches")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    args = parser.parse_args(argv)
+    name = os.path.basename(args.file)
+    try:
+        with open(args.file, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data: Any = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        try:
+            error: KafkaError | None = None
+            try:
+                headers = scan_batches(data, tail="ignore")
+            except KafkaError as caught:  # corrupt mid-file: what came before it is still shown
+                error, headers = caught, caught.headers  # type: ignore[attr-defined]
+            valid = crc_valid(data, headers)
+        finally:
+            if size:
+                data.close()
+    except OSError as caught:
+        print(f"dump-log: {args.file}: {caught.strerror or caught}", file=sys.stderr)
+        return 1
+    batches = [batch_description(header, ok) for header, ok in zip(headers, valid, strict=True)]
+    valid_bytes = int(headers["position"][-1] + headers["batch_length"][-1] + 12) if len(headers) else 0
+    start = name.split(".")[0]
+    if args.json:
+        document = {
+            "file": args.file,
+            "log_start_offset": int(start) if name.endswith(".log") and start.isdigit() else None,
+            "batches": batches,
+            "valid_bytes": valid_bytes,
+            "invalid_bytes": size - valid_bytes,
+            "error": str(error) if error else None,
+        }
+        print(json.dumps(document, indent=1))
+    else:
+        print(f"Dumping {args.file}")
+        if name.endswith(".log") and start.isdigit():
+            print(f"Log starting offset: {int(start)}")
+        for batch in batches:
+            print(batch_line(batch))
+        if error is None and size > valid_bytes:
+            print(f"Found {size - valid_bytes} invalid bytes at the end of {name}")
+    if error is not None:
+        print(f"dump-log: {args.file}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- dump-snapshot ------------------------------------------------------------------------
+
+
+def _optional_long(value: int | None) -> str:
+    """Java's OptionalLong.toString, as kafka-dump-log.sh prints currentTxnFirstOffset."""
+    return "OptionalLong.empty" if value is None else f"OptionalLong[{value}]"
+
+
+def _producer_document(entry: Any) -> dict[str, Any]:
+    return {
+        "producer_id": entry.producer_id,
+        "producer_epoch": entry.producer_epoch,
+        "coordinator_epoch": entry.coordinator_epoch,
+        "current_txn_first_offset": entry.current_txn_first_offset,
+        "last_timestamp": entry.last_timestamp,
+        "batches": [
+            {
+                "first_sequence": batch.first_sequence,
+                "last_sequence": batch.last_sequence,
+                "first_offset": batch.first_offset,
+                "last_offset": batch.last_offset,
+                "offset_delta": batch.offset_delta,
+                "timestamp": batch.timestamp,
+            }
+            for batch in entry.batches
+        ],
+    }
+
+
+def _producer_line(entry: Any) -> str:
+    """The line kafka-dump-log.sh prints for a producer (DumpLogSegments.dumpProducerIdSnapshot,
+    Kafka 4.x), with every retained batch where Kafka's format has at most one."""
+    line = (
+        f"producerId: {entry.producer_id} producerEpoch: {entry.producer_epoch} "
+        f"coordinatorEpoch: {entry.coordinator_epoch} "
+        f"currentTxnFirstOffset: {_optional_long(entry.current_txn_first_offset)} "
+        f"lastTimestamp: {entry.last_timestamp}"
+    )
+    for batch in entry.batches:
+        line += (
+            f" firstSequence: {batch.first_sequence} lastSequence: {batch.last_sequence} "
+            f"lastOffset: {batch.last_offset} offsetDelta: {batch.offset_delta} timestamp: {batch.timestamp}"
+        )
+    return line
+
+
+def dump_snapshot_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup dump-snapshot FILE [--json]``: every producer of a snapshot file,
+    one line each, as Kafka's kafka-dump-log.sh prints a ``.snapshot``; ``--json`` for machines.
+
+    Either format. Kafka's lines are its own (4.x wording); for the full format a line lists
+    every retained batch, oldest first, after a ``version: ... window: ... mapEndOffset: ...``
+    line. A
+    corrupt, unreadable or missing file is one line on stderr and exit status 1.
+    """
+    parser = argparse.ArgumentParser(prog="python -m dedup dump-snapshot", description=dump_snapshot_main.__doc__)
+    parser.add_argument("file", help="a producer-state snapshot (Kafka's <offset>.snapshot or dedup's full format)")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    args = parser.parse_args(argv)
+    try:
+        table = read_snapshot(args.file)
+        with open(args.file, "rb") as handle:  # read_snapshot has validated it: its first bytes say what it is
+            head = handle.read(6)
+        kind = snapshot_format(head)
+        (version,) = struct.unpack_from(">h", head, 4 if kind == "full" else 0)
+    except OSError as error:
+        print(f"dump-snapshot: {args.file}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    except CorruptSnapshotError as error:
+        print(f"dump-snapshot: {args.file}: {error}", file=sys.stderr)
+        return 1
+    entries = [table.entry(producer_id) for producer_id in table]
+    if args.json:
+        document = {
+            "file": args.file,
+            "format": kind,
+            "version": version,
+            "window": table.window if kind == "full" else None,  # Kafka's file has none (one batch)
+            "map_end_offset": table.map_end_offset,
+            "producers": [_producer_document(entry) for entry in entries],
+        }
+        print(json.dumps(document, indent=1))
+        return 0
+    print(f"Dumping {args.file}")
+    if kind == "full":
+        print(f"version: {version} window: {table.window} mapEndOffset: {table.map_end_offset}")
+    for entry in entries:
+        print(_producer_line(entry))
+    return 0
