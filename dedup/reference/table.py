@@ -1,7 +1,7 @@
 """The pure-Python twin of the producer-state table: the oracle the compiled table is tested against.
 
 Written for clarity, one Kafka rule per branch, with the spec's rule numbers
-(``../shared/spec/kafka-producer-state.md``). Same API, same exceptions and the same results
+(``docs/spec.md``). Same API, same exceptions and the same results
 as :class:`dedup._state.ProducerStateTable`; ``DEDUP_PURE_PYTHON=1`` makes ``dedup`` export
 this one instead.
 

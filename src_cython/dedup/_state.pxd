@@ -2,7 +2,7 @@
 #
 # One partition replica's state (spec §1): per producer id an entry with its epoch, the
 # metadata of its last `window` batches, coordinator epoch, last timestamp and the first
-# offset of an ongoing transaction. Semantics: ../shared/spec/kafka-producer-state.md.
+# offset of an ongoing transaction. Semantics: docs/spec.md.
 #
 # Memory layout (no Python object per producer or per batch):
 #   * entries live in a dense array, split into chunks of 2^chunk_shift entries so that

@@ -1,5 +1,5 @@
 # The compiled producer-state table. Layouts and the C-level API: _state.pxd.
-# Semantics, rule by rule: ../shared/spec/kafka-producer-state.md (rule numbers below are its).
+# Semantics, rule by rule: docs/spec.md (rule numbers below are its).
 #
 # Not modelled (as in dedup.reference): transaction verification (KIP-890; rules 2, 11, 13,
 # 14: as if transaction.partition.verification.enable=false) and the post-4.0 marker epoch

@@ -6,7 +6,7 @@ a duplicate (rule 10) reports the ORIGINAL batch's offsets and timestamp; a Kafk
 becomes that row's code (offsets and timestamp -1) and does not stop the other rows. An
 argument problem raises TypeError/ValueError naming the argument before anything is applied.
 
-Spec: ../shared/spec/kafka-producer-state.md (rules 8, 10, 12, 15, 16, 18; §2.3, §2.4; §3.2
+Spec: docs/spec.md (rules 8, 10, 12, 15, 16, 18; §2.3, §2.4; §3.2
 step 6 for the map end offset; §8.4 for sequences).
 """
 

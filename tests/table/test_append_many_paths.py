@@ -11,7 +11,7 @@ transactions and markers, replication and coordinator rows. The results are comp
 the reference twin's append_many and with the compiled ``append`` per row (the general path
 alone): verdict columns, log end offsets and every entry.
 
-Spec: ../shared/spec/kafka-producer-state.md §2 (rules 8, 10, 12, 15, 16, 18), §2.3, §2.4, §8.4.
+Spec: docs/spec.md §2 (rules 8, 10, 12, 15, 16, 18), §2.3, §2.4, §8.4.
 """
 
 from __future__ import annotations

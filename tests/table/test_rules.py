@@ -1,6 +1,6 @@
 """Kafka's validation rules, one test per rule, on both twins (spec §2, §3.1, §6, §8.4).
 
-Every test names the rule of ../shared/spec/kafka-producer-state.md it pins.
+Every test names the rule of docs/spec.md it pins.
 """
 
 from __future__ import annotations

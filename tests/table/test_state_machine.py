@@ -5,7 +5,7 @@ same operations (CLIENT, COORDINATOR and REPLICATION appends, retries, gaps, epo
 transactions and markers, expiration, check/update, append_many) and requires, after every
 step, identical verdicts (same result fields, or the same exception class, ``.code`` and
 message) and identical state. A third, independent oracle, ``Model``, is the spec's decision
-procedure (../shared/spec/kafka-producer-state.md §2.8) written out here: it decides every
+procedure (docs/spec.md §2.8) written out here: it decides every
 verdict from the rules alone and keeps the state §1.2/§3.2/§6 say the table must hold, so a
 bug shared by both twins fails too.
 

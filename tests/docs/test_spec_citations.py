@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs" / "spec.md"
 THIS_FILE = "tests/test_spec_citations.py"  # its examples are citations on purpose
 SCANNED = ("dedup", "src_cython", "tests", "benchmarks", "tools", "docs", "README.md")
