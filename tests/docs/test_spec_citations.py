@@ -31,7 +31,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs" / "spec.md"
-THIS_FILE = "tests/test_spec_citations.py"  # its examples are citations on purpose
+THIS_FILE = Path(__file__).resolve().relative_to(ROOT).as_posix()  # its examples are citations on purpose
 SCANNED = ("dedup", "src_cython", "tests", "benchmarks", "tools", "docs", "README.md")
 SKIPPED_PREFIXES = ("tests/fuzz_corpus/",)
 #: The spec's former home, outside the repository: a clone cannot follow it.
