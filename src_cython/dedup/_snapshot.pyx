@@ -56,7 +56,7 @@ from dedup._state cimport (
 from dedup import _args
 from dedup.errors import CorruptSnapshotError
 
-cdef extern from "snapshot_w5.h":
+cdef extern from "kernels/snapshot_w5.h":
     int dedup_w5_mode
     int DEDUP_W5_RING
     int DEDUP_W5_OFFSET_GAP
@@ -1385,7 +1385,7 @@ cdef extern from "Python.h":
     PyInterpreterState* PyInterpreterState_Main()
 
 
-cdef extern from "prefault.h":
+cdef extern from "platform/prefault.h":
     ctypedef struct dedup_prefault:
         pass
     ctypedef struct dedup_loader:

@@ -319,7 +319,7 @@ cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:
 # ahead of the appends (prefault.h, _snapshot.pyx run_load); bulk_append tells the caller how
 # far the load has come every 1,024 entries.
 
-cdef extern from "prefault.h":
+cdef extern from "platform/prefault.h":
     ctypedef struct dedup_prefault:    # the load's new memory, faulted in ahead of it
         char** start
         size_t* length

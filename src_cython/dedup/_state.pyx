@@ -21,7 +21,7 @@ from dedup import _args
 from dedup._messages import batch_error, marker_error
 from dedup._types import AppendManyResult, BatchMetadata, CompletedTxn, Origin, ProducerStateEntry
 
-cdef extern from "slab.h":
+cdef extern from "platform/slab.h":
     # A block of at least size bytes in huge pages where the system has them (*mapped: its
     # length, for dedup_slab_free; rounded up to whole huge pages if asked), traced by
     # tracemalloc; NULL if none.
@@ -29,52 +29,16 @@ cdef extern from "slab.h":
     void dedup_slab_free(void* p, size_t mapped) noexcept nogil
     size_t dedup_slab_length(size_t size, int whole_huge_pages) noexcept nogil
 
-cdef extern from *:
-    """
-    /* An exact int of at most two 30-bit digits (|v| < 2^60: ids, sequences, offsets and
-     * millisecond timestamps) read from its digits, without a call; 0 for anything else,
-     * which then takes PyLong_AsLongLongAndOverflow. */
-    static inline int dedup_small_long(PyObject *o, long long *out)
-    {
-    #if PY_VERSION_HEX >= 0x030C0000
-        if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
-            *out = (long long)PyUnstable_Long_CompactValue((PyLongObject *)o);
-            return 1;
-        }
-        return 0;
-    #elif PYLONG_BITS_IN_DIGIT == 30 && !defined(PYPY_VERSION)
-        const digit *d = ((PyLongObject *)o)->ob_digit;
-        switch (Py_SIZE(o)) {
-        case 0: *out = 0; return 1;
-        case 1: *out = (long long)d[0]; return 1;
-        case -1: *out = -(long long)d[0]; return 1;
-        case 2: *out = (long long)d[0] | ((long long)d[1] << 30); return 1;
-        case -2: *out = -((long long)d[0] | ((long long)d[1] << 30)); return 1;
-        default: return 0;
-        }
-    #else
-        (void)o; (void)out;
-        return 0;
-    #endif
-    }
-    """
+cdef extern from "platform/small_long.h":
+    # An exact int below 2^60 in magnitude read from its digits (1), or 0: take the slow path.
     bint dedup_small_long(object value, long long* out) noexcept
 
-cdef extern from "prefetch.h":
+cdef extern from "platform/prefetch.h":
     # Start loading the cache line at p (to read, or to write); a hint that never faults.
     void dedup_prefetch(const void* p) noexcept nogil
     void dedup_prefetch_write(const void* p) noexcept nogil
 
-cdef extern from *:
-    """
-    #define DEDUP_SLAB_MIN_CHUNKS 8
-    #define DEDUP_GROWTH_FROM 64
-    #define DEDUP_GROWTH_CHUNKS 64
-    #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)
-    #define DEDUP_INDEX_DELETED ((uint32_t)0xFFFFFFFEu)
-    #define DEDUP_CHUNK_BYTES ((Py_ssize_t)128 * 1024)
-    #define DEDUP_MAX_PRODUCERS ((Py_ssize_t)2147483646)
-    """
+cdef extern from "table/limits.h":
     # An index slot that holds no entry, and one whose entry was removed (a tombstone: probes
     # go on past it, an insert may take it). A real slot never equals either, nor exceeds
     # them: the entry number in its low bits is at most 0.8 x the index capacity, itself below
@@ -558,7 +522,7 @@ cdef void table_free(Table* t) noexcept nogil:
 cdef enum:
     BULK_PREFETCH = 24                 # notes placed ahead of their probe's first cache line
 
-cdef extern from "bulk_place16.h":
+cdef extern from "kernels/bulk_place16.h":
     int dedup_bulk16_mode
     int dedup_bulk16_use(int wanted) noexcept nogil
     int dedup_bulk_place16(uint32_t* index, uint32_t capacity, uint32_t tag_mask, uint64_t note) noexcept nogil
@@ -1033,58 +997,13 @@ cdef enum:
     APPEND_PREFETCH_ENTRIES_FROM = 4 << 20
 
 
-cdef extern from *:
-    """
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #endif
-    #if defined(__GNUC__) || defined(__clang__)
-    #define dedup_likely(x) __builtin_expect(!!(x), 1)
-    #else
-    #define dedup_likely(x) (x)
-    #endif
-
-    /* Whether one of the `count` (<= 8) int32 at values equals x, reading 16 bytes at values
-     * if count <= 4 and 32 if count <= 8 (the caller guarantees they are readable). */
-    static inline int dedup_any_equal_i32x8(const int32_t *values, int count, int32_t x)
-    {
-    #if defined(__SSE2__)
-        const __m128i key = _mm_set1_epi32(x);
-        uint32_t hits = (uint32_t)_mm_movemask_epi8(
-            _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)values), key));
-        if (count > 4)
-            hits |= (uint32_t)_mm_movemask_epi8(
-                _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(values + 4)), key)) << 16;
-        /* 4 mask bits per value: keep those of values [0, count). */
-        static const uint32_t lanes[9] = {0x0u, 0xFu, 0xFFu, 0xFFFu, 0xFFFFu, 0xFFFFFu, 0xFFFFFFu,
-                                          0xFFFFFFFu, 0xFFFFFFFFu};
-        return (hits & lanes[count]) != 0;
-    #else
-        int k;
-        for (k = 0; k < count; k++)
-            if (values[k] == x)
-                return 1;
-        return 0;
-    #endif
-    }
-
-    /* Whether one of values[0..count) equals x (reading nothing else). */
-    static inline int dedup_any_equal_i32(const int32_t *values, int count, int32_t x)
-    {
-        int k = 0;
-    #if defined(__SSE2__)
-        const __m128i key = _mm_set1_epi32(x);
-        for (; k + 4 <= count; k += 4)
-            if (_mm_movemask_epi8(_mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(values + k)), key)))
-                return 1;
-    #endif
-        for (; k < count; k++)
-            if (values[k] == x)
-                return 1;
-        return 0;
-    }
-    """
+cdef extern from "platform/compiler.h":
+    # The condition, hinted to the compiler as usually true.
     bint dedup_likely(bint condition) noexcept nogil
+
+
+cdef extern from "kernels/any_equal.h":
+    # Whether one of `count` int32 at values equals x (SSE2 where compiled for x86-64).
     bint dedup_any_equal_i32x8(const int32_t* values, int count, int32_t x) noexcept nogil
     bint dedup_any_equal_i32(const int32_t* values, int count, int32_t x) noexcept nogil
 
@@ -1439,16 +1358,13 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
 
 # --- expiration (spec §6) -----------------------------------------------------------------
 
-cdef extern from "expiry.h":
+cdef extern from "kernels/expiry.h":
     uint64_t dedup_mark_expired(const int64_t* stamps, size_t n, int64_t threshold) noexcept nogil
     void dedup_index_sweep(uint32_t* index, size_t capacity, uint32_t idx_mask, const uint32_t* removed,
                            uint32_t last, uint32_t tail, const uint32_t* moved_to) noexcept nogil
     size_t dedup_count_bits(const uint32_t* bits, size_t words) noexcept nogil
 
-cdef extern from *:
-    """
-    #define dedup_lowest_bit(word) ((Py_ssize_t)__builtin_ctz(word))
-    """
+cdef extern from "platform/compiler.h":
     # The position of the lowest set bit of a non-zero word.
     Py_ssize_t dedup_lowest_bit(uint32_t word) noexcept nogil
 
