@@ -59,6 +59,7 @@ EXTENSIONS = [
     extension("_state"),
     extension("_records"),
     extension("_snapshot"),
+    extension("_testing"),  # private: the test hooks (tests, tools, benchmarks)
 ]
 
 setup(

@@ -100,3 +100,11 @@ cdef int scan_buffer(const unsigned char* data, Py_ssize_t length, BatchHeader* 
                      Py_ssize_t capacity, ScanStatus* status) noexcept nogil
 cdef int check_batch(const unsigned char* batch, const BatchHeader* h, uint8_t origin,
                      Problem* problem) noexcept nogil
+
+
+# --- for dedup._testing only (in _records.pyx) ----------------------------------------------
+# kernels/crc32c.h's mode is a static variable in each module that includes it: this runs this
+# module's copy in a mode a test chooses.
+
+cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
+                            int* used) noexcept nogil

@@ -75,19 +75,6 @@ def crc32c(data, crc=0):
     return value
 
 
-def crc32c_software(data, crc=0):
-    """crc32c() with the table-driven fallback forced (to check it against the CPU's)."""
-    cdef const unsigned char[::1] view = readable_bytes(data, "data")
-    crc = _args.integer("crc", crc, 0, 0xFFFFFFFF, "a uint32")
-    cdef int mode = dedup_crc32c_setup()
-    dedup_crc32c_use_hardware(0)
-    try:
-        crc = dedup_crc32c(crc, start_of(view), view.shape[0])
-    finally:
-        dedup_crc32c_use_hardware(mode)
-    return crc
-
-
 # --- the header and the scan --------------------------------------------------------------
 
 cdef int read_header(const unsigned char* batch, int64_t position, BatchHeader* h) noexcept nogil:
@@ -695,3 +682,17 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
         completed.append(CompletedTxn(int(headers["producer_id"][row]), int(txn_firsts[row]), int(firsts[row]),
                                       bool(aborted[row])))
     return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, errors, completed)
+
+
+# --- for dedup._testing (cdef: no Python name here) ----------------------------------------
+
+cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
+                            int* used) noexcept nogil:
+    """The CRC-32C of data[0, length) from crc through this module's copy of kernels/crc32c.h
+    in `mode` (0 the table, 1 the CRC instruction, 2 folding) or the best mode below it that the
+    CPU has (*used); then back to the mode chosen at import."""
+    cdef int chosen = dedup_crc32c_setup()
+    used[0] = dedup_crc32c_use_hardware(mode)
+    crc = dedup_crc32c(crc, data, length)
+    dedup_crc32c_use_hardware(chosen)
+    return crc

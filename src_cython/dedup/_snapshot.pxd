@@ -222,3 +222,15 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
                     BulkLoad* bulk, Problem* p) except -1 nogil
 cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
                    BulkLoad* bulk, Problem* p) except -1 nogil
+
+
+# --- for dedup._testing only: switches of this module's C state (in _snapshot.pyx) ---------
+# A header's mode is a static variable in each module that includes the header, so a test flips
+# this module's copy through these.
+
+cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
+                            int* used) noexcept nogil
+cdef int window5_vectors_use(int wanted) noexcept nogil
+cdef bint window5_applies(const Table* t) noexcept nogil
+cdef int prefault_use(int mode) noexcept nogil
+cdef void prefault_totals(size_t* threads, size_t* populated) noexcept nogil

@@ -97,36 +97,6 @@ include "snapshot/loader.pxi"
 
 # --- Python boundary ------------------------------------------------------------------------
 
-def use_window5_vectors(bint wanted):
-    """Test hook: window 5's slots through snapshot_w5.h (where the CPU can) or the scalar loops
-    only; returns whether the vectors are in use now."""
-    return dedup_w5_use(wanted) == 1
-
-
-def window5_vectors_apply(ProducerStateTable table not None):
-    """Test hook: whether the table's snapshots go through snapshot_w5.h (window 5, its ring
-    where the header expects it, the vectors in use)."""
-    return window5_layout(&table.t)
-
-
-def crc32c_in_mode(data, crc, int mode):
-    """Test hook: (the mode used, the CRC-32C of ``data`` from ``crc``) through this module's
-    copy of crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams, 2 folding
-    with carry-less multiplies), or the best mode below it that the CPU has; then back to the
-    mode chosen at import."""
-    if not 0 <= mode <= 2:
-        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
-    cdef const unsigned char[::1] view = bytes_view(data)
-    cdef uint32_t value = <uint32_t>crc
-    cdef int chosen = dedup_crc32c_setup()
-    cdef int used = dedup_crc32c_use_hardware(mode)
-    try:
-        value = dedup_crc32c(value, &view[0] if view.shape[0] else NULL, view.shape[0])
-    finally:
-        dedup_crc32c_use_hardware(chosen)
-    return used, value
-
-
 cdef const unsigned char[::1] bytes_view(object data):
     """Any C-contiguous buffer (bytes, bytearray, memoryview, mmap), as unsigned bytes."""
     cdef const unsigned char[::1] view
@@ -454,3 +424,44 @@ def decode_full(data, table_class=ProducerStateTable):
     table.t.map_end_offset = layout.map_end_offset
     table.t.generation += 1
     return table
+
+
+# --- for dedup._testing (cdef: no Python name here) ----------------------------------------
+
+cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
+                            int* used) noexcept nogil:
+    """The CRC-32C of data[0, length) from crc through this module's copy of kernels/crc32c.h
+    in `mode` (0 the table, 1 the CRC instruction in three streams, 2 folding with carry-less
+    multiplies) or the best mode below it that the CPU has (*used); then back to the mode
+    chosen at import."""
+    cdef int chosen = dedup_crc32c_setup()
+    used[0] = dedup_crc32c_use_hardware(mode)
+    crc = dedup_crc32c(crc, data, length)
+    dedup_crc32c_use_hardware(chosen)
+    return crc
+
+
+cdef int window5_vectors_use(int wanted) noexcept nogil:
+    """Window 5's slots through kernels/snapshot_w5.h (wanted 1: where the CPU can) or the
+    scalar loops only (0); returns the mode now in force (1: the vectors)."""
+    return dedup_w5_use(wanted)
+
+
+cdef bint window5_applies(const Table* t) noexcept nogil:
+    """Whether the table's snapshots go through kernels/snapshot_w5.h (window 5, its ring where
+    the header expects it, the vectors in use)."""
+    return window5_layout(t)
+
+
+cdef int prefault_use(int mode) noexcept nogil:
+    """Large loads on a loader thread while the caller faults their memory in
+    (platform/prefault.h): never (0), from 16 MB on with two CPUs or more (1, the default), at
+    any size (2), at any size faulting every page (3); returns the mode in use now (0 where
+    that cannot run)."""
+    return dedup_prefault_use(mode)
+
+
+cdef void prefault_totals(size_t* threads, size_t* populated) noexcept nogil:
+    """Loader threads started, and bytes faulted in ahead of loads, since import."""
+    threads[0] = dedup_prefault_threads
+    populated[0] = dedup_prefault_bytes

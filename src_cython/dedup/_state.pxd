@@ -209,6 +209,19 @@ cdef inline int64_t* last_timestamp_at(const Table* t, Py_ssize_t i) noexcept no
     return t.ts_chunks[i >> t.chunk_shift] + (i & t.chunk_mask)
 
 
+cdef inline void entry_init(Table* t, Py_ssize_t i) noexcept nogil:
+    """Entry i's fields but its producer id at their initial values (spec §1.2)."""
+    cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
+    header.current_txn_first_offset = NO_TXN
+    header.coordinator_epoch = -1
+    header.producer_epoch = NO_PRODUCER_EPOCH
+    header.head = 0
+    header.count = 0
+    header.offset_base = 0
+    header.timestamp_base = 0
+    last_timestamp_at(t, i)[0] = -1
+
+
 cdef inline int32_t* ring_last_sequence(char* e) noexcept nogil:
     return <int32_t*>(e + ENTRY_HEADER_SIZE)
 
@@ -376,6 +389,14 @@ cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* o
                         Py_ssize_t rows, uint8_t origin, int64_t* log_end_offset,
                         Py_ssize_t* done, Py_ssize_t* epoch_regressions) except -1 nogil
 cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil
+
+
+# --- for dedup._testing only: switches of this module's C state (in _state.pyx) ------------
+# A header's mode is a static variable in each module that includes the header, so a test flips
+# this module's copy through these.
+
+cdef int bulk_vectors_use(int wanted) noexcept nogil
+cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil
 
 
 cdef class AppendResult:

@@ -628,48 +628,16 @@ cdef class ProducerStateTable:
         return removed
 
 
-def increment_sequence_c(int32_t sequence, int32_t increment):
-    """The compiled incrementSequence (spec §8.4), exposed for tests."""
-    return increment_sequence(sequence, increment)
+# --- for dedup._testing (cdef: no Python name here) ----------------------------------------
+
+cdef int bulk_vectors_use(int wanted) noexcept nogil:
+    """bulk_finish with kernels/bulk_place16.h first (wanted 1: where the CPU can) or bulk_place
+    alone (0); returns the mode now in force (1: the vector placement)."""
+    return dedup_bulk16_use(wanted)
 
 
-def decrement_sequence_c(int32_t sequence, int32_t decrement):
-    """The compiled decrementSequence (spec §8.4), exposed for tests."""
-    return decrement_sequence(sequence, decrement)
-
-
-def in_sequence_c(int32_t last_sequence, int32_t next_sequence):
-    """The compiled inSequence (spec §8.4), exposed for tests."""
-    return in_sequence(last_sequence, next_sequence)
-
-
-def open_transactions_c(ProducerStateTable table not None):
-    """(the table's count of entries with an ongoing transaction, a recount of them), exposed
-    for tests: remove_expired reads no entry when the count is 0, so it must be exact."""
-    cdef Table* t = &table.t
-    cdef Py_ssize_t i, recount = 0
-    for i in range(t.count):
-        recount += (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN
-    return t.open_txns, recount
-
-
-def bulk_append_c(ProducerStateTable table not None, producer_ids):
-    """The snapshot loaders' bulk path (bulk_begin, bulk_append, bulk_finish), exposed for
-    tests: an entry without batches for each id, as an insert would make it. Returns (repeat,
-    repeated) as bulk_finish; with a repeat the table must be discarded."""
-    table._check_idle()
-    cdef const int64_t[::1] ids = np.ascontiguousarray(producer_ids, dtype=np.int64)
-    cdef Table* t = &table.t
-    cdef BulkLoad bulk
-    cdef Py_ssize_t k, repeat = -1, repeated = -1
-    memset(&bulk, 0, sizeof(BulkLoad))
-    try:
-        bulk_begin(t, &bulk, ids.shape[0])
-        for k in range(ids.shape[0]):
-            bulk_append(t, &bulk, ids[k])
-            entry_init(t, t.count - 1)
-        bulk_finish(t, &bulk, &repeat, &repeated)
-    finally:
-        bulk_free(&bulk)
-        t.generation += 1
-    return repeat, repeated
+cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil:
+    """The wide-entry pool's growth after `after` more (0: the next one) fails as if its
+    allocation had (MemoryError); a negative `after`: none does."""
+    global wide_growths_before_failure
+    wide_growths_before_failure = after if after >= 0 else -1

@@ -36,21 +36,6 @@ cdef extern from "platform/prefault.h":
     size_t dedup_prefault_bytes
 
 
-def prefault_mode(int mode):
-    """Test and benchmark hook: large snapshot loads run on a thread of their own while the
-    caller faults their new memory in (prefault.h): never (0), from 16 MB on with two CPUs or
-    more (1, the default), at any size (2), or at any size faulting every page, racing the load
-    (3). Returns the mode in use now: 0 where that cannot run (not Linux 5.14+)."""
-    if not 0 <= mode <= 3:
-        raise ValueError(f"prefault mode {mode}: 0, 1, 2 or 3")
-    return dedup_prefault_use(mode)
-
-
-def prefault_counts():
-    """Test hook: (loader threads started, bytes faulted in ahead of loads) since import."""
-    return dedup_prefault_threads, dedup_prefault_bytes
-
-
 ctypedef struct LoadCall:
     Table* t
     const unsigned char* data

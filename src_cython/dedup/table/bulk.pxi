@@ -24,13 +24,7 @@ cdef extern from "kernels/bulk_place16.h":
     int dedup_bulk16_use(int wanted) noexcept nogil
     int dedup_bulk_place16(uint32_t* index, uint32_t capacity, uint32_t tag_mask, uint64_t note) noexcept nogil
 
-dedup_bulk16_use(1)  # decided once, at import (bulk_place16.h: AVX-512 where the CPU has it)
-
-
-def bulk_vectors(bint wanted):
-    """Test hook: bulk_finish with bulk_place16.h first (where the CPU can) or bulk_place
-    alone; returns whether the vector placement is in use now."""
-    return dedup_bulk16_use(wanted) == 1
+dedup_bulk16_use(1)  # decided once, at import (kernels/bulk_place16.h: AVX-512 where the CPU has it)
 
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:

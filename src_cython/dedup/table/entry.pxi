@@ -7,19 +7,6 @@
 # maybeUpdateProducerEpoch: an epoch change drops them) and §1.3 (BatchMetadata's four stored
 # values, kept exactly whatever their size).
 
-cdef inline void entry_init(Table* t, Py_ssize_t i) noexcept nogil:
-    """Entry i's fields but its producer id at their initial values (spec §1.2)."""
-    cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
-    header.current_txn_first_offset = NO_TXN
-    header.coordinator_epoch = -1
-    header.producer_epoch = NO_PRODUCER_EPOCH
-    header.head = 0
-    header.count = 0
-    header.offset_base = 0
-    header.timestamp_base = 0
-    last_timestamp_at(t, i)[0] = -1
-
-
 # --- wide entries: exact offsets and timestamps that do not fit the gaps -------------------
 #
 # Rings of wide entries live in one pool (t.wide) with a free list; an entry names its ring in
@@ -31,17 +18,10 @@ cdef inline bint fits_int32(uint64_t value) noexcept nogil:
     return value + <uint64_t>0x80000000ULL <= <uint64_t>0xFFFFFFFFULL
 
 
-# Test hook (fail_wide_growth): the pool's growths to let through before one fails, or -1.
-# Tests set it while no load runs; a load on its loader thread reads it.
+# The pool's growths to let through before one fails, or -1 (none fails): set by the test hook
+# dedup._testing.fail_wide_growth (through wide_growth_failure_after, _state.pyx) while no load
+# runs; a load on its loader thread reads it.
 cdef Py_ssize_t wide_growths_before_failure = -1
-
-
-def fail_wide_growth(Py_ssize_t after):
-    """Test hook: the wide-entry pool's growth after `after` more (0: the next one) raises
-    MemoryError as if the allocation had failed; -1: none does. For the error paths of loads
-    (a snapshot decode on its loader thread raises it in the caller)."""
-    global wide_growths_before_failure
-    wide_growths_before_failure = after if after >= 0 else -1
 
 
 cdef int wide_reserve(Table* t, Py_ssize_t rings) except -1 nogil:
