@@ -1,5 +1,8 @@
-# The C headers beside this file (crc32c.h, bigendian.h, memory.h), declared once for every
-# compiled module: a .pxd of extern declarations only, with no module of its own.
+# The C headers that every module of the batch and snapshot codecs uses (kernels/crc32c.h,
+# platform/bigendian.h, platform/memory.h), declared once: a .pxd of extern declarations only,
+# with no module of its own. Each module that cimports it compiles its own copy of the headers.
+#
+# Spec: docs/spec.md §8.5 (CRC-32C), §4.2 and §8.1 (big-endian fields).
 
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 

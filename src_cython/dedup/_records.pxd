@@ -1,5 +1,7 @@
-# Kafka v2 record batches, as a C header: the byte layout (spec §8.1), CRC-32C and
-# big-endian access (C headers beside this file), and the C-level API of _records.pyx.
+# Kafka v2 record batches, as a C header: the byte layout (docs/spec.md §8.1, attributes
+# §8.2), CRC-32C (§8.5) and big-endian access (kernels/crc32c.h, platform/bigendian.h through
+# _cheaders.pxd), and the C-level API of dedup._records (_records.pyx). The reasons a batch is
+# refused name the rules of §2.1 (1, 3, 5-8) they enforce.
 
 from dedup._cheaders cimport *
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t

@@ -1,7 +1,7 @@
-# Kafka v2 record batches, compiled: CRC-32C, header scanning straight from any buffer,
-# the record-level rules of a produce request (spec §2.1 rules 1, 3, 5-8), and appends of a
-# whole buffer of batches to the producer-state table with offsets written in place.
-# Layout and the C-level API: _records.pxd.
+# Module dedup._records: Kafka v2 record batches, compiled: CRC-32C, header scanning straight
+# from any buffer, the record-level rules of a produce request (docs/spec.md §2.1 rules 1, 3,
+# 5-8; control batches §8.3), and appends of a whole buffer of batches to the producer-state
+# table with offsets written in place (§3.2 step 1). Layout and the C-level API: _records.pxd.
 
 from libc.stdint cimport INT64_MAX, int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 

@@ -14,7 +14,8 @@
 # full format's fixed-width records need no sizing pass; the rare escaped values are collected
 # on the side and appended); the decoders check the header and the length, presize the table
 # (table_reserve) and write each entry's header, ring and last_timestamp in place, with the CRC
-# (crc32c.h) computed a block behind. Both loops run without the GIL, on the caller's thread.
+# (kernels/crc32c.h) computed a block behind. Both loops run without the GIL, on the caller's
+# thread (or, for a large load, on a loader thread: snapshot/loader.pxi).
 #
 # Readers report problems in a fixed order, the same as the twin's: header, layout (lengths,
 # counts), CRC, then each entry's values in file order (a CRC computed along the load still

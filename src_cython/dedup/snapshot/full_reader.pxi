@@ -167,8 +167,9 @@ cdef inline char* full_entry(Table* t, BulkLoad* bulk, const unsigned char* q, i
     t.open_txns += txn != NO_TXN
     header.coordinator_epoch = <int32_t>dedup_load_be32(q + FULL_COORDINATOR_EPOCH)
     header.producer_epoch = <int16_t>dedup_load_be16(q + FULL_PRODUCER_EPOCH)
-    # The ring invariant of _state.pyx: while count < window, head is 0 and the batches sit
-    # in slots [0, count). Oldest first into slots 0.. keeps it (and holds at count == window).
+    # The ring invariant of table/append.pxi (_record_batch): while count < window, head is 0
+    # and the batches sit in slots [0, count). Oldest first into slots 0.. keeps it (and holds
+    # at count == window).
     header.head = 0
     header.count = 0
     header.offset_base = 0  # narrow until the batches are in
@@ -196,7 +197,7 @@ cdef inline bint full2_batches_common(Table* t, char* e, const unsigned char* q,
     the entry narrow. Then its batches into entry e (as full2_load's loop would write them) and
     True; else False, having written only ring slots that the loop writes again (no escape
     used, no problem set). Every slot is read and checked without a branch on its values; with
-    `w5` (window5_layout) all four at once, in snapshot_w5.h."""
+    `w5` (window5_layout) all four at once, in kernels/snapshot_w5.h."""
     cdef uint32_t newest_sequence = dedup_load_be32(q + REC_LAST_SEQUENCE)
     cdef uint32_t newest_delta = dedup_load_be32(q + REC_OFFSET_DELTA)
     cdef int64_t newest_offset = <int64_t>dedup_load_be64(q + REC_LAST_OFFSET)

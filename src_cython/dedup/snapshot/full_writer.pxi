@@ -22,7 +22,7 @@ cdef inline bint timestamp_gap_fits(int64_t gap) noexcept nogil:
 
 
 cdef inline bint fits_int32(uint64_t value) noexcept nogil:
-    # value, read as an int64, is in [-2^31, 2^31) (as in _state.pyx).
+    # value, read as an int64, is in [-2^31, 2^31) (as in table/entry.pxi).
     return value + <uint64_t>0x80000000ULL <= <uint64_t>0xFFFFFFFFULL
 
 
@@ -116,7 +116,7 @@ cdef inline int unwritable_batch(const EntryHeader* header, int k, int64_t last_
 
 
 cdef inline bint window5_layout(const Table* t) noexcept nogil:
-    """The table is one snapshot_w5.h reads and writes: window 5, the ring where it expects."""
+    """The table is one kernels/snapshot_w5.h reads and writes: window 5, the ring where it expects."""
     return (dedup_w5_mode == 1 and t.window == 5 and ENTRY_HEADER_SIZE == DEDUP_W5_RING
             and t.off_gap == DEDUP_W5_OFFSET_GAP
             and t.off_ts_gap == DEDUP_W5_TIMESTAMP_GAP and t.off_delta == DEDUP_W5_OFFSET_DELTA

@@ -5,7 +5,7 @@
 #
 # Spec: none of its own (how fast, not what: docs/spec.md §4.4 and §5.1 define the load).
 
-# --- large loads on two cores (prefault.h) --------------------------------------------------
+# --- large loads on two cores (platform/prefault.h) ----------------------------------------
 
 cdef extern from "Python.h":
     ctypedef struct PyInterpreterState:
@@ -61,7 +61,7 @@ cdef int load_call(void* ctx) except -1 nogil:
 
 cdef int run_load(LoadCall* call) except -1 nogil:
     """The load of a bulk_begin'd table, on a loader thread while this thread faults the new
-    memory in ahead of it when prefault.h's plan says so (a large load, two CPUs) and the
+    memory in ahead of it when platform/prefault.h's plan says so (a large load, two CPUs) and the
     caller runs in the main interpreter (the thread takes its Python thread state with
     PyGILState_Ensure, which knows no other), else here. The table is the same either way;
     an exception of the load is raised here."""

@@ -29,7 +29,7 @@ dedup_bulk16_use(1)  # decided once, at import (kernels/bulk_place16.h: AVX-512 
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
     """Presize t for `entries` more (table_reserve) and make room for their notes; the new
-    memory the appends will write is noted in bulk.prefault (for _snapshot.pyx run_load)."""
+    memory the appends will write is noted in bulk.prefault (for snapshot/loader.pxi, run_load)."""
     memset(bulk, 0, sizeof(BulkLoad))
     bulk.first = t.count
     cdef Py_ssize_t slabs = t.n_slabs

@@ -93,8 +93,9 @@ cdef inline void index_edit(Table* t, IndexEdits* edits, int64_t producer_id, Py
 
 
 # Removal records what it did to entry numbers, and the index is then rewritten in one
-# sequential sweep (dedup_index_sweep in expiry.h): two random edits per removed producer on a
-# 6.7 MB index (1,000,000 producers) cost more than reading and writing all of it once.
+# sequential sweep (dedup_index_sweep in kernels/expiry.h): two random edits per removed
+# producer on a 6.7 MB index (1,000,000 producers) cost more than reading and writing all of it
+# once.
 # What the entry pass did, for the sweep. marked: a bitmap over [0, idx_mask], bit i set for
 # entry i expired by its timestamp and cleared again if it stays (a transaction), so that
 # after the pass it holds exactly the removed. moved_to[count - 1 - n]: where tail entry n

@@ -4,7 +4,7 @@
 # table_init / table_free. The layout is described in _state.pxd.
 #
 # Spec: no rule of its own; it holds what docs/spec.md §1.1 (one table per partition replica)
-# and §1.2 (an entry per producer) describe. Everything here runs without the GIL.
+# and §1.2 (an entry per producer) describe. All but table_init runs without the GIL.
 
 # --- allocation ---------------------------------------------------------------------------
 
@@ -27,10 +27,10 @@ cdef void* alloc_array(size_t count, size_t size) except NULL nogil:
     return p
 
 
-# The index and a bulk load's notes are blocks: from BLOCK_SLAB_FROM bytes on a slab (slab.h:
-# 2 MiB-aligned huge pages, as the entries; a large table's index is 6.7 MB, and malloc would
-# leave the ends of such a block in 4 KiB pages, which cost the kernel about 4x as much per
-# byte to zero), else PyMem_RawMalloc. Either way tracemalloc sees them.
+# The index and a bulk load's notes are blocks: from BLOCK_SLAB_FROM bytes on a slab
+# (platform/slab.h: 2 MiB-aligned huge pages, as the entries; a large table's index is 6.7 MB,
+# and malloc would leave the ends of such a block in 4 KiB pages, which cost the kernel about
+# 4x as much per byte to zero), else PyMem_RawMalloc. Either way tracemalloc sees them.
 cdef enum:
     BLOCK_SLAB_FROM = 2 * 1024 * 1024
 
@@ -103,7 +103,7 @@ cdef enum:
 
 
 cdef int alloc_slab(Table* t, Py_ssize_t chunks, bint growth=False) except -1 nogil:
-    """`chunks` whole chunks after the last one in one slab (slab.h: huge pages), the entries
+    """`chunks` whole chunks after the last one in one slab (platform/slab.h: huge pages), the entries
     first and the timestamp columns after them. Slab chunks are freed with their slab, never
     singly: a reserved slab (table_reserve) in table_free, a growth slab (a large table growing
     without the hint) once all its chunks are spare (release_spare_chunks)."""
