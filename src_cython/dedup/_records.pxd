@@ -104,7 +104,7 @@ cdef int check_batch(const unsigned char* batch, const BatchHeader* h, uint8_t o
                      Problem* problem) noexcept nogil
 
 
-# --- for dedup._testing only (in _records.pyx) ----------------------------------------------
+# --- for dedup._testing only (in _records.pyx) --------------------------------------------
 # kernels/crc32c.h's mode is a static variable in each module that includes it: this runs this
 # module's copy in a mode a test chooses.
 

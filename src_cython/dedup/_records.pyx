@@ -684,7 +684,7 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
     return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, errors, completed)
 
 
-# --- for dedup._testing (cdef: no Python name here) ----------------------------------------
+# --- for dedup._testing (cdef: no Python name here) ---------------------------------------
 
 cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
                             int* used) noexcept nogil:

@@ -193,7 +193,7 @@ ctypedef struct Escapes:
     Py_ssize_t capacity
 
 
-# --- the C-level codec (in snapshot/*.pxi, which _snapshot.pyx includes) ----------------
+# --- the C-level codec (in snapshot/*.pxi, which _snapshot.pyx includes) ------------------
 
 cdef Py_ssize_t kafka_size(const Table* t) noexcept nogil
 # Kafka's file, into out[0, kafka_size(t)).
@@ -228,7 +228,7 @@ cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const L
                    BulkLoad* bulk, Problem* p) except -1 nogil
 
 
-# --- for dedup._testing only: switches of this module's C state (in _snapshot.pyx) ---------
+# --- for dedup._testing only: switches of this module's C state (in _snapshot.pyx) --------
 # A header's mode is a static variable in each module that includes the header, so a test flips
 # this module's copy through these.
 

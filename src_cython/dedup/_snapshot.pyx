@@ -427,7 +427,7 @@ def decode_full(data, table_class=ProducerStateTable):
     return table
 
 
-# --- for dedup._testing (cdef: no Python name here) ----------------------------------------
+# --- for dedup._testing (cdef: no Python name here) ---------------------------------------
 
 cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
                             int* used) noexcept nogil:

@@ -394,7 +394,7 @@ cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* o
 cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil
 
 
-# --- for dedup._testing only: switches of this module's C state (in _state.pyx) ------------
+# --- for dedup._testing only: switches of this module's C state (in _state.pyx) -----------
 # A header's mode is a static variable in each module that includes the header, so a test flips
 # this module's copy through these.
 

@@ -628,7 +628,7 @@ cdef class ProducerStateTable:
         return removed
 
 
-# --- for dedup._testing (cdef: no Python name here) ----------------------------------------
+# --- for dedup._testing (cdef: no Python name here) ---------------------------------------
 
 cdef int bulk_vectors_use(int wanted) noexcept nogil:
     """bulk_finish with kernels/bulk_place16.h first (wanted 1: where the CPU can) or bulk_place

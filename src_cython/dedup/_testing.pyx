@@ -54,7 +54,7 @@ cdef const unsigned char[::1] bytes_view(object data):
     return view
 
 
-# --- _state: the table ----------------------------------------------------------------------
+# --- _state: the table --------------------------------------------------------------------
 
 def increment_sequence_c(int32_t sequence, int32_t increment):
     """The compiled incrementSequence (spec §8.4)."""
@@ -116,7 +116,7 @@ def fail_wide_growth(Py_ssize_t after):
     wide_growth_failure_after(after)
 
 
-# --- _snapshot: the codec -------------------------------------------------------------------
+# --- _snapshot: the codec -----------------------------------------------------------------
 
 def crc32c_in_mode(data, crc, int mode):
     """(the mode used, the CRC-32C of ``data`` from ``crc``) through dedup._snapshot's copy of
@@ -162,7 +162,7 @@ def prefault_counts():
     return threads, populated
 
 
-# --- _records: batches ----------------------------------------------------------------------
+# --- _records: batches --------------------------------------------------------------------
 
 def crc32c_software(data, crc=0):
     """dedup._records.crc32c() with the table-driven fallback forced, through that module's

@@ -5,7 +5,7 @@
 #
 # Spec: none of its own (how fast, not what: docs/spec.md §4.4 and §5.1 define the load).
 
-# --- large loads on two cores (platform/prefault.h) ----------------------------------------
+# --- large loads on two cores (platform/prefault.h) ---------------------------------------
 
 cdef extern from "Python.h":
     ctypedef struct PyInterpreterState:
