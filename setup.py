@@ -6,6 +6,7 @@ Environment switches (read at build time):
                            build/cython/src_cython/dedup/_state.html (Python overhead in yellow)
 """
 
+import glob
 import os
 
 from Cython.Build import cythonize
@@ -28,15 +29,28 @@ COMPILE_ARGS = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
 # src_cython/ is the source root of the compiled modules and mirrors their names: Cython finds
 # the header of module dedup._state as dedup/_state.pxd on its include path, so each .pyx and
 # its .pxd live in src_cython/dedup/ while the built module lands in the dedup package.
-# C headers shared by the modules (crc32c.h) sit beside them.
+# Under src_cython/dedup/: table/ and snapshot/ hold the parts that _state.pyx and
+# _snapshot.pyx `include`; kernels/ the C headers of vector kernels (each with its scalar form
+# and its run-time choice), platform/ the other C headers (memory, CPU and OS facilities).
+# Sources name C headers from src_cython/dedup (e.g. "kernels/crc32c.h"), hence include_dirs.
+SOURCES = "src_cython/dedup"
+
+# Every file a module may include, cimport or #include: editing any of them rebuilds every
+# module (Cython itself only follows .pxd and .pxi; the C compiler step needs the headers).
+DEPENDS = sorted(
+    path
+    for pattern in ("*.pxd", "*.pxi", "*.h")
+    for path in glob.glob(f"{SOURCES}/**/{pattern}", recursive=True)
+)
 
 
 def extension(name):
     """The extension module dedup.<name>, built from src_cython/dedup/<name>.pyx."""
     return Extension(
         f"dedup.{name}",
-        [f"src_cython/dedup/{name}.pyx"],
-        include_dirs=["src_cython/dedup"],
+        [f"{SOURCES}/{name}.pyx"],
+        include_dirs=[SOURCES],
+        depends=DEPENDS,
         extra_compile_args=COMPILE_ARGS,
     )
 
@@ -45,6 +59,7 @@ EXTENSIONS = [
     extension("_state"),
     extension("_records"),
     extension("_snapshot"),
+    extension("_testing"),  # private: the test hooks (tests, tools, benchmarks)
 ]
 
 setup(

@@ -111,11 +111,11 @@ def test_encode(benchmark, kit, table, kind):
 def prefault(request):
     """Decodes as by default, on two cores (the load on a thread of its own while the calling
     thread faults the new table's memory in ahead of it: prefault.h), and on one thread."""
-    from dedup import _snapshot
+    from dedup import _testing
 
-    mode = _snapshot.prefault_mode(1 if request.param == "two-cores" else 0)
+    mode = _testing.prefault_mode(1 if request.param == "two-cores" else 0)
     yield request.param, mode
-    _snapshot.prefault_mode(1)
+    _testing.prefault_mode(1)
 
 
 @pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
@@ -210,17 +210,17 @@ def test_crc32c_share(benchmark, kit, snapshots, kind):
 
 def crc32c_mode_name(instruction):
     """Which path crc32c.h takes here for long buffers (the same in every compiled module)."""
-    from dedup import _snapshot
+    from dedup import _testing
 
-    mode = _snapshot.crc32c_in_mode(b"", 0, 2)[0]
+    mode = _testing.crc32c_in_mode(b"", 0, 2)[0]
     return {0: "table", 1: instruction, 2: f"{instruction} + VPCLMULQDQ folding"}[mode]
 
 
 def vector_paths(table):
     """Whether the full format's window-5 slots go through snapshot_w5.h (AVX-512) here."""
-    from dedup import _snapshot
+    from dedup import _testing
 
-    return {"window5_vectors": _snapshot.window5_vectors_apply(table)}
+    return {"window5_vectors": _testing.window5_vectors_apply(table)}
 
 
 def touch_4k_pages(size):

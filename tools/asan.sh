@@ -36,7 +36,7 @@ echo "+ build with AddressSanitizer in $scratch"
 # (setup.py's own -O3 comes after CFLAGS' -O1 on the command line; ASan works at either level)
 CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" LDFLAGS="-fsanitize=address" \
     "$python" setup.py build_ext --inplace > build.log 2>&1 || { cat build.log; exit 1; }
-for module in dedup/_state*.so dedup/_records*.so dedup/_snapshot*.so; do
+for module in dedup/_state*.so dedup/_records*.so dedup/_snapshot*.so dedup/_testing*.so; do
     # (grep without -q reads all of nm's output: -q would end it with SIGPIPE, a failure under pipefail)
     nm -D "$module" | grep __asan_report > /dev/null || { echo "$module is not instrumented" >&2; exit 1; }
 done

@@ -1,5 +1,7 @@
-# Kafka v2 record batches, as a C header: the byte layout (spec §8.1), CRC-32C and
-# big-endian access (C headers beside this file), and the C-level API of _records.pyx.
+# Kafka v2 record batches, as a C header: the byte layout (docs/spec.md §8.1, attributes
+# §8.2), CRC-32C (§8.5) and big-endian access (kernels/crc32c.h, platform/bigendian.h through
+# _cheaders.pxd), and the C-level API of dedup._records (_records.pyx). The reasons a batch is
+# refused name the rules of §2.1 (1, 3, 5-8) they enforce.
 
 from dedup._cheaders cimport *
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -100,3 +102,11 @@ cdef int scan_buffer(const unsigned char* data, Py_ssize_t length, BatchHeader* 
                      Py_ssize_t capacity, ScanStatus* status) noexcept nogil
 cdef int check_batch(const unsigned char* batch, const BatchHeader* h, uint8_t origin,
                      Problem* problem) noexcept nogil
+
+
+# --- for dedup._testing only (in _records.pyx) --------------------------------------------
+# kernels/crc32c.h's mode is a static variable in each module that includes it: this runs this
+# module's copy in a mode a test chooses.
+
+cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
+                            int* used) noexcept nogil

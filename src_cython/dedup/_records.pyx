@@ -1,7 +1,7 @@
-# Kafka v2 record batches, compiled: CRC-32C, header scanning straight from any buffer,
-# the record-level rules of a produce request (spec §2.1 rules 1, 3, 5-8), and appends of a
-# whole buffer of batches to the producer-state table with offsets written in place.
-# Layout and the C-level API: _records.pxd.
+# Module dedup._records: Kafka v2 record batches, compiled: CRC-32C, header scanning straight
+# from any buffer, the record-level rules of a produce request (docs/spec.md §2.1 rules 1, 3,
+# 5-8; control batches §8.3), and appends of a whole buffer of batches to the producer-state
+# table with offsets written in place (§3.2 step 1). Layout and the C-level API: _records.pxd.
 
 from libc.stdint cimport INT64_MAX, int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -73,19 +73,6 @@ def crc32c(data, crc=0):
     with nogil:
         value = dedup_crc32c(value, start_of(view), view.shape[0])
     return value
-
-
-def crc32c_software(data, crc=0):
-    """crc32c() with the table-driven fallback forced (to check it against the CPU's)."""
-    cdef const unsigned char[::1] view = readable_bytes(data, "data")
-    crc = _args.integer("crc", crc, 0, 0xFFFFFFFF, "a uint32")
-    cdef int mode = dedup_crc32c_setup()
-    dedup_crc32c_use_hardware(0)
-    try:
-        crc = dedup_crc32c(crc, start_of(view), view.shape[0])
-    finally:
-        dedup_crc32c_use_hardware(mode)
-    return crc
 
 
 # --- the header and the scan --------------------------------------------------------------
@@ -695,3 +682,17 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
         completed.append(CompletedTxn(int(headers["producer_id"][row]), int(txn_firsts[row]), int(firsts[row]),
                                       bool(aborted[row])))
     return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, errors, completed)
+
+
+# --- for dedup._testing (cdef: no Python name here) ---------------------------------------
+
+cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
+                            int* used) noexcept nogil:
+    """The CRC-32C of data[0, length) from crc through this module's copy of kernels/crc32c.h
+    in `mode` (0 the table, 1 the CRC instruction, 2 folding) or the best mode below it that the
+    CPU has (*used); then back to the mode chosen at import."""
+    cdef int chosen = dedup_crc32c_setup()
+    used[0] = dedup_crc32c_use_hardware(mode)
+    crc = dedup_crc32c(crc, data, length)
+    dedup_crc32c_use_hardware(chosen)
+    return crc

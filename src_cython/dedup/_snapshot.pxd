@@ -1,6 +1,10 @@
 # Producer-state snapshot files, as a C header: both byte layouts, field by field, and the
-# C-level codec of _snapshot.pyx. The pure-Python twin (dedup/reference/snapshot.py) writes
-# the same bytes and raises the same errors; the public API is dedup/snapshot.py.
+# C-level codec of dedup._snapshot (_snapshot.pyx and the snapshot/*.pxi it includes). The
+# pure-Python twin (dedup/reference/snapshot.py) writes the same bytes and raises the same
+# errors; the public API is dedup/snapshot.py.
+#
+# Spec: docs/spec.md §4.2 (Kafka's layout, version 1), §4.3-4.4 (what is written and read),
+# §8.5 (CRC-32C); the full format is dedup's own, documented here.
 #
 # All formats are big-endian with fixed widths. Offsets are in bytes from the start of the
 # file, of an entry, of a record or of a slot.
@@ -17,7 +21,7 @@ cdef enum:
     FULL_VERSION_2 = 2                 # dedup's full format, written
     # The encoders checksum their output in blocks of this many bytes, while they are still in
     # the L1/L2 cache; the loaders do the same with their input. A multiple of three lanes
-    # (dedup_crc32c in crc32c.h runs three CRC streams of 4096 bytes side by side).
+    # (dedup_crc32c in kernels/crc32c.h runs three CRC streams of 4096 bytes side by side).
     CRC_BLOCK = 24576
 
 
@@ -125,9 +129,9 @@ cdef enum FullBatch:
 
 # --- what a reader found wrong ------------------------------------------------------------
 
-# One kind per message; the wording lives in _snapshot.pyx (problem_message) and, written
-# independently, in the twin. The writer of the full format reuses the last kinds for a table
-# it cannot write (one loaded from a Kafka snapshot whose offsets pass its map end offset).
+# One kind per message; the wording lives in snapshot/problems.pxi (problem_message) and,
+# written independently, in the twin. The writer of the full format reuses the last kinds for a
+# table it cannot write (one loaded from a Kafka snapshot whose offsets pass its map end offset).
 cdef enum ProblemKind:
     PROBLEM_NONE = 0
     KAFKA_BAD_VERSION
@@ -189,7 +193,7 @@ ctypedef struct Escapes:
     Py_ssize_t capacity
 
 
-# --- the C-level codec (implemented in _snapshot.pyx) ------------------------------------
+# --- the C-level codec (in snapshot/*.pxi, which _snapshot.pyx includes) ------------------
 
 cdef Py_ssize_t kafka_size(const Table* t) noexcept nogil
 # Kafka's file, into out[0, kafka_size(t)).
@@ -222,3 +226,15 @@ cdef int kafka_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
                     BulkLoad* bulk, Problem* p) except -1 nogil
 cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
                    BulkLoad* bulk, Problem* p) except -1 nogil
+
+
+# --- for dedup._testing only: switches of this module's C state (in _snapshot.pyx) --------
+# A header's mode is a static variable in each module that includes the header, so a test flips
+# this module's copy through these.
+
+cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
+                            int* used) noexcept nogil
+cdef int window5_vectors_use(int wanted) noexcept nogil
+cdef bint window5_applies(const Table* t) noexcept nogil
+cdef int prefault_use(int mode) noexcept nogil
+cdef void prefault_totals(size_t* threads, size_t* populated) noexcept nogil

@@ -1,8 +1,11 @@
-# The producer-state table, as a C header: layouts, the C-level API and the cdef classes.
+# The producer-state table, as a C header: layouts, the C-level API and the cdef classes of
+# dedup._state (implemented in _state.pyx and the table/*.pxi it includes), cimported by
+# _records, _snapshot and _testing. Its inline helpers are compiled into each of them.
 #
-# One partition replica's state (spec §1): per producer id an entry with its epoch, the
-# metadata of its last `window` batches, coordinator epoch, last timestamp and the first
-# offset of an ongoing transaction. Semantics: docs/spec.md.
+# One partition replica's state (docs/spec.md §1.1): per producer id an entry (§1.2) with its
+# epoch, the metadata of its last `window` batches (§1.3), coordinator epoch, last timestamp
+# and the first offset of an ongoing transaction; the sequence helpers below are §8.4's, the
+# error codes §2.7's. Semantics, rule by rule: docs/spec.md.
 #
 # Memory layout (no Python object per producer or per batch):
 #   * entries live in a dense array, split into chunks of 2^chunk_shift entries so that
@@ -17,7 +20,7 @@
 #   * an open-addressing index of uint32 slots maps a producer id to its entry number:
 #     slot = (hash tag in the high bits) | (entry number in the low bits), linear probing,
 #     load factor (live and deleted slots) kept at most 0.8, 0.6 after a resize, the hash
-#     keyed with a random per-table seed; see _state.pyx for the probe loop and its sentinels;
+#     keyed with a random per-table seed; the probe loop and its sentinels: table/index.pxi;
 #   * removal (remove_expired) leaves holes: a removed entry keeps its number, marked with
 #     producer_id HOLE_ID, on a free list that inserts take first (last freed, first taken);
 #     nothing moves, so expiring many producers costs the timestamp scan and the removed ones.
@@ -133,10 +136,10 @@ ctypedef struct Verdict:
 ctypedef struct Table:
     char** entry_chunks
     int64_t** ts_chunks                # last_timestamp column, one per entry chunk
-    uint8_t* chunk_in_slab             # CHUNK_SINGLE, or how its slab is freed (_state.pyx, "entry storage")
+    uint8_t* chunk_in_slab             # CHUNK_SINGLE, or how its slab is freed (table/storage.pxi)
     Py_ssize_t n_chunks
     Py_ssize_t chunk_slots             # length of the three per-chunk arrays
-    char** slab_entries                # slabs: many chunks in one block (slab.h), entries then timestamps
+    char** slab_entries                # slabs: many chunks in one block (platform/slab.h), entries then timestamps
     size_t* slab_sizes                 # each slab's mapped length
     Py_ssize_t n_slabs
     Py_ssize_t slab_slots
@@ -207,6 +210,19 @@ cdef inline char* entry_at(const Table* t, Py_ssize_t i) noexcept nogil:
 
 cdef inline int64_t* last_timestamp_at(const Table* t, Py_ssize_t i) noexcept nogil:
     return t.ts_chunks[i >> t.chunk_shift] + (i & t.chunk_mask)
+
+
+cdef inline void entry_init(Table* t, Py_ssize_t i) noexcept nogil:
+    """Entry i's fields but its producer id at their initial values (spec §1.2)."""
+    cdef EntryHeader* header = <EntryHeader*>entry_at(t, i)
+    header.current_txn_first_offset = NO_TXN
+    header.coordinator_epoch = -1
+    header.producer_epoch = NO_PRODUCER_EPOCH
+    header.head = 0
+    header.count = 0
+    header.offset_base = 0
+    header.timestamp_base = 0
+    last_timestamp_at(t, i)[0] = -1
 
 
 cdef inline int32_t* ring_last_sequence(char* e) noexcept nogil:
@@ -283,7 +299,7 @@ cdef inline void ring_decode(const Table* t, char* e, int64_t* last_offsets, int
             offset_deltas[pos] = <int32_t>ring[2 * t.window + pos]
 
 
-# --- the index's hash (the probe loop and its sentinels: _state.pyx) ----------------------
+# --- the index's hash (the probe loop and its sentinels: table/index.pxi) -----------------
 
 cdef inline uint64_t mix_producer_id(uint64_t seed, int64_t producer_id) noexcept nogil:
     # MurmurHash3's 64-bit finaliser over the id keyed with the table's random seed: producer
@@ -316,10 +332,10 @@ cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:
 # of probing the index; bulk_finish places the notes in one pass of its own. Until then the
 # appended entries are not in the index (table_find does not see them). Always bulk_free after.
 # A large snapshot load runs on a thread of its own while the caller faults its new memory in
-# ahead of the appends (prefault.h, _snapshot.pyx run_load); bulk_append tells the caller how
-# far the load has come every 1,024 entries.
+# ahead of the appends (platform/prefault.h, snapshot/loader.pxi run_load); bulk_append tells
+# the caller how far the load has come every 1,024 entries.
 
-cdef extern from "prefault.h":
+cdef extern from "platform/prefault.h":
     ctypedef struct dedup_prefault:    # the load's new memory, faulted in ahead of it
         char** start
         size_t* length
@@ -331,7 +347,7 @@ ctypedef struct BulkLoad:
     uint64_t* notes                    # per appended entry: home slot << 32 | index slot value
     Py_ssize_t first                   # t.count at bulk_begin: entry first + k has notes[k]
     Py_ssize_t capacity                # entries bulk_append may add
-    dedup_prefault prefault            # its ranges (prefault.h; _snapshot.pyx run_load faults them in)
+    dedup_prefault prefault            # its ranges (platform/prefault.h; snapshot/loader.pxi faults them in)
 
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil
@@ -354,7 +370,7 @@ cdef inline char* bulk_append(Table* t, BulkLoad* bulk, int64_t producer_id) noe
     return e
 
 
-# --- the C-level API (implemented in _state.pyx) ------------------------------------------
+# --- the C-level API (in table/*.pxi, which _state.pyx includes) --------------------------
 
 cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1
 cdef void table_free(Table* t) noexcept nogil
@@ -376,6 +392,14 @@ cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* o
                         Py_ssize_t rows, uint8_t origin, int64_t* log_end_offset,
                         Py_ssize_t* done, Py_ssize_t* epoch_regressions) except -1 nogil
 cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil
+
+
+# --- for dedup._testing only: switches of this module's C state (in _state.pyx) -----------
+# A header's mode is a static variable in each module that includes the header, so a test flips
+# this module's copy through these.
+
+cdef int bulk_vectors_use(int wanted) noexcept nogil
+cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil
 
 
 cdef class AppendResult:

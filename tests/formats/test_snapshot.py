@@ -45,6 +45,7 @@ from dedup.tools.dump import dump_snapshot_main as dump_main
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _snapshot as compiled_codec  # noqa: E402
+from dedup import _testing  # noqa: E402
 
 Compiled = _state.ProducerStateTable
 Twin = reference.ProducerStateTable
@@ -1318,7 +1319,7 @@ def test_the_bulk_index_reports_the_first_repeat(ids, existing):
         table.append(producer_id, 0, 0, 1, n, max_timestamp=n % 2)
     table.remove_expired(10, 10)  # the even ones: deleted slots in the index
     expected = first_repeat(ids, list(table))
-    assert _state.bulk_append_c(table, ids) == expected
+    assert _testing.bulk_append_c(table, ids) == expected
 
 
 def test_the_bulk_index_after_inserts_and_removals():
@@ -1330,7 +1331,7 @@ def test_the_bulk_index_after_inserts_and_removals():
     table.remove_expired(5_000, 2_500)  # producers 1000..3499: swap-removed, their slots deleted
     kept = list(table)
     new = list(range(1 << 40, (1 << 40) + 20_000, 2))
-    assert _state.bulk_append_c(table, new) == (-1, -1)
+    assert _testing.bulk_append_c(table, new) == (-1, -1)
     assert list(table) == kept + new and len(table) == len(kept) + len(new)
     assert all(producer_id in table for producer_id in kept + new)
     assert not any(producer_id in table for producer_id in range(1_000, 3_500))

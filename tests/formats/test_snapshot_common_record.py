@@ -33,13 +33,14 @@ from dedup.reference import snapshot as twin_codec
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _snapshot as compiled_codec  # noqa: E402
+from dedup import _testing  # noqa: E402
 
 
 @pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
 def window5_vectors(request):
-    compiled_codec.use_window5_vectors(request.param)
+    _testing.use_window5_vectors(request.param)
     yield
-    compiled_codec.use_window5_vectors(True)
+    _testing.use_window5_vectors(True)
 
 
 OFFSET_GAPS = [0, 1, 7, (1 << 31) - 1, 1 << 31, (1 << 31) + 1, 0xFFFFFFFE, 0xFFFFFFFF]
@@ -246,10 +247,10 @@ def test_window5_vectors_engage_where_the_cpu_has_them():
     except OSError:
         pass
     expected = {"avx512f", "avx512bw", "avx512vl", "avx512vbmi"} <= flags
-    vectors = compiled_codec.use_window5_vectors(True)
+    vectors = _testing.use_window5_vectors(True)
     if expected:
         assert vectors
-    assert compiled_codec.window5_vectors_apply(_state.ProducerStateTable(5)) == vectors
-    assert not compiled_codec.window5_vectors_apply(_state.ProducerStateTable(4))
-    compiled_codec.use_window5_vectors(False)
-    assert not compiled_codec.window5_vectors_apply(_state.ProducerStateTable(5))
+    assert _testing.window5_vectors_apply(_state.ProducerStateTable(5)) == vectors
+    assert not _testing.window5_vectors_apply(_state.ProducerStateTable(4))
+    _testing.use_window5_vectors(False)
+    assert not _testing.window5_vectors_apply(_state.ProducerStateTable(5))

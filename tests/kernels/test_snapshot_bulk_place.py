@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 from test_snapshot import first_repeat
 
 _state = pytest.importorskip("dedup._state")
+from dedup import _testing  # noqa: E402
 
 
 @pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
 def bulk_vectors(request):
-    _state.bulk_vectors(request.param)
+    _testing.bulk_vectors(request.param)
     yield
-    _state.bulk_vectors(True)
+    _testing.bulk_vectors(True)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -40,7 +41,7 @@ def test_the_first_repeat_with_and_without_deleted_slots(ids, existing, remove):
     if remove:
         table.remove_expired(10, 10)  # the even ones: deleted slots in the index
     expected = first_repeat(ids, list(table))
-    assert _state.bulk_append_c(table, ids) == expected
+    assert _testing.bulk_append_c(table, ids) == expected
     if expected == (-1, -1):
         assert all(producer_id in table for producer_id in ids)
 
@@ -51,7 +52,7 @@ def test_a_large_load_finds_everyone_and_keeps_working(producers):
     index's end, tags shared by different ids all occur."""
     ids = random.Random(producers).sample(range(1 << 62), producers)
     table = _state.ProducerStateTable(5)
-    assert _state.bulk_append_c(table, ids) == (-1, -1)
+    assert _testing.bulk_append_c(table, ids) == (-1, -1)
     assert list(table) == ids and all(producer_id in table for producer_id in ids)
     assert not any(producer_id in table for producer_id in (1 << 62, (1 << 62) + 1))
     for n, producer_id in enumerate(ids[:300] + [1 << 62]):
@@ -65,4 +66,4 @@ def test_a_repeat_anywhere_in_a_large_load(position):
     ids = list(range(10_000, 20_000))
     ids.insert(position + 1, ids[position // 2])
     table = _state.ProducerStateTable(5)
-    assert _state.bulk_append_c(table, ids) == (position + 1, position // 2)
+    assert _testing.bulk_append_c(table, ids) == (position + 1, position // 2)

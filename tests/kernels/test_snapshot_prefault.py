@@ -31,20 +31,20 @@ from dedup.errors import CorruptSnapshotError
 from dedup.tools.bench import filled_table
 
 _state = pytest.importorskip("dedup._state")
-from dedup import _snapshot  # noqa: E402
+from dedup import _testing  # noqa: E402
 
 PRODUCERS = 40_000
 WINDOW = 5
 # Whether this machine can run the helper at all (Linux 5.14 and newer): then modes 2 and 3
 # must start one thread per decode.
-PRESENT = _snapshot.prefault_mode(2) == 2
-_snapshot.prefault_mode(1)
+PRESENT = _testing.prefault_mode(2) == 2
+_testing.prefault_mode(1)
 
 
 @pytest.fixture(autouse=True)
 def default_mode_after():
     yield
-    _snapshot.prefault_mode(1)
+    _testing.prefault_mode(1)
 
 
 def varied_table(producers=PRODUCERS, window=WINDOW, seed=7):
@@ -87,13 +87,13 @@ def snapshots(table):
 
 def decoded(data, mode, **kwargs):
     """(table or the CorruptSnapshotError's message, helpers started, bytes they populated)."""
-    _snapshot.prefault_mode(mode)
-    threads, populated = _snapshot.prefault_counts()
+    _testing.prefault_mode(mode)
+    threads, populated = _testing.prefault_counts()
     try:
         result = decode_snapshot(data, **kwargs)
     except CorruptSnapshotError as error:
         result = str(error)
-    after_threads, after_populated = _snapshot.prefault_counts()
+    after_threads, after_populated = _testing.prefault_counts()
     return result, after_threads - threads, after_populated - populated
 
 
@@ -104,9 +104,9 @@ def outcome(result):
 def test_the_mode_hook_takes_only_its_modes():
     for bad in (-1, 4, 99):
         with pytest.raises(ValueError, match="prefault mode"):
-            _snapshot.prefault_mode(bad)
-    assert _snapshot.prefault_mode(0) == 0
-    assert _snapshot.prefault_mode(1) == (1 if PRESENT else 0)
+            _testing.prefault_mode(bad)
+    assert _testing.prefault_mode(0) == 0
+    assert _testing.prefault_mode(1) == (1 if PRESENT else 0)
 
 
 def test_the_helper_runs_on_this_machine():
@@ -142,7 +142,7 @@ def test_a_decode_with_the_helper_is_the_decode_without(table, snapshots, kind, 
 
 
 def test_the_default_starts_a_helper_from_16_mb_with_two_cpus():
-    _snapshot.prefault_mode(1)
+    _testing.prefault_mode(1)
     small = encode_snapshot(varied_table(2_000), "full")
     _, started, _ = decoded(small, 1)
     assert started == 0
@@ -198,7 +198,7 @@ def test_corrupt_kafka_snapshots_and_a_repeated_id_with_the_helper(snapshots, mo
 
 def test_decodes_in_several_threads_at_once(table, snapshots):
     """Each decode has its own helper; with the GIL released they overlap."""
-    _snapshot.prefault_mode(3)
+    _testing.prefault_mode(3)
     expected = state(table)
     results, errors = [], []
 
@@ -210,13 +210,13 @@ def test_decodes_in_several_threads_at_once(table, snapshots):
             errors.append(error)
 
     workers = [threading.Thread(target=decode_some) for _ in range(3)]
-    threads_before, _ = _snapshot.prefault_counts()
+    threads_before, _ = _testing.prefault_counts()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
     assert not errors and results == [True] * 9
-    assert _snapshot.prefault_counts()[0] - threads_before == (9 if PRESENT else 0)
+    assert _testing.prefault_counts()[0] - threads_before == (9 if PRESENT else 0)
 
 
 @pytest.mark.parametrize("mode", [0, 2])
@@ -230,15 +230,15 @@ def test_an_exception_of_the_load_is_raised_by_the_caller(table, snapshots, kind
     messages = []
     try:
         for _ in range(2):
-            _state.fail_wide_growth(1)
-            _snapshot.prefault_mode(mode)
-            threads, _ = _snapshot.prefault_counts()
+            _testing.fail_wide_growth(1)
+            _testing.prefault_mode(mode)
+            threads, _ = _testing.prefault_counts()
             with pytest.raises(MemoryError, match="producer-state table: cannot allocate") as caught:
                 decode_snapshot(data, map_end_offset=table.map_end_offset)
-            assert _snapshot.prefault_counts()[0] - threads == (1 if PRESENT and mode else 0)
+            assert _testing.prefault_counts()[0] - threads == (1 if PRESENT and mode else 0)
             messages.append(str(caught.value))
     finally:
-        _state.fail_wide_growth(-1)
+        _testing.fail_wide_growth(-1)
     assert messages[0] == messages[1]
     loaded = decode_snapshot(data, map_end_offset=table.map_end_offset)
     assert encode_snapshot(loaded, kind) == data

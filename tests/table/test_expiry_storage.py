@@ -29,6 +29,8 @@ from dedup import crc32c, reference
 from dedup.snapshot import decode_snapshot, encode_snapshot
 
 _state = pytest.importorskip("dedup._state")
+from dedup import _testing  # noqa: E402
+
 Compiled = _state.ProducerStateTable
 
 CHUNK = 1024  # entries per chunk at window 5 (128 KiB chunks of 112-byte entries + 8-byte stamps)
@@ -55,7 +57,7 @@ def fill(table, stamps, start=0, transactional=None):
 
 def counted(table):
     """The table's count of ongoing transactions, checked against a recount of its entries."""
-    count, recount = _state.open_transactions_c(table)
+    count, recount = _testing.open_transactions_c(table)
     assert count == recount == table.capacity_report()["open_transactions"]
     return count
 

@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 from dedup import _types
 
 try:
-    from dedup import _state
+    from dedup import _testing
 except ImportError:  # pragma: no cover
-    _state = None
+    _testing = None
 
 MAX = (1 << 31) - 1
 HELPERS = [("reference", _types.increment_sequence, _types.decrement_sequence, _types.in_sequence)]
-if _state is not None:
-    HELPERS.append(("compiled", _state.increment_sequence_c, _state.decrement_sequence_c, _state.in_sequence_c))
+if _testing is not None:
+    HELPERS.append(("compiled", _testing.increment_sequence_c, _testing.decrement_sequence_c, _testing.in_sequence_c))
 
 
 @pytest.fixture(params=HELPERS, ids=lambda helper: helper[0])
@@ -41,14 +41,14 @@ def test_decrement_undoes_increment(sequence, delta):
     incremented = _types.increment_sequence(sequence, delta)
     assert 0 <= incremented <= MAX
     assert _types.decrement_sequence(incremented, delta) == sequence
-    if _state is not None:
-        assert _state.increment_sequence_c(sequence, delta) == incremented
-        assert _state.decrement_sequence_c(incremented, delta) == sequence
+    if _testing is not None:
+        assert _testing.increment_sequence_c(sequence, delta) == incremented
+        assert _testing.decrement_sequence_c(incremented, delta) == sequence
 
 
 @given(st.integers(-1, MAX), st.integers(0, MAX))
 def test_in_sequence_matches_between_twins(last, following):
     expected = following == (0 if last == MAX else last + 1)
     assert _types.in_sequence(last, following) == expected
-    if _state is not None:
-        assert _state.in_sequence_c(last, following) == expected
+    if _testing is not None:
+        assert _testing.in_sequence_c(last, following) == expected

@@ -33,6 +33,7 @@ from dedup.errors import KafkaError
 from dedup.snapshot import encode_snapshot
 
 _state = pytest.importorskip("dedup._state")
+from dedup import _testing  # noqa: E402
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 INT32_MAX = (1 << 31) - 1
@@ -805,7 +806,7 @@ class TwinTables(RuleBasedStateMachine):
         if self.compiled.capacity_report()["holes"]:
             event("invariant: the compiled table has holes (removed producers' numbers)")
         # remove_expired reads no entry while the count of ongoing transactions is 0: exact.
-        count, recount = _state.open_transactions_c(self.compiled)
+        count, recount = _testing.open_transactions_c(self.compiled)
         assert count == recount
         entries, length, map_end_offset = compiled
         assert entries == self.model.entries()

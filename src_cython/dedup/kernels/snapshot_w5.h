@@ -3,7 +3,8 @@
  * slots of a record read or written, checked and byte-swapped with a few permutes instead of a
  * loop of scalar loads, compares and stores per field (the slot loop was about 11 of the 30 ms
  * of encoding 1,000,000 producers). x86-64 with AVX-512 F, BW, VL and VBMI (byte permutes),
- * chosen at run time; elsewhere, or switched off, _snapshot.pyx's scalar loops run.
+ * chosen at run time; elsewhere, or switched off, the scalar loops of
+ * snapshot/full_writer.pxi and snapshot/full_reader.pxi run.
  *
  * Both directions handle only the common entry (narrow, no escaped field, values the reader
  * takes) and say so by returning 1; on 0 the caller's general loop starts over from the
@@ -14,6 +15,14 @@
  * 2 bytes of padding (112-byte entries); the caller checks those offsets before calling.
  * A record's slots (_snapshot.pxd, Full2Slot): 4 x 12 bytes, big-endian uint32 offset gap,
  * int32 timestamp gap, uint16 sequence gap, uint16 offset delta; unused slots are zeros.
+ *
+ * Kernels and run-time dispatcher here (dedup_w5_use sets dedup_w5_mode from a CPU check;
+ * window5_layout in snapshot/full_writer.pxi reads it); the scalar versions are not: they are
+ * the general loops of snapshot/full_writer.pxi (full_records) and snapshot/full_reader.pxi
+ * (full2_batches_common, full2_load), which also take every record these decline, and which the
+ * stand-ins on other targets always leave to them.
+ *
+ * Spec: dedup's own format (not Kafka's, docs/spec.md §4.3); the batches are §1.3's.
  */
 #ifndef DEDUP_SNAPSHOT_W5_H
 #define DEDUP_SNAPSHOT_W5_H

@@ -1,4 +1,8 @@
-/* Slabs: the large blocks of a producer-state table (_state.pyx, "entry storage"). */
+/* Slabs: the large blocks of a producer-state table (table/storage.pxi): 2 MiB-aligned
+ * anonymous mappings advised huge pages on Linux, PyMem_RawMalloc elsewhere, traced by
+ * tracemalloc either way. A platform facility (mmap, madvise), not a kernel.
+ *
+ * Spec: none (where the entries of docs/spec.md §1.1-1.2 live, not what they hold). */
 #ifndef DEDUP_SLAB_H
 #define DEDUP_SLAB_H
 

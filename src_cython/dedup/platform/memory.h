@@ -1,4 +1,8 @@
-/* Memory hints shared by the compiled modules. */
+/* Memory hints shared by the compiled modules: transparent huge pages for a large new block
+ * (the snapshot encoders' output, _snapshot.pyx). A platform facility (Linux madvise), not a
+ * kernel.
+ *
+ * Spec: none (a hint changes no result). */
 #ifndef DEDUP_MEMORY_H
 #define DEDUP_MEMORY_H
 

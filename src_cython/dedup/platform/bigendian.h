@@ -1,6 +1,7 @@
 /* Big-endian loads and stores at any alignment: Kafka's batch headers and snapshot files
- * are big-endian with fixed widths (spec §4.2, §8.1). memcpy keeps them free of alignment
- * and aliasing traps; the compiler turns each into one load (or store) and a byte swap. */
+ * are big-endian with fixed widths (docs/spec.md §4.2, §8.1). memcpy keeps them free of
+ * alignment and aliasing traps; the compiler turns each into one load (or store) and a byte
+ * swap. A platform facility (byte order), not a kernel: nothing is chosen at run time. */
 #ifndef DEDUP_BIGENDIAN_H
 #define DEDUP_BIGENDIAN_H
 

@@ -1,4 +1,7 @@
-/* Cache prefetch hints for the table's kernels (_state.pyx). */
+/* Cache prefetch hints for the table's loops (table/columns.pxi, table/bulk.pxi,
+ * table/expiry.pxi). A platform facility, not a kernel: one compiler builtin, or nothing.
+ *
+ * Spec: none (a hint changes no result). */
 #ifndef DEDUP_PREFETCH_H
 #define DEDUP_PREFETCH_H
 

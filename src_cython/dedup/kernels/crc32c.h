@@ -2,7 +2,12 @@
  * snapshots (spec §8.5): reflected polynomial 0x82F63B78, initial value and final xor
  * 0xFFFFFFFF, the same as the JDK's java.util.zip.CRC32C that Kafka's Crc32C wraps.
  *
- * Header-only (static functions): each Cython module that includes it gets its own copy.
+ * Header-only (static functions): each Cython module that includes it gets its own copy, with
+ * its own mode. Kernels, scalar version and run-time dispatcher side by side: the table-driven
+ * fallback (dedup_crc32c_software), the CRC instruction in three streams (SSE 4.2 or ARMv8),
+ * folding with carry-less multiplies (AVX-512 VPCLMULQDQ), and dedup_crc32c_setup /
+ * dedup_crc32c, which pick the best the CPU has. Spec: docs/spec.md §8.5 (the CRC), §4.7 (its
+ * check value), §4.2 and §8.1 (the bytes it covers in a snapshot and in a batch).
  *
  *   dedup_crc32c(crc, data, length)   CRC of data, continuing from `crc`, the finished CRC
  *                                     of the bytes before it (0 to start)

@@ -1,4 +1,4 @@
-/* bulk_finish's common placement (_state.pyx, bulk loading) in one 512-bit compare: the 16
+/* bulk_finish's common placement (table/bulk.pxi) in one 512-bit compare: the 16
  * index slots from a note's home slot are read at once; if one is empty and no slot before it
  * holds the note's hash tag (so no producer id before it can be the note's), the note goes in
  * the first empty slot, exactly where bulk_place's probe loop would put it in an index without
@@ -8,6 +8,13 @@
  * a full-format decode went from about 5.3 to 4.1 ms (perf samples times the decode's time):
  * the probe loop branches on every slot it reads, this on nothing but the rare slow case.
  * x86-64 with AVX-512 F, chosen at run time; elsewhere bulk_place alone.
+ *
+ * Kernel and run-time dispatcher here (dedup_bulk16_use sets dedup_bulk16_mode from a CPU
+ * check; bulk_finish reads it); the scalar version is not: it is bulk_place, the probe loop in
+ * table/bulk.pxi, which also takes every case this kernel declines (it returns 0 for them, and
+ * its stand-in on other targets always does).
+ *
+ * Spec: none of its own; the index it builds is the one one insert per entry would (§4.4, §5.1).
  */
 #ifndef DEDUP_BULK_PLACE16_H
 #define DEDUP_BULK_PLACE16_H

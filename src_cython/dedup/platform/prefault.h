@@ -1,6 +1,8 @@
 /* A large snapshot load on two cores: a loader thread runs the load while the calling thread
- * faults the load's new memory in, ahead of it (_snapshot.pyx, run_load; _state.pyx, bulk
- * loading).
+ * faults the load's new memory in, ahead of it (snapshot/loader.pxi, run_load; table/bulk.pxi,
+ * bulk loading). A platform facility (threads, madvise), not a kernel; the mode (below) is
+ * static, so each module that includes this header has its own: _snapshot's is the one used.
+ * Spec: none of its own (how fast a load is, not what it does: docs/spec.md §4.4, §5.1).
  *
  * A snapshot decode writes every byte of memory the kernel has just mapped: the entries, the
  * timestamp column and the notes of 1,000,000 producers are 128 MB, and the kernel zeroes each

@@ -1,0 +1,173 @@
+# Module dedup._testing: the test hooks of the compiled core, kept out of the public modules
+# (dedup._state, dedup._snapshot, dedup._records) and their stubs. Private, for tests, tools/
+# and the benchmarks only: nothing here is API, and any of it may change with the tests.
+#
+# What the hooks do: expose C-level helpers to compare with the twin (the sequence arithmetic,
+# the bulk loader, a recount of open transactions), force the scalar paths of the vector
+# kernels (kernels/*.h), steer and count the two-core snapshot loads (platform/prefault.h) and
+# make an allocation fail. A header's mode is a static variable in every module that includes
+# the header, so a hook that flips one calls a small cdef function that the module owning that
+# copy exports in its .pxd (no module-level C variable is reached across modules). The inline
+# helpers of _state.pxd are compiled into this module too.
+#
+# Spec: docs/spec.md §8.4 (incrementSequence, decrementSequence, inSequence), §6 (the count of
+# ongoing transactions that remove_expired trusts), §4.4 step 3 (the bulk load of a snapshot's
+# entries) and §8.5 (CRC-32C in each of kernels/crc32c.h's modes).
+
+from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.string cimport memset
+
+from dedup._records cimport crc32c_forced as records_crc32c_forced
+from dedup._snapshot cimport crc32c_forced as snapshot_crc32c_forced
+from dedup._snapshot cimport prefault_totals, prefault_use, window5_applies, window5_vectors_use
+from dedup._state cimport (
+    NO_TXN,
+    BulkLoad,
+    EntryHeader,
+    ProducerStateTable,
+    Table,
+    bulk_append,
+    bulk_begin,
+    bulk_finish,
+    bulk_free,
+    bulk_vectors_use,
+    decrement_sequence,
+    entry_at,
+    entry_init,
+    in_sequence,
+    increment_sequence,
+    wide_growth_failure_after,
+)
+
+import numpy as np
+
+from dedup import _args
+
+
+cdef const unsigned char[::1] bytes_view(object data):
+    """Any C-contiguous buffer (bytes, bytearray, memoryview, mmap), as unsigned bytes."""
+    cdef const unsigned char[::1] view
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError as error:
+        raise TypeError(f"data must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
+    return view
+
+
+# --- _state: the table --------------------------------------------------------------------
+
+def increment_sequence_c(int32_t sequence, int32_t increment):
+    """The compiled incrementSequence (spec §8.4)."""
+    return increment_sequence(sequence, increment)
+
+
+def decrement_sequence_c(int32_t sequence, int32_t decrement):
+    """The compiled decrementSequence (spec §8.4)."""
+    return decrement_sequence(sequence, decrement)
+
+
+def in_sequence_c(int32_t last_sequence, int32_t next_sequence):
+    """The compiled inSequence (spec §8.4)."""
+    return in_sequence(last_sequence, next_sequence)
+
+
+def open_transactions_c(ProducerStateTable table not None):
+    """(the table's count of entries with an ongoing transaction, a recount of them):
+    remove_expired reads no entry when the count is 0, so it must be exact."""
+    cdef Table* t = &table.t
+    cdef Py_ssize_t i, recount = 0
+    for i in range(t.count):
+        recount += (<EntryHeader*>entry_at(t, i)).current_txn_first_offset != NO_TXN
+    return t.open_txns, recount
+
+
+def bulk_append_c(ProducerStateTable table not None, producer_ids):
+    """The snapshot loaders' bulk path (bulk_begin, bulk_append, bulk_finish): an entry
+    without batches for each id, as an insert would make it. Returns (repeat, repeated) as
+    bulk_finish; with a repeat the table must be discarded."""
+    table._check_idle()
+    cdef const int64_t[::1] ids = np.ascontiguousarray(producer_ids, dtype=np.int64)
+    cdef Table* t = &table.t
+    cdef BulkLoad bulk
+    cdef Py_ssize_t k, repeat = -1, repeated = -1
+    memset(&bulk, 0, sizeof(BulkLoad))
+    try:
+        bulk_begin(t, &bulk, ids.shape[0])
+        for k in range(ids.shape[0]):
+            bulk_append(t, &bulk, ids[k])
+            entry_init(t, t.count - 1)
+        bulk_finish(t, &bulk, &repeat, &repeated)
+    finally:
+        bulk_free(&bulk)
+        t.generation += 1
+    return repeat, repeated
+
+
+def bulk_vectors(bint wanted):
+    """bulk_finish with kernels/bulk_place16.h first (where the CPU can) or bulk_place alone;
+    returns whether the vector placement is in use now."""
+    return bulk_vectors_use(wanted) == 1
+
+
+def fail_wide_growth(Py_ssize_t after):
+    """The wide-entry pool's growth after `after` more (0: the next one) raises MemoryError as
+    if the allocation had failed; -1: none does. For the error paths of loads (a snapshot
+    decode on its loader thread raises it in the caller). Set it while no load runs."""
+    wide_growth_failure_after(after)
+
+
+# --- _snapshot: the codec -----------------------------------------------------------------
+
+def crc32c_in_mode(data, crc, int mode):
+    """(the mode used, the CRC-32C of ``data`` from ``crc``) through dedup._snapshot's copy of
+    kernels/crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams, 2
+    folding with carry-less multiplies), or the best mode below it that the CPU has; then back
+    to the mode chosen at import."""
+    if not 0 <= mode <= 2:
+        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
+    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef uint32_t value = <uint32_t>crc
+    cdef int used
+    value = snapshot_crc32c_forced(mode, value, &view[0] if view.shape[0] else NULL, view.shape[0], &used)
+    return used, value
+
+
+def use_window5_vectors(bint wanted):
+    """Window 5's slots through kernels/snapshot_w5.h (where the CPU can) or the scalar loops
+    only; returns whether the vectors are in use now."""
+    return window5_vectors_use(wanted) == 1
+
+
+def window5_vectors_apply(ProducerStateTable table not None):
+    """Whether the table's snapshots go through kernels/snapshot_w5.h (window 5, its ring
+    where the header expects it, the vectors in use)."""
+    return window5_applies(&table.t)
+
+
+def prefault_mode(int mode):
+    """Large snapshot loads run on a thread of their own while the caller faults their new
+    memory in (platform/prefault.h): never (0), from 16 MB on with two CPUs or more (1, the
+    default), at any size (2), or at any size faulting every page, racing the load (3).
+    Returns the mode in use now: 0 where that cannot run (not Linux 5.14+). Benchmarks use it
+    too (python -m dedup bench)."""
+    if not 0 <= mode <= 3:
+        raise ValueError(f"prefault mode {mode}: 0, 1, 2 or 3")
+    return prefault_use(mode)
+
+
+def prefault_counts():
+    """(loader threads started, bytes faulted in ahead of loads) since import."""
+    cdef size_t threads, populated
+    prefault_totals(&threads, &populated)
+    return threads, populated
+
+
+# --- _records: batches --------------------------------------------------------------------
+
+def crc32c_software(data, crc=0):
+    """dedup._records.crc32c() with the table-driven fallback forced, through that module's
+    copy of kernels/crc32c.h (to check it against the CPU's)."""
+    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef uint32_t value = _args.integer("crc", crc, 0, 0xFFFFFFFF, "a uint32")
+    cdef int used
+    return records_crc32c_forced(0, value, &view[0] if view.shape[0] else NULL, view.shape[0], &used)
