@@ -19,6 +19,7 @@ from ..batch import COMPRESSION_NAMES
 from ..errors import CorruptSnapshotError, KafkaError
 from ..records import crc_valid, scan_batches
 from ..snapshot import read_snapshot, snapshot_format
+from . import cli
 
 # --- dump-log -----------------------------------------------------------------------------
 
@@ -71,15 +72,17 @@ def batch_line(batch: dict[str, Any]) -> str:
     return line
 
 
-def dump_log_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dedup dump-log FILE [--json]``: every batch of a ``.log`` segment, one line
-    each, as Kafka's kafka-dump-log.sh prints them (CRC checked); ``--json`` for machines.
-    A torn tail is reported as Kafka does ("Found N invalid bytes at the end of ..."); a
-    corrupt or unreadable file is one line on stderr and exit status 1."""
-    parser = argparse.ArgumentParser(prog="python -m dedup dump-log", description=dump_log_main.__doc__)
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a Kafka log segment (.log), or any file of v2 batches")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
-    args = parser.parse_args(argv)
+
+
+def dump_log(args: argparse.Namespace) -> int:
+    """``python -m dedup dump-log FILE [--json]``: every batch of a ``.log`` segment, one line
+    each, as Kafka's kafka-dump-log.sh prints them (CRC checked); ``--json`` for machines.
+
+    A torn tail is reported as Kafka does ("Found N invalid bytes at the end of ..."); a
+    corrupt or unreadable file is one line on stderr and exit status 1."""
     name = os.path.basename(args.file)
     try:
         with open(args.file, "rb") as handle:
@@ -123,6 +126,14 @@ def dump_log_main(argv: Sequence[str] | None = None) -> int:
         print(f"dump-log: {args.file}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+DUMP_LOG = cli.Command("dump-log", dump_log.__doc__, add_log_arguments, dump_log)
+
+
+def dump_log_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup dump-log ARGV`` in this process."""
+    return DUMP_LOG.main(argv)
 
 
 # --- dump-snapshot ------------------------------------------------------------------------
@@ -171,19 +182,19 @@ def _producer_line(entry: Any) -> str:
     return line
 
 
-def dump_snapshot_main(argv: Sequence[str] | None = None) -> int:
+def add_snapshot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a producer-state snapshot (Kafka's <offset>.snapshot or dedup's full format)")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+
+
+def dump_snapshot(args: argparse.Namespace) -> int:
     """``python -m dedup dump-snapshot FILE [--json]``: every producer of a snapshot file,
     one line each, as Kafka's kafka-dump-log.sh prints a ``.snapshot``; ``--json`` for machines.
 
     Either format. Kafka's lines are its own (4.x wording); for the full format a line lists
     every retained batch, oldest first, after a ``version: ... window: ... mapEndOffset: ...``
-    line. A
-    corrupt, unreadable or missing file is one line on stderr and exit status 1.
+    line. A corrupt, unreadable or missing file is one line on stderr and exit status 1.
     """
-    parser = argparse.ArgumentParser(prog="python -m dedup dump-snapshot", description=dump_snapshot_main.__doc__)
-    parser.add_argument("file", help="a producer-state snapshot (Kafka's <offset>.snapshot or dedup's full format)")
-    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
-    args = parser.parse_args(argv)
     try:
         table = read_snapshot(args.file)
         with open(args.file, "rb") as handle:  # read_snapshot has validated it: its first bytes say what it is
@@ -214,3 +225,11 @@ def dump_snapshot_main(argv: Sequence[str] | None = None) -> int:
     for entry in entries:
         print(_producer_line(entry))
     return 0
+
+
+DUMP_SNAPSHOT = cli.Command("dump-snapshot", dump_snapshot.__doc__, add_snapshot_arguments, dump_snapshot)
+
+
+def dump_snapshot_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup dump-snapshot ARGV`` in this process."""
+    return DUMP_SNAPSHOT.main(argv)
