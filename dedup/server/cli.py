@@ -120,7 +120,7 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     try:
         server = KafkaServer(args.dir, brokers=args.brokers, topics=args.topics or ["clicks"], host=args.host,
                              ports=ports, deduplicate=not args.no_dedup, faults=faults, **options)  # fmt: skip
-    except ValueError as error:  # what the parser cannot see: --min-insync-replicas above --brokers
+    except ValueError as error:  # what run_command does not check before (a topic name, say)
         raise cli.UsageError(str(error)) from None
     stop = asyncio.Event()
     received: list[int] = []
@@ -181,6 +181,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.port and args.port + args.brokers - 1 > 65535:
         raise cli.UsageError(f"argument --port: brokers listen on {args.port} to {args.port + args.brokers - 1}, "
                              "past 65535")  # fmt: skip
+    if args.min_insync_replicas is not None and args.min_insync_replicas > args.brokers:
+        raise cli.UsageError(f"argument --min-insync-replicas: must be at most --brokers ({args.brokers}), "
+                             f"got {args.min_insync_replicas}")  # fmt: skip
     if args.drop_responses + args.delay_responses > 1:
         raise cli.UsageError("argument --delay-responses: --drop-responses + --delay-responses must be at most 1")
     faults = Faults(

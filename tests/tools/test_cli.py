@@ -106,6 +106,8 @@ BAD_NUMBERS = [
     (["serve", "--port", "65534", "--brokers", "3"], "--port"),
     (["serve", "--brokers", "0"], "--brokers"),
     (["serve", "--min-insync-replicas", "0"], "--min-insync-replicas"),
+    (["serve", "--brokers", "2", "--min-insync-replicas", "3"], "--min-insync-replicas"),
+    (["serve", "--drop-responses", "0.6", "--delay-responses", "0.6"], "--delay-responses"),
     (["serve", "--drop-responses", "1.5"], "--drop-responses"),
     (["serve", "--delay-responses", "-0.1"], "--delay-responses"),
     (["serve", "--close-connections", "2"], "--close-connections"),
