@@ -88,6 +88,9 @@ class _Instance:
 
 
 class Run:
+    """One run: seed ``seed``'s settings and ``actions`` carried out on a cluster in
+    ``directory`` (:meth:`execute`), with the counts, the trace and what the checks need."""
+
     def __init__(self, seed: int, settings: Settings, actions: Sequence[Action], directory: str) -> None:
         self.seed = seed
         self.settings = settings
