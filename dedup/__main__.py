@@ -1,52 +1,71 @@
-"""Command line: ``python -m dedup demo | serve | simulate | dump-log FILE | dump-snapshot FILE | bench | fuzz``."""
+"""``python -m dedup COMMAND [OPTIONS]``: one argparse tree over the commands of
+:mod:`dedup.tools` and ``serve`` (:mod:`dedup.server.cli`), each of them a
+:class:`dedup.tools.cli.Command`. Only the module of the command given is imported.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
+from .tools import cli
+
+#: name: (module and attribute of its Command, the line ``python -m dedup --help`` shows).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("dedup.tools.demo:COMMAND", "ad clicks exactly once through a 3-broker cluster, then the limits"),
+    "dump-log": ("dedup.tools.dump:DUMP_LOG", "print a .log segment batch by batch, as kafka-dump-log.sh does"),
+    "dump-snapshot": ("dedup.tools.dump:DUMP_SNAPSHOT", "print a .snapshot file, as kafka-dump-log.sh does"),
+    "bench": ("dedup.tools.bench:COMMAND", "headline speed and memory against the peers and a C loop"),
+    "serve": ("dedup.server.cli:COMMAND", "dedup's brokers on loopback for real Kafka clients"),
+    "simulate": ("dedup.tools.simulate:COMMAND", "deterministic fault simulation of a replicated partition"),
+    "fuzz": ("dedup.tools.fuzz:COMMAND", "mutation fuzzing of everything that reads bytes"),
+}
+
+DESCRIPTION = "dedup: the broker side of Kafka's idempotent producer, and its tools."
+EPILOG = f"""\
+python -m dedup COMMAND --help describes a command and its options.
+
+Exit status: 0 done; 1 the command found a problem (a corrupt file, a failed
+simulation seed, a fuzz finding); 2 a wrong command line (one line on stderr);
+{cli.INTERRUPTED} interrupted by Ctrl-C (one line on stderr); {cli.CLOSED_PIPE} the reader of the output went
+away early (as with python -m dedup dump-log FILE | head), nothing said."""
+
+
+def load(name: str) -> cli.Command:
+    module, attribute = COMMANDS[name][0].split(":")
+    command: cli.Command = getattr(importlib.import_module(module), attribute)
+    return command
+
+
+def parser(selected: str | None = None) -> tuple[cli.CommandParser, dict[str, argparse.ArgumentParser]]:
+    """The tree, and the parser of each command; only ``selected`` has its options (its
+    module imported), the others are names and help lines for ``python -m dedup --help``."""
+    top = cli.CommandParser(prog="python -m dedup", description=DESCRIPTION, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    commands = top.add_subparsers(dest="name", title="commands", metavar="COMMAND", required=True)
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for name, (_, summary) in COMMANDS.items():
+        if name == selected:
+            command = load(name)
+            parsers[name] = commands.add_parser(name, help=summary, **cli.help_options(command.doc))
+            command.add_arguments(parsers[name])
+            parsers[name].set_defaults(command=command)
+        else:
+            parsers[name] = commands.add_parser(name, help=summary)
+    return top, parsers
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dedup", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="ad clicks exactly once through a 3-broker cluster, then the limits")
-    for name, what in (("dump-log", "a .log segment, batch by batch"), ("dump-snapshot", "a .snapshot file")):
-        command = commands.add_parser(name, help=f"print {what}, as kafka-dump-log.sh does", add_help=False)
-        command.add_argument("arguments", nargs=argparse.REMAINDER)
-    commands.add_parser("bench", help="headline speed and memory against the peers and a C loop", add_help=False)
-    commands.add_parser("serve", help="dedup's brokers on loopback for real Kafka clients", add_help=False)
-    commands.add_parser("simulate", help="deterministic fault simulation of a replicated partition", add_help=False)
-    commands.add_parser("fuzz", help="mutation fuzzing of everything that reads bytes", add_help=False)
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["bench"]:  # its options start with "--", which REMAINDER would not take
-        from .tools.bench import main as bench_main
-
-        return bench_main(arguments[1:])
-    if arguments[:1] == ["simulate"]:
-        from .tools.simulate import main as simulate_main
-
-        return simulate_main(arguments[1:])
-    if arguments[:1] == ["fuzz"]:
-        from .tools.fuzz import main as fuzz_main
-
-        return fuzz_main(arguments[1:])
-    if arguments[:1] == ["serve"]:
-        from .server.cli import main as serve_main
-
-        return serve_main(arguments[1:])
-    args = parser.parse_args(arguments)
-    if args.command == "demo":
-        from .tools import demo
-
-        return demo.main()
-    if args.command == "dump-log":
-        from .tools.dump import dump_log_main
-
-        return dump_log_main(args.arguments)
-    from .tools.dump import dump_snapshot_main
-
-    return dump_snapshot_main(args.arguments)
+    top, parsers = parser(arguments[0] if arguments and arguments[0] in COMMANDS else None)
+    args, unknown = top.parse_known_args(arguments)
+    command_parser = parsers[args.name]
+    if unknown:  # said by the command's parser, whose --help lists what it takes
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    command: cli.Command = args.command
+    return cli.finish(command.prog, lambda: cli.call(command_parser, command.run, args))
 
 
 if __name__ == "__main__":

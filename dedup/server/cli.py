@@ -2,7 +2,8 @@
 
 Prints one line ``bootstrap.servers=HOST:PORT,...`` once every broker listens, serves until
 SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints
-what it served and which faults it injected.
+what it served and which faults it injected. The exit status is 0, or 130 after Ctrl-C
+(SIGINT), as for every command.
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
+from ..tools import cli
 from .core import KafkaServer
 from .faults import Faults
 
 logger = logging.getLogger("dedup.server")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dedup serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", help="directory of the logs (default: a temporary one, removed at exit)")
-    p.add_argument("--brokers", type=int, default=3, help="brokers, each on its own port (default 3)")
+    p.add_argument("--brokers", type=cli.int_in(1, 64), default=3, help="brokers, each on its own port (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--port",
-        type=int,
+        type=cli.port,
         default=9092,
         help="first broker's port; broker b listens on PORT + b; 0: any free ports (default 9092)",
     )
@@ -39,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a topic with one partition, replicated on every broker (repeatable; default: clicks)",
     )
-    p.add_argument("--min-insync-replicas", type=int, default=None, help="min.insync.replicas (default 2)")
+    p.add_argument("--min-insync-replicas", type=cli.positive_int, default=None, metavar="N",
+                   help="min.insync.replicas (default 2, or 1 with one broker)")  # fmt: skip
     p.add_argument(
         "--no-dedup",
         action="store_true",
@@ -48,47 +50,49 @@ def parser() -> argparse.ArgumentParser:
     faults = p.add_argument_group("faults (reproducible with --seed)")
     faults.add_argument(
         "--drop-responses",
-        type=float,
+        type=cli.share,
         default=0.0,
         metavar="SHARE",
         help="share of produce responses lost after the append (the connection breaks)",
     )
     faults.add_argument(
         "--delay-responses",
-        type=float,
+        type=cli.share,
         default=0.0,
         metavar="SHARE",
         help="share of produce responses sent only after --delay-ms",
     )
-    faults.add_argument("--delay-ms", type=int, default=1000, help="delay of a delayed response (default 1000)")
+    faults.add_argument("--delay-ms", type=cli.non_negative_int, default=1000, metavar="MS",
+                        help="delay of a delayed response (default 1000)")  # fmt: skip
     faults.add_argument(
         "--close-connections",
-        type=float,
+        type=cli.share,
         default=0.0,
         metavar="SHARE",
         help="share of requests whose connection closes before they are handled",
     )
-    faults.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
+    faults.add_argument("--seed", type=cli.seed, default=None, help="seed of the fault draws")
     faults.add_argument(
         "--crash-leader-every",
-        type=float,
+        type=cli.positive_float,
         default=None,
         metavar="SECONDS",
         help="crash the first topic's leader every SECONDS",
     )
     faults.add_argument(
         "--restart-after",
-        type=float,
+        type=cli.non_negative_float,
         default=None,
         metavar="SECONDS",
         help="restart a crashed broker (recovery from its directory) after SECONDS",
     )
-    p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after SECONDS")
+    p.add_argument("--exit-after", type=cli.non_negative_float, default=None, metavar="SECONDS",
+                   help="stop serving after SECONDS")  # fmt: skip
     p.add_argument("--verbose", "-v", action="store_true", help="log every fault and failover")
-    return p
 
 
-async def _chaos(server: KafkaServer, every: float, restart_after: float | None) -> None:
+async def _chaos(server: KafkaServer, every: float, restart_after: float | None,
+                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:  # fmt: skip
     topic = next(iter(server.clusters))
     while True:
         await asyncio.sleep(every)
@@ -98,44 +102,71 @@ async def _chaos(server: KafkaServer, every: float, restart_after: float | None)
         await server.stop_broker(leader)
         print(f"crashed broker {leader}, the leader of {topic}-0; now led by {server.leader(topic)}", flush=True)
         if restart_after is not None:
-            asyncio.get_running_loop().call_later(
-                restart_after, lambda broker=leader: asyncio.ensure_future(_restart(server, broker))
-            )
+            spawn(_restart(server, leader, restart_after))
 
 
-async def _restart(server: KafkaServer, broker_id: int) -> None:
+async def _restart(server: KafkaServer, broker_id: int, after: float) -> None:
+    await asyncio.sleep(after)
     await server.start_broker(broker_id)
     print(f"restarted broker {broker_id} from its directory", flush=True)
 
 
-async def serve(args: argparse.Namespace) -> int:
-    faults = Faults(
-        drop_responses=args.drop_responses, delay_responses=args.delay_responses,
-        delay_seconds=args.delay_ms / 1000, close_connections=args.close_connections, seed=args.seed,
-    )  # fmt: skip
+async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
+    """Serve until SIGINT, SIGTERM or ``--exit-after``, then shut down and print the summary;
+    the signal that ended it (None for ``--exit-after``). An error in the crash-and-restart
+    schedule (or a closed stdout) stops the server too, and is raised once it is shut down."""
     options = {} if args.min_insync_replicas is None else {"min_insync_replicas": args.min_insync_replicas}
     ports = [0 if args.port == 0 else args.port + b for b in range(args.brokers)]
-    server = KafkaServer(args.dir, brokers=args.brokers, topics=args.topics or ["clicks"], host=args.host,
-                         ports=ports, deduplicate=not args.no_dedup, faults=faults, **options)  # fmt: skip
+    try:
+        server = KafkaServer(args.dir, brokers=args.brokers, topics=args.topics or ["clicks"], host=args.host,
+                             ports=ports, deduplicate=not args.no_dedup, faults=faults, **options)  # fmt: skip
+    except ValueError as error:  # what run_command does not check before (a topic name, say)
+        raise cli.UsageError(str(error)) from None
     stop = asyncio.Event()
+    received: list[int] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    tasks = []
+        loop.add_signal_handler(signum, on_signal, signum)
+    tasks: set[asyncio.Task[None]] = set()
+    failures: list[BaseException] = []
+
+    def finished(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())  # type: ignore[arg-type]
+            stop.set()
+
+    def spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        task.add_done_callback(finished)
+        tasks.add(task)
+
     try:
         await server.start()
         print(f"bootstrap.servers={server.bootstrap_servers}", flush=True)
         print(f"topics: {', '.join(server.clusters)}; logs in {server.directory}; "
               f"deduplication {'off' if args.no_dedup else 'on'}", flush=True)  # fmt: skip
         if args.crash_leader_every:
-            tasks.append(asyncio.ensure_future(_chaos(server, args.crash_leader_every, args.restart_after)))
+            spawn(_chaos(server, args.crash_leader_every, args.restart_after, spawn))
         if args.exit_after is not None:
             loop.call_later(args.exit_after, stop.set)
         await stop.wait()
     finally:
-        for task in tasks:
-            task.cancel()
+        while tasks:  # a restart may be scheduled while the chaos task is cancelled
+            pending = list(tasks)
+            tasks.clear()
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await server.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    if failures:
+        raise failures[0]
     stats = server.stats
     served = ", ".join(f"{name} {count}" for name, count in sorted(stats.requests.items())) or "nothing"
     share = stats.engine_seconds / stats.produce_seconds if stats.produce_seconds else 0.0
@@ -143,17 +174,41 @@ async def serve(args: argparse.Namespace) -> int:
           f"engine (log, table, replication: {share:.0%})", flush=True)  # fmt: skip
     print(f"served: {served}; {stats.batches} produce batches, {stats.duplicates} retries recognised as "
           f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}", flush=True)  # fmt: skip
-    return 0
+    return received[0] if received else None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    if args.port and args.port + args.brokers - 1 > 65535:
+        raise cli.UsageError(f"argument --port: brokers listen on {args.port} to {args.port + args.brokers - 1}, "
+                             "past 65535")  # fmt: skip
+    if args.min_insync_replicas is not None and args.min_insync_replicas > args.brokers:
+        raise cli.UsageError(f"argument --min-insync-replicas: must be at most --brokers ({args.brokers}), "
+                             f"got {args.min_insync_replicas}")  # fmt: skip
+    if args.drop_responses + args.delay_responses > 1:
+        raise cli.UsageError("argument --delay-responses: --drop-responses + --delay-responses must be at most 1")
+    faults = Faults(
+        drop_responses=args.drop_responses, delay_responses=args.delay_responses,
+        delay_seconds=args.delay_ms / 1000, close_connections=args.close_connections, seed=args.seed,
+    )  # fmt: skip
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
     if not args.verbose:
         logging.getLogger("dedup.log").setLevel(logging.WARNING)
     try:
-        return asyncio.run(serve(args))
-    except (ValueError, OSError) as error:
+        ended_by = asyncio.run(serve(args, faults))
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # an address in use, a directory that cannot be written
         print(f"python -m dedup serve: {error}", file=sys.stderr)
-        return 2
+        return 1
+    if ended_by == signal.SIGINT:
+        raise KeyboardInterrupt  # Ctrl-C, after a clean shutdown: reported as any command's (exit status 130)
+    return 0
+
+
+COMMAND = cli.Command("serve", __doc__, add_arguments, run_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup serve ARGV`` in this process."""
+    return COMMAND.main(argv)

@@ -12,6 +12,7 @@ aborted instead. Every number printed comes from the run.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import tempfile
@@ -23,6 +24,7 @@ from ..batch import Record
 from ..cluster import Cluster
 from ..log import LoadReport
 from ..producer import IdempotentProducer, Network, ProducerBatch
+from . import cli
 
 CLICKS = 300  # the main run; each limit uses 40 more
 SEED = 4
@@ -32,10 +34,18 @@ LOST_ACKNOWLEDGEMENTS = 3  # in each limit, before the producer stops
 
 
 def main(write: Callable[[str], None] = print) -> int:
+    """The scenario in a temporary directory, each line given to ``write``."""
     with tempfile.TemporaryDirectory(prefix="dedup-demo-") as directory:
         for line in ad_clicks(directory):
             write(line)
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options: the scenario is fixed (its seed, its sizes), so its numbers can be checked."""
+
+
+COMMAND = cli.Command("demo", __doc__, add_arguments, lambda args: main())
 
 
 def ad_clicks(directory: str, *, table_class: type | None = None) -> Iterator[str]:

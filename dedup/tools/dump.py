@@ -1,6 +1,7 @@
 """``python -m dedup dump-log FILE`` and ``dump-snapshot FILE``: Kafka's files as
 ``kafka-dump-log.sh`` prints them (``DumpLogSegments``), one line per batch or per producer,
-or one JSON document with ``--json``.
+or one JSON document with ``--json``. Exit status 1, with one line on stderr, for a file that
+is not sound.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..batch import COMPRESSION_NAMES
 from ..errors import CorruptSnapshotError, KafkaError
 from ..records import crc_valid, scan_batches
 from ..snapshot import read_snapshot, snapshot_format
+from . import cli
 
 # --- dump-log -----------------------------------------------------------------------------
 
@@ -71,15 +73,32 @@ def batch_line(batch: dict[str, Any]) -> str:
     return line
 
 
-def dump_log_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dedup dump-log FILE [--json]``: every batch of a ``.log`` segment, one line
-    each, as Kafka's kafka-dump-log.sh prints them (CRC checked); ``--json`` for machines.
-    A torn tail is reported as Kafka does ("Found N invalid bytes at the end of ..."); a
-    corrupt or unreadable file is one line on stderr and exit status 1."""
-    parser = argparse.ArgumentParser(prog="python -m dedup dump-log", description=dump_log_main.__doc__)
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a Kafka log segment (.log), or any file of v2 batches")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
-    args = parser.parse_args(argv)
+
+
+def _log_problems(error: KafkaError | None, batches: list[dict[str, Any]], invalid_bytes: int) -> list[str]:
+    """What makes the segment corrupt, for the one line on stderr (empty: it is sound)."""
+    problems = [str(error)] if error is not None else []
+    bad = [batch for batch in batches if not batch["isvalid"]]
+    if bad:
+        which = "batch fails" if len(bad) == 1 else "batches fail"
+        first = bad[0]["position"]
+        problems.append(f"{len(bad)} {which} the CRC check (isvalid: false), the first at position {first}")
+    if error is None and invalid_bytes:
+        problems.append(f"{invalid_bytes} invalid bytes at the end (a torn batch)")
+    return problems
+
+
+def dump_log(args: argparse.Namespace) -> int:
+    """``python -m dedup dump-log FILE [--json]``: every batch of a ``.log`` segment, one line
+    each, as Kafka's kafka-dump-log.sh prints them (CRC checked); ``--json`` for machines.
+
+    A torn tail is reported as Kafka does ("Found N invalid bytes at the end of ..."). Exit
+    status 1 with one line on stderr when the file is not a sound segment: unreadable, a
+    corrupt batch header (the batches before it are still printed), a batch whose CRC does not
+    match (printed with ``isvalid: false``), or a torn tail."""
     name = os.path.basename(args.file)
     try:
         with open(args.file, "rb") as handle:
@@ -119,10 +138,20 @@ def dump_log_main(argv: Sequence[str] | None = None) -> int:
             print(batch_line(batch))
         if error is None and size > valid_bytes:
             print(f"Found {size - valid_bytes} invalid bytes at the end of {name}")
-    if error is not None:
-        print(f"dump-log: {args.file}: {error}", file=sys.stderr)
+    problems = _log_problems(error, batches, size - valid_bytes)
+    if problems:
+        sys.stdout.flush()  # the lines first, then the verdict, when both go to one terminal
+        print(f"dump-log: {args.file}: {'; '.join(problems)}", file=sys.stderr)
         return 1
     return 0
+
+
+DUMP_LOG = cli.Command("dump-log", dump_log.__doc__, add_log_arguments, dump_log)
+
+
+def dump_log_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup dump-log ARGV`` in this process."""
+    return DUMP_LOG.main(argv)
 
 
 # --- dump-snapshot ------------------------------------------------------------------------
@@ -171,19 +200,21 @@ def _producer_line(entry: Any) -> str:
     return line
 
 
-def dump_snapshot_main(argv: Sequence[str] | None = None) -> int:
+def add_snapshot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a producer-state snapshot (Kafka's <offset>.snapshot or dedup's full format)")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+
+
+def dump_snapshot(args: argparse.Namespace) -> int:
     """``python -m dedup dump-snapshot FILE [--json]``: every producer of a snapshot file,
     one line each, as Kafka's kafka-dump-log.sh prints a ``.snapshot``; ``--json`` for machines.
 
     Either format. Kafka's lines are its own (4.x wording); for the full format a line lists
     every retained batch, oldest first, after a ``version: ... window: ... mapEndOffset: ...``
-    line. A
-    corrupt, unreadable or missing file is one line on stderr and exit status 1.
+    line. The file is validated whole before anything is printed (every length, count and
+    the CRC): a corrupt, truncated, unreadable or missing file is one line on stderr and exit
+    status 1, with nothing on stdout.
     """
-    parser = argparse.ArgumentParser(prog="python -m dedup dump-snapshot", description=dump_snapshot_main.__doc__)
-    parser.add_argument("file", help="a producer-state snapshot (Kafka's <offset>.snapshot or dedup's full format)")
-    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
-    args = parser.parse_args(argv)
     try:
         table = read_snapshot(args.file)
         with open(args.file, "rb") as handle:  # read_snapshot has validated it: its first bytes say what it is
@@ -214,3 +245,11 @@ def dump_snapshot_main(argv: Sequence[str] | None = None) -> int:
     for entry in entries:
         print(_producer_line(entry))
     return 0
+
+
+DUMP_SNAPSHOT = cli.Command("dump-snapshot", dump_snapshot.__doc__, add_snapshot_arguments, dump_snapshot)
+
+
+def dump_snapshot_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dedup dump-snapshot ARGV`` in this process."""
+    return DUMP_SNAPSHOT.main(argv)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 
@@ -22,7 +21,6 @@ import dedup
 from dedup import CompletedTxn, Origin, reference
 from dedup.errors import CorruptRecordError, InvalidRecordError, TruncatedBatchError
 from dedup.reference import records as twin_records
-from dedup.tools.dump import dump_log_main as dump_main
 
 try:
     from dedup import _records as compiled_records
@@ -335,61 +333,6 @@ def test_public_append_batches_picks_the_twin_of_the_table():
         table = table_class()
         result = dedup.records.append_batches(table, build(PID, 0, 0), log_end_offset=0)
         assert result.error_codes.tolist() == [0] and PID in table
-
-
-# --- python -m dedup dump-log ---------------------------------------------------------------
-
-
-def test_dump_log_prints_kafkas_batch_lines(tmp_path, capsys):
-    segment = tmp_path / "00000000000000000100.log"
-    data = bytearray(build(PID, 5, 0, 3) + build(-1, -1, -1, 1))
-    dedup.records.append_batches(dedup.ProducerStateTable(), data, log_end_offset=100, write_offsets=True,
-                                 partition_leader_epoch=0)
-    segment.write_bytes(bytes(data) + b"\x00\x01\x02")
-    assert dump_main([str(segment)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == [f"Dumping {segment}", "Log starting offset: 100"]
-    assert lines[2].startswith(
-        "baseOffset: 100 lastOffset: 102 count: 3 baseSequence: 0 lastSequence: 2 producerId: 1000 "
-        "producerEpoch: 5 partitionLeaderEpoch: 0 isTransactional: false isControl: false "
-        "deleteHorizonMs: OptionalLong.empty position: 0 CreateTime: 1700000000002 size: "
-    )
-    assert lines[2].endswith("magic: 2 compresscodec: none crc: " + str(int(dedup.records.scan_batches(data)["crc"][0]))
-                             + " isvalid: true")
-    assert lines[3].startswith("baseOffset: 103 lastOffset: 103 count: 1 baseSequence: -1 lastSequence: -1 ")
-    assert lines[4] == f"Found 3 invalid bytes at the end of {segment.name}"
-
-
-def test_dump_log_json_and_crc_check(tmp_path, capsys):
-    damaged = bytearray(build(PID, 5, 0, 2))
-    damaged[-1] ^= 0xFF
-    path = tmp_path / "segment.log"
-    path.write_bytes(bytes(damaged))
-    assert dump_main([str(path), "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert document["batches"][0]["isvalid"] is False and document["invalid_bytes"] == 0
-    assert document["batches"][0]["producerId"] == PID
-
-
-@pytest.mark.parametrize("content", [b"\x00" * 8 + b"\x00\x00\x00\x05" + b"\x00" * 60, None])
-def test_dump_log_corrupt_or_missing_file_is_one_line_and_exit_1(tmp_path, capsys, content):
-    path = tmp_path / "00000000000000000000.log"
-    if content is not None:
-        path.write_bytes(content)
-    assert dump_main([str(path)]) == 1
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith(f"dump-log: {path}: ")
-
-
-def test_python_dash_m_dedup_dump_log(tmp_path):
-    import subprocess
-    import sys
-
-    path = tmp_path / "00000000000000000000.log"
-    path.write_bytes(IDEMPOTENT_BATCH)
-    result = subprocess.run([sys.executable, "-m", "dedup", "dump-log", str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "producerId: 1000 producerEpoch: 5" in result.stdout and "isvalid: true" in result.stdout
 
 
 def test_header_struct_matches_the_spec_layout():

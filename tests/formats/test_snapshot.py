@@ -1,5 +1,5 @@
 """Snapshot files (spec §4): Kafka's format byte for byte, dedup's full-window format, both
-twins writing the same bytes and raising the same errors, atomic files, and dump-snapshot.
+twins writing the same bytes and raising the same errors, atomic files.
 
 Spec references: §1.2 (entry fields, window of 5), §1.3 (BatchMetadata), §4.1 (file names),
 §4.2 (Kafka's layout), §4.3 (what is written: the last batch, Timestamp = lastTimestamp),
@@ -13,7 +13,6 @@ of both codecs.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import struct
@@ -25,6 +24,7 @@ import crc32c as pypi_crc32c
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from snapshot_vectors import BAD_CRC_VECTOR, EMPTY_KAFKA_VECTOR, TWO_ENTRY_KAFKA_VECTOR
 
 import dedup
 from dedup import reference, snapshot
@@ -41,7 +41,6 @@ from dedup.snapshot import (
     snapshot_offset,
     write_snapshot,
 )
-from dedup.tools.dump import dump_snapshot_main as dump_main
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _snapshot as compiled_codec  # noqa: E402
@@ -55,14 +54,6 @@ INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-# §4.7, copied from the spec.
-EMPTY_KAFKA_VECTOR = bytes.fromhex("000148674bc700000000")
-TWO_ENTRY_KAFKA_VECTOR = bytes.fromhex(
-    "0001fedf4e50000000020000000000000001000200000001000000000000000200000003ffffffffffffffff0000"
-    "00030000000000000064000000000000000b000cffffffffffffffffffffffff00000000000000000001e2400000"
-    "000dffffffffffffffff"
-)
-BAD_CRC_VECTOR = EMPTY_KAFKA_VECTOR[:2] + bytes(4) + EMPTY_KAFKA_VECTOR[6:]
 TWO_ENTRIES = (
     ProducerStateEntry(
         producer_id=1,
@@ -1068,112 +1059,6 @@ def test_read_errors(tmp_path):
     path.write_bytes(BAD_CRC_VECTOR)
     with pytest.raises(CorruptSnapshotError, match="CRC-32C"):
         read_snapshot(path)
-
-
-# --- dump-snapshot --------------------------------------------------------------------------
-
-
-def test_dump_kafka_snapshot_as_kafka_dump_log_prints_it(tmp_path, capsys):
-    path = tmp_path / "00000000000000000101.snapshot"
-    path.write_bytes(TWO_ENTRY_KAFKA_VECTOR)
-    assert dump_main([str(path)]) == 0
-    out, err = capsys.readouterr()
-    assert err == ""
-    assert out.splitlines() == [
-        f"Dumping {path}",
-        "producerId: 1 producerEpoch: 2 coordinatorEpoch: 3 currentTxnFirstOffset: OptionalLong[100] "
-        "lastTimestamp: -1 firstSequence: 2147483646 lastSequence: 1 lastOffset: 2 offsetDelta: 3 timestamp: -1",
-        "producerId: 11 producerEpoch: 12 coordinatorEpoch: 13 currentTxnFirstOffset: OptionalLong.empty "
-        "lastTimestamp: 123456",
-    ]
-
-
-def test_dump_full_snapshot_lists_every_batch(tmp_path, capsys):
-    table = Compiled(2)
-    end = 0
-    for sequence in range(3):
-        end = table.append(1000, 5, sequence, 1, end, max_timestamp=10 + sequence).last_offset + 1
-    path = tmp_path / "state.snapshot"
-    write_snapshot(path, table)
-    assert dump_main([str(path)]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        f"Dumping {path}",
-        "version: 2 window: 2 mapEndOffset: 3",
-        "producerId: 1000 producerEpoch: 5 coordinatorEpoch: -1 currentTxnFirstOffset: OptionalLong.empty "
-        "lastTimestamp: 12 firstSequence: 1 lastSequence: 1 lastOffset: 1 offsetDelta: 0 timestamp: 11 "
-        "firstSequence: 2 lastSequence: 2 lastOffset: 2 offsetDelta: 0 timestamp: 12",
-    ]
-
-
-def test_dump_json(tmp_path, capsys):
-    path = tmp_path / "00000000000000000101.snapshot"
-    path.write_bytes(TWO_ENTRY_KAFKA_VECTOR)
-    assert dump_main([str(path), "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert document["format"] == "kafka" and document["window"] is None and document["map_end_offset"] == 101
-    assert document["version"] == 1
-    assert document["producers"][0] == {
-        "producer_id": 1,
-        "producer_epoch": 2,
-        "coordinator_epoch": 3,
-        "current_txn_first_offset": 100,
-        "last_timestamp": -1,
-        "batches": [
-            {
-                "first_sequence": INT32_MAX - 1,
-                "last_sequence": 1,
-                "first_offset": -1,
-                "last_offset": 2,
-                "offset_delta": 3,
-                "timestamp": -1,
-            }
-        ],
-    }
-    assert document["producers"][1]["batches"] == [] and document["producers"][1]["current_txn_first_offset"] is None
-    full = tmp_path / "full.snapshot"
-    write_snapshot(full, filled(Twin, 2))
-    assert dump_main([str(full), "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert (document["format"], document["version"], document["window"], document["map_end_offset"]) == (
-        "full",
-        2,
-        5,
-        6,
-    )
-    assert [len(p["batches"]) for p in document["producers"]] == [3, 3]
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        (None, "No such file or directory"),
-        (EMPTY_KAFKA_VECTOR[:7], "Kafka snapshot: too short"),
-        (BAD_CRC_VECTOR, "Kafka snapshot: CRC-32C of bytes [6, 10) does not match"),
-        (b"\x00\x07junk", "unknown file version"),
-        ("directory", "Is a directory"),
-    ],
-)
-@pytest.mark.parametrize("as_json", [False, True])
-def test_dump_error_is_one_line_on_stderr(tmp_path, capsys, content, message, as_json):
-    path = tmp_path / "00000000000000000001.snapshot"
-    if content == "directory":
-        path.mkdir()
-    elif content is not None:
-        path.write_bytes(content)
-    assert dump_main([str(path), *(["--json"] if as_json else [])]) == 1
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err.count("\n") == 1 and err.startswith(f"dump-snapshot: {path}: {message}")
-
-
-def test_python_m_dedup_dump_snapshot(tmp_path, capsys):
-    from dedup.__main__ import main
-
-    path = tmp_path / "00000000000000000000.snapshot"
-    path.write_bytes(EMPTY_KAFKA_VECTOR)
-    assert main(["dump-snapshot", str(path)]) == 0
-    assert capsys.readouterr().out == f"Dumping {path}\n"
-    assert snapshot is dedup.snapshot
 
 
 # --- the decoded table's index, built after its entries (bulk_append/bulk_finish, _state.pyx) -

@@ -1,0 +1,146 @@
+"""The limit of ``python -m dedup bench``: the C reference loop (``reference_loop.c``, package
+data beside this module), the least a producer-state table must do per batch (one hash lookup
+by producer id, one window update). :func:`build_reference_loop` compiles it with the
+compiler and ``-O3`` of the extension build and loads it with ctypes; :class:`ReferenceTable`
+gives it the compiled table's ``append_many``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shlex
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .._types import AppendManyResult
+
+#: The C loop's source, package data beside this module.
+REFERENCE_SOURCE = Path(__file__).resolve().parent / "reference_loop.c"
+#: The hash seed of the C loop's table (dedup's is random per table; any value does).
+REFERENCE_SEED = 0x9E3779B97F4A7C15
+
+
+class ReferenceLoopUnavailable(RuntimeError):
+    """The C reference loop could not be found or built; the message says why."""
+
+
+def reference_loop_source() -> Path:
+    """``reference_loop.c``, shipped beside this module."""
+    source = REFERENCE_SOURCE
+    if not source.is_file():
+        raise ReferenceLoopUnavailable(f"{source} not found: the package was installed without its data files")
+    return source
+
+
+def compiler_command() -> list[str]:
+    """The C compiler Python's build uses (``sysconfig``'s CC), as an argument list."""
+    compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    return shlex.split(compiler)
+
+
+@functools.cache
+def _build(source: str, mtime_ns: int) -> ctypes.CDLL:
+    compiler = compiler_command()
+    with tempfile.TemporaryDirectory(prefix="dedup-reference-loop-") as directory:
+        library = os.path.join(directory, "reference_loop.so")
+        # -O3 as setup.py builds the extension; no -march, like the extension.
+        command = [*compiler, "-O3", "-fPIC", "-shared", "-o", library, source]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise ReferenceLoopUnavailable(f"cannot run the C compiler {shlex.join(command)}: {error}") from error
+        if done.returncode != 0:
+            raise ReferenceLoopUnavailable(
+                f"the C compiler failed ({shlex.join(command)}, exit {done.returncode}):\n{done.stderr.strip()}"
+            )
+        lib = ctypes.CDLL(library)  # mapped: the file can go with the directory
+    pointer, i64, u64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64
+    lib.ref_new.argtypes = [i64, ctypes.c_int, u64, ctypes.c_int]
+    lib.ref_new.restype = pointer
+    lib.ref_free.argtypes = [pointer]
+    lib.ref_free.restype = None
+    lib.ref_memory_bytes.argtypes = [pointer]
+    lib.ref_memory_bytes.restype = u64
+    lib.ref_len.argtypes = [pointer]
+    lib.ref_len.restype = u64
+    lib.ref_append_many.argtypes = [pointer, i64, *[pointer] * 5, i64, *[pointer] * 5]
+    lib.ref_append_many.restype = i64
+    return lib
+
+
+def build_reference_loop(source: str | os.PathLike[str] | None = None) -> ctypes.CDLL:
+    """Compile the C reference loop into a temporary shared library and load it; built once
+    per process (per source file and modification time). ``ReferenceLoopUnavailable`` says
+    why when there is no source or no working compiler."""
+    path = Path(source) if source is not None else reference_loop_source()
+    return _build(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+class ReferenceTable:
+    """The C loop's table, with ``append_many`` taking the compiled table's columns.
+
+    Sized for ``producers`` (load factor 0.6), a producer beyond them is a ``MemoryError``.
+    ``dense``: entries in insertion order (dedup's layout), else the entry of key slot s is
+    entry s. The result columns are reused by the next call of the same size or smaller:
+    copy them to keep them.
+    """
+
+    def __init__(self, producers: int, window: int = 5, *, dense: bool = True, lib: ctypes.CDLL | None = None):
+        self._lib = lib if lib is not None else build_reference_loop()
+        self._table = self._lib.ref_new(producers, window, REFERENCE_SEED, int(dense))
+        if not self._table:
+            raise MemoryError(f"C reference loop: no memory for {producers:,} producers, window {window}")
+        self.window = window
+        self.map_end_offset = 0
+        self._outputs: tuple[np.ndarray, ...] = ()
+
+    def __del__(self) -> None:
+        table, self._table = getattr(self, "_table", None), None
+        if table:
+            self._lib.ref_free(table)
+
+    def __len__(self) -> int:
+        return int(self._lib.ref_len(self._table))
+
+    def memory_bytes(self) -> int:
+        return int(self._lib.ref_memory_bytes(self._table))
+
+    def append_many(
+        self,
+        producer_ids: np.ndarray,
+        producer_epochs: np.ndarray,
+        base_sequences: np.ndarray,
+        record_counts: np.ndarray,
+        max_timestamps: np.ndarray,
+        *,
+        log_end_offset: int,
+    ) -> AppendManyResult:
+        rows = len(producer_ids)
+        columns = (producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps)
+        for column, dtype in zip(columns, (np.int64, np.int16, np.int32, np.int32, np.int64), strict=True):
+            if column.dtype != dtype or len(column) != rows or not column.flags.c_contiguous:
+                raise TypeError(f"C reference loop: every column needs {rows} contiguous {np.dtype(dtype)} values")
+        if not self._outputs or len(self._outputs[0]) < rows:
+            self._outputs = (
+                np.empty(rows, np.int16),
+                np.empty(rows, np.bool_),
+                np.empty(rows, np.int64),
+                np.empty(rows, np.int64),
+                np.empty(rows, np.int64),
+            )
+        outputs = self._outputs
+        end = self._lib.ref_append_many(
+            self._table, rows, *[column.ctypes.data for column in columns], log_end_offset,
+            *[output.ctypes.data for output in outputs],
+        )  # fmt: skip
+        if end < 0:
+            raise MemoryError(f"C reference loop: row {-1 - end} is a producer beyond the table's size")
+        self.map_end_offset = end
+        codes, duplicate, firsts, lasts, times = (output[:rows] for output in outputs)
+        return AppendManyResult(codes, duplicate, firsts, lasts, times, end)
