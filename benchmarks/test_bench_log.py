@@ -224,7 +224,7 @@ def recovery_key(point: str) -> str:
 @pytest.mark.parametrize("point", list(RECOVERY_POINTS))
 def test_recovery(benchmark, kit, recovery_log, point):
     """Timed: ``PartitionLog(directory)`` after an unclean shutdown, every snapshot deleted.
-    In order (``PartitionLog._load``): each of the four segments is opened (mapped, every
+    In order (``dedup.recovery.load``): each of the four segments is opened (mapped, every
     batch header scanned without a CRC check, the sparse index rebuilt); each segment at or
     above the recovery point is then recovered (``LogSegment.recover``: scanned again and
     every batch CRC-checked); with no snapshot the table starts empty and every segment is

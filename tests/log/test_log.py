@@ -20,8 +20,9 @@ from dedup import (
     snapshot_file_name,
 )
 from dedup.errors import OffsetOutOfRangeError
-from dedup.log import CLEAN_SHUTDOWN_FILE, CORRUPT_SUFFIX, PartitionLog
+from dedup.log import CLEAN_SHUTDOWN_FILE, PartitionLog
 from dedup.records import crc_valid
+from dedup.recovery import CORRUPT_SUFFIX
 from dedup.segment import segment_file_name
 
 NOW = 1_700_000_000_000
