@@ -113,7 +113,7 @@ class Broker:
             if clean:
                 self.log.close()
             else:
-                self.log.close_handlers()
+                self.log.close_uncleanly()
             self.log = None
 
     def __repr__(self) -> str:
@@ -245,7 +245,7 @@ class Cluster:
         except KafkaError as error:
             return ProduceResponse(error, -1, -1, False, self.leader_id, self.leader_epoch)
         return ProduceResponse(
-            None, info.first_offset, info.last_offset, info.duplicate, self.leader_id, self.leader_epoch
+            None, info.base_offset, info.last_offset, info.duplicate, self.leader_id, self.leader_epoch
         )
 
     def write_marker(self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int) -> int:
@@ -260,7 +260,7 @@ class Cluster:
         )
         info = self.leader_log.append_as_leader(marker, leader_epoch=self.leader_epoch, origin=Origin.COORDINATOR)
         self.replicate()
-        return info.first_offset
+        return info.base_offset
 
     def _now(self) -> int:
         return self.leader_log._clock()

@@ -90,12 +90,15 @@ _SNAPSHOT_NAME = re.compile(r"([0-9]{20})\.snapshot")
 class LogAppendInfo(NamedTuple):
     """What an append did (Kafka's LogAppendInfo, as a produce response needs it).
 
-    ``first_offset``/``last_offset`` are the offsets the batches got, or for a duplicate
+    ``base_offset``/``last_offset`` are the offsets the batches got, or for a duplicate
     the ORIGINAL batch's (``duplicate`` True, nothing written); ``max_timestamp`` the largest
     batch timestamp (the stored one for a duplicate); -1 for all three on an empty append.
+    ``base_offset`` is Kafka's ``firstOffset`` in LogAppendInfo, named here as the produce
+    response names it (``base_offset``) and as :class:`dedup.AppendResult` and
+    :class:`dedup.cluster.ProduceResponse` do.
     """
 
-    first_offset: int
+    base_offset: int
     last_offset: int
     max_timestamp: int
     duplicate: bool
@@ -397,12 +400,12 @@ class PartitionLog:
                 self._assign_epoch(int(epochs[row]), int(headers["base_offset"][row]))
         return LogAppendInfo(first, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
 
-    def _write(self, data: Any, first_offset: int, end_offset: int, max_timestamp: int) -> None:
+    def _write(self, data: Any, base_offset: int, end_offset: int, max_timestamp: int) -> None:
         active = self._segments[-1]
         if active.size and active.size + len(data) > self.segment_bytes:
             active = self.roll()
         try:
-            active.append(data, first_offset, end_offset, max_timestamp)
+            active.append(data, base_offset, end_offset, max_timestamp)
             if self.fsync:
                 active.flush()
         except (KafkaStorageError, OSError) as error:
@@ -675,11 +678,17 @@ class PartitionLog:
                 handle.flush()
                 os.fsync(handle.fileno())
             _fsync_directory(self.directory)
-        self.close_handlers()
+        self._release_files()
 
-    def close_handlers(self) -> None:
-        """Release the files without any shutdown work (Kafka's closeHandlers, used when a
-        log directory fails): to the next open this is an unclean shutdown, as a crash is."""
+    def close_uncleanly(self) -> None:
+        """Leave the log as a crash would: its files are released with no flush, no
+        snapshot, no checkpoint and no clean-shutdown marker, so the next open recovers it as
+        after an unclean shutdown (spec §5.4). Kafka's ``UnifiedLog.closeHandlers``, which a
+        broker calls when a log directory fails and Kafka's own tests call to simulate a
+        crash."""
+        self._release_files()
+
+    def _release_files(self) -> None:
         for segment in self._segments:
             segment.close()
         self._closed = True
