@@ -148,7 +148,7 @@ class Cluster:
         self.min_insync_replicas = _args.integer("min_insync_replicas", min_insync_replicas, 1, count, "1..brokers")
         self.unclean_leader_election = _args.flag("unclean_leader_election", unclean_leader_election)
         self.topic = _topic(topic)  # it names the replicas' directories
-        self.directory = os.path.abspath(_args.path("directory", directory))
+        self.directory: str = os.path.abspath(os.fsdecode(_args.path("directory", directory)))
         if clock is not None:
             log_options["clock"] = _args.function("clock", clock, "a callable returning milliseconds")
         self.brokers = [

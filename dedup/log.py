@@ -167,7 +167,9 @@ class PartitionLog:
         table_class: type | None = None,
     ) -> None:
         table_class = _table_class(table_class)
-        self.directory = os.path.abspath(_args.path("directory", directory))
+        # One str from here on (a bytes path decoded as the file system does): every file
+        # name below is joined to it and every message shows it.
+        self.directory: str = os.path.abspath(os.fsdecode(_args.path("directory", directory)))
         self.segment_bytes = _args.integer("segment_bytes", segment_bytes, 62, (1 << 31) - 1, "an int32 >= 62")
         self.window = _args.window(window)
         self.producer_id_expiration_ms = _args.integer(

@@ -70,6 +70,16 @@ def segment_headers(log, base_offset=0):
     return data, scan_batches(data)
 
 
+def test_the_directory_is_one_absolute_str_whatever_kind_of_path_names_it(tmp_path, impl, clock):
+    # A bytes path once stayed bytes and failed on the first file name joined to it.
+    for name in (tmp_path / "a-0", str(tmp_path / "b-0"), os.fsencode(tmp_path / "c-0")):
+        with PartitionLog(name, table_class=impl, clock=clock) as log:
+            assert type(log.directory) is str and log.directory == os.path.abspath(os.fsdecode(name))
+            log.append_as_leader(build(1, 0, 0))
+        with PartitionLog(name, table_class=impl, clock=clock) as again:
+            assert again.load_report.clean_shutdown and again.append_as_leader(build(1, 0, 0)).duplicate
+
+
 # -- leader appends ---------------------------------------------------------------------------
 
 
