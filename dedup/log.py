@@ -61,6 +61,7 @@ from .records import append_batches, check_one_batch, scan_batches, validate_bat
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
 from .segment import LogSegment
 from .snapshot import SNAPSHOT_FORMATS, _codec_of_class, snapshot_file_name, write_snapshot
+from .staging import analyze_and_validate
 
 __all__ = [
     "DEFAULT_PRODUCER_ID_EXPIRATION_MS",
@@ -276,7 +277,8 @@ class PartitionLog:
 
         ``records`` is any buffer of v2 batches (a client's have base offset 0). In Kafka's
         order: every batch is checked (record-level rules, then the producer-state rules
-        against a staged copy of the producers involved); the first refused batch fails the
+        against a staged copy of the producers involved, a duplicate being one of the
+        committed entry's batches: :mod:`dedup.staging`); the first refused batch fails the
         whole append with its Kafka error and nothing is written; the first duplicate answers
         the whole append with its original offsets and nothing is written. Otherwise the
         batches get consecutive offsets from the log end offset and ``leader_epoch`` as their
@@ -305,33 +307,17 @@ class PartitionLog:
         if not len(headers):
             return LogAppendInfo(-1, -1, -1, False, 0, self._log_start_offset)
         start = self.log_end_offset
-        staged = self._table.copy(np.unique(headers["producer_id"][headers["producer_id"] >= 0]))
-        verdict = append_batches(
-            staged,
-            data,
-            origin=origin,
-            log_end_offset=start,
-            partition_leader_epoch=None if leader_epoch < 0 else leader_epoch,
-            write_offsets=True,
+        analysis = analyze_and_validate(
+            self._table, data, headers, origin=origin, log_end_offset=start, leader_epoch=leader_epoch
         )
-        stops = np.flatnonzero((verdict.error_codes != 0) | verdict.duplicate)
-        if len(stops):
-            row = int(stops[0])
-            if verdict.error_codes[row]:
-                raise verdict.errors[row]
+        if analysis.duplicate is not None:
             # Kafka answers the whole append with the first duplicate it finds (rule 10).
-            return LogAppendInfo(
-                int(verdict.base_offsets[row]),
-                int(verdict.last_offsets[row]),
-                int(verdict.timestamps[row]),
-                True,
-                len(headers),
-                self._log_start_offset,
-            )
-        end = verdict.log_end_offset
+            base_offset, last_offset, timestamp = analysis.duplicate
+            return LogAppendInfo(base_offset, last_offset, timestamp, True, len(headers), self._log_start_offset)
+        end = analysis.log_end_offset
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(data, start, end, max_timestamp)
-        self._table.update_from(staged)  # spec §3.2 step 4: the staged entries become the live ones
+        self._table.update_from(analysis.staged)  # spec §3.2 step 4: the staged entries become the live ones
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
