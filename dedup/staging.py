@@ -116,13 +116,20 @@ def analyze_and_validate(
     )
     stops = np.flatnonzero((verdict.error_codes != 0) | verdict.duplicate)
     # Other origins have no duplicate or sequence check to differ in; with each producer once
-    # the staged entries are the committed ones.
-    if origin == Origin.CLIENT and len(producers) < len(ranked):  # (also true for batches without producer)
+    # the staged entries are the committed ones (fewer producers than batches: some producer
+    # has several batches here, or some batch has no producer id).
+    if origin == Origin.CLIENT and len(producers) < len(ranked):
         later = ~first & idempotent  # the batches of a producer with an earlier one here
         if len(stops):
             later &= order <= stops[0]
         rows = order[later]  # grouped by producer
-        if len(rows) and _differs_from_kafka(table, headers, rows, verdict, log_end_offset):
+        # Where the staged check stopped at such a batch (a duplicate among this append's
+        # batches, or rule 16 applied to a producer unknown before the append), or where the
+        # committed entry holds one (Kafka's duplicate, dropped from the staged window), the
+        # staged verdicts may not be Kafka's.
+        if len(rows) and (
+            (len(stops) and bool((rows == stops[0]).any())) or _committed_holds(table, headers, rows, log_end_offset)
+        ):
             return _one_by_one(table, data, headers, log_end_offset, leader_epoch)
     if len(stops):
         row = int(stops[0])
@@ -133,40 +140,34 @@ def analyze_and_validate(
     return Analysis(None, staged, verdict.log_end_offset)
 
 
-def _differs_from_kafka(table: Any, headers: np.ndarray, rows: np.ndarray, verdict: Any, log_end_offset: int) -> bool:
-    """Whether the staged verdicts may differ from Kafka's at ``rows`` (grouped by producer),
-    the batches up to the first stop whose producer has an earlier batch in the append (for
-    any other batch the staged entry is the committed one). They can where the staged check
-    stopped (a duplicate among this append's batches, or rule 16 applied to a producer
-    unknown before the append) and where the committed entry holds the batch (a duplicate to
-    Kafka, dropped from the staged window)."""
-    if verdict.duplicate[rows].any() or verdict.error_codes[rows].any():
-        return True
-    producer_ids = headers["producer_id"][rows]
+def _committed_holds(table: Any, headers: np.ndarray, rows: np.ndarray, log_end_offset: int) -> bool:
+    """Whether a batch at ``rows`` (grouped by producer) repeats a batch of its producer's
+    committed entry (rule 10)."""
+    producer_ids = headers["producer_id"][rows]  # (field by field: a row of all fields costs more)
     epochs = headers["producer_epoch"][rows]
     bases = headers["base_sequence"][rows].astype(np.int64)
-    counts = headers["last_offset_delta"][rows].astype(np.int64) + 1
+    deltas = headers["last_offset_delta"][rows]
     edges = [0, *(np.flatnonzero(producer_ids[1:] != producer_ids[:-1]) + 1).tolist(), len(rows)]
     for start, end in itertools.pairwise(edges):
         producer_id = int(producer_ids[start])
         if end - start <= _PROBES:
             # Rule 10 is the first thing the table's own check does: a few batches ask it.
-            for row in range(start, end):
+            batches = zip(
+                epochs[start:end].tolist(), bases[start:end].tolist(), deltas[start:end].tolist(), strict=True
+            )
+            for epoch, base_sequence, delta in batches:
                 try:
-                    probe = table.check(
-                        producer_id, int(epochs[row]), int(bases[row]), int(counts[row]), log_end_offset
-                    )
+                    if table.check(producer_id, epoch, base_sequence, delta + 1, log_end_offset).duplicate:
+                        return True
                 except KafkaError:  # refused by the rules after rule 10: not a duplicate
-                    continue
-                if probe.duplicate:
-                    return True
+                    pass
         else:
             # Many batches of one producer: its committed batches read out once, compared at once.
-            committed_epoch, batches = _Committed(table).read(producer_id)
-            same = epochs[start:end] == committed_epoch
-            lasts = (bases[start:end] + counts[start:end] - 1) % (1 << 31)  # §8.4: wraps past 2^31-1
-            keys = (bases[start:end] << 31) | lasts
-            if np.isin(keys[same], [(first << 31) | last for first, last in batches]).any():
+            committed_epoch, committed = _Committed(table).read(producer_id)
+            firsts = bases[start:end]
+            lasts = (firsts + deltas[start:end]) % (1 << 31)  # §8.4: wraps past 2^31-1
+            keys = ((firsts << 31) | lasts)[epochs[start:end] == committed_epoch]
+            if not {(first << 31) | last for first, last in committed}.isdisjoint(keys.tolist()):
                 return True
     return False
 

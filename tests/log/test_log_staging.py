@@ -118,6 +118,19 @@ def test_a_committed_batch_past_the_staged_window_is_still_a_duplicate(open_log)
     assert log.log_end_offset == 5 and state(log) == before
 
 
+def test_a_committed_batch_is_a_duplicate_even_where_the_staged_copy_would_take_it_in_sequence(open_log):
+    # Rule 16's quirk leaves a window out of sequence order: 500 then 10. The next append
+    # continues from 10 up to 499, which pushes 500 out of the staged window (2 batches), and
+    # then repeats 500, in sequence for the staged copy; Kafka finds it in the committed
+    # entry and answers with its offset.
+    log = open_log(window=2)
+    log.append_as_leader(build(9, 0, 0) + build(9, 0, 500) + build(9, 0, 10))
+    before = state(log)
+    info = log.append_as_leader(build(9, 0, 11, 489) + build(9, 0, 500))
+    assert info.duplicate and (info.base_offset, info.last_offset) == (1, 1)
+    assert log.log_end_offset == 3 and state(log) == before
+
+
 def test_a_committed_duplicate_comes_before_the_epoch_check(open_log):
     # Rule 10 before rule 12: the first batch bumps the epoch in the staged entry, the second
     # repeats a committed batch of the old epoch; Kafka answers with that batch.
@@ -177,6 +190,9 @@ class KafkaModel:
         infos = {}  # producer id -> (currentEntry, updatedEntry)
         offset = self.log_end_offset
         for pid, epoch, sequence, count, transactional in batches:
+            if pid < 0:  # no producer id: no producer state
+                offset += count
+                continue
             current = self.producers.get(pid)
             last_sequence = sequence + count - 1
             if current is not None and current.epoch == epoch:  # rule 10, committed entry only
@@ -227,16 +243,19 @@ class KafkaModel:
 @st.composite
 def appends(draw):
     """Requests of 2-6 client batches over three producers: mostly in sequence, with repeats
-    of earlier batches (of the same request or before), gaps, epoch bumps, transactions."""
+    of earlier batches (of the same request or before), gaps, epoch bumps, transactions and
+    batches without a producer id."""
     sent = []  # every batch drawn so far: repeats come from here
     last = {}  # producer id -> (epoch, last sequence) a well-behaved client would follow
     requests = []
     for _ in range(draw(st.integers(1, 8))):
         request = []
         for _ in range(draw(st.integers(2, 6))):
-            kind = draw(st.sampled_from(["next", "next", "repeat", "gap", "bump"]))
+            kind = draw(st.sampled_from(["next", "next", "repeat", "gap", "bump", "plain"]))
             if kind == "repeat" and sent:
                 batch = draw(st.sampled_from(sent))
+            elif kind == "plain":
+                batch = (-1, -1, -1, draw(st.integers(1, 3)), False)
             else:
                 pid = draw(st.sampled_from([1, 2, 3]))
                 epoch, sequence = last.get(pid, (0, -1))
@@ -250,7 +269,7 @@ def appends(draw):
             request.append(batch)
             sent.append(batch)
         requests.append(request)
-    return draw(st.sampled_from([2, 5])), requests
+    return draw(st.sampled_from([1, 2, 5])), requests
 
 
 @settings(
