@@ -2,7 +2,7 @@
 through ``PartitionLog.append_as_leader``, with the bare primitives beside them.
 
 - (a) ``PartitionLog(directory)`` on 1 GiB of segments (page-cached) whose snapshots were all
-  deleted, after an unclean shutdown (``close_handlers()``): the table is rebuilt by replaying
+  deleted, after an unclean shutdown (``close_uncleanly()``): the table is rebuilt by replaying
   every batch. Issue #4: at least 1 GiB/s of replayed bytes. Three recovery points, set in the
   checkpoint before each round: at the active segment (what a crash after the last roll
   leaves: that segment is CRC-checked batch by batch, then everything is replayed), at the log
@@ -185,7 +185,7 @@ class RecoveryLog:
 def build_recovery_log(kit, directory: str) -> RecoveryLog:
     """1 GiB of 1 KiB batches in four 256 MiB segments, written with ``append_as_follower``
     (16 MiB per call), fsynced by ``flush()`` (so that the kernel's writeback does not run
-    during the timed opens), then left uncleanly (``close_handlers()``)."""
+    during the timed opens), then left uncleanly (``close_uncleanly()``)."""
     batches = RECOVERY_BYTES // BATCH_BYTES
     stream = BatchStream(kit, batches, prefill=False)
     log = PartitionLog(directory, segment_bytes=SEGMENT_BYTES)
@@ -200,7 +200,7 @@ def build_recovery_log(kit, directory: str) -> RecoveryLog:
     assert recovery.log_end_offset == batches * RECORDS_PER_BATCH
     assert log.size_bytes == RECOVERY_BYTES and len(recovery.bases) == RECOVERY_BYTES // SEGMENT_BYTES
     assert len(log.producer_state) == PRODUCERS
-    log.close_handlers()
+    log.close_uncleanly()
     return recovery
 
 
@@ -224,7 +224,7 @@ def recovery_key(point: str) -> str:
 @pytest.mark.parametrize("point", list(RECOVERY_POINTS))
 def test_recovery(benchmark, kit, recovery_log, point):
     """Timed: ``PartitionLog(directory)`` after an unclean shutdown, every snapshot deleted.
-    In order (``PartitionLog._load``): each of the four segments is opened (mapped, every
+    In order (``dedup.recovery.load``): each of the four segments is opened (mapped, every
     batch header scanned without a CRC check, the sparse index rebuilt); each segment at or
     above the recovery point is then recovered (``LogSegment.recover``: scanned again and
     every batch CRC-checked); with no snapshot the table starts empty and every segment is
@@ -239,7 +239,7 @@ def test_recovery(benchmark, kit, recovery_log, point):
 
     def setup():
         for log in opened:
-            log.close_handlers()  # as a crash would: nothing written on the way out
+            log.close_uncleanly()  # as a crash would: nothing written on the way out
         recovery_log.reset(recovery_point)
         return (), {}
 
@@ -253,7 +253,7 @@ def test_recovery(benchmark, kit, recovery_log, point):
     last = benchmark.pedantic(open_log, setup=setup, rounds=RECOVERY_ROUNDS, warmup_rounds=1)
     assert last.log_end_offset == recovery_log.log_end_offset and len(last.producer_state) == PRODUCERS
     for log in opened:
-        log.close_handlers()
+        log.close_uncleanly()
     expected_recovered = sum(base >= recovery_point for base in recovery_log.bases)
     for report in (log.load_report for log in opened):
         assert not report.clean_shutdown and report.snapshot_offset is None

@@ -113,7 +113,7 @@ class Broker:
             if clean:
                 self.log.close()
             else:
-                self.log.close_handlers()
+                self.log.close_uncleanly()
             self.log = None
 
     def __repr__(self) -> str:
@@ -148,7 +148,7 @@ class Cluster:
         self.min_insync_replicas = _args.integer("min_insync_replicas", min_insync_replicas, 1, count, "1..brokers")
         self.unclean_leader_election = _args.flag("unclean_leader_election", unclean_leader_election)
         self.topic = _topic(topic)  # it names the replicas' directories
-        self.directory = os.path.abspath(_args.path("directory", directory))
+        self.directory: str = os.path.abspath(os.fsdecode(_args.path("directory", directory)))
         if clock is not None:
             log_options["clock"] = _args.function("clock", clock, "a callable returning milliseconds")
         self.brokers = [
@@ -245,7 +245,7 @@ class Cluster:
         except KafkaError as error:
             return ProduceResponse(error, -1, -1, False, self.leader_id, self.leader_epoch)
         return ProduceResponse(
-            None, info.first_offset, info.last_offset, info.duplicate, self.leader_id, self.leader_epoch
+            None, info.base_offset, info.last_offset, info.duplicate, self.leader_id, self.leader_epoch
         )
 
     def write_marker(self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int) -> int:
@@ -260,7 +260,7 @@ class Cluster:
         )
         info = self.leader_log.append_as_leader(marker, leader_epoch=self.leader_epoch, origin=Origin.COORDINATOR)
         self.replicate()
-        return info.first_offset
+        return info.base_offset
 
     def _now(self) -> int:
         return self.leader_log._clock()

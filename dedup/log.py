@@ -1,17 +1,20 @@
-"""One partition replica on disk: Kafka's UnifiedLog and LogLoader on top of the table.
+"""One partition replica on disk: Kafka's UnifiedLog on top of the producer-state table.
 
-A :class:`PartitionLog` is a directory of ``%020d.log`` segments (real v2 batches), producer
-state snapshots (``%020d.snapshot``, spec §4) and Kafka's small checkpoint files. It appends
-as a partition leader (:meth:`~PartitionLog.append_as_leader`) or follower
-(:meth:`~PartitionLog.append_as_follower`) in Kafka's order (spec §3.2): scan and validate,
-answer a duplicate with its original offsets, assign offsets, write, and only then update the
-producer-state table, so a failed write leaves the table as it was.
+A :class:`PartitionLog` is a directory of ``%020d.log`` segments (real v2 batches, see
+:mod:`dedup.segment`), producer state snapshots (``%020d.snapshot``, spec §4) and Kafka's
+small checkpoint files (:mod:`dedup.checkpoints`). This file holds what the log does once it
+is open: it appends as a partition leader (:meth:`~PartitionLog.append_as_leader`, spec §2.1,
+§3.1-§3.2) or follower (:meth:`~PartitionLog.append_as_follower`, §3.4) in Kafka's order:
+scan and validate, answer a duplicate with its original offsets, assign offsets, write, and
+only then update the producer-state table, so a failed write leaves the table as it was. It
+reads, rolls segments and takes snapshots (§4.5), deletes old segments with their snapshots
+(retention and DeleteRecords, §4.6, §3.3), expires producers (§6), truncates (§5.5) and
+closes, cleanly or as a crash would.
 
-Opening a directory recovers it (spec §5): after an unclean shutdown the segments from the
-recovery point on are checked batch by batch and a torn tail is cut off; then the table is
-rebuilt from the newest valid snapshot at or below the log end plus a replay of the batches
-after it. Snapshots are taken on every segment roll and on close (§4.5), deleted with their
-segment (§4.6); producers expire after ``producer.id.expiration.ms`` (§6).
+Opening a directory is :mod:`dedup.recovery` (Kafka's LogLoader, spec §5): after an unclean
+shutdown the segments from the recovery point on are checked batch by batch and a torn tail
+is cut off; then the table is rebuilt from the newest valid snapshot at or below the log end
+plus a replay of the batches after it.
 
 The default snapshot format is dedup's ``"full"`` one: it keeps every producer's whole
 duplicate window, so a table rebuilt from it equals the table before the restart. Kafka's own
@@ -44,17 +47,21 @@ import numpy as np
 from . import _args
 from ._files import fsync_directory as _fsync_directory
 from ._types import DEFAULT_WINDOW, Origin
-from .checkpoints import LeaderEpochCache, parse_partition_directory, read_offsets, write_offsets
-from .errors import (
-    CorruptCheckpointError,
-    CorruptRecordError,
-    CorruptSnapshotError,
-    KafkaStorageError,
-    OffsetOutOfRangeError,
+from .checkpoints import (
+    LEADER_EPOCH_CHECKPOINT,
+    LOG_START_OFFSET_CHECKPOINT,
+    RECOVERY_POINT_CHECKPOINT,
+    REPLICATION_OFFSET_CHECKPOINT,
+    LeaderEpochCache,
+    parse_partition_directory,
+    write_offsets,
 )
+from .errors import KafkaStorageError, OffsetOutOfRangeError
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
-from .segment import LOG_SUFFIX, LogSegment
-from .snapshot import SNAPSHOT_FORMATS, _codec_of_class, read_snapshot, snapshot_file_name, write_snapshot
+from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
+from .segment import LogSegment
+from .snapshot import SNAPSHOT_FORMATS, _codec_of_class, snapshot_file_name, write_snapshot
+from .staging import analyze_and_validate
 
 __all__ = [
     "DEFAULT_PRODUCER_ID_EXPIRATION_MS",
@@ -73,67 +80,31 @@ DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
 #: Kafka's ``retention.ms`` default (7 days).
 DEFAULT_RETENTION_MS = 7 * 86_400_000
 
-CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
-RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
-HIGH_WATERMARK_FILE = "replication-offset-checkpoint"
-LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
-LEADER_EPOCH_FILE = "leader-epoch-checkpoint"
-SNAPSHOT_SUFFIX = ".snapshot"
-#: A snapshot that failed validation is renamed to this suffix and kept for inspection
-#: (Kafka deletes it, spec §4.4; either way it is never read again).
-CORRUPT_SUFFIX = ".corrupt"
-
 #: Where a leader writes into a v2 batch header (spec §8.1): the base offset, the partition
 #: leader epoch (neither is covered by the CRC).
 _OFFSET = struct.Struct(">q")
 _EPOCH = struct.Struct(">i")
 _TRANSACTIONAL = 0x10
-_SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
 _SNAPSHOT_NAME = re.compile(r"([0-9]{20})\.snapshot")
 
 
 class LogAppendInfo(NamedTuple):
     """What an append did (Kafka's LogAppendInfo, as a produce response needs it).
 
-    ``first_offset``/``last_offset`` are the offsets the batches got, or for a duplicate
+    ``base_offset``/``last_offset`` are the offsets the batches got, or for a duplicate
     the ORIGINAL batch's (``duplicate`` True, nothing written); ``max_timestamp`` the largest
     batch timestamp (the stored one for a duplicate); -1 for all three on an empty append.
+    ``base_offset`` is Kafka's ``firstOffset`` in LogAppendInfo, named here as the produce
+    response names it (``base_offset``) and as :class:`dedup.AppendResult` and
+    :class:`dedup.cluster.ProduceResponse` do.
     """
 
-    first_offset: int
+    base_offset: int
     last_offset: int
     max_timestamp: int
     duplicate: bool
     batches: int
     log_start_offset: int
-
-
-class LoadReport(NamedTuple):
-    """How opening the directory went: what recovery found and did, and how long it took:
-    ``log_load_ms`` to open the segments (and check those that needed it), then the producer
-    state's two phases as Kafka logs them ("Producer state recovery took X ms for snapshot
-    load and Y ms for segment recovery": the replay of the batches after the snapshot)."""
-
-    clean_shutdown: bool
-    recovered_segments: int
-    truncated_bytes: int
-    deleted_segments: tuple[int, ...]
-    snapshot_offset: int | None
-    snapshots_set_aside: tuple[str, ...]
-    replayed_batches: int
-    replayed_bytes: int
-    log_load_ms: float
-    snapshot_load_ms: float
-    segment_recovery_ms: float
-
-
-class _ReplayError(Exception):
-    """A batch that a replay refused: the segment holding it needs recovery."""
-
-    def __init__(self, segment: LogSegment, error: Exception) -> None:
-        super().__init__(str(error))
-        self.segment = segment
-        self.error = error
 
 
 def _table_class(value: Any) -> type:
@@ -197,7 +168,9 @@ class PartitionLog:
         table_class: type | None = None,
     ) -> None:
         table_class = _table_class(table_class)
-        self.directory = os.path.abspath(_args.path("directory", directory))
+        # One str from here on (a bytes path decoded as the file system does): every file
+        # name below is joined to it and every message shows it.
+        self.directory: str = os.path.abspath(os.fsdecode(_args.path("directory", directory)))
         self.segment_bytes = _args.integer("segment_bytes", segment_bytes, 62, (1 << 31) - 1, "an int32 >= 62")
         self.window = _args.window(window)
         self.producer_id_expiration_ms = _args.integer(
@@ -232,8 +205,8 @@ class PartitionLog:
         self._log_start_offset = 0
         self._recovery_point = 0
         self._table = self._new_table()
-        self.leader_epochs = LeaderEpochCache(os.path.join(self.directory, LEADER_EPOCH_FILE))
-        self.load_report = self._load()
+        self.leader_epochs = LeaderEpochCache(os.path.join(self.directory, LEADER_EPOCH_CHECKPOINT))
+        self.load_report = load(self)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -304,7 +277,8 @@ class PartitionLog:
 
         ``records`` is any buffer of v2 batches (a client's have base offset 0). In Kafka's
         order: every batch is checked (record-level rules, then the producer-state rules
-        against a staged copy of the producers involved); the first refused batch fails the
+        against a staged copy of the producers involved, a duplicate being one of the
+        committed entry's batches: :mod:`dedup.staging`); the first refused batch fails the
         whole append with its Kafka error and nothing is written; the first duplicate answers
         the whole append with its original offsets and nothing is written. Otherwise the
         batches get consecutive offsets from the log end offset and ``leader_epoch`` as their
@@ -333,33 +307,17 @@ class PartitionLog:
         if not len(headers):
             return LogAppendInfo(-1, -1, -1, False, 0, self._log_start_offset)
         start = self.log_end_offset
-        staged = self._table.copy(np.unique(headers["producer_id"][headers["producer_id"] >= 0]))
-        verdict = append_batches(
-            staged,
-            data,
-            origin=origin,
-            log_end_offset=start,
-            partition_leader_epoch=None if leader_epoch < 0 else leader_epoch,
-            write_offsets=True,
+        analysis = analyze_and_validate(
+            self._table, data, headers, origin=origin, log_end_offset=start, leader_epoch=leader_epoch
         )
-        stops = np.flatnonzero((verdict.error_codes != 0) | verdict.duplicate)
-        if len(stops):
-            row = int(stops[0])
-            if verdict.error_codes[row]:
-                raise verdict.errors[row]
+        if analysis.duplicate is not None:
             # Kafka answers the whole append with the first duplicate it finds (rule 10).
-            return LogAppendInfo(
-                int(verdict.base_offsets[row]),
-                int(verdict.last_offsets[row]),
-                int(verdict.timestamps[row]),
-                True,
-                len(headers),
-                self._log_start_offset,
-            )
-        end = verdict.log_end_offset
+            base_offset, last_offset, timestamp = analysis.duplicate
+            return LogAppendInfo(base_offset, last_offset, timestamp, True, len(headers), self._log_start_offset)
+        end = analysis.log_end_offset
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(data, start, end, max_timestamp)
-        self._table.update_from(staged)  # spec §3.2 step 4: the staged entries become the live ones
+        self._table.update_from(analysis.staged)  # spec §3.2 step 4: the staged entries become the live ones
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
@@ -430,12 +388,12 @@ class PartitionLog:
                 self._assign_epoch(int(epochs[row]), int(headers["base_offset"][row]))
         return LogAppendInfo(first, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
 
-    def _write(self, data: Any, first_offset: int, end_offset: int, max_timestamp: int) -> None:
+    def _write(self, data: Any, base_offset: int, end_offset: int, max_timestamp: int) -> None:
         active = self._segments[-1]
         if active.size and active.size + len(data) > self.segment_bytes:
             active = self.roll()
         try:
-            active.append(data, first_offset, end_offset, max_timestamp)
+            active.append(data, base_offset, end_offset, max_timestamp)
             if self.fsync:
                 active.flush()
         except (KafkaStorageError, OSError) as error:
@@ -558,22 +516,11 @@ class PartitionLog:
     def _write_checkpoints(self, *, sync: bool) -> None:
         key = (self.topic, self.partition)
         for name, value in (
-            (RECOVERY_POINT_FILE, self._recovery_point),
-            (HIGH_WATERMARK_FILE, self._high_watermark),
-            (LOG_START_OFFSET_FILE, self._log_start_offset),
+            (RECOVERY_POINT_CHECKPOINT, self._recovery_point),
+            (REPLICATION_OFFSET_CHECKPOINT, self._high_watermark),
+            (LOG_START_OFFSET_CHECKPOINT, self._log_start_offset),
         ):
             write_offsets(os.path.join(self.directory, name), {key: value}, sync=sync)
-
-    def _read_checkpoint(self, name: str) -> int | None:
-        """This partition's offset in a checkpoint file, None if absent. A corrupt file (they
-        are written atomically, so only outside damage does this) counts as absent, which is
-        safe: no recovery point recovers every segment, no high watermark starts at the log
-        start, and the log start comes from the first segment."""
-        try:
-            return read_offsets(os.path.join(self.directory, name)).get((self.topic, self.partition))
-        except CorruptCheckpointError as error:
-            logger.warning("log %s: ignoring a corrupt checkpoint: %s", self.directory, error)
-            return None
 
     # -- expiration, retention, truncation -----------------------------------------------------
 
@@ -676,7 +623,7 @@ class PartitionLog:
         end = self.log_end_offset
         self.leader_epochs.truncate_from_end(end)
         self._log_start_offset = min(self._log_start_offset, end)
-        self._rebuild_producer_state(end)
+        rebuild_producer_state(self, end)
         if self._high_watermark > end:
             self._high_watermark = end
         self._recovery_point = min(self._recovery_point, end)
@@ -719,11 +666,17 @@ class PartitionLog:
                 handle.flush()
                 os.fsync(handle.fileno())
             _fsync_directory(self.directory)
-        self.close_handlers()
+        self._release_files()
 
-    def close_handlers(self) -> None:
-        """Release the files without any shutdown work (Kafka's closeHandlers, used when a
-        log directory fails): to the next open this is an unclean shutdown, as a crash is."""
+    def close_uncleanly(self) -> None:
+        """Leave the log as a crash would: its files are released with no flush, no
+        snapshot, no checkpoint and no clean-shutdown marker, so the next open recovers it as
+        after an unclean shutdown (spec §5.4). Kafka's ``UnifiedLog.closeHandlers``, which a
+        broker calls when a log directory fails and Kafka's own tests call to simulate a
+        crash."""
+        self._release_files()
+
+    def _release_files(self) -> None:
         for segment in self._segments:
             segment.close()
         self._closed = True
@@ -733,226 +686,3 @@ class PartitionLog:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-    # -- loading and recovery (spec §5) --------------------------------------------------------
-
-    def _load(self) -> LoadReport:
-        started = time.perf_counter()
-        marker = os.path.join(self.directory, CLEAN_SHUTDOWN_FILE)
-        clean = os.path.exists(marker)
-        if clean:  # whatever happens from here on, the next open is unclean until close()
-            os.unlink(marker)
-            _fsync_directory(self.directory)
-        self._remove_temporary_files()
-        self._recovery_point = self._read_checkpoint(RECOVERY_POINT_FILE) or 0
-        bases = sorted(int(m.group(1)) for m in map(_SEGMENT_NAME.fullmatch, os.listdir(self.directory)) if m)
-        recovered = truncated = 0
-        deleted: list[int] = []
-        for position, base in enumerate(bases):
-            if deleted:
-                break
-            must_recover = not clean and base >= self._recovery_point
-            try:
-                segment = LogSegment.open(self.directory, base)
-            except CorruptRecordError:
-                must_recover = True  # torn or corrupt even after a clean shutdown: Kafka recovers it
-                segment = _open_for_recovery(self.directory, base)
-            cut = 0
-            if must_recover:
-                cut = segment.recover()
-                recovered += 1
-                truncated += cut
-            if self._segments and segment.base_offset < self._segments[-1].next_offset:
-                cut = max(cut, 1)  # overlapping offsets: keep the older segment, drop the rest
-                deleted.append(segment.base_offset)
-                segment.delete()
-            else:
-                self._segments.append(segment)
-                self._bases.append(base)
-            if cut:
-                logger.warning("log %s: segment %d cut by %d bytes at recovery", self.directory, base, cut)
-                for later in bases[position + 1 :]:
-                    _delete_file(os.path.join(self.directory, f"{later:020d}{LOG_SUFFIX}"))
-                    deleted.append(later)
-        log_start = self._read_checkpoint(LOG_START_OFFSET_FILE) or 0
-        if not self._segments:
-            self._segments = [LogSegment.create(self.directory, log_start)]
-            self._bases = [log_start]
-        self._log_start_offset = max(log_start, self._segments[0].base_offset)
-        if self._log_start_offset > self.log_end_offset:  # files deleted behind our back (§5.4 step 3)
-            start = self._log_start_offset
-            self._log_start_offset = self.log_end_offset
-            self.truncate_fully_and_start_at(start)
-        end = self.log_end_offset
-        self.leader_epochs.truncate_from_end(end)
-        self.leader_epochs.truncate_from_start(self._log_start_offset)
-        for offset in deleted:
-            self._delete_snapshot(offset)
-
-        loaded = time.perf_counter()
-        self._remove_stray_snapshots()
-        snapshot_offset, set_aside, batches, replayed, snapshot_time = self._rebuild_with_recovery(end, clean)
-        rebuilt = time.perf_counter()
-        logger.info(
-            "log %s: producer state recovery took %.1f ms for snapshot load and %.1f ms for segment recovery",
-            self.directory,
-            snapshot_time * 1000,
-            (rebuilt - loaded - snapshot_time) * 1000,
-        )
-        self._high_watermark = min(max(self._read_checkpoint(HIGH_WATERMARK_FILE) or 0, self._log_start_offset), end)
-        self._recovery_point = min(self._recovery_point, end)
-        if not clean:
-            self._write_checkpoints(sync=False)
-        return LoadReport(
-            clean_shutdown=clean,
-            recovered_segments=recovered,
-            truncated_bytes=truncated,
-            deleted_segments=tuple(deleted),
-            snapshot_offset=snapshot_offset,
-            snapshots_set_aside=tuple(set_aside),
-            replayed_batches=batches,
-            replayed_bytes=replayed,
-            log_load_ms=round((loaded - started) * 1000, 3),
-            snapshot_load_ms=round(snapshot_time * 1000, 3),
-            segment_recovery_ms=round((rebuilt - loaded - snapshot_time) * 1000, 3),
-        )
-
-    def _remove_temporary_files(self) -> None:
-        """Kafka removes ``.deleted``, ``.cleaned`` and ``.swap`` leftovers at load (§5.4 step
-        1); dedup's leftovers are also the temporary files of an interrupted snapshot or
-        checkpoint write (``.NAME.<hex>.tmp``)."""
-        for name in os.listdir(self.directory):
-            if name.endswith((".deleted", ".cleaned", ".swap")) or (name.startswith(".") and name.endswith(".tmp")):
-                _delete_file(os.path.join(self.directory, name))
-
-    def _remove_stray_snapshots(self) -> None:
-        """Kafka's removeStraySnapshots (§4.6): a snapshot not at a segment base offset is a
-        stray; only the largest stray survives, and only if it is at or above the last segment's
-        base offset (the clean-shutdown snapshot at the log end)."""
-        bases = set(self._bases)
-        strays = [offset for offset in self.snapshot_offsets() if offset not in bases]
-        keep = strays[-1] if strays and strays[-1] >= self._bases[-1] else None
-        for offset in strays:
-            if offset != keep:
-                self._delete_snapshot(offset)
-
-    def _rebuild_with_recovery(self, end: int, clean: bool) -> tuple[int | None, list[str], int, int, float]:
-        """The rebuild; if a replayed batch turns out corrupt (a clean shutdown does not
-        check CRCs up front), the segment holding it is recovered and the rebuild redone."""
-        while True:
-            try:
-                return self._rebuild_producer_state(end, clean=clean)
-            except _ReplayError as error:
-                segment = error.segment
-                logger.warning(
-                    "log %s: replay found a corrupt batch in segment %d: %s; recovering it",
-                    self.directory,
-                    segment.base_offset,
-                    error,
-                )
-                index = self._segments.index(segment)
-                if not segment.recover():
-                    # Sound bytes the table refuses: Kafka's load fails too. Never cut them.
-                    raise error.error from None
-                for later in self._segments[index + 1 :]:
-                    later.delete()
-                    self._delete_snapshot(later.base_offset)
-                del self._segments[index + 1 :]
-                del self._bases[index + 1 :]
-                end = self.log_end_offset
-                self.leader_epochs.truncate_from_end(end)
-                self._table = self._new_table()
-                self._last_snapshot_offset = 0
-                clean = False
-
-    def _rebuild_producer_state(
-        self, target: int, *, clean: bool = False
-    ) -> tuple[int | None, list[str], int, int, float]:
-        """Kafka's rebuildProducerState (spec §5.3) with truncateAndReload (§5.2)."""
-        started = time.perf_counter()
-        existing = self.snapshot_offsets()
-        if clean and not existing:
-            # Kafka's fast path (KAFKA-5435): a clean shutdown with no snapshot means the log
-            # had no producer state to keep; write the snapshots without scanning the log.
-            self._table = self._new_table()
-            self._table.update_map_end_offset(target)
-            self._last_snapshot_offset = 0
-            self.take_snapshot(sync=False)
-            return None, [], 0, 0, time.perf_counter() - started
-        was_empty = len(self._table) == 0 and self._table.map_end_offset >= target
-        snapshot_offset, set_aside = self._truncate_and_reload(target)
-        loaded = time.perf_counter() - started
-        batches = replayed = 0
-        if was_empty and target > self._table.map_end_offset and len(self._table):
-            self.skipped_replays.append((self._table.map_end_offset, target))
-            logger.info("log %s: Kafka's empty-before-truncation shortcut skips the replay of [%d, %d) although "
-                        "the reloaded snapshot holds producers",
-                        self.directory, self._table.map_end_offset, target)  # fmt: skip
-        if target > self._table.map_end_offset and not was_empty:
-            to_snapshot = {target, *self._bases[-2:]}
-            for segment in self._segments:
-                if segment.next_offset <= self._table.map_end_offset or segment.base_offset >= target:
-                    continue
-                start = max(segment.base_offset, self._table.map_end_offset, self._log_start_offset)
-                self._table.update_map_end_offset(start)
-                if segment.base_offset in to_snapshot:
-                    self.take_snapshot(sync=False)
-                with segment.batches_from(start, target) as view:
-                    try:
-                        result = append_batches(self._table, view, origin=Origin.REPLICATION, log_end_offset=start)
-                    except CorruptRecordError as error:
-                        raise _ReplayError(segment, error) from error
-                    refused = np.flatnonzero(result.error_codes)
-                    if len(refused):
-                        raise _ReplayError(segment, result.errors[int(refused[0])])
-                    batches += len(result.error_codes)
-                    replayed += len(view)
-        self._table.update_map_end_offset(max(target, self._table.map_end_offset))
-        self.take_snapshot(sync=False)
-        return snapshot_offset, set_aside, batches, replayed, loaded
-
-    def _truncate_and_reload(self, target: int) -> tuple[int | None, list[str]]:
-        """Kafka's truncateAndReload (spec §5.2): delete the snapshots above ``target`` or at
-        or below the log start offset; unless the table is already at ``target``, start over
-        from the newest remaining valid snapshot (a corrupt one is set aside and the next
-        older tried), dropping producers that expired meanwhile."""
-        for offset in self.snapshot_offsets():
-            if offset > target or offset <= self._log_start_offset:
-                self._delete_snapshot(offset)
-        if self._table.map_end_offset == target:
-            return None, []
-        set_aside: list[str] = []
-        for offset in reversed(self.snapshot_offsets()):
-            path = self.snapshot_path(offset)
-            try:
-                table = read_snapshot(path, window=self.window, table_class=self._table_class)
-                if table.map_end_offset != offset:
-                    raise CorruptSnapshotError(
-                        f"snapshot {path}: map end offset {table.map_end_offset} differs from its name's {offset}"
-                    )
-            except (CorruptSnapshotError, ValueError) as error:
-                logger.warning("log %s: snapshot %s is unusable, set aside: %s", self.directory, path, error)
-                os.replace(path, path + CORRUPT_SUFFIX)
-                set_aside.append(os.path.basename(path))
-                continue
-            table.remove_expired(self._clock(), self.producer_id_expiration_ms)
-            self._table = table
-            self._last_snapshot_offset = offset
-            return offset, set_aside
-        self._table = self._new_table()
-        self._table.update_map_end_offset(self._log_start_offset)
-        self._last_snapshot_offset = self._log_start_offset
-        return None, set_aside
-
-
-def _open_for_recovery(directory: str, base: int) -> LogSegment:
-    path = os.path.join(directory, f"{base:020d}{LOG_SUFFIX}")
-    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    return LogSegment(directory, base, os.open(path, flags))
-
-
-def _delete_file(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -577,7 +577,7 @@ def _nullable_bytes(name: str, value: Any) -> bytes | None:
 class WindowOverflow(NamedTuple):
     """What :func:`window_overflow_example` saw.
 
-    ``first_offset``: where the oldest batch was written (its acknowledgement was lost);
+    ``base_offset``: where the oldest batch was written (its acknowledgement was lost);
     ``retry_response``: the leader's answer to its retry; ``recognised``: the retry was
     answered as a duplicate with the original offset; ``copies``: how often its record is
     in the log; ``producer_error``: the error that stopped the producer, if any.
@@ -585,7 +585,7 @@ class WindowOverflow(NamedTuple):
 
     max_in_flight: int
     window: int
-    first_offset: int
+    base_offset: int
     retry_response: ProduceResponse
     recognised: bool
     copies: int
@@ -639,7 +639,7 @@ def window_overflow_example(directory: Any, *, max_in_flight: int = 6, window: i
     return WindowOverflow(
         max_in_flight=max_in_flight,
         window=window,
-        first_offset=written[0],
+        base_offset=written[0],
         retry_response=oldest.responses[-1],
         recognised=oldest.acknowledged and oldest.duplicate,
         copies=len(written),

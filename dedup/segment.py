@@ -89,15 +89,21 @@ class LogSegment:
         call :meth:`recover` for that). A segment whose bytes do not scan as whole batches
         raises the scanner's error (``CorruptRecordError``, with ``valid_bytes``): the caller
         recovers it."""
-        path = os.path.join(directory, segment_file_name(base_offset))
-        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        segment = cls(directory, base_offset, os.open(path, flags))
+        segment = cls.open_for_recovery(directory, base_offset)
         try:
             segment._load(check_crc=False)
         except BaseException:
             segment.close()
             raise
         return segment
+
+    @classmethod
+    def open_for_recovery(cls, directory: str, base_offset: int) -> LogSegment:
+        """An existing segment file, not read yet: what recovery opens when :meth:`open`
+        refused the file, to cut it with :meth:`recover` before anything else."""
+        path = os.path.join(directory, segment_file_name(base_offset))
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        return cls(directory, base_offset, os.open(path, flags))
 
     def _load(self, *, check_crc: bool) -> int:
         """Rebuild size, next offset, max timestamp and the index from the file. With

@@ -5,6 +5,8 @@ fencing. Real logs in temporary directories; batches from kafka-python's encoder
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from kafka_batches import build
 
@@ -41,6 +43,13 @@ def test_acks_all_replicates_to_every_in_sync_replica_before_acknowledging(clust
         assert broker.log.log_end_offset == 3 and broker.log.high_watermark == 3
         assert state(broker.log) == state(leader)  # spec §3.4: followers hold the leader's table
     assert values(cluster.consume()) == [b"click0", b"click1", b"click2"]
+
+
+def test_a_bytes_directory_is_taken_as_the_str_it_names(tmp_path, impl):
+    with Cluster(os.fsencode(tmp_path / "cluster"), table_class=impl) as made:
+        assert type(made.directory) is str and made.directory == str(tmp_path / "cluster")
+        assert made.produce(build(1000, 0, 0)).error is None
+        assert made.brokers[2].log.directory == os.path.join(made.directory, "broker-2", "clicks-0")
 
 
 def test_too_few_in_sync_replicas_refuse_the_write(cluster):

@@ -292,7 +292,7 @@ def test_in_flight_within_the_window_recognise_the_retry(tmp_path, max_in_flight
     overflow = window_overflow_example(tmp_path, max_in_flight=max_in_flight, window=window)
     assert overflow.recognised and overflow.producer_error is None
     assert overflow.retry_response == ProduceResponse(None, 1, 1, True, 0, 0)
-    assert (overflow.first_offset, overflow.copies) == (1, 1)
+    assert (overflow.base_offset, overflow.copies) == (1, 1)
 
 
 # -- transactions and fencing -----------------------------------------------------------------------

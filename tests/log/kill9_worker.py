@@ -62,7 +62,7 @@ def work(directory: str, seed: int, ack_path: str) -> None:
         sequence = next_sequence[producer_id]
         records = rng.randint(1, 4)
         info = log.append_as_leader(batch(producer_id, sequence, records), leader_epoch=0)
-        say(f"ack {producer_id} {sequence} {info.first_offset} {info.last_offset}")
+        say(f"ack {producer_id} {sequence} {info.base_offset} {info.last_offset}")
         next_sequence[producer_id] = sequence + records
         draw = rng.random()
         if draw < 0.05:

@@ -81,7 +81,7 @@ def stored_batches(directory: str, scratch: str) -> dict[tuple[int, int], list[t
             offset = bases[-1] + deltas[-1] + 1
         return found
     finally:
-        log.close_handlers()
+        log.close_uncleanly()
 
 
 def test_two_hundred_kills_lose_nothing_acknowledged(tmp_path, fork_server):

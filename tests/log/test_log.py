@@ -20,8 +20,9 @@ from dedup import (
     snapshot_file_name,
 )
 from dedup.errors import OffsetOutOfRangeError
-from dedup.log import CLEAN_SHUTDOWN_FILE, CORRUPT_SUFFIX, PartitionLog
+from dedup.log import CLEAN_SHUTDOWN_FILE, PartitionLog
 from dedup.records import crc_valid
+from dedup.recovery import CORRUPT_SUFFIX
 from dedup.segment import segment_file_name
 
 NOW = 1_700_000_000_000
@@ -60,13 +61,23 @@ def open_log(tmp_path, impl, clock):
 
     yield opener
     for log in opened:
-        log.close_handlers()
+        log.close_uncleanly()
 
 
 def segment_headers(log, base_offset=0):
     with open(os.path.join(log.directory, segment_file_name(base_offset)), "rb") as handle:
         data = handle.read()
     return data, scan_batches(data)
+
+
+def test_the_directory_is_one_absolute_str_whatever_kind_of_path_names_it(tmp_path, impl, clock):
+    # A bytes path once stayed bytes and failed on the first file name joined to it.
+    for name in (tmp_path / "a-0", str(tmp_path / "b-0"), os.fsencode(tmp_path / "c-0")):
+        with PartitionLog(name, table_class=impl, clock=clock) as log:
+            assert type(log.directory) is str and log.directory == os.path.abspath(os.fsdecode(name))
+            log.append_as_leader(build(1, 0, 0))
+        with PartitionLog(name, table_class=impl, clock=clock) as again:
+            assert again.load_report.clean_shutdown and again.append_as_leader(build(1, 0, 0)).duplicate
 
 
 # -- leader appends ---------------------------------------------------------------------------
@@ -76,8 +87,8 @@ def test_leader_append_assigns_offsets_writes_and_updates_the_table(open_log):
     log = open_log()
     first = log.append_as_leader(build(1000, 0, 0, 3), leader_epoch=7)
     second = log.append_as_leader(build(1000, 0, 3, 2), leader_epoch=7)
-    assert (first.first_offset, first.last_offset, first.duplicate) == (0, 2, False)
-    assert (second.first_offset, second.last_offset) == (3, 4)
+    assert (first.base_offset, first.last_offset, first.duplicate) == (0, 2, False)
+    assert (second.base_offset, second.last_offset) == (3, 4)
     assert log.log_end_offset == 5 and log.producer_state.map_end_offset == 5
     data, headers = segment_headers(log)
     # Kafka's bytes on disk: offsets and leader epoch written in place, CRCs still valid.
@@ -93,7 +104,7 @@ def test_the_callers_buffer_is_not_changed(open_log):
     log.append_as_leader(build(1, 0, 0))
     batch = bytearray(build(1, 0, 1))
     before = bytes(batch)
-    assert log.append_as_leader(batch, leader_epoch=3).first_offset == 1
+    assert log.append_as_leader(batch, leader_epoch=3).base_offset == 1
     assert batch == before
 
 
@@ -105,7 +116,7 @@ def test_a_retried_batch_gets_its_original_offsets_and_is_not_written_again(open
     log.append_as_leader(build(2000, 0, 0))
     size = log.size_bytes
     retry = log.append_as_leader(batch)
-    assert retry.duplicate and (retry.first_offset, retry.last_offset) == (0, 1)
+    assert retry.duplicate and (retry.base_offset, retry.last_offset) == (0, 1)
     assert log.size_bytes == size and log.log_end_offset == 3
 
 
@@ -143,7 +154,7 @@ def test_a_batch_without_producer_id_is_written_and_moves_only_the_map_end(open_
     # Spec §3.2 step 6: mapEndOffset moves even for non-idempotent data.
     log = open_log()
     info = log.append_as_leader(build(-1, -1, -1, 4))
-    assert (info.first_offset, info.last_offset) == (0, 3)
+    assert (info.base_offset, info.last_offset) == (0, 3)
     assert len(log.producer_state) == 0 and log.producer_state.map_end_offset == 4
 
 
@@ -156,11 +167,11 @@ def test_several_batches_in_one_append_are_all_or_nothing(open_log):
     assert log.log_end_offset == 1 and 2 not in log.producer_state
     # Staged in order: the second batch of a producer is checked against the first.
     info = log.append_as_leader(build(1, 0, 1) + build(1, 0, 2, 3) + build(2, 0, 0))
-    assert (info.first_offset, info.last_offset, info.batches) == (1, 5, 3)
+    assert (info.base_offset, info.last_offset, info.batches) == (1, 5, 3)
     assert log.producer_state.entry(1).batches[-1].last_sequence == 4
     # The first duplicate answers the whole append, as Kafka's analyzeAndValidateProducerState.
     again = log.append_as_leader(build(1, 0, 2, 3) + build(3, 0, 0))
-    assert again.duplicate and (again.first_offset, again.last_offset) == (2, 4) and 3 not in log.producer_state
+    assert again.duplicate and (again.base_offset, again.last_offset) == (2, 4) and 3 not in log.producer_state
 
 
 def test_transaction_markers_from_the_coordinator(open_log):
@@ -172,7 +183,7 @@ def test_transaction_markers_from_the_coordinator(open_log):
     with pytest.raises(InvalidRecordError):  # rule 7: a client cannot write a control batch
         log.append_as_leader(marker(7, 0, 1))
     info = log.append_as_leader(marker(7, 0, 1), origin=Origin.COORDINATOR)
-    assert info.first_offset == 1
+    assert info.base_offset == 1
     assert log.producer_state.entry(7).current_txn_first_offset is None
 
 
@@ -186,7 +197,7 @@ def test_a_follower_keeps_the_leaders_offsets_and_ends_with_the_same_table(tmp_p
         leader.append_as_leader(build(pid, 0 if pid > 0 else -1, seq, 2), leader_epoch=4)
     fetched = leader.read(0, 1 << 20)
     info = follower.append_as_follower(fetched)
-    assert (info.first_offset, info.last_offset) == (0, 9)
+    assert (info.base_offset, info.last_offset) == (0, 9)
     assert follower.log_end_offset == leader.log_end_offset == 10
     assert state(follower.producer_state) == state(leader.producer_state)
     assert follower.end_offset_for_epoch(4) == (4, 10)
@@ -237,7 +248,7 @@ def test_unclean_shutdown_recovers_the_active_segment_and_replays_after_the_snap
     log = open_log(segment_bytes=1024)
     fill(log)
     before, end = state(log.producer_state), log.log_end_offset
-    log.close_handlers()  # a crash: no flush, no snapshot, no marker
+    log.close_uncleanly()  # a crash: no flush, no snapshot, no marker
     again = open_log(segment_bytes=1024)
     report = again.load_report
     assert not report.clean_shutdown and report.recovered_segments == 1 and report.truncated_bytes == 0
@@ -249,7 +260,7 @@ def test_a_torn_last_batch_is_cut_off_by_its_crc(open_log):
     log = open_log()
     fill(log, rounds=3)
     before, end = state(log.producer_state), log.log_end_offset
-    log.close_handlers()
+    log.close_uncleanly()
     torn = patch(build(9000, 0, 0, 5), base_offset=end)  # offsets in order: only the CRC can tell
     path = os.path.join(log.directory, segment_file_name(0))
     size = os.path.getsize(path)
@@ -260,7 +271,7 @@ def test_a_torn_last_batch_is_cut_off_by_its_crc(open_log):
     assert os.path.getsize(path) == size
     assert again.log_end_offset == end and state(again.producer_state) == before
     # A whole batch with a flipped bit in its records is cut the same way.
-    again.close_handlers()
+    again.close_uncleanly()
     with open(path, "ab") as handle:
         handle.write(torn[:-1] + bytes([torn[-1] ^ 0x40]))
     third = open_log()
@@ -291,7 +302,7 @@ def test_with_no_usable_snapshot_the_whole_log_is_replayed(open_log):
     log = open_log(segment_bytes=1024)
     fill(log)
     before = state(log.producer_state)
-    log.close_handlers()
+    log.close_uncleanly()
     snapshots = log.snapshot_offsets()
     for offset in snapshots:
         with open(log.snapshot_path(offset), "r+b") as handle:
@@ -413,7 +424,7 @@ def test_producers_expire_after_producer_id_expiration_ms(open_log, clock):
     log.append_as_leader(build(2, 0, 0, timestamp=NOW + 30_000))
     clock.now = NOW + 60_000
     assert log.remove_expired_producers() == 1 and set(log.producer_state) == {2}
-    log.close_handlers()
+    log.close_uncleanly()
     clock.now = NOW + 90_000
     again = open_log(producer_id_expiration_ms=60_000)  # replay does not expire (spec §5.3)
     assert set(again.producer_state) == {1, 2}
@@ -439,7 +450,7 @@ def test_truncate_to_drops_batches_snapshots_and_state_above_the_offset(open_log
     assert state(log.producer_state) == state(reference.producer_state)
     # Appends go on from there: the producers' sequences are those of the kept batches.
     entry = log.producer_state.entry(1000)
-    assert log.append_as_leader(build(1000, 0, entry.batches[-1].last_sequence + 1)).first_offset == target
+    assert log.append_as_leader(build(1000, 0, entry.batches[-1].last_sequence + 1)).base_offset == target
     reference.close()
 
 
@@ -460,7 +471,7 @@ def test_truncate_fully_and_start_at(open_log):
     log.truncate_fully_and_start_at(500)
     assert (log.log_start_offset, log.log_end_offset, len(log.producer_state)) == (500, 500, 0)
     assert log.snapshot_offsets() == [] and log.segment_base_offsets == [500]
-    assert log.append_as_leader(build(1000, 0, 0)).first_offset == 500  # a new producer: any sequence
+    assert log.append_as_leader(build(1000, 0, 0)).base_offset == 500  # a new producer: any sequence
 
 
 def test_leader_epochs_answer_offsets_for_leader_epoch(open_log):
@@ -490,7 +501,7 @@ def test_a_corrupt_checkpoint_file_is_ignored_safely(open_log):
     log = open_log(segment_bytes=1024)
     fill(log)
     before, end = state(log.producer_state), log.log_end_offset
-    log.close_handlers()
+    log.close_uncleanly()
     with open(os.path.join(log.directory, "recovery-point-offset-checkpoint"), "w") as handle:
         handle.write("0\n1\nclicks 0 not-a-number\n")
     again = open_log(segment_bytes=1024)

@@ -86,13 +86,13 @@ def test_recovery_after_random_crashes_restores_the_table_and_every_acknowledged
                     batch = build(pid, 0, next_sequence[a], b)
                     info = log.append_as_leader(batch, leader_epoch=1)
                     assert not info.duplicate
-                    sent[a].append((batch, info.first_offset, info.last_offset))
+                    sent[a].append((batch, info.base_offset, info.last_offset))
                     next_sequence[a] += b
                 elif kind == "retry" and sent[a]:
                     batch, first, last = sent[a][-1 - b % len(sent[a])]
                     if b % len(sent[a]) < log.window:  # within the window: answered as a duplicate
                         info = log.append_as_leader(batch, leader_epoch=1)
-                        assert info.duplicate and (info.first_offset, info.last_offset) == (first, last)
+                        assert info.duplicate and (info.base_offset, info.last_offset) == (first, last)
                     else:
                         with pytest.raises(KafkaError) as refused:  # too old: not recognised
                             log.append_as_leader(batch, leader_epoch=1)
@@ -110,7 +110,7 @@ def test_recovery_after_random_crashes_restores_the_table_and_every_acknowledged
                     assert state(log.producer_state) == before
                 elif kind == "crash":
                     before, end = state(log.producer_state), log.log_end_offset
-                    log.close_handlers()
+                    log.close_uncleanly()
                     damage(directory, a, b, end)
                     log = PartitionLog(directory, **options)
                     assert not log.load_report.clean_shutdown
@@ -118,7 +118,7 @@ def test_recovery_after_random_crashes_restores_the_table_and_every_acknowledged
                     assert state(log.producer_state) == before
                 check_acknowledged(log, sent)
         finally:
-            log.close_handlers()
+            log.close_uncleanly()
 
 
 def damage(directory: str, how: str, seed: int, log_end_offset: int) -> None:
@@ -195,7 +195,7 @@ _FULL_DISK = textwrap.dedent(
         log.append_as_leader(build(1000, 0, 2, 2))
     except KafkaStorageError:
         print("offline")
-    log.close_handlers()
+    log.close_uncleanly()
     again = PartitionLog(sys.argv[1])
     assert again.producer_state.entry(1000) == entry and again.log_end_offset == 2
     print("recovered", again.log_end_offset)

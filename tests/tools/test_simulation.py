@@ -9,6 +9,7 @@ import pytest
 
 from dedup import cluster as cluster_module
 from dedup import log as log_module
+from dedup import recovery as recovery_module
 from dedup.tools import simulate
 
 SEEDS_PER_TEST = 100
@@ -87,14 +88,14 @@ def forgetful_leader(monkeypatch):
 
 def recovery_without_replay(monkeypatch):
     """Recovery that loads the snapshot and skips the batches after it."""
-    reload = log_module.PartitionLog._truncate_and_reload
+    reload = recovery_module._truncate_and_reload
 
-    def reload_only(self, target):
-        result = reload(self, target)
-        self._table.update_map_end_offset(target)
+    def reload_only(log, target):
+        result = reload(log, target)
+        log._table.update_map_end_offset(target)
         return result
 
-    monkeypatch.setattr(log_module.PartitionLog, "_truncate_and_reload", reload_only)
+    monkeypatch.setattr(recovery_module, "_truncate_and_reload", reload_only)
 
 
 def follower_without_table(monkeypatch):
