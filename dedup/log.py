@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _args
+from ._backend import resolve_table_class
 from ._files import fsync_directory as _fsync_directory
 from ._types import DEFAULT_WINDOW, Origin
 from .checkpoints import LeaderEpochCache, parse_partition_directory, read_offsets, write_offsets
@@ -54,7 +55,7 @@ from .errors import (
 )
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .segment import LOG_SUFFIX, LogSegment
-from .snapshot import SNAPSHOT_FORMATS, _codec_of_class, read_snapshot, snapshot_file_name, write_snapshot
+from .snapshot import SNAPSHOT_FORMATS, read_snapshot, snapshot_file_name, write_snapshot
 
 __all__ = [
     "DEFAULT_PRODUCER_ID_EXPIRATION_MS",
@@ -139,11 +140,7 @@ class _ReplayError(Exception):
 def _table_class(value: Any) -> type:
     """``value`` if it is either twin's ProducerStateTable class (or a subclass);
     ``dedup.ProducerStateTable`` for None."""
-    if value is None:
-        from . import ProducerStateTable
-
-        return ProducerStateTable
-    return _codec_of_class(value)[0]  # TypeError naming table_class otherwise
+    return resolve_table_class(value)[0]  # TypeError naming table_class otherwise
 
 
 def _records_view(records: Any) -> memoryview:
