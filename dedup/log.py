@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import struct
 import time
 from bisect import bisect_right
 from collections.abc import Callable
@@ -44,6 +43,7 @@ import numpy as np
 from . import _args
 from ._backend import resolve_table_class
 from ._files import fsync_directory as _fsync_directory
+from ._layout import ATTR_TRANSACTIONAL, BASE_OFFSET_OFFSET, PARTITION_LEADER_EPOCH_OFFSET, field_struct
 from ._types import DEFAULT_WINDOW, Origin
 from .checkpoints import LeaderEpochCache, parse_partition_directory, read_offsets, write_offsets
 from .errors import (
@@ -86,9 +86,8 @@ CORRUPT_SUFFIX = ".corrupt"
 
 #: Where a leader writes into a v2 batch header (spec §8.1): the base offset, the partition
 #: leader epoch (neither is covered by the CRC).
-_OFFSET = struct.Struct(">q")
-_EPOCH = struct.Struct(">i")
-_TRANSACTIONAL = 0x10
+_OFFSET = field_struct("base_offset")
+_EPOCH = field_struct("partition_leader_epoch")
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
 _SNAPSHOT_NAME = re.compile(r"([0-9]{20})\.snapshot")
 
@@ -378,15 +377,15 @@ class PartitionLog:
                 delta + 1,
                 start,
                 max_timestamp=max_timestamp,
-                transactional=bool(attributes & _TRANSACTIONAL),
+                transactional=bool(attributes & ATTR_TRANSACTIONAL),
             )
             if result.duplicate:
                 return LogAppendInfo(
                     result.base_offset, result.last_offset, result.timestamp, True, 1, self._log_start_offset
                 )
-        _OFFSET.pack_into(data, 0, start)
+        _OFFSET.pack_into(data, BASE_OFFSET_OFFSET, start)
         if leader_epoch >= 0:
-            _EPOCH.pack_into(data, 12, leader_epoch)
+            _EPOCH.pack_into(data, PARTITION_LEADER_EPOCH_OFFSET, leader_epoch)
         self._write(data, start, end, max_timestamp)
         if result is None:
             self._table.update_map_end_offset(end)
