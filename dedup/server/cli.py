@@ -98,9 +98,11 @@ async def _chaos(server: KafkaServer, every: float, restart_after: float | None)
         await server.stop_broker(leader)
         print(f"crashed broker {leader}, the leader of {topic}-0; now led by {server.leader(topic)}", flush=True)
         if restart_after is not None:
-            asyncio.get_running_loop().call_later(
-                restart_after, lambda broker=leader: asyncio.ensure_future(_restart(server, broker))
-            )
+            asyncio.get_running_loop().call_later(restart_after, _restart_soon, server, leader)
+
+
+def _restart_soon(server: KafkaServer, broker_id: int) -> None:
+    asyncio.ensure_future(_restart(server, broker_id))
 
 
 async def _restart(server: KafkaServer, broker_id: int) -> None:
