@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any, NamedTuple
 
+from ._layout import CompiledCopyError
 from .reference import crc32c as _twin_crc32c
 from .reference import records as _twin_records
 from .reference import snapshot as _twin_snapshot
@@ -58,6 +59,8 @@ if PURE_PYTHON:
 else:
     try:
         DEFAULT = _load_compiled()
+    except CompiledCopyError:  # built, but from other definitions: its message says what differs
+        raise
     except ImportError as error:  # pragma: no cover - exercised by a subprocess test
         raise ImportError(
             f"dedup's compiled core ({error.name or 'dedup._state'}) is not built. Build it with "

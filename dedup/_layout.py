@@ -154,12 +154,16 @@ def python_value(c_name: str) -> int:
     return value
 
 
+class CompiledCopyError(ImportError):
+    """A compiled module's C constant differs from its definition here (or has none)."""
+
+
 def check_compiled(module: str, constants: Mapping[str, int]) -> None:
     """Check a compiled module's C constants (by their C names) against the definitions here.
 
-    ``ImportError`` naming the first constant whose value differs or that has no Python
-    definition: the ``.pxd`` and this module must be changed together, and the extension
-    rebuilt.
+    :class:`CompiledCopyError` (an ``ImportError``) naming the first constant whose value
+    differs or that has no Python definition: the ``.pxd`` and this module must be changed
+    together, and the extension rebuilt.
     """
     for name, value in constants.items():
         try:
@@ -168,7 +172,7 @@ def check_compiled(module: str, constants: Mapping[str, int]) -> None:
             expected = None
         if value != expected:
             defined = "has no definition" if expected is None else f"is {expected}"
-            raise ImportError(
+            raise CompiledCopyError(
                 f"{module}: the C constant {name} is {value} in its .pxd but {defined} in dedup._layout: "
                 "change both together and rebuild (`pip install -e .`)",
                 name=module,

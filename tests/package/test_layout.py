@@ -115,7 +115,7 @@ def test_a_python_definition_that_differs_from_its_c_copy_fails_the_check(monkey
     expected = rf"^{module}: the C constant {name} is {constants[name]} in its \.pxd"
     with pytest.raises(ImportError, match=expected) as caught:
         _layout.check_compiled(module, constants)
-    assert caught.value.name == module
+    assert isinstance(caught.value, _layout.CompiledCopyError) and caught.value.name == module
 
 
 @pytest.mark.parametrize("module, name", C_CONSTANTS, ids=[f"{m}-{n}" for m, n in C_CONSTANTS])
@@ -157,7 +157,7 @@ def test_a_compiled_module_checks_its_copies_when_it_is_imported(change, module,
     )
     result = run_python(code, DEDUP_PURE_PYTHON="1")
     assert result.returncode != 0
-    assert f"ImportError: {module}: the C constant {name} is " in result.stderr
+    assert f"CompiledCopyError: {module}: the C constant {name} is " in result.stderr
     assert result.stdout == ""
 
 
@@ -169,3 +169,25 @@ def test_header_struct_is_the_one_the_twins_and_formats_use():
     assert twin_records.HEADER is _layout.HEADER is batch.HEADER
     assert segment._PREFIX.format == _layout.HEADER.format[:8]
     assert struct.calcsize(_layout.HEADER.format) == _layout.RECORDS_OFFSET
+
+
+def test_without_the_switch_a_differing_copy_fails_import_dedup_naming_the_constant():
+    # dedup._layout is loaded (and changed) under a bare package first, so that the real
+    # `import dedup` afterwards loads the compiled modules against the changed definition.
+    code = "\n".join(
+        [
+            "import sys, types",
+            "package = types.ModuleType('dedup')",
+            f"package.__path__ = [{os.path.dirname(_layout.__file__)!r}]",
+            "sys.modules['dedup'] = package",
+            "import dedup._layout as L",
+            "L.ATTR_CONTROL = 0x40",
+            "del sys.modules['dedup']",
+            "import dedup",
+        ]
+    )
+    result = run_python(code)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("dedup._layout.CompiledCopyError: dedup._records: the C constant ATTR_CONTROL is 32")
+    assert "is not built" not in result.stderr
