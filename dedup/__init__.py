@@ -8,8 +8,11 @@ how to build it, never a silent fallback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import errors
-from ._config import PURE_PYTHON  # noqa: E402
+from ._backend import DEFAULT as _DEFAULT
+from ._backend import PURE_PYTHON
 from ._types import (
     DEFAULT_WINDOW,
     MAX_WINDOW,
@@ -43,23 +46,8 @@ from .errors import (
     TransactionCoordinatorFencedError,
     TruncatedBatchError,
 )
-
-if PURE_PYTHON:
-    from .reference import AppendResult, ProducerStateTable
-else:
-    try:
-        from ._state import AppendResult, ProducerStateTable  # type: ignore[assignment]
-    except ImportError as error:  # pragma: no cover - exercised by a subprocess test
-        raise ImportError(
-            "dedup's compiled core (dedup._state) is not built. Build it with "
-            "`pip install -e .` (needs a C compiler), or set DEDUP_PURE_PYTHON=1 to use the "
-            f"pure-Python twin, about 50x slower. Cause: {error}"
-        ) from error
-
-# Kafka's byte formats; they pick their compiled or pure-Python twin by PURE_PYTHON too.
-# The record log on top of the table (segments, recovery, truncation).
-from .log import LoadReport, LogAppendInfo, PartitionLog  # noqa: E402
-from .records import (  # noqa: E402
+from .log import LoadReport, LogAppendInfo, PartitionLog
+from .records import (
     BATCH_HEADER_DTYPE,
     BatchesAppendResult,
     append_batches,
@@ -68,7 +56,7 @@ from .records import (  # noqa: E402
     scan_batches,
     validate_batches,
 )
-from .snapshot import (  # noqa: E402
+from .snapshot import (
     SNAPSHOT_FORMATS,
     decode_snapshot,
     encode_snapshot,
@@ -78,6 +66,11 @@ from .snapshot import (  # noqa: E402
     snapshot_offset,
     write_snapshot,
 )
+
+if TYPE_CHECKING:
+    from ._state import AppendResult, ProducerStateTable
+else:
+    AppendResult, ProducerStateTable = _DEFAULT.AppendResult, _DEFAULT.ProducerStateTable
 
 __version__ = "0.1.0"
 

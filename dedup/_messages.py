@@ -7,6 +7,7 @@ sequence number)", spec §9).
 
 from __future__ import annotations
 
+from ._layout import LOG_OVERHEAD, MAGIC_V2, MIN_BATCH_LENGTH, Reason
 from .errors import (
     CorruptRecordError,
     InvalidProducerEpochError,
@@ -83,43 +84,30 @@ def marker_error(
     raise AssertionError(f"no marker error has code {code}")
 
 
-# Why a batch was refused by a record-level rule: the values of src_cython/dedup/_records.pxd's
-# Reason enum, shared by the pure-Python twin.
-REASON_NONE = 0
-REASON_BASE_OFFSET = 1
-REASON_CRC = 2
-REASON_RECORD_COUNT = 3
-REASON_CONTROL_FROM_CLIENT = 4
-REASON_NO_SEQUENCE = 5
-REASON_OFFSET_DELTA = 6
-REASON_OFFSETS_BACKWARDS = 7
-REASON_MARKER = 8
-REASON_TABLE = 9
-REASON_OFFSET_OVERFLOW = 10
-
-_RECORD_PROBLEMS = {
-    REASON_BASE_OFFSET: (InvalidRecordError, "base_offset: expected 0 from a client (rule 3), found {found}"),
-    REASON_CRC: (CorruptRecordError, "Record is corrupt (stored crc = {found}, computed crc = {expected}) (rule 5)"),
-    REASON_RECORD_COUNT: (
+#: The error class and message of each record-level reason (dedup._layout.Reason).
+_RECORD_PROBLEMS: dict[int, tuple[type[KafkaError], str]] = {
+    Reason.BASE_OFFSET: (InvalidRecordError, "base_offset: expected 0 from a client (rule 3), found {found}"),
+    Reason.CRC: (CorruptRecordError, "Record is corrupt (stored crc = {found}, computed crc = {expected}) (rule 5)"),
+    Reason.RECORD_COUNT: (
         InvalidRecordError,
         "record_count: expected {expected} (last_offset_delta + 1), found {found} (rule 6)",
     ),
-    REASON_CONTROL_FROM_CLIENT: (InvalidRecordError, "attributes: a client may not send a control batch (rule 7)"),
-    REASON_NO_SEQUENCE: (
+    Reason.CONTROL_FROM_CLIENT: (InvalidRecordError, "attributes: a client may not send a control batch (rule 7)"),
+    Reason.NO_SEQUENCE: (
         InvalidRecordError,
         "base_sequence: expected >= 0 from a client with a producer id (rule 8), -1 or more from a "
         "leader, found {found}",
     ),
-    REASON_OFFSET_DELTA: (CorruptRecordError, "last_offset_delta: expected in [0, 2^31-2], found {found}"),
-    REASON_OFFSETS_BACKWARDS: (
+    Reason.OFFSET_DELTA: (CorruptRecordError, "last_offset_delta: expected in [0, 2^31-2], found {found}"),
+    Reason.OFFSETS_BACKWARDS: (
         InvalidRecordError,
         "base_offset: expected at least {expected} (the log end offset), found {found}: offsets go backwards",
     ),
-    REASON_MARKER: (
+    Reason.MARKER: (
         InvalidRecordError,
         "control batch: its first record is not an uncompressed COMMIT or ABORT marker",
     ),
-    REASON_OFFSET_OVERFLOW: (InvalidRecordError, "offsets: the log end offset after it would pass 2^63-1"),
+    Reason.OFFSET_OVERFLOW: (InvalidRecordError, "offsets: the log end offset after it would pass 2^63-1"),
 }
 
 
@@ -136,8 +124,8 @@ def scan_error(kind: str, index: int, position: int, found: int, needed: int = 0
         if needed:
             detail = f"truncated: the batch needs {needed} bytes, {left} are left"
         else:
-            detail = f"truncated: {left} bytes left, fewer than the 12 of a batch's length prefix"
+            detail = f"truncated: {left} bytes left, fewer than the {LOG_OVERHEAD} of a batch's length prefix"
         return TruncatedBatchError(f"{where}: {detail}")
     if kind == "length":
-        return CorruptRecordError(f"{where}: batch_length: expected at least 49, found {found}")
-    return InvalidRecordError(f"{where}: magic: expected 2 (rule 1), found {found}")
+        return CorruptRecordError(f"{where}: batch_length: expected at least {MIN_BATCH_LENGTH}, found {found}")
+    return InvalidRecordError(f"{where}: magic: expected {MAGIC_V2} (rule 1), found {found}")

@@ -28,6 +28,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from . import _args
+from ._layout import (
+    ATTR_CONTROL,
+    ATTR_TRANSACTIONAL,
+    ATTRIBUTES_OFFSET,
+    COMPRESSION_NAMES,
+    CRC_OFFSET,
+    HEADER,
+    LOG_OVERHEAD,
+    MAGIC_V2,
+    RECORDS_OFFSET,
+    field_struct,
+)
 from ._types import INT16_MAX, INT32_MAX, INT64_MAX, INT64_MIN
 from .errors import CorruptRecordError, KafkaError
 from .records import crc32c, crc_valid, scan_batches
@@ -43,22 +55,10 @@ __all__ = [
     "encode_varlong",
 ]
 
-# --- layout (spec §8.1, §8.2) ----------------------------------------------------------------
+# --- layout: the batch header is dedup._layout's (spec §8.1, §8.2) --------------------------
 
-# base offset, batch length, partition leader epoch, magic, crc, attributes, last offset
-# delta, base timestamp, max timestamp, producer id, producer epoch, base sequence, count
-_HEADER = struct.Struct(">qiibIhiqqqhii")
-_LOG_OVERHEAD = 12  # base offset + batch length: the bytes batch_length does not count
-_CRC_OFFSET = 17
-_ATTRIBUTES_OFFSET = 21  # the CRC covers [21, end): the leader epoch can change without it
-_RECORDS_OFFSET = _HEADER.size  # 61, Kafka's RECORD_BATCH_OVERHEAD
-_MAGIC_V2 = 2
-
-_TRANSACTIONAL = 0x10
-_CONTROL = 0x20
-
+_CRC = field_struct("crc")
 _NO_TIMESTAMP = -1
-COMPRESSION_NAMES = ("none", "gzip", "snappy", "lz4", "zstd")
 
 # Control record keys and values (spec §8.3): version 0 + type; version 0 + coordinator epoch.
 _CONTROL_KEY = struct.Struct(">hh")
@@ -284,20 +284,20 @@ def _batch(
         # Java's long subtraction: -1 then 2^63-1 wraps, and the reader's addition wraps back.
         body.append(_record(_wrap64(timestamp - base_timestamp), offset_delta, key, value, headers))
     records_bytes = b"".join(body)
-    batch_length = _RECORDS_OFFSET - _LOG_OVERHEAD + len(records_bytes)
+    batch_length = RECORDS_OFFSET - LOG_OVERHEAD + len(records_bytes)
     if batch_length > INT32_MAX:
         raise ValueError(
-            f"the batch would be {batch_length + _LOG_OVERHEAD} bytes: a v2 batch holds at most "
+            f"the batch would be {batch_length + LOG_OVERHEAD} bytes: a v2 batch holds at most "
             f"2^31-1 bytes after its length field"
         )
     header = bytearray(
-        _HEADER.pack(
-            base_offset, batch_length, partition_leader_epoch, _MAGIC_V2, 0, attributes, len(records) - 1,
+        HEADER.pack(
+            base_offset, batch_length, partition_leader_epoch, MAGIC_V2, 0, attributes, len(records) - 1,
             base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence, len(records),
         )
     )  # fmt: skip
-    crc = crc32c(bytes(header[_ATTRIBUTES_OFFSET:]) + records_bytes)
-    struct.pack_into(">I", header, _CRC_OFFSET, crc)
+    crc = crc32c(bytes(header[ATTRIBUTES_OFFSET:]) + records_bytes)
+    _CRC.pack_into(header, CRC_OFFSET, crc)
     return bytes(header) + records_bytes
 
 
@@ -387,7 +387,7 @@ def encode_batch(
     )
     return _batch(
         list(zip(time_list, key_list, value_list, header_list, strict=True)),
-        attributes=_TRANSACTIONAL if transactional else 0,
+        attributes=ATTR_TRANSACTIONAL if transactional else 0,
         base_offset=base_offset,
         partition_leader_epoch=partition_leader_epoch,
         producer_id=producer_id,
@@ -429,7 +429,7 @@ def encode_marker(
     value = _MARKER_VALUE.pack(0, coordinator_epoch)
     return _batch(
         [(timestamp, key, value, ())],
-        attributes=_TRANSACTIONAL | _CONTROL,
+        attributes=ATTR_TRANSACTIONAL | ATTR_CONTROL,
         base_offset=base_offset,
         partition_leader_epoch=partition_leader_epoch,
         producer_id=producer_id,
@@ -574,9 +574,9 @@ def decode_records(data: Any, *, control: bool = False) -> list[Record]:
             fields = {name: int(column[index]) for name, column in columns.items()}
             position = fields["position"]
             where = f"batch {index} at position {position}"
-            end = position + fields["batch_length"] + _LOG_OVERHEAD
+            end = position + fields["batch_length"] + LOG_OVERHEAD
             if not valid[index]:
-                computed = crc32c(view[position + _ATTRIBUTES_OFFSET : end])
+                computed = crc32c(view[position + ATTRIBUTES_OFFSET : end])
                 raise CorruptRecordError(
                     f"{where}: crc: expected {computed} (computed), found {fields['crc']} (stored): Record is corrupt"
                 )
@@ -589,6 +589,6 @@ def decode_records(data: Any, *, control: bool = False) -> list[Record]:
                     f"{where}: compression: expected 0 (none), found {compression} ({name}): "
                     f"compressed batches are not decoded"
                 )
-            start = position + _RECORDS_OFFSET
+            start = position + RECORDS_OFFSET
             records += _batch_records(bytes(view[start:end]), where, start, fields)
     return records

@@ -2,13 +2,18 @@
 
 :class:`KafkaError` and its subclasses are what a partition leader returns for a produce
 request: each carries Kafka's wire error code in ``.code`` and Kafka's error name in
-``.error_name`` (spec §2.7). Both twins raise exactly these classes, and the vectorised
-paths report the same codes per batch; :func:`error_for_code` maps a code back to its class.
+``.error_name`` (spec §2.7), both from the one table of codes, :class:`dedup._layout.ErrorCode`.
+Both twins raise exactly these classes, and the vectorised paths report the same codes per
+batch; :func:`error_for_code` maps a code back to its class.
 :class:`CorruptSnapshotError` (Kafka's CorruptSnapshotException) has no wire code: a
 snapshot file never crosses the wire. Everything derives from :class:`DedupError`.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from ._layout import ErrorCode
 
 __all__ = [
     "DedupError",
@@ -35,7 +40,10 @@ __all__ = [
 ]
 
 #: Kafka's code for "no error".
-NONE = 0
+NONE = int(ErrorCode.NONE)
+
+#: Each code's class, filled in as the classes are defined.
+_BY_CODE: dict[int, type[KafkaError]] = {}
 
 
 class DedupError(Exception):
@@ -44,17 +52,21 @@ class DedupError(Exception):
 
 
 class KafkaError(DedupError):
-    """Base class of every error with a Kafka wire code."""
+    """Base class of every error with a Kafka wire code: a subclass names its code in the
+    class statement (``class X(KafkaError, error=ErrorCode.NAME)``) or inherits its base's."""
 
     code: int = -1
     error_name: str = "UNKNOWN_SERVER_ERROR"
 
+    def __init_subclass__(cls, error: ErrorCode | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if error is not None:
+            cls.code, cls.error_name = int(error), error.name
+            _BY_CODE[cls.code] = cls
 
-class CorruptRecordError(KafkaError):
+
+class CorruptRecordError(KafkaError, error=ErrorCode.CORRUPT_MESSAGE):
     """CORRUPT_MESSAGE: a batch failed its CRC-32C or cannot be parsed (spec §2.1 rule 5)."""
-
-    code = 2
-    error_name = "CORRUPT_MESSAGE"
 
 
 class TruncatedBatchError(CorruptRecordError):
@@ -66,103 +78,64 @@ class TruncatedBatchError(CorruptRecordError):
     """
 
 
-class OutOfOrderSequenceError(KafkaError):
+class OutOfOrderSequenceError(KafkaError, error=ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER):
     """OUT_OF_ORDER_SEQUENCE_NUMBER: a gap in a producer's sequence (spec §2.1 rules 15-16)."""
 
-    code = 45
-    error_name = "OUT_OF_ORDER_SEQUENCE_NUMBER"
 
-
-class DuplicateSequenceError(KafkaError):
+class DuplicateSequenceError(KafkaError, error=ErrorCode.DUPLICATE_SEQUENCE_NUMBER):
     """DUPLICATE_SEQUENCE_NUMBER: listed for the code table only.
 
     Brokers have not returned it since 1.1 (spec §2.1 rule 10): a duplicate is answered
     with error NONE and the original offsets. dedup never raises it.
     """
 
-    code = 46
-    error_name = "DUPLICATE_SEQUENCE_NUMBER"
 
-
-class InvalidProducerEpochError(KafkaError):
+class InvalidProducerEpochError(KafkaError, error=ErrorCode.INVALID_PRODUCER_EPOCH):
     """INVALID_PRODUCER_EPOCH: a batch or marker from an older (fenced) epoch (rule 12, M2)."""
 
-    code = 47
-    error_name = "INVALID_PRODUCER_EPOCH"
 
-
-class InvalidTxnStateError(KafkaError):
+class InvalidTxnStateError(KafkaError, error=ErrorCode.INVALID_TXN_STATE):
     """INVALID_TXN_STATE: a non-transactional batch during an ongoing transaction (rule 18)."""
 
-    code = 48
-    error_name = "INVALID_TXN_STATE"
 
-
-class TransactionCoordinatorFencedError(KafkaError):
+class TransactionCoordinatorFencedError(KafkaError, error=ErrorCode.TRANSACTION_COORDINATOR_FENCED):
     """TRANSACTION_COORDINATOR_FENCED: a marker from an older coordinator epoch (M3)."""
 
-    code = 52
-    error_name = "TRANSACTION_COORDINATOR_FENCED"
 
-
-class InvalidRecordError(KafkaError):
+class InvalidRecordError(KafkaError, error=ErrorCode.INVALID_RECORD):
     """INVALID_RECORD: a batch breaks a record-level rule (spec §2.1 rules 1, 3, 6-8)."""
 
-    code = 87
-    error_name = "INVALID_RECORD"
 
-
-class OffsetOutOfRangeError(KafkaError):
+class OffsetOutOfRangeError(KafkaError, error=ErrorCode.OFFSET_OUT_OF_RANGE):
     """OFFSET_OUT_OF_RANGE: a fetch or truncation offset outside [log start, log end]."""
 
-    code = 1
-    error_name = "OFFSET_OUT_OF_RANGE"
 
-
-class NotLeaderOrFollowerError(KafkaError):
+class NotLeaderOrFollowerError(KafkaError, error=ErrorCode.NOT_LEADER_OR_FOLLOWER):
     """NOT_LEADER_OR_FOLLOWER: the broker is not the partition's leader (produce) or replica."""
 
-    code = 6
-    error_name = "NOT_LEADER_OR_FOLLOWER"
 
-
-class NotEnoughReplicasError(KafkaError):
+class NotEnoughReplicasError(KafkaError, error=ErrorCode.NOT_ENOUGH_REPLICAS):
     """NOT_ENOUGH_REPLICAS: fewer in-sync replicas than ``min.insync.replicas``; nothing was
     written (acks=all)."""
 
-    code = 19
-    error_name = "NOT_ENOUGH_REPLICAS"
 
-
-class NotEnoughReplicasAfterAppendError(KafkaError):
+class NotEnoughReplicasAfterAppendError(KafkaError, error=ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND):
     """NOT_ENOUGH_REPLICAS_AFTER_APPEND: written on the leader, but the in-sync replica set
     shrank below ``min.insync.replicas`` before every member had it. The producer retries."""
 
-    code = 20
-    error_name = "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
 
-
-class KafkaStorageError(KafkaError):
+class KafkaStorageError(KafkaError, error=ErrorCode.KAFKA_STORAGE_ERROR):
     """KAFKA_STORAGE_ERROR: a write to the log failed (disk full, I/O error). As in Kafka the
     replica stops serving; the producer-state table was not changed by the failed append."""
 
-    code = 56
-    error_name = "KAFKA_STORAGE_ERROR"
 
-
-class FencedLeaderEpochError(KafkaError):
+class FencedLeaderEpochError(KafkaError, error=ErrorCode.FENCED_LEADER_EPOCH):
     """FENCED_LEADER_EPOCH: a request carried a leader epoch older than the replica's."""
 
-    code = 74
-    error_name = "FENCED_LEADER_EPOCH"
 
-
-class ProducerFencedError(KafkaError):
+class ProducerFencedError(KafkaError, error=ErrorCode.PRODUCER_FENCED):
     """PRODUCER_FENCED: another instance with the same ``transactional.id`` took over the
     producer id with a higher epoch (returned by InitProducerId/the coordinator)."""
-
-    code = 90
-    error_name = "PRODUCER_FENCED"
 
 
 class CorruptSnapshotError(DedupError):
@@ -175,27 +148,6 @@ class CorruptCheckpointError(DedupError):
     """A checkpoint file (``leader-epoch-checkpoint``, ``recovery-point-offset-checkpoint``,
     ...) that does not parse: Kafka fails the log load with an IOException naming the file;
     dedup raises this, naming the file, the line, expected versus found."""
-
-
-_BY_CODE: dict[int, type[KafkaError]] = {
-    cls.code: cls
-    for cls in (
-        CorruptRecordError,
-        OutOfOrderSequenceError,
-        DuplicateSequenceError,
-        InvalidProducerEpochError,
-        InvalidTxnStateError,
-        TransactionCoordinatorFencedError,
-        InvalidRecordError,
-        OffsetOutOfRangeError,
-        NotLeaderOrFollowerError,
-        NotEnoughReplicasError,
-        NotEnoughReplicasAfterAppendError,
-        KafkaStorageError,
-        FencedLeaderEpochError,
-        ProducerFencedError,
-    )
-}
 
 
 def error_for_code(code: int) -> type[KafkaError]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import struct
 import time
 from bisect import bisect_right
 from collections.abc import Callable
@@ -45,7 +44,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _args
+from ._backend import resolve_table_class
 from ._files import fsync_directory as _fsync_directory
+from ._layout import ATTR_TRANSACTIONAL, write_leader_fields
 from ._types import DEFAULT_WINDOW, Origin
 from .checkpoints import (
     LEADER_EPOCH_CHECKPOINT,
@@ -60,7 +61,7 @@ from .errors import KafkaStorageError, OffsetOutOfRangeError
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
 from .segment import LogSegment
-from .snapshot import SNAPSHOT_FORMATS, _codec_of_class, snapshot_file_name, write_snapshot
+from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
 from .staging import analyze_and_validate
 
 __all__ = [
@@ -80,11 +81,6 @@ DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
 #: Kafka's ``retention.ms`` default (7 days).
 DEFAULT_RETENTION_MS = 7 * 86_400_000
 
-#: Where a leader writes into a v2 batch header (spec §8.1): the base offset, the partition
-#: leader epoch (neither is covered by the CRC).
-_OFFSET = struct.Struct(">q")
-_EPOCH = struct.Struct(">i")
-_TRANSACTIONAL = 0x10
 _SNAPSHOT_NAME = re.compile(r"([0-9]{20})\.snapshot")
 
 
@@ -110,11 +106,7 @@ class LogAppendInfo(NamedTuple):
 def _table_class(value: Any) -> type:
     """``value`` if it is either twin's ProducerStateTable class (or a subclass);
     ``dedup.ProducerStateTable`` for None."""
-    if value is None:
-        from . import ProducerStateTable
-
-        return ProducerStateTable
-    return _codec_of_class(value)[0]  # TypeError naming table_class otherwise
+    return resolve_table_class(value)[0]  # TypeError naming table_class otherwise
 
 
 def _records_view(records: Any) -> memoryview:
@@ -339,15 +331,13 @@ class PartitionLog:
                 delta + 1,
                 start,
                 max_timestamp=max_timestamp,
-                transactional=bool(attributes & _TRANSACTIONAL),
+                transactional=bool(attributes & ATTR_TRANSACTIONAL),
             )
             if result.duplicate:
                 return LogAppendInfo(
                     result.base_offset, result.last_offset, result.timestamp, True, 1, self._log_start_offset
                 )
-        _OFFSET.pack_into(data, 0, start)
-        if leader_epoch >= 0:
-            _EPOCH.pack_into(data, 12, leader_epoch)
+        write_leader_fields(data, 0, start, leader_epoch)
         self._write(data, start, end, max_timestamp)
         if result is None:
             self._table.update_map_end_offset(end)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._layout import BATCH_LENGTH_OFFSET, LOG_OVERHEAD, RECORDS_OFFSET, field_struct, header_prefix
 from .errors import CorruptRecordError, KafkaStorageError, OffsetOutOfRangeError
 from .records import crc_valid, scan_batches
 
@@ -33,11 +33,9 @@ __all__ = ["INDEX_INTERVAL_BYTES", "LOG_SUFFIX", "LogSegment", "segment_file_nam
 LOG_SUFFIX = ".log"
 #: Kafka's ``index.interval.bytes`` default: one index entry per this many bytes of batches.
 INDEX_INTERVAL_BYTES = 4096
-#: Base offset (int64), batch length (int32), partition leader epoch (int32), magic (int8),
-#: CRC (uint32), attributes (int16), last offset delta (int32): spec §8.1, bytes [0, 27).
-_PREFIX = struct.Struct(">qiibIhi")
-_HEADER_BYTES = 61  # spec §8.1: the whole fixed header
-_LOG_OVERHEAD = 12  # base offset + batch length
+#: The header from the base offset through the last offset delta (spec §8.1, bytes [0, 27)).
+_PREFIX = header_prefix("last_offset_delta")
+_BATCH_LENGTH = field_struct("batch_length")
 
 
 def segment_file_name(base_offset: int) -> str:
@@ -128,7 +126,7 @@ class LogSegment:
                 f"out of order (base offset {int(headers['base_offset'][keep])})"
             )
         headers = headers[:keep]
-        valid_bytes = int(headers["position"][-1]) + int(headers["batch_length"][-1]) + _LOG_OVERHEAD if keep else 0
+        valid_bytes = int(headers["position"][-1]) + int(headers["batch_length"][-1]) + LOG_OVERHEAD if keep else 0
         cut = size - valid_bytes
         if cut:
             os.ftruncate(self._fd, valid_bytes)
@@ -151,7 +149,7 @@ class LogSegment:
         # From the int64 bytes directly: a list in between parses every entry (30 ms per GiB).
         self._index_offsets.frombytes(np.ascontiguousarray(headers["base_offset"][chosen], dtype=np.int64).tobytes())
         self._index_positions.frombytes(np.ascontiguousarray(positions[chosen], dtype=np.int64).tobytes())
-        end = int(positions[-1]) + int(headers["batch_length"][-1]) + _LOG_OVERHEAD
+        end = int(positions[-1]) + int(headers["batch_length"][-1]) + LOG_OVERHEAD
         self._bytes_since_index = end - int(positions[chosen[-1]])
         self.next_offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
         self.max_timestamp = int(headers["max_timestamp"].max())
@@ -220,7 +218,7 @@ class LogSegment:
         if len(prefix) < _PREFIX.size:
             raise CorruptRecordError(f"segment {self.path}: a batch header is cut short at position {position}")
         base_offset, length, _, _, _, _, delta = _PREFIX.unpack(prefix)
-        return base_offset, length + _LOG_OVERHEAD, delta
+        return base_offset, length + LOG_OVERHEAD, delta
 
     def position_of(self, offset: int) -> int:
         """The position of the first batch whose last offset is at or above ``offset`` (the
@@ -313,9 +311,9 @@ def _good_prefix(headers: np.ndarray, valid: np.ndarray, base_offset: int) -> in
 def _whole_batches(data: bytes) -> int:
     """Bytes of ``data`` up to the end of its last whole batch."""
     position = 0
-    while position + _LOG_OVERHEAD <= len(data):
-        size = int.from_bytes(data[position + 8 : position + 12], "big", signed=True) + _LOG_OVERHEAD
-        if size < _HEADER_BYTES or position + size > len(data):
+    while position + LOG_OVERHEAD <= len(data):
+        size = _BATCH_LENGTH.unpack_from(data, position + BATCH_LENGTH_OFFSET)[0] + LOG_OVERHEAD
+        if size < RECORDS_OFFSET or position + size > len(data):
             break
         position += size
     return position

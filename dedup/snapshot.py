@@ -40,30 +40,10 @@ import struct
 from typing import Any
 
 from . import _args
-from ._config import PURE_PYTHON
+from ._backend import implementation_of, resolve_table_class
 from ._files import write_all, write_atomically
 from ._types import DEFAULT_WINDOW, INT64_MAX
 from .errors import CorruptSnapshotError
-from .reference import ProducerStateTable as _TwinTable
-from .reference import snapshot as _twin
-
-if PURE_PYTHON:
-    try:  # a compiled table can still be given explicitly, if the extension is there
-        from . import _snapshot as _compiled
-        from ._state import ProducerStateTable as _CompiledTable
-    except ImportError:  # pragma: no cover - depends on the build
-        _compiled = None  # type: ignore[assignment]
-        _CompiledTable = None  # type: ignore[assignment,misc]
-else:
-    try:
-        from . import _snapshot as _compiled
-        from ._state import ProducerStateTable as _CompiledTable
-    except ImportError as error:  # pragma: no cover - exercised by hand
-        raise ImportError(
-            "dedup's compiled snapshot codec (dedup._snapshot) is not built. Build it with "
-            "`pip install -e .` (needs a C compiler), or set DEDUP_PURE_PYTHON=1 to use the "
-            f"pure-Python twin. Cause: {error}"
-        ) from error
 
 __all__ = [
     "SNAPSHOT_FORMATS",
@@ -101,27 +81,6 @@ def _format(value: Any) -> str:
     return value
 
 
-def _codec_of_table(table: Any) -> Any:
-    if _CompiledTable is not None and isinstance(table, _CompiledTable):
-        return _compiled
-    if isinstance(table, _TwinTable):
-        return _twin
-    raise TypeError(f"table must be a ProducerStateTable (dedup._state or dedup.reference), got {type(table).__name__}")
-
-
-def _codec_of_class(table_class: Any) -> tuple[type, Any]:
-    if table_class is None:
-        from . import ProducerStateTable as table_class  # the package's binding (DEDUP_PURE_PYTHON)
-    if isinstance(table_class, type):
-        if _CompiledTable is not None and issubclass(table_class, _CompiledTable):
-            return table_class, _compiled
-        if issubclass(table_class, _TwinTable):
-            return table_class, _twin
-    raise TypeError(
-        f"table_class must be a ProducerStateTable class (dedup._state or dedup.reference), got {table_class!r}"
-    )
-
-
 def _buffer(data: Any) -> memoryview:
     try:
         return memoryview(data).cast("B")
@@ -141,7 +100,7 @@ def encode_snapshot(table: Any, format: str = "full") -> bytes:
     (offsets at or past the map end offset: only a table loaded from a Kafka snapshot with a
     smaller ``map_end_offset`` can hold them).
     """
-    codec = _codec_of_table(table)
+    codec = implementation_of(table).snapshot
     if _format(format) == "full":
         return codec.encode_full(table)
     return codec.encode_kafka(table)
@@ -185,7 +144,8 @@ def decode_snapshot(
     (the compiled one unless ``DEDUP_PURE_PYTHON=1``), or either twin's class.
     """
     view = _buffer(data)
-    cls, codec = _codec_of_class(table_class)
+    cls, implementation = resolve_table_class(table_class)
+    codec = implementation.snapshot
     if window is not None:
         window = _args.window(window)
     if map_end_offset is not None:
@@ -236,12 +196,12 @@ def snapshot_offset(path: Any) -> int:
     return int(digits)
 
 
-def _write_pieces(descriptor: int, table: Any, format: str) -> None:
+def _write_pieces(descriptor: int, writer: Any, table: Any, format: str) -> None:
     """The compiled table's snapshot through one small buffer, reused: the file is never whole in
     memory (151 MB for 1,000,000 producers with full windows). The table is busy meanwhile."""
     buffer = bytearray(WRITE_BUFFER_BYTES)
     view = memoryview(buffer)
-    with _compiled.SnapshotWriter(table, format) as pieces:
+    with writer(table, format) as pieces:
         while size := pieces.fill(buffer):
             write_all(descriptor, view[:size])
         if pieces.crc_offset is not None:
@@ -267,14 +227,15 @@ def write_snapshot(path: Any, table: Any, format: str = "full", *, sync: bool = 
     ``RuntimeError``. A pure-Python table is encoded whole first.
     """
     path = _args.path("path", path)
-    codec = _codec_of_table(table)  # a bad argument changes nothing on disk
+    codec = implementation_of(table).snapshot  # a bad argument changes nothing on disk
     format = _format(format)
     sync = _args.flag("sync", sync)
-    data = None if codec is _compiled else encode_snapshot(table, format)
+    writer = getattr(codec, "SnapshotWriter", None)  # the compiled codec writes in pieces
+    data = None if writer is not None else encode_snapshot(table, format)
 
     def write(descriptor: int) -> None:
         if data is None:
-            _write_pieces(descriptor, table, format)
+            _write_pieces(descriptor, writer, table, format)
         else:
             write_all(descriptor, data)
 

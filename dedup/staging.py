@@ -27,11 +27,11 @@ append is checked again batch by batch as Kafka does.
 from __future__ import annotations
 
 import itertools
-import struct
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._layout import write_leader_fields
 from ._messages import batch_error
 from ._types import NO_PRODUCER_EPOCH, BatchMetadata, Origin, follows, wrap_increment
 from .errors import KafkaError, OutOfOrderSequenceError
@@ -39,11 +39,6 @@ from .records import append_batches
 
 __all__ = ["Analysis", "analyze_and_validate"]
 
-#: Spec §8.1: the header fields a leader writes, the base offset (at byte 0) and the
-#: partition leader epoch (at byte 12); neither is covered by the CRC.
-_BASE_OFFSET = struct.Struct(">q")
-_PARTITION_LEADER_EPOCH = struct.Struct(">i")
-_PARTITION_LEADER_EPOCH_AT = 12
 #: Up to this many batches of one producer are looked up in its committed entry by the
 #: table's check (about 2 us each, an exception included), more by reading the entry out
 #: once (about 9 us) and comparing them all at once.
@@ -181,9 +176,7 @@ def _one_by_one(table: Any, data: bytearray, headers: np.ndarray, log_end_offset
     offset = log_end_offset
     for header in headers:
         position, count = int(header["position"]), int(header["last_offset_delta"]) + 1
-        _BASE_OFFSET.pack_into(data, position, offset)
-        if leader_epoch >= 0:
-            _PARTITION_LEADER_EPOCH.pack_into(data, position + _PARTITION_LEADER_EPOCH_AT, leader_epoch)
+        write_leader_fields(data, position, offset, leader_epoch)
         producer_id = int(header["producer_id"])
         if producer_id < 0:
             staged.update_map_end_offset(offset + count)  # §3.2 step 6, for data without a producer id

@@ -13,19 +13,25 @@ from typing import Any
 import numpy as np
 
 from .. import _args
-from .._messages import (
-    REASON_BASE_OFFSET,
-    REASON_CONTROL_FROM_CLIENT,
-    REASON_CRC,
-    REASON_MARKER,
-    REASON_NO_SEQUENCE,
-    REASON_OFFSET_DELTA,
-    REASON_OFFSET_OVERFLOW,
-    REASON_OFFSETS_BACKWARDS,
-    REASON_RECORD_COUNT,
-    record_error,
-    scan_error,
+from .._layout import (
+    ATTR_COMPRESSION_MASK,
+    ATTR_CONTROL,
+    ATTR_TIMESTAMP_TYPE,
+    ATTR_TRANSACTIONAL,
+    ATTRIBUTES_OFFSET,
+    BASE_OFFSET_OFFSET,
+    BATCH_LENGTH_OFFSET,
+    HEADER,
+    LOG_OVERHEAD,
+    MAGIC_OFFSET,
+    MAGIC_V2,
+    MIN_BATCH_LENGTH,
+    PARTITION_LEADER_EPOCH_OFFSET,
+    RECORDS_OFFSET,
+    Reason,
+    field_struct,
 )
+from .._messages import record_error, scan_error
 from .._types import BATCH_HEADER_DTYPE, INT32_MAX, INT64_MAX, BatchesAppendResult, CompletedTxn, Origin
 from ..errors import CorruptRecordError, InvalidRecordError, KafkaError
 from .crc32c import crc32c
@@ -33,14 +39,10 @@ from .table import ProducerStateTable, _Entry
 
 __all__ = ["append_batches", "crc_valid", "scan_batches", "validate_batches"]
 
-# base offset, batch length, partition leader epoch, magic, crc, attributes, last offset
-# delta, base timestamp, max timestamp, producer id, producer epoch, base sequence, count
-HEADER = struct.Struct(">qiibIhiqqqhii")
-LOG_OVERHEAD = 12
-RECORDS_OFFSET = HEADER.size  # 61
-MIN_BATCH_LENGTH = RECORDS_OFFSET - LOG_OVERHEAD
-ATTRIBUTES_OFFSET = 21
-PARTITION_LEADER_EPOCH_OFFSET = 12
+_BATCH_LENGTH = field_struct("batch_length")
+_MAGIC = field_struct("magic")
+_BASE_OFFSET = field_struct("base_offset")
+_PARTITION_LEADER_EPOCH = field_struct("partition_leader_epoch")
 
 
 def _scan(view: memoryview, tail: str) -> tuple[np.ndarray, int]:
@@ -53,23 +55,24 @@ def _scan(view: memoryview, tail: str) -> tuple[np.ndarray, int]:
         if left < LOG_OVERHEAD:
             problem = ("truncated", 0, 0)
             break
-        (batch_length,) = struct.unpack_from(">i", view, position + 8)
+        (batch_length,) = _BATCH_LENGTH.unpack_from(view, position + BATCH_LENGTH_OFFSET)
         if batch_length < MIN_BATCH_LENGTH:
             problem = ("length", batch_length, 0)
             break
         if batch_length > left - LOG_OVERHEAD:
             problem = ("truncated", 0, batch_length + LOG_OVERHEAD)
             break
-        (magic,) = struct.unpack_from(">b", view, position + 16)
-        if magic != 2:
+        (magic,) = _MAGIC.unpack_from(view, position + MAGIC_OFFSET)
+        if magic != MAGIC_V2:
             problem = ("magic", magic, 0)
             break
         fields = HEADER.unpack_from(view, position)
         attributes = fields[5]
         rows.append(
             (position, fields[0], fields[7], fields[8], fields[9], fields[1], fields[2], fields[4], fields[6],
-             fields[11], fields[12], attributes, fields[10], fields[3], attributes & 0x07,
-             (attributes >> 3) & 1, bool(attributes & 0x10), bool(attributes & 0x20))
+             fields[11], fields[12], attributes, fields[10], fields[3], attributes & ATTR_COMPRESSION_MASK,
+             bool(attributes & ATTR_TIMESTAMP_TYPE), bool(attributes & ATTR_TRANSACTIONAL),
+             bool(attributes & ATTR_CONTROL))
         )
         position += batch_length + LOG_OVERHEAD
     headers = np.zeros(len(rows), dtype=BATCH_HEADER_DTYPE)  # zeroed padding: same bytes as compiled
@@ -94,26 +97,26 @@ def _check(view: memoryview, header: Any, origin: Origin) -> tuple[int, int, int
     """(Kafka code, reason, expected, found) of the record-level rules, in Kafka's order."""
     position = int(header["position"])
     if origin == Origin.CLIENT and header["base_offset"] != 0:  # rule 3
-        return InvalidRecordError.code, REASON_BASE_OFFSET, 0, int(header["base_offset"])
+        return InvalidRecordError.code, Reason.BASE_OFFSET, 0, int(header["base_offset"])
     end = position + int(header["batch_length"]) + LOG_OVERHEAD
     computed = crc32c(view[position + ATTRIBUTES_OFFSET : end])
     if computed != header["crc"]:  # rule 5
-        return CorruptRecordError.code, REASON_CRC, computed, int(header["crc"])
+        return CorruptRecordError.code, Reason.CRC, computed, int(header["crc"])
     delta = int(header["last_offset_delta"])
     if delta < 0 or delta == INT32_MAX:  # offsets running backwards; a count past int32
-        return CorruptRecordError.code, REASON_OFFSET_DELTA, 0, delta
+        return CorruptRecordError.code, Reason.OFFSET_DELTA, 0, delta
     pid, sequence = int(header["producer_id"]), int(header["base_sequence"])
     if origin != Origin.CLIENT:
         if pid >= 0 and sequence < -1:
-            return InvalidRecordError.code, REASON_NO_SEQUENCE, 0, sequence
+            return InvalidRecordError.code, Reason.NO_SEQUENCE, 0, sequence
         return 0, 0, 0, 0
     count = int(header["record_count"])
     if count <= 0 or delta + 1 != count:  # rule 6
-        return InvalidRecordError.code, REASON_RECORD_COUNT, delta + 1, count
+        return InvalidRecordError.code, Reason.RECORD_COUNT, delta + 1, count
     if header["is_control"]:  # rule 7
-        return InvalidRecordError.code, REASON_CONTROL_FROM_CLIENT, 0, 0
+        return InvalidRecordError.code, Reason.CONTROL_FROM_CLIENT, 0, 0
     if pid >= 0 and sequence < 0:  # rule 8
-        return InvalidRecordError.code, REASON_NO_SEQUENCE, 0, sequence
+        return InvalidRecordError.code, Reason.NO_SEQUENCE, 0, sequence
     return 0, 0, 0, 0
 
 
@@ -134,9 +137,11 @@ def check_one_batch(data: Any, *, origin: Origin = Origin.CLIENT) -> tuple[int, 
     else None (see ``dedup._records.check_one_batch``)."""
     with _args.viewing(data) as view:
         origin = _args.origin(origin)
-        if len(view) < RECORDS_OFFSET or int.from_bytes(view[8:12], "big", signed=True) + LOG_OVERHEAD != len(view):
+        if len(view) < RECORDS_OFFSET:
             return None
-        if view[16] != 2:
+        if _BATCH_LENGTH.unpack_from(view, BATCH_LENGTH_OFFSET)[0] + LOG_OVERHEAD != len(view):
+            return None
+        if view[MAGIC_OFFSET] != MAGIC_V2:
             return None
         header = _scan(view, "raise")[0][0]
         code, reason, expected, found = _check(view, header, origin)
@@ -274,11 +279,11 @@ def append_batches(
             base_offset = end if leader else int(header["base_offset"])
             if base_offset < end:
                 codes[index] = InvalidRecordError.code
-                errors[index] = record_error(index, position, REASON_OFFSETS_BACKWARDS, end, base_offset)
+                errors[index] = record_error(index, position, Reason.OFFSETS_BACKWARDS, end, base_offset)
                 continue
             if base_offset > INT64_MAX - (delta + 1):
                 codes[index] = InvalidRecordError.code
-                errors[index] = record_error(index, position, REASON_OFFSET_OVERFLOW, 0, base_offset)
+                errors[index] = record_error(index, position, Reason.OFFSET_OVERFLOW, 0, base_offset)
                 continue
             last_offset = base_offset + delta
             timestamp = int(header["max_timestamp"])
@@ -290,7 +295,7 @@ def append_batches(
                     marker = _marker(view, header)
                     if marker is None:
                         codes[index] = InvalidRecordError.code
-                        errors[index] = record_error(index, position, REASON_MARKER, 0, 0)
+                        errors[index] = record_error(index, position, Reason.MARKER, 0, 0)
                         continue
                     marker_type, coordinator_epoch, timestamp = marker
                     if marker_type < 0:
@@ -323,9 +328,10 @@ def append_batches(
             end = last_offset + 1
             table.update_map_end_offset(end)  # Kafka's updateMapEndOffset, for every batch (§3.2 step 6)
             if write:
-                struct.pack_into(">q", view, position, base_offset)
+                _BASE_OFFSET.pack_into(view, position + BASE_OFFSET_OFFSET, base_offset)
                 if partition_leader_epoch is not None:
-                    struct.pack_into(">i", view, position + PARTITION_LEADER_EPOCH_OFFSET, partition_leader_epoch)
+                    at = position + PARTITION_LEADER_EPOCH_OFFSET
+                    _PARTITION_LEADER_EPOCH.pack_into(view, at, partition_leader_epoch)
         return BatchesAppendResult(headers, codes, duplicate, firsts, lasts, times, end, valid_bytes, errors, completed)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import _args
+from .._layout import ErrorCode
 from .._messages import batch_error, marker_error
 from .._types import (
     DEFAULT_WINDOW,
@@ -36,14 +37,7 @@ from .._types import (
     follows,
     wrap_increment,
 )
-from ..errors import (
-    InvalidProducerEpochError,
-    InvalidRecordError,
-    InvalidTxnStateError,
-    KafkaError,
-    OutOfOrderSequenceError,
-    TransactionCoordinatorFencedError,
-)
+from ..errors import KafkaError
 
 __all__ = ["AppendResult", "ProducerStateTable"]
 
@@ -197,7 +191,8 @@ class _Slots(MutableMapping):
         for producer_id in gone:
             del self._entries[producer_id]
         self._numbers = order
-        self._number = {producer_id: number for number, producer_id in enumerate(order)}
+        # No hole (None) is left in order: the guard only tells the type checker.
+        self._number = {producer_id: number for number, producer_id in enumerate(order) if producer_id is not None}
         self._free = []
 
     def memory_bytes(self) -> int:
@@ -354,7 +349,7 @@ class ProducerStateTable:
 
         # Rule 8: a client batch with a producer id must carry a sequence.
         if origin == Origin.CLIENT and base_sequence == NO_SEQUENCE:
-            raise reject(InvalidRecordError.code)
+            raise reject(ErrorCode.INVALID_RECORD)
         current_epoch = live.producer_epoch if live is not None else NO_PRODUCER_EPOCH
 
         # Rule 10: a duplicate is found before any other check, for clients only.
@@ -366,7 +361,7 @@ class ProducerStateTable:
         # Rule 12: an older epoch is fenced; a follower only warns (§2.4).
         if epoch < current_epoch:
             if origin != Origin.REPLICATION:
-                raise reject(InvalidProducerEpochError.code)
+                raise reject(ErrorCode.INVALID_PRODUCER_EPOCH)
             log.warning(
                 "producer %d: epoch %d is older than the current epoch %d; accepted from replication",
                 producer_id, epoch, current_epoch,
@@ -377,16 +372,16 @@ class ProducerStateTable:
             if epoch != current_epoch:
                 # Rule 15: a new epoch starts at 0, unless the producer is unknown (KIP-360).
                 if base_sequence != 0 and current_epoch != NO_PRODUCER_EPOCH:
-                    raise reject(OutOfOrderSequenceError.code)
+                    raise reject(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
             elif current_epoch != NO_PRODUCER_EPOCH:
                 # Rule 16: same epoch: the batch must follow the last one (wrapping at 2^31-1).
                 assert live is not None
                 if not follows(live.last_sequence, base_sequence):
-                    raise reject(OutOfOrderSequenceError.code)
+                    raise reject(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
 
         # Rule 18: no plain batch inside an ongoing transaction, whatever the origin.
         if live is not None and live.current_txn_first_offset is not None and not transactional:
-            raise reject(InvalidTxnStateError.code)
+            raise reject(ErrorCode.INVALID_TXN_STATE)
         return result(False, base_offset, last_offset, max_timestamp)
 
     def update(self, result: AppendResult) -> None:
@@ -540,17 +535,17 @@ class ProducerStateTable:
             )
 
         if origin == Origin.CLIENT:  # rule 7: clients cannot write control batches
-            raise reject(InvalidRecordError.code)
+            raise reject(ErrorCode.INVALID_RECORD)
         if epoch < current_epoch:  # M2
             if origin != Origin.REPLICATION:
-                raise reject(InvalidProducerEpochError.code)
+                raise reject(ErrorCode.INVALID_PRODUCER_EPOCH)
             log.warning(
                 "producer %d: marker epoch %d is older than the current epoch %d; accepted from replication",
                 producer_id, epoch, current_epoch,
             )
         if current_coordinator_epoch > coordinator_epoch:  # M3
             if origin != Origin.REPLICATION:
-                raise reject(TransactionCoordinatorFencedError.code)
+                raise reject(ErrorCode.TRANSACTION_COORDINATOR_FENCED)
             log.info(
                 "producer %d: marker coordinator epoch %d is older than %d; accepted from replication",
                 producer_id, coordinator_epoch, current_coordinator_epoch,

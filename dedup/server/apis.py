@@ -15,6 +15,18 @@ from typing import TYPE_CHECKING, Any
 from kio.schema.errors import ErrorCode
 
 from .. import crc32c
+from .._layout import (
+    ATTR_TRANSACTIONAL,
+    ATTRIBUTES_OFFSET,
+    BATCH_LENGTH_OFFSET,
+    CRC_OFFSET,
+    LOG_OVERHEAD,
+    MAGIC_OFFSET,
+    MAGIC_V2,
+    PRODUCER_ID_OFFSET,
+    RECORDS_COUNT_OFFSET,
+    field_struct,
+)
 from ..batch import decode_records
 from ..errors import KafkaError, OffsetOutOfRangeError
 from ..records import scan_batches
@@ -27,6 +39,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dedup.server")
 
 __all__ = ["HANDLERS", "strip_producer_ids"]
+
+_CRC = field_struct("crc")
+_BATCH_LENGTH = field_struct("batch_length")
+_PRODUCER_FIELDS = RECORDS_COUNT_OFFSET - PRODUCER_ID_OFFSET
 
 # ListOffsets' special timestamps.
 LATEST_TIMESTAMP = -1
@@ -100,10 +116,12 @@ def strip_producer_ids(records: bytes) -> bytes:
     for position, length, attributes in zip(
         headers["position"].tolist(), headers["batch_length"].tolist(), headers["attributes"].tolist(), strict=True
     ):
-        if attributes & 0x10:  # transactional batches keep their producer (not served anyway)
+        if attributes & ATTR_TRANSACTIONAL:  # transactional batches keep their producer (not served anyway)
             continue
-        data[position + 43 : position + 57] = b"\xff" * 14  # producerId, producerEpoch, baseSequence
-        data[position + 17 : position + 21] = crc32c(data[position + 21 : position + 12 + length]).to_bytes(4, "big")
+        # producerId, producerEpoch, baseSequence: all -1
+        data[position + PRODUCER_ID_OFFSET : position + RECORDS_COUNT_OFFSET] = b"\xff" * _PRODUCER_FIELDS
+        crc = crc32c(data[position + ATTRIBUTES_OFFSET : position + LOG_OVERHEAD + length])
+        _CRC.pack_into(data, position + CRC_OFFSET, crc)
     return bytes(data)
 
 
@@ -112,11 +130,11 @@ def one_batch_problem(records: bytes, version: int) -> str | None:
     (INVALID_RECORD otherwise); None if the records pass. A batch cut short or with a bad
     length is left to the append, which answers CORRUPT_MESSAGE as Kafka's LogValidator does."""
     what = f"Produce requests with version {version}"
-    if len(records) < 17:
+    if len(records) <= MAGIC_OFFSET:
         return f"{what} must have at least one record batch per partition"
-    if records[16] != 2:
+    if records[MAGIC_OFFSET] != MAGIC_V2:
         return f"{what} are only allowed to contain record batches with magic version 2"
-    if 12 + int.from_bytes(records[8:12], "big", signed=True) < len(records):
+    if LOG_OVERHEAD + _BATCH_LENGTH.unpack_from(records, BATCH_LENGTH_OFFSET)[0] < len(records):
         return f"{what} are only allowed to contain exactly one record batch per partition"
     return None
 
@@ -279,7 +297,7 @@ def _offset_for(cluster: Cluster, timestamp: int) -> tuple[int, int]:
         for index in range(len(headers)):
             if int(headers["max_timestamp"][index]) >= timestamp and not headers["is_control"][index]:
                 position = int(headers["position"][index])
-                batch = data[position : position + 12 + int(headers["batch_length"][index])]
+                batch = data[position : position + LOG_OVERHEAD + int(headers["batch_length"][index])]
                 for record in decode_records(batch):
                     if record.timestamp >= timestamp and record.offset >= log.log_start_offset:
                         return record.timestamp, record.offset

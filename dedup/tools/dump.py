@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .._layout import ATTR_DELETE_HORIZON, COMPRESSION_NAMES, LOG_OVERHEAD
 from .._types import wrap_increment
-from ..batch import COMPRESSION_NAMES
 from ..errors import CorruptSnapshotError, KafkaError
 from ..records import crc_valid, scan_batches
 from ..snapshot import read_snapshot, snapshot_format
@@ -41,11 +41,11 @@ def batch_description(header: Any, valid: bool) -> dict[str, Any]:
         "partitionLeaderEpoch": int(header["partition_leader_epoch"]),
         "isTransactional": bool(header["is_transactional"]),
         "isControl": bool(header["is_control"]),
-        "deleteHorizonMs": int(header["base_timestamp"]) if attributes & 0x40 else None,
+        "deleteHorizonMs": int(header["base_timestamp"]) if attributes & ATTR_DELETE_HORIZON else None,
         "position": int(header["position"]),
         "timestampType": "LogAppendTime" if header["timestamp_type"] else "CreateTime",
         "maxTimestamp": int(header["max_timestamp"]),
-        "size": int(header["batch_length"]) + 12,
+        "size": int(header["batch_length"]) + LOG_OVERHEAD,
         "magic": int(header["magic"]),
         "compresscodec": COMPRESSION_NAMES[compression] if compression < len(COMPRESSION_NAMES) else str(compression),
         "crc": int(header["crc"]),
@@ -118,7 +118,7 @@ def dump_log(args: argparse.Namespace) -> int:
         print(f"dump-log: {args.file}: {caught.strerror or caught}", file=sys.stderr)
         return 1
     batches = [batch_description(header, ok) for header, ok in zip(headers, valid, strict=True)]
-    valid_bytes = int(headers["position"][-1] + headers["batch_length"][-1] + 12) if len(headers) else 0
+    valid_bytes = int(headers["position"][-1] + headers["batch_length"][-1] + LOG_OVERHEAD) if len(headers) else 0
     start = name.split(".")[0]
     if args.json:
         document = {

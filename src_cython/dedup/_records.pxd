@@ -97,6 +97,7 @@ ctypedef struct Problem:
     int64_t found
 
 
+cdef const unsigned char[::1] readable_bytes(object data, str name)
 cdef int read_header(const unsigned char* batch, int64_t position, BatchHeader* h) noexcept nogil
 cdef int scan_buffer(const unsigned char* data, Py_ssize_t length, BatchHeader* out,
                      Py_ssize_t capacity, ScanStatus* status) noexcept nogil

@@ -382,7 +382,7 @@ cdef int append_scanned(Table* t, unsigned char* data, const BatchHeader* header
 
 # --- Python boundary ----------------------------------------------------------------------
 
-from dedup._messages import batch_error, marker_error, record_error, scan_error, REASON_TABLE as _REASON_TABLE
+from dedup._messages import batch_error, marker_error, record_error, scan_error
 from dedup._types import BATCH_HEADER_DTYPE, BatchesAppendResult, CompletedTxn
 
 
@@ -673,7 +673,7 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
         ends = np.maximum.accumulate(np.where(appended, lasts + 1, first_end))
         tried = np.concatenate(([first_end], ends[: len(ends) - 1])) if leader else headers["base_offset"]
     for row in refused:
-        if reasons[row] == _REASON_TABLE:
+        if reasons[row] == REASON_TABLE:
             errors[row] = make_table_error(codes[row], &header_ptr[row], tried[row], expected[row], found[row],
                                            extra[row])
         else:
@@ -696,3 +696,30 @@ cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, s
     crc = dedup_crc32c(crc, data, length)
     dedup_crc32c_use_hardware(chosen)
     return crc
+
+
+def _c_constants():
+    """The enums of _records.pxd by name, for dedup._layout to check against its definitions."""
+    return {
+        "BASE_OFFSET_OFFSET": BASE_OFFSET_OFFSET, "BATCH_LENGTH_OFFSET": BATCH_LENGTH_OFFSET,
+        "PARTITION_LEADER_EPOCH_OFFSET": PARTITION_LEADER_EPOCH_OFFSET, "MAGIC_OFFSET": MAGIC_OFFSET,
+        "CRC_OFFSET": CRC_OFFSET, "ATTRIBUTES_OFFSET": ATTRIBUTES_OFFSET,
+        "LAST_OFFSET_DELTA_OFFSET": LAST_OFFSET_DELTA_OFFSET, "BASE_TIMESTAMP_OFFSET": BASE_TIMESTAMP_OFFSET,
+        "MAX_TIMESTAMP_OFFSET": MAX_TIMESTAMP_OFFSET, "PRODUCER_ID_OFFSET": PRODUCER_ID_OFFSET,
+        "PRODUCER_EPOCH_OFFSET": PRODUCER_EPOCH_OFFSET, "BASE_SEQUENCE_OFFSET": BASE_SEQUENCE_OFFSET,
+        "RECORDS_COUNT_OFFSET": RECORDS_COUNT_OFFSET, "RECORDS_OFFSET": RECORDS_OFFSET,
+        "LOG_OVERHEAD": LOG_OVERHEAD, "MIN_BATCH_LENGTH": MIN_BATCH_LENGTH, "MAGIC_V2": MAGIC_V2,
+        "ATTR_COMPRESSION_MASK": ATTR_COMPRESSION_MASK, "ATTR_TIMESTAMP_TYPE": ATTR_TIMESTAMP_TYPE,
+        "ATTR_TRANSACTIONAL": ATTR_TRANSACTIONAL, "ATTR_CONTROL": ATTR_CONTROL,
+        "ATTR_DELETE_HORIZON": ATTR_DELETE_HORIZON,
+        "REASON_NONE": REASON_NONE, "REASON_BASE_OFFSET": REASON_BASE_OFFSET, "REASON_CRC": REASON_CRC,
+        "REASON_RECORD_COUNT": REASON_RECORD_COUNT, "REASON_CONTROL_FROM_CLIENT": REASON_CONTROL_FROM_CLIENT,
+        "REASON_NO_SEQUENCE": REASON_NO_SEQUENCE, "REASON_OFFSET_DELTA": REASON_OFFSET_DELTA,
+        "REASON_OFFSETS_BACKWARDS": REASON_OFFSETS_BACKWARDS, "REASON_MARKER": REASON_MARKER,
+        "REASON_TABLE": REASON_TABLE, "REASON_OFFSET_OVERFLOW": REASON_OFFSET_OVERFLOW,
+    }
+
+
+from dedup._layout import check_compiled
+
+check_compiled(__name__, _c_constants())

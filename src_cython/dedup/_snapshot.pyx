@@ -60,6 +60,7 @@ from dedup._state cimport (
     wide_ring,
     table_reserve,
 )
+from dedup._records cimport readable_bytes
 
 from dedup import _args
 from dedup.errors import CorruptSnapshotError
@@ -97,16 +98,6 @@ include "snapshot/loader.pxi"
 
 
 # --- Python boundary ------------------------------------------------------------------------
-
-cdef const unsigned char[::1] bytes_view(object data):
-    """Any C-contiguous buffer (bytes, bytearray, memoryview, mmap), as unsigned bytes."""
-    cdef const unsigned char[::1] view
-    try:
-        view = memoryview(data).cast("B")
-    except TypeError as error:
-        raise TypeError(f"data must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
-    return view
-
 
 cdef ProducerStateTable new_table(object table_class, int window):
     if not (isinstance(table_class, type) and issubclass(table_class, ProducerStateTable)):
@@ -352,7 +343,7 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
     ``window`` is the new table's window (the file keeps at most one batch per producer) and
     ``map_end_offset`` its map end offset (Kafka takes it from the file name).
     """
-    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef const unsigned char[::1] view = readable_bytes(data, "data")
     cdef int table_window = _args.window(window)
     cdef int64_t end_offset = _args.offset("map_end_offset", map_end_offset)
     cdef Py_ssize_t size = view.shape[0]
@@ -396,7 +387,7 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
 def decode_full(data, table_class=ProducerStateTable):
     """A table from a full-window snapshot (version 1 or 2), with the file's window and map end
     offset; ``CorruptSnapshotError`` if it is not a valid one."""
-    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef const unsigned char[::1] view = readable_bytes(data, "data")
     cdef Py_ssize_t size = view.shape[0]
     cdef const unsigned char* octets = &view[0] if size else NULL
     cdef Layout layout

@@ -641,3 +641,22 @@ cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil:
     allocation had (MemoryError); a negative `after`: none does."""
     global wide_growths_before_failure
     wide_growths_before_failure = after if after >= 0 else -1
+
+
+def _c_constants():
+    """The enums of _state.pxd that Python shares, by name, for dedup._layout to check against
+    its definitions: the Kafka error codes the table reports and the append origins."""
+    return {
+        "ERR_NONE": ERR_NONE, "ERR_CORRUPT_MESSAGE": ERR_CORRUPT_MESSAGE,
+        "ERR_OUT_OF_ORDER_SEQUENCE_NUMBER": ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "ERR_INVALID_PRODUCER_EPOCH": ERR_INVALID_PRODUCER_EPOCH, "ERR_INVALID_TXN_STATE": ERR_INVALID_TXN_STATE,
+        "ERR_TRANSACTION_COORDINATOR_FENCED": ERR_TRANSACTION_COORDINATOR_FENCED,
+        "ERR_INVALID_RECORD": ERR_INVALID_RECORD,
+        "ORIGIN_CLIENT": ORIGIN_CLIENT, "ORIGIN_REPLICATION": ORIGIN_REPLICATION,
+        "ORIGIN_COORDINATOR": ORIGIN_COORDINATOR,
+    }
+
+
+from dedup._layout import check_compiled
+
+check_compiled(__name__, _c_constants())

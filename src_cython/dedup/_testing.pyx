@@ -18,6 +18,7 @@ from libc.stdint cimport int32_t, int64_t, uint32_t
 from libc.string cimport memset
 
 from dedup._records cimport crc32c_forced as records_crc32c_forced
+from dedup._records cimport readable_bytes
 from dedup._snapshot cimport crc32c_forced as snapshot_crc32c_forced
 from dedup._snapshot cimport prefault_totals, prefault_use, window5_applies, window5_vectors_use
 from dedup._state cimport (
@@ -42,16 +43,6 @@ from dedup._state cimport (
 import numpy as np
 
 from dedup import _args
-
-
-cdef const unsigned char[::1] bytes_view(object data):
-    """Any C-contiguous buffer (bytes, bytearray, memoryview, mmap), as unsigned bytes."""
-    cdef const unsigned char[::1] view
-    try:
-        view = memoryview(data).cast("B")
-    except TypeError as error:
-        raise TypeError(f"data must be a C-contiguous buffer, got {type(data).__name__}: {error}") from None
-    return view
 
 
 # --- _state: the table --------------------------------------------------------------------
@@ -125,7 +116,7 @@ def crc32c_in_mode(data, crc, int mode):
     to the mode chosen at import."""
     if not 0 <= mode <= 2:
         raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
-    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef const unsigned char[::1] view = readable_bytes(data, "data")
     cdef uint32_t value = <uint32_t>crc
     cdef int used
     value = snapshot_crc32c_forced(mode, value, &view[0] if view.shape[0] else NULL, view.shape[0], &used)
@@ -167,7 +158,7 @@ def prefault_counts():
 def crc32c_software(data, crc=0):
     """dedup._records.crc32c() with the table-driven fallback forced, through that module's
     copy of kernels/crc32c.h (to check it against the CPU's)."""
-    cdef const unsigned char[::1] view = bytes_view(data)
+    cdef const unsigned char[::1] view = readable_bytes(data, "data")
     cdef uint32_t value = _args.integer("crc", crc, 0, 0xFFFFFFFF, "a uint32")
     cdef int used
     return records_crc32c_forced(0, value, &view[0] if view.shape[0] else NULL, view.shape[0], &used)
