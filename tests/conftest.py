@@ -1,45 +1,131 @@
-"""One fixture runs every behavioural test on both twins of the table.
+"""What every test shares: the twin fixture, the hypothesis profiles and two guards.
 
-Also two guards: the compiled module must have loaded (unless DEDUP_PURE_PYTHON=1 asked for
-the twin), and no test may leave an "Exception ignored" behind (a swallowed error in a
+**The twins.** ``twin`` runs a test once on each implementation of dedup's compiled parts,
+``compiled`` and ``reference`` (the pure-Python twin), and yields a :class:`Twin`: the table
+class, the batch functions (``dedup._records`` or ``dedup.reference.records``), the snapshot
+codec and CRC-32C of that implementation. ``impl`` (the table class) and ``table`` (a new
+table) are derived from it. ``TWINS`` holds both, for a test that compares them in one run;
+it is built in one place, :func:`_load_twins`.
+
+**Guards.** The compiled modules must have loaded: a ``compiled`` run fails otherwise (with
+``DEDUP_PURE_PYTHON=1`` too: that switch binds the public names to the twin, it does not excuse
+a missing build). No test may leave an "Exception ignored" behind (a swallowed error in a
 ``noexcept`` Cython function surfaces only there).
+
+**Hypothesis profiles**, chosen by the environment variable ``HYPOTHESIS_PROFILE``:
+
+- ``dev`` (the default): 20 examples a test, a fresh random draw each run; the daily loop.
+- ``ci`` (``.ci/run``): 200 examples a test, a fresh random draw each run (hypothesis's own
+  ``ci`` profile derandomizes; this one does not, so CI explores), and a failure prints the
+  blob that reproduces it.
+
+Both run without a deadline: on a shared 2-core machine a deadline fails on load, not on a bug.
+
+The rule for a test's own ``max_examples``: none where it would only size the run (the profile
+does). A test whose count is part of its design states it through :func:`examples`, which
+scales it by the profile: fewer than the profile's because each example is expensive (a
+cluster, a log recovered after crashes, a 40,000-producer decode) or more because each costs
+microseconds and volume is the point (the byte fuzzers). ``@example``\\ s, seeds and
+exhaustive loops are not sized by the profile.
+
+**The slow set.** ``@pytest.mark.slow`` marks what dominates the run (real clients against the
+server, kill -9, the simulator's 1,000 seeds, large decodes, the fuzz command, mutated frames);
+``python -m pytest`` deselects it (``addopts`` in pyproject.toml), ``python -m pytest -m slow``
+runs it, ``-m ""`` runs everything. Each slow file keeps a fast representative in the default
+set, named in a comment there.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
 
 import pytest
+from hypothesis import settings
 
 import dedup
-from dedup import reference
 
-try:
-    from dedup import _state
-except ImportError:  # pragma: no cover - the guard below turns this into a failure
-    _state = None
+# --- hypothesis profiles ----------------------------------------------------------------------
 
-TWINS = {"reference": reference.ProducerStateTable}
-if _state is not None:
-    TWINS["compiled"] = _state.ProducerStateTable
+#: Examples a test runs in CI; the dev profile runs a tenth.
+CI_EXAMPLES = 200
+settings.register_profile("dev", max_examples=CI_EXAMPLES // 10, deadline=None)
+settings.register_profile("ci", max_examples=CI_EXAMPLES, derandomize=False, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def examples(n: int) -> int:
+    """``n`` examples in CI, scaled by the loaded profile (a tenth in dev, at least one)."""
+    return max(1, round(n * settings.default.max_examples / CI_EXAMPLES))
+
+
+# --- the twins --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Twin:
+    """One implementation of dedup's compiled parts."""
+
+    name: str  # "compiled" or "reference"
+    table_class: type  # ProducerStateTable
+    records: ModuleType  # scan_batches, validate_batches, append_batches, crc_valid
+    snapshot: ModuleType  # encode_kafka, decode_kafka, encode_full, decode_full
+    crc32c: Callable[..., int]
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _load_twins() -> dict[str, Twin]:
+    """Both twins; "compiled" is missing when the extension did not load."""
+    from dedup import reference
+    from dedup.reference import crc32c, records, snapshot
+
+    twins = {}
+    try:
+        from dedup import _records, _snapshot, _state
+    except ImportError:  # pragma: no cover - the twin fixture turns this into a failure
+        pass
+    else:
+        twins["compiled"] = Twin("compiled", _state.ProducerStateTable, _records, _snapshot, _records.crc32c)
+    twins["reference"] = Twin("reference", reference.ProducerStateTable, records, snapshot, crc32c.crc32c)
+    return twins
+
+
+TWINS = _load_twins()
 
 
 def pytest_report_header(config):
     kind = "pure-Python twin (DEDUP_PURE_PYTHON=1)" if dedup.PURE_PYTHON else "compiled"
-    return f"dedup.ProducerStateTable: {kind}; compiled module loaded: {_state is not None}"
+    return (
+        f"dedup.ProducerStateTable: {kind}; compiled module loaded: {'compiled' in TWINS}; "
+        f"hypothesis profile: {settings.get_current_profile_name()}"
+    )
 
 
 @pytest.fixture(params=["compiled", "reference"])
-def impl(request):
-    """The table class of one twin; every test using it runs on both."""
-    if request.param == "compiled" and _state is None:
-        pytest.fail("dedup._state did not load: build it with `pip install -e .`")
+def twin(request) -> Twin:
+    """One twin; every test using it (or ``impl``, ``table``) runs on both."""
+    if request.param not in TWINS:
+        pytest.fail("dedup._state, _records or _snapshot did not load: build them with `pip install -e .`")
     return TWINS[request.param]
+
+
+@pytest.fixture
+def impl(twin):
+    """The table class of one twin."""
+    return twin.table_class
 
 
 @pytest.fixture
 def table(impl):
     return impl()
+
+
+# --- "Exception ignored" ----------------------------------------------------------------------
 
 
 @pytest.fixture

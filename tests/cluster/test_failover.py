@@ -14,6 +14,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 
+from conftest import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -103,7 +104,8 @@ FIXED = Schedule(
 )  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None)
+# Few examples: each runs a cluster through failovers.
+@settings(max_examples=examples(60))
 @given(schedules())
 @example(FIXED)
 def test_clean_elections_never_duplicate_and_deduplication_is_what_prevents_it(schedule):
@@ -173,7 +175,7 @@ def unclean_schedules(draw):
 UNCLEAN = UncleanSchedule(seed=3, count=20, drop_response=0.2, max_in_flight=5, polls=(3,) * 20, lag_at=4, crash_at=14)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(unclean_schedules())
 @example(UNCLEAN)
 def test_an_unclean_election_reports_every_acknowledged_record_it_loses(schedule):

@@ -48,15 +48,6 @@ from dedup.batch import (
 )
 from dedup.errors import CorruptRecordError, TruncatedBatchError
 from dedup.records import scan_batches, validate_batches
-from dedup.reference import ProducerStateTable as ReferenceTable
-from dedup.reference import crc32c as reference_crc32c
-from dedup.reference import records as reference_records
-
-try:
-    from dedup import _records as compiled_records
-    from dedup._state import ProducerStateTable as CompiledTable
-except ImportError:  # pragma: no cover - conftest fails the run in that case
-    compiled_records = CompiledTable = None
 
 ROOT = Path(__file__).resolve().parents[2]
 PID = 1000
@@ -69,25 +60,17 @@ if not aiokafka_records.NO_EXTENSIONS:
     AIOKAFKA_BUILDERS["aiokafka-c"] = aiokafka_records._DefaultRecordBatchBuilderCython
 
 
-TWINS = {"reference": (reference_records.scan_batches, reference_records.crc_valid, reference_crc32c.crc32c)}
-if compiled_records is not None:
-    TWINS["compiled"] = (compiled_records.scan_batches, compiled_records.crc_valid, compiled_records.crc32c)
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def scanner(request, monkeypatch):
+@pytest.fixture
+def scanner(twin, monkeypatch):
     """Bind dedup.batch's header scan and CRC functions to one twin for the test (whatever
     DEDUP_PURE_PYTHON made dedup.records bind)."""
-    if request.param not in TWINS:
-        pytest.fail("dedup._records did not load")
-    for name, function in zip(("scan_batches", "crc_valid", "crc32c"), TWINS[request.param], strict=True):
-        monkeypatch.setattr(dedup.batch, name, function)
-    return request.param
+    monkeypatch.setattr(dedup.batch, "scan_batches", twin.records.scan_batches)
+    monkeypatch.setattr(dedup.batch, "crc_valid", twin.records.crc_valid)
+    monkeypatch.setattr(dedup.batch, "crc32c", twin.crc32c)
+    return twin.name
 
 
-property_settings = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+property_settings = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -375,17 +358,11 @@ def test_markers_scan_and_decode_as_control_records(commit, scanner):
     assert MemoryRecords(data).next_batch().is_control_batch
 
 
-@pytest.mark.parametrize("twin", ["compiled", "reference"])
 def test_table_accepts_the_markers(twin):
     # A transaction from a follower's point of view (the leader's offsets), then the
     # coordinator's ABORT written by a leader (spec §2.2).
-    if twin == "compiled" and compiled_records is None:
-        pytest.fail("dedup._records did not load")
-    records, table_class = (
-        (compiled_records, CompiledTable) if twin == "compiled" else (reference_records, ReferenceTable)
-    )
-    append_batches = records.append_batches
-    table = table_class()
+    append_batches = twin.records.append_batches
+    table = twin.table_class()
     log = (
         encode_batch([b"a", b"b"], producer_id=PID, producer_epoch=5, base_sequence=0, transactional=True,
                      timestamp=TIMESTAMP, base_offset=0)
@@ -486,7 +463,6 @@ def test_round_trip(scanner, batches_and_markers):
 interop_timestamps = st.one_of(st.just(-1), st.integers(0, 1 << 62), st.integers(TIMESTAMP - 10**6, TIMESTAMP + 10**6))
 
 
-@settings(max_examples=100, deadline=None)
 @given(batches(timestamps=interop_timestamps))
 def test_kafka_python_and_aiokafka_read_what_we_write_and_build_the_same_bytes(fields):
     values = fields["values"]
@@ -720,7 +696,6 @@ def test_varint_examples(value, hex_bytes):
     assert decode_varint(bytes.fromhex(hex_bytes)) == (value, len(hex_bytes) // 2)
 
 
-@settings(max_examples=300, deadline=None)
 @given(st.integers(INT64_MIN, INT64_MAX), st.binary(max_size=3))
 def test_varlongs_round_trip_and_match_the_test_encoder(value, prefix):
     encoded = encode_varlong(value)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TWINS, examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch as KafkaPythonBatch
@@ -47,16 +48,9 @@ from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaPytho
 from kafka_batches import varint
 
 import dedup.records
-from dedup import Origin, reference
+from dedup import Origin
 from dedup._types import BATCH_HEADER_DTYPE, BatchesAppendResult
 from dedup.errors import CorruptRecordError, InvalidRecordError, KafkaError, TruncatedBatchError
-from dedup.reference import records as reference_records
-
-try:
-    from dedup import _records as compiled_records
-    from dedup import _state
-except ImportError:  # pragma: no cover - the fixture below turns this into a failure
-    compiled_records = _state = None
 
 ROOT = Path(__file__).resolve().parents[2]
 INT32_MAX = (1 << 31) - 1
@@ -80,7 +74,7 @@ def _watchdog():
 
 @pytest.fixture(autouse=True, scope="module")
 def _compiled_loaded():
-    if compiled_records is None:
+    if "compiled" not in TWINS:
         pytest.fail("dedup._records did not load: build it with `python setup.py build_ext --inplace`")
 
 
@@ -231,10 +225,11 @@ def check_append(result: BatchesAppendResult, before: bytes, after: bytes, leade
     assert set(changed.tolist()) <= allowed, "bytes changed outside an accepted batch's offset and epoch"
 
 
-def run_one(module, table_class, data: bytes):
+def run_one(twin, data: bytes):
     """Every function of one twin on ``data``: a list of (call, outcome) pairs."""
+    module, table_class = twin.records, twin.table_class
     outcomes = []
-    cycles = module is reference_records
+    cycles = twin.name == "reference"
     guarded = Guarded(data)
     try:
         for tail in ("raise", "ignore"):
@@ -293,9 +288,8 @@ def run_one(module, table_class, data: bytes):
 
 def same_on_both_twins(data: bytes):
     """Runs everything on both twins, requires identical outcomes; returns the compiled's."""
-    compiled = run_one(compiled_records, _state.ProducerStateTable, data)
-    twin = run_one(reference_records, reference.ProducerStateTable, data)
-    for (call, left), (_, right) in zip(compiled, twin, strict=True):
+    compiled, reference = (run_one(twin, data) for twin in TWINS.values())
+    for (call, left), (_, right) in zip(compiled, reference, strict=True):
         if left[0] == "ok" and right[0] == "ok" and not isinstance(left[1], dict):
             left, right = ("ok", normal(left[1])), ("ok", normal(right[1]))
         assert left == right, f"{call}: the twins disagree on {data.hex()}"
@@ -317,7 +311,7 @@ def header(length_after, *, base_offset=0, leader_epoch=-1, magic=2, crc=0, attr
 def batch_bytes(fields: dict, body: bytes, fix_crc: bool) -> bytes:
     data = bytearray(header(49 + len(body), **fields) + body)
     if fix_crc:
-        data[17:21] = compiled_records.crc32c(bytes(data[21:])).to_bytes(4, "big")
+        data[17:21] = TWINS["compiled"].crc32c(bytes(data[21:])).to_bytes(4, "big")
     return bytes(data)
 
 
@@ -373,8 +367,9 @@ EMPTY_CONTROL_BATCH = batch_bytes(
 #: A batch length of 2^31-1 with 61 bytes there: a torn tail, the message says how many it needs.
 HUGE_LENGTH = b"\x00" * 8 + b"\x7f\xff\xff\xff" + b"\x00" * 49
 
+# Byte fuzzing: an example costs microseconds and volume is the point.
 fuzz_settings = settings(
-    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=examples(1000), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 
@@ -402,9 +397,9 @@ def test_random_batch_shaped_bytes(batches, trailing):
 def test_torn_tail_message_for_a_length_near_int32_max():
     """The error says how many bytes the torn batch needs: 2^31-1 + 12, not an int32 that
     wrapped (compiled: "needs -2147483637 bytes")."""
-    for _, module, _ in twins():
+    for twin in TWINS.values():
         with pytest.raises(TruncatedBatchError) as caught:
-            module.scan_batches(HUGE_LENGTH)
+            twin.records.scan_batches(HUGE_LENGTH)
         assert str(caught.value) == "batch 0 at position 0: truncated: the batch needs 2147483659 bytes, 61 are left"
         assert caught.value.valid_bytes == 0
 
@@ -417,10 +412,10 @@ def test_empty_control_batch_has_the_same_timestamp_on_both_twins(origin):
     # A follower keeps the leader's offsets, which must not go below the table's map end (6);
     # the base offset is outside the CRC.
     batch = (10).to_bytes(8, "big") + EMPTY_CONTROL_BATCH[8:] if origin == Origin.REPLICATION else EMPTY_CONTROL_BATCH
-    for _, module, table_class in twins():
-        table = seeded_table(table_class)
-        result = module.append_batches(table, batch, origin=origin,
-                                       log_end_offset=None if origin == Origin.REPLICATION else 10)
+    for twin in TWINS.values():
+        table = seeded_table(twin.table_class)
+        result = twin.records.append_batches(table, batch, origin=origin,
+                                             log_end_offset=None if origin == Origin.REPLICATION else 10)
         assert result.error_codes.tolist() == [0]
         results.append((result.base_offsets.tolist(), result.timestamps.tolist(), table_state(table)))
     assert results[0] == results[1]
@@ -464,7 +459,7 @@ def follower_buffer() -> bytes:
 
 
 def boundaries(data: bytes) -> list[int]:
-    return [int(p) for p in compiled_records.scan_batches(data)["position"]] + [len(data)]
+    return [int(p) for p in TWINS["compiled"].records.scan_batches(data)["position"]] + [len(data)]
 
 
 def test_the_small_buffers_are_valid_and_accepted():
@@ -480,7 +475,8 @@ def test_the_small_buffers_are_valid_and_accepted():
     assert len(result["completed_transactions"]) == 1
 
 
-@pytest.mark.parametrize("name", ["client", "follower"])
+# Exhaustive: the follower's buffer in the fast set, the client's (larger) in the slow one.
+@pytest.mark.parametrize("name", [pytest.param("client", marks=pytest.mark.slow), "follower"])
 def test_every_single_bit_flip(name):
     original = client_buffer() if name == "client" else follower_buffer()
     starts = boundaries(original)
@@ -545,29 +541,29 @@ def test_a_kept_error_does_not_pin_the_buffer(tmp_path):
     path.write_bytes(client_buffer() + b"\x00" * 8 + b"\x00\x00\x00\x05" + b"\x00" * 20)
     gc.disable()  # a collection would hide the cycle
     try:
-        for name, module, table_class in twins():
+        for twin in TWINS.values():
             with open(path, "rb") as handle:
                 data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             kept = []
             try:
-                module.scan_batches(data)
+                twin.records.scan_batches(data)
             except CorruptRecordError as error:
                 kept.append(error)
             try:
                 data.close()
             except BufferError:
-                pytest.fail(f"{name}: a kept scan error still holds a view of the buffer")
+                pytest.fail(f"{twin}: a kept scan error still holds a view of the buffer")
             assert kept
             # producer 7's next batch, then one with a gap in its sequence (the table refuses it)
             segment = kafka_python_batch(7, 0, 2, [(b"a", b"1")]) + kafka_python_batch(7, 0, 9, [(b"b", b"2")])
             mapped = mmap.mmap(-1, len(segment))
             mapped[:] = segment
-            result = module.append_batches(seeded_table(table_class), mapped, log_end_offset=10)
+            result = twin.records.append_batches(seeded_table(twin.table_class), mapped, log_end_offset=10)
             assert result.error_codes.tolist() == [0, 45]
             try:
                 mapped.close()
             except BufferError:
-                pytest.fail(f"{name}: an append result with errors still holds a view of the buffer")
+                pytest.fail(f"{twin}: an append result with errors still holds a view of the buffer")
     finally:
         gc.enable()
 
@@ -615,7 +611,7 @@ def mutated_buffers(draw):
     return bytes(data)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(600), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated_buffers())
 def test_larger_buffers_with_a_few_changes(data):
     same_on_both_twins(data)
@@ -626,22 +622,15 @@ def test_larger_buffers_with_a_few_changes(data):
 GOOD = client_buffer()
 
 
-def twins():
-    return [
-        ("compiled", compiled_records, _state.ProducerStateTable),
-        ("reference", reference_records, reference.ProducerStateTable),
-    ]
-
-
 def raises_the_same(call, expected, names):
     """``call(module, table_class)`` raises ``expected`` on both twins, with the same message
     naming one of ``names``; returns the messages."""
     messages = []
-    for twin_name, module, table_class in twins():
+    for twin in TWINS.values():
         with pytest.raises(expected) as caught:
-            call(module, table_class)
+            call(twin.records, twin.table_class)
         message = str(caught.value)
-        assert any(name in message for name in names), f"{twin_name}: {message!r} does not name {names}"
+        assert any(name in message for name in names), f"{twin}: {message!r} does not name {names}"
         messages.append(message)
     assert messages[0] == messages[1]
     return messages
@@ -710,8 +699,8 @@ def test_read_only_buffer_with_write_offsets(tmp_path):
                 assert table_state(table) == table_state(seeded_table(type(table))), kind
             assert bytes(data) == GOOD, kind
             # the same buffer is fine to read
-            for _, module, table_class in twins():
-                result = module.append_batches(seeded_table(table_class), data, log_end_offset=10)
+            for twin in TWINS.values():
+                result = twin.records.append_batches(seeded_table(twin.table_class), data, log_end_offset=10)
                 assert (result.error_codes == 0).all(), kind
     finally:
         gc.collect()  # pytest.raises keeps the traceback (and the twin's views) in a cycle
@@ -720,7 +709,7 @@ def test_read_only_buffer_with_write_offsets(tmp_path):
 
 
 def scanned_headers():
-    return compiled_records.scan_batches(GOOD)
+    return TWINS["compiled"].records.scan_batches(GOOD)
 
 
 BAD_HEADER_TYPES = {
@@ -787,7 +776,7 @@ def test_crc_valid_headers_whose_end_overflows_int64():
     # the twin, in this process
     headers = moved(0, position=INT64_MAX - 20)
     with pytest.raises(ValueError, match=r"headers\[0\] does not describe a batch inside data"):
-        reference_records.crc_valid(GOOD, headers)
+        TWINS["reference"].records.crc_valid(GOOD, headers)
 
 
 def test_crc_valid_takes_read_only_headers():
@@ -795,14 +784,14 @@ def test_crc_valid_takes_read_only_headers():
     or memory-mapped from a file, are read-only."""
     headers = scanned_headers()
     headers.flags.writeable = False
-    for _, module, _ in twins():
-        assert module.crc_valid(GOOD, headers).tolist() == [True, True, True]
+    for twin in TWINS.values():
+        assert twin.records.crc_valid(GOOD, headers).tolist() == [True, True, True]
 
 
 def test_crc_valid_takes_a_strided_view_of_headers():
-    headers = compiled_records.scan_batches(GOOD + GOOD)
-    for _, module, _ in twins():
-        assert module.crc_valid(GOOD + GOOD, headers[::2]).tolist() == [True, True, True]
+    headers = TWINS["compiled"].records.scan_batches(GOOD + GOOD)
+    for twin in TWINS.values():
+        assert twin.records.crc_valid(GOOD + GOOD, headers[::2]).tolist() == [True, True, True]
 
 
 WRONG_TABLES = {"None": lambda: None, "dict": dict}
@@ -811,31 +800,32 @@ WRONG_TABLES = {"None": lambda: None, "dict": dict}
 @pytest.mark.parametrize("kind", ["the other twin", "None", "dict"])
 def test_append_batches_wrong_table(kind):
     messages = []
-    for name, module, _ in twins():
+    for twin in TWINS.values():
         if kind == "the other twin":
-            other = reference.ProducerStateTable if name == "compiled" else _state.ProducerStateTable
+            (other,) = (other.table_class for other in TWINS.values() if other is not twin)
             table = seeded_table(other)
         else:
             table = WRONG_TABLES[kind]()
         before = table_state(table) if kind == "the other twin" else None
         with pytest.raises(TypeError, match="table must be a dedup") as caught:
-            module.append_batches(table, bytearray(GOOD), log_end_offset=10, write_offsets=True)
+            twin.records.append_batches(table, bytearray(GOOD), log_end_offset=10, write_offsets=True)
         messages.append(str(caught.value))
         if before is not None:
             assert table_state(table) == before
     # the public function picks the implementation from the table's class
-    for table_class in (_state.ProducerStateTable, reference.ProducerStateTable):
-        table = seeded_table(table_class)
+    for twin in TWINS.values():
+        table = seeded_table(twin.table_class)
         assert (dedup.records.append_batches(table, GOOD, log_end_offset=10).error_codes == 0).all()
 
 
 def test_the_wrong_table_message_points_somewhere_that_works():
     """The compiled refusal suggests the twin's append_batches "takes either twin": then it
     must take a compiled table."""
+    compiled, reference = TWINS["compiled"], TWINS["reference"]
     with pytest.raises(TypeError) as caught:
-        compiled_records.append_batches(seeded_table(reference.ProducerStateTable), GOOD, log_end_offset=10)
+        compiled.records.append_batches(seeded_table(reference.table_class), GOOD, log_end_offset=10)
     if "takes either twin" in str(caught.value):
-        result = reference_records.append_batches(seeded_table(_state.ProducerStateTable), GOOD, log_end_offset=10)
+        result = reference.records.append_batches(seeded_table(compiled.table_class), GOOD, log_end_offset=10)
         assert (result.error_codes == 0).all()
 
 
@@ -917,10 +907,10 @@ def test_validate_and_scan_bad_arguments(data, overrides, expected, name):
 
 
 def test_keyword_only_arguments():
-    for _, module, table_class in twins():
+    for twin in TWINS.values():
         with pytest.raises(TypeError):
-            module.scan_batches(GOOD, "ignore")
+            twin.records.scan_batches(GOOD, "ignore")
         with pytest.raises(TypeError):
-            module.validate_batches(GOOD, Origin.CLIENT)
+            twin.records.validate_batches(GOOD, Origin.CLIENT)
         with pytest.raises(TypeError):
-            module.append_batches(seeded_table(table_class), GOOD, Origin.CLIENT, 10)
+            twin.records.append_batches(seeded_table(twin.table_class), GOOD, Origin.CLIENT, 10)

@@ -31,56 +31,18 @@ from aiokafka.record import _crecords as aiokafka_compiled
 from aiokafka.record import default_records as aiokafka_default
 from aiokafka.record import memory_records as aiokafka_memory
 from aiokafka.record.control_record import ABORT_MARKER, COMMIT_MARKER, ControlRecord
+from conftest import TWINS
 from kafka.record.default_records import DefaultRecordBatch as KafkaPythonBatch
 from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaPythonBuilder
 from kafka.record.memory_records import MemoryRecords as KafkaPythonMemoryRecords
 
-from dedup import CompletedTxn, Origin, reference
+from dedup import CompletedTxn, Origin
 from dedup.errors import CorruptRecordError, InvalidRecordError, TruncatedBatchError
-from dedup.reference import crc32c as reference_crc32c
-from dedup.reference import records as reference_records
 from dedup.tools.dump import batch_description
-
-try:
-    from dedup import _records as compiled_records
-    from dedup import _state
-except ImportError:  # pragma: no cover - the fixture turns this into a failure
-    compiled_records = _state = None
 
 INT32_MAX = (1 << 31) - 1
 NONE, GZIP = 0, 1  # Kafka's compression codes (spec §8.2); snappy/lz4/zstd need extra packages
 TIMESTAMP = 1_767_225_600_000  # 2026-01-01, in ms
-
-# --- the two twins --------------------------------------------------------------------------
-
-
-class Twin:
-    """One implementation of dedup's batch functions, with its table class and CRC."""
-
-    def __init__(self, name, records, table_class, crc32c):
-        self.name = name
-        self.records = records
-        self.table_class = table_class
-        self.crc32c = crc32c
-
-    def __repr__(self):
-        return self.name
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def twin(request):
-    if request.param == "reference":
-        return Twin("reference", reference_records, reference.ProducerStateTable, reference_crc32c.crc32c)
-    if compiled_records is None:
-        pytest.fail("dedup._records did not load: build it with `python setup.py build_ext --inplace`")
-    return Twin("compiled", compiled_records, _state.ProducerStateTable, compiled_records.crc32c)
-
-
-def both_twins():
-    return [
-        Twin("compiled", compiled_records, _state.ProducerStateTable, compiled_records.crc32c),
-        Twin("reference", reference_records, reference.ProducerStateTable, reference_crc32c.crc32c),
-    ]
 
 
 # --- the libraries' builders and parsers ----------------------------------------------------
@@ -443,7 +405,7 @@ def test_written_offsets_are_read_back_by_kafka_python_and_aiokafka(twin):
 def test_written_offsets_are_the_same_on_both_twins():
     original, counts, _ = produce_stream(seed=11)
     outcomes = []
-    for twin in both_twins():
+    for twin in TWINS.values():
         buffer = bytearray(original)
         table = twin.table_class()
         result = twin.records.append_batches(
@@ -569,7 +531,7 @@ def test_spec_commit_marker_completes_the_ongoing_transaction(twin):
 
 def test_spec_commit_marker_same_on_both_twins():
     outcomes = []
-    for twin in both_twins():
+    for twin in TWINS.values():
         results, table = commit_marker_scenario(twin)
         outcomes.append((
             [(r.headers.tobytes(), r.error_codes.tolist(), r.duplicate.tolist(), r.base_offsets.tolist(),

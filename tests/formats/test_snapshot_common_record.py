@@ -24,10 +24,10 @@ import crc32c as pypi_crc32c
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_snapshot import INT32_MAX, INT64_MAX, apply, state
+from snapshot_builders import apply, state
 
 from dedup import reference
-from dedup._types import Origin
+from dedup._types import INT32_MAX, INT64_MAX, Origin
 from dedup.errors import CorruptSnapshotError
 from dedup.reference import snapshot as twin_codec
 
@@ -170,7 +170,7 @@ def files(draw):
     return raw_file(records, window=window, map_end_offset=map_end_offset, escaped=escaped)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=files())
 @example(data=raw_file([(0, -1, 2, (0, 0, 5, 0), [(5, 0, 0, 0)])], window=2, map_end_offset=6, escaped=[]))
 def test_random_records_near_every_condition(data):
@@ -211,7 +211,7 @@ appends = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(appends=appends)
 @example(appends=[(0, 0, 1, 0, 0), (0, 0xFFFF, 0xFFFF, (1 << 32) - 3, (1 << 31) - 1)] * 3)
 @example(appends=[(0, 0, 1, 0, 1 << 31), (0, 1, 1, 0, 0)])  # timestamp gap -2^31: escaped

@@ -12,7 +12,7 @@ import random
 import crc32c as pypi_crc32c
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dedup import _records
@@ -69,7 +69,6 @@ def test_every_short_length_agrees(length):
     assert len(set(results.values())) == 1, results
 
 
-@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=4096), start=st.integers(0, 15), crc=st.integers(0, 0xFFFFFFFF))
 @example(data=b"", start=0, crc=0)
 @example(data=b"\x00" * 17, start=1, crc=0xFFFFFFFF)
@@ -99,7 +98,6 @@ def test_three_streams_agree_at_every_lane_boundary(length):
         assert len(set(results.values())) == 1, results
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     length=st.integers(0, 40_000),
     start=st.integers(0, 15),
@@ -125,7 +123,6 @@ def test_zeros_and_ones_over_many_rounds():
 
 
 @pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
-@settings(max_examples=200, deadline=None)
 @given(first=st.binary(max_size=100), second=st.binary(max_size=100))
 def test_continuing_from_a_crc_equals_one_pass(name, first, second):
     crc = IMPLEMENTATIONS[name]

@@ -13,7 +13,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_snapshot import first_repeat
+from snapshot_builders import first_repeat
 
 _state = pytest.importorskip("dedup._state")
 
@@ -25,7 +25,7 @@ def bulk_vectors(request):
     _state.bulk_vectors(True)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     ids=st.lists(st.integers(0, 60), max_size=80),
     existing=st.lists(st.integers(0, 200), unique=True, max_size=20),

@@ -14,7 +14,7 @@ import random
 
 import crc32c as pypi_crc32c
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dedup import _snapshot
@@ -44,7 +44,6 @@ def test_every_mode_agrees_around_the_fold_steps(length):
         assert [_snapshot.crc32c_in_mode(view, 0x9E3779B9, mode)[1] for mode in (0, 1, 2)] == [expected] * 3
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     length=st.integers(0, 20_000),
     start=st.integers(0, 63),

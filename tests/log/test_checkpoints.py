@@ -13,7 +13,7 @@ import os
 import tempfile
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dedup import checkpoints
@@ -300,7 +300,6 @@ def test_offsets_bad_arguments_write_nothing(tmp_path, offsets, error):
 topics = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=20).filter(lambda name: name not in (".", ".."))
 
 
-@settings(max_examples=50, deadline=None)
 @given(st.dictionaries(st.tuples(topics, st.integers(0, (1 << 31) - 1)), st.integers(0, (1 << 63) - 1), max_size=20))
 def test_offsets_round_trip(offsets):
     with tempfile.TemporaryDirectory() as directory:
@@ -732,7 +731,6 @@ def model_apply(entries, operation):
     return [(below[-1][0], offset)] + [entry for entry in entries if entry[1] > offset]
 
 
-@settings(max_examples=300, deadline=None)
 @given(operations, st.integers(-3, 14), st.integers(0, 80))
 @example([("assign", 5, 11), ("assign", 6, 12), ("assign", 7, 13)], 4, 0)  # below the first epoch
 @example([("assign", 2, 100)], 3, 100)  # past the latest epoch

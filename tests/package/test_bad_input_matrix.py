@@ -27,23 +27,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from conftest import TWINS
 
 import dedup
-from dedup import Origin, PartitionLog, checkpoints, reference
+from dedup import Origin, PartitionLog, checkpoints
 from dedup import batch as batches
 from dedup import snapshot as snapshots
 from dedup.cluster import Cluster
 from dedup.errors import CorruptSnapshotError, InvalidRecordError, OffsetOutOfRangeError, TruncatedBatchError
 from dedup.producer import IdempotentProducer, Network
-from dedup.reference import crc32c as reference_crc32c
-from dedup.reference import records as reference_records
 from dedup.server import Faults, KafkaServer
 from dedup.tools.simulate import run_seed
-
-try:
-    from dedup import _records, _state
-except ImportError:  # pragma: no cover - conftest's guard fails the run then
-    _records = _state = None
 
 INT16_MAX, INT32_MAX, INT64_MAX = (1 << 15) - 1, (1 << 31) - 1, (1 << 63) - 1
 
@@ -65,22 +59,8 @@ def ids(rows):
     return [f"{r.entry}-{r.argument}-{r.kind}" for r in rows]
 
 
-# --- twins ------------------------------------------------------------------------------------
-
-TWINS = {"reference": (reference.ProducerStateTable, reference_records, reference_crc32c.crc32c)}
-if _state is not None:
-    TWINS["compiled"] = (_state.ProducerStateTable, _records, _records.crc32c)
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def twin(request):
-    if request.param not in TWINS:
-        pytest.fail("dedup._state did not load: build it with `pip install -e .`")
-    return TWINS[request.param]
-
-
 def other_table_class(table_class):
-    return next(cls for cls, _, _ in TWINS.values() if cls is not table_class)
+    return next(twin.table_class for twin in TWINS.values() if twin.table_class is not table_class)
 
 
 def table_state(table):
@@ -278,7 +258,7 @@ TABLE_ROWS = [
 
 @pytest.mark.parametrize("bad", TABLE_ROWS, ids=ids(TABLE_ROWS))
 def test_table(twin, bad):
-    table_class = twin[0]
+    table_class = twin.table_class
     table = seeded(table_class)
     before = table_state(table)
     with pytest.raises(bad.error, match=bad.match):
@@ -289,7 +269,7 @@ def test_table(twin, bad):
 def test_table_valid_edges(twin):
     """Empty, strided and read-only id arrays are fine for copy; an empty staged table
     changes nothing, and one behind the live table never moves its map end offset down."""
-    table_class = twin[0]
+    table_class = twin.table_class
     table = seeded(table_class)
     before = table_state(table)
     read_only = np.array([1, 99])
@@ -504,7 +484,7 @@ RECORDS_ROWS = [
 
 @pytest.mark.parametrize("bad", RECORDS_ROWS, ids=ids(RECORDS_ROWS))
 def test_records(twin, bad):
-    table_class, records, _ = twin
+    table_class, records = twin.table_class, twin.records
     with pytest.raises(bad.error, match=bad.match):
         bad.call(records, table_class)
 
@@ -515,7 +495,7 @@ def test_records(twin, bad):
     ids=["backwards", "negative", "float"],
 )
 def test_append_batches_applies_nothing_on_a_bad_log_end_offset(twin, log_end_offset, error):
-    table_class, records, _ = twin
+    table_class, records = twin.table_class, twin.records
     table = seeded(table_class)
     before = table_state(table)
     with pytest.raises(error, match="log_end_offset"):
@@ -526,7 +506,7 @@ def test_append_batches_applies_nothing_on_a_bad_log_end_offset(twin, log_end_of
 def test_follower_batch_below_the_log_end_is_refused_per_batch(twin):
     """Spec §3.4: a follower keeps the leader's offsets; one below the log end offset is
     INVALID_RECORD for that batch and nothing is recorded."""
-    table_class, records, _ = twin
+    table_class, records = twin.table_class, twin.records
     table = seeded(table_class)
     before = table_state(table)
     behind = batches.encode_batch([b"v"], timestamp=1, producer_id=7, producer_epoch=0, base_sequence=0, base_offset=3)
@@ -549,11 +529,11 @@ CRC_ROWS = [
 @pytest.mark.parametrize("bad", CRC_ROWS, ids=ids(CRC_ROWS))
 def test_crc32c(twin, bad):
     with pytest.raises(bad.error, match=bad.match):
-        bad.call(twin[2])
+        bad.call(twin.crc32c)
 
 
 def test_records_valid_empty_inputs(twin):
-    table_class, records, crc32c = twin
+    table_class, records, crc32c = twin.table_class, twin.records, twin.crc32c
     assert len(records.scan_batches(b"")) == 0 and len(records.validate_batches(bytearray())) == 0
     assert records.crc_valid(b"").tolist() == [] and records.check_one_batch(b"") is None
     assert crc32c(b"") == 0
@@ -693,13 +673,13 @@ def test_snapshots(twin, tmp_path, bad):
     (tmp_path / "e.snapshot").write_bytes(b"")
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(bad.error, match=bad.match):
-        bad.call(twin[0], tmp_path)
+        bad.call(twin.table_class, tmp_path)
     assert sorted(os.listdir(tmp_path)) == before  # a refused write leaves nothing behind
 
 
 @pytest.mark.parametrize("kind", ["full", "kafka"])
 def test_an_empty_table_is_a_valid_snapshot(twin, tmp_path, kind):
-    table_class = twin[0]
+    table_class = twin.table_class
     data = snapshots.encode_snapshot(table_class(), kind)
     assert snapshots.snapshot_format(data) == kind
     assert table_state(snapshots.decode_snapshot(data, table_class=table_class)) == (0, 0, [])
@@ -997,7 +977,7 @@ LOG_CONSTRUCTOR_ROWS = [
 def test_log_constructor(twin, tmp_path, bad):
     directory = tmp_path / "clicks-0"
     with pytest.raises(bad.error, match=bad.match):
-        bad.call(directory, twin[0])
+        bad.call(directory, twin.table_class)
     assert not directory.exists()  # checked before anything is created
 
 
@@ -1113,7 +1093,7 @@ LOG_ROWS = [
 
 @pytest.mark.parametrize("bad", LOG_ROWS, ids=ids(LOG_ROWS))
 def test_log(twin, tmp_path, bad):
-    log = open_log(tmp_path, twin[0])
+    log = open_log(tmp_path, twin.table_class)
     try:
         before = log_state(log)
         with pytest.raises(bad.error, match=bad.match):
@@ -1126,7 +1106,7 @@ def test_log(twin, tmp_path, bad):
 def test_log_valid_edges(twin, tmp_path):
     """Empty appends are no-ops; truncating at or above the log end is a no-op (spec §5.5:
     target >= LEO); a high watermark past the log end is kept at the log end."""
-    log = open_log(tmp_path, twin[0])
+    log = open_log(tmp_path, twin.table_class)
     try:
         before = log_state(log)
         assert log.append_as_leader(b"").batches == 0 and log.append_as_follower(bytearray()).batches == 0

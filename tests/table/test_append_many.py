@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -177,9 +178,7 @@ def client_columns(draw, max_rows=25):
 
 
 any_origin = st.sampled_from([Origin.CLIENT, Origin.CLIENT, Origin.REPLICATION, Origin.COORDINATOR])
-property_settings = settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+property_settings = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @property_settings
@@ -232,7 +231,8 @@ def test_compiled_append_many_equals_reference(prelude, columns, origin, window)
     assert state(compiled) == state(ref)
 
 
-@settings(max_examples=8, deadline=None)
+# Few examples: each fills several storage chunks of both twins.
+@settings(max_examples=examples(8))
 @given(window=st.sampled_from([255, 7]), producers=st.integers(300, 2600), seed=st.integers(0, 2**32 - 1))
 def test_many_producers_across_storage_chunks_match_reference(window, producers, seed):
     """Enough producers to fill several of the compiled table's storage chunks, then

@@ -826,9 +826,7 @@ class TwinTables(RuleBasedStateMachine):
 
 
 TwinTables.TestCase.settings = settings(
-    max_examples=150,
     stateful_step_count=40,
-    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_twin_tables = TwinTables.TestCase

@@ -249,7 +249,7 @@ NEW = [9, 1 << 50]  # never in the live table: new producers of the staged appen
 operation = operation_with_skips(PIDS + NEW)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     window=st.sampled_from([1, 2, 3, 5]),
     before=st.lists(operation.filter(lambda op: op[0] == "skip" or op[1] in PIDS), max_size=40),
