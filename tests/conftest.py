@@ -3,9 +3,9 @@
 **The twins.** ``twin`` runs a test once on each implementation of dedup's compiled parts,
 ``compiled`` and ``reference`` (the pure-Python twin), and yields a :class:`Twin`: the table
 class, the batch functions (``dedup._records`` or ``dedup.reference.records``), the snapshot
-codec and CRC-32C of that implementation. ``impl`` (the table class) and ``table`` (a new
-table) are derived from it. ``TWINS`` holds both, for a test that compares them in one run;
-it is built in one place, :func:`_load_twins`.
+codec and CRC-32C of that implementation. ``impl`` (the table class), ``table`` (a new table)
+and ``scanner`` (dedup.batch reading through that twin) are derived from it. ``TWINS`` holds
+both, for a test that compares them in one run; it is built in one place, :func:`_load_twins`.
 
 **Guards.** The compiled modules must have loaded: a ``compiled`` run fails otherwise (with
 ``DEDUP_PURE_PYTHON=1`` too: that switch binds the public names to the twin, it does not excuse
@@ -123,6 +123,18 @@ def impl(twin):
 @pytest.fixture
 def table(impl):
     return impl()
+
+
+@pytest.fixture
+def scanner(twin, monkeypatch):
+    """Bind dedup.batch's header scan and CRC functions to one twin for the test (whatever
+    DEDUP_PURE_PYTHON made dedup.records bind); the twin's name."""
+    import dedup.batch
+
+    monkeypatch.setattr(dedup.batch, "scan_batches", twin.records.scan_batches)
+    monkeypatch.setattr(dedup.batch, "crc_valid", twin.records.crc_valid)
+    monkeypatch.setattr(dedup.batch, "crc32c", twin.crc32c)
+    return twin.name
 
 
 # --- "Exception ignored" ----------------------------------------------------------------------
