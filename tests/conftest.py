@@ -137,6 +137,19 @@ def scanner(twin, monkeypatch):
     return twin.name
 
 
+def vectors_and_scalar(switch):
+    """An autouse fixture for a module whose tests must run both ways: ``switch(wanted)`` (a test
+    hook) turns a vector path on (where the CPU has it) or off; on again after each test."""
+
+    @pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
+    def both_ways(request):
+        switch(request.param)
+        yield
+        switch(True)
+
+    return both_ways
+
+
 # --- "Exception ignored" ----------------------------------------------------------------------
 
 

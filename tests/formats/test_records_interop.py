@@ -133,47 +133,39 @@ HEADER_FIELDS = [
 ]
 
 
-def kafka_python_fields(batch: KafkaPythonBatch, position: int) -> dict:
-    """What kafka-python reads from a batch, in dedup's field names."""
-    return {
-        "position": position,
-        "base_offset": batch.base_offset,
-        "base_timestamp": batch.first_timestamp,
-        "max_timestamp": batch.max_timestamp,
-        "producer_id": batch.producer_id,
-        "batch_length": batch.size_in_bytes - 12,
-        "partition_leader_epoch": batch.leader_epoch,
-        "crc": batch.crc,
-        "last_offset_delta": batch.last_offset_delta,
-        "base_sequence": batch.base_sequence,
-        "record_count": batch.records_count,
-        "attributes": batch.attributes,
-        "producer_epoch": batch.producer_epoch,
-        "magic": batch.magic,
-        "compression": batch.compression_type,
-        "timestamp_type": batch.timestamp_type,
-        "is_transactional": batch.is_transactional,
-        "is_control": batch.is_control_batch,
-    }
+#: dedup's header field: the attribute kafka-python's and aiokafka's batch classes both read it as.
+BOTH_READ = {
+    "base_offset": "base_offset",
+    "base_timestamp": "first_timestamp",
+    "max_timestamp": "max_timestamp",
+    "producer_id": "producer_id",
+    "crc": "crc",
+    "last_offset_delta": "last_offset_delta",
+    "base_sequence": "base_sequence",
+    "attributes": "attributes",
+    "producer_epoch": "producer_epoch",
+    "magic": "magic",
+    "compression": "compression_type",
+    "timestamp_type": "timestamp_type",
+    "is_transactional": "is_transactional",
+    "is_control": "is_control_batch",
+}
 
 
 def aiokafka_fields(batch) -> dict:
     """What aiokafka reads (it has no accessor for the length, leader epoch or record count)."""
+    return {name: getattr(batch, attribute) for name, attribute in BOTH_READ.items()}
+
+
+def kafka_python_fields(batch: KafkaPythonBatch, position: int) -> dict:
+    """What kafka-python reads from a batch, in dedup's field names: what aiokafka reads, the
+    length, the leader epoch and the record count."""
     return {
-        "base_offset": batch.base_offset,
-        "base_timestamp": batch.first_timestamp,
-        "max_timestamp": batch.max_timestamp,
-        "producer_id": batch.producer_id,
-        "crc": batch.crc,
-        "last_offset_delta": batch.last_offset_delta,
-        "base_sequence": batch.base_sequence,
-        "attributes": batch.attributes,
-        "producer_epoch": batch.producer_epoch,
-        "magic": batch.magic,
-        "compression": batch.compression_type,
-        "timestamp_type": batch.timestamp_type,
-        "is_transactional": batch.is_transactional,
-        "is_control": batch.is_control_batch,
+        "position": position,
+        **{name: getattr(batch, attribute) for name, attribute in BOTH_READ.items()},
+        "batch_length": batch.size_in_bytes - 12,
+        "partition_leader_epoch": batch.leader_epoch,
+        "record_count": batch.records_count,
     }
 
 

@@ -22,6 +22,7 @@ import struct
 
 import crc32c as pypi_crc32c
 import pytest
+from conftest import vectors_and_scalar
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from snapshot_builders import apply, state
@@ -34,12 +35,7 @@ from dedup.reference import snapshot as twin_codec
 _state = pytest.importorskip("dedup._state")
 from dedup import _snapshot as compiled_codec  # noqa: E402
 
-
-@pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
-def window5_vectors(request):
-    compiled_codec.use_window5_vectors(request.param)
-    yield
-    compiled_codec.use_window5_vectors(True)
+window5_vectors = vectors_and_scalar(compiled_codec.use_window5_vectors)
 
 
 OFFSET_GAPS = [0, 1, 7, (1 << 31) - 1, 1 << 31, (1 << 31) + 1, 0xFFFFFFFE, 0xFFFFFFFF]

@@ -14,11 +14,7 @@ from snapshot_builders import both_reject, first_repeat, full2_file, full_entry,
 
 from dedup import reference
 from dedup._types import ProducerStateEntry
-from dedup.snapshot import (
-    SNAPSHOT_FORMATS,
-    decode_snapshot,
-    encode_snapshot,
-)
+from dedup.snapshot import SNAPSHOT_FORMATS, decode_snapshot, encode_snapshot
 
 _state = pytest.importorskip("dedup._state")
 

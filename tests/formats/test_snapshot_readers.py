@@ -20,11 +20,7 @@ from test_snapshot import EMPTY_KAFKA_VECTOR, TWO_ENTRIES, TWO_ENTRY_KAFKA_VECTO
 from dedup import reference
 from dedup._types import INT16_MAX, INT16_MIN, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, BatchMetadata
 from dedup.errors import CorruptSnapshotError
-from dedup.snapshot import (
-    decode_snapshot,
-    encode_snapshot,
-    snapshot_format,
-)
+from dedup.snapshot import decode_snapshot, encode_snapshot, snapshot_format
 
 _state = pytest.importorskip("dedup._state")
 
@@ -37,191 +33,195 @@ Twin = reference.ProducerStateTable
 GOOD_KAFKA_ENTRY = (5, 0, 3, 10, 1, 7, -1, -1)
 
 
-@pytest.mark.parametrize(
-    "data, expected",
-    [
-        (kafka_file([], version=2), "Kafka snapshot: unknown file version: expected 1, found 2"),
-        (kafka_file([], version=-1)[:3], "Kafka snapshot: unknown file version: expected 1, found -1"),
-        (b"", "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 0"),
-        (b"\x00", "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 1"),
-        (
-            EMPTY_KAFKA_VECTOR[:9],
-            "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 9",
-        ),
-        (kafka_file([], count=-1), "Kafka snapshot: negative producer count: expected >= 0, found -1"),
-        (
-            kafka_file([GOOD_KAFKA_ENTRY], count=2),
-            "Kafka snapshot: short file: 2 producers need 10 + 46 x 2 = 102 bytes, found 56",
-        ),
-        (
-            kafka_file([], count=INT32_MAX),
-            f"Kafka snapshot: short file: {INT32_MAX} producers need 10 + 46 x {INT32_MAX} = "
-            f"{10 + 46 * INT32_MAX} bytes, found 10",
-        ),
-        (
-            kafka_file([GOOD_KAFKA_ENTRY], trailing=b"\x00"),
-            "Kafka snapshot: 1 trailing bytes: 1 producers need 10 + 46 x 1 = 56 bytes, found 57",
-        ),
-        (
-            kafka_file([GOOD_KAFKA_ENTRY], crc=0x12345678),
-            "Kafka snapshot: CRC-32C of bytes [6, 56) does not match: stored crc 0x12345678, computed crc 0x",
-        ),
-        (
-            kafka_file([GOOD_KAFKA_ENTRY, (-5, 0, 0, 0, 0, 0, 0, 0)]),
-            "Kafka snapshot: entry 1: producer id -5 is negative: expected >= 0",
-        ),
-        (
-            kafka_file([(5, 0, 3, 10, -1, 7, -1, -1)]),
-            "Kafka snapshot: entry 0 (producer id 5): offset delta -1 is negative: expected >= 0",
-        ),
-    ],
-    ids=lambda value: value[:40] if isinstance(value, str) else None,
-)
+def rejected(cases, width):
+    """(data, the start of the expected message) cases as parameters, named by the message."""
+    return pytest.mark.parametrize(
+        "data, expected", cases, ids=lambda value: value[:width] if isinstance(value, str) else None
+    )
+
+
+KAFKA_REJECTED = [
+    (kafka_file([], version=2), "Kafka snapshot: unknown file version: expected 1, found 2"),
+    (kafka_file([], version=-1)[:3], "Kafka snapshot: unknown file version: expected 1, found -1"),
+    (b"", "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 0"),
+    (b"\x00", "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 1"),
+    (
+        EMPTY_KAFKA_VECTOR[:9],
+        "Kafka snapshot: too short: expected at least 10 bytes (version, crc, count), found 9",
+    ),
+    (kafka_file([], count=-1), "Kafka snapshot: negative producer count: expected >= 0, found -1"),
+    (
+        kafka_file([GOOD_KAFKA_ENTRY], count=2),
+        "Kafka snapshot: short file: 2 producers need 10 + 46 x 2 = 102 bytes, found 56",
+    ),
+    (
+        kafka_file([], count=INT32_MAX),
+        f"Kafka snapshot: short file: {INT32_MAX} producers need 10 + 46 x {INT32_MAX} = "
+        f"{10 + 46 * INT32_MAX} bytes, found 10",
+    ),
+    (
+        kafka_file([GOOD_KAFKA_ENTRY], trailing=b"\x00"),
+        "Kafka snapshot: 1 trailing bytes: 1 producers need 10 + 46 x 1 = 56 bytes, found 57",
+    ),
+    (
+        kafka_file([GOOD_KAFKA_ENTRY], crc=0x12345678),
+        "Kafka snapshot: CRC-32C of bytes [6, 56) does not match: stored crc 0x12345678, computed crc 0x",
+    ),
+    (
+        kafka_file([GOOD_KAFKA_ENTRY, (-5, 0, 0, 0, 0, 0, 0, 0)]),
+        "Kafka snapshot: entry 1: producer id -5 is negative: expected >= 0",
+    ),
+    (
+        kafka_file([(5, 0, 3, 10, -1, 7, -1, -1)]),
+        "Kafka snapshot: entry 0 (producer id 5): offset delta -1 is negative: expected >= 0",
+    ),
+]
+
+
+@rejected(KAFKA_REJECTED, 40)
 def test_kafka_reader_rejects(data, expected):
     assert both_reject("decode_kafka", data).startswith(expected)
 
 
-@pytest.mark.parametrize(
-    "data, expected",
-    [
-        (b"", "full snapshot: bad magic: expected b'DDPS', found b''"),
-        (b"DDP", "full snapshot: bad magic: expected b'DDPS', found b'DDP'"),
-        (full_file([], magic=b"DDPT"), "full snapshot: bad magic: expected b'DDPS', found b'DDPT'"),
-        (b"DDPS\x00", "full snapshot: too short: expected at least 24 bytes (header and crc), found 5"),
-        (full_file([], version=3), "full snapshot: unknown version: expected 1 or 2, found 3"),
-        (full_file([], version=0), "full snapshot: unknown version: expected 1 or 2, found 0"),
-        (full_file([])[:23], "full snapshot: too short: expected at least 24 bytes (header and crc), found 23"),
-        (full_file([], window=0), "full snapshot: window out of range: expected 1..255, found 0"),
-        (full_file([], window=256), "full snapshot: window out of range: expected 1..255, found 256"),
-        (full_file([], window=-3), "full snapshot: window out of range: expected 1..255, found -3"),
-        (full_file([], map_end_offset=-1), "full snapshot: negative map end offset: expected >= 0, found -1"),
-        (full_file([], count=-2), "full snapshot: negative producer count: expected >= 0, found -2"),
-        (
-            full_file([full_entry()], count=2),
-            "full snapshot: short file: entry 1 of 2 needs 31 bytes at byte 75, found 0 before the crc",
-        ),
-        (
-            full_file([full_entry()], count=INT32_MAX),
-            f"full snapshot: short file: entry 1 of {INT32_MAX} needs 31 bytes at byte 75, found 0 before the crc",
-        ),
-        (
-            full_file([full_entry(batches=[(0, 0, 1, 0)] * 6)]),
-            "full snapshot: entry 0: batch count 6 exceeds the window: expected 0..5",
-        ),
-        (
-            full_file([full_entry(batches=[(0, 0, 1, 0)] * 2, batch_count=3)]),
-            "full snapshot: short file: the 3 batches of entry 0 of 1 need 72 bytes at byte 51, "
-            "found 48 before the crc",
-        ),
-        (
-            full_file([full_entry()], trailing=b"\x00" * 5),
-            "full snapshot: 5 trailing bytes: 1 producers end at byte 75, expected a 79-byte file, found 84 bytes",
-        ),
-        (
-            full_file([full_entry()], crc=1),
-            "full snapshot: CRC-32C of bytes [0, 75) does not match: stored crc 0x00000001, computed crc 0x",
-        ),
-        (
-            full_file([full_entry(), full_entry(pid=-1)]),
-            "full snapshot: entry 1: producer id -1 is negative: expected >= 0",
-        ),
-        (
-            full_file([full_entry(txn=-2)]),
-            "full snapshot: entry 0 (producer id 5): current txn first offset -2: "
-            "expected -1 (none) or an offset in [0, 100)",
-        ),
-        (
-            full_file([full_entry(txn=100)]),
-            "full snapshot: entry 0 (producer id 5): current txn first offset 100: "
-            "expected -1 (none) or an offset in [0, 100)",
-        ),
-        (
-            full_file([full_entry(), full_entry(pid=6), full_entry()]),
-            "full snapshot: entry 2: producer id 5 repeats entry 0: expected unique producer ids",
-        ),
-        (
-            full_file([full_entry(batches=[(0, 0, 1, 0), (0, -1, 1, 0)])]),
-            "full snapshot: entry 0 (producer id 5), batch 1: offset delta -1 is negative: expected >= 0",
-        ),
-        (
-            full_file([full_entry(batches=[(0, 3, 2, 0)])]),
-            "full snapshot: entry 0 (producer id 5), batch 0: last offset 2 is below its offset delta 3: "
-            "expected last offset >= offset delta (a first offset >= 0)",
-        ),
-        (
-            full_file([full_entry(batches=[(0, 0, 100, 0)])]),
-            "full snapshot: entry 0 (producer id 5), batch 0: last offset 100 is not below the map end offset: "
-            "expected < 100",
-        ),
-    ],
-    ids=lambda value: value[:50] if isinstance(value, str) else None,
-)
+FULL_REJECTED = [
+    (b"", "full snapshot: bad magic: expected b'DDPS', found b''"),
+    (b"DDP", "full snapshot: bad magic: expected b'DDPS', found b'DDP'"),
+    (full_file([], magic=b"DDPT"), "full snapshot: bad magic: expected b'DDPS', found b'DDPT'"),
+    (b"DDPS\x00", "full snapshot: too short: expected at least 24 bytes (header and crc), found 5"),
+    (full_file([], version=3), "full snapshot: unknown version: expected 1 or 2, found 3"),
+    (full_file([], version=0), "full snapshot: unknown version: expected 1 or 2, found 0"),
+    (full_file([])[:23], "full snapshot: too short: expected at least 24 bytes (header and crc), found 23"),
+    (full_file([], window=0), "full snapshot: window out of range: expected 1..255, found 0"),
+    (full_file([], window=256), "full snapshot: window out of range: expected 1..255, found 256"),
+    (full_file([], window=-3), "full snapshot: window out of range: expected 1..255, found -3"),
+    (full_file([], map_end_offset=-1), "full snapshot: negative map end offset: expected >= 0, found -1"),
+    (full_file([], count=-2), "full snapshot: negative producer count: expected >= 0, found -2"),
+    (
+        full_file([full_entry()], count=2),
+        "full snapshot: short file: entry 1 of 2 needs 31 bytes at byte 75, found 0 before the crc",
+    ),
+    (
+        full_file([full_entry()], count=INT32_MAX),
+        f"full snapshot: short file: entry 1 of {INT32_MAX} needs 31 bytes at byte 75, found 0 before the crc",
+    ),
+    (
+        full_file([full_entry(batches=[(0, 0, 1, 0)] * 6)]),
+        "full snapshot: entry 0: batch count 6 exceeds the window: expected 0..5",
+    ),
+    (
+        full_file([full_entry(batches=[(0, 0, 1, 0)] * 2, batch_count=3)]),
+        "full snapshot: short file: the 3 batches of entry 0 of 1 need 72 bytes at byte 51, "
+        "found 48 before the crc",
+    ),
+    (
+        full_file([full_entry()], trailing=b"\x00" * 5),
+        "full snapshot: 5 trailing bytes: 1 producers end at byte 75, expected a 79-byte file, found 84 bytes",
+    ),
+    (
+        full_file([full_entry()], crc=1),
+        "full snapshot: CRC-32C of bytes [0, 75) does not match: stored crc 0x00000001, computed crc 0x",
+    ),
+    (
+        full_file([full_entry(), full_entry(pid=-1)]),
+        "full snapshot: entry 1: producer id -1 is negative: expected >= 0",
+    ),
+    (
+        full_file([full_entry(txn=-2)]),
+        "full snapshot: entry 0 (producer id 5): current txn first offset -2: "
+        "expected -1 (none) or an offset in [0, 100)",
+    ),
+    (
+        full_file([full_entry(txn=100)]),
+        "full snapshot: entry 0 (producer id 5): current txn first offset 100: "
+        "expected -1 (none) or an offset in [0, 100)",
+    ),
+    (
+        full_file([full_entry(), full_entry(pid=6), full_entry()]),
+        "full snapshot: entry 2: producer id 5 repeats entry 0: expected unique producer ids",
+    ),
+    (
+        full_file([full_entry(batches=[(0, 0, 1, 0), (0, -1, 1, 0)])]),
+        "full snapshot: entry 0 (producer id 5), batch 1: offset delta -1 is negative: expected >= 0",
+    ),
+    (
+        full_file([full_entry(batches=[(0, 3, 2, 0)])]),
+        "full snapshot: entry 0 (producer id 5), batch 0: last offset 2 is below its offset delta 3: "
+        "expected last offset >= offset delta (a first offset >= 0)",
+    ),
+    (
+        full_file([full_entry(batches=[(0, 0, 100, 0)])]),
+        "full snapshot: entry 0 (producer id 5), batch 0: last offset 100 is not below the map end offset: "
+        "expected < 100",
+    ),
+]
+
+
+@rejected(FULL_REJECTED, 50)
 def test_full_reader_rejects(data, expected):
     assert both_reject("decode_full", data).startswith(expected)
 
 
-@pytest.mark.parametrize(
-    "data, expected",
-    [
-        (
-            full2_file([])[:27],
-            "full snapshot: too short: expected at least 28 bytes (header, escape count and crc), found 27",
-        ),
-        (full2_file([], window=0), "full snapshot: window out of range: expected 1..255, found 0"),
-        (full2_file([], count=-1), "full snapshot: negative producer count: expected >= 0, found -1"),
-        (full2_file([], escapes=-1), "full snapshot: negative escaped value count: expected >= 0, found -1"),
-        (
-            full2_file([full_entry()], count=2),
-            "full snapshot: short file: 2 producers of 103 bytes (window 5) and 0 escaped values need "
-            "20 + 103 x 2 + 8 x 0 + 8 = 234 bytes, found 131",
-        ),
-        (
-            full2_file([full_entry()], trailing=b"xy"),
-            "full snapshot: 2 trailing bytes: 1 producers of 103 bytes (window 5) and 0 escaped values need "
-            "20 + 103 x 1 + 8 x 0 + 8 = 131 bytes, found 133",
-        ),
-        (
-            full2_file([full_entry()], escaped=[0]),
-            "full snapshot: 1 escaped values unused: the records use 0 of the 1 the file holds",
-        ),
-        (
-            full2_file([], crc=0),
-            "full snapshot: CRC-32C of bytes [0, 24) does not match: stored crc 0x00000000, computed crc ",
-        ),
-        (
-            full2_file([full_entry(batches=[(3, 1, 10, 7)] * 2, count=9)]),
-            "full snapshot: entry 0: batch count 9 exceeds the window: expected 0..5",
-        ),
-        (full2_file([full_entry(pid=-1)]), "full snapshot: entry 0: producer id -1 is negative: expected >= 0"),
-        (
-            full2_file([full_entry(txn=100)]),
-            "full snapshot: entry 0 (producer id 5): current txn first offset 100: expected -1 (none) or an offset "
-            "in [0, 100)",
-        ),
-        (
-            full2_file([full_entry(), full_entry()]),
-            "full snapshot: entry 1: producer id 5 repeats entry 0: expected unique producer ids",
-        ),
-        (
-            full2_file([full_entry(batches=[(1, 0, 1 << 40, 7), (3, 1, 10, 7)])], escaped=[]),
-            "full snapshot: entry 0 (producer id 5), batch 0: escaped value 0 is missing: the file holds 0",
-        ),
-        (
-            full2_file([full_entry(batches=[(1, 0, 4, 7), (3, -1, 10, 7)])]),
-            "full snapshot: entry 0 (producer id 5), batch 1: offset delta -1 is negative: expected >= 0",
-        ),
-        (
-            full2_file([full_entry(batches=[(1, 70_000, 4, 7), (3, 1, 10, 7)])]),
-            "full snapshot: entry 0 (producer id 5), batch 0: last offset 4 is below its offset delta 70000",
-        ),
-        (
-            full2_file([full_entry(batches=[(1, 0, 4, 7), (3, 1, 100, 7)])]),
-            "full snapshot: entry 0 (producer id 5), batch 1: last offset 100 is not below the map end offset: "
-            "expected < 100",
-        ),
-    ],
-    ids=lambda value: value[:50] if isinstance(value, str) else None,
-)
+FULL2_REJECTED = [
+    (
+        full2_file([])[:27],
+        "full snapshot: too short: expected at least 28 bytes (header, escape count and crc), found 27",
+    ),
+    (full2_file([], window=0), "full snapshot: window out of range: expected 1..255, found 0"),
+    (full2_file([], count=-1), "full snapshot: negative producer count: expected >= 0, found -1"),
+    (full2_file([], escapes=-1), "full snapshot: negative escaped value count: expected >= 0, found -1"),
+    (
+        full2_file([full_entry()], count=2),
+        "full snapshot: short file: 2 producers of 103 bytes (window 5) and 0 escaped values need "
+        "20 + 103 x 2 + 8 x 0 + 8 = 234 bytes, found 131",
+    ),
+    (
+        full2_file([full_entry()], trailing=b"xy"),
+        "full snapshot: 2 trailing bytes: 1 producers of 103 bytes (window 5) and 0 escaped values need "
+        "20 + 103 x 1 + 8 x 0 + 8 = 131 bytes, found 133",
+    ),
+    (
+        full2_file([full_entry()], escaped=[0]),
+        "full snapshot: 1 escaped values unused: the records use 0 of the 1 the file holds",
+    ),
+    (
+        full2_file([], crc=0),
+        "full snapshot: CRC-32C of bytes [0, 24) does not match: stored crc 0x00000000, computed crc ",
+    ),
+    (
+        full2_file([full_entry(batches=[(3, 1, 10, 7)] * 2, count=9)]),
+        "full snapshot: entry 0: batch count 9 exceeds the window: expected 0..5",
+    ),
+    (full2_file([full_entry(pid=-1)]), "full snapshot: entry 0: producer id -1 is negative: expected >= 0"),
+    (
+        full2_file([full_entry(txn=100)]),
+        "full snapshot: entry 0 (producer id 5): current txn first offset 100: expected -1 (none) or an offset "
+        "in [0, 100)",
+    ),
+    (
+        full2_file([full_entry(), full_entry()]),
+        "full snapshot: entry 1: producer id 5 repeats entry 0: expected unique producer ids",
+    ),
+    (
+        full2_file([full_entry(batches=[(1, 0, 1 << 40, 7), (3, 1, 10, 7)])], escaped=[]),
+        "full snapshot: entry 0 (producer id 5), batch 0: escaped value 0 is missing: the file holds 0",
+    ),
+    (
+        full2_file([full_entry(batches=[(1, 0, 4, 7), (3, -1, 10, 7)])]),
+        "full snapshot: entry 0 (producer id 5), batch 1: offset delta -1 is negative: expected >= 0",
+    ),
+    (
+        full2_file([full_entry(batches=[(1, 70_000, 4, 7), (3, 1, 10, 7)])]),
+        "full snapshot: entry 0 (producer id 5), batch 0: last offset 4 is below its offset delta 70000",
+    ),
+    (
+        full2_file([full_entry(batches=[(1, 0, 4, 7), (3, 1, 100, 7)])]),
+        "full snapshot: entry 0 (producer id 5), batch 1: last offset 100 is not below the map end offset: "
+        "expected < 100",
+    ),
+]
+
+
+@rejected(FULL2_REJECTED, 50)
 def test_full_version_2_reader_rejects(data, expected):
     assert both_reject("decode_full", data).startswith(expected)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from conftest import vectors_and_scalar
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from snapshot_builders import first_repeat
@@ -18,11 +19,7 @@ from snapshot_builders import first_repeat
 _state = pytest.importorskip("dedup._state")
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
-def bulk_vectors(request):
-    _state.bulk_vectors(request.param)
-    yield
-    _state.bulk_vectors(True)
+bulk_vectors = vectors_and_scalar(_state.bulk_vectors)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])

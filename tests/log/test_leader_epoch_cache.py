@@ -36,6 +36,12 @@ def cache(tmp_path):
     return LeaderEpochCache.in_directory(tmp_path)
 
 
+def assign(cache, *entries):
+    """``cache.assign(epoch, start_offset)`` for each entry in turn."""
+    for epoch, start_offset in entries:
+        cache.assign(epoch, start_offset)
+
+
 def on_disk(cache):
     return LeaderEpochCache(cache.path).epoch_entries()
 
@@ -106,9 +112,7 @@ def test_shouldEnforceOffsetsIncreaseMonotonically(cache):
 
 
 def test_shouldTruncateIfMatchingEpochButEarlierStartingOffset(cache):
-    cache.assign(5, 11)
-    cache.assign(6, 12)
-    cache.assign(7, 13)
+    assign(cache, (5, 11), (6, 12), (7, 13))
     assert cache.assign(7, 12)  # the latest epoch at an earlier offset replaces epoch 6 and 7
     assert cache.epoch_entries() == [(5, 11), (7, 12)]
     assert cache.end_offset_for(5, 0) == (5, 12)
@@ -116,8 +120,7 @@ def test_shouldTruncateIfMatchingEpochButEarlierStartingOffset(cache):
 
 
 def test_older_epoch_between_entries_keeps_the_older_ones(cache):
-    for epoch, start in [(1, 0), (3, 100), (5, 200)]:
-        cache.assign(epoch, start)
+    assign(cache, (1, 0), (3, 100), (5, 200))
     assert cache.assign(4, 300)
     assert cache.epoch_entries() == [(1, 0), (3, 100), (4, 300)]
     assert on_disk(cache) == [(1, 0), (3, 100), (4, 300)]
@@ -162,24 +165,19 @@ def test_shouldFetchEndOffsetOfEmptyCache(cache):
 def test_shouldReturnFirstEpochIfRequestedEpochLessThanFirstEpoch(cache):
     # Since KIP-279 (Kafka 2.0) the requested epoch comes back with the first epoch's start
     # offset; Kafka 1.x returned UNDEFINED_EPOCH_OFFSET here (its javadoc still says so).
-    cache.assign(5, 11)
-    cache.assign(6, 12)
-    cache.assign(7, 13)
+    assign(cache, (5, 11), (6, 12), (7, 13))
     assert cache.end_offset_for(4, 0) == (4, 11)
     assert cache.end_offset_for(0, 0) == (0, 11)
     assert cache.end_offset_for(-5, 0) == (-5, 11)  # only -1 is UNDEFINED_EPOCH
 
 
 def test_shouldGetFirstOffsetOfSubsequentEpochWhenOffsetRequestedForPreviousEpoch(cache):
-    for epoch, start in [(1, 11), (1, 12), (2, 13), (2, 14), (3, 15), (3, 16)]:
-        cache.assign(epoch, start)
+    assign(cache, (1, 11), (1, 12), (2, 13), (2, 14), (3, 15), (3, 16))
     assert cache.end_offset_for(2, 17) == (2, 15)
 
 
 def test_shouldReturnNextAvailableEpochIfThereIsNoExactEpochForTheOneRequested(cache):
-    cache.assign(0, 10)
-    cache.assign(2, 13)
-    cache.assign(4, 17)
+    assign(cache, (0, 10), (2, 13), (4, 17))
     assert cache.end_offset_for(1, 0) == (0, 13)
     assert cache.end_offset_for(2, 0) == (2, 17)
     assert cache.end_offset_for(3, 0) == (2, 17)
@@ -234,9 +232,7 @@ def test_end_offset_for_bad_arguments(cache):
 
 
 def test_shouldFetchEpochForGivenOffset(cache):
-    cache.assign(0, 10)
-    cache.assign(1, 20)
-    cache.assign(5, 30)
+    assign(cache, (0, 10), (1, 20), (5, 30))
     assert cache.epoch_for_offset(25) == 1
     assert cache.epoch_for_offset(20) == 1
     assert cache.epoch_for_offset(30) == 5
@@ -246,8 +242,7 @@ def test_shouldFetchEpochForGivenOffset(cache):
 
 @pytest.fixture
 def three(cache):
-    for epoch, start in [(2, 6), (3, 8), (4, 11)]:
-        cache.assign(epoch, start)
+    assign(cache, (2, 6), (3, 8), (4, 11))
     return cache
 
 
@@ -307,9 +302,7 @@ def test_shouldUpdateOffsetBetweenEpochBoundariesOnClearEarliest(three):
 
 
 def test_shouldUpdateOffsetBetweenFirstTwoEpochBoundariesOnClearEarliest(cache):
-    cache.assign(0, 0)
-    cache.assign(1, 7)
-    cache.assign(2, 10)
+    assign(cache, (0, 0), (1, 7), (2, 10))
     cache.truncate_from_start(5)
     assert cache.epoch_entries() == [(0, 5), (1, 7), (2, 10)]
 

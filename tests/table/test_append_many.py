@@ -19,6 +19,7 @@ import pytest
 from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spec_model import INVALID_PRODUCER_EPOCH, INVALID_RECORD, INVALID_TXN_STATE, OUT_OF_ORDER_SEQUENCE_NUMBER
 
 from dedup import reference
 from dedup._types import AppendManyResult, Origin
@@ -30,12 +31,7 @@ INT16_MAX = (1 << 15) - 1
 INT32_MAX = (1 << 31) - 1
 INT64_MAX = (1 << 63) - 1
 
-# Kafka wire codes (spec §2.7).
-NONE = 0
-OUT_OF_ORDER_SEQUENCE_NUMBER = 45
-INVALID_PRODUCER_EPOCH = 47
-INVALID_TXN_STATE = 48
-INVALID_RECORD = 87
+NONE = 0  # no error (Kafka's wire codes, spec §2.7: spec_model.py)
 
 COLUMNS = ("producer_ids", "producer_epochs", "base_sequences", "record_counts", "max_timestamps")
 CANONICAL = {
@@ -124,6 +120,16 @@ def assert_rejected(table, error, name, **kwargs):
     with pytest.raises(error, match=name):
         table.append_many(**kwargs)
     assert state(table) == before
+
+
+def assert_column_rejected(impl, error, name, column):
+    """``append_many`` on a seeded table with ``name``'s column replaced by ``column``: an
+    argument error naming it, nothing applied."""
+    table = impl()
+    end = seeded(table)
+    columns = valid_columns()
+    columns[name] = column
+    assert_rejected(table, error, name, **columns, log_end_offset=end)
 
 
 def seeded(table):
@@ -508,11 +514,7 @@ def valid_columns(n=3):
     ],
 )
 def test_values_that_do_not_fit_are_a_value_error(impl, name, array):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = array
-    assert_rejected(table, ValueError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, ValueError, name, array)
 
 
 @pytest.mark.parametrize("name", COLUMNS)
@@ -528,41 +530,26 @@ def test_values_that_do_not_fit_are_a_value_error(impl, name, array):
     ids=["float", "object", "bool", "str", "complex"],
 )
 def test_non_integer_arrays_are_a_type_error(impl, name, bad):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = bad
-    assert_rejected(table, TypeError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, TypeError, name, bad)
 
 
 @pytest.mark.parametrize("name", COLUMNS + ("transactional",))
 @pytest.mark.parametrize("shape", ["2-D", "0-D"])
 def test_arrays_must_be_one_dimensional(impl, name, shape):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
     dtype = CANONICAL.get(name, np.bool_)
-    columns[name] = np.ones((3, 1), dtype=dtype) if shape == "2-D" else np.array(1, dtype=dtype)
-    assert_rejected(table, ValueError, name, **columns, log_end_offset=end)
+    column = np.ones((3, 1), dtype=dtype) if shape == "2-D" else np.array(1, dtype=dtype)
+    assert_column_rejected(impl, ValueError, name, column)
 
 
 @pytest.mark.parametrize("name", COLUMNS[1:] + ("transactional",))
 @pytest.mark.parametrize("length", [2, 4])
 def test_mismatched_lengths_are_a_value_error_naming_the_argument(impl, name, length):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = np.ones(length, dtype=CANONICAL.get(name, np.bool_))
-    assert_rejected(table, ValueError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, ValueError, name, np.ones(length, dtype=CANONICAL.get(name, np.bool_)))
 
 
 @pytest.mark.parametrize("name", COLUMNS[:4])
 def test_none_for_a_required_column_is_a_type_error(impl, name):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = None
-    assert_rejected(table, TypeError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, TypeError, name, None)
 
 
 @pytest.mark.parametrize(
