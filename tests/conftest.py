@@ -6,6 +6,8 @@ class, the batch functions (``dedup._records`` or ``dedup.reference.records``), 
 codec and CRC-32C of that implementation. ``impl`` (the table class), ``table`` (a new table)
 and ``scanner`` (dedup.batch reading through that twin) are derived from it. ``TWINS`` holds
 both, for a test that compares them in one run; it is built in one place, :func:`_load_twins`.
+:func:`vectors_and_scalar` makes the autouse fixture of a module whose tests must run with a
+vector kernel on and off.
 
 **Guards.** The compiled modules must have loaded: a ``compiled`` run fails otherwise (with
 ``DEDUP_PURE_PYTHON=1`` too: that switch binds the public names to the twin, it does not excuse
