@@ -33,8 +33,8 @@ exhaustive loops are not sized by the profile.
 **The slow set.** ``@pytest.mark.slow`` marks what dominates the run (real clients against the
 server, kill -9, the simulator's 1,000 seeds, large decodes, the fuzz command, mutated frames);
 ``python -m pytest`` deselects it (``addopts`` in pyproject.toml), ``python -m pytest -m slow``
-runs it, ``-m ""`` runs everything. Each slow file keeps a fast representative in the default
-set, named in a comment there.
+runs it, ``-m ""`` runs everything (a slow test named on the command line needs one of them
+too). Each slow file keeps a fast representative in the default set, named in a comment there.
 """
 
 from __future__ import annotations
