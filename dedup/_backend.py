@@ -22,7 +22,9 @@ from .reference import records as _twin_records
 from .reference import snapshot as _twin_snapshot
 from .reference import table as _twin_table
 
-__all__ = ["DEFAULT", "PURE_PYTHON", "TWIN", "Implementation", "implementation_of", "resolve_table_class"]
+__all__ = [
+    "DEFAULT", "PURE_PYTHON", "TWIN", "Implementation", "implementation_of", "load_compiled", "resolve_table_class",
+]
 
 #: ``DEDUP_PURE_PYTHON=1``: bind the public names to the pure-Python twin.
 PURE_PYTHON: bool = os.environ.get("DEDUP_PURE_PYTHON", "") not in ("", "0")
@@ -46,7 +48,8 @@ TWIN = Implementation(
 
 
 @functools.cache
-def _load_compiled() -> Implementation:
+def load_compiled() -> Implementation:
+    """The compiled core as an :class:`Implementation` (ImportError if it is not built)."""
     from . import _records, _snapshot, _state
 
     return Implementation(
@@ -58,7 +61,7 @@ if PURE_PYTHON:
     DEFAULT = TWIN
 else:
     try:
-        DEFAULT = _load_compiled()
+        DEFAULT = load_compiled()
     except CompiledCopyError:  # built, but from other definitions: its message says what differs
         raise
     except ImportError as error:  # pragma: no cover - exercised by a subprocess test
@@ -74,7 +77,7 @@ def _other() -> Implementation | None:
     is loaded only for a compiled table, which cannot exist before dedup._state is imported."""
     if not PURE_PYTHON:
         return TWIN
-    return _load_compiled() if "dedup._state" in sys.modules else None
+    return load_compiled() if "dedup._state" in sys.modules else None
 
 
 def implementation_of(table: object) -> Implementation:

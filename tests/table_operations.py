@@ -84,7 +84,7 @@ def compiled_twin():
     dedup._state did not load."""
     if "compiled" not in TWINS:
         pytest.fail("dedup._state did not load: build it with `pip install -e .`")
-    return TWINS["compiled"]
+    return TWINS["compiled"].ProducerStateTable
 
 
 def in_order(pids):

@@ -14,6 +14,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 
+from conftest import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -40,19 +41,30 @@ class Schedule:
 
 
 @st.composite
+def runs(draw, counts, drop_responses):
+    """What every schedule draws: (seed, count, drop_response, max_in_flight, polls) as keyword
+    arguments, and two sends ``first < second`` at which the schedule's events happen."""
+    count = draw(counts)
+    first = draw(st.integers(0, count - 2))
+    fields = {
+        "seed": draw(st.integers(0, 2**32 - 1)),
+        "count": count,
+        "drop_response": draw(st.sampled_from(drop_responses)),
+        "max_in_flight": draw(st.integers(1, 5)),
+        "polls": tuple(draw(st.lists(st.integers(0, 4), min_size=count, max_size=count))),
+    }
+    return fields, first, draw(st.integers(first + 1, count - 1))
+
+
+@st.composite
 def schedules(draw):
-    count = draw(st.integers(8, 36))
-    stop_at = draw(st.integers(0, count - 2))
+    fields, stop_at, restart_at = draw(runs(st.integers(8, 36), [0.1, 0.2, 0.35]))
     return Schedule(
-        seed=draw(st.integers(0, 2**32 - 1)),
-        count=count,
+        **fields,
         drop_request=draw(st.sampled_from([0.0, 0.1, 0.2])),
-        drop_response=draw(st.sampled_from([0.1, 0.2, 0.35])),
-        max_in_flight=draw(st.integers(1, 5)),
         batch_records=draw(st.integers(1, 3)),
-        polls=tuple(draw(st.lists(st.integers(0, 4), min_size=count, max_size=count))),
         stop_at=stop_at,
-        restart_at=draw(st.integers(stop_at + 1, count - 1)),
+        restart_at=restart_at,
         clean_stop=draw(st.booleans()),
         second_stop=draw(st.booleans()),
     )
@@ -103,7 +115,8 @@ FIXED = Schedule(
 )  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None)
+# Few examples: each runs a cluster through failovers.
+@settings(max_examples=examples(60))
 @given(schedules())
 @example(FIXED)
 def test_clean_elections_never_duplicate_and_deduplication_is_what_prevents_it(schedule):
@@ -157,23 +170,14 @@ class UncleanSchedule:
 
 @st.composite
 def unclean_schedules(draw):
-    count = draw(st.integers(6, 30))
-    lag_at = draw(st.integers(0, count - 2))
-    return UncleanSchedule(
-        seed=draw(st.integers(0, 2**32 - 1)),
-        count=count,
-        drop_response=draw(st.sampled_from([0.0, 0.2, 0.35])),
-        max_in_flight=draw(st.integers(1, 5)),
-        polls=tuple(draw(st.lists(st.integers(0, 4), min_size=count, max_size=count))),
-        lag_at=lag_at,
-        crash_at=draw(st.integers(lag_at + 1, count - 1)),
-    )
+    fields, lag_at, crash_at = draw(runs(st.integers(6, 30), [0.0, 0.2, 0.35]))
+    return UncleanSchedule(**fields, lag_at=lag_at, crash_at=crash_at)
 
 
 UNCLEAN = UncleanSchedule(seed=3, count=20, drop_response=0.2, max_in_flight=5, polls=(3,) * 20, lag_at=4, crash_at=14)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(unclean_schedules())
 @example(UNCLEAN)
 def test_an_unclean_election_reports_every_acknowledged_record_it_loses(schedule):

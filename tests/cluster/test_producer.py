@@ -383,33 +383,28 @@ def test_bad_network_arguments_name_themselves(options, error, match):
         Network(**options)
 
 
+def refuses(error, match, call, *args, **kwargs):
+    with pytest.raises(error, match=match):
+        call(*args, **kwargs)
+
+
 def test_calls_in_the_wrong_state_are_runtime_errors(tmp_path, clock):
     with make_cluster(tmp_path, clock) as cluster:
         producer = IdempotentProducer(cluster, clock=clock)
-        with pytest.raises(RuntimeError, match="init"):
-            producer.send(b"x")
-        with pytest.raises(RuntimeError, match="init"):
-            producer.flush()
+        refuses(RuntimeError, "init", producer.send, b"x")
+        refuses(RuntimeError, "init", producer.flush)
         producer.init()
-        with pytest.raises(RuntimeError, match="already"):
-            producer.init()
-        with pytest.raises(TypeError, match="value"):
-            producer.send("text")
-        with pytest.raises(TypeError, match="key"):
-            producer.send(b"x", key=3)
-        with pytest.raises(RuntimeError, match="transactional_id"):
-            producer.begin_transaction()
-        with pytest.raises(ValueError, match="max_polls"):
-            producer.flush(max_polls=0)
+        refuses(RuntimeError, "already", producer.init)
+        refuses(TypeError, "value", producer.send, "text")
+        refuses(TypeError, "key", producer.send, b"x", key=3)
+        refuses(RuntimeError, "transactional_id", producer.begin_transaction)
+        refuses(ValueError, "max_polls", producer.flush, max_polls=0)
         transactional = IdempotentProducer(cluster, transactional_id="t", clock=clock)
         transactional.init()
-        with pytest.raises(RuntimeError, match="inside"):
-            transactional.send(b"x")
-        with pytest.raises(RuntimeError, match="no transaction"):
-            transactional.commit_transaction()
+        refuses(RuntimeError, "inside", transactional.send, b"x")
+        refuses(RuntimeError, "no transaction", transactional.commit_transaction)
         transactional.begin_transaction()
-        with pytest.raises(RuntimeError, match="already open"):
-            transactional.begin_transaction()
+        refuses(RuntimeError, "already open", transactional.begin_transaction)
 
 
 def test_send_returns_the_batch_that_will_carry_the_record(tmp_path, clock):

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import TWINS
 from kafka_batches import (
     COMMIT_MARKER,
     IDEMPOTENT_BATCH,
@@ -18,27 +19,10 @@ from kafka_batches import (
 )
 
 import dedup
-from dedup import CompletedTxn, Origin, reference
+from dedup import CompletedTxn, Origin
 from dedup.errors import CorruptRecordError, InvalidRecordError, TruncatedBatchError
-from dedup.reference import records as twin_records
-
-try:
-    from dedup import _records as compiled_records
-    from dedup import _state
-except ImportError:  # pragma: no cover - conftest fails the run in that case
-    compiled_records = _state = None
 
 PID = 1000
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def twin(request):
-    """(records module, table class) of one twin."""
-    if request.param == "compiled":
-        if compiled_records is None:
-            pytest.fail("dedup._records did not load")
-        return compiled_records, _state.ProducerStateTable
-    return twin_records, reference.ProducerStateTable
 
 
 def state(table):
@@ -49,7 +33,7 @@ def state(table):
 
 
 def test_spec_vectors_scan_to_their_fields(twin):
-    records, _ = twin
+    records = twin.records
     (commit,) = records.scan_batches(COMMIT_MARKER)
     assert (commit["base_offset"], commit["batch_length"], commit["partition_leader_epoch"]) == (42, 66, 0)
     assert (commit["producer_id"], commit["producer_epoch"], commit["base_sequence"]) == (PID, 5, -1)
@@ -63,7 +47,7 @@ def test_spec_vectors_scan_to_their_fields(twin):
 
 
 def test_a_segment_of_batches_scans_in_place(twin):
-    records, _ = twin
+    records = twin.records
     batches = [build(PID, 0, 0, 3), build(PID, 0, 3, 1), build(-1, -1, -1, 2), COMMIT_MARKER]
     segment = b"".join(batches)
     positions = np.cumsum([0] + [len(batch) for batch in batches[:-1]])
@@ -77,14 +61,15 @@ def test_a_segment_of_batches_scans_in_place(twin):
 
 def test_both_twins_scan_to_identical_rows():
     segment = build(PID, 3, 7, 4, transactional=True) + COMMIT_MARKER + build(-1, -1, -1, 1)
-    assert compiled_records.scan_batches(segment).tobytes() == twin_records.scan_batches(segment).tobytes()
+    compiled, reference = (twin.records.scan_batches(segment).tobytes() for twin in TWINS.values())
+    assert compiled == reference
 
 
 # --- scan errors: torn tails and corruption ------------------------------------------------------
 
 
 def test_torn_tail_is_reported_with_the_valid_prefix(twin):
-    records, _ = twin
+    records = twin.records
     whole = build(PID, 0, 0, 2) + build(PID, 0, 2, 2)
     first = len(build(PID, 0, 0, 2))
     for cut in (first + 1, first + 11, first + 12, len(whole) - 1):
@@ -96,7 +81,7 @@ def test_torn_tail_is_reported_with_the_valid_prefix(twin):
 
 
 def test_batch_length_below_the_minimum_is_corrupt(twin):
-    records, _ = twin
+    records = twin.records
     broken = build(PID, 0, 0) + patch(build(PID, 0, 1), recompute_crc=False, batch_length=48)
     with pytest.raises(CorruptRecordError) as caught:
         records.scan_batches(broken, tail="ignore")
@@ -105,7 +90,7 @@ def test_batch_length_below_the_minimum_is_corrupt(twin):
 
 
 def test_rule1_magic_must_be_2(twin):
-    records, _ = twin
+    records = twin.records
     with pytest.raises(InvalidRecordError, match="magic: expected 2") as caught:
         records.scan_batches(patch(build(PID, 0, 0), magic=1))
     assert caught.value.code == 87
@@ -125,7 +110,7 @@ def test_rule1_magic_must_be_2(twin):
     ],
 )
 def test_client_rules(twin, fields, error, words):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     batch = patch(build(PID, 0, 0), **fields)
     with pytest.raises(error) as caught:
         records.validate_batches(build(PID, 0, 0) + batch)
@@ -138,7 +123,7 @@ def test_client_rules(twin, fields, error, words):
 
 
 def test_rule5_crc_mismatch_is_corrupt_message(twin):
-    records, _ = twin
+    records = twin.records
     damaged = bytearray(build(PID, 0, 0))
     damaged[-1] ^= 0x01
     with pytest.raises(CorruptRecordError, match=r"Record is corrupt \(stored crc = \d+, computed crc = \d+\)"):
@@ -148,14 +133,14 @@ def test_rule5_crc_mismatch_is_corrupt_message(twin):
 
 def test_leader_epoch_and_base_offset_are_outside_the_crc(twin):
     # Spec §8.1/§8.5: a leader rewrites them without recomputing the CRC.
-    records, _ = twin
+    records = twin.records
     rewritten = patch(build(PID, 0, 0), recompute_crc=False, base_offset=77, partition_leader_epoch=9)
     assert records.crc_valid(rewritten).tolist() == [True]
     records.validate_batches(rewritten, origin=Origin.REPLICATION)
 
 
 def test_replication_keeps_only_the_crc_and_delta_rules(twin):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     follower_batch = patch(build(PID, 0, -1), base_offset=10, record_count=9)  # count and seq are the leader's
     records.validate_batches(follower_batch, origin=Origin.REPLICATION)
     result = records.append_batches(table_class(), follower_batch, origin=Origin.REPLICATION)
@@ -166,7 +151,7 @@ def test_replication_keeps_only_the_crc_and_delta_rules(twin):
 
 
 def test_leader_append_assigns_offsets_and_deduplicates(twin):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     table = table_class()
     request = bytearray(build(PID, 0, 0, 3) + build(PID, 0, 3, 2) + build(PID, 0, 0, 3) + build(PID, 0, 9, 1))
     result = records.append_batches(table, request, log_end_offset=100, write_offsets=True, partition_leader_epoch=4)
@@ -186,7 +171,7 @@ def test_leader_append_assigns_offsets_and_deduplicates(twin):
 
 def test_append_batches_is_append_per_batch(twin):
     """Same semantics as calling table.append per batch (the issue's contract)."""
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     batches = [
         build(1, 0, 0, 2),
         build(2, 0, 5, 1),
@@ -234,10 +219,10 @@ def test_both_twins_give_the_same_verdicts_and_state():
         + build(-1, -1, -1, 1) + patch(build(4, 0, 0), record_count=5)
     )
     outcomes = []
-    twins = ((compiled_records, _state.ProducerStateTable), (twin_records, reference.ProducerStateTable))
-    for records, table_class in twins:
-        table, data = table_class(), bytearray(buffer)
-        result = records.append_batches(table, data, origin=Origin.COORDINATOR, log_end_offset=7, write_offsets=True)
+    for twin in TWINS.values():
+        table, data = twin.ProducerStateTable(), bytearray(buffer)
+        append_batches = twin.records.append_batches
+        result = append_batches(table, data, origin=Origin.COORDINATOR, log_end_offset=7, write_offsets=True)
         outcomes.append((
             [getattr(result, name).tolist() for name in ("error_codes", "duplicate", "base_offsets", "last_offsets")],
             {index: (type(error), str(error)) for index, error in result.errors.items()},
@@ -247,7 +232,7 @@ def test_both_twins_give_the_same_verdicts_and_state():
 
 
 def test_follower_keeps_the_leaders_offsets(twin, caplog):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     table = table_class()
     leader_log = patch(build(PID, 2, 0, 3), base_offset=10) + patch(build(PID, 1, 40, 1), base_offset=20)
     with caplog.at_level(logging.WARNING, logger="dedup"):
@@ -260,7 +245,7 @@ def test_follower_keeps_the_leaders_offsets(twin, caplog):
 
 
 def test_markers_end_transactions_on_followers(twin):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     table = table_class()
     table.append(PID, 5, 0, 1, 1, transactional=True)
     result = records.append_batches(table, COMMIT_MARKER, origin=Origin.REPLICATION)
@@ -271,7 +256,7 @@ def test_markers_end_transactions_on_followers(twin):
 
 
 def test_marker_from_an_older_coordinator_is_refused_by_the_coordinator(twin):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     table = table_class()
     table.append_marker(PID, 5, 9, 0, commit=True)
     result = records.append_batches(table, marker(PID, 5, 7), origin=Origin.COORDINATOR, log_end_offset=1)
@@ -280,14 +265,14 @@ def test_marker_from_an_older_coordinator_is_refused_by_the_coordinator(twin):
 
 
 def test_control_record_that_is_not_a_marker_is_refused(twin):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     result = records.append_batches(table_class(), marker(PID, 0, 0, control_type=2), origin=Origin.REPLICATION)
     assert result.error_codes.tolist() == [87] and "COMMIT or ABORT" in str(result.errors[0])
 
 
 def test_empty_control_batch_is_a_no_op_that_keeps_the_entry(twin):
     # Spec §2.2: compaction can empty a control batch; Kafka still puts the entry.
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     table = table_class()
     result = records.append_batches(table, empty_control_batch(PID, 3, base_offset=4), origin=Origin.REPLICATION)
     assert result.error_codes.tolist() == [0] and result.completed_transactions == []
@@ -297,7 +282,7 @@ def test_empty_control_batch_is_a_no_op_that_keeps_the_entry(twin):
 
 
 def test_batches_without_a_producer_id_only_move_the_map_end_offset(twin):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     table = table_class()
     result = records.append_batches(table, build(-1, -1, -1, 5), log_end_offset=3)
     assert (result.base_offsets.tolist(), result.last_offsets.tolist()) == ([3], [7])
@@ -305,7 +290,7 @@ def test_batches_without_a_producer_id_only_move_the_map_end_offset(twin):
 
 
 def test_bad_arguments_name_themselves(twin):
-    records, table_class = twin
+    records, table_class = twin.records, twin.ProducerStateTable
     table = table_class()
     batch = build(PID, 0, 0)
     with pytest.raises(TypeError, match="log_end_offset"):
@@ -329,8 +314,8 @@ def test_bad_arguments_name_themselves(twin):
 
 
 def test_public_append_batches_picks_the_twin_of_the_table():
-    for table_class in (_state.ProducerStateTable, reference.ProducerStateTable):
-        table = table_class()
+    for twin in TWINS.values():
+        table = twin.ProducerStateTable()
         result = dedup.records.append_batches(table, build(PID, 0, 0), log_end_offset=0)
         assert result.error_codes.tolist() == [0] and PID in table
 
@@ -368,7 +353,7 @@ def _outcome(function, data):
     ],
 )
 def test_check_one_batch_is_validate_batches_for_one_batch(twin, data):
-    records, _ = twin
+    records = twin.records
     outcome = _outcome(records.check_one_batch, data)
     headers = _outcome(records.validate_batches, data)
     if isinstance(headers, tuple):  # refused: the same error, or None (then validate_batches says why)
@@ -380,4 +365,5 @@ def test_check_one_batch_is_validate_batches_for_one_batch(twin, data):
         fields = ("attributes", "last_offset_delta", "max_timestamp", "producer_id", "producer_epoch",
                   "base_sequence", "record_count")
         assert outcome == tuple(int(header[name]) for name in fields)
-    assert _outcome(compiled_records.check_one_batch, data) == _outcome(twin_records.check_one_batch, data)
+    compiled, reference = (_outcome(twin.records.check_one_batch, data) for twin in TWINS.values())
+    assert compiled == reference

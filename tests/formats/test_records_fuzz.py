@@ -19,141 +19,51 @@ run if a test hangs (a loop in C without the GIL cannot be interrupted otherwise
   buffers: a client's (kafka-python batches, one transactional) and a follower's (a
   transaction and the spec §8.6 COMMIT marker), exhaustive; a flip under the CRC must be
   caught (CRC-32C catches every single-bit error), and kafka-python agrees on every CRC;
-- larger buffers of real batches with a few random byte changes (hypothesis);
-- bad arguments: TypeError/ValueError naming the argument, the same on both twins, and
-  nothing applied (table and buffer unchanged).
+- larger buffers of real batches with a few random byte changes (hypothesis).
+
+Bad arguments are test_records_arguments.py's; the guarded memory, the seeded table and the
+small buffers are in batch_buffers.py.
 """
 
 from __future__ import annotations
 
-import ctypes
-import faulthandler
 import gc
 import mmap
-import os
 import random
 import struct
-import subprocess
-import sys
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_buffers import (  # compiled_loaded and watchdog: autouse fixtures
+    COMMIT_MARKER_BYTES,
+    TIMESTAMP,
+    Guarded,
+    client_buffer,
+    compiled_loaded,  # noqa: F401
+    follower_buffer,
+    kafka_python_batch,
+    seeded_table,
+    table_state,
+    watchdog,  # noqa: F401
+)
+from conftest import TWINS, examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch as KafkaPythonBatch
-from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaPythonBuilder
 from kafka_batches import varint
 
-import dedup.records
-from dedup import Origin, reference
-from dedup._types import BATCH_HEADER_DTYPE, BatchesAppendResult
+from dedup import Origin
+from dedup._types import BatchesAppendResult
 from dedup.errors import CorruptRecordError, InvalidRecordError, KafkaError, TruncatedBatchError
-from dedup.reference import records as reference_records
 
-try:
-    from dedup import _records as compiled_records
-    from dedup import _state
-except ImportError:  # pragma: no cover - the fixture below turns this into a failure
-    compiled_records = _state = None
-
-ROOT = Path(__file__).resolve().parents[2]
 INT32_MAX = (1 << 31) - 1
 INT64_MAX = (1 << 63) - 1
-TIMESTAMP = 1_767_225_600_000
 ORIGINS = [Origin.CLIENT, Origin.REPLICATION, Origin.COORDINATOR]
 ERROR_CODES = {0, 2, 45, 47, 48, 52, 87}
-WATCHDOG_SECONDS = 120
-#: What a child Python needs to load the extension as this process did: an AddressSanitizer
-#: build (tools/asan.sh) needs its runtime preloaded.
-SANITIZER = {name: os.environ[name] for name in ("LD_PRELOAD", "ASAN_OPTIONS", "PYTHONMALLOC") if name in os.environ}
-
-
-@pytest.fixture(autouse=True)
-def _watchdog():
-    """A hang in C (no GIL, no signal check) ends the run with every thread's stack."""
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _compiled_loaded():
-    if compiled_records is None:
-        pytest.fail("dedup._records did not load: build it with `python setup.py build_ext --inplace`")
-
-
-# --- memory that faults on a read past the end (or a write where none is asked for) -----
-
-PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-PROT_NONE, PROT_READ = 0, 1
-
-
-class Guarded:
-    """``data`` copied so that it ends where an inaccessible page begins; its own pages are
-    read-only unless ``writable``. ``.view`` is a memoryview of exactly ``data``."""
-
-    def __init__(self, data: bytes, writable: bool = False):
-        pages = (len(data) + PAGE - 1) // PAGE
-        self.map = mmap.mmap(-1, (pages + 1) * PAGE)
-        start = pages * PAGE - len(data)
-        self.map[start : start + len(data)] = data
-        window = (ctypes.c_char * len(self.map)).from_buffer(self.map)
-        address = ctypes.addressof(window)
-        del window
-        self._protect(address + pages * PAGE, PAGE, PROT_NONE)
-        if pages and not writable:
-            self._protect(address, pages * PAGE, PROT_READ)
-        self.view = memoryview(self.map)[start : start + len(data)]
-
-    @staticmethod
-    def _protect(address, length, protection):
-        if _libc.mprotect(address, length, protection) != 0:
-            raise OSError(ctypes.get_errno(), "mprotect failed")
-
-    def bytes(self) -> bytes:
-        return bytes(self.view)
-
-    def close(self, collect: bool = False):
-        """Unmap; the buffer must no longer be exported. ``collect``: first let the garbage
-        collector free reference cycles that hold a view of it (a pure-Python error's
-        traceback holds the frames, and so the memoryviews, that raised it)."""
-        self.view.release()
-        try:
-            self.map.close()
-        except BufferError:
-            if not collect:
-                raise AssertionError("something kept a view of the buffer after the call returned") from None
-            gc.collect()
-            self.map.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close(collect=True)  # pytest.raises keeps the traceback (and the twin's views) in a cycle
 
 
 # --- the twins and what a call gives ------------------------------------------------------
-
-
-def seeded_table(table_class):
-    """A table with some history, the same on both twins: producer 7 (epoch 0, sequences
-    0-1), producer 1000 (epoch 5) with a transaction ongoing since offset 2, producer 8 known
-    only from a marker (epoch 1, coordinator epoch 3). Map end offset 6."""
-    table = table_class()
-    table.append(7, 0, 0, 2, 0, max_timestamp=TIMESTAMP)
-    table.append(1000, 5, 0, 3, 2, max_timestamp=TIMESTAMP, transactional=True, origin=Origin.REPLICATION)
-    table.append_marker(8, 1, 3, 5, commit=True, timestamp=TIMESTAMP, origin=Origin.COORDINATOR)
-    assert table.map_end_offset == 6
-    return table
-
-
-def table_state(table):
-    return table.map_end_offset, len(table), [table.entry(pid) for pid in sorted(table)]
 
 
 def normal(value):
@@ -231,10 +141,11 @@ def check_append(result: BatchesAppendResult, before: bytes, after: bytes, leade
     assert set(changed.tolist()) <= allowed, "bytes changed outside an accepted batch's offset and epoch"
 
 
-def run_one(module, table_class, data: bytes):
+def run_one(twin, data: bytes):
     """Every function of one twin on ``data``: a list of (call, outcome) pairs."""
+    module, table_class = twin.records, twin.ProducerStateTable
     outcomes = []
-    cycles = module is reference_records
+    cycles = twin.name == "reference"
     guarded = Guarded(data)
     try:
         for tail in ("raise", "ignore"):
@@ -293,9 +204,8 @@ def run_one(module, table_class, data: bytes):
 
 def same_on_both_twins(data: bytes):
     """Runs everything on both twins, requires identical outcomes; returns the compiled's."""
-    compiled = run_one(compiled_records, _state.ProducerStateTable, data)
-    twin = run_one(reference_records, reference.ProducerStateTable, data)
-    for (call, left), (_, right) in zip(compiled, twin, strict=True):
+    compiled, reference = (run_one(twin, data) for twin in TWINS.values())
+    for (call, left), (_, right) in zip(compiled, reference, strict=True):
         if left[0] == "ok" and right[0] == "ok" and not isinstance(left[1], dict):
             left, right = ("ok", normal(left[1])), ("ok", normal(right[1]))
         assert left == right, f"{call}: the twins disagree on {data.hex()}"
@@ -317,7 +227,7 @@ def header(length_after, *, base_offset=0, leader_epoch=-1, magic=2, crc=0, attr
 def batch_bytes(fields: dict, body: bytes, fix_crc: bool) -> bytes:
     data = bytearray(header(49 + len(body), **fields) + body)
     if fix_crc:
-        data[17:21] = compiled_records.crc32c(bytes(data[21:])).to_bytes(4, "big")
+        data[17:21] = TWINS["compiled"].crc32c(bytes(data[21:])).to_bytes(4, "big")
     return bytes(data)
 
 
@@ -373,8 +283,9 @@ EMPTY_CONTROL_BATCH = batch_bytes(
 #: A batch length of 2^31-1 with 61 bytes there: a torn tail, the message says how many it needs.
 HUGE_LENGTH = b"\x00" * 8 + b"\x7f\xff\xff\xff" + b"\x00" * 49
 
+# Byte fuzzing: an example costs microseconds and volume is the point.
 fuzz_settings = settings(
-    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=examples(1000), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 
@@ -402,9 +313,9 @@ def test_random_batch_shaped_bytes(batches, trailing):
 def test_torn_tail_message_for_a_length_near_int32_max():
     """The error says how many bytes the torn batch needs: 2^31-1 + 12, not an int32 that
     wrapped (compiled: "needs -2147483637 bytes")."""
-    for _, module, _ in twins():
+    for twin in TWINS.values():
         with pytest.raises(TruncatedBatchError) as caught:
-            module.scan_batches(HUGE_LENGTH)
+            twin.records.scan_batches(HUGE_LENGTH)
         assert str(caught.value) == "batch 0 at position 0: truncated: the batch needs 2147483659 bytes, 61 are left"
         assert caught.value.valid_bytes == 0
 
@@ -417,10 +328,10 @@ def test_empty_control_batch_has_the_same_timestamp_on_both_twins(origin):
     # A follower keeps the leader's offsets, which must not go below the table's map end (6);
     # the base offset is outside the CRC.
     batch = (10).to_bytes(8, "big") + EMPTY_CONTROL_BATCH[8:] if origin == Origin.REPLICATION else EMPTY_CONTROL_BATCH
-    for _, module, table_class in twins():
-        table = seeded_table(table_class)
-        result = module.append_batches(table, batch, origin=origin,
-                                       log_end_offset=None if origin == Origin.REPLICATION else 10)
+    for twin in TWINS.values():
+        table = seeded_table(twin.ProducerStateTable)
+        result = twin.records.append_batches(table, batch, origin=origin,
+                                             log_end_offset=None if origin == Origin.REPLICATION else 10)
         assert result.error_codes.tolist() == [0]
         results.append((result.base_offsets.tolist(), result.timestamps.tolist(), table_state(table)))
     assert results[0] == results[1]
@@ -429,42 +340,8 @@ def test_empty_control_batch_has_the_same_timestamp_on_both_twins(origin):
 # --- exhaustive: every bit flip and every truncation of small valid buffers --------------
 
 
-def kafka_python_batch(producer_id, producer_epoch, base_sequence, records, transactional=False, compression=0):
-    builder = KafkaPythonBuilder(
-        magic=2, compression_type=compression, is_transactional=int(transactional), producer_id=producer_id,
-        producer_epoch=producer_epoch, base_sequence=base_sequence, batch_size=1 << 20,
-    )
-    for offset, (key, value) in enumerate(records):
-        builder.append(offset, timestamp=TIMESTAMP + offset, key=key, value=value, headers=[("h", b"1")])
-    return bytes(builder.build())
-
-
-COMMIT_MARKER_BYTES = bytes.fromhex(
-    "000000000000002a00000042000000000240d514e90030000000000000018bcfe568000000018bcfe5680000000000000003e8"
-    "0005ffffffff000000012000000008000000010c00000000000700"
-)
-
-
-def client_buffer() -> bytes:
-    """What a leader might get: producer 7's next batch (sequence 2, two records), producer
-    8's first transactional batch, and a batch without a producer id."""
-    return (
-        kafka_python_batch(7, 0, 2, [(b"a", b"1"), (None, b"22")])
-        + kafka_python_batch(8, 1, 0, [(b"t", b"x")], transactional=True)
-        + kafka_python_batch(-1, -1, -1, [(None, b"plain")])
-    )
-
-
-def follower_buffer() -> bytes:
-    """What a follower might get: producer 1000's transactional batch at offsets 10-11 (the
-    base offset is outside the CRC), then the spec §8.6 COMMIT marker at offset 42."""
-    data = bytearray(kafka_python_batch(1000, 5, 3, [(b"k", b"v"), (b"k2", None)], transactional=True))
-    data[:8] = (10).to_bytes(8, "big")
-    return bytes(data) + COMMIT_MARKER_BYTES
-
-
 def boundaries(data: bytes) -> list[int]:
-    return [int(p) for p in compiled_records.scan_batches(data)["position"]] + [len(data)]
+    return [int(p) for p in TWINS["compiled"].records.scan_batches(data)["position"]] + [len(data)]
 
 
 def test_the_small_buffers_are_valid_and_accepted():
@@ -480,7 +357,8 @@ def test_the_small_buffers_are_valid_and_accepted():
     assert len(result["completed_transactions"]) == 1
 
 
-@pytest.mark.parametrize("name", ["client", "follower"])
+# Exhaustive: the follower's buffer in the fast set, the client's (larger) in the slow one.
+@pytest.mark.parametrize("name", [pytest.param("client", marks=pytest.mark.slow), "follower"])
 def test_every_single_bit_flip(name):
     original = client_buffer() if name == "client" else follower_buffer()
     starts = boundaries(original)
@@ -545,29 +423,29 @@ def test_a_kept_error_does_not_pin_the_buffer(tmp_path):
     path.write_bytes(client_buffer() + b"\x00" * 8 + b"\x00\x00\x00\x05" + b"\x00" * 20)
     gc.disable()  # a collection would hide the cycle
     try:
-        for name, module, table_class in twins():
+        for twin in TWINS.values():
             with open(path, "rb") as handle:
                 data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             kept = []
             try:
-                module.scan_batches(data)
+                twin.records.scan_batches(data)
             except CorruptRecordError as error:
                 kept.append(error)
             try:
                 data.close()
             except BufferError:
-                pytest.fail(f"{name}: a kept scan error still holds a view of the buffer")
+                pytest.fail(f"{twin}: a kept scan error still holds a view of the buffer")
             assert kept
             # producer 7's next batch, then one with a gap in its sequence (the table refuses it)
             segment = kafka_python_batch(7, 0, 2, [(b"a", b"1")]) + kafka_python_batch(7, 0, 9, [(b"b", b"2")])
             mapped = mmap.mmap(-1, len(segment))
             mapped[:] = segment
-            result = module.append_batches(seeded_table(table_class), mapped, log_end_offset=10)
+            result = twin.records.append_batches(seeded_table(twin.ProducerStateTable), mapped, log_end_offset=10)
             assert result.error_codes.tolist() == [0, 45]
             try:
                 mapped.close()
             except BufferError:
-                pytest.fail(f"{name}: an append result with errors still holds a view of the buffer")
+                pytest.fail(f"{twin}: an append result with errors still holds a view of the buffer")
     finally:
         gc.enable()
 
@@ -615,312 +493,7 @@ def mutated_buffers(draw):
     return bytes(data)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(600), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated_buffers())
 def test_larger_buffers_with_a_few_changes(data):
     same_on_both_twins(data)
-
-
-# --- bad arguments --------------------------------------------------------------------------
-
-GOOD = client_buffer()
-
-
-def twins():
-    return [
-        ("compiled", compiled_records, _state.ProducerStateTable),
-        ("reference", reference_records, reference.ProducerStateTable),
-    ]
-
-
-def raises_the_same(call, expected, names):
-    """``call(module, table_class)`` raises ``expected`` on both twins, with the same message
-    naming one of ``names``; returns the messages."""
-    messages = []
-    for twin_name, module, table_class in twins():
-        with pytest.raises(expected) as caught:
-            call(module, table_class)
-        message = str(caught.value)
-        assert any(name in message for name in names), f"{twin_name}: {message!r} does not name {names}"
-        messages.append(message)
-    assert messages[0] == messages[1]
-    return messages
-
-
-def non_contiguous():
-    doubled = np.frombuffer(bytes(b for pair in zip(GOOD, GOOD, strict=True) for b in pair), dtype=np.uint8)
-    return doubled[::2]
-
-
-NOT_BUFFERS = {
-    "int": 123,
-    "None": None,
-    "str": GOOD.hex(),
-    "list": list(GOOD),
-    "object": object(),
-    "strided numpy": non_contiguous(),
-    "fortran numpy": np.asfortranarray(np.frombuffer(GOOD[: len(GOOD) // 3 * 3], np.uint8).reshape(3, -1)),
-}
-
-
-@pytest.mark.parametrize("kind", list(NOT_BUFFERS))
-@pytest.mark.parametrize("function", ["scan_batches", "validate_batches", "crc_valid", "append_batches"])
-def test_not_a_contiguous_buffer(function, kind):
-    assert np.array_equal(non_contiguous(), np.frombuffer(GOOD, np.uint8))  # same bytes, other layout
-    data = NOT_BUFFERS[kind]
-    tables = {}
-
-    def call(module, table_class):
-        if function == "append_batches":
-            table = tables[module] = seeded_table(table_class)
-            return module.append_batches(table, data, log_end_offset=10)
-        return getattr(module, function)(data)
-
-    raises_the_same(call, TypeError, ["data must be a C-contiguous buffer"])
-    for table in tables.values():
-        assert table_state(table) == table_state(seeded_table(type(table)))
-
-
-def read_only_buffers(tmp_path):
-    readonly = np.frombuffer(bytearray(GOOD), np.uint8)
-    readonly.flags.writeable = False
-    path = tmp_path / "segment.log"
-    path.write_bytes(GOOD)
-    handle = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    return {
-        "bytes": GOOD,
-        "memoryview of bytes": memoryview(GOOD),
-        "read-only numpy": readonly,
-        "mmap ACCESS_READ": mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ),
-    }, handle
-
-
-def test_read_only_buffer_with_write_offsets(tmp_path):
-    buffers, handle = read_only_buffers(tmp_path)
-    try:
-        for kind, data in buffers.items():
-            tables = {}
-
-            def call(module, table_class, data=data, tables=tables):
-                table = tables[module] = seeded_table(table_class)
-                return module.append_batches(table, data, log_end_offset=10, write_offsets=True)
-
-            raises_the_same(call, TypeError, ["data is read-only"])
-            for table in tables.values():
-                assert table_state(table) == table_state(seeded_table(type(table))), kind
-            assert bytes(data) == GOOD, kind
-            # the same buffer is fine to read
-            for _, module, table_class in twins():
-                result = module.append_batches(seeded_table(table_class), data, log_end_offset=10)
-                assert (result.error_codes == 0).all(), kind
-    finally:
-        gc.collect()  # pytest.raises keeps the traceback (and the twin's views) in a cycle
-        buffers["mmap ACCESS_READ"].close()
-        handle.close()
-
-
-def scanned_headers():
-    return compiled_records.scan_batches(GOOD)
-
-
-BAD_HEADER_TYPES = {
-    "int64 array": lambda: np.arange(3, dtype=np.int64),
-    "list of rows": lambda: scanned_headers().tolist(),
-    "other structured dtype": lambda: np.zeros(3, dtype=[("position", "<i8"), ("batch_length", "<i4")]),
-    "big-endian copy": lambda: scanned_headers().astype(BATCH_HEADER_DTYPE.newbyteorder(">")),
-    "2-D": lambda: scanned_headers().reshape(1, -1),
-    "raw bytes": lambda: scanned_headers().tobytes(),
-}
-
-
-@pytest.mark.parametrize("kind", list(BAD_HEADER_TYPES))
-def test_crc_valid_headers_of_the_wrong_type(kind):
-    raises_the_same(lambda module, _: module.crc_valid(GOOD, BAD_HEADER_TYPES[kind]()), TypeError, ["headers"])
-
-
-def moved(row, **fields):
-    headers = scanned_headers()
-    for name, value in fields.items():
-        headers[name][row] = value
-    return headers
-
-
-BAD_HEADER_ROWS = {
-    "negative position": (0, {"position": -1}),
-    "position past the end": (2, {"position": len(GOOD)}),
-    "one byte past the end": (2, {"batch_length": len(GOOD) - int(scanned_headers()["position"][2]) - 11}),
-    "length below the minimum": (1, {"batch_length": 48}),
-    "negative length": (1, {"batch_length": -12}),
-    "most negative position": (0, {"position": -(1 << 63)}),
-}
-
-
-@pytest.mark.parametrize("kind", list(BAD_HEADER_ROWS))
-def test_crc_valid_headers_outside_the_buffer(kind):
-    row, fields = BAD_HEADER_ROWS[kind]
-    headers = moved(row, **fields)
-    with Guarded(GOOD) as guarded:
-        raises_the_same(lambda module, _: module.crc_valid(guarded.view, headers), ValueError, [f"headers[{row}]"])
-
-
-def test_crc_valid_headers_whose_end_overflows_int64():
-    """A position so large that position + batch_length + 12 wraps past 2^63-1: the end
-    check must not be fooled into reading there. Run in a child process: the failure mode
-    is a segfault."""
-    program = (
-        "import numpy as np\n"
-        "from dedup import _records\n"
-        f"data = bytes.fromhex({GOOD.hex()!r})\n"
-        "headers = _records.scan_batches(data)\n"
-        f"headers['position'][0] = {INT64_MAX - 20}\n"
-        "try:\n"
-        "    _records.crc_valid(data, headers)\n"
-        "except ValueError as error:\n"
-        "    print('ValueError', error)\n"
-    )
-    child = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
-        env={"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **SANITIZER},
-    )
-    assert child.returncode == 0, f"crc_valid crashed (exit status {child.returncode}): {child.stderr[-500:]}"
-    assert child.stdout.startswith("ValueError headers[0] does not describe a batch inside data")
-    # the twin, in this process
-    headers = moved(0, position=INT64_MAX - 20)
-    with pytest.raises(ValueError, match=r"headers\[0\] does not describe a batch inside data"):
-        reference_records.crc_valid(GOOD, headers)
-
-
-def test_crc_valid_takes_read_only_headers():
-    """Read-only input arrays must work (STYLE habit 6): headers kept from an earlier scan,
-    or memory-mapped from a file, are read-only."""
-    headers = scanned_headers()
-    headers.flags.writeable = False
-    for _, module, _ in twins():
-        assert module.crc_valid(GOOD, headers).tolist() == [True, True, True]
-
-
-def test_crc_valid_takes_a_strided_view_of_headers():
-    headers = compiled_records.scan_batches(GOOD + GOOD)
-    for _, module, _ in twins():
-        assert module.crc_valid(GOOD + GOOD, headers[::2]).tolist() == [True, True, True]
-
-
-WRONG_TABLES = {"None": lambda: None, "dict": dict}
-
-
-@pytest.mark.parametrize("kind", ["the other twin", "None", "dict"])
-def test_append_batches_wrong_table(kind):
-    messages = []
-    for name, module, _ in twins():
-        if kind == "the other twin":
-            other = reference.ProducerStateTable if name == "compiled" else _state.ProducerStateTable
-            table = seeded_table(other)
-        else:
-            table = WRONG_TABLES[kind]()
-        before = table_state(table) if kind == "the other twin" else None
-        with pytest.raises(TypeError, match="table must be a dedup") as caught:
-            module.append_batches(table, bytearray(GOOD), log_end_offset=10, write_offsets=True)
-        messages.append(str(caught.value))
-        if before is not None:
-            assert table_state(table) == before
-    # the public function picks the implementation from the table's class
-    for table_class in (_state.ProducerStateTable, reference.ProducerStateTable):
-        table = seeded_table(table_class)
-        assert (dedup.records.append_batches(table, GOOD, log_end_offset=10).error_codes == 0).all()
-
-
-def test_the_wrong_table_message_points_somewhere_that_works():
-    """The compiled refusal suggests the twin's append_batches "takes either twin": then it
-    must take a compiled table."""
-    with pytest.raises(TypeError) as caught:
-        compiled_records.append_batches(seeded_table(reference.ProducerStateTable), GOOD, log_end_offset=10)
-    if "takes either twin" in str(caught.value):
-        result = reference_records.append_batches(seeded_table(_state.ProducerStateTable), GOOD, log_end_offset=10)
-        assert (result.error_codes == 0).all()
-
-
-# (argument overrides, expected exception, the name the message must contain)
-BAD_APPEND_ARGUMENTS = {
-    "origin str": ({"origin": "CLIENT"}, TypeError, "origin"),
-    "origin 3": ({"origin": 3}, ValueError, "origin"),
-    "origin -1": ({"origin": -1}, ValueError, "origin"),
-    "origin True": ({"origin": True}, TypeError, "origin"),
-    "origin None": ({"origin": None}, TypeError, "origin"),
-    "origin float": ({"origin": 0.0}, TypeError, "origin"),
-    "tail strict": ({"tail": "strict"}, ValueError, "tail"),
-    "tail None": ({"tail": None}, ValueError, "tail"),
-    "tail upper": ({"tail": "IGNORE"}, ValueError, "tail"),
-    "log_end_offset -1": ({"log_end_offset": -1}, ValueError, "log_end_offset"),
-    "log_end_offset 2^63": ({"log_end_offset": 1 << 63}, ValueError, "log_end_offset"),
-    "log_end_offset str": ({"log_end_offset": "10"}, TypeError, "log_end_offset"),
-    "log_end_offset float": ({"log_end_offset": 10.0}, TypeError, "log_end_offset"),
-    "log_end_offset bool": ({"log_end_offset": True}, TypeError, "log_end_offset"),
-    "log_end_offset None (leader)": ({"log_end_offset": None}, TypeError, "log_end_offset"),
-    "log_end_offset backwards": ({"log_end_offset": 5}, ValueError, "log_end_offset"),
-    "log_end_offset overflow": ({"log_end_offset": INT64_MAX - 3}, ValueError, "log_end_offset"),
-    "follower log_end_offset backwards": (
-        {"origin": Origin.REPLICATION, "write_offsets": False, "partition_leader_epoch": None, "log_end_offset": 0},
-        ValueError, "log_end_offset",
-    ),
-    "partition_leader_epoch 2^31": ({"partition_leader_epoch": 1 << 31}, ValueError, "partition_leader_epoch"),
-    "partition_leader_epoch below int32": (
-        {"partition_leader_epoch": -(1 << 31) - 1}, ValueError, "partition_leader_epoch",
-    ),
-    "partition_leader_epoch str": ({"partition_leader_epoch": "1"}, TypeError, "partition_leader_epoch"),
-    "partition_leader_epoch without write_offsets": (
-        {"write_offsets": False}, ValueError, "partition_leader_epoch",
-    ),
-    "write_offsets 1": ({"write_offsets": 1}, TypeError, "write_offsets"),
-    "write_offsets str": ({"write_offsets": "yes"}, TypeError, "write_offsets"),
-    "write_offsets as follower": (
-        {"origin": Origin.REPLICATION, "partition_leader_epoch": None, "log_end_offset": None},
-        ValueError, "write_offsets",
-    ),
-}
-
-
-@pytest.mark.parametrize("kind", list(BAD_APPEND_ARGUMENTS))
-def test_append_batches_bad_arguments_apply_nothing(kind):
-    overrides, expected, name = BAD_APPEND_ARGUMENTS[kind]
-    arguments = {"origin": Origin.CLIENT, "log_end_offset": 10, "write_offsets": True, "partition_leader_epoch": 4,
-                 "tail": "raise"}
-    arguments.update(overrides)
-    tables, buffers = {}, {}
-
-    def call(module, table_class):
-        table = tables[module] = seeded_table(table_class)
-        data = buffers[module] = bytearray(GOOD)
-        return module.append_batches(table, data, **arguments)
-
-    raises_the_same(call, expected, [name])
-    for module, table in tables.items():
-        assert table_state(table) == table_state(seeded_table(type(table)))
-        assert buffers[module] == GOOD
-
-
-@pytest.mark.parametrize(
-    ("overrides", "expected", "name"),
-    [
-        ({"origin": "CLIENT"}, TypeError, "origin"),
-        ({"origin": 7}, ValueError, "origin"),
-        ({"tail": "strict"}, ValueError, "tail"),
-        ({"tail": None}, ValueError, "tail"),
-    ],
-    ids=["origin str", "origin 7", "tail strict", "tail None"],
-)
-@pytest.mark.parametrize("data", [GOOD, GOOD[:-1], b"\x00" * 30], ids=["valid", "torn", "corrupt"])
-def test_validate_and_scan_bad_arguments(data, overrides, expected, name):
-    """A bad argument is reported as such even when the bytes are bad too."""
-    raises_the_same(lambda module, _: module.validate_batches(data, **overrides), expected, [name])
-    if "tail" in overrides:
-        raises_the_same(lambda module, _: module.scan_batches(data, **overrides), expected, [name])
-
-
-def test_keyword_only_arguments():
-    for _, module, table_class in twins():
-        with pytest.raises(TypeError):
-            module.scan_batches(GOOD, "ignore")
-        with pytest.raises(TypeError):
-            module.validate_batches(GOOD, Origin.CLIENT)
-        with pytest.raises(TypeError):
-            module.append_batches(seeded_table(table_class), GOOD, Origin.CLIENT, 10)

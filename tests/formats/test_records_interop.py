@@ -31,56 +31,18 @@ from aiokafka.record import _crecords as aiokafka_compiled
 from aiokafka.record import default_records as aiokafka_default
 from aiokafka.record import memory_records as aiokafka_memory
 from aiokafka.record.control_record import ABORT_MARKER, COMMIT_MARKER, ControlRecord
+from conftest import TWINS
 from kafka.record.default_records import DefaultRecordBatch as KafkaPythonBatch
 from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaPythonBuilder
 from kafka.record.memory_records import MemoryRecords as KafkaPythonMemoryRecords
 
-from dedup import CompletedTxn, Origin, reference
+from dedup import CompletedTxn, Origin
 from dedup.errors import CorruptRecordError, InvalidRecordError, TruncatedBatchError
-from dedup.reference import crc32c as reference_crc32c
-from dedup.reference import records as reference_records
 from dedup.tools.dump import batch_description
-
-try:
-    from dedup import _records as compiled_records
-    from dedup import _state
-except ImportError:  # pragma: no cover - the fixture turns this into a failure
-    compiled_records = _state = None
 
 INT32_MAX = (1 << 31) - 1
 NONE, GZIP = 0, 1  # Kafka's compression codes (spec §8.2); snappy/lz4/zstd need extra packages
 TIMESTAMP = 1_767_225_600_000  # 2026-01-01, in ms
-
-# --- the two twins --------------------------------------------------------------------------
-
-
-class Twin:
-    """One implementation of dedup's batch functions, with its table class and CRC."""
-
-    def __init__(self, name, records, table_class, crc32c):
-        self.name = name
-        self.records = records
-        self.table_class = table_class
-        self.crc32c = crc32c
-
-    def __repr__(self):
-        return self.name
-
-
-@pytest.fixture(params=["compiled", "reference"])
-def twin(request):
-    if request.param == "reference":
-        return Twin("reference", reference_records, reference.ProducerStateTable, reference_crc32c.crc32c)
-    if compiled_records is None:
-        pytest.fail("dedup._records did not load: build it with `python setup.py build_ext --inplace`")
-    return Twin("compiled", compiled_records, _state.ProducerStateTable, compiled_records.crc32c)
-
-
-def both_twins():
-    return [
-        Twin("compiled", compiled_records, _state.ProducerStateTable, compiled_records.crc32c),
-        Twin("reference", reference_records, reference.ProducerStateTable, reference_crc32c.crc32c),
-    ]
 
 
 # --- the libraries' builders and parsers ----------------------------------------------------
@@ -171,47 +133,39 @@ HEADER_FIELDS = [
 ]
 
 
-def kafka_python_fields(batch: KafkaPythonBatch, position: int) -> dict:
-    """What kafka-python reads from a batch, in dedup's field names."""
-    return {
-        "position": position,
-        "base_offset": batch.base_offset,
-        "base_timestamp": batch.first_timestamp,
-        "max_timestamp": batch.max_timestamp,
-        "producer_id": batch.producer_id,
-        "batch_length": batch.size_in_bytes - 12,
-        "partition_leader_epoch": batch.leader_epoch,
-        "crc": batch.crc,
-        "last_offset_delta": batch.last_offset_delta,
-        "base_sequence": batch.base_sequence,
-        "record_count": batch.records_count,
-        "attributes": batch.attributes,
-        "producer_epoch": batch.producer_epoch,
-        "magic": batch.magic,
-        "compression": batch.compression_type,
-        "timestamp_type": batch.timestamp_type,
-        "is_transactional": batch.is_transactional,
-        "is_control": batch.is_control_batch,
-    }
+#: dedup's header field: the attribute kafka-python's and aiokafka's batch classes both read it as.
+BOTH_READ = {
+    "base_offset": "base_offset",
+    "base_timestamp": "first_timestamp",
+    "max_timestamp": "max_timestamp",
+    "producer_id": "producer_id",
+    "crc": "crc",
+    "last_offset_delta": "last_offset_delta",
+    "base_sequence": "base_sequence",
+    "attributes": "attributes",
+    "producer_epoch": "producer_epoch",
+    "magic": "magic",
+    "compression": "compression_type",
+    "timestamp_type": "timestamp_type",
+    "is_transactional": "is_transactional",
+    "is_control": "is_control_batch",
+}
 
 
 def aiokafka_fields(batch) -> dict:
     """What aiokafka reads (it has no accessor for the length, leader epoch or record count)."""
+    return {name: getattr(batch, attribute) for name, attribute in BOTH_READ.items()}
+
+
+def kafka_python_fields(batch: KafkaPythonBatch, position: int) -> dict:
+    """What kafka-python reads from a batch, in dedup's field names: what aiokafka reads, the
+    length, the leader epoch and the record count."""
     return {
-        "base_offset": batch.base_offset,
-        "base_timestamp": batch.first_timestamp,
-        "max_timestamp": batch.max_timestamp,
-        "producer_id": batch.producer_id,
-        "crc": batch.crc,
-        "last_offset_delta": batch.last_offset_delta,
-        "base_sequence": batch.base_sequence,
-        "attributes": batch.attributes,
-        "producer_epoch": batch.producer_epoch,
-        "magic": batch.magic,
-        "compression": batch.compression_type,
-        "timestamp_type": batch.timestamp_type,
-        "is_transactional": batch.is_transactional,
-        "is_control": batch.is_control_batch,
+        "position": position,
+        **{name: getattr(batch, attribute) for name, attribute in BOTH_READ.items()},
+        "batch_length": batch.size_in_bytes - 12,
+        "partition_leader_epoch": batch.leader_epoch,
+        "record_count": batch.records_count,
     }
 
 
@@ -396,7 +350,7 @@ LOG_END_OFFSET = 1_000
 def test_written_offsets_are_read_back_by_kafka_python_and_aiokafka(twin):
     original, counts, pids = produce_stream()
     buffer = bytearray(original)
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     result = twin.records.append_batches(
         table, buffer, log_end_offset=LOG_END_OFFSET, write_offsets=True, partition_leader_epoch=LEADER_EPOCH
     )
@@ -443,9 +397,9 @@ def test_written_offsets_are_read_back_by_kafka_python_and_aiokafka(twin):
 def test_written_offsets_are_the_same_on_both_twins():
     original, counts, _ = produce_stream(seed=11)
     outcomes = []
-    for twin in both_twins():
+    for twin in TWINS.values():
         buffer = bytearray(original)
-        table = twin.table_class()
+        table = twin.ProducerStateTable()
         result = twin.records.append_batches(
             table, buffer, log_end_offset=5, write_offsets=True, partition_leader_epoch=-3
         )
@@ -459,7 +413,7 @@ def test_written_offsets_are_the_same_on_both_twins():
 def test_without_an_epoch_the_builders_leader_epoch_is_left_alone(twin, library):
     original = build(library, "idempotent", GZIP)
     buffer = bytearray(original)
-    result = twin.records.append_batches(twin.table_class(), buffer, log_end_offset=77, write_offsets=True)
+    result = twin.records.append_batches(twin.ProducerStateTable(), buffer, log_end_offset=77, write_offsets=True)
     assert result.base_offsets.tolist() == [77]
     parsed = KafkaPythonBatch(bytes(buffer))
     assert parsed.base_offset == 77
@@ -470,7 +424,7 @@ def test_without_an_epoch_the_builders_leader_epoch_is_left_alone(twin, library)
 
 def test_without_write_offsets_the_buffer_is_only_read(twin):
     original, counts, _ = produce_stream(seed=3)
-    result = twin.records.append_batches(twin.table_class(), original, log_end_offset=10)
+    result = twin.records.append_batches(twin.ProducerStateTable(), original, log_end_offset=10)
     assert (result.error_codes == 0).all()
     assert result.base_offsets[0] == 10
     assert KafkaPythonBatch(original).base_offset == 0
@@ -546,7 +500,7 @@ def transactional_batch(producer_id=1000, producer_epoch=5, count=3):
 def commit_marker_scenario(twin):
     """A follower's log: a transaction of pid 1000 (epoch 5) at offsets 0-2, then the §8.6
     COMMIT marker at offset 42. Returns (results, the table)."""
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     data = twin.records.append_batches(table, transactional_batch(), origin=Origin.REPLICATION)
     assert data.error_codes.tolist() == [0] and data.base_offsets.tolist() == [0]
     assert table.entry(1000).current_txn_first_offset == 0
@@ -569,7 +523,7 @@ def test_spec_commit_marker_completes_the_ongoing_transaction(twin):
 
 def test_spec_commit_marker_same_on_both_twins():
     outcomes = []
-    for twin in both_twins():
+    for twin in TWINS.values():
         results, table = commit_marker_scenario(twin)
         outcomes.append((
             [(r.headers.tobytes(), r.error_codes.tolist(), r.duplicate.tolist(), r.base_offsets.tolist(),
@@ -581,7 +535,7 @@ def test_spec_commit_marker_same_on_both_twins():
 
 
 def test_spec_commit_marker_without_a_transaction_completes_nothing(twin):
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     result = twin.records.append_batches(table, COMMIT_MARKER_BYTES, origin=Origin.REPLICATION)
     assert result.error_codes.tolist() == [0]
     assert result.completed_transactions == []  # an empty transaction emits nothing (§2.2 M5)
@@ -589,7 +543,7 @@ def test_spec_commit_marker_without_a_transaction_completes_nothing(twin):
 
 
 def test_spec_idempotent_vector_appended_then_its_retry_is_a_duplicate(twin):
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     first = bytearray(IDEMPOTENT_BYTES)
     result = twin.records.append_batches(table, first, log_end_offset=500, write_offsets=True,
                                          partition_leader_epoch=2)
@@ -610,7 +564,7 @@ def table_state(table):
 
 
 def test_a_resent_batch_gets_the_original_offsets_and_is_not_written(twin):
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     original = _kafka_python(GZIP, False, 4242, 0, 0, records_for(4, seed=5))
     first = bytearray(original)
     result = twin.records.append_batches(table, first, log_end_offset=100, write_offsets=True,
@@ -637,7 +591,7 @@ def test_a_resent_batch_gets_the_original_offsets_and_is_not_written(twin):
 
 
 def test_a_retry_in_the_same_buffer_is_a_duplicate_of_the_first(twin):
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     batch = _kafka_python(NONE, False, 9, 2, 0, records_for(3, seed=8))
     buffer = bytearray(batch + batch)
     result = twin.records.append_batches(table, buffer, log_end_offset=0, write_offsets=True)
@@ -648,7 +602,7 @@ def test_a_retry_in_the_same_buffer_is_a_duplicate_of_the_first(twin):
 
 
 def test_only_the_last_five_batches_are_retried_as_duplicates(twin):
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     batches = [_kafka_python(NONE, False, 31, 0, 2 * i, records_for(2, seed=i)) for i in range(6)]
     result = twin.records.append_batches(table, b"".join(batches), log_end_offset=0)
     assert (result.error_codes == 0).all()
@@ -660,7 +614,7 @@ def test_only_the_last_five_batches_are_retried_as_duplicates(twin):
 
 
 def test_a_restarted_producer_with_a_new_producer_id_is_appended(twin):
-    table = twin.table_class()
+    table = twin.ProducerStateTable()
     records = records_for(3, seed=9)
     original = _kafka_python(NONE, False, 5000, 0, 0, records)
     twin.records.append_batches(table, original, log_end_offset=0)

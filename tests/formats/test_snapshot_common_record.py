@@ -22,12 +22,13 @@ import struct
 
 import crc32c as pypi_crc32c
 import pytest
+from conftest import vectors_and_scalar
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_snapshot import INT32_MAX, INT64_MAX, apply, state
+from snapshot_builders import apply, state
 
 from dedup import reference
-from dedup._types import Origin
+from dedup._types import INT32_MAX, INT64_MAX, Origin
 from dedup.errors import CorruptSnapshotError
 from dedup.reference import snapshot as twin_codec
 
@@ -35,12 +36,7 @@ _state = pytest.importorskip("dedup._state")
 from dedup import _snapshot as compiled_codec  # noqa: E402
 from dedup import _testing  # noqa: E402
 
-
-@pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
-def window5_vectors(request):
-    _testing.use_window5_vectors(request.param)
-    yield
-    _testing.use_window5_vectors(True)
+window5_vectors = vectors_and_scalar(_testing.use_window5_vectors)
 
 
 OFFSET_GAPS = [0, 1, 7, (1 << 31) - 1, 1 << 31, (1 << 31) + 1, 0xFFFFFFFE, 0xFFFFFFFF]
@@ -171,7 +167,7 @@ def files(draw):
     return raw_file(records, window=window, map_end_offset=map_end_offset, escaped=escaped)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=files())
 @example(data=raw_file([(0, -1, 2, (0, 0, 5, 0), [(5, 0, 0, 0)])], window=2, map_end_offset=6, escaped=[]))
 def test_random_records_near_every_condition(data):
@@ -212,7 +208,7 @@ appends = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(appends=appends)
 @example(appends=[(0, 0, 1, 0, 0), (0, 0xFFFF, 0xFFFF, (1 << 32) - 3, (1 << 31) - 1)] * 3)
 @example(appends=[(0, 0, 1, 0, 1 << 31), (0, 1, 1, 0, 0)])  # timestamp gap -2^31: escaped

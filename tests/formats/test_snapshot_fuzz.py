@@ -19,32 +19,17 @@ import struct
 
 import crc32c as pypi_crc32c
 import pytest
+from conftest import TWINS
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_snapshot import (
-    INT64_MAX,
-    TWO_ENTRY_KAFKA_VECTOR,
-    apply,
-    full2_file,
-    full_file,
-    kafka_file,
-    operations,
-    state,
-    windows,
-)
+from snapshot_builders import apply, full2_file, full_file, kafka_file, operations, state, windows
+from snapshot_vectors import TWO_ENTRY_KAFKA_VECTOR
 
-from dedup import reference
+from dedup._types import INT64_MAX
 from dedup.errors import CorruptSnapshotError
-from dedup.reference import snapshot as twin_codec
 from dedup.snapshot import decode_snapshot, encode_snapshot
 
 _state = pytest.importorskip("dedup._state")
-from dedup import _snapshot as compiled_codec  # noqa: E402
-
-TWINS = {
-    "compiled": (_state.ProducerStateTable, compiled_codec),
-    "reference": (reference.ProducerStateTable, twin_codec),
-}
 
 
 def outcome(read, data):
@@ -55,7 +40,8 @@ def outcome(read, data):
     return "table", state(table)
 
 
-def readers(cls, codec):
+def readers(twin):
+    cls, codec = twin.ProducerStateTable, twin.snapshot
     return (
         lambda data: decode_snapshot(data, table_class=cls),
         lambda data: codec.decode_kafka(data, 5, 0, cls),
@@ -65,7 +51,7 @@ def readers(cls, codec):
 
 def outcomes(data):
     """What each reader makes of ``data``, the same in both twins (asserted)."""
-    results = {name: tuple(outcome(read, data) for read in readers(*twin)) for name, twin in TWINS.items()}
+    results = {name: tuple(outcome(read, data) for read in readers(twin)) for name, twin in TWINS.items()}
     assert results["compiled"] == results["reference"], data.hex()
     return results["compiled"]
 
@@ -85,14 +71,14 @@ def small_tables():
     """Small tables of window 3: a wrapped ring, a transaction, a marker-only producer; and one
     whose older batches need every kind of escaped value (the full format's version 2)."""
     files = {}
-    for name, (cls, _) in TWINS.items():
-        table = cls(3)
+    for name, twin in TWINS.items():
+        table = twin.ProducerStateTable(3)
         end = 0
         for sequence in range(4):
             end = table.append(1000, 5, 2 * sequence, 2, end, max_timestamp=100 + sequence).last_offset + 1
         end = table.append(7, 0, 0, 1, end, max_timestamp=200, transactional=True).last_offset + 1
         table.append_marker(9, 2, 4, end, commit=True, timestamp=300)
-        escaping = cls(3)
+        escaping = twin.ProducerStateTable(3)
         escaping.append(1, 0, 0, 1, 0, max_timestamp=-5)
         escaping.append(1, 0, 1, 70_000, 1 << 33, max_timestamp=1 << 40)
         escaping.append(1, 0, 70_001, 1, (1 << 33) + 70_000, max_timestamp=(1 << 40) + 1)
@@ -219,7 +205,6 @@ def test_unaligned_and_writable_buffers_read_the_same():
         assert outcomes(bytearray(data)) == expected
 
 
-@settings(max_examples=400, deadline=None)
 @given(data=st.binary(max_size=600))
 @example(data=b"")
 @example(data=b"DDPS")
@@ -228,7 +213,6 @@ def test_random_bytes(data):
     outcomes(data)
 
 
-@settings(max_examples=300, deadline=None)
 @given(body=st.binary(max_size=400), window=st.integers(-2, 260), count=st.integers(-2, 12), crc_right=st.booleans())
 def test_random_bytes_under_valid_looking_headers(body, window, count, crc_right):
     kafka = struct.pack(">hIi", 1, 0, count) + body
@@ -266,13 +250,11 @@ kafka_entries = st.tuples(
 )
 
 
-@settings(max_examples=300, deadline=None)
 @given(entries=st.lists(full_entries, max_size=5), window=st.sampled_from([1, 3, 5]), map_end=st.sampled_from([0, 100]))
 def test_structured_full_files_with_any_values(entries, window, map_end):
     outcomes(full_file(entries, window=window, map_end_offset=map_end))
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     entries=st.lists(full_entries, max_size=5),
     window=st.sampled_from([1, 3, 5]),
@@ -293,7 +275,6 @@ def test_structured_full_version_2_files_with_any_values(entries, window, map_en
         outcomes(full2_file(entries, window=window, map_end_offset=map_end, escaped=extra))
 
 
-@settings(max_examples=300, deadline=None)
 @given(entries=st.lists(kafka_entries, max_size=6))
 def test_structured_kafka_files_with_any_values(entries):
     outcomes(kafka_file(entries))
@@ -302,7 +283,7 @@ def test_structured_kafka_files_with_any_values(entries):
 mutations = st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), min_size=1, max_size=4)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     window=windows,
     ops=operations,

@@ -7,13 +7,12 @@ Spec references: §4.7 (CRC-32C("123456789") = e3069283), §8.5 (Castagnoli, ref
 
 from __future__ import annotations
 
-import random
-
 import crc32c as pypi_crc32c
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
+from random_buffers import buffers, unaligned
 
 from dedup import _records, _testing
 from dedup.reference.crc32c import POLYNOMIAL
@@ -69,7 +68,6 @@ def test_every_short_length_agrees(length):
     assert len(set(results.values())) == 1, results
 
 
-@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=4096), start=st.integers(0, 15), crc=st.integers(0, 0xFFFFFFFF))
 @example(data=b"", start=0, crc=0)
 @example(data=b"\x00" * 17, start=1, crc=0xFFFFFFFF)
@@ -99,20 +97,13 @@ def test_three_streams_agree_at_every_lane_boundary(length):
         assert len(set(results.values())) == 1, results
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    length=st.integers(0, 40_000),
-    start=st.integers(0, 15),
-    seed=st.integers(0, 2**32 - 1),
-    crc=st.integers(0, 0xFFFFFFFF),
-)
+@given(**buffers(max_length=40_000, max_start=15))
 @example(length=12288, start=0, seed=0, crc=0)
 @example(length=768 + 7, start=5, seed=1, crc=0xFFFFFFFF)
 def test_long_buffers_agree_with_the_pypi_package(length, start, seed, crc):
     """Random lengths past the three-stream thresholds, at every alignment, from any crc: the
     CPU's path (three streams), the table fallback (one stream) and the PyPI package agree."""
-    data = random.Random(seed).randbytes(start + length)
-    view = memoryview(data)[start:]
+    view = unaligned(length, start, seed)
     expected = pypi_crc32c.crc32c(bytes(view), crc)
     assert _records.crc32c(view, crc) == expected
     assert _testing.crc32c_software(view, crc) == expected
@@ -125,7 +116,6 @@ def test_zeros_and_ones_over_many_rounds():
 
 
 @pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
-@settings(max_examples=200, deadline=None)
 @given(first=st.binary(max_size=100), second=st.binary(max_size=100))
 def test_continuing_from_a_crc_equals_one_pass(name, first, second):
     crc = IMPLEMENTATIONS[name]

@@ -11,22 +11,18 @@ from __future__ import annotations
 import random
 
 import pytest
+from conftest import vectors_and_scalar
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_snapshot import first_repeat
+from snapshot_builders import first_repeat
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _testing  # noqa: E402
 
-
-@pytest.fixture(autouse=True, params=[True, False], ids=["vectors", "scalar"])
-def bulk_vectors(request):
-    _testing.bulk_vectors(request.param)
-    yield
-    _testing.bulk_vectors(True)
+bulk_vectors = vectors_and_scalar(_testing.bulk_vectors)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     ids=st.lists(st.integers(0, 60), max_size=80),
     existing=st.lists(st.integers(0, 200), unique=True, max_size=20),

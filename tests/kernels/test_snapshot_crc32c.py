@@ -14,8 +14,8 @@ import random
 
 import crc32c as pypi_crc32c
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given
+from random_buffers import buffers, unaligned
 
 from dedup import _testing
 
@@ -44,18 +44,11 @@ def test_every_mode_agrees_around_the_fold_steps(length):
         assert [_testing.crc32c_in_mode(view, 0x9E3779B9, mode)[1] for mode in (0, 1, 2)] == [expected] * 3
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    length=st.integers(0, 20_000),
-    start=st.integers(0, 63),
-    seed=st.integers(0, 2**32 - 1),
-    crc=st.integers(0, 0xFFFFFFFF),
-)
+@given(**buffers(max_length=20_000, max_start=63))
 @example(length=512, start=0, seed=0, crc=0)
 @example(length=511, start=63, seed=1, crc=0xFFFFFFFF)
 def test_random_buffers_agree_in_every_mode(length, start, seed, crc):
-    data = random.Random(seed).randbytes(start + length)
-    view = memoryview(data)[start:]
+    view = unaligned(length, start, seed)
     expected = pypi_crc32c.crc32c(bytes(view), crc)
     assert [_testing.crc32c_in_mode(view, crc, mode)[1] for mode in (0, 1, 2)] == [expected] * 3
 

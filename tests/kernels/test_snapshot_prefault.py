@@ -10,6 +10,10 @@ The tables here are 40,000 producers (a slab, about 5 MB: below the 16 MB from w
 default mode uses a loader thread, so modes 2 and 3 force it) with every batch count from 1 to
 the window, ongoing transactions, and offset and timestamp gaps and offset deltas too wide for
 the narrow entry (escapes in the full format, wide entries in both).
+
+The fast set keeps the mode hook, one decode with the helper (full format, mode 2) and the
+exceptions of the load; -m slow runs the other decodes, the corrupt files, the 19 MB default
+and the threads.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import threading
 import crc32c as pypi_crc32c
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_snapshot import kafka_file, state
+from snapshot_builders import kafka_file, state
 
 from dedup import decode_snapshot, encode_snapshot
 from dedup.errors import CorruptSnapshotError
@@ -115,8 +120,15 @@ def test_the_helper_runs_on_this_machine():
         assert PRESENT
 
 
-@pytest.mark.parametrize("mode", [2, 3])
-@pytest.mark.parametrize("kind", ["full", "kafka"])
+@pytest.mark.parametrize(
+    ("kind", "mode"),
+    [
+        ("full", 2),
+        pytest.param("full", 3, marks=pytest.mark.slow),
+        pytest.param("kafka", 2, marks=pytest.mark.slow),
+        pytest.param("kafka", 3, marks=pytest.mark.slow),
+    ],
+)
 def test_a_decode_with_the_helper_is_the_decode_without(table, snapshots, kind, mode):
     data = snapshots[kind]
     plain, started, populated = decoded(data, 0, map_end_offset=table.map_end_offset)
@@ -141,6 +153,7 @@ def test_a_decode_with_the_helper_is_the_decode_without(table, snapshots, kind, 
     assert retry.duplicate and retry.last_offset == last.last_offset
 
 
+@pytest.mark.slow
 def test_the_default_starts_a_helper_from_16_mb_with_two_cpus():
     _testing.prefault_mode(1)
     small = encode_snapshot(varied_table(2_000), "full")
@@ -159,7 +172,9 @@ def full_snapshot():
     return encode_snapshot(varied_table(), "full")
 
 
-@settings(max_examples=40, deadline=None)
+# Few examples: each decodes a 40,000-producer snapshot twice.
+@pytest.mark.slow
+@settings(max_examples=examples(40))
 @given(position=st.integers(0, 10**9), xor=st.integers(1, 255), fix_crc=st.booleans(), mode=st.sampled_from([2, 3]))
 def test_a_corrupt_full_snapshot_gives_the_same_error_with_the_helper(position, xor, fix_crc, mode):
     """A flipped byte anywhere: the same error or the same table. With the CRC made right
@@ -178,6 +193,7 @@ def test_a_corrupt_full_snapshot_gives_the_same_error_with_the_helper(position, 
     assert outcome(helped) == outcome(plain)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [2, 3])
 def test_corrupt_kafka_snapshots_and_a_repeated_id_with_the_helper(snapshots, mode):
     data = snapshots["kafka"]
@@ -196,6 +212,7 @@ def test_corrupt_kafka_snapshots_and_a_repeated_id_with_the_helper(snapshots, mo
     assert state(helped) == state(plain)
 
 
+@pytest.mark.slow
 def test_decodes_in_several_threads_at_once(table, snapshots):
     """Each decode has its own helper; with the GIL released they overlap."""
     _testing.prefault_mode(3)

@@ -19,7 +19,7 @@ import textwrap
 from collections import Counter
 
 import pytest
-from conftest import TWINS
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka_batches import build, patch
@@ -68,11 +68,11 @@ operations = st.lists(
 )
 
 
-@pytest.mark.parametrize("twin", sorted(TWINS))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Few examples: each is a log written, crashed and recovered many times.
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(steps=operations)
 def test_recovery_after_random_crashes_restores_the_table_and_every_acknowledged_batch(twin, steps):
-    table_class = TWINS[twin]
+    table_class = twin.ProducerStateTable
     with tempfile.TemporaryDirectory() as root:
         directory = os.path.join(root, "clicks-0")
         options = {"segment_bytes": 700, "table_class": table_class, "clock": lambda: 1_700_000_000_000}

@@ -52,6 +52,9 @@ def wait_until(condition, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+# Slow (a real client through a lost acknowledgement and a restart); the fast set's real-client
+# run is in test_server_clients.py.
+@pytest.mark.slow
 def test_a_retried_click_is_stored_once_and_a_restarted_producer_stores_it_again(tmp_path):
     faults = Faults(seed=1)
     with ServerThread(tmp_path, brokers=3, topics=[TOPIC], faults=faults) as server:

@@ -33,6 +33,9 @@ def start(*options: str) -> tuple[subprocess.Popen, str]:
     return process, match.group(1)
 
 
+# The two runs of the server process are slow; the fast set keeps the bad options (same entry
+# point, no client).
+@pytest.mark.slow
 def test_serve_with_dropped_responses_stores_each_message_once(tmp_path):
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     process, bootstrap = start("--dir", str(tmp_path), "--drop-responses", "0.3", "--seed", "4", "--topic", "ads")
@@ -63,6 +66,7 @@ def test_serve_with_dropped_responses_stores_each_message_once(tmp_path):
     assert os.path.isdir(tmp_path / "ads" / "broker-0" / "ads-0")  # the log is where --dir said
 
 
+@pytest.mark.slow
 def test_serve_crashes_and_restarts_leaders_from_the_command_line():
     process, _ = start("--crash-leader-every", "0.3", "--restart-after", "0.1", "--exit-after", "1.5")
     out, err = process.communicate(timeout=30)

@@ -183,7 +183,14 @@ def quiet_clients(caplog: pytest.LogCaptureFixture) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-@pytest.mark.parametrize("client", sorted(PRODUCERS))
+def one_fast(clients):
+    """The clients as parameters, all but kafka-python (the quickest run) in the slow set."""
+    return [pytest.param(client, marks=[] if client == "kafka-python" else pytest.mark.slow) for client in clients]
+
+
+# The fast set keeps one real-client run, kafka-python's; -m slow runs the other clients and
+# the runs below.
+@pytest.mark.parametrize("client", one_fast(sorted(PRODUCERS)))
 def test_exactly_once_under_lost_responses_failover_and_restart(tmp_path, client):
     messages, got, errors, faults, chaos, (batches, duplicates) = run_with_faults(
         tmp_path, PRODUCERS[client], deduplicate=True
@@ -197,6 +204,7 @@ def test_exactly_once_under_lost_responses_failover_and_restart(tmp_path, client
     assert got == messages, f"{len(got)} values back for {len(messages)} sent"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("client", sorted(PRODUCERS))
 def test_without_deduplication_the_same_run_stores_duplicates(tmp_path, client):
     messages, got, errors, faults, _, (_, duplicates) = run_with_faults(tmp_path, PRODUCERS[client], deduplicate=False)
@@ -216,6 +224,7 @@ def test_server_thread_reports_a_bad_configuration(tmp_path):
 # aiokafka is left out: its send() waits for the partition's previous batch to drain with the
 # same request timeout and raises KafkaTimeoutError when a response is delayed past it, so
 # the run fails in the client's back-pressure before any retry (lost responses cover it above).
+@pytest.mark.slow
 @pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
 def test_exactly_once_under_delayed_responses_and_closed_connections(tmp_path, client):
     # A response delayed past the client's 1.5 s request timeout: the client gives up on the

@@ -16,8 +16,10 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spec_model import INVALID_PRODUCER_EPOCH, INVALID_RECORD, INVALID_TXN_STATE, OUT_OF_ORDER_SEQUENCE_NUMBER
 
 from dedup import reference
 from dedup._types import AppendManyResult, Origin
@@ -29,12 +31,7 @@ INT16_MAX = (1 << 15) - 1
 INT32_MAX = (1 << 31) - 1
 INT64_MAX = (1 << 63) - 1
 
-# Kafka wire codes (spec §2.7).
-NONE = 0
-OUT_OF_ORDER_SEQUENCE_NUMBER = 45
-INVALID_PRODUCER_EPOCH = 47
-INVALID_TXN_STATE = 48
-INVALID_RECORD = 87
+NONE = 0  # no error (Kafka's wire codes, spec §2.7: spec_model.py)
 
 COLUMNS = ("producer_ids", "producer_epochs", "base_sequences", "record_counts", "max_timestamps")
 CANONICAL = {
@@ -125,6 +122,16 @@ def assert_rejected(table, error, name, **kwargs):
     assert state(table) == before
 
 
+def assert_column_rejected(impl, error, name, column):
+    """``append_many`` on a seeded table with ``name``'s column replaced by ``column``: an
+    argument error naming it, nothing applied."""
+    table = impl()
+    end = seeded(table)
+    columns = valid_columns()
+    columns[name] = column
+    assert_rejected(table, error, name, **columns, log_end_offset=end)
+
+
 def seeded(table):
     """A table holding producer 1 (epoch 0, sequences 0..2 at offsets 0..2) and producer 2
     inside a transaction; returns the log end offset."""
@@ -177,9 +184,7 @@ def client_columns(draw, max_rows=25):
 
 
 any_origin = st.sampled_from([Origin.CLIENT, Origin.CLIENT, Origin.REPLICATION, Origin.COORDINATOR])
-property_settings = settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+property_settings = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @property_settings
@@ -232,7 +237,8 @@ def test_compiled_append_many_equals_reference(prelude, columns, origin, window)
     assert state(compiled) == state(ref)
 
 
-@settings(max_examples=8, deadline=None)
+# Few examples: each fills several storage chunks of both twins.
+@settings(max_examples=examples(8))
 @given(window=st.sampled_from([255, 7]), producers=st.integers(300, 2600), seed=st.integers(0, 2**32 - 1))
 def test_many_producers_across_storage_chunks_match_reference(window, producers, seed):
     """Enough producers to fill several of the compiled table's storage chunks, then
@@ -508,11 +514,7 @@ def valid_columns(n=3):
     ],
 )
 def test_values_that_do_not_fit_are_a_value_error(impl, name, array):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = array
-    assert_rejected(table, ValueError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, ValueError, name, array)
 
 
 @pytest.mark.parametrize("name", COLUMNS)
@@ -528,41 +530,26 @@ def test_values_that_do_not_fit_are_a_value_error(impl, name, array):
     ids=["float", "object", "bool", "str", "complex"],
 )
 def test_non_integer_arrays_are_a_type_error(impl, name, bad):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = bad
-    assert_rejected(table, TypeError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, TypeError, name, bad)
 
 
 @pytest.mark.parametrize("name", COLUMNS + ("transactional",))
 @pytest.mark.parametrize("shape", ["2-D", "0-D"])
 def test_arrays_must_be_one_dimensional(impl, name, shape):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
     dtype = CANONICAL.get(name, np.bool_)
-    columns[name] = np.ones((3, 1), dtype=dtype) if shape == "2-D" else np.array(1, dtype=dtype)
-    assert_rejected(table, ValueError, name, **columns, log_end_offset=end)
+    column = np.ones((3, 1), dtype=dtype) if shape == "2-D" else np.array(1, dtype=dtype)
+    assert_column_rejected(impl, ValueError, name, column)
 
 
 @pytest.mark.parametrize("name", COLUMNS[1:] + ("transactional",))
 @pytest.mark.parametrize("length", [2, 4])
 def test_mismatched_lengths_are_a_value_error_naming_the_argument(impl, name, length):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = np.ones(length, dtype=CANONICAL.get(name, np.bool_))
-    assert_rejected(table, ValueError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, ValueError, name, np.ones(length, dtype=CANONICAL.get(name, np.bool_)))
 
 
 @pytest.mark.parametrize("name", COLUMNS[:4])
 def test_none_for_a_required_column_is_a_type_error(impl, name):
-    table = impl()
-    end = seeded(table)
-    columns = valid_columns()
-    columns[name] = None
-    assert_rejected(table, TypeError, name, **columns, log_end_offset=end)
+    assert_column_rejected(impl, TypeError, name, None)
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,8 @@ def tracing():
     tracemalloc.stop()
 
 
+# The millions are slow (-m slow); the fast set keeps the twin's expiry below.
+@pytest.mark.slow
 def test_a_million_producers_three_times_over_return_to_the_baseline(tracing):
     before = traced()
     table = ProducerStateTable()
@@ -71,6 +73,7 @@ def test_a_million_producers_three_times_over_return_to_the_baseline(tracing):
     assert traced() - before <= 16 * 1024
 
 
+@pytest.mark.slow
 def test_steady_churn_keeps_memory_bounded(tracing):
     # Producers keep arriving; those idle past the expiration leave: the live set stays near
     # two rounds' worth, and so must the memory, however many have passed through.

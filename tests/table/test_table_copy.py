@@ -204,7 +204,7 @@ def test_the_same_appends_give_the_same_verdicts(impl):
 # --- random appends on the source and the copy --------------------------------------------
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     window=st.sampled_from([1, 2, 3, 5]),
     before=st.lists(operation(), max_size=40),

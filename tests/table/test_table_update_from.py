@@ -197,42 +197,36 @@ def test_a_check_on_staged_is_not_the_live_tables(impl):
 # --- argument errors ----------------------------------------------------------------------
 
 
+def refused(live, error, match, *args, **kwargs):
+    """``live.update_from(*args, **kwargs)`` raises ``error`` (message matching ``match``) and
+    changes nothing."""
+    before = state(live)
+    with pytest.raises(error, match=match):
+        live.update_from(*args, **kwargs)
+    assert state(live) == before
+
+
 @pytest.mark.parametrize("staged", [None, 5, object(), {1: 2}, "table"], ids=["None", "int", "object", "dict", "str"])
 def test_staged_must_be_a_table(impl, staged):
-    live = live_table(impl)
-    before = state(live)
-    with pytest.raises(TypeError, match=r"staged must be a dedup\..*ProducerStateTable made by this table's copy"):
-        live.update_from(staged)
-    assert state(live) == before
+    match = r"staged must be a dedup\..*ProducerStateTable made by this table's copy"
+    refused(live_table(impl), TypeError, match, staged)
 
 
 def test_staged_must_be_the_same_twin(impl):
     other = reference.ProducerStateTable if impl is not reference.ProducerStateTable else Compiled
-    live = live_table(impl)
-    before = state(live)
     staged = live_table(other)
-    with pytest.raises(TypeError, match=rf"got {type(staged).__module__}\.ProducerStateTable"):
-        live.update_from(staged)
-    assert state(live) == before
+    refused(live_table(impl), TypeError, rf"got {type(staged).__module__}\.ProducerStateTable", staged)
 
 
 def test_staged_must_have_the_same_window(impl):
-    live = live_table(impl, window=3)
-    before = state(live)
     staged = live_table(impl, window=5)
-    with pytest.raises(ValueError, match="staged has window 5, this table has window 3"):
-        live.update_from(staged)
-    assert state(live) == before
+    refused(live_table(impl, window=3), ValueError, "staged has window 5, this table has window 3", staged)
 
 
 def test_staged_must_not_be_the_table_itself(impl):
     live = live_table(impl)
-    before = state(live)
-    with pytest.raises(ValueError, match="staged is this table itself"):
-        live.update_from(live)
-    with pytest.raises(ValueError, match="staged is this table itself"):
-        live.update_from(staged=live)
-    assert state(live) == before
+    refused(live, ValueError, "staged is this table itself", live)
+    refused(live, ValueError, "staged is this table itself", staged=live)
 
 
 def test_staged_is_positional_or_keyword_and_required(impl):
@@ -249,7 +243,7 @@ NEW = [9, 1 << 50]  # never in the live table: new producers of the staged appen
 operation = operation_with_skips(PIDS + NEW)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     window=st.sampled_from([1, 2, 3, 5]),
     before=st.lists(operation.filter(lambda op: op[0] == "skip" or op[1] in PIDS), max_size=40),

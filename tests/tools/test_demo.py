@@ -84,6 +84,7 @@ def test_a_stable_identity_fences_the_old_instance_and_read_committed_sees_each_
     assert stalled[2] == sum(in_log.values()) - 40  # what the old instance wrote is what was aborted
 
 
+@pytest.mark.slow  # two more runs of the demo; the fast set checks the one run above
 def test_both_twins_tell_the_same_story(tmp_path, impl):
     compiled = list(demo.ad_clicks(str(tmp_path / "default")))
     assert list(demo.ad_clicks(str(tmp_path / impl.__module__), table_class=impl)) == compiled

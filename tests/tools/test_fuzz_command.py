@@ -4,6 +4,9 @@ untyped exception, a crash and a hang planted in a target.
 
 The planted failures go through the same forked worker as a real run: a target replaced here is
 inherited by the worker, so a segfault or a hang ends the worker, not the test.
+
+The runs of several seconds are slow (-m slow); the fast set keeps the corpus checks, every
+target on edge inputs, the command line and a replay that finds a planted crash.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def summary(capsys) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_short_seeded_run_finds_nothing(tmp_path, capsys):
     crashes = tmp_path / "crashes"
     status = fuzz.main(["--seconds", "4", "--seed", "7", "--corpus", str(CORPUS), "--crashes", str(crashes)])
@@ -113,6 +117,7 @@ def findings(tmp_path) -> list[tuple[bytes, str]]:
     return [(path.read_bytes(), path.with_suffix(".txt").read_text()) for path in sorted(crashes.glob("*.bin"))]
 
 
+@pytest.mark.slow
 def test_an_untyped_exception_is_found_and_saved(tmp_path, monkeypatch, capsys):
     def untyped(data):
         raise KeyError("planted")
@@ -125,6 +130,7 @@ def test_an_untyped_exception_is_found_and_saved(tmp_path, monkeypatch, capsys):
     assert "KeyError: 'planted'" in notes and "contract: CorruptRecordError, InvalidRecordError" in notes
 
 
+@pytest.mark.slow
 def test_a_typed_error_is_not_a_finding(tmp_path, monkeypatch, capsys):
     def typed(data):
         raise CorruptRecordError("planted, but within the contract")
@@ -134,6 +140,7 @@ def test_a_typed_error_is_not_a_finding(tmp_path, monkeypatch, capsys):
     assert findings(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_broken_invariant_is_a_finding(tmp_path, monkeypatch, capsys):
     """A compiled scan that loses its last batch on some input is caught by the checks on what
     it returns (the batches must cover the bytes; the twins must agree), not by an exception."""
@@ -151,6 +158,7 @@ def test_a_broken_invariant_is_a_finding(tmp_path, monkeypatch, capsys):
     assert "FuzzInvariantError" in notes
 
 
+@pytest.mark.slow
 def test_a_crash_is_found_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
     planted(monkeypatch, lambda data: ctypes.string_at(0))  # a read of address 0: SIGSEGV
     started = time.monotonic()
@@ -163,6 +171,7 @@ def test_a_crash_is_found_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
     assert re.search("killed by SIG(SEGV|ABRT)", saved[0][1]) and "Fatal Python error" in saved[0][1]
 
 
+@pytest.mark.slow
 def test_a_hang_is_found(tmp_path, monkeypatch, capsys):
     planted(monkeypatch, lambda data: time.sleep(3600))
     assert fuzz_scan_batches(tmp_path, 2, "--timeout", "0.5") == 1

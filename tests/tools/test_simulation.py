@@ -1,7 +1,11 @@
 """The deterministic simulator (issue #7): 1,000 seeds without an invariant violation, exact
 replay of a seed, and proof that the invariants catch what they are for (mutation checks:
 a leader that forgets its producers, a recovery that skips the replay, a follower that never
-updates its table) and that a failing run shrinks to a short trace."""
+updates its table) and that a failing run shrinks to a short trace.
+
+The fast set runs a handful of seeds, the seeds past runs found, the replay, one mutation
+check and the command line; -m slow runs the 1,000 seeds, the fault census, the other two
+mutation checks and the shrinking."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dedup.tools import simulate
 
 SEEDS_PER_TEST = 100
 CI_SEEDS = 1_000
+FAST_SEEDS = 10
 
 
 @pytest.fixture(autouse=True)
@@ -21,14 +26,23 @@ def quiet() -> None:
     simulate.quiet_logs()
 
 
-@pytest.mark.parametrize("first", range(0, CI_SEEDS, SEEDS_PER_TEST))
-def test_a_thousand_seeds_keep_every_invariant(first):
-    summary, failed = simulate.simulate(range(first, first + SEEDS_PER_TEST))
+def assert_seeds_keep_every_invariant(seeds):
+    summary, failed = simulate.simulate(seeds)
     assert not failed, simulate.report(simulate.shrink(failed[0]))
-    assert summary.runs == SEEDS_PER_TEST
+    assert summary.runs == len(seeds)
     # The runs did what they are for: faults of every kind, retries recognised.
     assert summary.acknowledged > 0 and summary.duplicates > 0
     assert {"crash", "restart", "duplicate request", "clock jump"} <= set(summary.faults)
+
+
+def test_a_handful_of_seeds_keep_every_invariant():
+    assert_seeds_keep_every_invariant(range(FAST_SEEDS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", range(0, CI_SEEDS, SEEDS_PER_TEST))
+def test_a_thousand_seeds_keep_every_invariant(first):
+    assert_seeds_keep_every_invariant(range(first, first + SEEDS_PER_TEST))
 
 
 @pytest.mark.parametrize("seed", [2642, 2696, 5996])
@@ -53,6 +67,7 @@ def test_seeds_where_kafkas_rebuild_shortcut_leaves_a_table_behind_its_log(seed)
     assert outcome.counts.kafka_shortcut == 1
 
 
+@pytest.mark.slow
 def test_the_fault_kinds_all_occur_over_the_ci_seeds():
     summary, _ = simulate.simulate(range(0, 200))
     expected = {
@@ -117,8 +132,8 @@ def follower_without_table(monkeypatch):
     ("mutation", "symptom"),
     [
         (forgetful_leader, "in the log 2 times"),
-        (recovery_without_replay, "differs from the one its log rebuilds"),
-        (follower_without_table, "differs from the one its log rebuilds"),
+        pytest.param(recovery_without_replay, "differs from the one its log rebuilds", marks=pytest.mark.slow),
+        pytest.param(follower_without_table, "differs from the one its log rebuilds", marks=pytest.mark.slow),
     ],
 )
 def test_the_invariants_catch_a_broken_broker(monkeypatch, mutation, symptom):
@@ -128,6 +143,7 @@ def test_the_invariants_catch_a_broken_broker(monkeypatch, mutation, symptom):
     assert any(symptom in violation for outcome in failed for violation in outcome.violations)
 
 
+@pytest.mark.slow
 def test_a_failing_run_shrinks_to_a_short_plan_that_still_fails(monkeypatch):
     forgetful_leader(monkeypatch)
     _, failed = simulate.simulate(range(40))
