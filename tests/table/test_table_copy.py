@@ -217,6 +217,16 @@ def test_the_same_appends_give_the_same_verdicts(impl):
     after=[("append", 1, 0, 1, 1, 0, Origin.CLIENT, False), ("append", 1, 0, 3, 1, 0, Origin.CLIENT, False)],
     subset=None,
 )
+@example(  # the source's holes: a new producer takes one there, the next number in the copy
+    window=1,
+    before=[
+        ("next", 0, 1, 0, False), ("next", 0, 1, 0, True), ("next", 2, 1, 0, True),
+        ("append", 1, 0, 0, 1, 0, Origin.CLIENT, True), ("append", 3, 0, 0, 1, 0, Origin.CLIENT, False),
+        ("expire", 5, 1), ("next", 0, 1, 0, False), ("next", 0, 1, 0, False),
+    ],
+    after=[("marker", 0, 0, 0, False, Origin.COORDINATOR), ("expire", 1, 1)],
+    subset=None,
+)
 def test_source_and_copy_driven_alike_stay_alike(impl, caplog, window, before, after, subset):
     caplog.set_level(logging.ERROR, logger="dedup")  # replication warnings are expected here
     table = impl(window)
@@ -225,6 +235,8 @@ def test_source_and_copy_driven_alike_stay_alike(impl, caplog, window, before, a
     copy = table.copy(subset)
     copied = set(copy)
     assert copied == (set(table) if subset is None else set(table) & set(subset))
+    if subset is None:
+        assert state(copy) == snapshot  # the order too, right after the copy
     for pid in copied:
         assert copy.entry(pid) == table.entry(pid)
     # Only the copied producers are driven: an absent one is a new producer in the copy alone.
@@ -237,7 +249,10 @@ def test_source_and_copy_driven_alike_stay_alike(impl, caplog, window, before, a
     for pid in copy:
         assert copy.entry(pid) == table.entry(pid)
     if subset is None:
-        assert state(copy) == state(table)
+        # The same producers and entries; their order may differ after later inserts and
+        # removals, because the copy has no holes (copy() drops them, as a snapshot reload
+        # does): a new producer takes a hole in the source and the next number in the copy.
+        assert entries(copy) == entries(table)  # a dict: order aside
     # The source after the copy's changes is what the same operations make of a fresh run.
     replay = impl(window)
     run(replay, before)
