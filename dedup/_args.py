@@ -95,10 +95,12 @@ def flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def path(name: str, value: Any) -> str | bytes:
-    """``value`` as a file system path (``os.fspath``); ``TypeError`` naming ``name`` otherwise."""
+def path(name: str, value: Any) -> str:
+    """``value`` (str, bytes or os.PathLike) as a str path: ``os.fsdecode``, which a bytes
+    name survives (undecodable bytes become surrogates that os functions encode back), so
+    every join and message downstream is str. ``TypeError`` naming ``name`` otherwise."""
     try:
-        return os.fspath(value)
+        return os.fsdecode(value)
     except TypeError:
         raise TypeError(f"{name} must be a path (str, bytes or os.PathLike), got {type(value).__name__}") from None
 

@@ -1,99 +1,30 @@
-"""Typed stub of the compiled producer-state table (src_cython/dedup/_state.pyx)."""
+"""Typed stub of the compiled producer-state table (src_cython/dedup/_state.pyx).
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+The table's signatures are written once, in :mod:`dedup._protocol`, and inherited here rather
+than repeated, because that verifies as much with one copy fewer: ``mypy.stubtest`` looks up
+each member the compiled class defines through the stub class's MRO, so it checks the
+protocol's signatures against the compiled methods (a parameter renamed, made keyword-only or
+given another default in the protocol fails stubtest, as it would here). Stubtest does not
+notice a protocol member missing from the compiled class (it visits the runtime's members and
+the stub's own); ``tests/table/test_contract.py`` checks the member lists of both twins.
 
-import numpy as np
-import numpy.typing as npt
+Written here is only what the protocol cannot say: the constructor (``__cinit__`` is the
+type's ``__new__``), the compiled table's own ``capacity_report``, and ``@disjoint_base``
+(a C layout: no class can inherit from both this and another such class).
+"""
 
-from ._types import AppendManyResult, CompletedTxn, Origin, ProducerStateEntry
+from typing import Any, Self
 
-class AppendResult:
-    @property
-    def duplicate(self) -> bool: ...
-    @property
-    def base_offset(self) -> int: ...
-    @property
-    def last_offset(self) -> int: ...
-    @property
-    def timestamp(self) -> int: ...
-    @property
-    def producer_id(self) -> int: ...
-    @property
-    def producer_epoch(self) -> int: ...
-    @property
-    def base_sequence(self) -> int: ...
-    @property
-    def last_sequence(self) -> int: ...
-    @property
-    def transactional(self) -> bool: ...
-    @property
-    def origin(self) -> Origin: ...
+from typing_extensions import disjoint_base
 
-class ProducerStateTable:
-    def __init__(self, window: int = 5, *, capacity: int = 0) -> None: ...
-    @property
-    def window(self) -> int: ...
-    @property
-    def map_end_offset(self) -> int: ...
-    def __len__(self) -> int: ...
-    def __contains__(self, producer_id: object) -> bool: ...
-    def __iter__(self) -> Iterator[int]: ...
-    def producer_ids(self) -> npt.NDArray[np.int64]: ...
-    def entry(self, producer_id: int) -> ProducerStateEntry | None: ...
-    def memory_bytes(self) -> int: ...
+from ._protocol import AppendResultProtocol, ProducerStateTableProtocol
+
+@disjoint_base
+class AppendResult(AppendResultProtocol): ...
+
+@disjoint_base
+class ProducerStateTable(ProducerStateTableProtocol[AppendResult]):
+    def __new__(cls, window: int = 5, *, capacity: int = 0) -> Self: ...
     def capacity_report(self) -> dict[str, Any]: ...
-    def check(
-        self,
-        producer_id: int,
-        producer_epoch: int,
-        base_sequence: int,
-        record_count: int,
-        base_offset: int,
-        *,
-        max_timestamp: int = -1,
-        origin: Origin = Origin.CLIENT,
-        transactional: bool = False,
-    ) -> AppendResult: ...
-    def update(self, result: AppendResult) -> None: ...
-    def append(
-        self,
-        producer_id: int,
-        producer_epoch: int,
-        base_sequence: int,
-        record_count: int,
-        base_offset: int,
-        *,
-        max_timestamp: int = -1,
-        origin: Origin = Origin.CLIENT,
-        transactional: bool = False,
-    ) -> AppendResult: ...
-    def append_many(
-        self,
-        producer_ids: npt.ArrayLike,
-        producer_epochs: npt.ArrayLike,
-        base_sequences: npt.ArrayLike,
-        record_counts: npt.ArrayLike,
-        max_timestamps: npt.ArrayLike | None = None,
-        *,
-        log_end_offset: int,
-        origin: Origin = Origin.CLIENT,
-        transactional: npt.ArrayLike | None = None,
-    ) -> AppendManyResult: ...
-    def append_marker(
-        self,
-        producer_id: int,
-        producer_epoch: int,
-        coordinator_epoch: int,
-        offset: int,
-        *,
-        commit: bool,
-        timestamp: int = -1,
-        origin: Origin = Origin.COORDINATOR,
-    ) -> CompletedTxn | None: ...
-    def update_map_end_offset(self, offset: int) -> None: ...
-    def remove_expired(self, now_ms: int, expiration_ms: int) -> int: ...
-    def copy(self, producer_ids: Iterable[int] | npt.NDArray[np.int64] | None = None) -> ProducerStateTable: ...
-    def update_from(self, staged: ProducerStateTable) -> None: ...
 
 def _c_constants() -> dict[str, int]: ...

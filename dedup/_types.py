@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .errors import KafkaError
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -226,5 +229,5 @@ class BatchesAppendResult(NamedTuple):
     timestamps: np.ndarray  # int64
     log_end_offset: int
     valid_bytes: int
-    errors: dict
-    completed_transactions: list
+    errors: dict[int, KafkaError]
+    completed_transactions: list[CompletedTxn]

@@ -17,7 +17,7 @@ import sys
 from collections import deque
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class _Entry:
         return None
 
 
-class _Slots(MutableMapping):
+class _Slots(MutableMapping[int, _Entry]):
     """The twin's producers, in the table's order, numbered as the compiled table numbers its
     entries: each number in use holds a producer or is a hole (a removed producer's number,
     None here), and a new producer takes the hole freed last, else the next number. Deleting
@@ -251,7 +251,7 @@ class ProducerStateTable:
     def __len__(self) -> int:
         return len(self._producers)
 
-    def __contains__(self, producer_id: object) -> bool:
+    def __contains__(self, producer_id: object, /) -> bool:
         number = _args.maybe_producer_id(producer_id)
         return number is not None and number in self._producers
 
@@ -659,3 +659,9 @@ class ProducerStateTable:
                 del producers[producer_id]
         self._generation += 1
         return removed
+
+
+if TYPE_CHECKING:  # mypy checks the twin against the typing contract the compiled stub inherits
+    from .._protocol import ProducerStateTableProtocol
+
+    _satisfies_the_contract: type[ProducerStateTableProtocol[AppendResult]] = ProducerStateTable

@@ -443,13 +443,13 @@ def peer_readers() -> dict[str, Callable[[bytes], int] | None]:
     readers: dict[str, Callable[[bytes], int] | None] = {}
     fields = ("base_offset", "producer_id", "producer_epoch", "base_sequence")
     try:
-        from aiokafka.record import _crecords  # type: ignore[import-untyped,unused-ignore]
+        from aiokafka.record import _crecords
 
         readers["aiokafka compiled"] = _header_reader(_crecords.MemoryRecords, *fields, "last_offset_delta")
     except ImportError:
         readers["aiokafka compiled"] = None
     try:
-        from kafka.record.memory_records import MemoryRecords  # type: ignore[import-untyped,unused-ignore]
+        from kafka.record.memory_records import MemoryRecords
 
         readers["kafka-python"] = _header_reader(MemoryRecords, *fields, "records_count")
     except ImportError:

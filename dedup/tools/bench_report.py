@@ -126,10 +126,10 @@ def machine() -> str:
 def plot(points: Sequence[Point], path: str) -> None:
     """Throughput against producer count, one line per engine (random order, window 5 solid;
     in-order dashed, window 64 dotted, when measured)."""
-    import matplotlib  # type: ignore[import-not-found,unused-ignore]  # an optional extra: dedup[bench]
+    import matplotlib  # an optional extra: dedup[bench]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+    import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 5.6), dpi=100)
     colours = {"compiled": "tab:blue", "twin": "tab:green", "C loop": "tab:red"}

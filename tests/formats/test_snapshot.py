@@ -372,6 +372,18 @@ def test_write_then_read(tmp_path, impl, kind):
             read_snapshot(str(path), map_end_offset=3, table_class=impl)
 
 
+@pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
+def test_a_bytes_path_is_written_and_read(tmp_path, impl, kind):
+    # A bytes path is decoded once where it enters (dedup._args.path), so the temporary file's
+    # name joins as str: it was "Can't mix strings and bytes in path components".
+    table = filled(impl)
+    path = tmp_path / snapshot_file_name(table.map_end_offset)
+    write_snapshot(os.fsencode(path), table, kind)
+    assert os.listdir(tmp_path) == [path.name]
+    assert path.read_bytes() == encode_snapshot(table, kind)
+    assert read_snapshot(os.fsencode(path), table_class=impl).map_end_offset == table.map_end_offset
+
+
 def test_kafka_map_end_offset_without_kafkas_file_name_is_zero(tmp_path):
     path = tmp_path / "state.snapshot"
     write_snapshot(path, Twin(), "kafka")

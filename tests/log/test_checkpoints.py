@@ -43,6 +43,12 @@ def test_write_gives_kafkas_bytes(tmp_path):
     assert path.read_bytes() == b"0\n2\n0 0\n3 120\n"
 
 
+def test_a_bytes_path_is_written(tmp_path):
+    path = tmp_path / "leader-epoch-checkpoint"
+    write_checkpoint(os.fsencode(path), 0, ["0 0"])  # was a TypeError joining bytes and str
+    assert path.read_bytes() == b"0\n1\n0 0\n" and os.listdir(tmp_path) == [path.name]
+
+
 def test_write_no_entries(tmp_path):
     path = tmp_path / "checkpoint"
     write_checkpoint(path, 0, [])
