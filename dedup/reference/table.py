@@ -575,8 +575,9 @@ class ProducerStateTable:
 
         The copy keeps the producers' order (the order of ``producer_ids``, first occurrence,
         for a subset). It has no holes (the numbers removed producers left, spec §6), so a
-        producer added later may take another place in its order than in this table. ``TypeError`` or ``ValueError`` naming ``producer_ids`` for anything but
-        producer ids (a negative id is a ``ValueError``, as in :meth:`entry`).
+        producer added later may take another place in its order than in this table.
+        ``TypeError`` or ``ValueError`` naming ``producer_ids`` for anything but producer ids
+        (a negative id is a ``ValueError``, as in :meth:`entry`).
         """
         if producer_ids is None:
             chosen: Any = self._producers
