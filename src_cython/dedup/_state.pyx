@@ -636,6 +636,12 @@ cdef int bulk_vectors_use(int wanted) noexcept nogil:
     return dedup_bulk16_use(wanted)
 
 
+cdef int expiry_vectors_in_use() noexcept nogil:
+    """Whether remove_expired's kernels (kernels/expiry.h) run their AVX2 forms: where the CPU
+    has AVX2 and POPCNT and DEDUP_DISABLE_CPU_FEATURES names neither."""
+    return dedup_expiry_use_avx2()
+
+
 cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil:
     """The wide-entry pool's growth after `after` more (0: the next one) fails as if its
     allocation had (MemoryError); a negative `after`: none does."""

@@ -34,6 +34,7 @@ from dedup._state cimport (
     decrement_sequence,
     entry_at,
     entry_init,
+    expiry_vectors_in_use,
     in_sequence,
     increment_sequence,
     wide_growth_failure_after,
@@ -101,6 +102,24 @@ def bulk_append_c(ProducerStateTable table not None, producer_ids):
         bulk_free(&bulk)
         t.generation += 1
     return repeat, repeated
+
+
+def kernels():
+    """The kernels each run-time dispatcher of kernels/*.h has chosen in this process (from
+    the CPU and DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h): {"crc32c": "table", "sse4.2" or
+    "avx512-fold" (dedup._records and dedup._snapshot, each its own copy), "snapshot_w5",
+    "bulk_place16", "expiry_avx2": bools}. Benchmarks print it with every run."""
+    cdef int records_mode, snapshot_mode
+    cdef uint32_t value = 0
+    records_crc32c_forced(2, value, NULL, 0, &records_mode)
+    snapshot_crc32c_forced(2, value, NULL, 0, &snapshot_mode)
+    names = ("table", "instruction", "avx512-fold")
+    return {
+        "crc32c": names[records_mode] if records_mode == snapshot_mode else (names[records_mode], names[snapshot_mode]),
+        "snapshot_w5": window5_vectors_use(1) == 1,
+        "bulk_place16": bulk_vectors_use(1) == 1,
+        "expiry_avx2": expiry_vectors_in_use() == 1,
+    }
 
 
 def bulk_vectors(bint wanted):

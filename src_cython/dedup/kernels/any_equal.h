@@ -10,7 +10,7 @@
 #define DEDUP_ANY_EQUAL_H
 
 #include <stdint.h>
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(DEDUP_NO_SSE2)
 #include <emmintrin.h>
 #endif
 
@@ -18,7 +18,7 @@
  * if count <= 4 and 32 if count <= 8 (the caller guarantees they are readable). */
 static inline int dedup_any_equal_i32x8(const int32_t *values, int count, int32_t x)
 {
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(DEDUP_NO_SSE2)
     const __m128i key = _mm_set1_epi32(x);
     uint32_t hits = (uint32_t)_mm_movemask_epi8(
         _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)values), key));
@@ -42,7 +42,7 @@ static inline int dedup_any_equal_i32x8(const int32_t *values, int count, int32_
 static inline int dedup_any_equal_i32(const int32_t *values, int count, int32_t x)
 {
     int k = 0;
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(DEDUP_NO_SSE2)
     const __m128i key = _mm_set1_epi32(x);
     for (; k + 4 <= count; k += 4)
         if (_mm_movemask_epi8(_mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(values + k)), key)))

@@ -20,6 +20,7 @@
 #define DEDUP_BULK_PLACE16_H
 
 #include <stdint.h>
+#include "platform/cpu.h"
 
 /* -1: not decided; 0: bulk_place alone; 1: this first. */
 static int dedup_bulk16_mode = -1;
@@ -52,8 +53,7 @@ static inline int dedup_bulk_place16(uint32_t *index, uint32_t capacity, uint32_
 
 static int dedup_bulk16_present(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return dedup_cpu_has("avx512f");
 }
 
 #else

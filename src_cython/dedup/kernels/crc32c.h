@@ -39,6 +39,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "platform/cpu.h"
 #include <string.h>
 
 #define DEDUP_CRC32C_POLY 0x82F63B78u
@@ -191,8 +192,7 @@ static uint32_t dedup_crc32c_hardware(uint32_t crc, const unsigned char *p, size
 
 static int dedup_crc32c_hardware_present(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("sse4.2");
+    return dedup_cpu_has("sse4.2");
 }
 
 #if (defined(__GNUC__) && __GNUC__ >= 9) || (defined(__clang__) && __clang_major__ >= 8)
@@ -276,19 +276,13 @@ static inline uint32_t dedup_crc32c_fold(uint32_t crc, const unsigned char *p, s
 
 static int dedup_crc32c_fold_present(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("avx512f")
-           && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq")
-           && __builtin_cpu_supports("pclmul");
+    return dedup_cpu_has("sse4.2") && dedup_cpu_has("avx512f") && dedup_cpu_has("avx512vl")
+           && dedup_cpu_has("vpclmulqdq") && dedup_cpu_has("pclmul");
 }
 #endif
 
 #elif defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
 #include <arm_acle.h>
-#include <sys/auxv.h>
-#ifndef HWCAP_CRC32
-#define HWCAP_CRC32 (1 << 7)
-#endif
 #define DEDUP_CRC32C_HARDWARE "armv8-crc"
 
 #define DEDUP_CRC32C_ARM_STEP(c, w) ((uint64_t)__crc32cd((uint32_t)(c), (w)))
@@ -313,7 +307,7 @@ static uint32_t dedup_crc32c_hardware(uint32_t crc, const unsigned char *p, size
 
 static int dedup_crc32c_hardware_present(void)
 {
-    return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
+    return dedup_cpu_has("crc32");
 }
 
 #else

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "platform/cpu.h"
 
 #define DEDUP_EXPIRY_EMPTY ((uint32_t)0xFFFFFFFFu)
 #define DEDUP_EXPIRY_DELETED ((uint32_t)0xFFFFFFFEu)
@@ -134,8 +135,7 @@ static int dedup_expiry_avx2 = -1;  /* -1: not asked yet; a benign race (every t
 static int dedup_expiry_use_avx2(void)
 {
     if (dedup_expiry_avx2 < 0) {
-        __builtin_cpu_init();
-        dedup_expiry_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+        dedup_expiry_avx2 = dedup_cpu_has("avx2") && dedup_cpu_has("popcnt");
     }
     return dedup_expiry_avx2;
 }

@@ -28,6 +28,7 @@
 #define DEDUP_SNAPSHOT_W5_H
 
 #include <stdint.h>
+#include "platform/cpu.h"
 
 #define DEDUP_W5_RING 40              /* last_sequence[5] in the entry */
 #define DEDUP_W5_OFFSET_GAP 60
@@ -195,9 +196,8 @@ static int dedup_w5_decode_slots(const unsigned char *slots, char *e, int count,
 
 static int dedup_w5_present(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-           && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
+    return dedup_cpu_has("avx512f") && dedup_cpu_has("avx512bw") && dedup_cpu_has("avx512vl")
+           && dedup_cpu_has("avx512vbmi");
 }
 
 #else

@@ -10,10 +10,14 @@
 
 /* An exact int of at most two 30-bit digits (|v| < 2^60: ids, sequences, offsets and
  * millisecond timestamps) read from its digits, without a call; 0 for anything else,
- * which then takes PyLong_AsLongLongAndOverflow. */
+ * which then takes PyLong_AsLongLongAndOverflow (always, in a build with -DDEDUP_NO_SMALL_LONG:
+ * benchmarks/bar.py measures the shortcut so). */
 static inline int dedup_small_long(PyObject *o, long long *out)
 {
-#if PY_VERSION_HEX >= 0x030C0000
+#if defined(DEDUP_NO_SMALL_LONG)
+    (void)o; (void)out;
+    return 0;
+#elif PY_VERSION_HEX >= 0x030C0000
     if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
         *out = (long long)PyUnstable_Long_CompactValue((PyLongObject *)o);
         return 1;
