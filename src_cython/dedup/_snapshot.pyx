@@ -8,14 +8,13 @@
 #   snapshot/full_writer.pxi  the full format's writer (version 2)
 #   snapshot/full_reader.pxi  the full format's checks and loaders (versions 1 and 2)
 #   snapshot/problems.pxi     what a reader found wrong, in words
-#   snapshot/loader.pxi       large loads on a loader thread while this one faults memory in
 #
 # No Python object per producer: the encoders fill a bytes object sized from the table (the
 # full format's fixed-width records need no sizing pass; the rare escaped values are collected
 # on the side and appended); the decoders check the header and the length, presize the table
 # (table_reserve) and write each entry's header, ring and last_timestamp in place, with the CRC
 # (kernels/crc32c.h) computed a block behind. Both loops run without the GIL, on the caller's
-# thread (or, for a large load, on a loader thread: snapshot/loader.pxi).
+# thread.
 #
 # Readers report problems in a fixed order, the same as the twin's: header, layout (lengths,
 # counts), CRC, then each entry's values in file order (a CRC computed along the load still
@@ -25,9 +24,7 @@
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from cpython.exc cimport PyErr_Restore
 from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
-from cpython.ref cimport PyObject
 from libc.string cimport memcmp, memcpy, memset
 
 from dedup._state cimport (
@@ -93,7 +90,6 @@ include "snapshot/kafka.pxi"
 include "snapshot/full_writer.pxi"
 include "snapshot/full_reader.pxi"
 include "snapshot/problems.pxi"
-include "snapshot/loader.pxi"
 
 
 # --- Python boundary ------------------------------------------------------------------------
@@ -368,14 +364,10 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
     cdef ProducerStateTable table = new_table(table_class, table_window)
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
-    cdef LoadCall call
-    cdef bint threads = PyInterpreterState_Get() == PyInterpreterState_Main()
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, False, threads, 0)
-            run_load(&call)
-            kind = call.kind
+            kind = kafka_load(&table.t, octets, size, &layout, &bulk, &p)
         finally:
             bulk_free(&bulk)
     if kind == KAFKA_REPEATED_PRODUCER_ID:
@@ -410,14 +402,10 @@ def decode_full(data, table_class=ProducerStateTable):
     cdef ProducerStateTable table = new_table(table_class, layout.window)
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
-    cdef LoadCall call
-    cdef bint threads = PyInterpreterState_Get() == PyInterpreterState_Main()
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, True, threads, 0)
-            run_load(&call)
-            kind = call.kind
+            kind = full_load(&table.t, octets, size, &layout, &bulk, &p)
         finally:
             bulk_free(&bulk)
     if kind:
@@ -453,16 +441,3 @@ cdef bint window5_applies(const Table* t) noexcept nogil:
     the header expects it, the vectors in use)."""
     return window5_layout(t)
 
-
-cdef int prefault_use(int mode) noexcept nogil:
-    """Large loads on a loader thread while the caller faults their memory in
-    (platform/prefault.h): never (0), from 16 MB on with two CPUs or more (1, the default), at
-    any size (2), at any size faulting every page (3); returns the mode in use now (0 where
-    that cannot run)."""
-    return dedup_prefault_use(mode)
-
-
-cdef void prefault_totals(size_t* threads, size_t* populated) noexcept nogil:
-    """Loader threads started, and bytes faulted in ahead of loads, since import."""
-    threads[0] = dedup_prefault_threads
-    populated[0] = dedup_prefault_bytes

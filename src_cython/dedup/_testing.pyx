@@ -3,8 +3,8 @@
 # and the benchmarks only: nothing here is API, and any of it may change with the tests.
 #
 # What the hooks do: expose C-level helpers to compare with the twin (the sequence arithmetic,
-# the bulk loader, a recount of open transactions), force the scalar paths of the vector
-# kernels (kernels/*.h), steer and count the two-core snapshot loads (platform/prefault.h) and
+# the bulk loader, a recount of open transactions), report and force the paths of the vector
+# kernels (kernels/*.h; a whole process's: DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h) and
 # make an allocation fail. A header's mode is a static variable in every module that includes
 # the header, so a hook that flips one calls a small cdef function that the module owning that
 # copy exports in its .pxd (no module-level C variable is reached across modules). The inline
@@ -19,7 +19,7 @@ from libc.string cimport memset
 
 from dedup._records cimport crc32c_forced as records_crc32c_forced
 from dedup._snapshot cimport crc32c_forced as snapshot_crc32c_forced
-from dedup._snapshot cimport prefault_totals, prefault_use, window5_applies, window5_vectors_use
+from dedup._snapshot cimport window5_applies, window5_vectors_use
 from dedup._state cimport (
     NO_TXN,
     BulkLoad,
@@ -131,7 +131,7 @@ def bulk_vectors(bint wanted):
 def fail_wide_growth(Py_ssize_t after):
     """The wide-entry pool's growth after `after` more (0: the next one) raises MemoryError as
     if the allocation had failed; -1: none does. For the error paths of loads (a snapshot
-    decode on its loader thread raises it in the caller). Set it while no load runs."""
+    decode raises it). Set it while no load runs."""
     wide_growth_failure_after(after)
 
 
@@ -161,24 +161,6 @@ def window5_vectors_apply(ProducerStateTable table not None):
     """Whether the table's snapshots go through kernels/snapshot_w5.h (window 5, its ring
     where the header expects it, the vectors in use)."""
     return window5_applies(&table.t)
-
-
-def prefault_mode(int mode):
-    """Large snapshot loads run on a thread of their own while the caller faults their new
-    memory in (platform/prefault.h): never (0), from 16 MB on with two CPUs or more (1, the
-    default), at any size (2), or at any size faulting every page, racing the load (3).
-    Returns the mode in use now: 0 where that cannot run (not Linux 5.14+). Benchmarks use it
-    too (python -m dedup bench)."""
-    if not 0 <= mode <= 3:
-        raise ValueError(f"prefault mode {mode}: 0, 1, 2 or 3")
-    return prefault_use(mode)
-
-
-def prefault_counts():
-    """(loader threads started, bytes faulted in ahead of loads) since import."""
-    cdef size_t threads, populated
-    prefault_totals(&threads, &populated)
-    return threads, populated
 
 
 # --- _records: batches --------------------------------------------------------------------

@@ -28,40 +28,15 @@ dedup_bulk16_use(1)  # decided once, at import (kernels/bulk_place16.h: AVX-512 
 
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
-    """Presize t for `entries` more (table_reserve) and make room for their notes; the new
-    memory the appends will write is noted in bulk.prefault (for snapshot/loader.pxi, run_load)."""
+    """Presize t for `entries` more (table_reserve) and make room for their notes."""
     memset(bulk, 0, sizeof(BulkLoad))
     bulk.first = t.count
-    cdef Py_ssize_t slabs = t.n_slabs
     table_reserve(t, t.count + entries)  # the index capacity is fixed from here on
     bulk.notes = <uint64_t*>try_block(<size_t>max(entries, 1) * sizeof(uint64_t))
     if bulk.notes == NULL:
         out_of_memory(<size_t>max(entries, 1), sizeof(uint64_t))
     bulk.capacity = entries
-    if t.n_slabs > slabs:
-        prefault_ranges(t, &bulk.prefault, t.count + entries)
-    bulk.prefault.start[bulk.prefault.ranges] = <char*>bulk.notes
-    bulk.prefault.length[bulk.prefault.ranges] = <size_t>entries * sizeof(uint64_t)
-    bulk.prefault.ranges += 1
-    bulk.prefault.total = entries
     return 0
-
-
-cdef void prefault_ranges(Table* t, dedup_prefault* pf, Py_ssize_t needed) noexcept nogil:
-    """The parts of the slab table_reserve has just made (the last slab, chunks c0 to the
-    end) that entries below `needed` will fill: entries, then their timestamps."""
-    cdef Py_ssize_t c0 = t.n_chunks - 1
-    cdef char* slab = t.slab_entries[t.n_slabs - 1]
-    while c0 > 0 and t.entry_chunks[c0] != slab:
-        c0 -= 1
-    cdef Py_ssize_t used = min(needed - (c0 << t.chunk_shift), (t.n_chunks - c0) << t.chunk_shift)
-    if t.entry_chunks[c0] != slab or used <= 0:
-        return
-    pf.start[0] = slab
-    pf.length[0] = <size_t>used * <size_t>t.stride
-    pf.start[1] = <char*>t.ts_chunks[c0]
-    pf.length[1] = <size_t>used * sizeof(int64_t)
-    pf.ranges = 2
 
 
 cdef inline bint same_producer(const Table* t, uint32_t a, uint32_t b) noexcept nogil:
