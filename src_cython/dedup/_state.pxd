@@ -384,7 +384,6 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
 # A header's mode is a static variable in each module that includes the header, so a test flips
 # this module's copy through these.
 
-cdef int bulk_vectors_use(int wanted) noexcept nogil
 cdef int expiry_vectors_in_use() noexcept nogil
 cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil
 

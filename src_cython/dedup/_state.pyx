@@ -630,12 +630,6 @@ cdef class ProducerStateTable:
 
 # --- for dedup._testing (cdef: no Python name here) ---------------------------------------
 
-cdef int bulk_vectors_use(int wanted) noexcept nogil:
-    """bulk_finish with kernels/bulk_place16.h first (wanted 1: where the CPU can) or bulk_place
-    alone (0); returns the mode now in force (1: the vector placement)."""
-    return dedup_bulk16_use(wanted)
-
-
 cdef int expiry_vectors_in_use() noexcept nogil:
     """Whether remove_expired's kernels (kernels/expiry.h) run their AVX2 forms: where the CPU
     has AVX2 and POPCNT and DEDUP_DISABLE_CPU_FEATURES names neither."""

@@ -30,7 +30,6 @@ from dedup._state cimport (
     bulk_begin,
     bulk_finish,
     bulk_free,
-    bulk_vectors_use,
     decrement_sequence,
     entry_at,
     entry_init,
@@ -106,9 +105,9 @@ def bulk_append_c(ProducerStateTable table not None, producer_ids):
 
 def kernels():
     """The kernels each run-time dispatcher of kernels/*.h has chosen in this process (from
-    the CPU and DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h): {"crc32c": "table", "sse4.2" or
-    "avx512-fold" (dedup._records and dedup._snapshot, each its own copy), "snapshot_w5",
-    "bulk_place16", "expiry_avx2": bools}. Benchmarks print it with every run."""
+    the CPU and DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h): {"crc32c": "table",
+    "instruction" or "avx512-fold" (dedup._records and dedup._snapshot, each its own copy),
+    "snapshot_w5", "expiry_avx2": bools}. Benchmarks print it with every run."""
     cdef int records_mode, snapshot_mode
     cdef uint32_t value = 0
     records_crc32c_forced(2, value, NULL, 0, &records_mode)
@@ -117,15 +116,8 @@ def kernels():
     return {
         "crc32c": names[records_mode] if records_mode == snapshot_mode else (names[records_mode], names[snapshot_mode]),
         "snapshot_w5": window5_vectors_use(1) == 1,
-        "bulk_place16": bulk_vectors_use(1) == 1,
         "expiry_avx2": expiry_vectors_in_use() == 1,
     }
-
-
-def bulk_vectors(bint wanted):
-    """bulk_finish with kernels/bulk_place16.h first (where the CPU can) or bulk_place alone;
-    returns whether the vector placement is in use now."""
-    return bulk_vectors_use(wanted) == 1
 
 
 def fail_wide_growth(Py_ssize_t after):

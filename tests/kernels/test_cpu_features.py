@@ -78,7 +78,6 @@ def expected_kernels(cpu: dict, disabled: set[str]) -> dict:
     return {
         "crc32c": crc,
         "snapshot_w5": cpu["snapshot_w5"] and not disabled & {"avx512f", "avx512bw", "avx512vl", "avx512vbmi"},
-        "bulk_place16": cpu["bulk_place16"] and not disabled & {"avx512f"},
         "expiry_avx2": cpu["expiry_avx2"] and not disabled & {"avx2", "popcnt"},
     }
 
@@ -114,4 +113,4 @@ def test_the_switch_reaches_every_kernel_on_this_cpu(every_kernel):
     if not all(cpu.values()) or cpu["crc32c"] != "avx512-fold":
         pytest.skip(f"this CPU lacks some kernels' instruction sets: {cpu}")
     scalar = run("avx512f avx2 sse4.2")["kernels"]
-    assert scalar == {"crc32c": "table", "snapshot_w5": False, "bulk_place16": False, "expiry_avx2": False}
+    assert scalar == {"crc32c": "table", "snapshot_w5": False, "expiry_avx2": False}

@@ -1,7 +1,7 @@
 # Bulk loading (part of _state.pyx, which includes it): a snapshot decode appends its entries
 # first and indexes them afterwards in one pass (bulk_begin, bulk_finish, bulk_free here;
-# bulk_append, the per-entry step, in _state.pxd), with kernels/bulk_place16.h's vector
-# placement where the CPU has AVX-512. The table comes out as one insert per entry would make it.
+# bulk_append, the per-entry step, in _state.pxd). The table comes out as one insert per entry
+# would make it.
 #
 # Spec: docs/spec.md §4.4 step 3 and §5.1 (a snapshot read into the table); a producer id
 # met twice is reported to the loader (Kafka's map would keep the later entry).
@@ -18,14 +18,6 @@
 
 cdef enum:
     BULK_PREFETCH = 24                 # notes placed ahead of their probe's first cache line
-
-cdef extern from "kernels/bulk_place16.h":
-    int dedup_bulk16_mode
-    int dedup_bulk16_use(int wanted) noexcept nogil
-    int dedup_bulk_place16(uint32_t* index, uint32_t capacity, uint32_t tag_mask, uint64_t note) noexcept nogil
-
-dedup_bulk16_use(1)  # decided once, at import (kernels/bulk_place16.h: AVX-512 where the CPU has it)
-
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
     """Presize t for `entries` more (table_reserve) and make room for their notes."""
@@ -82,15 +74,12 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
     producer id an earlier entry has too, or -1; repeated: the first entry with that id. With
     a repeat the index names one entry per producer id and the table must be discarded."""
     cdef Py_ssize_t k, n = t.count - bulk.first
-    # Without deleted slots (always so in a new table) most notes take the vector placement.
-    cdef bint vectors = dedup_bulk16_mode == 1 and t.index_deleted == 0
     repeat[0] = -1
     repeated[0] = -1
     for k in range(n):
         if k + BULK_PREFETCH < n:
             dedup_prefetch_write(t.index + <uint32_t>(bulk.notes[k + BULK_PREFETCH] >> 32))
-        if not (vectors and dedup_bulk_place16(t.index, t.index_capacity, t.tag_mask, bulk.notes[k])):
-            bulk_place(t, bulk.notes[k], repeat, repeated)
+        bulk_place(t, bulk.notes[k], repeat, repeated)
     return 0
 
 
