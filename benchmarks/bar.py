@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +75,12 @@ class Mechanism:
     with_: Side
     without: Side
     instruction_set: bool  # judged by (a), (b); (c) records the scalar path's figure
-    builds: tuple[str, ...] = field(default=("base",))
+    tree: str = ""  # the commit both sides are built from ("": this checkout); a removed one's last
 
+
+# The last commit with every mechanism, before those that failed the bar were removed: their
+# rows are built from it.
+REMOVED_AT = "b12bcdb"
 
 MECHANISMS = [
     Mechanism(
@@ -109,6 +114,7 @@ MECHANISMS = [
         Side(disable="vpclmulqdq avx512vbmi"),
         Side(disable="avx512f"),
         True,
+        tree=REMOVED_AT,
     ),
     Mechanism(
         "expiry-avx2",
@@ -144,6 +150,7 @@ MECHANISMS = [
         Side(threads=2),
         Side(threads=1),
         False,
+        tree=REMOVED_AT,
     ),
     Mechanism(
         "prefetch",
@@ -421,25 +428,50 @@ def quiet(wait: bool, limit: float, busy_limit: float) -> str:
 quiet.started = False
 
 
-def build(scratch: Path, name: str, rebuild: bool) -> Path:
-    """A scratch copy of the tree's package and core, built with the macro of `name`."""
-    where = scratch / "builds" / name
+def source_digest(tree: str) -> str:
+    """What a scratch build is built from: the commit, or a digest of this checkout's core."""
+    if tree:
+        return subprocess.run(["git", "rev-parse", tree], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    digest = hashlib.sha256()
+    sources = list((ROOT / "src_cython").rglob("*")) + list((ROOT / "dedup").rglob("*.py")) + [ROOT / "setup.py"]
+    for path in sorted(sources):
+        if path.is_file():
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def build(scratch: Path, name: str, rebuild: bool, tree: str = "") -> Path:
+    """A scratch copy of the package and core, built with the macro of `name`: of this
+    checkout, or of commit `tree` (to measure a mechanism removed since). Built again when its
+    sources or flags changed."""
+    where = scratch / ("builds" if not tree else f"builds-{tree}") / name
     marker = where / ".built"
-    if marker.exists() and not rebuild:
+    macro = BUILDS[name]
+    cflags = (os.environ.get("CFLAGS", "") + (f" -D{macro}" if macro else "")).strip()
+    stamp = f"{cflags}\n{source_digest(tree)}"
+    if marker.exists() and marker.read_text() == stamp and not rebuild:
         return where
     if where.exists():
         shutil.rmtree(where)
     where.mkdir(parents=True)
-    for part in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in"):
-        if (ROOT / part).exists():
-            shutil.copy2(ROOT / part, where / part)
-    shutil.copytree(ROOT / "src_cython", where / "src_cython")
-    shutil.copytree(ROOT / "dedup", where / "dedup", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    if (ROOT / "build" / "cython").exists():  # the generated C is the same: only the C compile differs
-        shutil.copytree(ROOT / "build" / "cython", where / "build" / "cython")
-    env = dict(os.environ)
-    macro = BUILDS[name]
-    env["CFLAGS"] = (env.get("CFLAGS", "") + (f" -D{macro}" if macro else "")).strip()
+    parts = ["setup.py", "pyproject.toml", "README.md", "MANIFEST.in"]
+    if tree:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", tree, "src_cython", "dedup", *parts],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    else:
+        for part in parts:
+            if (ROOT / part).exists():
+                shutil.copy2(ROOT / part, where / part)
+        shutil.copytree(ROOT / "src_cython", where / "src_cython")
+        shutil.copytree(ROOT / "dedup", where / "dedup", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+        if (ROOT / "build" / "cython").exists():  # the same generated C: only the C compile differs
+            shutil.copytree(ROOT / "build" / "cython", where / "build" / "cython")
+    env = {**os.environ, "CFLAGS": cflags}
     subprocess.run(
         [PYTHON, "setup.py", "build_ext", "--inplace", "--force", "-j", "2"],
         cwd=where,
@@ -448,7 +480,7 @@ def build(scratch: Path, name: str, rebuild: bool) -> Path:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    marker.write_text(env["CFLAGS"])
+    marker.write_text(stamp)
     return where
 
 
@@ -548,6 +580,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per steady-state sample")
     parser.add_argument("--scratch", default="/tmp/dedup-bar", help="scratch directory (builds, inputs)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the scratch builds")
+    parser.add_argument("--tree", default="", help="build a commit's core instead of this checkout's")
     parser.add_argument("--wait", action="store_true", help="wait (up to 20 minutes at a time) for a quiet machine")
     parser.add_argument("--load-limit", type=float, default=0.5, help="1-minute load to start under")
     parser.add_argument("--busy-limit", type=float, default=0.10, help="share of the CPUs others may use")
@@ -565,8 +598,11 @@ def main(argv=None) -> int:
         parser.error(f"unknown mechanisms {sorted(only - {m.name for m in MECHANISMS})}")
     cases = [c for c in args.cases.split(",") if c]
     wanted_figures = set(filter(None, args.figures.split(",")))
-    for name in sorted({s.build for m in mechanisms for s in (m.with_, m.without)}):
-        build(scratch, name, args.rebuild)
+    # Built once, before any sample: an edit of the checkout during the run changes nothing.
+    builds = {
+        (tree, name): build(scratch, name, args.rebuild, tree)
+        for tree, name in sorted({(args.tree or m.tree, s.build) for m in mechanisms for s in (m.with_, m.without)})
+    }
     inputs(scratch)
     print("\n".join(machine()))
     print(f"# {args.pairs} alternated pairs per cell; steady state: median of {args.rounds} calls after one")
@@ -594,7 +630,14 @@ def main(argv=None) -> int:
                         order = ("with", "without") if pair % 2 == 0 else ("without", "with")
                         for label in order:
                             side = m.with_ if label == "with" else m.without
-                            result = sample(build(scratch, side.build, False), side, figure, case, args.rounds, scratch)
+                            result = sample(
+                                builds[(args.tree or m.tree, side.build)],
+                                side,
+                                figure,
+                                case,
+                                args.rounds,
+                                scratch,
+                            )
                             values[label].append(result["value"])
                             kernels[label] = result["kernels"]
                             rss[label].append(result)

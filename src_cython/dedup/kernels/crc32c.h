@@ -14,9 +14,10 @@
  *
  * The CPU's CRC instruction is used where it exists: SSE 4.2's crc32 on x86-64, the CRC
  * extension of ARMv8 (crc32c*), each compiled for its target with a function attribute and
- * chosen at run time after a CPU check, so the module also runs on CPUs without it. The
- * fallback is table driven, eight bytes at a time ("slicing by 8").
- * dedup_crc32c_use_hardware(0) forces the fallback (tests compare the two).
+ * chosen at run time after a CPU check (platform/cpu.h, which DEDUP_DISABLE_CPU_FEATURES
+ * overrides for a whole process), so the module also runs on CPUs without it. The fallback is
+ * table driven, eight bytes at a time ("slicing by 8"). dedup_crc32c_use_hardware(0) forces
+ * the fallback in one module (tests compare the two).
  *
  * The instruction takes 3 cycles and the CPU starts one per cycle, so one stream runs at a
  * third of what the unit can do. Buffers of 3 x 256 bytes or more run in three streams: each

@@ -2,8 +2,8 @@
  * in a bitmap from the timestamp column (and counting them), and rewriting the index in one
  * sweep once entries have moved. Kernel, scalar version and run-time dispatcher side by side:
  * each comes in a portable form and, on x86-64 with GCC or clang, an AVX2 (or POPCNT) form,
- * and dedup_mark_expired, dedup_count_bits and dedup_index_sweep pick one at run time (as
- * kernels/crc32c.h picks its hardware CRC).
+ * and dedup_mark_expired, dedup_count_bits and dedup_index_sweep pick one at run time
+ * (platform/cpu.h: avx2 and popcnt, which DEDUP_DISABLE_CPU_FEATURES can switch off).
  *
  * Spec: docs/spec.md §6 (the expiry predicate, whose timestamp half is marked here: now -
  * lastTimestamp >= expiration, as lastTimestamp <= threshold; ongoing transactions are kept by

@@ -3,7 +3,8 @@
  * slots of a record read or written, checked and byte-swapped with a few permutes instead of a
  * loop of scalar loads, compares and stores per field (the slot loop was about 11 of the 30 ms
  * of encoding 1,000,000 producers). x86-64 with AVX-512 F, BW, VL and VBMI (byte permutes),
- * chosen at run time; elsewhere, or switched off, the scalar loops of
+ * chosen at run time (platform/cpu.h); elsewhere, or switched off (there, by
+ * DEDUP_DISABLE_CPU_FEATURES, or by the test hook), the scalar loops of
  * snapshot/full_writer.pxi and snapshot/full_reader.pxi run.
  *
  * Both directions handle only the common entry (narrow, no escaped field, values the reader
