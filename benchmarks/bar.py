@@ -408,18 +408,24 @@ def busy_fraction(seconds: float = 1.0) -> float:
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-def quiet(wait: bool, limit: float, busy_limit: float) -> str:
+def quiet(wait: float, limit: float, busy_limit: float) -> str:
     """'load, busy share' once the machine is quiet: the 1-minute load under `limit` when the
     run starts (our own samples raise it later), and at most 10% of the CPUs busy in a second
-    before each cell (--busy-limit). With --wait, waits (up to 20 minutes at a time); else exits."""
-    deadline = time.monotonic() + 20 * 60
+    before each cell (--busy-limit). Waits up to `wait` minutes in all (saying so every 20
+    minutes), then exits."""
+    start = time.monotonic()
+    deadline = start + wait * 60
+    said = start
     while True:
         load = os.getloadavg()[0]
         busy = busy_fraction()
         if busy < busy_limit and (load < limit or quiet.started):
             quiet.started = True
             return f"{load:.2f},{busy:.0%}"
-        if not wait or time.monotonic() > deadline:
+        if time.monotonic() - said > 20 * 60:
+            said = time.monotonic()
+            print(f"# waiting for a quiet machine: load {load:.2f}, {busy:.0%} busy", flush=True)
+        if time.monotonic() > deadline:
             top = subprocess.run(["ps", "aux", "--sort=-%cpu"], capture_output=True, text=True).stdout
             raise SystemExit(f"load {load:.2f}, {busy:.0%} busy: not quiet\n" + "\n".join(top.splitlines()[:6]))
         time.sleep(15)
@@ -573,7 +579,7 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", help=argparse.SUPPRESS)
     parser.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--only", default="", help="comma-separated mechanisms (default: all)")
+    parser.add_argument("--only", default="", help="comma-separated mechanisms, run in that order (default: all)")
     parser.add_argument("--figures", default="", help="comma-separated figures (default: each mechanism's)")
     parser.add_argument("--cases", default="a,b,c,d", help="comma-separated cases among a, b, c, d")
     parser.add_argument("--pairs", type=int, default=5, help="alternated with/without samples per row and case")
@@ -581,7 +587,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scratch", default="/tmp/dedup-bar", help="scratch directory (builds, inputs)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the scratch builds")
     parser.add_argument("--tree", default="", help="build a commit's core instead of this checkout's")
-    parser.add_argument("--wait", action="store_true", help="wait (up to 20 minutes at a time) for a quiet machine")
+    parser.add_argument("--wait", type=float, default=0, help="minutes to wait in all for a quiet machine")
     parser.add_argument("--load-limit", type=float, default=0.5, help="1-minute load to start under")
     parser.add_argument("--busy-limit", type=float, default=0.10, help="share of the CPUs others may use")
     parser.add_argument("--json", help="also write the rows here")
@@ -592,10 +598,11 @@ def main(argv=None) -> int:
         return 0
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    only = set(filter(None, args.only.split(",")))
-    mechanisms = [m for m in MECHANISMS if not only or m.name in only]
-    if only - {m.name for m in MECHANISMS}:
-        parser.error(f"unknown mechanisms {sorted(only - {m.name for m in MECHANISMS})}")
+    only = [name for name in args.only.split(",") if name]
+    by_name = {m.name: m for m in MECHANISMS}
+    if set(only) - set(by_name):
+        parser.error(f"unknown mechanisms {sorted(set(only) - set(by_name))}")
+    mechanisms = [by_name[name] for name in only] if only else MECHANISMS  # in the order given
     cases = [c for c in args.cases.split(",") if c]
     wanted_figures = set(filter(None, args.figures.split(",")))
     # Built once, before any sample: an edit of the checkout during the run changes nothing.
@@ -670,8 +677,8 @@ def main(argv=None) -> int:
                         "kernels": kernels,
                     }
                 )
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+                if args.json:  # after every cell: a run cut short keeps what it measured
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
 
 
