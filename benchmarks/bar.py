@@ -57,6 +57,7 @@ BUILDS = {
     "no-thp": "DEDUP_NO_HUGE_PAGE_HINT",
     "no-small-long": "DEDUP_NO_SMALL_LONG",
     "no-sse2": "DEDUP_NO_SSE2",
+    "no-likely": "DEDUP_NO_LIKELY",
 }
 
 
@@ -158,6 +159,14 @@ MECHANISMS = [
         ("append_many-10k", "append_many-1M", "expire-10", "decode"),
         Side(),
         Side(build="no-prefetch"),
+        False,
+    ),
+    Mechanism(
+        "likely-hint",
+        "platform/compiler.h: dedup_likely, the client fast path's branch hint",
+        ("append_many-10k", "append_many-1M"),
+        Side(),
+        Side(build="no-likely"),
         False,
     ),
     Mechanism(

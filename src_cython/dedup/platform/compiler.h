@@ -5,8 +5,9 @@
 #ifndef DEDUP_COMPILER_H
 #define DEDUP_COMPILER_H
 
-/* The condition, hinted as usually true (the client fast path of append_many). */
-#if defined(__GNUC__) || defined(__clang__)
+/* The condition, hinted as usually true (the client fast path of append_many); no hint in a
+ * build with -DDEDUP_NO_LIKELY (benchmarks/bar.py measures the hint so). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(DEDUP_NO_LIKELY)
 #define dedup_likely(x) __builtin_expect(!!(x), 1)
 #else
 #define dedup_likely(x) (x)
