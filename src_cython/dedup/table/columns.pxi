@@ -1,7 +1,7 @@
 # append_many's loops (part of _state.pyx, which includes it): append_batch for every row of
 # the column arrays, hashing and prefetching rows ahead, and the client fast path that checks
 # and records the common row in place with exactly append.pxi's result (its docstring says why
-# each condition makes that so); kernels/any_equal.h compares the retained sequences.
+# each condition makes that so).
 #
 # Spec: docs/spec.md §2.1 rules 8, 10, 12, 15, 16 and 18 (through append.pxi, or the fast
 # path's equivalent), §2.3, §2.4, and §3.2 step 1 (accepted batches take consecutive offsets
@@ -28,10 +28,14 @@ cdef extern from "platform/compiler.h":
     bint dedup_likely(bint condition) noexcept nogil
 
 
-cdef extern from "kernels/any_equal.h":
-    # Whether one of `count` int32 at values equals x (SSE2 where compiled for x86-64).
-    bint dedup_any_equal_i32x8(const int32_t* values, int count, int32_t x) noexcept nogil
-    bint dedup_any_equal_i32(const int32_t* values, int count, int32_t x) noexcept nogil
+cdef inline bint any_equal(const int32_t* values, int count, int32_t x) noexcept nogil:
+    # Whether one of the `count` retained last sequences equals x: a plain loop (an SSE2
+    # compare gained nothing measurable, benchmarks/RESULTS.md "The bar for low-level code").
+    cdef int k
+    for k in range(count):
+        if values[k] == x:
+            return True
+    return False
 
 
 cdef inline void prefetch_home_slot(const Table* t, uint64_t h) noexcept nogil:
@@ -228,9 +232,6 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
     # 8 * window bytes after it (see the entry layout in _state.pxd).
     cdef Py_ssize_t to_offset_gap = t.off_gap - ENTRY_HEADER_SIZE
     cdef Py_ssize_t off_delta = t.off_delta
-    # Up to 8 retained batches are scanned 4 at a time (see dedup_any_equal_i32x8: 32 bytes
-    # from last_sequence stay inside an entry of window >= 5).
-    cdef bint scan8 = window <= 8
     view_table(t, &view)
     # Prefetching entries pays only when they are beyond the caches (see the enum above).
     cdef bint entries_ahead = view.count != 0 and view.count * view.stride >= APPEND_PREFETCH_ENTRIES_FROM
@@ -281,8 +282,7 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
                 if dedup_likely(in_sequence(sequences[newest], base_sequence)
                                 and fits_int32(offset_gap) and fits_int32(timestamp_gap)
                                 and <uint32_t>offset_delta <= 0xFFFF
-                                and not (dedup_any_equal_i32x8(sequences, count, last_sequence) if scan8
-                                         else dedup_any_equal_i32(sequences, count, last_sequence))):
+                                and not any_equal(sequences, count, last_sequence)):
                     if count < window:
                         pos = count
                         header.count = count + 1
