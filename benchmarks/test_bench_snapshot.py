@@ -219,9 +219,9 @@ def touch_huge_pages(size):
 @pytest.mark.parametrize("pages", ["4k", "huge"])
 @pytest.mark.parametrize("what", ["kafka snapshot", "full snapshot", "decoded table"])
 def test_fresh_memory_floor(benchmark, kit, table, what, pages):
-    """Allocating and touching as many new bytes as the encoder writes (its output is advised
-    huge pages) or as the decoder fills (the table's chunks come from malloc: 4 KiB pages):
-    the page faults that part of each round pays on this machine."""
+    """Allocating and touching as many new bytes as the encoder writes (its output: 4 KiB
+    pages) or as the decoder fills: the page faults that part of each round pays on this
+    machine, without and with huge pages."""
     size = {"kafka snapshot": SIZES["kafka"], "full snapshot": SIZES["full"], "decoded table": table.memory_bytes()}[
         what
     ]

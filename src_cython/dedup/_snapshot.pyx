@@ -124,7 +124,6 @@ def encode_kafka(ProducerStateTable table not None):
     cdef Table* t = &table.t
     cdef bytes out = PyBytes_FromStringAndSize(NULL, kafka_size(t))
     cdef unsigned char* buffer = <unsigned char*>PyBytes_AS_STRING(out)
-    dedup_advise_huge_pages(buffer, kafka_size(t))
     table._busy = 1  # other threads get a RuntimeError instead of changing the table under us
     try:
         with nogil:
@@ -158,7 +157,6 @@ def encode_full(ProducerStateTable table not None):
     cdef unsigned char* buffer = <unsigned char*>PyBytes_AS_STRING(out)
     cdef unsigned char* trailer
     try:
-        dedup_advise_huge_pages(buffer, records_end)
         table._busy = 1
         try:
             with nogil:
