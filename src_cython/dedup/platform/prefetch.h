@@ -1,5 +1,4 @@
-/* Cache prefetch hints for the table's loops (table/columns.pxi, table/bulk.pxi,
- * table/expiry.pxi). A platform facility, not a kernel: one compiler builtin, or nothing.
+/* Cache prefetch hints for the table's loops (table/columns.pxi, table/expiry.pxi). A platform facility, not a kernel: one compiler builtin, or nothing.
  *
  * Spec: none (a hint changes no result). */
 #ifndef DEDUP_PREFETCH_H

@@ -12,12 +12,11 @@
 # one as it is read (table_find_or_insert) put a random index probe in the middle of the
 # loader's streams (the file read, the entries written), a third of a 1,000,000-producer
 # decode. Instead the loader notes each entry's home slot and slot value (bulk_append, in
-# _state.pxd), and bulk_finish places the notes afterwards in a loop of their own, where the
-# probes of the next notes are prefetched while one is placed. The order of insertion is
-# that of the entries, so the index is the one table_find_or_insert would have built.
+# _state.pxd), and bulk_finish places the notes afterwards in a loop of their own (prefetching
+# the probes of notes ahead gained 6% of a decode, under the bar of benchmarks/RESULTS.md). The
+# order of insertion is that of the entries, so the index is the one table_find_or_insert would
+# have built.
 
-cdef enum:
-    BULK_PREFETCH = 24                 # notes placed ahead of their probe's first cache line
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
     """Presize t for `entries` more (table_reserve) and make room for their notes."""
@@ -77,8 +76,6 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
     repeat[0] = -1
     repeated[0] = -1
     for k in range(n):
-        if k + BULK_PREFETCH < n:
-            dedup_prefetch_write(t.index + <uint32_t>(bulk.notes[k + BULK_PREFETCH] >> 32))
         bulk_place(t, bulk.notes[k], repeat, repeated)
     return 0
 
