@@ -58,6 +58,7 @@ BUILDS = {
     "no-small-long": "DEDUP_NO_SMALL_LONG",
     "no-sse2": "DEDUP_NO_SSE2",
     "no-likely": "DEDUP_NO_LIKELY",
+    "no-avx2-sweep": "DEDUP_NO_AVX2_SWEEP",
 }
 
 
@@ -123,6 +124,14 @@ MECHANISMS = [
         ("expire-none", "expire-10", "expire-all"),
         Side(),
         Side(disable="avx2"),
+        True,
+    ),
+    Mechanism(
+        "expiry-avx2-sweep",
+        "kernels/expiry.h: the AVX2 index sweep alone (the marking's AVX2 form on both sides)",
+        ("expire-10",),
+        Side(),
+        Side(build="no-avx2-sweep"),
         True,
     ),
     Mechanism(
@@ -582,6 +591,27 @@ def gain(with_value: float, without_value: float, higher_better: bool) -> float:
     return without_value / with_value - 1
 
 
+def report(paths: list[str]) -> str:
+    """The rows of saved runs (--json) as one markdown table: per mechanism and figure, each
+    case's with / without / gain (a later file's cell replaces an earlier one's)."""
+    cells: dict[tuple[str, str], dict[str, dict]] = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text()):
+            cells.setdefault((row["mechanism"], row["figure"]), {})[row["case"]] = row
+    lines = [
+        "| mechanism | figure | (a) fresh process | (b) other core busy | (c) no AVX-512 | (d) quiet, steady |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for (mechanism, figure), by_case in cells.items():
+        unit = next(iter(by_case.values()))["unit"]
+        out = []
+        for case in "abcd":
+            row = by_case.get(case)
+            out.append("" if row is None else f"{row['with']:.3g} / {row['without']:.3g} ({row['gain']:+.0%})")
+        lines.append(f"| {mechanism} | {figure} ({unit}) | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -600,10 +630,14 @@ def main(argv=None) -> int:
     parser.add_argument("--load-limit", type=float, default=0.5, help="1-minute load to start under")
     parser.add_argument("--busy-limit", type=float, default=0.10, help="share of the CPUs others may use")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--report", nargs="+", metavar="JSON", help="print saved runs as one markdown table")
     args = parser.parse_args(argv)
     if args.worker:
         args.figure = args.worker
         worker(args)
+        return 0
+    if args.report:
+        print(report(args.report))
         return 0
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)

@@ -165,9 +165,11 @@ static uint64_t dedup_mark_expired(const int64_t *stamps, size_t n, int64_t thre
 static void dedup_index_sweep(uint32_t *index, size_t capacity, uint32_t idx_mask, const uint32_t *removed,
                               uint32_t last, uint32_t tail, const uint32_t *moved_to)
 {
+#if !defined(DEDUP_NO_AVX2_SWEEP) /* a scratch build's way to measure the sweep alone (benchmarks/bar.py) */
     if (dedup_expiry_use_avx2())
         dedup_index_sweep_avx2(index, capacity, idx_mask, removed, last, tail, moved_to);
     else
+#endif
         dedup_index_sweep_portable(index, capacity, idx_mask, removed, last, tail, moved_to);
 }
 
