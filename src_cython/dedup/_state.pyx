@@ -36,10 +36,6 @@ cdef extern from "platform/slab.h":
     void dedup_slab_free(void* p, size_t mapped) noexcept nogil
     size_t dedup_slab_length(size_t size, int whole_huge_pages) noexcept nogil
 
-cdef extern from "platform/small_long.h":
-    # An exact int below 2^60 in magnitude read from its digits (1), or 0: take the slow path.
-    bint dedup_small_long(object value, long long* out) noexcept
-
 cdef extern from "platform/prefetch.h":
     # Start loading the cache line at p (to read, or to write); a hint that never faults.
     void dedup_prefetch(const void* p) noexcept nogil
@@ -93,8 +89,7 @@ cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slo
     cdef int overflow = 0
     cdef long long number
     if PyLong_CheckExact(value):
-        if not dedup_small_long(value, &number):
-            number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        number = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow == 0 and low <= number <= high:
             return number
     return slow(value)
