@@ -23,11 +23,6 @@ cdef enum:
     APPEND_PREFETCH_ENTRIES_FROM = 4 << 20
 
 
-cdef extern from "platform/compiler.h":
-    # The condition, hinted to the compiler as usually true.
-    bint dedup_likely(bint condition) noexcept nogil
-
-
 cdef inline bint any_equal(const int32_t* values, int count, int32_t x) noexcept nogil:
     # Whether one of the `count` retained last sequences equals x: a plain loop (an SSE2
     # compare gained nothing measurable, benchmarks/RESULTS.md "The bar for low-level code").
@@ -256,16 +251,16 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
                 if view.stride > 64:
                     dedup_prefetch(e + 64)
                 dedup_prefetch(view.ts_chunks[i >> view.chunk_shift] + (i & view.chunk_mask))
-        i = view_find(&view, producer_ids[row], h) if dedup_likely(view.count != 0) else -1
-        if dedup_likely(i >= 0):
+        i = view_find(&view, producer_ids[row], h) if view.count != 0 else -1
+        if i >= 0:
             e = view_entry(&view, i)
             header = <EntryHeader*>e
             base_sequence = base_sequences[row]
             count = header.count
-            if dedup_likely(producer_epochs[row] == header.producer_epoch
-                            and count != 0 and base_sequence >= 0 and header.offset_base >= 0
-                            and header.current_txn_first_offset == NO_TXN
-                            and (transactional == NULL or not transactional[row])):
+            if (producer_epochs[row] == header.producer_epoch
+                    and count != 0 and base_sequence >= 0 and header.offset_base >= 0
+                    and header.current_txn_first_offset == NO_TXN
+                    and (transactional == NULL or not transactional[row])):
                 sequences = ring_last_sequence(e)
                 newest = header.head + count - 1
                 if newest >= window:
@@ -279,10 +274,10 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
                 max_timestamp = max_timestamps[row]
                 offset_gap = <uint64_t>last_offset - <uint64_t>header.offset_base
                 timestamp_gap = <uint64_t>max_timestamp - <uint64_t>header.timestamp_base
-                if dedup_likely(in_sequence(sequences[newest], base_sequence)
-                                and fits_int32(offset_gap) and fits_int32(timestamp_gap)
-                                and <uint32_t>offset_delta <= 0xFFFF
-                                and not any_equal(sequences, count, last_sequence)):
+                if (in_sequence(sequences[newest], base_sequence)
+                        and fits_int32(offset_gap) and fits_int32(timestamp_gap)
+                        and <uint32_t>offset_delta <= 0xFFFF
+                        and not any_equal(sequences, count, last_sequence)):
                     if count < window:
                         pos = count
                         header.count = count + 1
