@@ -418,9 +418,8 @@ def decode_full(data, table_class=ProducerStateTable):
 cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
                             int* used) noexcept nogil:
     """The CRC-32C of data[0, length) from crc through this module's copy of kernels/crc32c.h
-    in `mode` (0 the table, 1 the CRC instruction in three streams, 2 folding with carry-less
-    multiplies) or the best mode below it that the CPU has (*used); then back to the mode
-    chosen at import."""
+    in `mode` (0 the table, 1 the CRC instruction in three streams) or the best mode below it
+    that the CPU has (*used); then back to the mode chosen at import."""
     cdef int chosen = dedup_crc32c_setup()
     used[0] = dedup_crc32c_use_hardware(mode)
     crc = dedup_crc32c(crc, data, length)

@@ -105,14 +105,14 @@ def bulk_append_c(ProducerStateTable table not None, producer_ids):
 
 def kernels():
     """The kernels each run-time dispatcher of kernels/*.h has chosen in this process (from
-    the CPU and DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h): {"crc32c": "table",
-    "instruction" or "avx512-fold" (dedup._records and dedup._snapshot, each its own copy),
-    "snapshot_w5", "expiry_avx2": bools}. Benchmarks print it with every run."""
+    the CPU and DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h): {"crc32c": "table" or
+    "instruction" (dedup._records and dedup._snapshot, each its own copy), "snapshot_w5",
+    "expiry_avx2": bools}. Benchmarks print it with every run."""
     cdef int records_mode, snapshot_mode
     cdef uint32_t value = 0
-    records_crc32c_forced(2, value, NULL, 0, &records_mode)
-    snapshot_crc32c_forced(2, value, NULL, 0, &snapshot_mode)
-    names = ("table", "instruction", "avx512-fold")
+    records_crc32c_forced(1, value, NULL, 0, &records_mode)
+    snapshot_crc32c_forced(1, value, NULL, 0, &snapshot_mode)
+    names = ("table", "instruction")
     return {
         "crc32c": names[records_mode] if records_mode == snapshot_mode else (names[records_mode], names[snapshot_mode]),
         "snapshot_w5": window5_vectors_use(1) == 1,
@@ -131,11 +131,10 @@ def fail_wide_growth(Py_ssize_t after):
 
 def crc32c_in_mode(data, crc, int mode):
     """(the mode used, the CRC-32C of ``data`` from ``crc``) through dedup._snapshot's copy of
-    kernels/crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams, 2
-    folding with carry-less multiplies), or the best mode below it that the CPU has; then back
-    to the mode chosen at import."""
-    if not 0 <= mode <= 2:
-        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
+    kernels/crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams), or
+    the best mode below it that the CPU has; then back to the mode chosen at import."""
+    if not 0 <= mode <= 1:
+        raise ValueError(f"mode must be 0 or 1, got {mode}")
     cdef const unsigned char[::1] view = bytes_view(data)
     cdef uint32_t value = <uint32_t>crc
     cdef int used

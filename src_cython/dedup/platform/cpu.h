@@ -6,8 +6,8 @@
  *
  * A feature named there is treated as absent, so every kernel that needs it takes its scalar
  * (or narrower) path; names are separated by spaces or commas, unknown names are ignored.
- * The names are GCC's (__builtin_cpu_supports): sse4.2, pclmul, popcnt, avx2, avx512f,
- * avx512vl, avx512bw, avx512vbmi, vpclmulqdq on x86-64; crc32 on ARMv8. Every AVX-512 kernel
+ * The names are GCC's (__builtin_cpu_supports), those the kernels ask for: sse4.2, popcnt,
+ * avx2, avx512f, avx512vl, avx512bw, avx512vbmi on x86-64; crc32 on ARMv8. Every AVX-512 kernel
  * needs avx512f, so "avx512f" alone forces all of them off (a CPU without AVX-512).
  * A platform facility, not a kernel; static, so each module that includes it reads the
  * variable once for itself (all read the same environment).
@@ -28,8 +28,8 @@
 #define DEDUP_CPU_DISABLE_VARIABLE "DEDUP_DISABLE_CPU_FEATURES"
 
 /* The names dedup_cpu_has knows, in the order of their bits in dedup_cpu_disabled. */
-static const char *const dedup_cpu_names[] = {"sse4.2", "pclmul", "popcnt", "avx2", "avx512f", "avx512vl",
-                                              "avx512bw", "avx512vbmi", "vpclmulqdq", "crc32"};
+static const char *const dedup_cpu_names[] = {"sse4.2", "popcnt", "avx2", "avx512f", "avx512vl",
+                                              "avx512bw", "avx512vbmi", "crc32"};
 #define DEDUP_CPU_NAMES ((int)(sizeof(dedup_cpu_names) / sizeof(dedup_cpu_names[0])))
 
 /* Bit i: dedup_cpu_names[i] is disabled; -1 before the variable is read. Every thread that
@@ -74,18 +74,16 @@ static int dedup_cpu_has(const char *name)
     __builtin_cpu_init();
     switch (i) {
     case 0: return __builtin_cpu_supports("sse4.2") != 0;
-    case 1: return __builtin_cpu_supports("pclmul") != 0;
-    case 2: return __builtin_cpu_supports("popcnt") != 0;
-    case 3: return __builtin_cpu_supports("avx2") != 0;
-    case 4: return __builtin_cpu_supports("avx512f") != 0;
-    case 5: return __builtin_cpu_supports("avx512vl") != 0;
-    case 6: return __builtin_cpu_supports("avx512bw") != 0;
-    case 7: return __builtin_cpu_supports("avx512vbmi") != 0;
-    case 8: return __builtin_cpu_supports("vpclmulqdq") != 0;
+    case 1: return __builtin_cpu_supports("popcnt") != 0;
+    case 2: return __builtin_cpu_supports("avx2") != 0;
+    case 3: return __builtin_cpu_supports("avx512f") != 0;
+    case 4: return __builtin_cpu_supports("avx512vl") != 0;
+    case 5: return __builtin_cpu_supports("avx512bw") != 0;
+    case 6: return __builtin_cpu_supports("avx512vbmi") != 0;
     default: return 0;
     }
 #elif defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
-    return i == 9 && (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
+    return i == 7 && (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
 #else
     return 0;
 #endif
