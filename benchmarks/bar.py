@@ -49,7 +49,8 @@ FIRST_PRODUCER_ID = 1_000
 BATCH_BYTES = 1024
 BATCHES_MIB = 16
 
-# Scratch builds: name -> the C macro that switches the mechanism off.
+# Scratch builds: name -> the C macro that switches the mechanism off (those of removed
+# mechanisms exist only in the commits their rows build, below).
 BUILDS = {
     "base": None,
     "no-prefetch": "DEDUP_NO_PREFETCH",
@@ -80,26 +81,30 @@ class Mechanism:
     tree: str = ""  # the commit both sides are built from ("": this checkout); a removed one's last
 
 
-# The last commit with every mechanism, before those that failed the bar were removed: their
-# rows are built from it.
-REMOVED_AT = "b12bcdb"
+# Mechanisms that failed the bar were removed; their rows build the last commit that had them
+# (with the -DDEDUP_NO_... macro of their measurement): the loader thread, bulk_place16.h,
+# any_equal.h, the THP hint on encode outputs and bulk_finish's prefetch at BEFORE_REMOVALS;
+# CRC folding, the AVX2 index sweep, small_long.h and the branch hint at BEFORE_LAST_REMOVALS.
+BEFORE_REMOVALS = "b12bcdb"
+BEFORE_LAST_REMOVALS = "f032e82"
 
 MECHANISMS = [
     Mechanism(
         "crc-instruction",
         "kernels/crc32c.h: the CRC instruction (SSE 4.2) against the table",
         ("validate", "encode", "decode"),
-        Side(disable="vpclmulqdq"),
-        Side(disable="vpclmulqdq sse4.2"),
+        Side(),
+        Side(disable="sse4.2"),
         True,
     ),
     Mechanism(
         "crc-fold",
-        "kernels/crc32c.h: AVX-512 carry-less folding against the instruction",
+        "kernels/crc32c.h: AVX-512 carry-less folding against the instruction (removed)",
         ("validate", "encode", "decode"),
         Side(),
         Side(disable="vpclmulqdq"),
         True,
+        tree=BEFORE_LAST_REMOVALS,
     ),
     Mechanism(
         "snapshot-w5",
@@ -111,16 +116,16 @@ MECHANISMS = [
     ),
     Mechanism(
         "bulk-place16",
-        "kernels/bulk_place16.h: AVX-512 index placement",
+        "kernels/bulk_place16.h: AVX-512 index placement (removed)",
         ("decode",),
         Side(disable="vpclmulqdq avx512vbmi"),
         Side(disable="avx512f"),
         True,
-        tree=REMOVED_AT,
+        tree=BEFORE_REMOVALS,
     ),
     Mechanism(
         "expiry-avx2",
-        "kernels/expiry.h: AVX2 marking and index sweep",
+        "kernels/expiry.h: AVX2 marking and POPCNT count",
         ("expire-none", "expire-10", "expire-all"),
         Side(),
         Side(disable="avx2"),
@@ -128,63 +133,77 @@ MECHANISMS = [
     ),
     Mechanism(
         "expiry-avx2-sweep",
-        "kernels/expiry.h: the AVX2 index sweep alone (the marking's AVX2 form on both sides)",
+        "kernels/expiry.h: the AVX2 index sweep alone, the marking's AVX2 form on both sides (removed)",
         ("expire-10",),
         Side(),
         Side(build="no-avx2-sweep"),
         True,
+        tree=BEFORE_LAST_REMOVALS,
     ),
     Mechanism(
         "any-equal-sse2",
-        "kernels/any_equal.h: SSE2 sequence compare",
+        "kernels/any_equal.h: SSE2 sequence compare (removed)",
         ("append_many-10k", "append_many-1M"),
         Side(),
         Side(build="no-sse2"),
         False,
+        tree=BEFORE_REMOVALS,
     ),
     Mechanism(
         "slab", "platform/slab.h: huge-page growth slabs", ("expire-all", "grow"), Side(), Side(build="no-slab"), False
     ),
     Mechanism(
         "thp-hint",
-        "platform/memory.h: MADV_HUGEPAGE on large blocks",
+        "platform/memory.h: MADV_HUGEPAGE on encode outputs (removed)",
         ("encode", "decode"),
         Side(),
         Side(build="no-thp"),
         False,
+        tree=BEFORE_REMOVALS,
     ),
     Mechanism(
         "loader-thread",
-        "platform/prefault.h + snapshot/loader.pxi: decode on a loader thread",
+        "platform/prefault.h + snapshot/loader.pxi: decode on a loader thread (removed)",
         ("decode",),
         Side(threads=2),
         Side(threads=1),
         False,
-        tree=REMOVED_AT,
+        tree=BEFORE_REMOVALS,
     ),
     Mechanism(
         "prefetch",
-        "platform/prefetch.h: prefetch-ahead loops",
-        ("append_many-10k", "append_many-1M", "expire-10", "decode"),
+        "platform/prefetch.h: the prefetch-ahead loops of append_many and remove_expired",
+        ("append_many-10k", "append_many-1M", "expire-10"),
         Side(),
         Side(build="no-prefetch"),
         False,
     ),
     Mechanism(
+        "prefetch-bulk",
+        "table/bulk.pxi: bulk_finish's prefetch-ahead, the only prefetch a decode runs (removed)",
+        ("decode",),
+        Side(),
+        Side(build="no-prefetch"),
+        False,
+        tree=BEFORE_REMOVALS,
+    ),
+    Mechanism(
         "likely-hint",
-        "platform/compiler.h: dedup_likely, the client fast path's branch hint",
+        "platform/compiler.h: dedup_likely, the client fast path's branch hint (removed)",
         ("append_many-10k", "append_many-1M"),
         Side(),
         Side(build="no-likely"),
         False,
+        tree=BEFORE_LAST_REMOVALS,
     ),
     Mechanism(
         "small-long",
-        "platform/small_long.h: a PyLong's digits read directly",
+        "platform/small_long.h: a PyLong's digits read directly (removed)",
         ("append",),
         Side(),
         Side(build="no-small-long"),
         False,
+        tree=BEFORE_LAST_REMOVALS,
     ),
 ]
 
@@ -565,9 +584,9 @@ def sample(where: Path, side: Side, figure: str, case: str, rounds: int, scratch
 
 def short(kernels: dict) -> str:
     """The kernels chosen, in a few letters: crc32c's mode, then the vector kernels in use."""
-    names = {"table": "table", "instruction": "instr", "avx512-fold": "fold"}
+    names = {"table": "table", "instruction": "instr", "avx512-fold": "fold"}  # fold: older trees
     crc = names.get(kernels["crc32c"], str(kernels["crc32c"]))
-    on = [name for name in ("snapshot_w5", "bulk_place16", "expiry_avx2") if kernels.get(name)]
+    on = [name for name in ("snapshot_w5", "bulk_place16", "expiry_avx2") if kernels.get(name)]  # bulk: older
     return "crc=" + crc + "".join(" " + name for name in on)
 
 
