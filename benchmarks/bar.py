@@ -1,25 +1,29 @@
 """The bar for low-level code (benchmarks/RESULTS.md, "The bar for low-level code"): every
 mechanism's headline figures with and without it, in the cases that matter.
 
-    python benchmarks/bar.py                       # every row, every case
-    python benchmarks/bar.py --only slab,prefetch  # some mechanisms
-    python benchmarks/bar.py --cases a,b           # some cases
+    python benchmarks/bar.py --wait 60 --json /tmp/bar.json  # every row, every case
+    python benchmarks/bar.py --only slab,prefetch            # some mechanisms, in that order
+    python benchmarks/bar.py --cases a,b                     # some cases
+    python benchmarks/bar.py --report /tmp/bar.json          # a saved run as markdown
 
 Cases:
   a  fresh process: the first call of the operation in a new interpreter (each sample its own
      process: the first decode of a broker starting), setup untimed;
   b  other core busy: steady state (a warm-up call, then the median of --rounds calls) while a
-     spinning process runs pinned to CPU 1 and the measured one is pinned to CPU 0;
+     spinning process runs pinned to CPU 1 and the measured one is pinned to CPU 0 (not
+     pinned in the loader thread's row, which would otherwise see one CPU and not start);
   c  no AVX-512: steady state with DEDUP_DISABLE_CPU_FEATURES=avx512f (platform/cpu.h), on
      both sides; for an instruction-set kernel, its scalar path's figure instead;
   d  steady state on a quiet machine, for reference.
 
 The two sides of a row differ in one thing: DEDUP_DISABLE_CPU_FEATURES (the run-time kernels),
 a scratch build with one -DDEDUP_NO_... macro (mechanisms chosen when compiling), or the
-loader thread's parameter. Samples alternate side by side (A B A B ...), so that drift hits
-both; each sample is its own process. Scratch builds go to --scratch (default
-/tmp/dedup-bar), never into the tree. Run it on a quiet machine: it prints the load and
-refuses (--wait: waits) while the 1-minute load is 0.5 or more.
+loader thread's mode. Samples alternate (A B, B A, ...), so that drift hits both sides; each
+sample is its own process. Scratch builds go to --scratch (default /tmp/dedup-bar), never into
+the tree; a removed mechanism's row builds the last commit that had it. Run it on a quiet
+machine: it starts when the 1-minute load is under 0.5 and each cell when others use under
+10% of the CPUs (--wait MINUTES: waits that long in all, else exits), and prints the CPU, its
+vector flags, the load and the kernels each side chose.
 """
 
 from __future__ import annotations
