@@ -13,9 +13,7 @@ record per producer; version 1 took 151.0 MB).
 
 - encode / decode: ``encode_snapshot`` to bytes, ``decode_snapshot`` into a new table (each
   round's result is dropped before the next round, so every round allocates afresh); decode
-  as by default, on two cores (the load on a thread of its own while the calling thread
-  faults the new table's memory in ahead of it: prefault.h, from 16 MB on with two CPUs or
-  more), and on one thread, side by side; with the process's CPU time (both threads);
+  with the process's CPU time;
 - write / read: ``write_snapshot`` to a real file in pytest's temporary directory (on disk,
   not tmpfs), with the fsyncs (``sync=True``, the default) and without them (``sync=False``):
   the difference is the fsyncs' share; ``read_snapshot`` of that file (in the page cache).
@@ -107,20 +105,8 @@ def test_encode(benchmark, kit, table, kind):
     )
 
 
-@pytest.fixture(params=["two-cores", "one-thread"])
-def prefault(request):
-    """Decodes as by default, on two cores (the load on a thread of its own while the calling
-    thread faults the new table's memory in ahead of it: prefault.h), and on one thread."""
-    from dedup import _testing
-
-    mode = _testing.prefault_mode(1 if request.param == "two-cores" else 0)
-    yield request.param, mode
-    _testing.prefault_mode(1)
-
-
 @pytest.mark.parametrize("kind", SNAPSHOT_FORMATS)
-def test_decode(benchmark, kit, table, snapshots, kind, prefault):
-    name, mode = prefault
+def test_decode(benchmark, kit, table, snapshots, kind):
     benchmark.group = f"snapshot decode, compiled, 1,000,000 producers, {kind}"
     data = snapshots[kind]
     cpu_seconds = []
@@ -136,10 +122,9 @@ def test_decode(benchmark, kit, table, snapshots, kind, prefault):
     record_timing(
         kit,
         benchmark,
-        f"snapshot decode, {kind}, 1,000,000 producers" + ("" if name == "two-cores" else ", one thread"),
+        f"snapshot decode, {kind}, 1,000,000 producers",
         ENCODE_DECODE_TARGET_MS,
         table_megabytes=loaded.memory_bytes() / 1e6,
-        prefault_mode=mode,
         cpu_ms_median=statistics.median(cpu_seconds[1:]) * 1e3,
         **vector_paths(loaded),
     )
@@ -212,8 +197,8 @@ def crc32c_mode_name(instruction):
     """Which path crc32c.h takes here for long buffers (the same in every compiled module)."""
     from dedup import _testing
 
-    mode = _testing.crc32c_in_mode(b"", 0, 2)[0]
-    return {0: "table", 1: instruction, 2: f"{instruction} + VPCLMULQDQ folding"}[mode]
+    mode = _testing.crc32c_in_mode(b"", 0, 1)[0]
+    return {0: "table", 1: instruction}[mode]
 
 
 def vector_paths(table):
@@ -234,9 +219,9 @@ def touch_huge_pages(size):
 @pytest.mark.parametrize("pages", ["4k", "huge"])
 @pytest.mark.parametrize("what", ["kafka snapshot", "full snapshot", "decoded table"])
 def test_fresh_memory_floor(benchmark, kit, table, what, pages):
-    """Allocating and touching as many new bytes as the encoder writes (its output is advised
-    huge pages) or as the decoder fills (the table's chunks come from malloc: 4 KiB pages):
-    the page faults that part of each round pays on this machine."""
+    """Allocating and touching as many new bytes as the encoder writes (its output: 4 KiB
+    pages) or as the decoder fills: the page faults that part of each round pays on this
+    machine, without and with huge pages."""
     size = {"kafka snapshot": SIZES["kafka"], "full snapshot": SIZES["full"], "decoded table": table.memory_bytes()}[
         what
     ]

@@ -6,7 +6,8 @@
 #      and any saved findings (./fuzz-crashes), every file through every target once;
 #   2. a timed python -m dedup fuzz run (SECONDS, default 60; seed SEED, default 1);
 #   3. the fuzz test files (hypothesis, guard pages, both twins), the fuzz command's tests,
-#      the snapshot decodes with their prefault helper thread (tests/kernels/test_snapshot_prefault.py)
+#      the snapshot decodes' error paths (tests/formats/test_snapshot_load_errors.py), each
+#      kernel's fallback (tests/kernels/test_cpu_features.py: subprocesses, also under ASan)
 #      and removal's holes and compaction (tests/table/test_expiry_storage.py, test_table_order.py)
 #
 #   tools/asan.sh [SECONDS [SEED]]        PYTHON=python3.11 tools/asan.sh 300 7
@@ -59,6 +60,6 @@ echo "+ python -m dedup fuzz --seconds $seconds --seed $seed"
 "$python" -m dedup fuzz --seconds "$seconds" --seed "$seed" --crashes "$crashes"
 echo "+ pytest: the fuzz tests"
 "$python" -m pytest -q -p no:cacheprovider tests/formats/test_records_fuzz.py tests/formats/test_snapshot_fuzz.py \
-    tests/tools/test_fuzz_command.py tests/server/test_server_fuzz_findings.py tests/kernels/test_snapshot_prefault.py \
-    tests/table/test_expiry_storage.py tests/table/test_table_order.py
+    tests/tools/test_fuzz_command.py tests/server/test_server_fuzz_findings.py tests/formats/test_snapshot_load_errors.py \
+    tests/kernels/test_cpu_features.py tests/table/test_expiry_storage.py tests/table/test_table_order.py
 echo "AddressSanitizer: clean"

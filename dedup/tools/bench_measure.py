@@ -145,34 +145,6 @@ def median_seconds(call: Callable[[], Any], rounds: int, setup: Callable[[], Any
     return statistics.median(seconds)
 
 
-def decode_seconds(decode: Callable[[], Any], rounds: int) -> tuple[float, float, float]:
-    """A snapshot decode's median seconds as it runs by default, on two cores from 16 MB on
-    (the load on a thread of its own while the calling thread faults the new table's memory
-    in: prefault.h), and on the calling thread alone; and the median CPU seconds of the
-    process (both threads) by default. Each way runs its rounds one after another after a
-    warm-up round, as a broker loading many partitions' snapshots would."""
-    from .. import _testing  # the loads' prefault mode: a private hook, as in the benchmarks
-
-    default_mode = _testing.prefault_mode(1)
-    seconds: dict[int, list[float]] = {}
-    cpu = []
-    try:
-        for mode in dict.fromkeys((default_mode, 0)):  # once where the default is one thread
-            _testing.prefault_mode(mode)
-            seconds[mode] = []
-            for round_number in range(rounds + 1):
-                before, before_cpu = time.perf_counter(), time.process_time()
-                decode()
-                elapsed, elapsed_cpu = time.perf_counter() - before, time.process_time() - before_cpu
-                if round_number:
-                    seconds[mode].append(elapsed)
-                    if mode == default_mode:
-                        cpu.append(elapsed_cpu)
-    finally:
-        _testing.prefault_mode(default_mode)
-    return statistics.median(seconds[default_mode]), statistics.median(seconds[0]), statistics.median(cpu)
-
-
 class Progress:
     """A one-line progress bar on stderr: ``[#####.....] 5/10 what``."""
 
@@ -398,20 +370,10 @@ class Bench:
             encode = median_seconds(functools.partial(encode_snapshot, table, kind), rounds)
             data = encode_snapshot(table, kind)
             decode_data = functools.partial(decode_snapshot, data, map_end_offset=table.map_end_offset)
-            decode, alone, cpu = decode_seconds(decode_data, rounds * 2)
+            decode = median_seconds(decode_data, rounds * 2)
             rows += [
                 Row(f"snapshot encode, {name}, {what}", encode * 1e3, "ms", target="<= 30 ms", met=encode <= 0.03),
-                Row(
-                    f"snapshot decode, {name}, {what}",
-                    decode * 1e3,
-                    "ms",
-                    "one thread",
-                    alone * 1e3,
-                    alone / decode,
-                    target="<= 30 ms",
-                    met=decode <= 0.03,
-                ),
-                Row("  CPU time of that decode, both threads", cpu * 1e3, "ms"),
+                Row(f"snapshot decode, {name}, {what}", decode * 1e3, "ms", target="<= 30 ms", met=decode <= 0.03),
             ]
         row = Row(f"memory, {what}, window 5, presized", memory, "bytes/producer", target="<= 128", met=memory <= 128)
         if self.limit_error is None:

@@ -1,5 +1,5 @@
 # The C headers that every module of the batch and snapshot codecs uses (kernels/crc32c.h,
-# platform/bigendian.h, platform/memory.h), declared once: a .pxd of extern declarations only,
+# platform/bigendian.h), declared once: a .pxd of extern declarations only,
 # with no module of its own. Each module that cimports it compiles its own copy of the headers.
 #
 # Spec: docs/spec.md §8.5 (CRC-32C), §4.2 and §8.1 (big-endian fields).
@@ -21,7 +21,3 @@ cdef extern from "platform/bigendian.h":
     void dedup_store_be16(unsigned char* p, uint16_t v) noexcept nogil
     void dedup_store_be32(unsigned char* p, uint32_t v) noexcept nogil
     void dedup_store_be64(unsigned char* p, uint64_t v) noexcept nogil
-
-
-cdef extern from "platform/memory.h":
-    void dedup_advise_huge_pages(void* p, size_t size) noexcept nogil

@@ -689,8 +689,8 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
 cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
                             int* used) noexcept nogil:
     """The CRC-32C of data[0, length) from crc through this module's copy of kernels/crc32c.h
-    in `mode` (0 the table, 1 the CRC instruction, 2 folding) or the best mode below it that the
-    CPU has (*used); then back to the mode chosen at import."""
+    in `mode` (0 the table, 1 the CRC instruction) or the best mode below it that the CPU has
+    (*used); then back to the mode chosen at import."""
     cdef int chosen = dedup_crc32c_setup()
     used[0] = dedup_crc32c_use_hardware(mode)
     crc = dedup_crc32c(crc, data, length)

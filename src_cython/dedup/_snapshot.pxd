@@ -236,5 +236,3 @@ cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, s
                             int* used) noexcept nogil
 cdef int window5_vectors_use(int wanted) noexcept nogil
 cdef bint window5_applies(const Table* t) noexcept nogil
-cdef int prefault_use(int mode) noexcept nogil
-cdef void prefault_totals(size_t* threads, size_t* populated) noexcept nogil

@@ -8,14 +8,13 @@
 #   snapshot/full_writer.pxi  the full format's writer (version 2)
 #   snapshot/full_reader.pxi  the full format's checks and loaders (versions 1 and 2)
 #   snapshot/problems.pxi     what a reader found wrong, in words
-#   snapshot/loader.pxi       large loads on a loader thread while this one faults memory in
 #
 # No Python object per producer: the encoders fill a bytes object sized from the table (the
 # full format's fixed-width records need no sizing pass; the rare escaped values are collected
 # on the side and appended); the decoders check the header and the length, presize the table
 # (table_reserve) and write each entry's header, ring and last_timestamp in place, with the CRC
 # (kernels/crc32c.h) computed a block behind. Both loops run without the GIL, on the caller's
-# thread (or, for a large load, on a loader thread: snapshot/loader.pxi).
+# thread.
 #
 # Readers report problems in a fixed order, the same as the twin's: header, layout (lengths,
 # counts), CRC, then each entry's values in file order (a CRC computed along the load still
@@ -25,9 +24,7 @@
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from cpython.exc cimport PyErr_Restore
 from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
-from cpython.ref cimport PyObject
 from libc.string cimport memcmp, memcpy, memset
 
 from dedup._state cimport (
@@ -94,7 +91,6 @@ include "snapshot/kafka.pxi"
 include "snapshot/full_writer.pxi"
 include "snapshot/full_reader.pxi"
 include "snapshot/problems.pxi"
-include "snapshot/loader.pxi"
 
 
 # --- Python boundary ------------------------------------------------------------------------
@@ -119,7 +115,6 @@ def encode_kafka(ProducerStateTable table not None):
     cdef Table* t = &table.t
     cdef bytes out = PyBytes_FromStringAndSize(NULL, kafka_size(t))
     cdef unsigned char* buffer = <unsigned char*>PyBytes_AS_STRING(out)
-    dedup_advise_huge_pages(buffer, kafka_size(t))
     table._busy = 1  # other threads get a RuntimeError instead of changing the table under us
     try:
         with nogil:
@@ -153,7 +148,6 @@ def encode_full(ProducerStateTable table not None):
     cdef unsigned char* buffer = <unsigned char*>PyBytes_AS_STRING(out)
     cdef unsigned char* trailer
     try:
-        dedup_advise_huge_pages(buffer, records_end)
         table._busy = 1
         try:
             with nogil:
@@ -359,14 +353,10 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
     cdef ProducerStateTable table = new_table(table_class, table_window)
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
-    cdef LoadCall call
-    cdef bint threads = PyInterpreterState_Get() == PyInterpreterState_Main()
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, False, threads, 0)
-            run_load(&call)
-            kind = call.kind
+            kind = kafka_load(&table.t, octets, size, &layout, &bulk, &p)
         finally:
             bulk_free(&bulk)
     if kind == KAFKA_REPEATED_PRODUCER_ID:
@@ -401,14 +391,10 @@ def decode_full(data, table_class=ProducerStateTable):
     cdef ProducerStateTable table = new_table(table_class, layout.window)
     cdef BulkLoad bulk
     memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
-    cdef LoadCall call
-    cdef bint threads = PyInterpreterState_Get() == PyInterpreterState_Main()
     with nogil:
         try:
             bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            call = LoadCall(&table.t, octets, size, &layout, &bulk, &p, True, threads, 0)
-            run_load(&call)
-            kind = call.kind
+            kind = full_load(&table.t, octets, size, &layout, &bulk, &p)
         finally:
             bulk_free(&bulk)
     if kind:
@@ -423,9 +409,8 @@ def decode_full(data, table_class=ProducerStateTable):
 cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
                             int* used) noexcept nogil:
     """The CRC-32C of data[0, length) from crc through this module's copy of kernels/crc32c.h
-    in `mode` (0 the table, 1 the CRC instruction in three streams, 2 folding with carry-less
-    multiplies) or the best mode below it that the CPU has (*used); then back to the mode
-    chosen at import."""
+    in `mode` (0 the table, 1 the CRC instruction in three streams) or the best mode below it
+    that the CPU has (*used); then back to the mode chosen at import."""
     cdef int chosen = dedup_crc32c_setup()
     used[0] = dedup_crc32c_use_hardware(mode)
     crc = dedup_crc32c(crc, data, length)
@@ -443,17 +428,3 @@ cdef bint window5_applies(const Table* t) noexcept nogil:
     """Whether the table's snapshots go through kernels/snapshot_w5.h (window 5, its ring where
     the header expects it, the vectors in use)."""
     return window5_layout(t)
-
-
-cdef int prefault_use(int mode) noexcept nogil:
-    """Large loads on a loader thread while the caller faults their memory in
-    (platform/prefault.h): never (0), from 16 MB on with two CPUs or more (1, the default), at
-    any size (2), at any size faulting every page (3); returns the mode in use now (0 where
-    that cannot run)."""
-    return dedup_prefault_use(mode)
-
-
-cdef void prefault_totals(size_t* threads, size_t* populated) noexcept nogil:
-    """Loader threads started, and bytes faulted in ahead of loads, since import."""
-    threads[0] = dedup_prefault_threads
-    populated[0] = dedup_prefault_bytes

@@ -331,23 +331,11 @@ cdef inline uint32_t home_slot(uint64_t h, uint32_t capacity) noexcept nogil:
 # only: the caller writes every other field) and notes its home slot and slot value instead
 # of probing the index; bulk_finish places the notes in one pass of its own. Until then the
 # appended entries are not in the index (table_find does not see them). Always bulk_free after.
-# A large snapshot load runs on a thread of its own while the caller faults its new memory in
-# ahead of the appends (platform/prefault.h, snapshot/loader.pxi run_load); bulk_append tells
-# the caller how far the load has come every 1,024 entries.
-
-cdef extern from "platform/prefault.h":
-    ctypedef struct dedup_prefault:    # the load's new memory, faulted in ahead of it
-        char** start
-        size_t* length
-        int ranges
-        Py_ssize_t total
-    void dedup_prefault_progress(dedup_prefault* pf, Py_ssize_t done) noexcept nogil
 
 ctypedef struct BulkLoad:
     uint64_t* notes                    # per appended entry: home slot << 32 | index slot value
     Py_ssize_t first                   # t.count at bulk_begin: entry first + k has notes[k]
     Py_ssize_t capacity                # entries bulk_append may add
-    dedup_prefault prefault            # its ranges (platform/prefault.h; snapshot/loader.pxi faults them in)
 
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil
@@ -365,8 +353,6 @@ cdef inline char* bulk_append(Table* t, BulkLoad* bulk, int64_t producer_id) noe
     bulk.notes[i - bulk.first] = ((<uint64_t>home_slot(h, t.index_capacity) << 32)
                                   | ((<uint32_t>h & t.tag_mask) | <uint32_t>i))
     t.count = i + 1
-    if ((i - bulk.first) & 1023) == 0:
-        dedup_prefault_progress(&bulk.prefault, i - bulk.first)  # for the faulting to keep ahead
     return e
 
 
@@ -398,7 +384,7 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
 # A header's mode is a static variable in each module that includes the header, so a test flips
 # this module's copy through these.
 
-cdef int bulk_vectors_use(int wanted) noexcept nogil
+cdef int expiry_vectors_in_use() noexcept nogil
 cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil
 
 

@@ -36,10 +36,6 @@ cdef extern from "platform/slab.h":
     void dedup_slab_free(void* p, size_t mapped) noexcept nogil
     size_t dedup_slab_length(size_t size, int whole_huge_pages) noexcept nogil
 
-cdef extern from "platform/small_long.h":
-    # An exact int below 2^60 in magnitude read from its digits (1), or 0: take the slow path.
-    bint dedup_small_long(object value, long long* out) noexcept
-
 cdef extern from "platform/prefetch.h":
     # Start loading the cache line at p (to read, or to write); a hint that never faults.
     void dedup_prefetch(const void* p) noexcept nogil
@@ -93,8 +89,7 @@ cdef inline int64_t as_int64(object value, int64_t low, int64_t high, object slo
     cdef int overflow = 0
     cdef long long number
     if PyLong_CheckExact(value):
-        if not dedup_small_long(value, &number):
-            number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        number = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow == 0 and low <= number <= high:
             return number
     return slow(value)
@@ -632,10 +627,10 @@ cdef class ProducerStateTable:
 
 # --- for dedup._testing (cdef: no Python name here) ---------------------------------------
 
-cdef int bulk_vectors_use(int wanted) noexcept nogil:
-    """bulk_finish with kernels/bulk_place16.h first (wanted 1: where the CPU can) or bulk_place
-    alone (0); returns the mode now in force (1: the vector placement)."""
-    return dedup_bulk16_use(wanted)
+cdef int expiry_vectors_in_use() noexcept nogil:
+    """Whether remove_expired's kernels (kernels/expiry.h) run their AVX2 forms: where the CPU
+    has AVX2 and POPCNT and DEDUP_DISABLE_CPU_FEATURES names neither."""
+    return dedup_expiry_use_avx2()
 
 
 cdef void wide_growth_failure_after(Py_ssize_t after) noexcept nogil:

@@ -3,8 +3,8 @@
 # and the benchmarks only: nothing here is API, and any of it may change with the tests.
 #
 # What the hooks do: expose C-level helpers to compare with the twin (the sequence arithmetic,
-# the bulk loader, a recount of open transactions), force the scalar paths of the vector
-# kernels (kernels/*.h), steer and count the two-core snapshot loads (platform/prefault.h) and
+# the bulk loader, a recount of open transactions), report and force the paths of the vector
+# kernels (kernels/*.h; a whole process's: DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h) and
 # make an allocation fail. A header's mode is a static variable in every module that includes
 # the header, so a hook that flips one calls a small cdef function that the module owning that
 # copy exports in its .pxd (no module-level C variable is reached across modules). The inline
@@ -20,7 +20,7 @@ from libc.string cimport memset
 from dedup._records cimport crc32c_forced as records_crc32c_forced
 from dedup._records cimport readable_bytes
 from dedup._snapshot cimport crc32c_forced as snapshot_crc32c_forced
-from dedup._snapshot cimport prefault_totals, prefault_use, window5_applies, window5_vectors_use
+from dedup._snapshot cimport window5_applies, window5_vectors_use
 from dedup._state cimport (
     NO_TXN,
     BulkLoad,
@@ -31,10 +31,10 @@ from dedup._state cimport (
     bulk_begin,
     bulk_finish,
     bulk_free,
-    bulk_vectors_use,
     decrement_sequence,
     entry_at,
     entry_init,
+    expiry_vectors_in_use,
     in_sequence,
     increment_sequence,
     wide_growth_failure_after,
@@ -94,16 +94,27 @@ def bulk_append_c(ProducerStateTable table not None, producer_ids):
     return repeat, repeated
 
 
-def bulk_vectors(bint wanted):
-    """bulk_finish with kernels/bulk_place16.h first (where the CPU can) or bulk_place alone;
-    returns whether the vector placement is in use now."""
-    return bulk_vectors_use(wanted) == 1
+def kernels():
+    """The kernels each run-time dispatcher of kernels/*.h has chosen in this process (from
+    the CPU and DEDUP_DISABLE_CPU_FEATURES, platform/cpu.h): {"crc32c": "table" or
+    "instruction" (dedup._records and dedup._snapshot, each its own copy), "snapshot_w5",
+    "expiry_avx2": bools}. Benchmarks print it with every run."""
+    cdef int records_mode, snapshot_mode
+    cdef uint32_t value = 0
+    records_crc32c_forced(1, value, NULL, 0, &records_mode)
+    snapshot_crc32c_forced(1, value, NULL, 0, &snapshot_mode)
+    names = ("table", "instruction")
+    return {
+        "crc32c": names[records_mode] if records_mode == snapshot_mode else (names[records_mode], names[snapshot_mode]),
+        "snapshot_w5": window5_vectors_use(1) == 1,
+        "expiry_avx2": expiry_vectors_in_use() == 1,
+    }
 
 
 def fail_wide_growth(Py_ssize_t after):
     """The wide-entry pool's growth after `after` more (0: the next one) raises MemoryError as
     if the allocation had failed; -1: none does. For the error paths of loads (a snapshot
-    decode on its loader thread raises it in the caller). Set it while no load runs."""
+    decode raises it). Set it while no load runs."""
     wide_growth_failure_after(after)
 
 
@@ -111,11 +122,10 @@ def fail_wide_growth(Py_ssize_t after):
 
 def crc32c_in_mode(data, crc, int mode):
     """(the mode used, the CRC-32C of ``data`` from ``crc``) through dedup._snapshot's copy of
-    kernels/crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams, 2
-    folding with carry-less multiplies), or the best mode below it that the CPU has; then back
-    to the mode chosen at import."""
-    if not 0 <= mode <= 2:
-        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
+    kernels/crc32c.h in ``mode`` (0 the table, 1 the CRC instruction in three streams), or
+    the best mode below it that the CPU has; then back to the mode chosen at import."""
+    if not 0 <= mode <= 1:
+        raise ValueError(f"mode must be 0 or 1, got {mode}")
     cdef const unsigned char[::1] view = readable_bytes(data, "data")
     cdef uint32_t value = <uint32_t>crc
     cdef int used
@@ -133,24 +143,6 @@ def window5_vectors_apply(ProducerStateTable table not None):
     """Whether the table's snapshots go through kernels/snapshot_w5.h (window 5, its ring
     where the header expects it, the vectors in use)."""
     return window5_applies(&table.t)
-
-
-def prefault_mode(int mode):
-    """Large snapshot loads run on a thread of their own while the caller faults their new
-    memory in (platform/prefault.h): never (0), from 16 MB on with two CPUs or more (1, the
-    default), at any size (2), or at any size faulting every page, racing the load (3).
-    Returns the mode in use now: 0 where that cannot run (not Linux 5.14+). Benchmarks use it
-    too (python -m dedup bench)."""
-    if not 0 <= mode <= 3:
-        raise ValueError(f"prefault mode {mode}: 0, 1, 2 or 3")
-    return prefault_use(mode)
-
-
-def prefault_counts():
-    """(loader threads started, bytes faulted in ahead of loads) since import."""
-    cdef size_t threads, populated
-    prefault_totals(&threads, &populated)
-    return threads, populated
 
 
 # --- _records: batches --------------------------------------------------------------------

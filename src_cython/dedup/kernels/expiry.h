@@ -1,9 +1,11 @@
 /* The sequential kernels of remove_expired (table/expiry.pxi): marking the expired producers
  * in a bitmap from the timestamp column (and counting them), and rewriting the index in one
  * sweep once entries have moved. Kernel, scalar version and run-time dispatcher side by side:
- * each comes in a portable form and, on x86-64 with GCC or clang, an AVX2 (or POPCNT) form,
- * and dedup_mark_expired, dedup_count_bits and dedup_index_sweep pick one at run time (as
- * kernels/crc32c.h picks its hardware CRC).
+ * the marking and the count come in a portable form and, on x86-64 with GCC or clang, an AVX2
+ * (and POPCNT) form, which dedup_mark_expired and dedup_count_bits pick at run time
+ * (platform/cpu.h: avx2 and popcnt, which DEDUP_DISABLE_CPU_FEATURES can switch off); the
+ * sweep is portable only (an AVX2 form with gathers gained nothing: benchmarks/RESULTS.md,
+ * "The bar for low-level code").
  *
  * Spec: docs/spec.md §6 (the expiry predicate, whose timestamp half is marked here: now -
  * lastTimestamp >= expiration, as lastTimestamp <= threshold; ongoing transactions are kept by
@@ -13,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "platform/cpu.h"
 
 #define DEDUP_EXPIRY_EMPTY ((uint32_t)0xFFFFFFFFu)
 #define DEDUP_EXPIRY_DELETED ((uint32_t)0xFFFFFFFEu)
@@ -67,9 +70,12 @@ static size_t dedup_count_bits_portable(const uint32_t *bits, size_t words)
     DEDUP_COUNT_BODY
 }
 
-static void dedup_index_sweep_portable(uint32_t *restrict index, size_t capacity, uint32_t idx_mask,
-                                       const uint32_t *restrict removed, uint32_t last, uint32_t tail,
-                                       const uint32_t *restrict moved_to)
+/* Rewrite the `capacity` slots of index as DEDUP_SWEEP_BODY says. `removed` is a bitmap of
+ * 32-bit words covering [0, idx_mask]; moved_to has at least `tail` entries (and one when
+ * tail is 0). */
+static void dedup_index_sweep(uint32_t *restrict index, size_t capacity, uint32_t idx_mask,
+                              const uint32_t *restrict removed, uint32_t last, uint32_t tail,
+                              const uint32_t *restrict moved_to)
 {
     DEDUP_SWEEP_BODY
 }
@@ -93,36 +99,6 @@ static uint64_t dedup_mark_expired_avx2(const int64_t *stamps, size_t n, int64_t
     return word;
 }
 
-__attribute__((target("avx2")))
-static void dedup_index_sweep_avx2(uint32_t *restrict index, size_t capacity, uint32_t idx_mask,
-                                   const uint32_t *restrict removed, uint32_t last, uint32_t tail,
-                                   const uint32_t *restrict moved_to)
-{
-    /* DEDUP_SWEEP_BODY, 8 slots at a time: the two lookups are gathers (moved_to's masked to
-     * the tail lanes), the selects blends; j < tail unsigned is a signed compare of both
-     * with the sign bit flipped. */
-    const __m256i low_bits = _mm256_set1_epi32((int)idx_mask);
-    const __m256i one = _mm256_set1_epi32(1), bit = _mm256_set1_epi32(31);
-    const __m256i last_v = _mm256_set1_epi32((int)last), sign = _mm256_set1_epi32((int)0x80000000u);
-    const __m256i tail_v = _mm256_set1_epi32((int)(tail ^ 0x80000000u));
-    const __m256i deleted = _mm256_set1_epi32((int)DEDUP_EXPIRY_DELETED);
-    size_t k = 0;
-    for (; k + 8 <= capacity; k += 8) {
-        __m256i s = _mm256_loadu_si256((const __m256i *)(index + k));
-        __m256i v = _mm256_and_si256(s, low_bits);
-        __m256i word = _mm256_i32gather_epi32((const int *)removed, _mm256_srli_epi32(v, 5), 4);
-        __m256i gone = _mm256_cmpeq_epi32(
-            _mm256_and_si256(_mm256_srlv_epi32(word, _mm256_and_si256(v, bit)), one), one);
-        __m256i j = _mm256_sub_epi32(last_v, v);
-        __m256i in_tail = _mm256_cmpgt_epi32(tail_v, _mm256_xor_si256(j, sign));
-        __m256i moved = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), (const int *)moved_to, j,
-                                                    in_tail, 4);
-        __m256i low = _mm256_blendv_epi8(_mm256_blendv_epi8(v, deleted, gone), moved, in_tail);
-        _mm256_storeu_si256((__m256i *)(index + k), _mm256_or_si256(_mm256_andnot_si256(low_bits, s), low));
-    }
-    dedup_index_sweep_portable(index + k, capacity - k, idx_mask, removed, last, tail, moved_to);
-}
-
 __attribute__((target("popcnt")))
 static size_t dedup_count_bits_popcnt(const uint32_t *bits, size_t words)
 {
@@ -134,15 +110,13 @@ static int dedup_expiry_avx2 = -1;  /* -1: not asked yet; a benign race (every t
 static int dedup_expiry_use_avx2(void)
 {
     if (dedup_expiry_avx2 < 0) {
-        __builtin_cpu_init();
-        dedup_expiry_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+        dedup_expiry_avx2 = dedup_cpu_has("avx2") && dedup_cpu_has("popcnt");
     }
     return dedup_expiry_avx2;
 }
 #else
 static int dedup_expiry_use_avx2(void) { return 0; }
 #define dedup_mark_expired_avx2 dedup_mark_expired_portable
-#define dedup_index_sweep_avx2 dedup_index_sweep_portable
 #define dedup_count_bits_popcnt dedup_count_bits_portable
 #endif
 
@@ -157,18 +131,6 @@ static uint64_t dedup_mark_expired(const int64_t *stamps, size_t n, int64_t thre
 {
     return dedup_expiry_use_avx2() ? dedup_mark_expired_avx2(stamps, n, threshold)
                                    : dedup_mark_expired_portable(stamps, n, threshold);
-}
-
-/* Rewrite the `capacity` slots of index as DEDUP_SWEEP_BODY says. `removed` is a bitmap of
- * 32-bit words covering [0, idx_mask]; moved_to has at least `tail` entries (and one when
- * tail is 0). */
-static void dedup_index_sweep(uint32_t *index, size_t capacity, uint32_t idx_mask, const uint32_t *removed,
-                              uint32_t last, uint32_t tail, const uint32_t *moved_to)
-{
-    if (dedup_expiry_use_avx2())
-        dedup_index_sweep_avx2(index, capacity, idx_mask, removed, last, tail, moved_to);
-    else
-        dedup_index_sweep_portable(index, capacity, idx_mask, removed, last, tail, moved_to);
 }
 
 #endif /* DEDUP_EXPIRY_H */

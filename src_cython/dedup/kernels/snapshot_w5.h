@@ -3,7 +3,8 @@
  * slots of a record read or written, checked and byte-swapped with a few permutes instead of a
  * loop of scalar loads, compares and stores per field (the slot loop was about 11 of the 30 ms
  * of encoding 1,000,000 producers). x86-64 with AVX-512 F, BW, VL and VBMI (byte permutes),
- * chosen at run time; elsewhere, or switched off, the scalar loops of
+ * chosen at run time (platform/cpu.h); elsewhere, or switched off (there, by
+ * DEDUP_DISABLE_CPU_FEATURES, or by the test hook), the scalar loops of
  * snapshot/full_writer.pxi and snapshot/full_reader.pxi run.
  *
  * Both directions handle only the common entry (narrow, no escaped field, values the reader
@@ -28,6 +29,7 @@
 #define DEDUP_SNAPSHOT_W5_H
 
 #include <stdint.h>
+#include "platform/cpu.h"
 
 #define DEDUP_W5_RING 40              /* last_sequence[5] in the entry */
 #define DEDUP_W5_OFFSET_GAP 60
@@ -195,9 +197,8 @@ static int dedup_w5_decode_slots(const unsigned char *slots, char *e, int count,
 
 static int dedup_w5_present(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-           && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
+    return dedup_cpu_has("avx512f") && dedup_cpu_has("avx512bw") && dedup_cpu_has("avx512vl")
+           && dedup_cpu_has("avx512vbmi");
 }
 
 #else

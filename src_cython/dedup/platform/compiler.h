@@ -1,16 +1,9 @@
-/* Compiler builtins the table's loops use, by name (table/columns.pxi, table/expiry.pxi).
- * Not kernels: a branch hint and a bit scan, nothing chosen at run time.
+/* A compiler builtin the table's loops use, by name (table/expiry.pxi). Not a kernel: a bit
+ * scan, nothing chosen at run time.
  *
  * Spec: none (they change no result). */
 #ifndef DEDUP_COMPILER_H
 #define DEDUP_COMPILER_H
-
-/* The condition, hinted as usually true (the client fast path of append_many). */
-#if defined(__GNUC__) || defined(__clang__)
-#define dedup_likely(x) __builtin_expect(!!(x), 1)
-#else
-#define dedup_likely(x) (x)
-#endif
 
 /* The position of the lowest set bit of a non-zero 32-bit word (GCC and clang only, as
  * before: every compiler the project builds with has it). */

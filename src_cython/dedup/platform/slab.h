@@ -13,6 +13,14 @@
 #include <sys/mman.h>
 #endif
 
+/* Mapped slabs where the OS has anonymous mappings; PyMem_RawMalloc elsewhere, or in a build
+ * with -DDEDUP_NO_SLAB (benchmarks/bar.py measures the slabs that way). */
+#if defined(__linux__) && defined(MAP_ANONYMOUS) && !defined(DEDUP_NO_SLAB)
+#define DEDUP_SLAB_MAPPED 1
+#else
+#define DEDUP_SLAB_MAPPED 0
+#endif
+
 /* Slabs are traced by tracemalloc under this domain (as numpy traces its arrays' data), so
  * tracemalloc.get_traced_memory() still sees all of a table's memory. */
 #define DEDUP_TRACE_DOMAIN 0x64656475u /* "dedu" */
@@ -20,7 +28,7 @@
 /* The length dedup_slab_alloc maps for `size` bytes (what the block holds in memory). */
 static size_t dedup_slab_length(size_t size, int whole_huge_pages)
 {
-#if defined(__linux__) && defined(MAP_ANONYMOUS)
+#if DEDUP_SLAB_MAPPED
     const size_t unit = whole_huge_pages ? ((size_t)2 << 20) : (size_t)4096u;
     return (size + unit - 1) & ~(unit - 1);
 #else
@@ -42,7 +50,7 @@ static size_t dedup_slab_length(size_t size, int whole_huge_pages)
  * mass expiry). Elsewhere: PyMem_RawMalloc. */
 static void *dedup_slab_alloc(size_t size, int whole_huge_pages, size_t *mapped)
 {
-#if defined(__linux__) && defined(MAP_ANONYMOUS)
+#if DEDUP_SLAB_MAPPED
     const size_t huge = (size_t)2 << 20;
     size_t length = dedup_slab_length(size, whole_huge_pages);
     char *raw, *start;
@@ -74,7 +82,7 @@ static void dedup_slab_free(void *p, size_t mapped)
 {
     if (p == NULL)
         return;
-#if defined(__linux__) && defined(MAP_ANONYMOUS)
+#if DEDUP_SLAB_MAPPED
     (void)PyTraceMalloc_Untrack(DEDUP_TRACE_DOMAIN, (uintptr_t)p);
     (void)munmap(p, mapped);
 #else

@@ -1,7 +1,7 @@
 # Bulk loading (part of _state.pyx, which includes it): a snapshot decode appends its entries
 # first and indexes them afterwards in one pass (bulk_begin, bulk_finish, bulk_free here;
-# bulk_append, the per-entry step, in _state.pxd), with kernels/bulk_place16.h's vector
-# placement where the CPU has AVX-512. The table comes out as one insert per entry would make it.
+# bulk_append, the per-entry step, in _state.pxd). The table comes out as one insert per entry
+# would make it.
 #
 # Spec: docs/spec.md §4.4 step 3 and §5.1 (a snapshot read into the table); a producer id
 # met twice is reported to the loader (Kafka's map would keep the later entry).
@@ -12,56 +12,22 @@
 # one as it is read (table_find_or_insert) put a random index probe in the middle of the
 # loader's streams (the file read, the entries written), a third of a 1,000,000-producer
 # decode. Instead the loader notes each entry's home slot and slot value (bulk_append, in
-# _state.pxd), and bulk_finish places the notes afterwards in a loop of their own, where the
-# probes of the next notes are prefetched while one is placed. The order of insertion is
-# that of the entries, so the index is the one table_find_or_insert would have built.
-
-cdef enum:
-    BULK_PREFETCH = 24                 # notes placed ahead of their probe's first cache line
-
-cdef extern from "kernels/bulk_place16.h":
-    int dedup_bulk16_mode
-    int dedup_bulk16_use(int wanted) noexcept nogil
-    int dedup_bulk_place16(uint32_t* index, uint32_t capacity, uint32_t tag_mask, uint64_t note) noexcept nogil
-
-dedup_bulk16_use(1)  # decided once, at import (kernels/bulk_place16.h: AVX-512 where the CPU has it)
+# _state.pxd), and bulk_finish places the notes afterwards in a loop of their own (prefetching
+# the probes of notes ahead gained 6% of a decode, under the bar of benchmarks/RESULTS.md). The
+# order of insertion is that of the entries, so the index is the one table_find_or_insert would
+# have built.
 
 
 cdef int bulk_begin(Table* t, BulkLoad* bulk, Py_ssize_t entries) except -1 nogil:
-    """Presize t for `entries` more (table_reserve) and make room for their notes; the new
-    memory the appends will write is noted in bulk.prefault (for snapshot/loader.pxi, run_load)."""
+    """Presize t for `entries` more (table_reserve) and make room for their notes."""
     memset(bulk, 0, sizeof(BulkLoad))
     bulk.first = t.count
-    cdef Py_ssize_t slabs = t.n_slabs
     table_reserve(t, t.count + entries)  # the index capacity is fixed from here on
     bulk.notes = <uint64_t*>try_block(<size_t>max(entries, 1) * sizeof(uint64_t))
     if bulk.notes == NULL:
         out_of_memory(<size_t>max(entries, 1), sizeof(uint64_t))
     bulk.capacity = entries
-    if t.n_slabs > slabs:
-        prefault_ranges(t, &bulk.prefault, t.count + entries)
-    bulk.prefault.start[bulk.prefault.ranges] = <char*>bulk.notes
-    bulk.prefault.length[bulk.prefault.ranges] = <size_t>entries * sizeof(uint64_t)
-    bulk.prefault.ranges += 1
-    bulk.prefault.total = entries
     return 0
-
-
-cdef void prefault_ranges(Table* t, dedup_prefault* pf, Py_ssize_t needed) noexcept nogil:
-    """The parts of the slab table_reserve has just made (the last slab, chunks c0 to the
-    end) that entries below `needed` will fill: entries, then their timestamps."""
-    cdef Py_ssize_t c0 = t.n_chunks - 1
-    cdef char* slab = t.slab_entries[t.n_slabs - 1]
-    while c0 > 0 and t.entry_chunks[c0] != slab:
-        c0 -= 1
-    cdef Py_ssize_t used = min(needed - (c0 << t.chunk_shift), (t.n_chunks - c0) << t.chunk_shift)
-    if t.entry_chunks[c0] != slab or used <= 0:
-        return
-    pf.start[0] = slab
-    pf.length[0] = <size_t>used * <size_t>t.stride
-    pf.start[1] = <char*>t.ts_chunks[c0]
-    pf.length[1] = <size_t>used * sizeof(int64_t)
-    pf.ranges = 2
 
 
 cdef inline bint same_producer(const Table* t, uint32_t a, uint32_t b) noexcept nogil:
@@ -107,15 +73,10 @@ cdef int bulk_finish(Table* t, BulkLoad* bulk, Py_ssize_t* repeat, Py_ssize_t* r
     producer id an earlier entry has too, or -1; repeated: the first entry with that id. With
     a repeat the index names one entry per producer id and the table must be discarded."""
     cdef Py_ssize_t k, n = t.count - bulk.first
-    # Without deleted slots (always so in a new table) most notes take the vector placement.
-    cdef bint vectors = dedup_bulk16_mode == 1 and t.index_deleted == 0
     repeat[0] = -1
     repeated[0] = -1
     for k in range(n):
-        if k + BULK_PREFETCH < n:
-            dedup_prefetch_write(t.index + <uint32_t>(bulk.notes[k + BULK_PREFETCH] >> 32))
-        if not (vectors and dedup_bulk_place16(t.index, t.index_capacity, t.tag_mask, bulk.notes[k])):
-            bulk_place(t, bulk.notes[k], repeat, repeated)
+        bulk_place(t, bulk.notes[k], repeat, repeated)
     return 0
 
 

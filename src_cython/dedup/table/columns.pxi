@@ -1,7 +1,7 @@
 # append_many's loops (part of _state.pyx, which includes it): append_batch for every row of
 # the column arrays, hashing and prefetching rows ahead, and the client fast path that checks
 # and records the common row in place with exactly append.pxi's result (its docstring says why
-# each condition makes that so); kernels/any_equal.h compares the retained sequences.
+# each condition makes that so).
 #
 # Spec: docs/spec.md §2.1 rules 8, 10, 12, 15, 16 and 18 (through append.pxi, or the fast
 # path's equivalent), §2.3, §2.4, and §3.2 step 1 (accepted batches take consecutive offsets
@@ -23,15 +23,14 @@ cdef enum:
     APPEND_PREFETCH_ENTRIES_FROM = 4 << 20
 
 
-cdef extern from "platform/compiler.h":
-    # The condition, hinted to the compiler as usually true.
-    bint dedup_likely(bint condition) noexcept nogil
-
-
-cdef extern from "kernels/any_equal.h":
-    # Whether one of `count` int32 at values equals x (SSE2 where compiled for x86-64).
-    bint dedup_any_equal_i32x8(const int32_t* values, int count, int32_t x) noexcept nogil
-    bint dedup_any_equal_i32(const int32_t* values, int count, int32_t x) noexcept nogil
+cdef inline bint any_equal(const int32_t* values, int count, int32_t x) noexcept nogil:
+    # Whether one of the `count` retained last sequences equals x: a plain loop (an SSE2
+    # compare gained nothing measurable, benchmarks/RESULTS.md "The bar for low-level code").
+    cdef int k
+    for k in range(count):
+        if values[k] == x:
+            return True
+    return False
 
 
 cdef inline void prefetch_home_slot(const Table* t, uint64_t h) noexcept nogil:
@@ -228,9 +227,6 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
     # 8 * window bytes after it (see the entry layout in _state.pxd).
     cdef Py_ssize_t to_offset_gap = t.off_gap - ENTRY_HEADER_SIZE
     cdef Py_ssize_t off_delta = t.off_delta
-    # Up to 8 retained batches are scanned 4 at a time (see dedup_any_equal_i32x8: 32 bytes
-    # from last_sequence stay inside an entry of window >= 5).
-    cdef bint scan8 = window <= 8
     view_table(t, &view)
     # Prefetching entries pays only when they are beyond the caches (see the enum above).
     cdef bint entries_ahead = view.count != 0 and view.count * view.stride >= APPEND_PREFETCH_ENTRIES_FROM
@@ -255,16 +251,16 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
                 if view.stride > 64:
                     dedup_prefetch(e + 64)
                 dedup_prefetch(view.ts_chunks[i >> view.chunk_shift] + (i & view.chunk_mask))
-        i = view_find(&view, producer_ids[row], h) if dedup_likely(view.count != 0) else -1
-        if dedup_likely(i >= 0):
+        i = view_find(&view, producer_ids[row], h) if view.count != 0 else -1
+        if i >= 0:
             e = view_entry(&view, i)
             header = <EntryHeader*>e
             base_sequence = base_sequences[row]
             count = header.count
-            if dedup_likely(producer_epochs[row] == header.producer_epoch
-                            and count != 0 and base_sequence >= 0 and header.offset_base >= 0
-                            and header.current_txn_first_offset == NO_TXN
-                            and (transactional == NULL or not transactional[row])):
+            if (producer_epochs[row] == header.producer_epoch
+                    and count != 0 and base_sequence >= 0 and header.offset_base >= 0
+                    and header.current_txn_first_offset == NO_TXN
+                    and (transactional == NULL or not transactional[row])):
                 sequences = ring_last_sequence(e)
                 newest = header.head + count - 1
                 if newest >= window:
@@ -278,11 +274,10 @@ cdef int append_client_columns(Table* t, const BatchColumns* batches, VerdictCol
                 max_timestamp = max_timestamps[row]
                 offset_gap = <uint64_t>last_offset - <uint64_t>header.offset_base
                 timestamp_gap = <uint64_t>max_timestamp - <uint64_t>header.timestamp_base
-                if dedup_likely(in_sequence(sequences[newest], base_sequence)
-                                and fits_int32(offset_gap) and fits_int32(timestamp_gap)
-                                and <uint32_t>offset_delta <= 0xFFFF
-                                and not (dedup_any_equal_i32x8(sequences, count, last_sequence) if scan8
-                                         else dedup_any_equal_i32(sequences, count, last_sequence))):
+                if (in_sequence(sequences[newest], base_sequence)
+                        and fits_int32(offset_gap) and fits_int32(timestamp_gap)
+                        and <uint32_t>offset_delta <= 0xFFFF
+                        and not any_equal(sequences, count, last_sequence)):
                     if count < window:
                         pos = count
                         header.count = count + 1

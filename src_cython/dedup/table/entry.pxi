@@ -20,7 +20,7 @@ cdef inline bint fits_int32(uint64_t value) noexcept nogil:
 
 # The pool's growths to let through before one fails, or -1 (none fails): set by the test hook
 # dedup._testing.fail_wide_growth (through wide_growth_failure_after, _state.pyx) while no load
-# runs; a load on its loader thread reads it.
+# runs.
 cdef Py_ssize_t wide_growths_before_failure = -1
 
 

@@ -12,6 +12,7 @@ cdef extern from "kernels/expiry.h":
     void dedup_index_sweep(uint32_t* index, size_t capacity, uint32_t idx_mask, const uint32_t* removed,
                            uint32_t last, uint32_t tail, const uint32_t* moved_to) noexcept nogil
     size_t dedup_count_bits(const uint32_t* bits, size_t words) noexcept nogil
+    int dedup_expiry_use_avx2() noexcept nogil
 
 cdef extern from "platform/compiler.h":
     # The position of the lowest set bit of a non-zero word.

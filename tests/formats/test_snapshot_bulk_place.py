@@ -1,9 +1,7 @@
-"""The snapshot loaders' bulk index (_state.pyx, bulk loading) with bulk_place16.h's vector
-placement first (where the CPU has AVX-512) and with bulk_place alone: the same repeats found,
-every producer findable, the table usable after. The vector placement takes a note when one
-of the 16 slots from its home is empty and no slot before it holds the note's hash tag, in an
-index without deleted slots; the rest (tags met, runs of 16 and more, the index's end, deleted
-slots) go to bulk_place, and these loads reach each of those.
+"""The snapshot loaders' bulk index (table/bulk.pxi, bulk_finish placing each note with
+bulk_place): the repeats found as one insert per entry would find them, every producer
+findable, the table usable after; the loads reach hash tags met on the way, long runs, the
+index's end and deleted slots.
 """
 
 from __future__ import annotations
@@ -11,18 +9,14 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import vectors_and_scalar
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from snapshot_builders import first_repeat
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _testing  # noqa: E402
 
-bulk_vectors = vectors_and_scalar(_testing.bulk_vectors)
 
-
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     ids=st.lists(st.integers(0, 60), max_size=80),
     existing=st.lists(st.integers(0, 200), unique=True, max_size=20),
