@@ -34,7 +34,7 @@ from .bench_loop import (
     compiler_command,
 )
 from .bench_measure import FULL, QUICK, SMOKE, Bench, Progress, fits_in_memory
-from .bench_report import machine, plot, sweep_lines, table_lines
+from .bench_report import kernels, machine, plot, sweep_lines, table_lines
 from .bench_streams import C_LOOPS, ORDERS, Stream, filled_table, in_sequence_ranks
 
 __all__ = [  # what benchmarks/ and the tests take from here
@@ -77,6 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
     rows = bench.run()
     run = "smoke" if args.smoke else "full" if args.full else "quick"
     print(f"dedup bench ({run} run): {machine()}")
+    print(f"kernels: {kernels()}")
     if bench.limit_error is None:
         print(
             f"limit: the C reference loop ({REFERENCE_SOURCE.name}, {shlex.join(compiler_command())} -O3), "

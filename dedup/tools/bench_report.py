@@ -118,6 +118,14 @@ def cpu_model() -> str:
         return platform.machine()
 
 
+def kernels() -> str:
+    """The kernels the compiled core chose in this process (the CPU's features less
+    DEDUP_DISABLE_CPU_FEATURES), as every figure must say."""
+    from .. import _testing  # a private report, for tools and benchmarks
+
+    return ", ".join(f"{name} {value}" for name, value in _testing.kernels().items())
+
+
 def machine() -> str:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load average {load}"

@@ -235,4 +235,5 @@ cdef int full_load(Table* t, const unsigned char* data, Py_ssize_t size, const L
 cdef uint32_t crc32c_forced(int mode, uint32_t crc, const unsigned char* data, size_t length,
                             int* used) noexcept nogil
 cdef int window5_vectors_use(int wanted) noexcept nogil
+cdef int window5_vectors_in_use() noexcept nogil
 cdef bint window5_applies(const Table* t) noexcept nogil

@@ -70,6 +70,7 @@ cdef extern from "kernels/snapshot_w5.h":
     int DEDUP_W5_OFFSET_DELTA
     int DEDUP_W5_ENTRY_SIZE
     int dedup_w5_use(int wanted) noexcept nogil
+    int dedup_w5_in_use() noexcept nogil
     int dedup_w5_encode_slots(const char* e, unsigned char* out, int head, int count, int64_t limit) noexcept nogil
     int dedup_w5_decode_slots(const unsigned char* slots, char* e, int count, uint32_t newest_sequence,
                               uint32_t newest_delta, uint32_t limit) noexcept nogil
@@ -422,6 +423,11 @@ cdef int window5_vectors_use(int wanted) noexcept nogil:
     """Window 5's slots through kernels/snapshot_w5.h (wanted 1: where the CPU can) or the
     scalar loops only (0); returns the mode now in force (1: the vectors)."""
     return dedup_w5_use(wanted)
+
+
+cdef int window5_vectors_in_use() noexcept nogil:
+    """Whether window 5's slots go through kernels/snapshot_w5.h now (1) or not (0)."""
+    return dedup_w5_in_use()
 
 
 cdef bint window5_applies(const Table* t) noexcept nogil:

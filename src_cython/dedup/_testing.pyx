@@ -20,7 +20,7 @@ from libc.string cimport memset
 from dedup._records cimport crc32c_forced as records_crc32c_forced
 from dedup._records cimport readable_bytes
 from dedup._snapshot cimport crc32c_forced as snapshot_crc32c_forced
-from dedup._snapshot cimport window5_applies, window5_vectors_use
+from dedup._snapshot cimport window5_applies, window5_vectors_in_use, window5_vectors_use
 from dedup._state cimport (
     NO_TXN,
     BulkLoad,
@@ -106,7 +106,7 @@ def kernels():
     names = ("table", "instruction")
     return {
         "crc32c": names[records_mode] if records_mode == snapshot_mode else (names[records_mode], names[snapshot_mode]),
-        "snapshot_w5": window5_vectors_use(1) == 1,
+        "snapshot_w5": window5_vectors_in_use() == 1,
         "expiry_avx2": expiry_vectors_in_use() == 1,
     }
 

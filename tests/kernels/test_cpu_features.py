@@ -112,3 +112,17 @@ def test_the_switch_reaches_every_kernel_on_this_cpu(every_kernel):
         pytest.skip(f"this CPU lacks some kernels' instruction sets: {cpu}")
     scalar = run("avx512f avx2 sse4.2")["kernels"]
     assert scalar == {"crc32c": "table", "snapshot_w5": False, "expiry_avx2": False}
+
+
+def test_the_kernels_report_changes_nothing():
+    # dedup bench prints _testing.kernels() with every run: asking must not switch a kernel
+    # back on that a test (or the switch) turned off.
+    from dedup import _testing
+
+    before = _testing.use_window5_vectors(False)
+    try:
+        assert _testing.kernels()["snapshot_w5"] is False
+        assert _testing.kernels()["snapshot_w5"] is False
+    finally:
+        _testing.use_window5_vectors(before)
+    assert _testing.kernels()["snapshot_w5"] is before

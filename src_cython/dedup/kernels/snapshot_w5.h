@@ -229,4 +229,10 @@ static int dedup_w5_use(int wanted)
     return dedup_w5_mode;
 }
 
+/* Whether these are in use now (1) or the scalar loops (0), without changing it. */
+static int dedup_w5_in_use(void)
+{
+    return dedup_w5_mode == 1;
+}
+
 #endif /* DEDUP_SNAPSHOT_W5_H */
