@@ -332,6 +332,24 @@ cdef class SnapshotWriter:
         return written
 
 
+ctypedef int (*Loader)(Table* t, const unsigned char* data, Py_ssize_t size, const Layout* layout,
+                       BulkLoad* bulk, Problem* p) except -1 nogil
+
+
+cdef int load_in_bulk(Table* t, Loader load, const unsigned char* data, Py_ssize_t size,
+                      const Layout* layout, Problem* p) except -1 nogil:
+    """A checked file (layout) into the empty table t by `load` (kafka_load, full_load), the
+    entries written first and indexed at the end (table/bulk.pxi): no reallocation and no
+    rehash on the way. Returns the load's kind (0, or the problem it found)."""
+    cdef BulkLoad bulk
+    memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
+    try:
+        bulk_begin(t, &bulk, layout.count)
+        return load(t, data, size, layout, &bulk, p)
+    finally:
+        bulk_free(&bulk)
+
+
 def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTable):
     """A table from Kafka's snapshot (spec §4.4); ``CorruptSnapshotError`` if it is not one.
 
@@ -352,14 +370,8 @@ def decode_kafka(data, window=5, map_end_offset=0, table_class=ProducerStateTabl
     if kind:
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, table_window)
-    cdef BulkLoad bulk
-    memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     with nogil:
-        try:
-            bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            kind = kafka_load(&table.t, octets, size, &layout, &bulk, &p)
-        finally:
-            bulk_free(&bulk)
+        kind = load_in_bulk(&table.t, kafka_load, octets, size, &layout, &p)
     if kind == KAFKA_REPEATED_PRODUCER_ID:
         # Not Kafka's writer's (its snapshot is a map's entries), but valid: load again, entry
         # by entry, so that the later entry of a producer overwrites the earlier (rare).
@@ -390,14 +402,8 @@ def decode_full(data, table_class=ProducerStateTable):
     if kind:
         raise_corrupt(&p, view)
     cdef ProducerStateTable table = new_table(table_class, layout.window)
-    cdef BulkLoad bulk
-    memset(&bulk, 0, sizeof(BulkLoad))  # bulk_free's precondition, should bulk_begin fail
     with nogil:
-        try:
-            bulk_begin(&table.t, &bulk, layout.count)  # no reallocation and no rehash from here on
-            kind = full_load(&table.t, octets, size, &layout, &bulk, &p)
-        finally:
-            bulk_free(&bulk)
+        kind = load_in_bulk(&table.t, full_load, octets, size, &layout, &p)
     if kind:
         raise_corrupt(&p, view)
     table.t.map_end_offset = layout.map_end_offset
