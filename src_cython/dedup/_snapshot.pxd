@@ -83,13 +83,9 @@ cdef enum Full2Trailer:
     FULL2_MIN_SIZE = 28                # header and trailer, no records
 
 
+# A record opens with version 1's entry header (FullEntry below: producer id, epochs, last
+# timestamp, ongoing transaction, batch count: bytes [0, 31)), then:
 cdef enum Full2Record:
-    REC_PRODUCER_ID = 0                # int64
-    REC_PRODUCER_EPOCH = 8             # int16
-    REC_COORDINATOR_EPOCH = 10         # int32
-    REC_LAST_TIMESTAMP = 14            # int64
-    REC_CURRENT_TXN_FIRST_OFFSET = 22  # int64, -1: no ongoing transaction
-    REC_BATCH_COUNT = 30               # uint8, 0..window
     # the newest batch (zeros when batch_count is 0):
     REC_LAST_SEQUENCE = 31             # int32
     REC_OFFSET_DELTA = 35              # int32

@@ -285,7 +285,7 @@ cdef int full2_load(Table* t, const unsigned char* data, Py_ssize_t size, const 
         if q - crc_from >= CRC_BLOCK:
             crc = dedup_crc32c(crc, crc_from, q - crc_from)
             crc_from = q
-        batch_count = (q + REC_BATCH_COUNT)[0]
+        batch_count = (q + FULL_BATCH_COUNT)[0]
         if batch_count > window:
             p.entry = n
             p.found = batch_count

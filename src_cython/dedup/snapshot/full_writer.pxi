@@ -192,13 +192,13 @@ cdef int full_records(const Table* t, Py_ssize_t* next, Py_ssize_t stop, unsigne
             p.bound = map_end_offset
             kind = problem(p, FULL_BAD_TXN_FIRST_OFFSET)
             break
-        dedup_store_be64(q + REC_PRODUCER_ID, <uint64_t>header.producer_id)
-        dedup_store_be16(q + REC_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
-        dedup_store_be32(q + REC_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
+        dedup_store_be64(q + FULL_PRODUCER_ID, <uint64_t>header.producer_id)
+        dedup_store_be16(q + FULL_PRODUCER_EPOCH, <uint16_t>header.producer_epoch)
+        dedup_store_be32(q + FULL_COORDINATOR_EPOCH, <uint32_t>header.coordinator_epoch)
         last_timestamp = last_timestamp_at(t, i)[0]
-        dedup_store_be64(q + REC_LAST_TIMESTAMP, <uint64_t>last_timestamp)
-        dedup_store_be64(q + REC_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
-        (q + REC_BATCH_COUNT)[0] = <uint8_t>count
+        dedup_store_be64(q + FULL_LAST_TIMESTAMP, <uint64_t>last_timestamp)
+        dedup_store_be64(q + FULL_CURRENT_TXN_FIRST_OFFSET, <uint64_t>header.current_txn_first_offset)
+        (q + FULL_BATCH_COUNT)[0] = <uint8_t>count
         if count == 0:
             memset(q + REC_LAST_SEQUENCE, 0, size - REC_LAST_SEQUENCE)
         elif not (w5 and header.offset_base >= 0 and record_batches_w5(t, e, q, map_end_offset)):
