@@ -35,7 +35,7 @@ from .._messages import record_error, scan_error
 from .._types import BATCH_HEADER_DTYPE, INT32_MAX, INT64_MAX, BatchesAppendResult, CompletedTxn, Origin
 from ..errors import CorruptRecordError, InvalidRecordError, KafkaError
 from .crc32c import crc32c
-from .table import ProducerStateTable, _Entry
+from .table import ProducerStateTable, _Entry, verdict_columns
 
 __all__ = ["append_batches", "crc_valid", "scan_batches", "validate_batches"]
 
@@ -261,11 +261,7 @@ def append_batches(
             _args.total_records_fit(end, deltas[deltas >= 0].astype(np.int64) + 1)
 
         rows = len(headers)
-        codes = np.zeros(rows, dtype=np.int16)
-        duplicate = np.zeros(rows, dtype=np.bool_)
-        firsts = np.full(rows, -1, dtype=np.int64)
-        lasts = np.full(rows, -1, dtype=np.int64)
-        times = np.full(rows, -1, dtype=np.int64)
+        codes, duplicate, firsts, lasts, times = verdict_columns(rows)
         errors: dict[int, KafkaError] = {}
         completed: list[CompletedTxn] = []
         for index, header in enumerate(headers):

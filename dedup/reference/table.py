@@ -223,6 +223,13 @@ def _qualified(value: object) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
+
+def verdict_columns(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The per-row verdicts of ``append_many`` and ``append_batches`` before any row is decided:
+    error codes 0, no duplicate, base and last offsets and timestamps -1."""
+    none = np.full(rows, -1, dtype=np.int64)
+    return np.zeros(rows, dtype=np.int16), np.zeros(rows, dtype=np.bool_), none, none.copy(), none.copy()
+
 class ProducerStateTable:
     """The producer state of one partition replica (pure Python).
 
@@ -461,11 +468,7 @@ class ProducerStateTable:
         _args.total_records_fit(log_end_offset, counts)
         origin = _args.origin(origin)
         rows = len(pids)
-        codes = np.zeros(rows, dtype=np.int16)
-        duplicate = np.zeros(rows, dtype=np.bool_)
-        firsts = np.full(rows, -1, dtype=np.int64)
-        lasts = np.full(rows, -1, dtype=np.int64)
-        times = np.full(rows, -1, dtype=np.int64)
+        codes, duplicate, firsts, lasts, times = verdict_columns(rows)
         for row in range(rows):
             try:
                 result = self.append(
