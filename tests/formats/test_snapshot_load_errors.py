@@ -13,12 +13,15 @@ import threading
 
 import numpy as np
 import pytest
-from test_snapshot import state
+from snapshot_builders import state
 
 from dedup import decode_snapshot, encode_snapshot
 
 _state = pytest.importorskip("dedup._state")
 from dedup import _testing  # noqa: E402
+
+#: The compiled table, named: its decodes are the ones under test, DEDUP_PURE_PYTHON=1 or not.
+Compiled = _state.ProducerStateTable
 
 PRODUCERS = 40_000
 WINDOW = 5
@@ -69,7 +72,7 @@ def test_decodes_in_several_threads_at_once(table, snapshots):
     def decode_some():
         try:
             for _ in range(3):
-                results.append(state(decode_snapshot(snapshots["full"])) == expected)
+                results.append(state(decode_snapshot(snapshots["full"], table_class=Compiled)) == expected)
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -92,10 +95,10 @@ def test_an_exception_of_the_load_is_raised_by_the_caller(table, snapshots, kind
         for _ in range(2):
             _testing.fail_wide_growth(1)
             with pytest.raises(MemoryError, match="producer-state table: cannot allocate") as caught:
-                decode_snapshot(data, map_end_offset=table.map_end_offset)
+                decode_snapshot(data, map_end_offset=table.map_end_offset, table_class=Compiled)
             messages.append(str(caught.value))
     finally:
         _testing.fail_wide_growth(-1)
     assert messages[0] == messages[1]
-    loaded = decode_snapshot(data, map_end_offset=table.map_end_offset)
+    loaded = decode_snapshot(data, map_end_offset=table.map_end_offset, table_class=Compiled)
     assert encode_snapshot(loaded, kind) == data

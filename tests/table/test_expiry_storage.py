@@ -93,7 +93,7 @@ def test_open_transactions_follow_appends_markers_copies_and_snapshots():
     assert counted(compiled) == 2  # 0 and 5
     for snapshot_format in ("kafka", "full"):
         data = encode_snapshot(compiled, snapshot_format)
-        assert counted(decode_snapshot(data, map_end_offset=compiled.map_end_offset)) == 2
+        assert counted(decode_snapshot(data, map_end_offset=compiled.map_end_offset, table_class=Compiled)) == 2
 
 
 def test_kafka_snapshot_with_a_repeated_producer_counts_the_entry_that_wins():
@@ -110,7 +110,7 @@ def test_kafka_snapshot_with_a_repeated_producer_counts_the_entry_that_wins():
         data = bytearray(first[:header] + body)
         data[6:10] = (2).to_bytes(4, "big")
         data[2:6] = crc32c(bytes(data[6:])).to_bytes(4, "big")
-        loaded = decode_snapshot(bytes(data), map_end_offset=10)
+        loaded = decode_snapshot(bytes(data), map_end_offset=10, table_class=Compiled)
         assert len(loaded) == 1 and counted(loaded) == expected
         assert (loaded.entry(7).current_txn_first_offset is not None) == bool(expected)
 
