@@ -1,0 +1,138 @@
+"""InitProducerId and Produce: producer ids for idempotent producers, and their batches
+through the leader's log (the table's checks, spec §2.1) with ``acks=all``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from ... import crc32c
+from ..._layout import (
+    ATTR_TRANSACTIONAL,
+    ATTRIBUTES_OFFSET,
+    BATCH_LENGTH_OFFSET,
+    CRC_OFFSET,
+    LOG_OVERHEAD,
+    MAGIC_OFFSET,
+    MAGIC_V2,
+    PRODUCER_ID_OFFSET,
+    RECORDS_COUNT_OFFSET,
+    field_struct,
+)
+from ...errors import KafkaError
+from ...records import scan_batches
+from ..wire import Request, build, response_schema
+
+if TYPE_CHECKING:
+    from ...cluster import Cluster
+    from ..core import KafkaServer
+
+logger = logging.getLogger("dedup.server")
+
+_CRC = field_struct("crc")
+_BATCH_LENGTH = field_struct("batch_length")
+_PRODUCER_FIELDS = RECORDS_COUNT_OFFSET - PRODUCER_ID_OFFSET
+
+
+def init_producer_id(server: KafkaServer, broker_id: int, request: Request) -> Any:
+    schema = response_schema(request)
+    if request.body.transactional_id is not None:
+        # Transactions (FindCoordinator, AddPartitionsToTxn, EndTxn) are not served over the
+        # wire; the library's TransactionCoordinator has them.
+        logger.warning("broker %d: InitProducerId for transactional id %r refused: transactions are not served",
+                       broker_id, request.body.transactional_id)  # fmt: skip
+        return build(schema, {"error_code": ErrorCode.invalid_request, "producer_id": -1, "producer_epoch": -1})
+    # Kafka hands an idempotent producer a new id every time it asks, whatever it sends (v3+
+    # may carry its current id and epoch): its TransactionCoordinator.handleInitProducerId.
+    producer_id = server.producer_ids.next_id()
+    return build(schema, {"error_code": ErrorCode.none, "producer_id": producer_id, "producer_epoch": 0})
+
+
+def strip_producer_ids(records: bytes) -> bytes:
+    """The batches of ``records`` as a producer without idempotence would have sent them:
+    producer id, epoch and base sequence -1, CRC-32C recomputed. What ``deduplicate=False``
+    appends, so that the table never sees the producer and a retry is stored again."""
+    data = bytearray(records)
+    headers = scan_batches(data)
+    for position, length, attributes in zip(
+        headers["position"].tolist(), headers["batch_length"].tolist(), headers["attributes"].tolist(), strict=True
+    ):
+        if attributes & ATTR_TRANSACTIONAL:  # transactional batches keep their producer (not served anyway)
+            continue
+        # producerId, producerEpoch, baseSequence: all -1
+        data[position + PRODUCER_ID_OFFSET : position + RECORDS_COUNT_OFFSET] = b"\xff" * _PRODUCER_FIELDS
+        crc = crc32c(data[position + ATTRIBUTES_OFFSET : position + LOG_OVERHEAD + length])
+        _CRC.pack_into(data, position + CRC_OFFSET, crc)
+    return bytes(data)
+
+
+def one_batch_problem(records: bytes, version: int) -> str | None:
+    """Kafka's ProduceRequest.validateRecords for v3 and later: exactly one batch, of magic 2
+    (INVALID_RECORD otherwise); None if the records pass. A batch cut short or with a bad
+    length is left to the append, which answers CORRUPT_MESSAGE as Kafka's LogValidator does."""
+    what = f"Produce requests with version {version}"
+    if len(records) <= MAGIC_OFFSET:
+        return f"{what} must have at least one record batch per partition"
+    if records[MAGIC_OFFSET] != MAGIC_V2:
+        return f"{what} are only allowed to contain record batches with magic version 2"
+    if LOG_OVERHEAD + _BATCH_LENGTH.unpack_from(records, BATCH_LENGTH_OFFSET)[0] < len(records):
+        return f"{what} are only allowed to contain exactly one record batch per partition"
+    return None
+
+
+def produce(server: KafkaServer, broker_id: int, request: Request) -> Any:
+    body = request.body
+    acks = body.acks
+    responses = []
+    for topic in body.topic_data:
+        cluster = server.clusters.get(topic.name)
+        partitions = []
+        for data in topic.partition_data:
+            entry: dict[str, Any] = {"index": data.index, "base_offset": -1, "record_errors": []}
+            if cluster is None or data.index != 0:
+                entry["error_code"] = ErrorCode.unknown_topic_or_partition
+            elif body.transactional_id is not None:
+                entry["error_code"] = ErrorCode.invalid_request
+                entry["error_message"] = "transactions are not served by dedup serve"
+            elif acks not in (-1, 0, 1):
+                entry["error_code"] = ErrorCode.invalid_required_acks
+            elif cluster.leader_id != broker_id:
+                entry["error_code"] = ErrorCode.not_leader_or_follower
+            else:
+                records = bytes(data.records or b"")
+                problem = one_batch_problem(records, request.api_version)
+                if problem is None:
+                    entry.update(_append(server, cluster, records, acks))
+                else:
+                    entry.update(error_code=ErrorCode.invalid_record, error_message=problem)
+            partitions.append(entry)
+        responses.append({"name": topic.name, "partition_responses": partitions})
+    server.data_arrived()
+    if acks == 0:
+        return None
+    return build(response_schema(request), {"responses": responses})
+
+
+def _append(server: KafkaServer, cluster: Cluster, records: bytes, acks: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        if not server.deduplicate:
+            records = strip_producer_ids(records)
+        response = cluster.produce(records, acks="all" if acks == -1 else "1")
+    except KafkaError as error:  # bytes that are not v2 batches, before the append
+        return {"error_code": ErrorCode(error.code), "error_message": str(error)}
+    finally:
+        server.stats.engine_seconds += time.perf_counter() - started
+    server.stats.batches += 1
+    if response.error is not None:
+        return {"error_code": ErrorCode(response.error.code), "error_message": str(response.error)}
+    if response.duplicate:
+        server.stats.duplicates += 1
+    return {
+        "error_code": ErrorCode.none,
+        "base_offset": response.base_offset,
+        "log_start_offset": cluster.leader_log.log_start_offset,
+    }
