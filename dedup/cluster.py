@@ -179,11 +179,12 @@ class Cluster:
         # replica with the newest epoch and the most data, ties to assignment order (Kafka's
         # controller would pick from the ISR it kept in its metadata: with clean elections
         # that replica is in it).
-        order = {broker_id: position for position, broker_id in enumerate(self.replicas)}
-        self.leader_id: int | None = max(
-            self.brokers,
-            key=lambda b: (b.log.latest_epoch or 0, b.log.log_end_offset, -order[b.broker_id]),  # type: ignore[union-attr]
-        ).broker_id
+        def newest(position: int) -> tuple[int, int, int]:
+            log = self.brokers[position].log
+            assert log is not None
+            return (log.latest_epoch or 0, log.log_end_offset, -position)
+
+        self.leader_id: int | None = self.brokers[max(range(len(self.brokers)), key=newest)].broker_id
         self.leader_epoch = 0
         self.isr: set[int] = set(self.replicas)
         self.data_loss: list[DataLoss] = []
@@ -235,8 +236,8 @@ class Cluster:
 
     def __repr__(self) -> str:
         return (
-            f"<Cluster {self.name} replicas={self.replicas} leader={self.leader_id} epoch={self.leader_epoch} isr={sorted(self.isr)} "
-            f"brokers={self.brokers}>"
+            f"<Cluster {self.name} replicas={self.replicas} leader={self.leader_id} epoch={self.leader_epoch} "
+            f"isr={sorted(self.isr)} brokers={self.brokers}>"
         )
 
     # -- produce ---------------------------------------------------------------------------------
@@ -375,7 +376,7 @@ class Cluster:
         last = self.broker_count - 1
         broker_id = _args.integer("broker_id", value, 0, last, f"in [0, {last}]")
         if broker_id not in self._by_id:
-            raise ValueError(f"broker_id: broker {broker_id} holds no replica of {self.name} (replicas {self.replicas})")
+            raise ValueError(f"broker_id: broker {broker_id} holds no replica of {self.name} ({self.replicas})")
         return broker_id
 
     def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:

@@ -34,9 +34,9 @@ from typing import Any
 from .. import _args
 from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cluster import Cluster
-from .topics import Topics, TopicError
 from .apis import HANDLERS, fetch_partitions
 from .faults import Fate, Faults
+from .topics import TopicError, Topics
 from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
 
 __all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]

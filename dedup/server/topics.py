@@ -129,7 +129,11 @@ TOPIC_CONFIGS: dict[str, tuple[str | None, Any, Any]] = {
     "retention.bytes": ("retention_bytes", _int_config(-1, _INT64_MAX), -1),
     "min.insync.replicas": ("min_insync_replicas", _int_config(1, 64), 1),
     "unclean.leader.election.enable": ("unclean_leader_election", _bool_config, False),
-    "producer.id.expiration.ms": ("producer_id_expiration_ms", _int_config(1, _INT64_MAX), DEFAULT_PRODUCER_ID_EXPIRATION_MS),
+    "producer.id.expiration.ms": (
+        "producer_id_expiration_ms",
+        _int_config(1, _INT64_MAX),
+        DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    ),
 }
 
 
@@ -189,8 +193,12 @@ def _parse_record(line: str) -> Topic:
     name, assignment, configs = document["name"], document["assignment"], document["configs"]
     if not isinstance(name, str) or not _is_topic(name):
         raise ValueError(f"expected a legal topic name, found {name!r}")
-    if not isinstance(assignment, list) or not assignment or not all(
-        isinstance(replicas, list) and replicas and all(type(b) is int for b in replicas) for replicas in assignment
+    if (
+        not isinstance(assignment, list)
+        or not assignment
+        or not all(
+            isinstance(replicas, list) and replicas and all(type(b) is int for b in replicas) for replicas in assignment
+        )
     ):
         raise ValueError(f"topic {name}: expected replica lists, found {assignment!r}")
     if not isinstance(configs, dict) or not all(isinstance(v, str) for v in configs.values()):
@@ -332,7 +340,9 @@ class Topics:
             partitions = self.num_partitions if num_partitions == -1 else num_partitions
             factor = self.default_replication_factor if replication_factor == -1 else replication_factor
             if partitions <= 0:
-                raise TopicError(ErrorCode.invalid_partitions, "Number of partitions was set to an invalid non-positive value.")
+                raise TopicError(
+                    ErrorCode.invalid_partitions, "Number of partitions was set to an invalid non-positive value."
+                )
             if factor <= 0:
                 raise TopicError(
                     ErrorCode.invalid_replication_factor,
@@ -366,14 +376,16 @@ class Topics:
         for index in range(len(assignments)):
             replicas = list(assignments[index])
             if not replicas or len(set(replicas)) != len(replicas):
-                raise TopicError(ErrorCode.invalid_replica_assignment,
-                                 f"Partition {index}: a replica list without duplicates is required, got {replicas}")  # fmt: skip
+                message = f"Partition {index}: a replica list without duplicates is required, got {replicas}"
+                raise TopicError(ErrorCode.invalid_replica_assignment, message)
             if any(not 0 <= broker < self.brokers for broker in replicas):
                 raise TopicError(ErrorCode.invalid_replica_assignment,
                                  f"Partition {index}: unknown broker in {replicas}")  # fmt: skip
             out.append(replicas)
         if len({len(replicas) for replicas in out}) != 1:
-            raise TopicError(ErrorCode.invalid_replica_assignment, "All partitions must have the same number of replicas")
+            raise TopicError(
+                ErrorCode.invalid_replica_assignment, "All partitions must have the same number of replicas"
+            )
         self._check_room(len(out))
         return out
 
@@ -395,8 +407,8 @@ class Topics:
                     ErrorCode.invalid_config, f"Invalid value {value} for configuration {key}: {error}"
                 ) from None
             if key == "min.insync.replicas" and parsed > self.brokers:
-                raise TopicError(ErrorCode.invalid_config,
-                                 f"Invalid value {value} for configuration {key}: more than the {self.brokers} brokers")  # fmt: skip
+                message = f"Invalid value {value} for configuration {key}: more than the {self.brokers} brokers"
+                raise TopicError(ErrorCode.invalid_config, message)
             checked[key] = _config_text(parsed)
         return checked
 
@@ -425,7 +437,9 @@ class Topics:
             if keyword is not None:
                 options[keyword] = parse(value)
         topic.partitions = [
-            Cluster(self.directory, brokers=self.brokers, topic=topic.name, partition=index, replicas=replicas, **options)
+            Cluster(
+                self.directory, brokers=self.brokers, topic=topic.name, partition=index, replicas=replicas, **options
+            )
             for index, replicas in enumerate(topic.assignment)
         ]
         self._topics[topic.name] = topic

@@ -66,9 +66,11 @@ def create_topics(server: KafkaServer, broker_id: int, request: Request) -> Any:
         except TopicError as error:
             result.update(error_code=error.code, error_message=error.message)
         else:
-            configs = server.topics.effective_configs(created) if created is not None else [
-                (key, value, 1) for key, value in plan.configs.items()
-            ]
+            configs = (
+                server.topics.effective_configs(created)
+                if created is not None
+                else [(key, value, 1) for key, value in plan.configs.items()]
+            )
             result.update(
                 num_partitions=len(plan.assignment),
                 replication_factor=len(plan.assignment[0]),
