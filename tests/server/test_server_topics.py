@@ -246,8 +246,8 @@ def test_produce_to_partition_two_and_errors_by_partition(tmp_path):
         records = encode_batch([b"x"], producer_id=-1, producer_epoch=-1, base_sequence=-1, timestamp=1)
 
         def produce(partition, broker):
-            body = {"transactional_id": None, "acks": -1, "timeout": TIMEOUT,
-                    "topic_data": [{"name": "clicks", "partition_data": [{"index": partition, "records": records}]}]}  # fmt: skip
+            data = [{"name": "clicks", "partition_data": [{"index": partition, "records": records}]}]
+            body = {"transactional_id": None, "acks": -1, "timeout": TIMEOUT, "topic_data": data}
             answer = call(server, ApiKey.PRODUCE, 9, body, broker=broker)
             return answer.responses[0].partition_responses[0]
 
@@ -261,7 +261,8 @@ def test_produce_to_partition_two_and_errors_by_partition(tmp_path):
 
 def test_stopping_one_broker_moves_only_the_partitions_it_led(tmp_path):
     with ServerThread(tmp_path, brokers=3, topics=[("clicks", 6)]) as server:
-        before = {p.partition_index: (p.leader_id, p.leader_epoch) for p in metadata(server, ["clicks"])["clicks"].partitions}
+        partitions = metadata(server, ["clicks"])["clicks"].partitions
+        before = {p.partition_index: (p.leader_id, p.leader_epoch) for p in partitions}
         server.stop_broker(1)
         after = {p.partition_index: p for p in metadata(server, ["clicks"])["clicks"].partitions}
         for index, (leader, epoch) in before.items():
