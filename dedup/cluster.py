@@ -1,8 +1,10 @@
 """One replicated partition across N in-process brokers: Kafka's replication on real logs.
 
-Each :class:`Broker` holds a replica of the partition in its own directory (a
-:class:`~dedup.log.PartitionLog`). A :class:`Cluster` plays Kafka's controller and
-replica fetchers, synchronously and deterministically:
+Each :class:`Broker` that is a replica of the partition holds it in its own directory (a
+:class:`~dedup.log.PartitionLog`), laid out as Kafka's ``log.dirs``:
+``<directory>/broker-<b>/<topic>-<partition>``, so every partition of every topic can share one
+``directory``. A :class:`Cluster` plays Kafka's controller and replica fetchers for the
+partition, synchronously and deterministically:
 
 - **Produce** (:meth:`Cluster.produce`): the leader appends (spec §3.2), the in-sync replicas
   fetch what they lack (``append_as_follower``, spec §3.4), the high watermark becomes the
@@ -33,13 +35,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from . import _args
 from ._types import Origin
 from .batch import Record, decode_records, encode_marker
-from .checkpoints import _topic, read_checkpoint, write_checkpoint
+from .checkpoints import _partition, _topic, partition_directory_name, read_checkpoint, write_checkpoint
 from .errors import (
     KafkaError,
     NotEnoughReplicasAfterAppendError,
@@ -122,9 +125,18 @@ class Broker:
 
 
 class Cluster:
-    """A partition of topic ``topic`` replicated on ``brokers`` brokers under ``directory``
-    (``<directory>/broker-<id>/<topic>-0``). Broker 0 leads first, in leader epoch 0.
-    Opening the directories of an existing cluster recovers every replica and continues.
+    """Partition ``partition`` of topic ``topic``, replicated on the brokers ``replicas`` (ids
+    in ``[0, brokers)``, in assignment order; default: every broker, ``0..brokers-1``) under
+    ``directory`` (``<directory>/broker-<id>/<topic>-<partition>``). The first replica (Kafka's
+    preferred replica) leads a new partition, in leader epoch 0; :attr:`brokers` lists the
+    replicas in assignment order (with the default ``replicas``, ``brokers[b]`` is broker
+    ``b``; :meth:`broker` finds one by id). Opening the directories of an existing cluster
+    recovers every replica and continues.
+
+    The controller's record of the partition's latest leader epoch is
+    ``<directory>/controller-leader-epoch-<topic>-<partition>`` (a name no replica directory
+    takes: those are under ``broker-<b>/``); a partition 0 also reads the single-partition
+    clusters' older ``<directory>/controller-leader-epoch``, so their directories reopen.
 
     ``min_insync_replicas`` (Kafka's ``min.insync.replicas``, here 2 by default as in most
     production setups), ``unclean_leader_election`` (``unclean.leader.election.enable``,
@@ -139,6 +151,8 @@ class Cluster:
         *,
         brokers: int = 3,
         topic: str = "clicks",
+        partition: int = 0,
+        replicas: Iterable[int] | None = None,
         min_insync_replicas: int = 2,
         unclean_leader_election: bool = False,
         clock: Callable[[], int] | None = None,
@@ -148,22 +162,31 @@ class Cluster:
         self.min_insync_replicas = _args.integer("min_insync_replicas", min_insync_replicas, 1, count, "1..brokers")
         self.unclean_leader_election = _args.flag("unclean_leader_election", unclean_leader_election)
         self.topic = _topic(topic)  # it names the replicas' directories
+        self.partition = _partition(partition)
+        self.replicas: list[int] = _replicas(replicas, count)
+        #: ``<topic>-<partition>``, as Kafka's TopicPartition prints.
+        self.name = partition_directory_name(self.topic, self.partition)
         self.directory: str = os.path.abspath(os.fsdecode(_args.path("directory", directory)))
         if clock is not None:
             log_options["clock"] = _args.function("clock", clock, "a callable returning milliseconds")
+        self.broker_count = count
         self.brokers = [
-            Broker(broker_id, os.path.join(self.directory, f"broker-{broker_id}", f"{topic}-0"), log_options)
-            for broker_id in range(count)
+            Broker(broker_id, os.path.join(self.directory, f"broker-{broker_id}", self.name), log_options)
+            for broker_id in self.replicas
         ]
-        # Broker 0 leads a new cluster; reopened directories are led by the replica with the
-        # newest epoch and the most data (Kafka's controller would pick from the ISR it kept
-        # in its metadata: with clean elections that replica is in it).
-        self.leader_id: int | None = max(
-            self.brokers,
-            key=lambda b: (b.log.latest_epoch or 0, b.log.log_end_offset, -b.broker_id),  # type: ignore[union-attr]
-        ).broker_id
+        self._by_id = {broker.broker_id: broker for broker in self.brokers}
+        # The preferred replica leads a new partition; reopened directories are led by the
+        # replica with the newest epoch and the most data, ties to assignment order (Kafka's
+        # controller would pick from the ISR it kept in its metadata: with clean elections
+        # that replica is in it).
+        def newest(position: int) -> tuple[int, int, int]:
+            log = self.brokers[position].log
+            assert log is not None
+            return (log.latest_epoch or 0, log.log_end_offset, -position)
+
+        self.leader_id: int | None = self.brokers[max(range(len(self.brokers)), key=newest)].broker_id
         self.leader_epoch = 0
-        self.isr: set[int] = set(range(count))
+        self.isr: set[int] = set(self.replicas)
         self.data_loss: list[DataLoss] = []
         self.elections = 0
         self.unclean_elections = 0
@@ -172,6 +195,8 @@ class Cluster:
         # epoch it recorded (Kafka keeps it in the cluster metadata) or any replica has seen.
         epochs = [b.log.latest_epoch for b in self.brokers if b.log is not None and b.log.latest_epoch is not None]
         recorded = read_checkpoint(self._controller_file, 0, int)
+        if self.partition == 0:  # a single-partition cluster's directory, from before partitions
+            recorded += read_checkpoint(os.path.join(self.directory, "controller-leader-epoch"), 0, int)
         if epochs or recorded:
             self.leader_epoch = max(epochs + recorded) + 1
         self._record_leader_epoch()
@@ -184,21 +209,25 @@ class Cluster:
 
     @property
     def _controller_file(self) -> str:
-        return os.path.join(self.directory, "controller-leader-epoch")
+        return os.path.join(self.directory, f"controller-leader-epoch-{self.name}")
 
     def _record_leader_epoch(self) -> None:
         write_checkpoint(self._controller_file, 0, [str(self.leader_epoch)])
 
+    def broker(self, broker_id: int) -> Broker:
+        """The replica on broker ``broker_id``; ``KeyError`` if the broker holds none."""
+        return self._by_id[broker_id]
+
     @property
     def leader(self) -> Broker | None:
-        return None if self.leader_id is None else self.brokers[self.leader_id]
+        return None if self.leader_id is None else self._by_id[self.leader_id]
 
     @property
     def leader_log(self) -> PartitionLog:
         """The leader's log; ``NotLeaderOrFollowerError`` when the partition has no leader."""
         leader = self.leader
         if leader is None or leader.log is None:
-            raise NotLeaderOrFollowerError(f"partition {self.topic}-0 has no leader (offline)")
+            raise NotLeaderOrFollowerError(f"partition {self.name} has no leader (offline)")
         return leader.log
 
     @property
@@ -207,8 +236,8 @@ class Cluster:
 
     def __repr__(self) -> str:
         return (
-            f"<Cluster {self.topic}-0 leader={self.leader_id} epoch={self.leader_epoch} isr={sorted(self.isr)} "
-            f"brokers={self.brokers}>"
+            f"<Cluster {self.name} replicas={self.replicas} leader={self.leader_id} epoch={self.leader_epoch} "
+            f"isr={sorted(self.isr)} brokers={self.brokers}>"
         )
 
     # -- produce ---------------------------------------------------------------------------------
@@ -278,7 +307,7 @@ class Cluster:
             self._fetch_until_caught_up(broker.log, leader)
             if broker.log.log_end_offset == leader.log_end_offset:
                 self.isr.add(broker.broker_id)
-        ends = [self.brokers[member].log.log_end_offset for member in self.isr]  # type: ignore[union-attr]
+        ends = [self._by_id[member].log.log_end_offset for member in self.isr]  # type: ignore[union-attr]
         high_watermark = leader.update_high_watermark(max(min(ends), leader.high_watermark))
         self.committed_offset = max(self.committed_offset, high_watermark)
         for broker in self.brokers:
@@ -341,15 +370,21 @@ class Cluster:
     # -- failures --------------------------------------------------------------------------------
 
     def _broker_id(self, value: Any) -> int:
-        """A broker id of this cluster (a negative one would index from the end)."""
-        return _args.integer("broker_id", value, 0, len(self.brokers) - 1, f"in [0, {len(self.brokers) - 1}]")
+        """A broker id of this cluster that holds a replica of the partition: ``ValueError``
+        for one outside ``[0, brokers)`` (a negative one would index from the end) or one
+        that holds no replica (the server calls only the partition's replicas)."""
+        last = self.broker_count - 1
+        broker_id = _args.integer("broker_id", value, 0, last, f"in [0, {last}]")
+        if broker_id not in self._by_id:
+            raise ValueError(f"broker_id: broker {broker_id} holds no replica of {self.name} ({self.replicas})")
+        return broker_id
 
     def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
         """Stop a broker (a crash unless ``clean``); it leaves the ISR (unless it is the last
         member: then the partition waits for it, offline), and if it led, a new leader is
-        elected."""
+        elected. ``ValueError`` for a broker that holds no replica of the partition."""
         broker_id = self._broker_id(broker_id)
-        broker = self.brokers[broker_id]
+        broker = self._by_id[broker_id]
         broker.stop(clean=_args.flag("clean", clean))
         if self.isr != {broker_id}:  # Kafka never empties the ISR: the last member stays, down
             self.isr.discard(broker_id)
@@ -360,9 +395,9 @@ class Cluster:
         """Restart a broker: recovery from its directory, then (if there is a leader) the
         truncation of what diverges and the catch-up; a partition without a leader gets it
         as leader if it is eligible. Returns its log (``log.load_report`` says what recovery
-        did)."""
+        did). ``ValueError`` for a broker that holds no replica of the partition."""
         broker_id = self._broker_id(broker_id)
-        broker = self.brokers[broker_id]
+        broker = self._by_id[broker_id]
         log = broker.start()
         if self.leader_id is None:
             self.elect_leader()
@@ -382,7 +417,7 @@ class Cluster:
             unclean = bool(candidates)
         if not candidates:
             self.leader_id = None
-            logger.warning("partition %s-0 is offline: no live in-sync replica", self.topic)
+            logger.warning("partition %s is offline: no live in-sync replica", self.name)
             return None
         new = candidates[0]
         assert new.log is not None
@@ -397,7 +432,8 @@ class Cluster:
                 loss = DataLoss(self.leader_epoch, new.broker_id, new.log.log_end_offset, self.committed_offset)
                 self.data_loss.append(loss)
                 logger.warning(
-                    "unclean leader election of broker %d in epoch %d: acknowledged offsets [%d, %d) are lost",
+                    "%s: unclean leader election of broker %d in epoch %d: acknowledged offsets [%d, %d) are lost",
+                    self.name,
                     new.broker_id,
                     self.leader_epoch,
                     loss.first_offset,
@@ -412,6 +448,17 @@ class Cluster:
         """Shut every live broker down cleanly."""
         for broker in self.brokers:
             broker.stop(clean=True)
+
+    def delete(self) -> None:
+        """Kafka's topic deletion for this partition: every replica stops and its directory is
+        removed from its broker, and the controller's leader-epoch record goes too."""
+        for broker in self.brokers:
+            broker.stop(clean=False)
+            shutil.rmtree(broker.directory, ignore_errors=True)
+        try:
+            os.unlink(self._controller_file)
+        except FileNotFoundError:
+            pass
 
     def __enter__(self) -> Cluster:
         return self
@@ -461,6 +508,22 @@ class Cluster:
         # transaction still open (spec §3.3), even for records of other producers after it.
         stable = min(first_open.values(), default=end) if isolation == "read_committed" else end
         return sorted((record for record in out if record.offset < stable), key=lambda record: record.offset)
+
+
+def _replicas(value: Any, brokers: int) -> list[int]:
+    """Distinct broker ids in ``[0, brokers)``, at least one, in assignment order (default:
+    every broker)."""
+    if value is None:
+        return list(range(brokers))
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"replicas must be an iterable of broker ids or None, got {type(value).__name__}")
+    ids = [
+        _args.integer(f"replicas[{i}]", broker_id, 0, brokers - 1, f"a broker id in [0, {brokers - 1}]")
+        for i, broker_id in enumerate(value)
+    ]
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"replicas: one or more distinct broker ids, got {ids!r}")
+    return ids
 
 
 def _is_commit(control_batch: Any) -> bool:

@@ -37,8 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--topic",
         action="append",
         dest="topics",
-        metavar="NAME",
-        help="a topic with one partition, replicated on every broker (repeatable; default: clicks)",
+        type=topic_spec,
+        metavar="NAME[:PARTITIONS]",
+        help="a topic created at start with PARTITIONS partitions (default: num.partitions, 1), kept as it is "
+        "if --dir has it (repeatable; default: clicks)",
     )
     p.add_argument("--min-insync-replicas", type=cli.positive_int, default=None, metavar="N",
                    help="min.insync.replicas (default 2, or 1 with one broker)")  # fmt: skip
@@ -91,9 +93,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", "-v", action="store_true", help="log every fault and failover")
 
 
+def topic_spec(text: str) -> str | tuple[str, int]:
+    """``--topic NAME[:PARTITIONS]``: the name alone or ``(name, partitions)``."""
+    name, colon, count = text.rpartition(":")
+    if not colon:
+        return text
+    if not count.isdigit() or not 1 <= int(count) <= 1000:
+        raise argparse.ArgumentTypeError(f"expected NAME[:PARTITIONS] with PARTITIONS in [1, 1000], got {text!r}")
+    return name, int(count)
+
+
 async def _chaos(server: KafkaServer, every: float, restart_after: float | None,
                  spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:  # fmt: skip
-    topic = next(iter(server.clusters))
+    topic = next(iter(server.topics))
     while True:
         await asyncio.sleep(every)
         leader = server.leader(topic)
@@ -103,6 +115,11 @@ async def _chaos(server: KafkaServer, every: float, restart_after: float | None,
         print(f"crashed broker {leader}, the leader of {topic}-0; now led by {server.leader(topic)}", flush=True)
         if restart_after is not None:
             spawn(_restart(server, leader, restart_after))
+
+
+def _describe(server: KafkaServer, name: str) -> str:
+    topic = server.topics.get(name)
+    return name if topic is None or len(topic.assignment) == 1 else f"{name}:{len(topic.assignment)}"
 
 
 async def _restart(server: KafkaServer, broker_id: int, after: float) -> None:
@@ -148,7 +165,7 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     try:
         await server.start()
         print(f"bootstrap.servers={server.bootstrap_servers}", flush=True)
-        print(f"topics: {', '.join(server.clusters)}; logs in {server.directory}; "
+        print(f"topics: {', '.join(_describe(server, name) for name in server.topics)}; logs in {server.directory}; "
               f"deduplication {'off' if args.no_dedup else 'on'}", flush=True)  # fmt: skip
         if args.crash_leader_every:
             spawn(_chaos(server, args.crash_leader_every, args.restart_after, spawn))

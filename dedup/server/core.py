@@ -1,8 +1,11 @@
 """The Kafka-protocol front end: dedup's brokers on loopback ports, for real clients.
 
-:class:`KafkaServer` runs, on one asyncio event loop, one listener per broker of a
-:class:`~dedup.cluster.Cluster` per topic (every topic has one partition, replicated on
-every broker; broker ``b`` keeps its replicas under ``<directory>/<topic>/broker-<b>``).
+:class:`KafkaServer` runs, on one asyncio event loop, one listener per broker, in front of
+the topics of a :class:`~dedup.server.topics.Topics` registry: each partition of a topic is a
+:class:`~dedup.cluster.Cluster` replicated on the brokers Kafka's assignment gives it (round
+robin, the preferred leader first), and broker ``b`` keeps its replicas in Kafka's
+``log.dirs`` layout, ``<directory>/broker-<b>/<topic>-<partition>``; the registry of topics
+is ``<directory>/@topics``. Other APIs find a partition with :meth:`KafkaServer.partition`.
 Requests on a connection are handled one at a time, in order, as Kafka's network layer
 does (a connection is muted while its request is served), so clients that pipeline up to
 ``max.in.flight`` requests get their responses in order. Produce goes through
@@ -17,6 +20,7 @@ the command line) and forwards the control operations to it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import shutil
@@ -32,6 +36,7 @@ from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cluster import Cluster
 from .apis import HANDLERS, fetch_partitions
 from .faults import Fate, Faults
+from .topics import TopicError, Topics
 from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
 
 __all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]
@@ -91,23 +96,42 @@ def _ports(value: Any) -> list[int]:
     return [_args.integer(f"ports[{i}]", port, 0, 65535, "a port in [0, 65535]") for i, port in enumerate(value)]
 
 
-def _topics(value: Any) -> list[str]:
-    """Distinct legal Kafka topic names (a str would be read as its letters)."""
+#: This server's bound on the partitions of one topic given to ``topics=`` (CreateTopics has its own checks).
+_MAX_TOPIC_PARTITIONS = 1000
+
+
+def _topics(value: Any) -> list[tuple[str, int | None]]:
+    """Distinct legal Kafka topic names, each alone (``num.partitions`` partitions) or with its
+    partition count as ``(name, partitions)`` (a str would be read as its letters)."""
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise TypeError(f"topics must be an iterable of topic names, got {type(value).__name__}")
-    names = list(value)
-    for i, name in enumerate(names):
+        raise TypeError(f"topics must be an iterable of topic names or (name, partitions) pairs, got "
+                        f"{type(value).__name__}")  # fmt: skip
+    entries: list[tuple[str, int | None]] = []
+    for i, item in enumerate(value):
+        name, partitions = item if isinstance(item, tuple) and len(item) == 2 else (item, None)
         try:
             _topic(name)
+            if partitions is not None:
+                partitions = _args.integer("partitions", partitions, 1, _MAX_TOPIC_PARTITIONS,
+                                           f"in [1, {_MAX_TOPIC_PARTITIONS}]")  # fmt: skip
         except (TypeError, ValueError) as error:
             raise type(error)(f"topics[{i}]: {error}") from None
+        entries.append((name, partitions))
+    names = [name for name, _ in entries]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"topics: one or more distinct names, got {names!r}")
-    return names
+    return entries
 
 
 class KafkaServer:
-    """``brokers`` brokers serving ``topics`` (one partition each) on ``host``.
+    """``brokers`` brokers serving ``topics`` on ``host``: names (``num_partitions``
+    partitions each) or ``(name, partitions)`` pairs, created at start unless the directory
+    already has them (a topic that exists keeps its partitions).
+
+    ``num_partitions``, ``auto_create_topics_enable`` and ``default_replication_factor`` are
+    Kafka's ``num.partitions`` (1), ``auto.create.topics.enable`` (true) and
+    ``default.replication.factor`` (Kafka's default is 1; here ``min(3, brokers)`` unless
+    given: a fault-testing broker replicates by default).
 
     ``directory`` holds the logs (a temporary directory, removed on close, when None);
     ``ports`` gives each broker's port (0 or None: any free port, kept across restarts);
@@ -131,6 +155,9 @@ class KafkaServer:
         faults: Faults | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         cluster_id: str = "dedup",
+        num_partitions: int = 1,
+        auto_create_topics_enable: bool = True,
+        default_replication_factor: int | None = None,
         **cluster_options: Any,
     ) -> None:
         # Every argument is checked before anything is created on disk.
@@ -145,17 +172,40 @@ class KafkaServer:
         self.faults = Faults() if faults is None else faults
         self.max_request_bytes = _args.integer("max_request_bytes", max_request_bytes, 64, 1 << 31, "64 to 2^31")
         self.cluster_id = _text("cluster_id", cluster_id)
-        names = _topics(topics)
+        entries = _topics(topics)
+        self.num_partitions = _args.integer("num_partitions", num_partitions, 1, _MAX_TOPIC_PARTITIONS,
+                                            f"in [1, {_MAX_TOPIC_PARTITIONS}]")  # fmt: skip
+        self.auto_create_topics_enable = _args.flag("auto_create_topics_enable", auto_create_topics_enable)
+        self.default_replication_factor = (
+            min(3, count)
+            if default_replication_factor is None
+            else _args.integer("default_replication_factor", default_replication_factor, 1, count, "1..brokers")
+        )
         if directory is not None:
             directory = _args.path("directory", directory)
         self._temporary = directory is None
         self.directory = tempfile.mkdtemp(prefix="dedup-serve-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
         cluster_options.setdefault("min_insync_replicas", min(2, count))
-        self.clusters: dict[str, Cluster] = {
-            name: Cluster(os.path.join(self.directory, name), brokers=count, topic=name, **cluster_options)
-            for name in names
-        }
+        self.topics = Topics(
+            self.directory,
+            brokers=count,
+            num_partitions=self.num_partitions,
+            default_replication_factor=self.default_replication_factor,
+            cluster_options=cluster_options,
+        )
+        try:
+            for name, partitions in entries:
+                if name in self.topics:
+                    existing = len(self.topics.get(name).assignment)  # type: ignore[union-attr]
+                    if partitions is not None and partitions != existing:
+                        logger.warning("topic %s exists with %d partitions in %s: %d asked, kept as it is",
+                                       name, existing, self.directory, partitions)  # fmt: skip
+                    continue
+                self.topics.ensure(name, -1 if partitions is None else partitions, live_brokers=range(count))
+        except TopicError as error:
+            self.topics.close()
+            raise ValueError(f"topics: {error.message}") from None
         self.producer_ids = ProducerIdBlocks(self.directory)
         self.stats = ServerStats()
         self._alive = [True] * count
@@ -196,8 +246,7 @@ class KafkaServer:
         self._alive = [False] * len(self._alive)
         for broker_id in range(len(self._alive)):
             await self._unlisten(broker_id)
-        for cluster in self.clusters.values():
-            cluster.close()
+        self.topics.close()
         if self._temporary:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -208,8 +257,17 @@ class KafkaServer:
     def live_brokers(self) -> list[int]:
         return [broker_id for broker_id, alive in enumerate(self._alive) if alive]
 
-    def leader(self, topic: str) -> int | None:
-        return self.clusters[topic].leader_id
+    def partition(self, topic: str, index: int) -> Cluster | None:
+        """Partition ``index`` of ``topic``; None if there is no such topic or partition."""
+        return self.topics.partition(topic, index)
+
+    def leader(self, topic: str, partition: int = 0) -> int | None:
+        """The broker leading ``topic``-``partition`` (None: offline); ``KeyError`` if there is
+        no such partition."""
+        cluster = self.topics.partition(topic, partition)
+        if cluster is None:
+            raise KeyError(f"{topic}-{partition}")
+        return cluster.leader_id
 
     # -- failures ----------------------------------------------------------------------------------
 
@@ -220,15 +278,17 @@ class KafkaServer:
 
     async def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
         """A broker fails (a crash unless ``clean``): its port closes, its connections break,
-        and every partition it led elects a new leader from the in-sync replicas."""
+        and every partition it led elects a new leader from the in-sync replicas (partitions
+        it is no replica of are left alone)."""
         broker_id = self._broker_id(broker_id)
         clean = _args.flag("clean", clean)
         if not self._alive[broker_id]:
             raise ValueError(f"broker {broker_id} is already stopped")
         self._alive[broker_id] = False
         await self._unlisten(broker_id)
-        for cluster in self.clusters.values():
-            cluster.stop_broker(broker_id, clean=clean)
+        for cluster in self.topics.clusters():
+            if broker_id in cluster.replicas:
+                cluster.stop_broker(broker_id, clean=clean)
         logger.info("broker %d stopped (%s)", broker_id, "clean" if clean else "crash")
 
     async def start_broker(self, broker_id: int) -> None:
@@ -238,8 +298,9 @@ class KafkaServer:
         broker_id = self._broker_id(broker_id)
         if self._alive[broker_id]:
             raise ValueError(f"broker {broker_id} is already running")
-        for cluster in self.clusters.values():
-            cluster.start_broker(broker_id)
+        for cluster in self.topics.clusters():
+            if broker_id in cluster.replicas:
+                cluster.start_broker(broker_id)
         self._alive[broker_id] = True
         await self._listen(broker_id)
         logger.info("broker %d restarted", broker_id)
@@ -279,6 +340,8 @@ class KafkaServer:
                     body = await self._fetch(broker_id, request)
                 else:
                     body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+                    if inspect.isawaitable(body):
+                        body = await body
                 if body is None:
                     continue
                 response = encode_response(request, body)
@@ -369,11 +432,11 @@ class ServerThread:
     def start_broker(self, broker_id: int) -> None:
         self.call(self.server.start_broker(broker_id))
 
-    def stop_leader(self, topic: str) -> int:
-        """Stop the broker leading ``topic``; returns its id."""
-        leader = self.run(self.server.leader, topic)
+    def stop_leader(self, topic: str, partition: int = 0) -> int:
+        """Stop the broker leading ``topic``-``partition``; returns its id."""
+        leader = self.run(self.server.leader, topic, partition)
         if leader is None:
-            raise ValueError(f"topic {topic!r} has no leader")
+            raise ValueError(f"{topic}-{partition} has no leader")
         self.stop_broker(leader)
         return leader
 

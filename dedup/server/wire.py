@@ -56,6 +56,8 @@ class ApiKey(IntEnum):
     LIST_OFFSETS = 2
     METADATA = 3
     API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
 
 
@@ -69,6 +71,8 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.METADATA: (0, 9),
     ApiKey.API_VERSIONS: (0, 3),
     ApiKey.INIT_PRODUCER_ID: (0, 4),
+    ApiKey.CREATE_TOPICS: (2, 6),  # v0-v1 are gone from Kafka 4.0 (KIP-896); v7 carries topic ids
+    ApiKey.DELETE_TOPICS: (1, 5),  # v0 is gone from Kafka 4.0 (KIP-896); v6 carries topic ids
 }
 
 

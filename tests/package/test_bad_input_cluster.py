@@ -234,10 +234,10 @@ def test_server_constructor(tmp_path, bad):
 def test_server_broker_ids(tmp_path, method, broker_id, keywords, error):
     server = KafkaServer(tmp_path, brokers=2)
     try:
-        before = [cluster_state(cluster) for cluster in server.clusters.values()], server.live_brokers()
+        before = [cluster_state(cluster) for cluster in server.topics.clusters()], server.live_brokers()
         match = "clean" if keywords else "broker_id"
         with pytest.raises(error, match=match):
             asyncio.run(getattr(server, method)(broker_id, **keywords))
-        assert ([cluster_state(cluster) for cluster in server.clusters.values()], server.live_brokers()) == before
+        assert ([cluster_state(cluster) for cluster in server.topics.clusters()], server.live_brokers()) == before
     finally:
         asyncio.run(server.close())

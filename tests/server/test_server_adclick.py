@@ -42,7 +42,7 @@ def new_producer(server: ServerThread) -> confluent_kafka.Producer:
 
 
 def stored_clicks(server: ServerThread) -> int:
-    return server.run(lambda: [r.value for r in server.server.clusters[TOPIC].consume()].count(CLICK))
+    return server.run(lambda: [r.value for r in server.server.partition(TOPIC, 0).consume()].count(CLICK))
 
 
 def wait_until(condition, timeout: float = 20.0) -> None:
@@ -81,7 +81,7 @@ def test_a_retried_click_is_stored_once_and_a_restarted_producer_stores_it_again
         crashed.poll(0)
         second_click = CLICK.replace(b"c-0001", b"c-0002")
         crashed.produce(TOPIC, value=second_click)
-        wait_until(lambda: server.run(lambda: [r.value for r in server.server.clusters[TOPIC].consume()]
+        wait_until(lambda: server.run(lambda: [r.value for r in server.server.partition(TOPIC, 0).consume()]
                                       .count(second_click)) == 1)  # fmt: skip
         crashed.purge(in_queue=True, in_flight=True)
         crashed.flush(0)
@@ -92,7 +92,7 @@ def test_a_retried_click_is_stored_once_and_a_restarted_producer_stores_it_again
         restarted = new_producer(server)
         restarted.produce(TOPIC, value=second_click)
         assert restarted.flush(20) == 0
-        values = server.run(lambda: [r.value for r in server.server.clusters[TOPIC].consume()])
+        values = server.run(lambda: [r.value for r in server.server.partition(TOPIC, 0).consume()])
         # Kafka's documented limit (KIP-98): idempotence holds within one producer session;
         # a new producer id is a new producer, so the same click is stored twice.
         assert values.count(second_click) == 2

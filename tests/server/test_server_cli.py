@@ -63,7 +63,7 @@ def test_serve_with_dropped_responses_stores_each_message_once(tmp_path):
     recognised = int(re.search(r"(\d+) retries recognised", summary).group(1))
     assert dropped > 0
     assert recognised > 0
-    assert os.path.isdir(tmp_path / "ads" / "broker-0" / "ads-0")  # the log is where --dir said
+    assert os.path.isdir(tmp_path / "broker-0" / "ads-0")  # the log is where --dir said (log.dirs layout)
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ NO_WAIT = datetime.timedelta(0)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with ServerThread(tmp_path_factory.mktemp("serve"), brokers=3, topics=[TOPIC, "views", "times"]) as running:
+    with ServerThread(tmp_path_factory.mktemp("serve"), brokers=3, topics=[TOPIC, "views", "times"],
+                      auto_create_topics_enable=False) as running:
         yield running
 
 
@@ -153,7 +154,7 @@ def test_metadata_names_the_leader_replicas_and_isr(server, version):
     with connect(server) as sock:
         response = call(sock, ApiKey.METADATA, version, metadata_body(topics))
     by_name = {t.name: t for t in response.topics}
-    assert by_name["nope"].error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION: topics are not created on demand
+    assert by_name["nope"].error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION: auto.create.topics.enable=false
     [partition] = by_name[TOPIC].partitions
     assert partition.error_code == 0
     assert partition.leader_id == server.run(server.server.leader, TOPIC)
@@ -262,7 +263,7 @@ def test_fetch_returns_what_was_produced(server):
         offset = partition_of(call(sock, ApiKey.PRODUCE, 9, produce_body(records))).base_offset
         response = fetched(call(sock, ApiKey.FETCH, 11, fetch_body(offset)))
         beyond = fetched(call(sock, ApiKey.FETCH, 4, fetch_body(response.high_watermark + 10)))
-        epoch = server.run(lambda: server.server.clusters[TOPIC].leader_epoch)
+        epoch = server.run(lambda: server.server.partition(TOPIC, 0).leader_epoch)
         fenced = fetched(call(sock, ApiKey.FETCH, 11, fetch_body(offset, leader_epoch=epoch - 1))) if epoch else None
         unknown = fetched(call(sock, ApiKey.FETCH, 11, fetch_body(offset, leader_epoch=epoch + 1)))
     assert response.error_code == 0

@@ -13,6 +13,7 @@ from ..wire import ApiKey
 from .fetch import fetch_partitions, list_offsets
 from .metadata import api_versions, metadata
 from .produce import init_producer_id, produce, strip_producer_ids
+from .topics import create_topics, delete_topics
 
 __all__ = ["HANDLERS", "fetch_partitions", "strip_producer_ids"]
 
@@ -23,4 +24,6 @@ HANDLERS = {
     ApiKey.INIT_PRODUCER_ID: init_producer_id,
     ApiKey.PRODUCE: produce,
     ApiKey.LIST_OFFSETS: list_offsets,
+    ApiKey.CREATE_TOPICS: create_topics,
+    ApiKey.DELETE_TOPICS: delete_topics,
 }

@@ -11,11 +11,15 @@ if TYPE_CHECKING:
 
 
 def server_alive(cluster: Cluster, broker_id: int) -> bool:
-    return cluster.brokers[broker_id].alive
+    """Whether broker ``broker_id`` holds a live replica of the partition."""
+    return broker_id in cluster.replicas and cluster.broker(broker_id).alive
 
 
-def leader_error(cluster: Cluster | None, partition: int, broker_id: int, current_leader_epoch: int) -> ErrorCode:
-    if cluster is None or partition != 0:
+def leader_error(cluster: Cluster | None, broker_id: int, current_leader_epoch: int) -> ErrorCode:
+    """Whether ``broker_id`` may serve the partition ``cluster`` (from
+    :meth:`KafkaServer.partition <dedup.server.core.KafkaServer.partition>`, None for a topic
+    or partition that does not exist) as its leader, as Kafka's ReplicaManager decides."""
+    if cluster is None:
         return ErrorCode.unknown_topic_or_partition
     if cluster.leader_id != broker_id or not server_alive(cluster, broker_id):
         return ErrorCode.not_leader_or_follower

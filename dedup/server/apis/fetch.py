@@ -32,9 +32,9 @@ def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> t
     total = 0
     responses = []
     for topic in body.topics:
-        cluster = server.clusters.get(topic.topic)
         partitions = []
         for wanted in topic.partitions:
+            cluster = server.partition(topic.topic, wanted.partition)
             entry: dict[str, Any] = {
                 "partition_index": wanted.partition,
                 "high_watermark": -1,
@@ -44,7 +44,7 @@ def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> t
                 "preferred_read_replica": -1,
                 "records": b"",
             }
-            error = leader_error(cluster, wanted.partition, broker_id, getattr(wanted, "current_leader_epoch", -1))
+            error = leader_error(cluster, broker_id, getattr(wanted, "current_leader_epoch", -1))
             if error == ErrorCode.none and wanted.fetch_offset < 0:  # below any log start offset
                 error = ErrorCode.offset_out_of_range
             if error == ErrorCode.none:
@@ -73,18 +73,18 @@ def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> t
 def list_offsets(server: KafkaServer, broker_id: int, request: Request) -> Any:
     topics = []
     for topic in request.body.topics:
-        cluster = server.clusters.get(topic.name)
         partitions = []
         for wanted in topic.partitions:
+            cluster = server.partition(topic.name, wanted.partition_index)
             entry: dict[str, Any] = {"partition_index": wanted.partition_index, "timestamp": -1, "offset": -1}
             epoch = getattr(wanted, "current_leader_epoch", -1)
-            error = leader_error(cluster, wanted.partition_index, broker_id, epoch)
+            error = leader_error(cluster, broker_id, epoch)
             if error == ErrorCode.none:
                 assert cluster is not None
                 try:
                     timestamp, offset = _offset_for(cluster, wanted.timestamp)
                 except KafkaError as failure:
-                    logger.warning("ListOffsets for %s-0 at %d failed: %s", topic.name, wanted.timestamp, failure)
+                    logger.warning("ListOffsets for %s at %d failed: %s", cluster.name, wanted.timestamp, failure)
                     error = ErrorCode.unknown_server_error
                 else:
                     entry.update(timestamp=timestamp, offset=offset, leader_epoch=cluster.leader_epoch)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from ...checkpoints import _is_topic
+from ..topics import TopicError, is_internal
 from ..wire import SUPPORTED_VERSIONS, Request, build, response_schema
+from .common import server_alive
 
 if TYPE_CHECKING:
     from ..core import KafkaServer
+
+logger = logging.getLogger("dedup.server")
 
 
 def api_versions(server: KafkaServer, broker_id: int, request: Request) -> Any:
@@ -22,29 +28,41 @@ def api_versions(server: KafkaServer, broker_id: int, request: Request) -> Any:
 
 
 def metadata(server: KafkaServer, broker_id: int, request: Request) -> Any:
+    """Kafka's KafkaApis.handleTopicMetadataRequest: every topic for a null list (v1+) or an
+    empty one (v0); each topic's partitions with leader, leader epoch, replicas in assignment
+    order, ISR and offline replicas. A topic that does not exist is created when
+    ``auto.create.topics.enable`` and the request (v4+ ``allow_auto_topic_creation``) allow
+    it, with ``num.partitions`` and ``default.replication.factor``; the response that creates
+    it answers LEADER_NOT_AVAILABLE without partitions, as Kafka's (KafkaApis.createTopic /
+    AutoTopicCreationManager), and the client asks again. Otherwise UNKNOWN_TOPIC_OR_PARTITION,
+    or INVALID_TOPIC_EXCEPTION for an illegal name. The coordinators' internal topics are not
+    created here (their coordinators create them)."""
     body = request.body
-    if body.topics is None or (request.api_version == 0 and not body.topics):
-        names = list(server.clusters)  # every topic (v0 asks so with an empty list)
-    else:
-        names = [topic.name for topic in body.topics]
+    all_topics = body.topics is None or (request.api_version == 0 and not body.topics)
+    names = list(server.topics) if all_topics else [topic.name for topic in body.topics]
+    allow = server.auto_create_topics_enable and not all_topics and getattr(body, "allow_auto_topic_creation", True)
     alive = server.live_brokers()
     topics = []
     for name in names:
-        cluster = server.clusters.get(name)
-        if cluster is None:  # topics are not created on demand (auto.create.topics.enable=false)
-            topics.append({"error_code": ErrorCode.unknown_topic_or_partition, "name": name, "partitions": []})
+        topic = server.topics.get(name)
+        if topic is None:
+            topics.append({"error_code": _unknown_topic(server, name, allow), "name": name,
+                           "is_internal": is_internal(name), "partitions": []})  # fmt: skip
             continue
-        leader = -1 if cluster.leader_id is None else cluster.leader_id
-        partition = {
-            "error_code": ErrorCode.none if leader >= 0 else ErrorCode.leader_not_available,
-            "partition_index": 0,
-            "leader_id": leader,
-            "leader_epoch": cluster.leader_epoch,
-            "replica_nodes": [broker.broker_id for broker in cluster.brokers],
-            "isr_nodes": sorted(cluster.isr),
-            "offline_replicas": [broker.broker_id for broker in cluster.brokers if not broker.alive],
-        }
-        topics.append({"error_code": ErrorCode.none, "name": name, "partitions": [partition]})
+        partitions = []
+        for index, cluster in enumerate(topic.partitions):
+            leader = -1 if cluster.leader_id is None else cluster.leader_id
+            partitions.append({
+                "error_code": ErrorCode.none if leader >= 0 else ErrorCode.leader_not_available,
+                "partition_index": index,
+                "leader_id": leader,
+                "leader_epoch": cluster.leader_epoch,
+                "replica_nodes": list(cluster.replicas),
+                "isr_nodes": [b for b in cluster.replicas if b in cluster.isr],
+                "offline_replicas": [b for b in cluster.replicas if not server_alive(cluster, b)],
+            })  # fmt: skip
+        topics.append({"error_code": ErrorCode.none, "name": name, "is_internal": topic.internal,
+                       "partitions": partitions})  # fmt: skip
     return build(
         response_schema(request),
         {
@@ -54,3 +72,16 @@ def metadata(server: KafkaServer, broker_id: int, request: Request) -> Any:
             "topics": topics,
         },
     )
+
+
+def _unknown_topic(server: KafkaServer, name: str, allow: bool) -> ErrorCode:
+    if not _is_topic(name):
+        return ErrorCode.invalid_topic_exception
+    if not allow or is_internal(name):
+        return ErrorCode.unknown_topic_or_partition
+    try:
+        server.topics.ensure(name, live_brokers=server.live_brokers())
+    except TopicError as error:
+        logger.warning("auto-creation of topic %s refused: %s", name, error.message)
+        return error.code
+    return ErrorCode.leader_not_available

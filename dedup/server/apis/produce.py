@@ -88,11 +88,13 @@ def produce(server: KafkaServer, broker_id: int, request: Request) -> Any:
     acks = body.acks
     responses = []
     for topic in body.topic_data:
-        cluster = server.clusters.get(topic.name)
         partitions = []
         for data in topic.partition_data:
+            # Kafka's Produce never creates a topic (only Metadata does): an unknown one is
+            # UNKNOWN_TOPIC_OR_PARTITION (ReplicaManager.appendToLocalLog).
+            cluster = server.partition(topic.name, data.index)
             entry: dict[str, Any] = {"index": data.index, "base_offset": -1, "record_errors": []}
-            if cluster is None or data.index != 0:
+            if cluster is None:
                 entry["error_code"] = ErrorCode.unknown_topic_or_partition
             elif body.transactional_id is not None:
                 entry["error_code"] = ErrorCode.invalid_request
