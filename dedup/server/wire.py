@@ -10,7 +10,8 @@ What a broker does with a request it cannot serve (Kafka's SocketServer and Requ
 - a frame larger than ``socket.request.max.bytes`` (100 MiB): the connection is closed
   (InvalidReceiveException);
 - an API key it does not know, a version it does not speak, or bytes that do not parse: the
-  connection is closed (InvalidRequestException), except that ApiVersions in a version it
+  connection is closed (InvalidRequestException from SocketServer.parseRequestHeader, when
+  ApiVersionManager.isApiEnabled says no, or from RequestContext.parseRequest), except that ApiVersions in a version it
   does not speak gets UNSUPPORTED_VERSION with a v0 body listing what it speaks (KIP-511),
   so the client can retry in a version both know;
 - tagged fields it does not know, in the header or at any depth of a flexible body: skipped
@@ -60,6 +61,8 @@ class ApiKey(IntEnum):
     METADATA = 3
     API_VERSIONS = 18
     INIT_PRODUCER_ID = 22
+    DESCRIBE_CONFIGS = 32
+    DESCRIBE_CLUSTER = 60
 
 
 #: The versions served, per API. Produce starts at v3 (the first to carry v2 batches); Fetch
@@ -72,6 +75,8 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.METADATA: (0, 9),
     ApiKey.API_VERSIONS: (0, 3),
     ApiKey.INIT_PRODUCER_ID: (0, 4),
+    ApiKey.DESCRIBE_CONFIGS: (1, 4),  # Kafka 4 serves 1 to 4 (v0 removed, KIP-896)
+    ApiKey.DESCRIBE_CLUSTER: (0, 1),
 }
 
 

@@ -10,6 +10,8 @@ Kafka's, per topic partition where Kafka puts them there.
 from __future__ import annotations
 
 from ..wire import ApiKey
+from .cluster import describe_cluster
+from .configs import describe_configs
 from .fetch import fetch_partitions, list_offsets
 from .metadata import api_versions, metadata
 from .produce import init_producer_id, produce, strip_producer_ids
@@ -23,4 +25,6 @@ HANDLERS = {
     ApiKey.INIT_PRODUCER_ID: init_producer_id,
     ApiKey.PRODUCE: produce,
     ApiKey.LIST_OFFSETS: list_offsets,
+    ApiKey.DESCRIBE_CONFIGS: describe_configs,
+    ApiKey.DESCRIBE_CLUSTER: describe_cluster,
 }
