@@ -383,9 +383,9 @@ class BrokerConfig:
     {'num_partitions': 6}
     """
 
-    def __init__(self, settings: Mapping[str, str] = (), *, warn: bool = True) -> None:
+    def __init__(self, settings: Mapping[str, str] | None = None, *, warn: bool = True) -> None:
         self._values: dict[str, Any] = {}
-        for key, text in dict(settings).items():
+        for key, text in dict(settings or {}).items():
             if key in IGNORED_KAFKA_KEYS:
                 if warn:
                     logger.warning("config %s=%s is accepted and ignored: it has no effect in dedup serve", key, text)

@@ -113,9 +113,9 @@ def test_aiokafka_lists_every_topic(server):
 
 
 def test_unknown_tagged_fields_in_the_header_and_at_every_depth_of_the_body_are_skipped(server):
-    plain = encode(ApiKey.METADATA, 9, {"topics": [{"name": "clicks"}], "allow_auto_topic_creation": False,
-                                          "include_cluster_authorized_operations": False, "include_topic_authorized_operations": False},
-                   correlation_id=9)  # fmt: skip
+    body = {"topics": [{"name": "clicks"}], "allow_auto_topic_creation": False,
+            "include_cluster_authorized_operations": False, "include_topic_authorized_operations": False}  # fmt: skip
+    plain = encode(ApiKey.METADATA, 9, body, correlation_id=9)
     header_end = 2 + 2 + 4 + 2 + len("routine")  # then the header's tagged fields: b"\0"
     body = plain[header_end + 1 :]
     topic = bytes([2, 7]) + b"clicks"  # one topic (compact array 1 + 1), its name (compact string)
