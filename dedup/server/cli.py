@@ -136,7 +136,7 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     """Serve until SIGINT, SIGTERM or ``--exit-after``, then shut down and print the summary;
     the signal that ended it (None for ``--exit-after``). An error in the crash-and-restart
     schedule (or a closed stdout) stops the server too, and is raised once it is shut down."""
-    options = server_options(args)
+    options = dict(args.server_options)
     brokers = args.brokers
     port = options.pop("port", 9092)
     ports = [0 if port == 0 else port + b for b in range(brokers)]
@@ -243,7 +243,7 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    server_options(args)  # every configuration error before anything starts
+    args.server_options = server_options(args)  # every configuration error before anything starts
     if args.drop_responses + args.delay_responses > 1:
         raise cli.UsageError("argument --delay-responses: --drop-responses + --delay-responses must be at most 1")
     faults = Faults(

@@ -5,6 +5,8 @@ key, exit status 2. The shorthand flags win over the file and the overrides."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from dedup.server.cli import COMMAND, server_options
@@ -117,6 +119,7 @@ def test_a_wrong_value_is_an_error_naming_the_key(key, text, why):
 
 
 def test_an_unknown_key_is_an_error_and_kafka_keys_without_effect_are_ignored(caplog):
+    caplog.set_level(logging.WARNING, logger="dedup.server")  # another test may have raised its level
     with pytest.raises(UnknownConfigError, match="^num.partition: not a broker configuration"):
         BrokerConfig({"num.partition": "3"})
     config = BrokerConfig({"broker.id": "7", "process.roles": "broker,controller", "num.io.threads": "x"})
