@@ -1,4 +1,17 @@
-"""``python -m dedup serve``: dedup's brokers on loopback for real Kafka clients.
+"""``python -m dedup serve [server.properties] [--override KEY=VALUE ...]``: dedup's brokers on
+loopback for real Kafka clients.
+
+The broker configuration is Kafka's, as ``kafka-server-start.sh`` takes it: a
+``server.properties`` file, then ``--override KEY=VALUE`` (repeatable), a later value winning.
+The keys served, with Kafka's defaults: num.partitions, auto.create.topics.enable,
+default.replication.factor, min.insync.replicas, unclean.leader.election.enable,
+log.segment.bytes, log.retention.ms/minutes/hours, log.retention.bytes,
+producer.id.expiration.ms, socket.request.max.bytes, log.dirs, listeners, and the group
+coordinator's offsets.topic.* and group.* keys. Kafka keys without effect here (broker.id,
+node.id, process.roles, thread counts, socket buffers, ...) are accepted with a warning; any other
+key, or a value Kafka would refuse, is an error naming the key (exit status 2). The flags
+--dir, --host, --port and --min-insync-replicas are shorthands of log.dirs, listeners and
+min.insync.replicas: when a flag and the file (or an override) both give a value, the flag wins.
 
 Prints one line ``bootstrap.servers=HOST:PORT,...`` once every broker listens, serves until
 SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints
@@ -10,13 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from ..cluster import Cluster
+from ..log import PartitionLog
 from ..tools import cli
+from .config import BROKER_CONFIGS, BrokerConfig, ConfigError, load_properties, parse_override
 from .core import KafkaServer
 from .faults import Faults
 
@@ -24,14 +41,18 @@ logger = logging.getLogger("dedup.server")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", help="directory of the logs (default: a temporary one, removed at exit)")
+    p.add_argument("properties", nargs="?", metavar="server.properties",
+                   help="Kafka broker configuration file (java.util.Properties format)")  # fmt: skip
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a broker configuration key, over the file's (repeatable; a later one wins)")  # fmt: skip
+    p.add_argument("--dir", help="log.dirs: directory of the logs (default: a temporary one, removed at exit)")
     p.add_argument("--brokers", type=cli.int_in(1, 64), default=3, help="brokers, each on its own port (default 3)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", default=None, help="listeners' host: address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--port",
         type=cli.port,
-        default=9092,
-        help="first broker's port; broker b listens on PORT + b; 0: any free ports (default 9092)",
+        default=None,
+        help="listeners' port: the first broker's; broker b listens on PORT + b; 0: any free ports (default 9092)",
     )
     p.add_argument(
         "--topic",
@@ -43,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "if --dir has it (repeatable; default: clicks)",
     )
     p.add_argument("--min-insync-replicas", type=cli.positive_int, default=None, metavar="N",
-                   help="min.insync.replicas (default 2, or 1 with one broker)")  # fmt: skip
+                   help="min.insync.replicas (default 2, or 1 with one broker: dedup serve replicates)")  # fmt: skip
     p.add_argument(
         "--no-dedup",
         action="store_true",
@@ -132,11 +153,13 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     """Serve until SIGINT, SIGTERM or ``--exit-after``, then shut down and print the summary;
     the signal that ended it (None for ``--exit-after``). An error in the crash-and-restart
     schedule (or a closed stdout) stops the server too, and is raised once it is shut down."""
-    options = {} if args.min_insync_replicas is None else {"min_insync_replicas": args.min_insync_replicas}
-    ports = [0 if args.port == 0 else args.port + b for b in range(args.brokers)]
+    options = dict(args.server_options)
+    brokers = args.brokers
+    port = options.pop("port", 9092)
+    ports = [0 if port == 0 else port + b for b in range(brokers)]
     try:
-        server = KafkaServer(args.dir, brokers=args.brokers, topics=args.topics or ["clicks"], host=args.host,
-                             ports=ports, deduplicate=not args.no_dedup, faults=faults, **options)  # fmt: skip
+        server = KafkaServer(brokers=brokers, topics=args.topics or ["clicks"], ports=ports,
+                             deduplicate=not args.no_dedup, faults=faults, **options)  # fmt: skip
     except ValueError as error:  # what run_command does not check before (a topic name, say)
         raise cli.UsageError(str(error)) from None
     stop = asyncio.Event()
@@ -194,13 +217,50 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     return received[0] if received else None
 
 
+def _accepted_kwargs() -> set[str]:
+    """The keyword arguments KafkaServer takes, itself or through every Cluster and PartitionLog."""
+    names: set[str] = set()
+    for function in (KafkaServer.__init__, Cluster.__init__, PartitionLog.__init__):
+        names.update(inspect.signature(function).parameters)
+    return names
+
+
+def broker_config(args: argparse.Namespace) -> BrokerConfig:
+    """The configuration of the file and the overrides (UsageError naming the key on a bad one)."""
+    try:
+        file = {} if args.properties is None else load_properties(args.properties)
+        overrides = dict(parse_override(argument) for argument in args.override)
+        return BrokerConfig.from_layers(file, overrides)
+    except ConfigError as error:
+        raise cli.UsageError(f"config {error.key}: {error}") from None
+    except OSError as error:
+        raise cli.UsageError(f"argument server.properties: {error.strerror}: {args.properties}") from None
+
+
+def server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """KafkaServer's keyword arguments (``port``: the first broker's) from the configuration
+    and the shorthand flags, a flag winning over the file and the overrides."""
+    config = broker_config(args)
+    options = config.server_kwargs()
+    accepted = _accepted_kwargs() | {"port"}
+    for key, entry in BROKER_CONFIGS.items():
+        if config.is_set(key) and entry.kwarg is not None and entry.kwarg not in accepted:
+            raise cli.UsageError(f"config {key}: not served by this build of dedup serve")
+    flags = {"directory": args.dir, "host": args.host, "port": args.port,
+             "min_insync_replicas": args.min_insync_replicas}  # fmt: skip
+    options.update({name: value for name, value in flags.items() if value is not None})
+    port = options.get("port", 9092)
+    if port and port + args.brokers - 1 > 65535:
+        raise cli.UsageError(f"argument --port: brokers listen on {port} to {port + args.brokers - 1}, past 65535")
+    insync = options.get("min_insync_replicas")
+    if insync is not None and insync > args.brokers:
+        raise cli.UsageError(f"argument --min-insync-replicas: min.insync.replicas must be at most --brokers "
+                             f"({args.brokers}), got {insync}")  # fmt: skip
+    return options
+
+
 def run_command(args: argparse.Namespace) -> int:
-    if args.port and args.port + args.brokers - 1 > 65535:
-        raise cli.UsageError(f"argument --port: brokers listen on {args.port} to {args.port + args.brokers - 1}, "
-                             "past 65535")  # fmt: skip
-    if args.min_insync_replicas is not None and args.min_insync_replicas > args.brokers:
-        raise cli.UsageError(f"argument --min-insync-replicas: must be at most --brokers ({args.brokers}), "
-                             f"got {args.min_insync_replicas}")  # fmt: skip
+    args.server_options = server_options(args)  # every configuration error before anything starts
     if args.drop_responses + args.delay_responses > 1:
         raise cli.UsageError("argument --delay-responses: --drop-responses + --delay-responses must be at most 1")
     faults = Faults(

@@ -160,6 +160,9 @@ class KafkaServer:
         default_replication_factor: int | None = None,
         **cluster_options: Any,
     ) -> None:
+        # What the server was given, by keyword, for DescribeConfigs (apis/configs.py).
+        self.settings: dict[str, Any] = {name: value for name, value in locals().items() if name != "self"}
+        self.settings.update(self.settings.pop("cluster_options"))
         # Every argument is checked before anything is created on disk.
         count = _args.integer("brokers", brokers, 1, 64, "between 1 and 64")
         self.host = _text("host", host)
@@ -187,6 +190,7 @@ class KafkaServer:
         self.directory = tempfile.mkdtemp(prefix="dedup-serve-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
         cluster_options.setdefault("min_insync_replicas", min(2, count))
+        self.settings["min_insync_replicas"] = cluster_options["min_insync_replicas"]
         self.topics = Topics(
             self.directory,
             brokers=count,

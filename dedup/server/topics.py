@@ -54,7 +54,7 @@ from kio.schema.errors import ErrorCode
 
 from ..checkpoints import _is_topic, read_checkpoint, write_checkpoint
 from ..cluster import Cluster
-from ..log import DEFAULT_PRODUCER_ID_EXPIRATION_MS, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES
+from .config import TOPIC_CONFIGS, ConfigError
 
 __all__ = [
     "INTERNAL_TOPICS",
@@ -95,50 +95,6 @@ class TopicError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _int_config(low: int, high: int) -> Any:
-    def parse(value: str) -> int:
-        number = int(value.strip())
-        if not low <= number <= high:
-            raise ValueError(f"must be in [{low}, {high}]")
-        return number
-
-    return parse
-
-
-def _bool_config(value: str) -> bool:
-    lowered = value.strip().lower()  # Kafka's ConfigDef parses booleans ignoring case
-    if lowered not in ("true", "false"):
-        raise ValueError("must be true or false")
-    return lowered == "true"
-
-
-def _cleanup_policy(value: str) -> str:
-    if value.strip().lower() != "delete":
-        raise ValueError("only 'delete' is supported (the log does not compact)")
-    return "delete"
-
-
-_INT64_MAX = (1 << 63) - 1
-#: The topic configs served: Kafka's key -> (Cluster/PartitionLog keyword or None, parser, default).
-TOPIC_CONFIGS: dict[str, tuple[str | None, Any, Any]] = {
-    "cleanup.policy": (None, _cleanup_policy, "delete"),
-    "segment.bytes": ("segment_bytes", _int_config(62, (1 << 31) - 1), DEFAULT_SEGMENT_BYTES),
-    "retention.ms": ("retention_ms", _int_config(-1, _INT64_MAX), DEFAULT_RETENTION_MS),
-    "retention.bytes": ("retention_bytes", _int_config(-1, _INT64_MAX), -1),
-    "min.insync.replicas": ("min_insync_replicas", _int_config(1, 64), 1),
-    "unclean.leader.election.enable": ("unclean_leader_election", _bool_config, False),
-    "producer.id.expiration.ms": (
-        "producer_id_expiration_ms",
-        _int_config(1, _INT64_MAX),
-        DEFAULT_PRODUCER_ID_EXPIRATION_MS,
-    ),
-}
-
-
-def _config_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def assign_replicas(partitions: int, replication_factor: int, brokers: list[int]) -> list[list[int]]:
@@ -280,20 +236,6 @@ class Topics:
     def partition_count(self) -> int:
         return sum(len(topic.assignment) for topic in self._topics.values())
 
-    def effective_configs(self, topic: Topic) -> list[tuple[str, str, int]]:
-        """``(key, value, source)`` of every served topic config, as DescribeConfigs and
-        CreateTopics v5 show them: Kafka's ConfigSource 1 (DYNAMIC_TOPIC_CONFIG) for a config
-        of the topic, 4 (STATIC_BROKER_CONFIG) for a server setting, 5 (DEFAULT_CONFIG)."""
-        out = []
-        for key, (keyword, _, default) in TOPIC_CONFIGS.items():
-            if key in topic.configs:
-                out.append((key, topic.configs[key], 1))
-            elif keyword is not None and keyword in self.cluster_options:
-                out.append((key, _config_text(self.cluster_options[keyword]), 4))
-            else:
-                out.append((key, _config_text(default), 5))
-        return out
-
     # -- creating ----------------------------------------------------------------------------------
 
     def validate(
@@ -399,17 +341,14 @@ class Topics:
             if internal and key == "cleanup.policy":
                 checked[key] = value
                 continue
-            parse = TOPIC_CONFIGS[key][1]
             try:
-                parsed = parse(value)
-            except ValueError as error:
-                raise TopicError(
-                    ErrorCode.invalid_config, f"Invalid value {value} for configuration {key}: {error}"
-                ) from None
+                parsed = TOPIC_CONFIGS[key].parse(value)
+            except ConfigError as error:
+                raise TopicError(ErrorCode.invalid_config, str(error)) from None
             if key == "min.insync.replicas" and parsed > self.brokers:
                 message = f"Invalid value {value} for configuration {key}: more than the {self.brokers} brokers"
                 raise TopicError(ErrorCode.invalid_config, message)
-            checked[key] = _config_text(parsed)
+            checked[key] = TOPIC_CONFIGS[key].to_text(parsed) or ""
         return checked
 
     def create(self, plan: Plan) -> Topic:
@@ -433,9 +372,9 @@ class Topics:
     def _open(self, topic: Topic) -> None:
         options = dict(self.cluster_options)
         for key, value in topic.configs.items():
-            keyword, parse, _ = TOPIC_CONFIGS[key]
-            if keyword is not None:
-                options[keyword] = parse(value)
+            config = TOPIC_CONFIGS[key]
+            if config.kwarg is not None:
+                options[config.kwarg] = config.parse(value)
         topic.partitions = [
             Cluster(
                 self.directory, brokers=self.brokers, topic=topic.name, partition=index, replicas=replicas, **options

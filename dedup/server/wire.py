@@ -10,9 +10,13 @@ What a broker does with a request it cannot serve (Kafka's SocketServer and Requ
 - a frame larger than ``socket.request.max.bytes`` (100 MiB): the connection is closed
   (InvalidReceiveException);
 - an API key it does not know, a version it does not speak, or bytes that do not parse: the
-  connection is closed (InvalidRequestException), except that ApiVersions in a version it
+  connection is closed (InvalidRequestException from SocketServer.parseRequestHeader, when
+  ApiVersionManager.isApiEnabled says no, or from RequestContext.parseRequest), except that ApiVersions in a version it
   does not speak gets UNSUPPORTED_VERSION with a v0 body listing what it speaks (KIP-511),
-  so the client can retry in a version both know.
+  so the client can retry in a version both know;
+- tagged fields it does not know, in the header or at any depth of a flexible body: skipped
+  (KIP-482), and bytes after the body: ignored (AbstractRequest.parseRequest reads the body
+  and keeps no count of what is left).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class ApiKey(IntEnum):
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
+    DESCRIBE_CONFIGS = 32
+    DESCRIBE_CLUSTER = 60
 
 
 #: The versions served, per API. Produce starts at v3 (the first to carry v2 batches); Fetch
@@ -73,6 +79,8 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.INIT_PRODUCER_ID: (0, 4),
     ApiKey.CREATE_TOPICS: (2, 6),  # v0-v1 are gone from Kafka 4.0 (KIP-896); v7 carries topic ids
     ApiKey.DELETE_TOPICS: (1, 5),  # v0 is gone from Kafka 4.0 (KIP-896); v6 carries topic ids
+    ApiKey.DESCRIBE_CONFIGS: (1, 4),  # Kafka 4 serves 1 to 4 (v0 removed, KIP-896)
+    ApiKey.DESCRIBE_CLUSTER: (0, 1),
 }
 
 
@@ -106,46 +114,53 @@ def parse_request(frame: bytes) -> Request:
             return Request(api_key, api_version, correlation_id, None, None)
         raise BadRequest(f"{ApiKey(api_key).name} v{api_version} is not served (v{low} to v{high} are)")
     schema = load_request_schema(api_key, api_version)
-    check_sizes(schema, frame)
+    frame = known_fields_only(schema, frame)
     try:
         header, size = entity_reader(schema.__header_schema__)(frame, 0)
-        body, body_size = entity_reader(schema)(frame, size)
+        body, _ = entity_reader(schema)(frame, size)
     except Exception as error:  # kio raises several types on malformed bytes
         raise BadRequest(f"{ApiKey(api_key).name} v{api_version}: malformed request: {error!r}") from None
-    if size + body_size != len(frame):
-        raise BadRequest(
-            f"{ApiKey(api_key).name} v{api_version}: {len(frame) - size - body_size} bytes after the request"
-        )
+    # Bytes after the body are ignored, as Kafka's AbstractRequest.parseRequest does.
     return Request(api_key, api_version, correlation_id, header.client_id, body)
 
 
-# --- sizes checked before kio reads -----------------------------------------------------------------
+# --- sizes checked and unknown tagged fields removed before kio reads -------------------------------
 #
 # kio's reader (native code) reserves an array's memory from the count on the wire before it reads
 # the elements: the count 2^31 in a frame of 24 bytes asks for hundreds of GB, and the failed
 # allocation aborts the process, every broker of it (found by ``python -m dedup fuzz``). Kafka's
-# readers refuse a count larger than the bytes left; check_sizes does the same before kio runs, by
-# walking the frame with the request's schema. Every array element and every field takes at least
-# one byte, so a count or length larger than the bytes left is never a valid request.
+# readers refuse a count larger than the bytes left; known_fields_only does the same before kio
+# runs, by walking the frame with the request's schema. Every array element and every field takes
+# at least one byte, so a count or length larger than the bytes left is never a valid request.
+#
+# The same walk removes the tagged fields the schema does not know (KIP-482): Kafka's generated
+# readers keep them aside as unknown tagged fields and go on (``_unknownTaggedFields`` in every
+# ``*Data.read``), in the request header and in every flexible struct at any depth; kio's reader
+# raises ``KeyError('Unknown tagged field tag: N')`` instead.
 
 _FIXED_SIZES = {
     "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4, "uint32": 4,
     "timedelta_i32": 4, "int64": 8, "uint64": 8, "float64": 8, "timedelta_i64": 8, "datetime_i64": 8, "uuid": 16,
 }  # fmt: skip
 
-# A plan is (steps, flexible); a step is ("fixed", size), ("string", width, name, nullable) with
-# width 0 for a compact length, 2 or 4 for a legacy one, ("entity", plan) or ("array", element step,
-# name, nullable).
-_Plan = tuple[tuple[tuple[Any, ...], ...], bool]
+# A plan is (steps, flexible, known tags); a step is ("fixed", size), ("string", width, name,
+# nullable) with width 0 for a compact length, 2 or 4 for a legacy one, ("entity", plan) or
+# ("array", element step, name, nullable).
+_Plan = tuple[tuple[tuple[Any, ...], ...], bool, frozenset[int]]
+# A replacement of frame[start:end] by new bytes: a tagged-field section without its unknown fields.
+_Edit = tuple[int, int, bytes]
 
 
 @functools.cache
 def _plan(entity: Any, header: bool = False) -> _Plan:
     flexible = bool(entity.__flexible__)
     steps = []
+    known_tags = set()
     for schema_field in dataclasses.fields(entity):
-        if get_field_tag(schema_field) is not None:
-            continue  # in the tagged fields at the end, each with its size (none in the served requests)
+        tag = get_field_tag(schema_field)
+        if tag is not None:
+            known_tags.add(tag)  # in the tagged fields at the end, each with its size: kio reads it
+            continue
         kind = classify_field(schema_field)
         name, nullable = schema_field.name, is_optional(schema_field)
         step: tuple[Any, ...]
@@ -165,7 +180,7 @@ def _plan(entity: Any, header: bool = False) -> _Plan:
             else:
                 raise NotImplementedError(f"{entity.__name__}.{name}: kafka type {kafka_type}")
         steps.append(("array", step, name, nullable) if kind.is_array else step)
-    return tuple(steps), flexible
+    return tuple(steps), flexible, frozenset(known_tags)
 
 
 def _unsigned_varint(frame: bytes, at: int, what: str) -> tuple[int, int]:
@@ -180,6 +195,15 @@ def _unsigned_varint(frame: bytes, at: int, what: str) -> tuple[int, int]:
             return value, at
         shift += 7
     raise BadRequest(f"{what}: a varint longer than 5 bytes")
+
+
+def _encode_unsigned_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _signed(frame: bytes, at: int, width: int, what: str) -> int:
@@ -200,12 +224,12 @@ def _null(step: tuple[Any, ...], what: str) -> None:
         raise BadRequest(f"{what}: non-nullable field {step[2]} was serialized as null")
 
 
-def _walk_step(step: tuple[Any, ...], frame: bytes, at: int, flexible: bool, what: str) -> int:
+def _walk_step(step: tuple[Any, ...], frame: bytes, at: int, flexible: bool, what: str, edits: list[_Edit]) -> int:
     kind = step[0]
     if kind == "fixed":
-        return at + step[1]
+        return at + int(step[1])
     if kind == "entity":
-        return _walk(step[1], frame, at, what)
+        return _walk(step[1], frame, at, what, edits)
     if kind == "string":
         if step[1] == 0:
             length, at = _unsigned_varint(frame, at, what)
@@ -231,40 +255,60 @@ def _walk_step(step: tuple[Any, ...], frame: bytes, at: int, flexible: bool, wha
     _fits(count, frame, at, f"{what}: {step[2]}")
     element = step[1]
     if element[0] == "fixed":
-        return at + count * element[1]
+        return at + count * int(element[1])
     for index in range(count):
-        at = _walk_step(element, frame, at, flexible, f"{what}[{index}]")
+        at = _walk_step(element, frame, at, flexible, f"{what}[{index}]", edits)
         if at > len(frame):
             break
     return at
 
 
-def _walk(plan: _Plan, frame: bytes, at: int, what: str) -> int:
-    steps, flexible = plan
+def _walk(plan: _Plan, frame: bytes, at: int, what: str, edits: list[_Edit]) -> int:
+    steps, flexible, known_tags = plan
     for step in steps:
-        at = _walk_step(step, frame, at, flexible, what)
+        at = _walk_step(step, frame, at, flexible, what, edits)
         if at > len(frame):
             raise BadRequest(f"{what}: the request ends at byte {len(frame)}, before its fields do")
     if flexible:
+        start = at
         count, at = _unsigned_varint(frame, at, f"{what}: tagged fields")
         _fits(count, frame, at, f"{what}: tagged fields")
+        kept: list[bytes] = []
         for _ in range(count):
-            _, at = _unsigned_varint(frame, at, f"{what}: tag")
+            field_start = at
+            tag, at = _unsigned_varint(frame, at, f"{what}: tag")
             size, at = _unsigned_varint(frame, at, f"{what}: tagged field size")
             _fits(size, frame, at, f"{what}: tagged field")
             at += size
+            if tag in known_tags:
+                kept.append(frame[field_start:at])
+        if len(kept) < count:
+            edits.append((start, at, _encode_unsigned_varint(len(kept)) + b"".join(kept)))
     return at
 
 
-def check_sizes(schema: Any, frame: bytes) -> None:
-    """``BadRequest`` if an array count, a string or bytes length or a tagged field count in
-    ``frame`` (a request of ``schema``, header included) is larger than the bytes left after it,
-    or negative, or null where the field is not nullable (kio would read None there); the rest
-    is left to kio's reader. Run before it: kio reserves memory from the counts and cannot
-    survive an absurd one."""
+def known_fields_only(schema: Any, frame: bytes) -> bytes:
+    """``frame`` (a request of ``schema``, header included) without the tagged fields its
+    schema does not know, at any depth (KIP-482: Kafka's readers skip them); ``frame`` itself
+    when it has none.
+
+    ``BadRequest`` if an array count, a string or bytes length or a tagged field count or size
+    is larger than the bytes left after it, or negative, or null where the field is not
+    nullable (kio would read None there); the rest is left to kio's reader. Run before it: kio
+    reserves memory from the counts and cannot survive an absurd one, and raises on an unknown
+    tag. Bytes after the body are left in place (Kafka ignores them)."""
     name = schema.__name__
-    at = _walk(_plan(schema.__header_schema__, header=True), frame, 0, f"{name} header")
-    _walk(_plan(schema), frame, at, name)
+    edits: list[_Edit] = []
+    at = _walk(_plan(schema.__header_schema__, header=True), frame, 0, f"{name} header", edits)
+    _walk(_plan(schema), frame, at, name, edits)
+    if not edits:
+        return frame
+    parts, last = [], 0
+    for start, end, replacement in edits:  # in frame order: the walk goes front to back
+        parts += [frame[last:start], replacement]
+        last = end
+    parts.append(frame[last:])
+    return b"".join(parts)
 
 
 def encode_response(request: Request, body: Any) -> bytes:

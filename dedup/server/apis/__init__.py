@@ -10,6 +10,8 @@ Kafka's, per topic partition where Kafka puts them there.
 from __future__ import annotations
 
 from ..wire import ApiKey
+from .cluster import describe_cluster
+from .configs import describe_configs
 from .fetch import fetch_partitions, list_offsets
 from .metadata import api_versions, metadata
 from .produce import init_producer_id, produce, strip_producer_ids
@@ -26,4 +28,6 @@ HANDLERS = {
     ApiKey.LIST_OFFSETS: list_offsets,
     ApiKey.CREATE_TOPICS: create_topics,
     ApiKey.DELETE_TOPICS: delete_topics,
+    ApiKey.DESCRIBE_CONFIGS: describe_configs,
+    ApiKey.DESCRIBE_CLUSTER: describe_cluster,
 }

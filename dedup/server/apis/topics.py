@@ -14,6 +14,7 @@ from kio.schema.errors import ErrorCode
 
 from ..topics import MAX_PARTITIONS_PER_REQUEST, TopicError
 from ..wire import Request, build, response_schema
+from .configs import topic_configs
 
 if TYPE_CHECKING:
     from ..core import KafkaServer
@@ -62,22 +63,15 @@ def create_topics(server: KafkaServer, broker_id: int, request: Request) -> Any:
                 live_brokers=server.live_brokers(),
                 assignments={a.partition_index: list(a.broker_ids) for a in topic.assignments},
             )
-            created = server.topics.create(plan) if not body.validate_only else None
+            if not body.validate_only:
+                server.topics.create(plan)
         except TopicError as error:
             result.update(error_code=error.code, error_message=error.message)
         else:
-            configs = (
-                server.topics.effective_configs(created)
-                if created is not None
-                else [(key, value, 1) for key, value in plan.configs.items()]
-            )
             result.update(
                 num_partitions=len(plan.assignment),
                 replication_factor=len(plan.assignment[0]),
-                configs=[
-                    {"name": key, "value": value, "read_only": False, "config_source": source, "is_sensitive": False}
-                    for key, value, source in configs
-                ],
+                configs=topic_configs(server, broker_id, plan.configs),  # validate_only too, as Kafka answers
             )
         results.append(result)
     return build(response_schema(request), {"topics": results})
