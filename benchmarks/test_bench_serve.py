@@ -31,12 +31,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Served:
-    def __init__(self, brokers: int) -> None:
+    def __init__(self, brokers: int, topics: tuple[str, ...] = ("bench",)) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="dedup-bench-serve-")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dedup", "serve", "--port", "0", "--brokers", str(brokers),
-             "--dir", self.directory.name, "--topic", "bench"],
+             "--dir", self.directory.name, *[f"--topic={topic}" for topic in topics]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         line = self.process.stdout.readline()
@@ -55,7 +55,9 @@ class Served:
         return float(match.group(1)), float(match.group(2))
 
 
-def produce_round(bootstrap: str) -> float:
+def produce_round(bootstrap: str, keyed: bool = False) -> float:
+    """One round of ``MESSAGES`` messages to topic ``bench``; ``keyed``: each with its own key,
+    spread over the topic's partitions by librdkafka's default partitioner."""
     producer = confluent_kafka.Producer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
     )
@@ -64,10 +66,12 @@ def produce_round(bootstrap: str) -> float:
     producer.flush(30)
     failed = []
     started = time.perf_counter()
-    for _ in range(MESSAGES):
+    for i in range(MESSAGES):
+        key = b"%d" % i if keyed else None
         while True:
             try:
-                producer.produce("bench", value=value, on_delivery=lambda e, m: failed.append(e) if e else None)
+                producer.produce("bench", value=value, key=key,
+                                 on_delivery=lambda e, m: failed.append(e) if e else None)  # fmt: skip
                 break
             except BufferError:  # the local queue is full: let deliveries drain
                 producer.poll(0.001)
@@ -95,3 +99,29 @@ def test_bench_serve_librdkafka_idempotent_produce(benchmark, kit, brokers):
         engine_share_of_wall=engine_seconds / total,
         produce_handling_share_of_wall=produce_seconds / total,
     )  # fmt: skip
+
+
+#: (label, topics the server holds, keyed): one partition alone; the same with an idle
+#: 12-partition topic beside it (adding partitions must not slow it by more than 10%);
+#: 12 partitions with keyed messages spread over them.
+PARTITION_CASES = [
+    ("1 partition", ("bench",), False),
+    ("1 partition beside 12 idle", ("bench", "idle:12"), False),
+    ("12 partitions, keyed", ("bench:12",), True),
+]
+
+
+@pytest.mark.parametrize("brokers", [3, 1])
+def test_bench_serve_partitions(kit, brokers):
+    """The three cases side by side, each its own server, ``ROUNDS`` rounds each, best counted;
+    the single partition beside 12 idle ones keeps at least 90% of its rate alone (issue 14)."""
+    rates = {}
+    for label, topics, keyed in PARTITION_CASES:
+        served = Served(brokers, topics)
+        try:
+            best = min(produce_round(served.bootstrap, keyed) for _ in range(ROUNDS))
+        finally:
+            served.stop()
+        rates[label] = MESSAGES * MESSAGE_BYTES / best / 1e6
+        kit.record(None, f"serve partitions, {brokers} broker(s), {label}", mb_per_s=rates[label])
+    assert rates["1 partition beside 12 idle"] >= 0.9 * rates["1 partition"], rates
