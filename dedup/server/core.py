@@ -17,6 +17,7 @@ the command line) and forwards the control operations to it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ from typing import Any
 from .. import _args
 from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cluster import Cluster
+from ..coordinator.group_coordinator import GroupCoordinator, OffsetsTopic
 from .apis import HANDLERS, fetch_partitions
 from .faults import Fate, Faults
 from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
@@ -106,6 +108,42 @@ def _topics(value: Any) -> list[str]:
     return names
 
 
+#: KafkaServer's group coordinator settings (Kafka's ``offsets.*`` and ``group.*`` keys in snake
+#: case) and their defaults; ``offsets_topic_replication_factor`` None is min(3, brokers).
+GROUP_OPTIONS: dict[str, int | None] = {
+    "offsets_topic_num_partitions": 50,
+    "offsets_topic_replication_factor": None,
+    "group_initial_rebalance_delay_ms": 3000,
+    "group_min_session_timeout_ms": 6000,
+    "group_max_session_timeout_ms": 1_800_000,
+    "group_max_size": 2_147_483_647,
+    "offsets_retention_minutes": 10080,
+    "offsets_retention_check_interval_ms": 600_000,
+}
+
+
+def _group_coordinator(
+    directory: str, brokers: int, options: dict[str, Any], cluster_options: dict[str, Any]
+) -> GroupCoordinator:
+    """The broker's group coordinator over ``__consumer_offsets`` under ``directory``."""
+    settings = GROUP_OPTIONS | options
+    limits = {"offsets_topic_num_partitions": (1, 10_000), "group_max_size": (1, 2_147_483_647)}
+    for key, value in settings.items():
+        if key == "offsets_topic_replication_factor" and value is None:
+            continue
+        low, high = limits.get(key, (0, 1 << 62))
+        settings[key] = _args.integer(key, value, low, high, f"in [{low}, {high}]")
+    replication = settings.pop("offsets_topic_replication_factor")
+    replication = min(3, brokers) if replication is None else replication
+    if not 1 <= replication <= brokers:
+        raise ValueError(f"offsets_topic_replication_factor must be in [1, {brokers}] (the brokers), got {replication}")
+    if settings["group_min_session_timeout_ms"] > settings["group_max_session_timeout_ms"]:
+        raise ValueError("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms")
+    offsets = OffsetsTopic(directory, num_partitions=settings.pop("offsets_topic_num_partitions"),
+                           replication_factor=replication, **cluster_options)  # fmt: skip
+    return GroupCoordinator(offsets, **settings)
+
+
 class KafkaServer:
     """``brokers`` brokers serving ``topics`` (one partition each) on ``host``.
 
@@ -116,7 +154,10 @@ class KafkaServer:
     produce responses and closes connections; ``max_request_bytes`` is Kafka's
     ``socket.request.max.bytes``. The remaining options go to every
     :class:`~dedup.cluster.Cluster` (``min_insync_replicas``, ``unclean_leader_election``,
-    and the log options such as ``segment_bytes`` or ``fsync``).
+    and the log options such as ``segment_bytes`` or ``fsync``), and the group coordinator's
+    settings (:data:`GROUP_OPTIONS`: ``offsets_topic_num_partitions``,
+    ``group_initial_rebalance_delay_ms``, ...) to :attr:`groups`, whose
+    ``__consumer_offsets`` partitions live in ``<directory>/__consumer_offsets-<p>/``.
     """
 
     def __init__(
@@ -152,11 +193,13 @@ class KafkaServer:
         self.directory = tempfile.mkdtemp(prefix="dedup-serve-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
         cluster_options.setdefault("min_insync_replicas", min(2, count))
+        group_options = {key: cluster_options.pop(key) for key in GROUP_OPTIONS if key in cluster_options}
         self.clusters: dict[str, Cluster] = {
             name: Cluster(os.path.join(self.directory, name), brokers=count, topic=name, **cluster_options)
             for name in names
         }
         self.producer_ids = ProducerIdBlocks(self.directory)
+        self.groups = _group_coordinator(self.directory, count, group_options, cluster_options)
         self.stats = ServerStats()
         self._alive = [True] * count
         self._listeners: list[asyncio.Server | None] = [None] * count
@@ -196,6 +239,8 @@ class KafkaServer:
         self._alive = [False] * len(self._alive)
         for broker_id in range(len(self._alive)):
             await self._unlisten(broker_id)
+        self.groups.close()
+        self.groups.offsets.close()
         for cluster in self.clusters.values():
             cluster.close()
         if self._temporary:
@@ -229,6 +274,7 @@ class KafkaServer:
         await self._unlisten(broker_id)
         for cluster in self.clusters.values():
             cluster.stop_broker(broker_id, clean=clean)
+        self.groups.broker_stopped(broker_id, clean=clean)
         logger.info("broker %d stopped (%s)", broker_id, "clean" if clean else "crash")
 
     async def start_broker(self, broker_id: int) -> None:
@@ -240,6 +286,7 @@ class KafkaServer:
             raise ValueError(f"broker {broker_id} is already running")
         for cluster in self.clusters.values():
             cluster.start_broker(broker_id)
+        self.groups.broker_started(broker_id)
         self._alive[broker_id] = True
         await self._listen(broker_id)
         logger.info("broker %d restarted", broker_id)
@@ -279,6 +326,8 @@ class KafkaServer:
                     body = await self._fetch(broker_id, request)
                 else:
                     body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+                if inspect.isawaitable(body):
+                    body = await body
                 if body is None:
                     continue
                 response = encode_response(request, body)

@@ -55,8 +55,19 @@ class ApiKey(IntEnum):
     FETCH = 1
     LIST_OFFSETS = 2
     METADATA = 3
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
     API_VERSIONS = 18
     INIT_PRODUCER_ID = 22
+    DELETE_GROUPS = 42
+    OFFSET_DELETE = 47
 
 
 #: The versions served, per API. Produce starts at v3 (the first to carry v2 batches); Fetch
@@ -69,6 +80,21 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.METADATA: (0, 9),
     ApiKey.API_VERSIONS: (0, 3),
     ApiKey.INIT_PRODUCER_ID: (0, 4),
+    # The classic group protocol, as Kafka 4.0 serves it (OffsetCommit from v2 as there, KIP-896;
+    # OffsetCommit and OffsetFetch stop before v10's topic ids, FindCoordinator before v5's
+    # transaction and v6's share-group keys, ListGroups before v5's type filter and
+    # DescribeGroups before v6's GROUP_ID_NOT_FOUND for unknown groups).
+    ApiKey.FIND_COORDINATOR: (0, 4),
+    ApiKey.JOIN_GROUP: (0, 9),
+    ApiKey.SYNC_GROUP: (0, 5),
+    ApiKey.HEARTBEAT: (0, 4),
+    ApiKey.LEAVE_GROUP: (0, 5),
+    ApiKey.OFFSET_COMMIT: (2, 9),
+    ApiKey.OFFSET_FETCH: (1, 9),
+    ApiKey.LIST_GROUPS: (0, 4),
+    ApiKey.DESCRIBE_GROUPS: (0, 5),
+    ApiKey.DELETE_GROUPS: (0, 2),
+    ApiKey.OFFSET_DELETE: (0, 0),
 }
 
 
