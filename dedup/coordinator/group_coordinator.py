@@ -528,6 +528,7 @@ class GroupCoordinator:
             )
         group.transition_to(GroupState.PREPARING_REBALANCE, self.clock())
         logger.info("group %s: preparing to rebalance (generation %d)", group.group_id, group.generation_id)
+        self._check_join(group)  # tryCompleteElseWatch: with everybody already rejoined (or gone), at once
 
     def _on_initial_delay(self, group: GroupMetadata, delay: int) -> None:
         self._joins.pop(group.group_id, None)
