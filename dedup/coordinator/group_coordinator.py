@@ -109,10 +109,15 @@ class Timer(Protocol):
 
 
 class AsyncioTimer:
-    """The running event loop's ``call_later`` (the server's loop)."""
+    """The server's event loop's ``call_later``: the running loop, or (while a KafkaServer is
+    built, before its loop runs: groups reloaded at start) the thread's current loop."""
 
     def schedule(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
-        return asyncio.get_running_loop().call_later(max(delay_ms, 0) / 1000, callback)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        return loop.call_later(max(delay_ms, 0) / 1000, callback)
 
 
 class _ManualHandle:

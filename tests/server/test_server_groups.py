@@ -12,15 +12,10 @@ that must get Kafka's error code while the group goes on.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import io
-import socket
 import struct
 
 import pytest
-from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
-from kio.serial import entity_reader, entity_writer
 
 from dedup.coordinator import GroupCoordinator, GroupState, ManualTimer, OffsetsTopic, java_string_hash, partition_for
 from dedup.coordinator.offsets import (
@@ -35,8 +30,6 @@ from dedup.coordinator.offsets import (
     encode_offset_commit_key,
     encode_offset_commit_value,
 )
-from dedup.server import ServerThread
-from dedup.server.wire import ApiKey, build
 
 SESSION = 10_000
 REBALANCE = 30_000
@@ -109,7 +102,8 @@ class Harness:
     def join(self, member_id: str = "", group: str = "g", *, instance=None, protocols=None, protocol_type="consumer",
              session=SESSION, version_4=True):  # fmt: skip
         return self.coordinator.join_group(
-            self.broker(group), group, member_id, instance, protocol_type, PROTOCOLS if protocols is None else protocols,
+            self.broker(group), group, member_id, instance, protocol_type,
+            PROTOCOLS if protocols is None else protocols,
             session_timeout_ms=session, rebalance_timeout_ms=REBALANCE, client_id="client", client_host="/h",
             require_known_member_id=version_4,
         )  # fmt: skip
@@ -207,7 +201,8 @@ def test_a_new_member_rebalances_the_group_and_heartbeats_say_so(harness):
         assert harness.commit(first, generation + 1, {("t1", 0): (6, -1, None)}) == {
             ("t1", 0): ErrorCode.rebalance_in_progress
         }
-        assert harness.commit(first, generation, {("t1", 0): (6, -1, None)}) == {("t1", 0): ErrorCode.illegal_generation}
+        stale = harness.commit(first, generation, {("t1", 0): (6, -1, None)})
+        assert stale == {("t1", 0): ErrorCode.illegal_generation}
 
     run(test)
 
