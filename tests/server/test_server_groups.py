@@ -12,10 +12,15 @@ that must get Kafka's error code while the group goes on.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import io
+import socket
 import struct
 
 import pytest
+from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
+from kio.serial import entity_reader, entity_writer
 
 from dedup.coordinator import GroupCoordinator, GroupState, ManualTimer, OffsetsTopic, java_string_hash, partition_for
 from dedup.coordinator.offsets import (
@@ -30,6 +35,8 @@ from dedup.coordinator.offsets import (
     encode_offset_commit_key,
     encode_offset_commit_value,
 )
+from dedup.server import ServerThread
+from dedup.server.wire import ApiKey, build
 
 SESSION = 10_000
 REBALANCE = 30_000
@@ -451,3 +458,205 @@ def test_failover_moves_the_group_to_the_new_leader_with_its_offsets(harness):
         assert harness.coordinator.fetch_offsets(harness.broker(), "g", None)[1][0].offset == 21
 
     run(test)
+
+
+# --- on the wire ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerThread(tmp_path_factory.mktemp("serve"), brokers=3, topics=["t1"], group_initial_rebalance_delay_ms=0,
+                      group_min_session_timeout_ms=1000) as running:  # fmt: skip
+        yield running
+
+
+def call(server: ServerThread, broker: int, api_key: int, version: int, body: dict):
+    """One request to ``broker`` on a new connection; the parsed response."""
+    schema = load_request_schema(api_key, version)
+    buffer = io.BytesIO()
+    header = schema.__header_schema__
+    entity_writer(header)(buffer, header(request_api_key=api_key, request_api_version=version, correlation_id=7,
+                                         client_id="wire"))  # fmt: skip
+    entity_writer(schema)(buffer, build(schema, body))
+    data = buffer.getvalue()
+    with socket.create_connection(("127.0.0.1", server.server.ports[broker]), timeout=15) as sock:
+        sock.sendall(struct.pack(">i", len(data)) + data)
+        size = struct.unpack(">i", _exactly(sock, 4))[0]
+        frame = _exactly(sock, size)
+    response_schema = load_response_schema(api_key, version)
+    head, used = entity_reader(response_schema.__header_schema__)(frame, 0)
+    assert head.correlation_id == 7
+    response, rest = entity_reader(response_schema)(frame, used)
+    assert used + rest == len(frame)
+    return response
+
+
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return data
+
+
+def coordinator_of(server: ServerThread, group: str) -> int:
+    return server.run(server.server.groups.coordinator_id, group)
+
+
+def ms(value: int) -> datetime.timedelta:
+    return datetime.timedelta(milliseconds=value)
+
+
+def join_body(group: str, member_id: str = "", protocol_type: str = "consumer", protocols=None) -> dict:
+    protocols = PROTOCOLS if protocols is None else protocols
+    return {"group_id": group, "session_timeout": ms(SESSION), "rebalance_timeout": ms(REBALANCE),
+            "member_id": member_id, "group_instance_id": None, "protocol_type": protocol_type,
+            "protocols": [{"name": n, "metadata": m} for n, m in protocols], "reason": None}  # fmt: skip
+
+
+def wire_member(server: ServerThread, group: str) -> tuple[str, int]:
+    """A member of ``group`` (JoinGroup v5 twice for KIP-394, SyncGroup v5): its id and generation."""
+    broker = coordinator_of(server, group)
+    first = call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group))
+    assert first.error_code == ErrorCode.member_id_required
+    joined = call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group, first.member_id))
+    assert joined.error_code == ErrorCode.none and joined.leader == joined.member_id
+    synced = call(server, broker, ApiKey.SYNC_GROUP, 5, {
+        "group_id": group, "generation_id": joined.generation_id, "member_id": joined.member_id,
+        "group_instance_id": None, "protocol_type": "consumer", "protocol_name": "range",
+        "assignments": [{"member_id": joined.member_id, "assignment": b"mine"}],
+    })  # fmt: skip
+    assert (synced.error_code, synced.assignment) == (ErrorCode.none, b"mine")
+    return joined.member_id, joined.generation_id
+
+
+def heartbeat_error(server: ServerThread, group: str, member_id: str, generation: int) -> int:
+    body = {"group_id": group, "generation_id": generation, "member_id": member_id, "group_instance_id": None}
+    return call(server, coordinator_of(server, group), ApiKey.HEARTBEAT, 4, body).error_code
+
+
+@pytest.mark.parametrize("version", range(5))
+def test_find_coordinator_names_the_offsets_partition_leader(server, version):
+    groups = ["alpha", "beta", "gamma"]
+    body = {"key": groups[0], "key_type": 0, "coordinator_keys": groups}
+    response = call(server, 1, ApiKey.FIND_COORDINATOR, version, body)
+    answers = response.coordinators if version >= 4 else [response]
+    assert len(answers) == (3 if version >= 4 else 1)
+    for group, answer in zip(groups, answers, strict=False):
+        leader = coordinator_of(server, group)
+        assert (answer.error_code, answer.node_id, answer.port) == (0, leader, server.server.ports[leader])
+
+
+def test_find_coordinator_for_a_transactional_id_is_not_available(server):
+    response = call(server, 0, ApiKey.FIND_COORDINATOR, 3, {"key": "tx", "key_type": 1})
+    assert response.error_code == ErrorCode.coordinator_not_available
+
+
+@pytest.mark.parametrize("version", range(10))
+def test_join_group_in_every_version(server, version):
+    group = f"join-v{version}"
+    broker = coordinator_of(server, group)
+    response = call(server, broker, ApiKey.JOIN_GROUP, version, join_body(group))
+    if version >= 4:  # KIP-394
+        assert response.error_code == ErrorCode.member_id_required and response.member_id
+        response = call(server, broker, ApiKey.JOIN_GROUP, version, join_body(group, response.member_id))
+    assert (response.error_code, response.generation_id) == (ErrorCode.none, 1)
+    assert response.protocol_name == "range" and [m.member_id for m in response.members] == [response.member_id]
+    wrong = (broker + 1) % 3
+    assert call(server, wrong, ApiKey.JOIN_GROUP, version, join_body(group)).error_code == ErrorCode.not_coordinator
+
+
+def test_bad_group_requests_on_the_wire_get_kafkas_codes_and_the_group_goes_on(server):
+    group = "wire-bad"
+    member, generation = wire_member(server, group)
+    broker = coordinator_of(server, group)
+    # JoinGroup with another protocol type, or no protocol in common with the group.
+    assert call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group, protocol_type="connect")).error_code == 23
+    assert call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group, protocols=[("sticky", b"")])).error_code == 23
+    # An oversized member metadata (over message.max.bytes) is refused before it is held.
+    huge = join_body(group, protocols=[("range", b"x" * 1_100_000)])
+    assert call(server, broker, ApiKey.JOIN_GROUP, 5, huge).error_code == ErrorCode.invalid_request
+    # OffsetCommit with a stale generation; SyncGroup from a non-member.
+    partition = {"partition_index": 0, "committed_offset": 5, "committed_leader_epoch": -1, "committed_metadata": ""}
+    commit = {"group_id": group, "generation_id_or_member_epoch": generation - 1, "member_id": member,
+              "group_instance_id": None, "topics": [{"name": "t1", "partitions": [partition]}]}  # fmt: skip
+    stale = call(server, broker, ApiKey.OFFSET_COMMIT, 8, commit)
+    assert stale.topics[0].partitions[0].error_code == ErrorCode.illegal_generation
+    sync = {"group_id": group, "generation_id": generation, "member_id": "stranger", "group_instance_id": None,
+            "protocol_type": "consumer", "protocol_name": "range", "assignments": []}  # fmt: skip
+    assert call(server, broker, ApiKey.SYNC_GROUP, 5, sync).error_code == ErrorCode.unknown_member_id
+    # The group is untouched: the member heartbeats and commits in its generation.
+    assert heartbeat_error(server, group, member, generation) == ErrorCode.none
+    good = call(server, broker, ApiKey.OFFSET_COMMIT, 8, commit | {"generation_id_or_member_epoch": generation})
+    assert good.topics[0].partitions[0].error_code == ErrorCode.none
+
+
+@pytest.mark.parametrize("version", range(2, 10))
+def test_offset_commit_and_fetch_in_every_version(server, version):
+    group = f"offsets-v{version}"
+    broker = coordinator_of(server, group)
+    partitions = [{"partition_index": 0, "committed_offset": 40 + version, "committed_leader_epoch": 1,
+                   "committed_metadata": "m", "commit_timestamp": -1}]  # fmt: skip
+    body = {"group_id": group, "generation_id": -1, "generation_id_or_member_epoch": -1, "member_id": "",
+            "group_instance_id": None, "retention_time": ms(-1),
+            "topics": [{"name": "t1", "partitions": partitions}]}  # fmt: skip
+    assert call(server, broker, ApiKey.OFFSET_COMMIT, version, body).topics[0].partitions[0].error_code == 0
+    topics = [{"name": "t1", "partition_indexes": [0, 1]}]
+    fetch_version = min(version, 9)
+    if fetch_version >= 8:
+        fetch = {"groups": [{"group_id": group, "member_id": None, "member_epoch": -1, "topics": topics}],
+                 "require_stable": False}  # fmt: skip
+        [answer] = call(server, broker, ApiKey.OFFSET_FETCH, fetch_version, fetch).groups
+    else:
+        answer = call(server, broker, ApiKey.OFFSET_FETCH, fetch_version, {"group_id": group, "topics": topics,
+                                                                           "require_stable": False})  # fmt: skip
+    [topic] = answer.topics
+    assert [(p.partition_index, p.committed_offset, p.metadata) for p in topic.partitions] == [
+        (0, 40 + version, "m"), (1, -1, "")
+    ]  # fmt: skip
+
+
+def test_list_describe_leave_and_delete_on_the_wire(server):
+    group = "wire-admin"
+    member, generation = wire_member(server, group)
+    broker = coordinator_of(server, group)
+    listed = call(server, broker, ApiKey.LIST_GROUPS, 4, {"states_filter": ["Stable"]})
+    assert (group, "consumer", "Stable") in [(g.group_id, g.protocol_type, g.group_state) for g in listed.groups]
+    other = (broker + 1) % 3
+    assert group not in [g.group_id for g in call(server, other, ApiKey.LIST_GROUPS, 0, {}).groups]
+    describe = {"groups": [group], "include_authorized_operations": False}
+    [described] = call(server, broker, ApiKey.DESCRIBE_GROUPS, 5, describe).groups
+    assert (described.group_state, described.protocol_data, described.members[0].member_id) == (
+        "Stable", "range", member
+    )  # fmt: skip
+    deleted = call(server, broker, ApiKey.DELETE_GROUPS, 2, {"groups_names": [group]})
+    assert deleted.results[0].error_code == ErrorCode.non_empty_group
+    leaving = [{"member_id": member, "group_instance_id": None, "reason": "done"},
+               {"member_id": "x", "group_instance_id": None, "reason": None}]  # fmt: skip
+    left = call(server, broker, ApiKey.LEAVE_GROUP, 5, {"group_id": group, "members": leaving})
+    assert (left.error_code, [m.error_code for m in left.members]) == (0, [0, ErrorCode.unknown_member_id])
+    assert call(server, broker, ApiKey.LEAVE_GROUP, 0, {"group_id": group, "member_id": member}).error_code == 25
+    offset_delete = {"group_id": group, "topics": [{"name": "t1", "partitions": [{"partition_index": 0}]}]}
+    assert call(server, broker, ApiKey.OFFSET_DELETE, 0, offset_delete).error_code == ErrorCode.none
+    assert call(server, broker, ApiKey.DELETE_GROUPS, 0, {"groups_names": [group]}).results[0].error_code == 0
+    assert call(server, broker, ApiKey.OFFSET_DELETE, 0, offset_delete).error_code == ErrorCode.group_id_not_found
+
+
+def test_a_stopped_coordinator_moves_the_group_and_the_old_broker_says_not_coordinator(tmp_path):
+    with ServerThread(tmp_path, brokers=3, topics=["t1"], group_initial_rebalance_delay_ms=0,
+                      group_min_session_timeout_ms=1000) as running:  # fmt: skip
+        member, generation = wire_member(running, "moving")
+        old = coordinator_of(running, "moving")
+        running.stop_broker(old)
+        new = coordinator_of(running, "moving")
+        assert new != old
+        found = call(running, new, ApiKey.FIND_COORDINATOR, 3, {"key": "moving", "key_type": 0})
+        assert found.node_id == new
+        # The group was reloaded from the new leader's replica: the member goes on in its generation.
+        assert heartbeat_error(running, "moving", member, generation) == ErrorCode.none
+        running.start_broker(old)
+        assert call(running, old, ApiKey.HEARTBEAT, 4, {"group_id": "moving", "generation_id": generation,
+                                                        "member_id": member, "group_instance_id": None}).error_code in (
+            ErrorCode.none, ErrorCode.not_coordinator
+        )  # fmt: skip
