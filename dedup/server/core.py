@@ -27,16 +27,17 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _args
 from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cluster import Cluster
+from ..coordinator.group_coordinator import GroupCoordinator
 from .apis import HANDLERS, fetch_partitions
 from .faults import Fate, Faults
-from .topics import TopicError, Topics
+from .topics import OffsetsTopic, TopicError, Topics
 from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
 
 __all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]
@@ -123,6 +124,42 @@ def _topics(value: Any) -> list[tuple[str, int | None]]:
     return entries
 
 
+#: KafkaServer's group coordinator settings (Kafka's ``offsets.*`` and ``group.*`` keys in snake
+#: case) and their defaults; ``offsets_topic_replication_factor`` None is min(3, brokers).
+GROUP_OPTIONS: dict[str, int | None] = {
+    "offsets_topic_num_partitions": 50,
+    "offsets_topic_replication_factor": None,
+    "group_initial_rebalance_delay_ms": 3000,
+    "group_min_session_timeout_ms": 6000,
+    "group_max_session_timeout_ms": 1_800_000,
+    "group_max_size": 2_147_483_647,
+    "offsets_retention_minutes": 10080,
+    "offsets_retention_check_interval_ms": 600_000,
+}
+
+
+def _group_coordinator(
+    topics: Topics, brokers: int, options: dict[str, Any], live_brokers: Callable[[], Iterable[int]]
+) -> GroupCoordinator:
+    """The broker's group coordinator over ``__consumer_offsets`` among ``topics``."""
+    settings = GROUP_OPTIONS | options
+    limits = {"offsets_topic_num_partitions": (1, 10_000), "group_max_size": (1, 2_147_483_647)}
+    for key, value in settings.items():
+        if key == "offsets_topic_replication_factor" and value is None:
+            continue
+        low, high = limits.get(key, (0, 1 << 62))
+        settings[key] = _args.integer(key, value, low, high, f"in [{low}, {high}]")
+    replication = settings.pop("offsets_topic_replication_factor")
+    replication = min(3, brokers) if replication is None else replication
+    if not 1 <= replication <= brokers:
+        raise ValueError(f"offsets_topic_replication_factor must be in [1, {brokers}] (the brokers), got {replication}")
+    if settings["group_min_session_timeout_ms"] > settings["group_max_session_timeout_ms"]:
+        raise ValueError("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms")
+    offsets = OffsetsTopic(topics, num_partitions=settings.pop("offsets_topic_num_partitions"),
+                           replication_factor=replication, live_brokers=live_brokers)  # fmt: skip
+    return GroupCoordinator(offsets, **settings)
+
+
 class KafkaServer:
     """``brokers`` brokers serving ``topics`` on ``host``: names (``num_partitions``
     partitions each) or ``(name, partitions)`` pairs, created at start unless the directory
@@ -140,7 +177,10 @@ class KafkaServer:
     produce responses and closes connections; ``max_request_bytes`` is Kafka's
     ``socket.request.max.bytes``. The remaining options go to every
     :class:`~dedup.cluster.Cluster` (``min_insync_replicas``, ``unclean_leader_election``,
-    and the log options such as ``segment_bytes`` or ``fsync``).
+    and the log options such as ``segment_bytes`` or ``fsync``), and the group coordinator's
+    settings (:data:`GROUP_OPTIONS`: ``offsets_topic_num_partitions``,
+    ``group_initial_rebalance_delay_ms``, ...) to :attr:`groups`, whose
+    ``__consumer_offsets`` partitions live in ``<directory>/__consumer_offsets-<p>/``.
     """
 
     def __init__(
@@ -191,6 +231,7 @@ class KafkaServer:
         os.makedirs(self.directory, exist_ok=True)
         cluster_options.setdefault("min_insync_replicas", min(2, count))
         self.settings["min_insync_replicas"] = cluster_options["min_insync_replicas"]
+        group_options = {key: cluster_options.pop(key) for key in GROUP_OPTIONS if key in cluster_options}
         self.topics = Topics(
             self.directory,
             brokers=count,
@@ -213,6 +254,7 @@ class KafkaServer:
         self.producer_ids = ProducerIdBlocks(self.directory)
         self.stats = ServerStats()
         self._alive = [True] * count
+        self.groups = _group_coordinator(self.topics, count, group_options, self.live_brokers)
         self._listeners: list[asyncio.Server | None] = [None] * count
         self._connections: list[set[asyncio.StreamWriter]] = [set() for _ in range(count)]
         self._data = asyncio.Event()
@@ -250,6 +292,7 @@ class KafkaServer:
         self._alive = [False] * len(self._alive)
         for broker_id in range(len(self._alive)):
             await self._unlisten(broker_id)
+        self.groups.close()
         self.topics.close()
         if self._temporary:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -293,6 +336,7 @@ class KafkaServer:
         for cluster in self.topics.clusters():
             if broker_id in cluster.replicas:
                 cluster.stop_broker(broker_id, clean=clean)
+        self.groups.leadership_changed()
         logger.info("broker %d stopped (%s)", broker_id, "clean" if clean else "crash")
 
     async def start_broker(self, broker_id: int) -> None:
@@ -305,6 +349,7 @@ class KafkaServer:
         for cluster in self.topics.clusters():
             if broker_id in cluster.replicas:
                 cluster.start_broker(broker_id)
+        self.groups.leadership_changed()
         self._alive[broker_id] = True
         await self._listen(broker_id)
         logger.info("broker %d restarted", broker_id)

@@ -46,7 +46,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -424,3 +424,45 @@ class Topics:
 def _unify(name: str) -> str:
     """Kafka's Topic.unifyCollisionChars: '.' and '_' collide in metric names."""
     return re.sub(r"[._]", "_", name)
+
+
+class OffsetsTopic:
+    """``__consumer_offsets`` among ``topics``, as the group coordinator stores into it
+    (:class:`dedup.coordinator.group_coordinator.OffsetsStorage`): an internal topic created
+    on first use with ``num_partitions`` partitions of ``replication_factor`` replicas over the
+    live brokers and ``cleanup.policy=compact`` (recorded; dedup's log does not compact), as
+    Kafka's AutoTopicCreationManager creates it for FindCoordinator. A topic that exists keeps
+    its partition count (Kafka: ``offsets.topic.num.partitions`` "should not change after
+    deployment"). The owner of ``topics`` starts and stops the brokers' replicas."""
+
+    NAME = "__consumer_offsets"
+
+    def __init__(
+        self, topics: Topics, *, num_partitions: int, replication_factor: int, live_brokers: Callable[[], Iterable[int]]
+    ) -> None:
+        self.topics = topics
+        existing = topics.get(self.NAME)
+        self.num_partitions = num_partitions if existing is None else len(existing.assignment)
+        self.replication_factor = replication_factor
+        self.live_brokers = live_brokers
+
+    def created(self) -> list[int]:
+        topic = self.topics.get(self.NAME)
+        return [] if topic is None else list(range(len(topic.partitions)))
+
+    def partition(self, partition: int) -> Cluster | None:
+        """Partition ``partition``, the topic created first if need be; None if it cannot be
+        (fewer live brokers than its replication factor: Kafka's FindCoordinator answers
+        COORDINATOR_NOT_AVAILABLE until it can)."""
+        try:
+            topic = self.topics.ensure(self.NAME, self.num_partitions, self.replication_factor,
+                                       {"cleanup.policy": "compact"}, live_brokers=self.live_brokers(),
+                                       internal=True)  # fmt: skip
+        except TopicError as error:
+            logger.warning("%s cannot be created: %s", self.NAME, error.message)
+            return None
+        return topic.partitions[partition]
+
+    def leader(self, partition: int) -> int | None:
+        cluster = self.partition(partition)
+        return None if cluster is None else cluster.leader_id

@@ -59,12 +59,23 @@ class ApiKey(IntEnum):
     FETCH = 1
     LIST_OFFSETS = 2
     METADATA = 3
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
     DESCRIBE_CONFIGS = 32
     DESCRIBE_CLUSTER = 60
+    DELETE_GROUPS = 42
+    OFFSET_DELETE = 47
 
 
 #: The versions served, per API. Produce starts at v3 (the first to carry v2 batches); Fetch
@@ -81,6 +92,21 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.DELETE_TOPICS: (1, 5),  # v0 is gone from Kafka 4.0 (KIP-896); v6 carries topic ids
     ApiKey.DESCRIBE_CONFIGS: (1, 4),  # Kafka 4 serves 1 to 4 (v0 removed, KIP-896)
     ApiKey.DESCRIBE_CLUSTER: (0, 1),
+    # The classic group protocol, as Kafka 4.0 serves it (OffsetCommit from v2 as there, KIP-896;
+    # OffsetCommit and OffsetFetch stop before v10's topic ids, FindCoordinator before v5's
+    # transaction and v6's share-group keys, ListGroups before v5's type filter and
+    # DescribeGroups before v6's GROUP_ID_NOT_FOUND for unknown groups).
+    ApiKey.FIND_COORDINATOR: (0, 4),
+    ApiKey.JOIN_GROUP: (0, 9),
+    ApiKey.SYNC_GROUP: (0, 5),
+    ApiKey.HEARTBEAT: (0, 4),
+    ApiKey.LEAVE_GROUP: (0, 5),
+    ApiKey.OFFSET_COMMIT: (2, 9),
+    ApiKey.OFFSET_FETCH: (1, 9),
+    ApiKey.LIST_GROUPS: (0, 4),
+    ApiKey.DESCRIBE_GROUPS: (0, 5),
+    ApiKey.DELETE_GROUPS: (0, 2),
+    ApiKey.OFFSET_DELETE: (0, 0),
 }
 
 

@@ -3,7 +3,8 @@ per API family.
 
 One function per API: it takes the broker state (:class:`~dedup.server.core.KafkaServer`),
 the id of the broker the request came to and the parsed request, and returns the response
-body as a kio entity (None: no response, as for Produce with ``acks=0``). Error codes are
+body as a kio entity (None: no response, as for Produce with ``acks=0``), or an awaitable of
+one (JoinGroup and SyncGroup wait for the rebalance). Error codes are
 Kafka's, per topic partition where Kafka puts them there.
 """
 
@@ -13,6 +14,19 @@ from ..wire import ApiKey
 from .cluster import describe_cluster
 from .configs import describe_configs
 from .fetch import fetch_partitions, list_offsets
+from .groups import (
+    delete_groups,
+    describe_groups,
+    find_coordinator,
+    heartbeat,
+    join_group,
+    leave_group,
+    list_groups,
+    offset_commit,
+    offset_delete,
+    offset_fetch,
+    sync_group,
+)
 from .metadata import api_versions, metadata
 from .produce import init_producer_id, produce, strip_producer_ids
 from .topics import create_topics, delete_topics
@@ -30,4 +44,15 @@ HANDLERS = {
     ApiKey.DELETE_TOPICS: delete_topics,
     ApiKey.DESCRIBE_CONFIGS: describe_configs,
     ApiKey.DESCRIBE_CLUSTER: describe_cluster,
+    ApiKey.FIND_COORDINATOR: find_coordinator,
+    ApiKey.JOIN_GROUP: join_group,
+    ApiKey.SYNC_GROUP: sync_group,
+    ApiKey.HEARTBEAT: heartbeat,
+    ApiKey.LEAVE_GROUP: leave_group,
+    ApiKey.OFFSET_COMMIT: offset_commit,
+    ApiKey.OFFSET_FETCH: offset_fetch,
+    ApiKey.LIST_GROUPS: list_groups,
+    ApiKey.DESCRIBE_GROUPS: describe_groups,
+    ApiKey.DELETE_GROUPS: delete_groups,
+    ApiKey.OFFSET_DELETE: offset_delete,
 }
