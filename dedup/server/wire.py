@@ -73,9 +73,9 @@ class ApiKey(IntEnum):
     DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
     DESCRIBE_CONFIGS = 32
-    DESCRIBE_CLUSTER = 60
     DELETE_GROUPS = 42
     OFFSET_DELETE = 47
+    DESCRIBE_CLUSTER = 60
 
 
 #: The versions served, per API. Produce starts at v3 (the first to carry v2 batches); Fetch
