@@ -15,10 +15,12 @@ Modes (every wait bounded by ``--timeout-s``):
   send order (null where the send failed; ``errors`` holds each failure's cause).
 - ``consume-assign``: ``KafkaConsumer`` with ``assign`` (every partition of the topic) and
   ``seekToBeginning``; polls until ``--count`` records arrived and then ``--settle-ms`` more
-  (so that extra records, duplicates, show), and prints ``{"records": [...]}``.
+  (so that extra records, duplicates, show), and prints ``{"records": [...], "assignment":
+  [partition, ...]}``.
 - ``consume-subscribe``: ``KafkaConsumer`` with ``group.id``, ``group.protocol=classic``,
   ``subscribe``, ``enable.auto.commit=false``, ``commitSync`` after every non-empty poll;
-  prints ``{"records": [...], "assignment": [...], "committed": {partition: offset}}``.
+  prints ``{"records": [...], "assignment": [partition, ...], "committed": [[partition, offset], ...]}``
+  (the group's committed offsets of the final assignment, as ``committed()`` reads them back).
 
 A record is ``[partition, offset, key, value]``, key and value decoded as latin-1 (one code
 point per byte: ``value.encode("latin-1")`` gives the bytes back; null stays null). Every
@@ -223,7 +225,7 @@ def consume_subscribe(options: argparse.Namespace) -> dict[str, Any]:
         records = _poll_until(consumer, options, lambda: consumer.commitSync(commit_timeout))
         assignment = consumer.assignment()
         committed = consumer.committed(assignment, commit_timeout) if not assignment.isEmpty() else {}
-        offsets = {int(tp.partition()): int(meta.offset()) for tp, meta in committed.items() if meta is not None}
+        offsets = sorted([int(tp.partition()), int(at.offset())] for tp, at in committed.items() if at is not None)
     finally:
         consumer.close(Duration.ofSeconds(5))
     return {"records": records, "assignment": sorted(int(p.partition()) for p in assignment), "committed": offsets}

@@ -102,6 +102,16 @@ def run_java_producer(tmp_path, *, deduplicate: bool):
     return answer, crashed, faults, got, duplicates
 
 
+def test_java_producer_and_consumer_round_trip(tmp_path):
+    # The fast representative: a JVM with kafka-clients starts, produces and reads back.
+    with ServerThread(tmp_path, brokers=1, topics=[TOPIC]) as server:
+        produced = java_client.start("produce", server.bootstrap_servers, TOPIC, "--count", "20").result(60)
+        consumed = java_client.start("consume-assign", server.bootstrap_servers, TOPIC, "--count", "20").result(60)
+    assert produced["errors"] == [] and produced["acks"] == [[0, offset] for offset in range(20)]
+    records = [(key.encode("latin-1"), value.encode("latin-1")) for _, _, key, value in consumed["records"]]
+    assert records == [java_client.record(i) for i in range(20)]
+
+
 @pytest.mark.slow
 def test_java_idempotent_producer_exactly_once_under_lost_responses_and_failover(tmp_path):
     answer, crashed, faults, got, duplicates = run_java_producer(tmp_path, deduplicate=True)
