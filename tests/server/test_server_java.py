@@ -200,3 +200,32 @@ def test_java_client_turns_a_jvm_that_cannot_start_into_a_skip(tmp_path):
     run = java_client.start("produce", "127.0.0.1:1", "t", env={"JAVA_HOME": str(tmp_path)})
     with pytest.raises(pytest.skip.Exception, match="need a JVM .*libjvm.so"):
         run.result(60)
+
+
+@pytest.mark.slow
+def test_java_consumer_group_reads_every_record_once_and_resumes_from_its_commits(tmp_path):
+    """``KafkaConsumer.subscribe`` (the classic group protocol: FindCoordinator, JoinGroup,
+    SyncGroup, Heartbeat, OffsetCommit, OffsetFetch) on a 6-partition topic that librdkafka
+    filled through dropped responses: the member gets every partition and reads every record
+    once, its commits are the partitions' ends, and the next member of the group resumes there
+    and reads nothing again. (Before issue 14 the Java consumer failed at once: "The node does
+    not support FIND_COORDINATOR".)"""
+    faults = Faults(drop_responses=0.15, seed=41)
+    with ServerThread(tmp_path, brokers=3, topics=[(TOPIC, 6)], faults=faults,
+                      group_initial_rebalance_delay_ms=0) as server:  # fmt: skip
+        assert produce_librdkafka(server.bootstrap_servers, MESSAGES) == []
+        first = java_client.start("consume-subscribe", server.bootstrap_servers, TOPIC, "--count", str(MESSAGES),
+                                  "--group", "billing", "--timeout-s", "60").result(120)  # fmt: skip
+        again = java_client.start("consume-subscribe", server.bootstrap_servers, TOPIC, "--count", "1",
+                                  "--group", "billing", "--timeout-s", "8").result(60)  # fmt: skip
+    assert faults.dropped > 0
+    records = [(p, offset, key, value.encode("latin-1")) for p, offset, key, value in first["records"]]
+    assert sorted(value for *_, value in records) == [b"rdkafka-%05d" % i for i in range(MESSAGES)]
+    assert first["assignment"] == list(range(6))
+    ends = {p: 0 for p in range(6)}
+    for partition, offset, _, _ in records:
+        assert offset == ends[partition], f"partition {partition}: offset {offset} after {ends[partition]}"
+        ends[partition] += 1
+    assert len([p for p in ends if ends[p]]) > 1, "the keys should spread over the partitions"
+    assert first["committed"] == [[p, ends[p]] for p in range(6) if ends[p]]
+    assert again["records"] == [] and again["committed"] == first["committed"]
