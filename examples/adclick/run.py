@@ -3,7 +3,8 @@
     python examples/adclick/run.py              # the bill equals the clicks sent
     python examples/adclick/run.py --no-dedup   # the control: a broker that stores retries again
 
-What happens, in about 20 seconds:
+It needs dedup and confluent-kafka: ``pip install -e '.[test]'`` in a clone installs both.
+What happens, in about 10 seconds:
 
 1. ``python -m dedup serve`` starts 3 brokers on free ports with a topic ``clicks`` of 6
    partitions, and loses 15% of its produce responses after storing the batch (the
@@ -16,8 +17,9 @@ What happens, in about 20 seconds:
 4. Mid-stream one billing consumer is killed (SIGKILL: no goodbye). After its session
    timeout the group rebalances and the other two take its partitions from the offsets it
    committed.
-5. When every stored click is billed, the bill per ad is compared with what the producer
-   sent. Exit status 0 when they are equal, 1 when they are not (2: the demo could not run).
+5. When every stored click is billed (the members print what they bill; this script keeps
+   the ledger, one entry per partition and offset), the bill per ad is compared with what the
+   producer sent. Exit status 0 when they are equal, 1 when they are not (2: the demo could not run).
 """
 
 from __future__ import annotations
