@@ -227,3 +227,12 @@ def test_serve_reports_a_bad_configuration_in_one_line_naming_the_key_and_exits_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and named in err, err
     assert "Traceback" not in err
+
+
+def test_the_group_coordinators_keys_are_served_by_serve():
+    # KafkaServer passes GROUP_OPTIONS to its group coordinator, not to Cluster or PartitionLog:
+    # serve must accept them (it refused them as "not served by this build" after the merge).
+    got = options("--override", "group.initial.rebalance.delay.ms=0", "--override", "group.min.session.timeout.ms=1000",
+                  "--override", "offsets.topic.num.partitions=5")  # fmt: skip
+    assert got == {"group_initial_rebalance_delay_ms": 0, "group_min_session_timeout_ms": 1000,
+                   "offsets_topic_num_partitions": 5}  # fmt: skip
