@@ -113,6 +113,8 @@ class Member:
 
     def _read(self, ledger: list[tuple[str, int, int, str, int]]) -> None:
         for line in self.process.stdout:
+            if not line.endswith("\n"):
+                break  # killed in the middle of a line: that click was not billed (nor committed)
             event, *fields = line.split()
             if event == "assigned":
                 self.assigned = [int(p) for p in fields]
