@@ -189,9 +189,11 @@ class GroupCoordinator:
         client_id: str = "",
         client_host: str = "",
         require_known_member_id: bool = True,
+        supports_skip_assignment: bool = False,
     ) -> asyncio.Future[JoinResult]:
         """GroupCoordinator.handleJoinGroup (:meth:`GroupMembership.join_group`). The future
-        completes when the rebalance does (or at once with an error)."""
+        completes when the rebalance does (or at once with an error). ``require_known_member_id``
+        is JoinGroup v4+ (KIP-394), ``supports_skip_assignment`` v9+ (KIP-814)."""
         error = self.coordinator_error(group_id, broker_id)
         if error != ErrorCode.none:
             return _resolved(JoinResult(error, member_id))
@@ -199,6 +201,7 @@ class GroupCoordinator:
             group_id, member_id, group_instance_id, protocol_type, protocols,
             session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, client_id=client_id,
             client_host=client_host, require_known_member_id=require_known_member_id,
+            supports_skip_assignment=supports_skip_assignment,
         )  # fmt: skip
 
     def sync_group(

@@ -111,15 +111,17 @@ class GroupMembership:
         self.max_size = group_max_size
         self._heartbeats: dict[tuple[str, str], TimerHandle] = {}
         self._joins: dict[str, TimerHandle] = {}
+        self._syncs: dict[str, TimerHandle] = {}
         self._initial_join: dict[str, int] = {}  # group -> rebalance time left after the initial delays
 
     def cancel_timers(self, group: GroupMetadata) -> None:
         """Every deadline of ``group`` (it is unloaded, deleted or the coordinator closes)."""
         for key in [k for k in self._heartbeats if k[0] == group.group_id]:
             self._heartbeats.pop(key).cancel()
-        handle = self._joins.pop(group.group_id, None)
-        if handle is not None:
-            handle.cancel()
+        for timers in (self._joins, self._syncs):
+            handle = timers.pop(group.group_id, None)
+            if handle is not None:
+                handle.cancel()
         self._initial_join.pop(group.group_id, None)
 
     def answer_waiting(self, group: GroupMetadata, error: ErrorCode) -> None:
@@ -170,6 +172,7 @@ class GroupMembership:
     def _prepare_rebalance(self, group: GroupMetadata) -> None:
         if group.is_state(GroupState.COMPLETING_REBALANCE):
             self._reset_and_propagate_assignment_error(group, ErrorCode.rebalance_in_progress)
+        self._remove_sync_expiration(group)
         old = self._joins.pop(group.group_id, None)
         if old is not None:
             old.cancel()
@@ -203,6 +206,45 @@ class GroupMembership:
     def _on_join_timeout(self, group: GroupMetadata) -> None:
         self._joins.pop(group.group_id, None)
         self._complete_join(group)
+
+    def _schedule_pending_sync(self, group: GroupMetadata) -> None:
+        """GroupMetadataManager.schedulePendingSync: every member of the new generation must
+        send SyncGroup within the group's rebalance timeout."""
+        generation = group.generation_id
+        self._remove_sync_expiration(group, clear=False)
+        self._syncs[group.group_id] = self.timer.schedule(
+            group.max_rebalance_timeout_ms(), lambda: self._on_pending_sync_expired(group, generation)
+        )
+
+    def _remove_sync_expiration(self, group: GroupMetadata, *, clear: bool = True) -> None:
+        if clear:
+            group.pending_sync_members.clear()
+        handle = self._syncs.pop(group.group_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _received_sync(self, group: GroupMetadata, member_id: str) -> None:
+        """GroupMetadataManager.removePendingSyncMember."""
+        group.pending_sync_members.discard(member_id)
+        if not group.pending_sync_members:
+            self._remove_sync_expiration(group)
+
+    def _on_pending_sync_expired(self, group: GroupMetadata, generation: int) -> None:
+        """GroupMetadataManager.expirePendingSync: the members of ``generation`` that never
+        sent SyncGroup are removed (their heartbeats alone do not keep them) and the group
+        rebalances without them."""
+        self._syncs.pop(group.group_id, None)
+        if self.groups.get(group.group_id) is not group or group.generation_id != generation:
+            return
+        if not group.is_state(GroupState.COMPLETING_REBALANCE, GroupState.STABLE) or not group.pending_sync_members:
+            return
+        missing = sorted(group.pending_sync_members)
+        for member_id in missing:
+            self._remove_heartbeat(group, member_id)
+            group.remove(member_id)
+        logger.info("group %s: members %s sent no SyncGroup in generation %d: removed", group.group_id, missing,
+                    generation)  # fmt: skip
+        self._prepare_rebalance(group)
 
     def _check_join(self, group: GroupMetadata) -> None:
         """DelayedJoin.tryComplete: complete the rebalance once every member has rejoined
@@ -253,6 +295,8 @@ class GroupMembership:
             member.is_new = False
             _complete(future, result)
             self.schedule_heartbeat(group, member)
+            group.pending_sync_members.add(member.member_id)
+        self._schedule_pending_sync(group)
 
     def _reset_and_propagate_assignment_error(self, group: GroupMetadata, error: ErrorCode) -> None:
         for member in group.members.values():
@@ -292,10 +336,13 @@ class GroupMembership:
         client_id: str = "",
         client_host: str = "",
         require_known_member_id: bool = True,
+        supports_skip_assignment: bool = False,
     ) -> asyncio.Future[JoinResult]:
         """GroupCoordinator.handleJoinGroup. The future completes when the rebalance does (or at
         once with an error). ``require_known_member_id`` is JoinGroup v4+ (KIP-394): a new
-        member without an id gets MEMBER_ID_REQUIRED and its new id, and rejoins with it."""
+        member without an id gets MEMBER_ID_REQUIRED and its new id, and rejoins with it.
+        ``supports_skip_assignment`` is JoinGroup v9+ (KIP-814), see
+        :meth:`_update_static_member_and_rebalance`."""
         if not self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms:
             return _resolved(JoinResult(ErrorCode.invalid_session_timeout, member_id))
         if sum(len(metadata) for _, metadata in protocols) > MAX_MEMBER_METADATA_BYTES:
@@ -316,7 +363,8 @@ class GroupMembership:
         future: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
         args = (client_id, client_host, rebalance_timeout_ms, session_timeout_ms, protocol_type, protocols)
         if is_unknown:
-            self._unknown_member_join(group, group_instance_id, require_known_member_id, args, future)
+            self._unknown_member_join(group, group_instance_id, require_known_member_id, args, future,
+                                      supports_skip_assignment)  # fmt: skip
         else:
             self._known_member_join(group, member_id, group_instance_id, args, future)
         return future
@@ -328,6 +376,7 @@ class GroupMembership:
         require_known_member_id: bool,
         args: JoinArgs,
         future: asyncio.Future[JoinResult],
+        supports_skip_assignment: bool,
     ) -> None:
         client_id, _, _, _, protocol_type, protocols = args
         if group.is_state(GroupState.DEAD):
@@ -345,10 +394,11 @@ class GroupMembership:
             _complete(old.awaiting_join, JoinResult(ErrorCode.fenced_instance_id, old_member_id))
             _complete(old.awaiting_sync, SyncResult(ErrorCode.fenced_instance_id))
             old.awaiting_join = old.awaiting_sync = None
-            member = group.replace_static_member(group_instance_id, old_member_id, new_member_id)
             logger.info("group %s: static member %s: %s replaces %s", group.group_id, group_instance_id,
                         new_member_id, old_member_id)  # fmt: skip
-            self._update_member_and_rebalance(group, member, args, future)
+            self._update_static_member_and_rebalance(
+                group, group_instance_id, old_member_id, new_member_id, args, future, supports_skip_assignment
+            )
         elif group_instance_id is None and require_known_member_id:
             # KIP-394: the new member learns its id first, and must rejoin with it within its session.
             group.pending_members.add(new_member_id)
@@ -357,6 +407,61 @@ class GroupMembership:
             future.set_result(JoinResult(ErrorCode.member_id_required, new_member_id))
         else:
             self._add_member_and_rebalance(group, new_member_id, group_instance_id, args, future)
+
+    def _update_static_member_and_rebalance(
+        self,
+        group: GroupMetadata,
+        group_instance_id: str,
+        old_member_id: str,
+        new_member_id: str,
+        args: JoinArgs,
+        future: asyncio.Future[JoinResult],
+        supports_skip_assignment: bool,
+    ) -> None:
+        """KIP-345: a static member rejoining without its member id (the instance restarted)
+        takes its old place under ``new_member_id`` (GroupMetadataManager
+        .updateStaticMemberThenRebalanceOrCompleteJoin). In a Stable group whose selected protocol
+        it does not change, there is no rebalance: the group is stored with the new member id and
+        the member is answered at once in the current generation, then gets its assignment from
+        SyncGroup. It is told the leader as it was before the replacement, so a rejoining leader
+        does not compute a new assignment, unless it can be told to skip it (JoinGroup v9+,
+        KIP-814: it gets the members with ``skip_assignment``). If the store fails, the
+        replacement is undone and the member gets the error (the old member id stays valid)."""
+        current_leader = group.leader_id or ""
+        member = group.replace_static_member(group_instance_id, old_member_id, new_member_id)
+        self.schedule_heartbeat(group, member)
+        old_fields = (member.rebalance_timeout_ms, member.session_timeout_ms, member.protocols)
+        _, _, member.rebalance_timeout_ms, member.session_timeout_ms, _, member.protocols = args
+        if group.is_state(GroupState.STABLE):
+            if group.protocol_name != group.select_protocol():
+                member.awaiting_join = future
+                self._maybe_prepare_rebalance(group)
+                return
+            stored = self.store.store_group(group)
+            if stored != ErrorCode.none:
+                member.rebalance_timeout_ms, member.session_timeout_ms, member.protocols = old_fields
+                self._remove_heartbeat(group, new_member_id)
+                self.schedule_heartbeat(group, group.replace_static_member(group_instance_id, new_member_id,
+                                                                           old_member_id))  # fmt: skip
+                future.set_result(JoinResult(stored, UNKNOWN_MEMBER_ID, group.generation_id, group.protocol_type,
+                                             group.protocol_name, current_leader))  # fmt: skip
+                return
+            logger.info("group %s: static member %s rejoined a Stable group: no rebalance", group.group_id,
+                        group_instance_id)  # fmt: skip
+            result = JoinResult(ErrorCode.none, new_member_id, group.generation_id, group.protocol_type,
+                                group.protocol_name, current_leader)  # fmt: skip
+            if supports_skip_assignment:
+                result.leader_id = group.leader_id or ""
+                if group.leader_id == new_member_id:
+                    result.members, result.skip_assignment = group.current_member_metadata(), True
+            future.set_result(result)
+            return
+        member.awaiting_join = future
+        if group.is_state(GroupState.COMPLETING_REBALANCE):
+            # The leader may already have been given the old member id to assign: start over.
+            self._prepare_rebalance(group)
+        else:  # PreparingRebalance
+            self._check_join(group)
 
     def _known_member_join(
         self,
@@ -472,9 +577,11 @@ class GroupMembership:
         if group.is_state(GroupState.PREPARING_REBALANCE):
             return _resolved(SyncResult(ErrorCode.rebalance_in_progress))
         if group.is_state(GroupState.STABLE):
+            self._received_sync(group, member_id)
             self.schedule_heartbeat(group, member)
             return _resolved(SyncResult(ErrorCode.none, group.protocol_type, group.protocol_name, member.assignment))
         # CompletingRebalance
+        self._received_sync(group, member_id)
         future: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
         _complete(member.awaiting_sync, SyncResult(ErrorCode.rebalance_in_progress))
         member.awaiting_sync = future

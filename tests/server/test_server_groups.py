@@ -319,6 +319,121 @@ def test_static_membership_replaces_the_old_member_id_and_fences_it(harness):
     run(test)
 
 
+def test_members_that_send_no_sync_group_within_the_rebalance_timeout_are_removed(harness):
+    """GroupMetadataManager.schedulePendingSync / expirePendingSync: a member of the new
+    generation that keeps heartbeating but never sends SyncGroup is removed after the rebalance
+    timeout, and the group rebalances without it."""
+
+    async def test():
+        ids = [await new_member(harness) for _ in range(2)]
+        joins = [harness.join(member) for member in ids]
+        harness.timer.advance(0)
+        results = [await join for join in joins]
+        generation, leader = results[0].generation_id, results[0].leader_id
+        silent = next(member for member in ids if member != leader)
+        assert (await harness.sync(leader, generation, {m: m.encode() for m in ids})).error == ErrorCode.none
+        assert harness.group().state is GroupState.STABLE
+        for _ in range(REBALANCE // 5000 - 1):
+            harness.timer.advance(5000)
+            assert harness.heartbeat(leader, generation) == harness.heartbeat(silent, generation) == ErrorCode.none
+        harness.timer.advance(5000)  # the rebalance timeout since the join completed
+        assert list(harness.group().members) == [leader]
+        assert harness.group().state is GroupState.PREPARING_REBALANCE
+        assert harness.heartbeat(leader, generation) == ErrorCode.rebalance_in_progress
+        assert harness.heartbeat(silent, generation) == ErrorCode.unknown_member_id
+        result = await harness.join(leader)
+        assert result.error == ErrorCode.none and result.generation_id == generation + 1
+        assert [m for m, _, _ in result.members] == [leader]
+        # Everyone synced in this generation: the timer that runs out later removes nobody.
+        assert (await harness.sync(leader, generation + 1, {leader: b"all"})).error == ErrorCode.none
+        for _ in range(REBALANCE // 5000 + 1):
+            harness.timer.advance(5000)
+            assert harness.heartbeat(leader, generation + 1) == ErrorCode.none
+        assert list(harness.group().members) == [leader] and harness.group().state is GroupState.STABLE
+
+    run(test)
+
+
+async def static_group(h: Harness) -> tuple[list[str], int, str]:
+    """Two static members (instances host-1 and host-2), synced, Stable: ids, generation, leader."""
+    joins = [h.join("", instance=f"host-{i}") for i in (1, 2)]
+    h.timer.advance(0)
+    results = [await join for join in joins]
+    ids = [r.member_id for r in results]
+    generation, leader = results[0].generation_id, results[0].leader_id
+    syncs = [h.sync(m, generation, {x: x.encode() for x in ids} if m == leader else None, instance=f"host-{i}")
+             for i, m in zip((1, 2), ids, strict=True)]  # fmt: skip
+    assert [(await sync).assignment for sync in syncs] == [m.encode() for m in ids]
+    return ids, generation, leader
+
+
+def test_a_static_member_rejoining_a_stable_group_unchanged_gets_its_place_without_a_rebalance(harness):
+    """KIP-345 (GroupMetadataManager.updateStaticMemberThenRebalanceOrCompleteJoin): the instance
+    restarts, rejoins without its member id and the same protocols: answered at once in the same
+    generation, under a new id, told the old leader; SyncGroup gives it its old assignment; the
+    other member goes on, the old id is fenced."""
+
+    async def test():
+        ids, generation, leader = await static_group(harness)
+        index = next(i for i, m in enumerate(ids) if m != leader)
+        instance, old_id = f"host-{index + 1}", ids[index]
+        joining = harness.join("", instance=instance)
+        await settle()
+        assert joining.done(), "the rejoin waited for a rebalance"
+        result = joining.result()
+        assert (result.error, result.generation_id, result.leader_id, result.members) == (
+            ErrorCode.none, generation, leader, [],
+        )  # fmt: skip
+        assert result.member_id not in (old_id, "") and result.member_id.startswith(instance)
+        assert harness.group().state is GroupState.STABLE and harness.group().generation_id == generation
+        sync = await harness.sync(result.member_id, generation, instance=instance)
+        assert (sync.error, sync.assignment) == (ErrorCode.none, old_id.encode())
+        assert harness.heartbeat(leader, generation) == ErrorCode.none
+        assert harness.heartbeat(old_id, generation, instance=instance) == ErrorCode.fenced_instance_id
+        # The new member id is what a restart of the coordinator finds.
+        partition = harness.coordinator.partition_for("g")
+        stored = harness.coordinator.store.replay(partition, harness.offsets.partition(partition))
+        assert [set(g.members) for g in stored if g.group_id == "g"] == [{leader, result.member_id}]
+
+    run(test)
+
+
+def test_a_static_leader_rejoining_is_told_to_skip_the_assignment_from_join_group_v9(harness):
+    """KIP-814: before JoinGroup v9 the rejoining leader is told the old leader id (so it does
+    not compute an assignment); from v9 it is the leader, with the members and skip_assignment."""
+
+    async def test():
+        ids, generation, leader = await static_group(harness)
+        instance = f"host-{ids.index(leader) + 1}"
+        old = await harness.join("", instance=instance)
+        assert (old.leader_id, old.members, old.skip_assignment) == (leader, [], False)
+        new = await harness.coordinator.join_group(
+            harness.broker(), "g", "", instance, "consumer", PROTOCOLS, session_timeout_ms=SESSION,
+            rebalance_timeout_ms=REBALANCE, supports_skip_assignment=True,
+        )  # fmt: skip
+        assert new.error == ErrorCode.none and new.generation_id == generation
+        assert new.leader_id == new.member_id and new.skip_assignment
+        assert sorted(m for m, _, _ in new.members) == sorted([new.member_id, *[m for m in ids if m != leader]])
+        assert harness.group().state is GroupState.STABLE
+
+    run(test)
+
+
+def test_a_static_member_rejoining_with_a_protocol_that_changes_the_groups_choice_rebalances(harness):
+    async def test():
+        ids, generation, leader = await static_group(harness)
+        joining = harness.join("", instance="host-2", protocols=[("roundrobin", b"rr")])
+        await settle()
+        assert not joining.done() and harness.group().state is GroupState.PREPARING_REBALANCE
+        assert harness.heartbeat(ids[0], generation, instance="host-1") == ErrorCode.rebalance_in_progress
+        first = harness.join(ids[0], instance="host-1")
+        results = [await first, await joining]
+        assert {r.generation_id for r in results} == {generation + 1}
+        assert {r.protocol_name for r in results} == {"roundrobin"}
+
+    run(test)
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
