@@ -605,8 +605,9 @@ def server(tmp_path_factory):
         yield running
 
 
-def call(server: ServerThread, broker: int, api_key: int, version: int, body: dict):
-    """One request to ``broker`` on a new connection; the parsed response."""
+def call(server: ServerThread, broker: int, api_key: int, version: int, body: dict, source: str | None = None):
+    """One request to ``broker`` on a new connection (from the loopback address ``source`` if
+    given); the parsed response."""
     schema = load_request_schema(api_key, version)
     buffer = io.BytesIO()
     header = schema.__header_schema__
@@ -614,7 +615,9 @@ def call(server: ServerThread, broker: int, api_key: int, version: int, body: di
                                          client_id="wire"))  # fmt: skip
     entity_writer(schema)(buffer, build(schema, body))
     data = buffer.getvalue()
-    with socket.create_connection(("127.0.0.1", server.server.ports[broker]), timeout=15) as sock:
+    address = None if source is None else (source, 0)
+    with socket.create_connection(("127.0.0.1", server.server.ports[broker]), timeout=15,
+                                  source_address=address) as sock:  # fmt: skip
         sock.sendall(struct.pack(">i", len(data)) + data)
         size = struct.unpack(">i", _exactly(sock, 4))[0]
         frame = _exactly(sock, size)
@@ -776,6 +779,30 @@ def test_list_describe_leave_and_delete_on_the_wire(server):
     assert call(server, broker, ApiKey.OFFSET_DELETE, 0, offset_delete).error_code == ErrorCode.none
     assert call(server, broker, ApiKey.DELETE_GROUPS, 0, {"groups_names": [group]}).results[0].error_code == 0
     assert call(server, broker, ApiKey.OFFSET_DELETE, 0, offset_delete).error_code == ErrorCode.group_id_not_found
+
+
+def test_a_members_client_host_is_the_address_it_connects_from(server):
+    """Kafka's JoinGroup records ``RequestContext.clientAddress`` ("/" and the peer's address),
+    which DescribeGroups shows: here a client on 127.0.0.2 (loopback) of a broker on 127.0.0.1."""
+    group, source = "wire-host", "127.0.0.2"
+    broker = coordinator_of(server, group)
+    try:
+        first = call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group), source=source)
+    except OSError as error:
+        pytest.skip(f"no second loopback address here: {error}")
+    joined = call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group, first.member_id), source=source)
+    assert joined.error_code == ErrorCode.none
+    synced = call(server, broker, ApiKey.SYNC_GROUP, 5, {
+        "group_id": group, "generation_id": joined.generation_id, "member_id": joined.member_id,
+        "group_instance_id": None, "protocol_type": "consumer", "protocol_name": "range",
+        "assignments": [{"member_id": joined.member_id, "assignment": b"mine"}],
+    })  # fmt: skip
+    assert synced.error_code == ErrorCode.none
+    [described] = call(server, broker, ApiKey.DESCRIBE_GROUPS, 5, {"groups": [group],
+                                                                   "include_authorized_operations": False}).groups
+    assert [(m.member_id, m.client_id, m.client_host) for m in described.members] == [
+        (joined.member_id, "wire", "/127.0.0.2")
+    ]
 
 
 def test_a_stopped_coordinator_moves_the_group_and_the_old_broker_says_not_coordinator(tmp_path):
