@@ -43,7 +43,7 @@ from .membership import NO_GENERATION, UNKNOWN_MEMBER_ID, GroupMembership, JoinR
 from .offsets import encode_group_metadata_key, encode_offset_commit_key
 from .offsets_manager import OFFSET_METADATA_MAX_BYTES, CommittedOffset, OffsetManager
 from .store import OFFSETS_TOPIC, GroupStore, OffsetsStorage, Record, java_string_hash, partition_for
-from .timers import AsyncioTimer, ManualTimer, Timer
+from .timers import AsyncioTimer, ManualTimer, Timer, TimerHandle
 
 __all__ = [
     "NO_GENERATION",
@@ -105,6 +105,7 @@ class GroupCoordinator:
         # Per offsets partition: the (leader id, leader epoch) its groups were loaded under.
         self._loaded: dict[int, tuple[int | None, int]] = {}
         self._closed = False
+        self._cleanup: TimerHandle | None = None
         for partition in offsets.created():
             self._ensure_loaded(partition)
 
@@ -118,6 +119,9 @@ class GroupCoordinator:
         leader, or the offsets topic cannot be created: too few live brokers)."""
         partition = self.partition_for(group_id)
         self._ensure_loaded(partition)
+        if self._cleanup is None and not self._closed:
+            # Started by the first request rather than at construction: the server's loop runs by then.
+            self._schedule_cleanup()
         return self.offsets.leader(partition)
 
     def coordinator_error(self, group_id: str, broker_id: int) -> ErrorCode:
@@ -168,10 +172,55 @@ class GroupCoordinator:
     def close(self) -> None:
         """Cancel every timer and answer every waiting request (COORDINATOR_NOT_AVAILABLE)."""
         self._closed = True
+        if self._cleanup is not None:
+            self._cleanup.cancel()
         for group in self.groups.values():
             self.membership.cancel_timers(group)
             self.membership.answer_waiting(group, ErrorCode.coordinator_not_available)
         self.groups.clear()
+
+    # -- offsets retention (KIP-211) ---------------------------------------------------------------
+
+    def _schedule_cleanup(self) -> None:
+        self._cleanup = self.timer.schedule(self.offsets_retention_check_interval_ms, self._on_cleanup)
+
+    def _on_cleanup(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.cleanup_group_metadata()
+        finally:
+            self._schedule_cleanup()
+
+    def cleanup_group_metadata(self) -> int:
+        """GroupCoordinatorShard.cleanupGroupMetadata, every ``offsets.retention.check.interval.ms``:
+        the expired offsets of every loaded group are deleted (tombstones written), and an Empty
+        group left without offsets is deleted too (a group tombstone; it goes Dead and leaves
+        memory, GroupMetadataManager.maybeDeleteGroup). Returns how many offsets expired. A group
+        whose append fails keeps everything until the next check."""
+        now = self.clock()
+        expired_count = 0
+        for group_id, group in list(self.groups.items()):
+            if self.groups.get(group_id) is not group or group.is_state(GroupState.DEAD):
+                continue
+            expired, all_expired = self.offset_manager.expired_offsets(group, now, self.offsets_retention_ms)
+            delete_group = all_expired and group.is_state(GroupState.EMPTY)
+            records = self.offset_manager.tombstones(group_id, expired)
+            if delete_group:
+                records.append((encode_group_metadata_key(group_id), None))
+            if self.store.append(group_id, records) != ErrorCode.none:
+                continue
+            for key in expired:
+                group.offsets.pop(key, None)
+            expired_count += len(expired)
+            if expired:
+                logger.info("group %s: %d offsets expired", group_id, len(expired))
+            if delete_group:
+                group.transition_to(GroupState.DEAD, now)
+                self.membership.cancel_timers(group)
+                del self.groups[group_id]
+                logger.info("group %s: empty and without offsets: removed", group_id)
+        return expired_count
 
     # -- JoinGroup, SyncGroup, Heartbeat, LeaveGroup -----------------------------------------------
 

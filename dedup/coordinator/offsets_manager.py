@@ -3,7 +3,8 @@
 Kafka's ``OffsetMetadataManager`` (``group-coordinator``): a commit is validated against the
 group (``ClassicGroup.validateOffsetCommit``), stored in the group's ``__consumer_offsets``
 partition with acks=all, and only then visible to OffsetFetch; OffsetDelete (KIP-496) writes
-tombstones. The caller (:class:`~dedup.coordinator.GroupCoordinator`) has checked that this
+tombstones; offsets older than ``offsets.retention.minutes`` expire (KIP-211,
+:meth:`OffsetManager.expired_offsets`). The caller (:class:`~dedup.coordinator.GroupCoordinator`) has checked that this
 broker coordinates the group and that the group id is not empty.
 """
 
@@ -173,3 +174,48 @@ class OffsetManager:
             if results[(topic, partition)] == ErrorCode.none:
                 group.offsets.pop((topic, partition), None)
         return ErrorCode.none, results
+
+    # -- expiry ------------------------------------------------------------------------------------
+
+    def expired_offsets(
+        self, group: GroupMetadata, now_ms: int, retention_ms: int
+    ) -> tuple[list[tuple[str, int]], bool]:
+        """OffsetMetadataManager.cleanupExpiredOffsets: the partitions of ``group`` whose
+        committed offsets have expired at ``now_ms``, and whether every offset of the group has
+        (a group with none counts as all expired). KIP-211 (ClassicGroup.offsetExpirationCondition):
+
+        - an Empty group with a protocol type: retention counts from when it became Empty
+          (its state timestamp), or from the commit where that is unknown;
+        - a Stable consumer group whose subscriptions parse: retention counts from the commit,
+          for topics no member subscribes to;
+        - a group without protocol type (commits outside group management): from the commit;
+        - any other group: nothing expires.
+
+        An offset stored with an explicit expire timestamp (OffsetCommitValue v1) expires then."""
+        if not group.offsets:
+            return [], True
+        subscribed: set[str] = set()
+        if group.protocol_type is None:
+            from_state = False
+        elif group.is_state(GroupState.EMPTY):
+            from_state = group.state_timestamp_ms >= 0
+        elif group.is_state(GroupState.STABLE) and (topics := group.subscribed_topics()) is not None:
+            from_state, subscribed = False, topics
+        else:
+            return [], False
+        expired = []
+        for (topic, partition), value in group.offsets.items():
+            if topic in subscribed:
+                continue
+            if value.expire_timestamp >= 0:
+                due = now_ms >= value.expire_timestamp
+            else:
+                base = group.state_timestamp_ms if from_state else value.commit_timestamp
+                due = now_ms - base >= retention_ms
+            if due:
+                expired.append((topic, partition))
+        return expired, len(expired) == len(group.offsets)
+
+    def tombstones(self, group_id: str, partitions: list[tuple[str, int]]) -> list[Record]:
+        """The records that delete the committed offsets of ``partitions``."""
+        return [(encode_offset_commit_key(group_id, topic, partition), None) for topic, partition in partitions]

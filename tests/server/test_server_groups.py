@@ -434,6 +434,59 @@ def test_a_static_member_rejoining_with_a_protocol_that_changes_the_groups_choic
     run(test)
 
 
+def test_offsets_expire_after_the_retention_and_groups_left_without_offsets_are_removed(tmp_path):
+    """KIP-211 (OffsetMetadataManager.cleanupExpiredOffsets, GroupMetadataManager.maybeDeleteGroup):
+    every ``offsets.retention.check.interval.ms``, offsets of an Empty group expire a retention
+    after it became Empty, a simple (no group management) commit a retention after it was made,
+    and a Stable group's offsets only for topics nobody subscribes to; tombstones are written, and
+    an Empty group with no offsets left is deleted: gone after a reload as well."""
+    h = Harness(tmp_path, offsets_retention_minutes=1, offsets_retention_check_interval_ms=5000)
+
+    def fetched(group: str) -> dict[tuple[str, int], int]:
+        error, committed = h.coordinator.fetch_offsets(h.broker(group), group, None)
+        assert error == ErrorCode.none
+        return {(c.topic, c.partition): c.offset for c in committed}
+
+    async def test():
+        (a,), generation = await stable_group(h, 1, "left")
+        assert h.commit(a, generation, {("t1", 0): (5, -1, "")}, group="left") == {("t1", 0): ErrorCode.none}
+        (s,), stable_generation = await stable_group(h, 1, "stable")
+        assert h.commit(s, stable_generation, {("t1", 0): (7, -1, ""), ("gone", 0): (8, -1, "")}, group="stable") == {
+            ("t1", 0): ErrorCode.none, ("gone", 0): ErrorCode.none}  # fmt: skip
+        assert h.commit("", -1, {("t", 3): (9, -1, "")}, group="solo") == {("t", 3): ErrorCode.none}
+
+        def wait(ms: int) -> None:  # time passes; the members keep heartbeating
+            for _ in range(ms // 5000):
+                h.timer.advance(5000)
+                assert h.heartbeat(s, stable_generation, "stable") == ErrorCode.none
+                if a in getattr(h.coordinator.groups.get("left"), "members", ()):
+                    assert h.heartbeat(a, generation, "left") == ErrorCode.none
+
+        wait(30_000)
+        assert h.coordinator.leave_group(h.broker("left"), "left", [(a, None)]) == (ErrorCode.none, [ErrorCode.none])
+        assert h.group("left").state is GroupState.EMPTY
+        wait(25_000)  # 55 s after the commits: nothing has expired yet
+        assert fetched("solo") == {("t", 3): 9} and fetched("left") == {("t1", 0): 5}
+        assert fetched("stable") == {("t1", 0): 7, ("gone", 0): 8}
+        wait(5_000)  # a minute after the commits: the simple commit and the unsubscribed topic expire
+        assert "solo" not in h.coordinator.groups and fetched("solo") == {}
+        assert fetched("stable") == {("t1", 0): 7} and h.group("stable").state is GroupState.STABLE
+        assert fetched("left") == {("t1", 0): 5}  # Empty for 30 s only
+        wait(30_000)
+        assert "left" not in h.coordinator.groups and fetched("left") == {}
+        assert fetched("stable") == {("t1", 0): 7}
+        # The tombstones are in the log: a new coordinator on the same directory agrees.
+        reloaded = GroupCoordinator(h.offsets, clock=h.timer.now, timer=h.timer)
+        assert {"left", "solo"}.isdisjoint(reloaded.groups)
+        assert reloaded.fetch_offsets(h.broker("stable"), "stable", None)[1][0].offset == 7
+        reloaded.close()
+
+    try:
+        run(test)
+    finally:
+        h.close()
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
