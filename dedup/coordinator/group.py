@@ -94,8 +94,9 @@ class MemberMetadata:
 @dataclass
 class GroupMetadata:
     """One group's state (Kafka's ClassicGroup): members, static members (instance id ->
-    member id), members pending after MEMBER_ID_REQUIRED (KIP-394), the generation and the
-    chosen protocol, and its committed offsets ((topic, partition) -> OffsetCommitValue)."""
+    member id), members pending after MEMBER_ID_REQUIRED (KIP-394), members of the generation
+    that have not sent SyncGroup yet (``pending_sync_members``), the generation and the chosen
+    protocol, and its committed offsets ((topic, partition) -> OffsetCommitValue)."""
 
     group_id: str
     state: GroupState = GroupState.EMPTY
@@ -107,6 +108,7 @@ class GroupMetadata:
     members: dict[str, MemberMetadata] = field(default_factory=dict)
     static_members: dict[str, str] = field(default_factory=dict)
     pending_members: set[str] = field(default_factory=set)
+    pending_sync_members: set[str] = field(default_factory=set)
     new_member_added: bool = False
     offsets: dict[tuple[str, int], Any] = field(default_factory=dict)
 
@@ -132,6 +134,7 @@ class GroupMetadata:
 
     def remove(self, member_id: str) -> MemberMetadata | None:
         member = self.members.pop(member_id, None)
+        self.pending_sync_members.discard(member_id)
         if member is not None and member.group_instance_id is not None:
             if self.static_members.get(member.group_instance_id) == member_id:
                 del self.static_members[member.group_instance_id]
@@ -146,6 +149,9 @@ class GroupMetadata:
         member.member_id = new_member_id
         self.members[new_member_id] = member
         self.static_members[instance_id] = new_member_id
+        if old_member_id in self.pending_sync_members:
+            self.pending_sync_members.discard(old_member_id)
+            self.pending_sync_members.add(new_member_id)
         if self.leader_id == old_member_id:
             self.leader_id = new_member_id
         return member

@@ -381,6 +381,7 @@ class KafkaServer:
                     self.stats.bad_requests += 1
                     logger.warning("broker %d: bad request from %s: %s: closing", broker_id, peer, error)
                     return
+                request = request._replace(client_host=f"/{peer[0]}" if peer else "")
                 if self.faults.close_before_handling():
                     logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
                     return

@@ -120,6 +120,7 @@ class Request(NamedTuple):
     correlation_id: int
     client_id: str | None
     body: Any  # the kio request entity; None for ApiVersions in an unsupported version
+    client_host: str = ""  # the peer's address as Kafka's RequestContext.clientAddress shows it: "/127.0.0.1"
 
     @property
     def name(self) -> str:

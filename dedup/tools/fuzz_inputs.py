@@ -129,6 +129,63 @@ def _snapshot_seeds() -> dict[str, bytes]:
     }
 
 
+def group_and_admin_requests() -> dict[str, tuple[int, int, dict[str, Any]]]:
+    """One valid request of each group and admin API, ``name -> (api key, version, body)``,
+    for the fuzzer's seeds and the server's mutated-frames test. Each is answered at once (a
+    JoinGroup v5 without member id gets MEMBER_ID_REQUIRED; the rest name groups and members
+    that do not exist, or only validate): a mutation may still make a JoinGroup or SyncGroup
+    wait for a rebalance, as in Kafka's purgatory, bounded by the group's timeouts."""
+    import datetime
+
+    from ..server.wire import ApiKey
+
+    ms = datetime.timedelta(milliseconds=1)
+    group = "fuzz-group"
+    committed = {"partition_index": 0, "committed_offset": 1, "committed_leader_epoch": -1, "committed_metadata": ""}
+    topics = [{"name": "clicks", "partitions": [committed]}]
+    return {
+        "find-coordinator-v3": (ApiKey.FIND_COORDINATOR, 3, {"key": group, "key_type": 0}),
+        "find-coordinator-v4": (ApiKey.FIND_COORDINATOR, 4, {"key_type": 0, "coordinator_keys": [group, "other"]}),
+        "join-group-v5": (ApiKey.JOIN_GROUP, 5, {
+            "group_id": group, "session_timeout": 10_000 * ms, "rebalance_timeout": 30_000 * ms, "member_id": "",
+            "group_instance_id": None, "protocol_type": "consumer", "reason": None,
+            "protocols": [{"name": "range", "metadata": b"\x00\x01\x00\x00\x00\x01\x00\x06clicks\xff\xff\xff\xff"}],
+        }),  # fmt: skip
+        "sync-group-v5": (ApiKey.SYNC_GROUP, 5, {
+            "group_id": group, "generation_id": 1, "member_id": "nobody", "group_instance_id": None,
+            "protocol_type": "consumer", "protocol_name": "range",
+            "assignments": [{"member_id": "nobody", "assignment": b"\x00\x01"}],
+        }),  # fmt: skip
+        "heartbeat-v4": (ApiKey.HEARTBEAT, 4, {"group_id": group, "generation_id": 1, "member_id": "nobody",
+                                               "group_instance_id": None}),  # fmt: skip
+        "leave-group-v4": (ApiKey.LEAVE_GROUP, 4, {"group_id": group, "members": [
+            {"member_id": "nobody", "group_instance_id": None, "reason": None}]}),  # fmt: skip
+        "offset-commit-v8": (ApiKey.OFFSET_COMMIT, 8, {"group_id": group, "generation_id_or_member_epoch": 3,
+                                                       "generation_id": 3, "member_id": "nobody",
+                                                       "group_instance_id": None, "topics": topics}),  # fmt: skip
+        "offset-fetch-v7": (ApiKey.OFFSET_FETCH, 7, {"group_id": group, "require_stable": False,
+                                                     "topics": [{"name": "clicks", "partition_indexes": [0, 1]}]}),
+        "offset-fetch-v8": (ApiKey.OFFSET_FETCH, 8, {"require_stable": False, "groups": [
+            {"group_id": group, "topics": None}]}),  # fmt: skip
+        "offset-delete-v0": (ApiKey.OFFSET_DELETE, 0, {"group_id": group, "topics": [
+            {"name": "clicks", "partitions": [{"partition_index": 0}]}]}),  # fmt: skip
+        "list-groups-v4": (ApiKey.LIST_GROUPS, 4, {"states_filter": ["Stable"]}),
+        "describe-groups-v5": (ApiKey.DESCRIBE_GROUPS, 5, {"groups": [group],
+                                                           "include_authorized_operations": True}),  # fmt: skip
+        "delete-groups-v2": (ApiKey.DELETE_GROUPS, 2, {"groups_names": [group]}),
+        "create-topics-v5": (ApiKey.CREATE_TOPICS, 5, {"timeout": 5000 * ms, "validate_only": True, "topics": [
+            {"name": "fuzz-topic", "num_partitions": 3, "replication_factor": -1, "assignments": [],
+             "configs": [{"name": "cleanup.policy", "value": "delete"}]}]}),  # fmt: skip
+        "delete-topics-v4": (ApiKey.DELETE_TOPICS, 4, {"timeout": 5000 * ms, "topic_names": ["fuzz-no-topic"]}),
+        "describe-configs-v4": (ApiKey.DESCRIBE_CONFIGS, 4, {
+            "include_synonyms": False, "include_documentation": True,
+            "resources": [{"resource_type": 2, "resource_name": "clicks", "configuration_keys": None},
+                          {"resource_type": 4, "resource_name": "0", "configuration_keys": ["num.partitions"]}],
+        }),  # fmt: skip
+        "describe-cluster-v0": (ApiKey.DESCRIBE_CLUSTER, 0, {"include_cluster_authorized_operations": False}),
+    }
+
+
 def _frame_seeds() -> dict[str, bytes]:
     import datetime
     import io
@@ -183,7 +240,7 @@ def _frame_seeds() -> dict[str, bytes]:
         "fetch-v11": frame(ApiKey.FETCH, 11, fetch),
         "list-offsets-v1": frame(ApiKey.LIST_OFFSETS, 1, list_offsets),
         "list-offsets-v5": frame(ApiKey.LIST_OFFSETS, 5, list_offsets),
-    }
+    } | {name: frame(api_key, version, body) for name, (api_key, version, body) in group_and_admin_requests().items()}
 
 
 def load_corpus(directory: Path | None) -> dict[str, bytes]:

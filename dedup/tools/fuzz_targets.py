@@ -7,6 +7,7 @@ scratch directory and in-process ``KafkaServer`` the targets use.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -285,9 +286,26 @@ def run_serve_request(data: bytes) -> None:
         responses, _ = fetch_partitions(server, 0, request)
         body = build(response_schema(request), {"error_code": 0, "session_id": 0, "responses": responses})
     else:
-        body = HANDLERS[ApiKey(request.api_key)](server, 0, request)
+        body = asyncio.run(_handle(HANDLERS[ApiKey(request.api_key)], server, request))
     if body is not None:
         encode_response(request, body)
+
+
+#: How long a request that waits (JoinGroup, SyncGroup: a rebalance, as in Kafka's purgatory) is
+#: given before the fuzzer moves on without its answer, as a client that gives up would.
+HANDLER_WAIT_SECONDS = 0.05
+
+
+async def _handle(handler: Callable[..., Any], server: Any, request: Any) -> Any:
+    """``handler``'s answer as ``KafkaServer._serve`` gets it (on an event loop, awaited if it
+    waits), or None if it still waits after :data:`HANDLER_WAIT_SECONDS`."""
+    body = handler(server, 0, request)
+    if inspect.isawaitable(body):
+        try:
+            body = await asyncio.wait_for(body, HANDLER_WAIT_SECONDS)
+        except TimeoutError:
+            return None
+    return body
 
 
 TARGETS: dict[str, Target] = {

@@ -319,6 +319,174 @@ def test_static_membership_replaces_the_old_member_id_and_fences_it(harness):
     run(test)
 
 
+def test_members_that_send_no_sync_group_within_the_rebalance_timeout_are_removed(harness):
+    """GroupMetadataManager.schedulePendingSync / expirePendingSync: a member of the new
+    generation that keeps heartbeating but never sends SyncGroup is removed after the rebalance
+    timeout, and the group rebalances without it."""
+
+    async def test():
+        ids = [await new_member(harness) for _ in range(2)]
+        joins = [harness.join(member) for member in ids]
+        harness.timer.advance(0)
+        results = [await join for join in joins]
+        generation, leader = results[0].generation_id, results[0].leader_id
+        silent = next(member for member in ids if member != leader)
+        assert (await harness.sync(leader, generation, {m: m.encode() for m in ids})).error == ErrorCode.none
+        assert harness.group().state is GroupState.STABLE
+        for _ in range(REBALANCE // 5000 - 1):
+            harness.timer.advance(5000)
+            assert harness.heartbeat(leader, generation) == harness.heartbeat(silent, generation) == ErrorCode.none
+        harness.timer.advance(5000)  # the rebalance timeout since the join completed
+        assert list(harness.group().members) == [leader]
+        assert harness.group().state is GroupState.PREPARING_REBALANCE
+        assert harness.heartbeat(leader, generation) == ErrorCode.rebalance_in_progress
+        assert harness.heartbeat(silent, generation) == ErrorCode.unknown_member_id
+        result = await harness.join(leader)
+        assert result.error == ErrorCode.none and result.generation_id == generation + 1
+        assert [m for m, _, _ in result.members] == [leader]
+        # Everyone synced in this generation: the timer that runs out later removes nobody.
+        assert (await harness.sync(leader, generation + 1, {leader: b"all"})).error == ErrorCode.none
+        for _ in range(REBALANCE // 5000 + 1):
+            harness.timer.advance(5000)
+            assert harness.heartbeat(leader, generation + 1) == ErrorCode.none
+        assert list(harness.group().members) == [leader] and harness.group().state is GroupState.STABLE
+
+    run(test)
+
+
+async def static_group(h: Harness) -> tuple[list[str], int, str]:
+    """Two static members (instances host-1 and host-2), synced, Stable: ids, generation, leader."""
+    joins = [h.join("", instance=f"host-{i}") for i in (1, 2)]
+    h.timer.advance(0)
+    results = [await join for join in joins]
+    ids = [r.member_id for r in results]
+    generation, leader = results[0].generation_id, results[0].leader_id
+    syncs = [h.sync(m, generation, {x: x.encode() for x in ids} if m == leader else None, instance=f"host-{i}")
+             for i, m in zip((1, 2), ids, strict=True)]  # fmt: skip
+    assert [(await sync).assignment for sync in syncs] == [m.encode() for m in ids]
+    return ids, generation, leader
+
+
+def test_a_static_member_rejoining_a_stable_group_unchanged_gets_its_place_without_a_rebalance(harness):
+    """KIP-345 (GroupMetadataManager.updateStaticMemberThenRebalanceOrCompleteJoin): the instance
+    restarts, rejoins without its member id and the same protocols: answered at once in the same
+    generation, under a new id, told the old leader; SyncGroup gives it its old assignment; the
+    other member goes on, the old id is fenced."""
+
+    async def test():
+        ids, generation, leader = await static_group(harness)
+        index = next(i for i, m in enumerate(ids) if m != leader)
+        instance, old_id = f"host-{index + 1}", ids[index]
+        joining = harness.join("", instance=instance)
+        await settle()
+        assert joining.done(), "the rejoin waited for a rebalance"
+        result = joining.result()
+        assert (result.error, result.generation_id, result.leader_id, result.members) == (
+            ErrorCode.none, generation, leader, [],
+        )  # fmt: skip
+        assert result.member_id not in (old_id, "") and result.member_id.startswith(instance)
+        assert harness.group().state is GroupState.STABLE and harness.group().generation_id == generation
+        sync = await harness.sync(result.member_id, generation, instance=instance)
+        assert (sync.error, sync.assignment) == (ErrorCode.none, old_id.encode())
+        assert harness.heartbeat(leader, generation) == ErrorCode.none
+        assert harness.heartbeat(old_id, generation, instance=instance) == ErrorCode.fenced_instance_id
+        # The new member id is what a restart of the coordinator finds.
+        partition = harness.coordinator.partition_for("g")
+        stored = harness.coordinator.store.replay(partition, harness.offsets.partition(partition))
+        assert [set(g.members) for g in stored if g.group_id == "g"] == [{leader, result.member_id}]
+
+    run(test)
+
+
+def test_a_static_leader_rejoining_is_told_to_skip_the_assignment_from_join_group_v9(harness):
+    """KIP-814: before JoinGroup v9 the rejoining leader is told the old leader id (so it does
+    not compute an assignment); from v9 it is the leader, with the members and skip_assignment."""
+
+    async def test():
+        ids, generation, leader = await static_group(harness)
+        instance = f"host-{ids.index(leader) + 1}"
+        old = await harness.join("", instance=instance)
+        assert (old.leader_id, old.members, old.skip_assignment) == (leader, [], False)
+        new = await harness.coordinator.join_group(
+            harness.broker(), "g", "", instance, "consumer", PROTOCOLS, session_timeout_ms=SESSION,
+            rebalance_timeout_ms=REBALANCE, supports_skip_assignment=True,
+        )  # fmt: skip
+        assert new.error == ErrorCode.none and new.generation_id == generation
+        assert new.leader_id == new.member_id and new.skip_assignment
+        assert sorted(m for m, _, _ in new.members) == sorted([new.member_id, *[m for m in ids if m != leader]])
+        assert harness.group().state is GroupState.STABLE
+
+    run(test)
+
+
+def test_a_static_member_rejoining_with_a_protocol_that_changes_the_groups_choice_rebalances(harness):
+    async def test():
+        ids, generation, leader = await static_group(harness)
+        joining = harness.join("", instance="host-2", protocols=[("roundrobin", b"rr")])
+        await settle()
+        assert not joining.done() and harness.group().state is GroupState.PREPARING_REBALANCE
+        assert harness.heartbeat(ids[0], generation, instance="host-1") == ErrorCode.rebalance_in_progress
+        first = harness.join(ids[0], instance="host-1")
+        results = [await first, await joining]
+        assert {r.generation_id for r in results} == {generation + 1}
+        assert {r.protocol_name for r in results} == {"roundrobin"}
+
+    run(test)
+
+
+def test_offsets_expire_after_the_retention_and_groups_left_without_offsets_are_removed(tmp_path):
+    """KIP-211 (OffsetMetadataManager.cleanupExpiredOffsets, GroupMetadataManager.maybeDeleteGroup):
+    every ``offsets.retention.check.interval.ms``, offsets of an Empty group expire a retention
+    after it became Empty, a simple (no group management) commit a retention after it was made,
+    and a Stable group's offsets only for topics nobody subscribes to; tombstones are written, and
+    an Empty group with no offsets left is deleted: gone after a reload as well."""
+    h = Harness(tmp_path, offsets_retention_minutes=1, offsets_retention_check_interval_ms=5000)
+
+    def fetched(group: str) -> dict[tuple[str, int], int]:
+        error, committed = h.coordinator.fetch_offsets(h.broker(group), group, None)
+        assert error == ErrorCode.none
+        return {(c.topic, c.partition): c.offset for c in committed}
+
+    async def test():
+        (a,), generation = await stable_group(h, 1, "left")
+        assert h.commit(a, generation, {("t1", 0): (5, -1, "")}, group="left") == {("t1", 0): ErrorCode.none}
+        (s,), stable_generation = await stable_group(h, 1, "stable")
+        assert h.commit(s, stable_generation, {("t1", 0): (7, -1, ""), ("gone", 0): (8, -1, "")}, group="stable") == {
+            ("t1", 0): ErrorCode.none, ("gone", 0): ErrorCode.none}  # fmt: skip
+        assert h.commit("", -1, {("t", 3): (9, -1, "")}, group="solo") == {("t", 3): ErrorCode.none}
+
+        def wait(ms: int) -> None:  # time passes; the members keep heartbeating
+            for _ in range(ms // 5000):
+                h.timer.advance(5000)
+                assert h.heartbeat(s, stable_generation, "stable") == ErrorCode.none
+                if a in getattr(h.coordinator.groups.get("left"), "members", ()):
+                    assert h.heartbeat(a, generation, "left") == ErrorCode.none
+
+        wait(30_000)
+        assert h.coordinator.leave_group(h.broker("left"), "left", [(a, None)]) == (ErrorCode.none, [ErrorCode.none])
+        assert h.group("left").state is GroupState.EMPTY
+        wait(25_000)  # 55 s after the commits: nothing has expired yet
+        assert fetched("solo") == {("t", 3): 9} and fetched("left") == {("t1", 0): 5}
+        assert fetched("stable") == {("t1", 0): 7, ("gone", 0): 8}
+        wait(5_000)  # a minute after the commits: the simple commit and the unsubscribed topic expire
+        assert "solo" not in h.coordinator.groups and fetched("solo") == {}
+        assert fetched("stable") == {("t1", 0): 7} and h.group("stable").state is GroupState.STABLE
+        assert fetched("left") == {("t1", 0): 5}  # Empty for 30 s only
+        wait(30_000)
+        assert "left" not in h.coordinator.groups and fetched("left") == {}
+        assert fetched("stable") == {("t1", 0): 7}
+        # The tombstones are in the log: a new coordinator on the same directory agrees.
+        reloaded = GroupCoordinator(h.offsets, clock=h.timer.now, timer=h.timer)
+        assert {"left", "solo"}.isdisjoint(reloaded.groups)
+        assert reloaded.fetch_offsets(h.broker("stable"), "stable", None)[1][0].offset == 7
+        reloaded.close()
+
+    try:
+        run(test)
+    finally:
+        h.close()
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
@@ -490,8 +658,9 @@ def server(tmp_path_factory):
         yield running
 
 
-def call(server: ServerThread, broker: int, api_key: int, version: int, body: dict):
-    """One request to ``broker`` on a new connection; the parsed response."""
+def call(server: ServerThread, broker: int, api_key: int, version: int, body: dict, source: str | None = None):
+    """One request to ``broker`` on a new connection (from the loopback address ``source`` if
+    given); the parsed response."""
     schema = load_request_schema(api_key, version)
     buffer = io.BytesIO()
     header = schema.__header_schema__
@@ -499,7 +668,9 @@ def call(server: ServerThread, broker: int, api_key: int, version: int, body: di
                                          client_id="wire"))  # fmt: skip
     entity_writer(schema)(buffer, build(schema, body))
     data = buffer.getvalue()
-    with socket.create_connection(("127.0.0.1", server.server.ports[broker]), timeout=15) as sock:
+    address = None if source is None else (source, 0)
+    with socket.create_connection(("127.0.0.1", server.server.ports[broker]), timeout=15,
+                                  source_address=address) as sock:  # fmt: skip
         sock.sendall(struct.pack(">i", len(data)) + data)
         size = struct.unpack(">i", _exactly(sock, 4))[0]
         frame = _exactly(sock, size)
@@ -661,6 +832,30 @@ def test_list_describe_leave_and_delete_on_the_wire(server):
     assert call(server, broker, ApiKey.OFFSET_DELETE, 0, offset_delete).error_code == ErrorCode.none
     assert call(server, broker, ApiKey.DELETE_GROUPS, 0, {"groups_names": [group]}).results[0].error_code == 0
     assert call(server, broker, ApiKey.OFFSET_DELETE, 0, offset_delete).error_code == ErrorCode.group_id_not_found
+
+
+def test_a_members_client_host_is_the_address_it_connects_from(server):
+    """Kafka's JoinGroup records ``RequestContext.clientAddress`` ("/" and the peer's address),
+    which DescribeGroups shows: here a client on 127.0.0.2 (loopback) of a broker on 127.0.0.1."""
+    group, source = "wire-host", "127.0.0.2"
+    broker = coordinator_of(server, group)
+    try:
+        first = call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group), source=source)
+    except OSError as error:
+        pytest.skip(f"no second loopback address here: {error}")
+    joined = call(server, broker, ApiKey.JOIN_GROUP, 5, join_body(group, first.member_id), source=source)
+    assert joined.error_code == ErrorCode.none
+    synced = call(server, broker, ApiKey.SYNC_GROUP, 5, {
+        "group_id": group, "generation_id": joined.generation_id, "member_id": joined.member_id,
+        "group_instance_id": None, "protocol_type": "consumer", "protocol_name": "range",
+        "assignments": [{"member_id": joined.member_id, "assignment": b"mine"}],
+    })  # fmt: skip
+    assert synced.error_code == ErrorCode.none
+    [described] = call(server, broker, ApiKey.DESCRIBE_GROUPS, 5, {"groups": [group],
+                                                                   "include_authorized_operations": False}).groups
+    assert [(m.member_id, m.client_id, m.client_host) for m in described.members] == [
+        (joined.member_id, "wire", "/127.0.0.2")
+    ]
 
 
 def test_a_stopped_coordinator_moves_the_group_and_the_old_broker_says_not_coordinator(tmp_path):

@@ -27,6 +27,7 @@ from dedup.batch import encode_batch
 from dedup.server import ServerThread
 from dedup.server.apis import strip_producer_ids
 from dedup.server.wire import MAX_REQUEST_BYTES, SUPPORTED_VERSIONS, ApiKey, build
+from dedup.tools.fuzz_inputs import group_and_admin_requests
 
 TOPIC = "clicks"
 NO_WAIT = datetime.timedelta(0)
@@ -358,10 +359,20 @@ def valid_frames() -> list[bytes]:
         frame(ApiKey.FETCH, 11, fetch_body(0)),
         frame(ApiKey.LIST_OFFSETS, 1, {"replica_id": -1, "topics": [
             {"name": TOPIC, "partitions": [{"partition_index": 0, "timestamp": -1}]}]}),
+        *[frame(*request) for request in group_and_admin_requests().values()],
     ]  # fmt: skip
 
 
 FRAMES = valid_frames()
+
+
+def test_every_valid_frame_is_answered(server):
+    """The mutation test's seeds, each a request the server answers as it is."""
+    for index, raw in enumerate(FRAMES):
+        with connect(server) as sock:
+            sock.sendall(raw)
+            response = receive(sock)
+            assert response is not None and struct.unpack_from(">i", response)[0] == 1, f"frame {index}"
 
 
 @st.composite
@@ -411,7 +422,10 @@ def test_mutated_frames_never_break_the_server(server, raw, caplog):
                 # MinBytes of 1 or more, it waits for records as Kafka's fetch purgatory would
                 # (found by this test: 0x01000000 ms, 4.6 hours), and Kafka reads no more of
                 # the connection meanwhile either. The server must still serve everyone else.
-                assert raw[4:6] == struct.pack(">h", ApiKey.FETCH), "no answer to a request that is not a fetch"
+                # JoinGroup and SyncGroup wait the same way for a rebalance (bounded by the group's
+                # rebalance and session timeouts, at most group.max.session.timeout.ms).
+                waiting = [struct.pack(">h", key) for key in (ApiKey.FETCH, ApiKey.JOIN_GROUP, ApiKey.SYNC_GROUP)]
+                assert raw[4:6] in waiting, "no answer to a request that does not wait"
                 break
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "dedup.server"]
     assert not errors, errors[0].getMessage()

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
-from ...coordinator.group_coordinator import NO_GENERATION, CommittedOffset, JoinResult, SyncResult
+from ...coordinator.membership import NO_GENERATION, JoinResult, SyncResult
+from ...coordinator.offsets_manager import CommittedOffset
 from ..wire import Request, build, response_schema
 
 if TYPE_CHECKING:
@@ -31,10 +32,6 @@ def _ms(value: datetime.timedelta | int) -> int:
     if isinstance(value, datetime.timedelta):
         return value // datetime.timedelta(milliseconds=1)
     return int(value)
-
-
-def _client_host(server: KafkaServer) -> str:
-    return f"/{server.host}"  # Kafka shows the peer's address; clients connect on loopback here
 
 
 # -- FindCoordinator -----------------------------------------------------------------------------
@@ -81,8 +78,9 @@ def join_group(server: KafkaServer, broker_id: int, request: Request) -> Any:
         session_timeout_ms=session_timeout_ms,
         rebalance_timeout_ms=session_timeout_ms if rebalance_timeout is None else _ms(rebalance_timeout),
         client_id=request.client_id or "",
-        client_host=_client_host(server),
+        client_host=request.client_host,
         require_known_member_id=request.api_version >= 4,
+        supports_skip_assignment=request.api_version >= 9,
     )
 
     async def respond() -> Any:
@@ -94,7 +92,7 @@ def join_group(server: KafkaServer, broker_id: int, request: Request) -> Any:
             "protocol_type": result.protocol_type if nullable else result.protocol_type or "",
             "protocol_name": result.protocol_name if nullable else result.protocol_name or "",
             "leader": result.leader_id,
-            "skip_assignment": False,
+            "skip_assignment": result.skip_assignment,
             "member_id": result.member_id,
             "members": [
                 {"member_id": member_id, "group_instance_id": instance_id, "metadata": metadata}
