@@ -251,3 +251,27 @@ def test_describe_cluster_by_endpoint_type(server, version, endpoint_type, error
     if not error:
         assert [b.broker_id for b in response.brokers] == [0, 1, 2]
         assert response.cluster_id == "dedup"
+
+
+# --- authorized operations (KIP-430) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("include", [True, False], ids=["asked", "not-asked"])
+def test_confluent_kafka_reads_the_authorized_operations_of_topics_and_the_cluster(server, include):
+    """Without an authorizer Kafka allows every operation a resource supports (AuthHelper,
+    AclEntry.supportedOperations); before, Metadata and DescribeCluster always answered
+    "not asked" (INT32_MIN), so an admin client that asked got nothing."""
+    from confluent_kafka import TopicCollection
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap_servers})
+    cluster = admin.describe_cluster(include_authorized_operations=include, request_timeout=10).result()
+    name = sorted(TOPICS)[0]
+    topic = admin.describe_topics(TopicCollection([name]), include_authorized_operations=include,
+                                  request_timeout=10)[name].result()  # fmt: skip
+    if not include:
+        assert not cluster.authorized_operations and not topic.authorized_operations
+        return
+    assert sorted(op.name for op in cluster.authorized_operations) == [
+        "ALTER", "ALTER_CONFIGS", "CLUSTER_ACTION", "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "IDEMPOTENT_WRITE"]
+    assert sorted(op.name for op in topic.authorized_operations) == [
+        "ALTER", "ALTER_CONFIGS", "CREATE", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE"]

@@ -2,7 +2,8 @@
 controller and the cluster id, as Kafka's ``AuthHelper.computeDescribeClusterResponse`` answers
 on a broker listener. A broker serves endpoint type BROKERS (1); CONTROLLERS (2) is
 MISMATCHED_ENDPOINT_TYPE, another type UNSUPPORTED_ENDPOINT_TYPE (both INVALID_REQUEST in v0).
-Cluster authorized operations are not computed (no ACLs): the schema's default, INT32_MIN."""
+``include_cluster_authorized_operations`` is answered as Kafka without an authorizer does: every
+operation the cluster resource supports."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from kio.schema.errors import ErrorCode
 
 from ..wire import Request, build, response_schema
+from .common import authorized_operations
 
 if TYPE_CHECKING:
     from ..core import KafkaServer
@@ -42,5 +44,8 @@ def describe_cluster(server: KafkaServer, broker_id: int, request: Request) -> A
             "cluster_id": server.cluster_id,
             "controller_id": alive[0] if alive else -1,  # as Metadata names it
             "brokers": [{"broker_id": b, "host": server.host, "port": server.ports[b]} for b in alive],
+            "cluster_authorized_operations": authorized_operations(
+                "cluster", request.body.include_cluster_authorized_operations
+            ),
         },
     )

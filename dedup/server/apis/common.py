@@ -1,4 +1,5 @@
-"""What several APIs ask of a partition: whether a broker serves it, and as what."""
+"""What several APIs share: whether a broker serves a partition, and as what; the operations a
+client may perform on a resource."""
 
 from __future__ import annotations
 
@@ -28,3 +29,30 @@ def leader_error(cluster: Cluster | None, broker_id: int, current_leader_epoch: 
             return ErrorCode.fenced_leader_epoch
         return ErrorCode.unknown_leader_epoch
     return ErrorCode.none
+
+
+# --- authorized operations (KIP-430) --------------------------------------------------------------
+
+#: Kafka's AclOperation codes.
+READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, CLUSTER_ACTION = 3, 4, 5, 6, 7, 8, 9
+DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE = 10, 11, 12
+
+#: The operations each resource type supports (Kafka 4.0's AclEntry.supportedOperations). Without
+#: an authorizer, Kafka's AuthHelper.authorizedOperations allows all of them, and dedup has none.
+SUPPORTED_OPERATIONS = {
+    "topic": (READ, WRITE, CREATE, DESCRIBE, DELETE, ALTER, DESCRIBE_CONFIGS, ALTER_CONFIGS),
+    "group": (READ, DESCRIBE, DELETE, DESCRIBE_CONFIGS, ALTER_CONFIGS),
+    "cluster": (CREATE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, ALTER, DESCRIBE),
+}
+
+#: The value of an ``*_authorized_operations`` field the client did not ask for (Integer.MIN_VALUE).
+AUTHORIZED_OPERATIONS_OMITTED = -(1 << 31)
+
+
+def authorized_operations(resource_type: str, included: bool) -> int:
+    """An ``*_authorized_operations`` field: the bit set of the operations allowed on a resource
+    of ``resource_type`` (bit ``1 << code`` per operation) when the request ``included`` the
+    ask, :data:`AUTHORIZED_OPERATIONS_OMITTED` otherwise."""
+    if not included:
+        return AUTHORIZED_OPERATIONS_OMITTED
+    return sum(1 << operation for operation in SUPPORTED_OPERATIONS[resource_type])

@@ -17,6 +17,7 @@ from kio.schema.errors import ErrorCode
 from ...coordinator.membership import NO_GENERATION, JoinResult, SyncResult
 from ...coordinator.offsets_manager import CommittedOffset
 from ..wire import Request, build, response_schema
+from .common import authorized_operations
 
 if TYPE_CHECKING:
     from ..core import KafkaServer
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 # FindCoordinator key types (Kafka's CoordinatorType).
 KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
-#: DescribeGroups' authorized_operations when the client did not ask for them (Integer.MIN_VALUE).
-AUTHORIZED_OPERATIONS_OMITTED = -(1 << 31)
 
 
 def _ms(value: datetime.timedelta | int) -> int:
@@ -253,8 +252,7 @@ def describe_groups(server: KafkaServer, broker_id: int, request: Request) -> An
         entry: dict[str, Any] = {"error_code": error, "group_id": group_id, "group_state": "",
                                  "protocol_type": "", "protocol_data": "", "members": []}  # fmt: skip
         entry.update(summary)
-        # No ACLs here: every operation is allowed (READ, DESCRIBE, DELETE: bits 3, 8, 6).
-        entry["authorized_operations"] = (1 << 3) | (1 << 6) | (1 << 8) if include else AUTHORIZED_OPERATIONS_OMITTED
+        entry["authorized_operations"] = authorized_operations("group", include)
         described.append(entry)
     return build(response_schema(request), {"groups": described})
 

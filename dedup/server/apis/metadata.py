@@ -10,7 +10,7 @@ from kio.schema.errors import ErrorCode
 from ...checkpoints import _is_topic
 from ..topics import TopicError, is_internal
 from ..wire import SUPPORTED_VERSIONS, Request, build, response_schema
-from .common import server_alive
+from .common import authorized_operations, server_alive
 
 if TYPE_CHECKING:
     from ..core import KafkaServer
@@ -62,7 +62,8 @@ def metadata(server: KafkaServer, broker_id: int, request: Request) -> Any:
                 "offline_replicas": [b for b in cluster.replicas if not server_alive(cluster, b)],
             })  # fmt: skip
         topics.append({"error_code": ErrorCode.none, "name": name, "is_internal": topic.internal,
-                       "partitions": partitions})  # fmt: skip
+                       "partitions": partitions, "topic_authorized_operations": authorized_operations(
+                           "topic", getattr(body, "include_topic_authorized_operations", False))})  # fmt: skip
     return build(
         response_schema(request),
         {
@@ -70,6 +71,9 @@ def metadata(server: KafkaServer, broker_id: int, request: Request) -> Any:
             "cluster_id": server.cluster_id,
             "controller_id": alive[0] if alive else -1,
             "topics": topics,
+            "cluster_authorized_operations": authorized_operations(
+                "cluster", getattr(body, "include_cluster_authorized_operations", False)
+            ),
         },
     )
 
