@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kio.schema.errors import ErrorCode
 
@@ -49,9 +49,15 @@ MAX_MEMBER_METADATA_BYTES = 1048588
 UNKNOWN_MEMBER_ID = ""
 NO_GENERATION = -1
 
-#: What a JoinGroup carries besides its ids: client id, client host, rebalance timeout (ms),
-#: session timeout (ms), protocol type, protocols.
-JoinArgs = tuple[str, str, int, int, str, list[tuple[str, bytes]]]
+class JoinArgs(NamedTuple):
+    """What a JoinGroup carries besides its ids."""
+
+    client_id: str
+    client_host: str
+    rebalance_timeout_ms: int
+    session_timeout_ms: int
+    protocol_type: str
+    protocols: list[tuple[str, bytes]]
 
 
 @dataclass
@@ -361,7 +367,7 @@ class GroupMembership:
         ):
             return _resolved(JoinResult(ErrorCode.group_max_size_reached, member_id))
         future: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
-        args = (client_id, client_host, rebalance_timeout_ms, session_timeout_ms, protocol_type, protocols)
+        args = JoinArgs(client_id, client_host, rebalance_timeout_ms, session_timeout_ms, protocol_type, protocols)
         if is_unknown:
             self._unknown_member_join(group, group_instance_id, require_known_member_id, args, future,
                                       supports_skip_assignment)  # fmt: skip
@@ -378,7 +384,7 @@ class GroupMembership:
         future: asyncio.Future[JoinResult],
         supports_skip_assignment: bool,
     ) -> None:
-        client_id, _, _, _, protocol_type, protocols = args
+        client_id, protocol_type, protocols = args.client_id, args.protocol_type, args.protocols
         if group.is_state(GroupState.DEAD):
             future.set_result(JoinResult(ErrorCode.coordinator_not_available))
             return
@@ -402,7 +408,8 @@ class GroupMembership:
         elif group_instance_id is None and require_known_member_id:
             # KIP-394: the new member learns its id first, and must rejoin with it within its session.
             group.pending_members.add(new_member_id)
-            pending = MemberMetadata(new_member_id, None, client_id, "", 0, args[3], protocol_type, protocols)
+            pending = MemberMetadata(new_member_id, None, client_id, "", 0, args.session_timeout_ms, protocol_type,
+                                     protocols)  # fmt: skip
             self.schedule_heartbeat(group, pending)
             future.set_result(JoinResult(ErrorCode.member_id_required, new_member_id))
         else:
@@ -431,7 +438,8 @@ class GroupMembership:
         member = group.replace_static_member(group_instance_id, old_member_id, new_member_id)
         self.schedule_heartbeat(group, member)
         old_fields = (member.rebalance_timeout_ms, member.session_timeout_ms, member.protocols)
-        _, _, member.rebalance_timeout_ms, member.session_timeout_ms, _, member.protocols = args
+        member.rebalance_timeout_ms, member.session_timeout_ms = args.rebalance_timeout_ms, args.session_timeout_ms
+        member.protocols = args.protocols
         if group.is_state(GroupState.STABLE):
             if group.protocol_name != group.select_protocol():
                 member.awaiting_join = future
@@ -471,7 +479,7 @@ class GroupMembership:
         args: JoinArgs,
         future: asyncio.Future[JoinResult],
     ) -> None:
-        protocol_type, protocols = args[4], args[5]
+        protocol_type, protocols = args.protocol_type, args.protocols
         if group.is_state(GroupState.DEAD):
             future.set_result(JoinResult(ErrorCode.coordinator_not_available, member_id))
         elif not group.supports_protocols(protocol_type, protocols):
@@ -533,7 +541,8 @@ class GroupMembership:
         args: JoinArgs,
         future: asyncio.Future[JoinResult],
     ) -> None:
-        _, _, member.rebalance_timeout_ms, member.session_timeout_ms, _, member.protocols = args
+        member.rebalance_timeout_ms, member.session_timeout_ms = args.rebalance_timeout_ms, args.session_timeout_ms
+        member.protocols = args.protocols
         _complete(member.awaiting_join, JoinResult(ErrorCode.rebalance_in_progress, member.member_id))
         member.awaiting_join = future
         self._maybe_prepare_rebalance(group)
