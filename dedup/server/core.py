@@ -36,6 +36,7 @@ from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cluster import Cluster
 from ..coordinator.group_coordinator import GroupCoordinator
 from .apis import HANDLERS, fetch_partitions
+from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
 from .faults import Fate, Faults
 from .topics import OffsetsTopic, TopicError, Topics
 from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
@@ -124,39 +125,40 @@ def _topics(value: Any) -> list[tuple[str, int | None]]:
     return entries
 
 
-#: KafkaServer's group coordinator settings (Kafka's ``offsets.*`` and ``group.*`` keys in snake
-#: case) and their defaults; ``offsets_topic_replication_factor`` None is min(3, brokers).
-GROUP_OPTIONS: dict[str, int | None] = {
-    "offsets_topic_num_partitions": 50,
-    "offsets_topic_replication_factor": None,
-    "group_initial_rebalance_delay_ms": 3000,
-    "group_min_session_timeout_ms": 6000,
-    "group_max_session_timeout_ms": 1_800_000,
-    "group_max_size": 2_147_483_647,
-    "offsets_retention_minutes": 10080,
-    "offsets_retention_check_interval_ms": 600_000,
+#: KafkaServer's group coordinator settings: the keyword arguments of the broker configuration's
+#: ``group.*`` and ``offsets.*`` keys (:data:`~dedup.server.config.BROKER_CONFIGS`, their one
+#: definition, with Kafka's defaults and ranges).
+GROUP_OPTIONS: dict[str, ConfigKey] = {
+    key.kwarg: key for key in BROKER_CONFIGS.values() if key.kwarg and key.name.startswith(("group.", "offsets."))
 }
+
+#: This server's bound on ``offsets.topic.num.partitions`` (Kafka has none; each partition is a
+#: replicated log with its files).
+_MAX_OFFSETS_PARTITIONS = 10_000
 
 
 def _group_coordinator(
     topics: Topics, brokers: int, options: dict[str, Any], live_brokers: Callable[[], Iterable[int]]
 ) -> GroupCoordinator:
-    """The broker's group coordinator over ``__consumer_offsets`` among ``topics``."""
-    settings = GROUP_OPTIONS | options
-    limits = {"offsets_topic_num_partitions": (1, 10_000), "group_max_size": (1, 2_147_483_647)}
-    for key, value in settings.items():
-        if key == "offsets_topic_replication_factor" and value is None:
-            continue
-        low, high = limits.get(key, (0, 1 << 62))
-        settings[key] = _args.integer(key, value, low, high, f"in [{low}, {high}]")
-    replication = settings.pop("offsets_topic_replication_factor")
-    replication = min(3, brokers) if replication is None else replication
-    if not 1 <= replication <= brokers:
-        raise ValueError(f"offsets_topic_replication_factor must be in [1, {brokers}] (the brokers), got {replication}")
+    """The broker's group coordinator over ``__consumer_offsets`` among ``topics``: ``options``
+    by keyword (:data:`GROUP_OPTIONS`), the others at Kafka's defaults, except
+    ``offsets_topic_replication_factor``: min(3, brokers) unless given (Kafka's 3 needs 3
+    brokers), which is written back into ``options``."""
+    highest = {"offsets_topic_replication_factor": brokers, "offsets_topic_num_partitions": _MAX_OFFSETS_PARTITIONS}
+    settings: dict[str, Any] = {}
+    for kwarg, key in GROUP_OPTIONS.items():
+        value = options.get(kwarg, key.default)
+        if kwarg == "offsets_topic_replication_factor" and kwarg not in options:
+            value = min(key.default, brokers)
+        low = 0 if key.low is None else key.low
+        high = highest.get(kwarg, INT_MAX if key.type == "INT" else LONG_MAX)
+        settings[kwarg] = _args.integer(kwarg, value, low, high, f"in [{low}, {high}]")
+    options["offsets_topic_replication_factor"] = settings["offsets_topic_replication_factor"]
     if settings["group_min_session_timeout_ms"] > settings["group_max_session_timeout_ms"]:
         raise ValueError("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms")
     offsets = OffsetsTopic(topics, num_partitions=settings.pop("offsets_topic_num_partitions"),
-                           replication_factor=replication, live_brokers=live_brokers)  # fmt: skip
+                           replication_factor=settings.pop("offsets_topic_replication_factor"),
+                           live_brokers=live_brokers)  # fmt: skip
     return GroupCoordinator(offsets, **settings)
 
 
@@ -230,7 +232,9 @@ class KafkaServer:
         self.directory = tempfile.mkdtemp(prefix="dedup-serve-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
         cluster_options.setdefault("min_insync_replicas", min(2, count))
+        # What serve starts with where it differs from Kafka's defaults, as DescribeConfigs reports it.
         self.settings["min_insync_replicas"] = cluster_options["min_insync_replicas"]
+        self.settings["default_replication_factor"] = self.default_replication_factor
         group_options = {key: cluster_options.pop(key) for key in GROUP_OPTIONS if key in cluster_options}
         self.topics = Topics(
             self.directory,
@@ -255,6 +259,7 @@ class KafkaServer:
         self.stats = ServerStats()
         self._alive = [True] * count
         self.groups = _group_coordinator(self.topics, count, group_options, self.live_brokers)
+        self.settings["offsets_topic_replication_factor"] = group_options["offsets_topic_replication_factor"]
         self._listeners: list[asyncio.Server | None] = [None] * count
         self._connections: list[set[asyncio.StreamWriter]] = [set() for _ in range(count)]
         self._data = asyncio.Event()

@@ -275,3 +275,20 @@ def test_confluent_kafka_reads_the_authorized_operations_of_topics_and_the_clust
         "ALTER", "ALTER_CONFIGS", "CLUSTER_ACTION", "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "IDEMPOTENT_WRITE"]
     assert sorted(op.name for op in topic.authorized_operations) == [
         "ALTER", "ALTER_CONFIGS", "CREATE", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE"]
+
+
+@pytest.mark.parametrize("brokers", [1, 3])
+def test_describe_configs_reports_the_replication_serve_starts_with(tmp_path, brokers):
+    """serve replicates by default where Kafka's defaults would not fit its brokers
+    (default.replication.factor and offsets.topic.replication.factor min(3, brokers),
+    min.insync.replicas min(2, brokers)): DescribeConfigs says what the server uses, not
+    Kafka's defaults (before, it said 1 and 3 whatever the brokers)."""
+    with ServerThread(tmp_path, brokers=brokers) as running:
+        admin = AdminClient({"bootstrap.servers": running.bootstrap_servers})
+        (future,) = admin.describe_configs([ConfigResource("BROKER", "0")]).values()
+        configs = future.result(timeout=10)
+    got = {key: configs[key].value for key in
+           ("default.replication.factor", "offsets.topic.replication.factor", "min.insync.replicas")}  # fmt: skip
+    assert got == {"default.replication.factor": str(min(3, brokers)),
+                   "offsets.topic.replication.factor": str(min(3, brokers)),
+                   "min.insync.replicas": str(min(2, brokers))}  # fmt: skip
