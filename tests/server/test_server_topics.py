@@ -190,6 +190,31 @@ def test_metadata_does_not_auto_create_when_disabled(tmp_path):
         assert set(metadata(server, [], version=1)) == set()  # v1+: an empty list is none
 
 
+@pytest.mark.parametrize("enabled", [True, False], ids=["auto-create", "disabled"])
+def test_librdkafka_producing_to_a_topic_that_does_not_exist(tmp_path, enabled):
+    """The issue's symptom: librdkafka waited ``message.timeout.ms`` (5 minutes by default) to
+    produce to a topic the server did not have. Its Metadata request creates the topic (Kafka's
+    auto.create.topics.enable, num.partitions), and the message is delivered at once; with
+    auto-creation off the topic stays unknown and the delivery fails when the message times out
+    (librdkafka waits topic.metadata.propagation.max.ms for an unknown topic to appear first)."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    with ServerThread(tmp_path, brokers=3, num_partitions=3, auto_create_topics_enable=enabled) as server:
+        producer = confluent_kafka.Producer({"bootstrap.servers": server.bootstrap_servers, "enable.idempotence": True,
+                                             "message.timeout.ms": 3000})  # fmt: skip
+        outcomes: list[object] = []
+        producer.produce("fresh", value=b"v", on_delivery=lambda error, message: outcomes.append(error))
+        assert producer.flush(15) == 0
+        topics = set(metadata(server, None))
+    if enabled:
+        assert outcomes == [None] and "fresh" in topics
+        with ServerThread(tmp_path) as again:  # the same directory: the topic and its 3 partitions stay
+            assert len(metadata(again, ["fresh"], allow=False)["fresh"].partitions) == 3
+    else:
+        codes = (confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART, confluent_kafka.KafkaError._MSG_TIMED_OUT)
+        assert len(outcomes) == 1 and outcomes[0] is not None and outcomes[0].code() in codes
+        assert "fresh" not in topics
+
+
 def test_internal_topics_are_internal_in_metadata(server):
     server.run(lambda: server.server.topics.ensure("__consumer_offsets", 3, live_brokers=[0, 1, 2], internal=True))
     answer = metadata(server, None)
