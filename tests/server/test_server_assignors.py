@@ -52,6 +52,19 @@ class Member:
         return sorted(tp.partition for tp in self.consumer.assignment())
 
 
+def test_one_cooperative_member_gets_every_partition(tmp_path):
+    # The fast representative of this file: one member, the cooperative protocol's first round.
+    with ServerThread(tmp_path, brokers=1, topics=[(TOPIC, PARTITIONS)], group_initial_rebalance_delay_ms=0) as server:
+        member = Member(server.bootstrap_servers, "cooperative-sticky")
+        try:
+            deadline = time.monotonic() + 20
+            while member.assigned() != list(range(PARTITIONS)) and time.monotonic() < deadline:
+                member.poll()
+            assert member.assigned() == list(range(PARTITIONS))
+        finally:
+            member.consumer.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
 def test_each_librdkafka_assignor_splits_the_partitions_and_reads_everything_once(tmp_path, strategy):
