@@ -327,3 +327,33 @@ def test_a_leftover_cleaned_file_is_deleted_and_the_old_segments_stay(tmp_path):
     assert records(reopened) == old
     assert not os.path.exists(os.path.join(directory, segment_file_name(0) + ".cleaned"))
     reopened.close()
+
+
+# -- every replica cleans its own log ------------------------------------------------------------
+
+
+def test_each_replica_cleans_its_own_log_and_a_late_follower_catches_up_from_a_cleaned_leader(tmp_path):
+    from dedup.cluster import Cluster
+
+    cluster = Cluster(tmp_path, brokers=3, topic="t", segment_bytes=300, clock=lambda: NOW)
+    try:
+        producer = {"producer_id": 5, "producer_epoch": 0}
+        cluster.stop_broker(2)  # down while the leader cleans: it catches up through the gaps
+        for i in range(40):
+            batch = encode_batch([b"v%d" % i], keys=[b"k%d" % (i % 4)], timestamp=NOW, base_sequence=i, **producer)
+            assert cluster.produce(batch).error is None
+        sizes = [cluster.broker(b).log.size_bytes for b in (0, 1)]
+        stats = cluster.clean(now_ms=NOW)
+        assert stats[0] is not None and stats[1] is not None and stats[2] is None
+        assert [cluster.broker(b).log.size_bytes for b in (0, 1)] < sizes
+        cluster.start_broker(2)
+        follower = cluster.broker(2).log
+        assert records(follower) == records(cluster.broker(0).log)
+        assert follower.producer_state.entry(5) == cluster.broker(0).log.producer_state.entry(5)
+        values = {r.key: r.value for r in cluster.consume()}
+        assert values == {b"k%d" % k: b"v%d" % (36 + k) for k in range(4)}
+        # The producer's next batch follows on every replica (its state survived the cleaning).
+        batch = encode_batch([b"v40"], keys=[b"k0"], timestamp=NOW, base_sequence=40, **producer)
+        assert cluster.produce(batch).error is None
+    finally:
+        cluster.close()
