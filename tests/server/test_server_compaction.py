@@ -107,3 +107,45 @@ def test_the_offsets_topic_stops_growing_under_repeated_commits_with_the_cleaner
     assert grown[-1] > 5 * grown[0]
     assert max(cleaned[1:]) <= cleaned[0] + 3 * 2 * SEGMENT_BYTES
     assert cleaned[-1] < grown[-1] / 3
+
+
+# -- the server's periodic cleaner -----------------------------------------------------------------
+
+
+def serve_commits(tmp_path, *, enable: bool) -> int:
+    """A server (cleaner every 20 ms when ``enable``, 1 KiB offsets segments) takes 400 commits of
+    the same three partitions; the offsets topic's size on all replicas after they settle."""
+    import time
+
+    from dedup.server import ServerThread
+
+    with ServerThread(tmp_path, brokers=3, topics=("t1",), offsets_topic_num_partitions=1,
+                      offsets_topic_segment_bytes=1024, log_cleaner_enable=enable,
+                      log_cleaner_backoff_ms=20) as server:  # fmt: skip
+        coordinator = server.server.groups
+
+        def commit(round_: int) -> None:
+            broker = coordinator.coordinator_id("g")
+            offsets = {("t1", p): (round_, -1, "") for p in range(3)}
+            assert set(coordinator.commit_offsets(broker, "g", -1, "", None, offsets).values()) == {0}
+
+        for round_ in range(1, 401):
+            server.run(commit, round_)
+        deadline = time.monotonic() + 10
+        while enable and time.monotonic() < deadline:  # bounded: a few passes of the cleaner
+            time.sleep(0.1)
+            sizes = server.run(lambda: [b.log.size_bytes for c in server.server.compacted_partitions()
+                                        for b in c.brokers])  # fmt: skip
+            if max(sizes) < 2 * 1024:
+                break
+        topic = server.server.topics.get(OFFSETS_TOPIC)
+        assert topic.configs == {"cleanup.policy": "compact", "segment.bytes": "1024"}
+        offsets = server.run(lambda: coordinator.fetch_offsets(coordinator.coordinator_id("g"), "g", None)[1])
+        assert [o.offset for o in offsets] == [400, 400, 400]
+        return server.run(lambda: sum(b.log.size_bytes for c in topic.partitions for b in c.brokers))
+
+
+def test_the_server_cleans_the_offsets_topic_periodically(tmp_path):
+    cleaned = serve_commits(tmp_path / "cleaned", enable=True)
+    grown = serve_commits(tmp_path / "control", enable=False)  # log.cleaner.enable=false: it only grows
+    assert cleaned < 3 * 2 * 1024 < grown, (cleaned, grown)
