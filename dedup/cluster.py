@@ -43,6 +43,7 @@ from . import _args
 from ._types import Origin
 from .batch import Record, decode_records, encode_marker
 from .checkpoints import _partition, _topic, partition_directory_name, read_checkpoint, write_checkpoint
+from .cleaner import CleanerStats, clean_log
 from .errors import (
     KafkaError,
     NotEnoughReplicasAfterAppendError,
@@ -443,6 +444,14 @@ class Cluster:
         new.log.assign_leader_epoch(self.leader_epoch)
         self._catch_up_all()
         return new.broker_id
+
+    def clean(self, **options: Any) -> list[CleanerStats | None]:
+        """Kafka's log cleaner on the partition (``cleanup.policy=compact``): every live replica
+        cleans its own log (:func:`dedup.cleaner.clean_log` with ``options``), as each Kafka
+        broker's LogCleaner cleans the logs it holds; what each pass did, in replica order
+        (None for a replica down or with nothing to clean). A replica cleans only below its own
+        high watermark, so a follower never loses what it has not yet reported to the leader."""
+        return [None if b.log is None else clean_log(b.log, **options) for b in self.brokers]
 
     def close(self) -> None:
         """Shut every live broker down cleanly."""

@@ -60,7 +60,7 @@ from .checkpoints import (
 from .errors import KafkaStorageError, OffsetOutOfRangeError
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
-from .segment import LogSegment
+from .segment import LogSegment, segment_file_name
 from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
 from .staging import analyze_and_validate
 
@@ -581,6 +581,36 @@ class PartitionLog:
             self._delete_snapshot(segment.base_offset)
             deleted += 1
         return deleted
+
+    def replace_segments(self, cleaned_path: str, old_segments: list[LogSegment]) -> LogSegment:
+        """Swap the segment written at ``cleaned_path`` (``<base>.log.cleaned``, fsynced, its
+        base the first old segment's) in for ``old_segments`` (consecutive, inactive), as Kafka's
+        LocalLog.replaceSegments: rename it ``.swap``, delete the old segments, rename the swap
+        ``<base>.log``. A crash before the first rename leaves the old segments (recovery deletes
+        ``.cleaned``), after it the new one (recovery completes the swap: :mod:`dedup.recovery`).
+        The snapshots at the other old segments' base offsets go with them. Returns the new
+        segment."""
+        self._check_usable()
+        base = old_segments[0].base_offset
+        index = self._bases.index(base)
+        if self._segments[index : index + len(old_segments)] != old_segments or index + len(old_segments) >= len(
+            self._segments
+        ):
+            raise ValueError("replace_segments takes consecutive inactive segments of this log")
+        final = os.path.join(self.directory, segment_file_name(base))
+        swap = final + ".swap"
+        os.replace(cleaned_path, swap)
+        _fsync_directory(self.directory)
+        for segment in old_segments:
+            segment.delete()
+        os.replace(swap, final)
+        _fsync_directory(self.directory)
+        segment = LogSegment.open(self.directory, base)
+        self._segments[index : index + len(old_segments)] = [segment]
+        self._bases[index : index + len(old_segments)] = [base]
+        for old in old_segments[1:]:
+            self._delete_snapshot(old.base_offset)
+        return segment
 
     def _delete_snapshot(self, offset: int) -> None:
         path = self.snapshot_path(offset)

@@ -36,7 +36,7 @@ from .checkpoints import (
     read_offsets,
 )
 from .errors import CorruptCheckpointError, CorruptRecordError, CorruptSnapshotError
-from .records import append_batches
+from .records import append_batches, scan_batches
 from .segment import LogSegment, segment_file_name
 from .snapshot import read_snapshot
 
@@ -53,6 +53,8 @@ CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 #: (Kafka deletes it, spec §4.4; either way it is never read again).
 CORRUPT_SUFFIX = ".corrupt"
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
+_CLEANED_NAME = re.compile(r"([0-9]{20})\.log\.cleaned")
+_SWAP_NAME = re.compile(r"([0-9]{20})\.log\.swap")
 
 
 class LoadReport(NamedTuple):
@@ -193,12 +195,46 @@ def _read_checkpoint(log: PartitionLog, name: str) -> int | None:
 
 
 def _remove_temporary_files(directory: str) -> None:
-    """Kafka removes ``.deleted``, ``.cleaned`` and ``.swap`` leftovers at load (§5.4 step
-    1); dedup's leftovers are also the temporary files of an interrupted snapshot or
+    """Kafka's LogLoader.removeTempFilesAndCollectSwapFiles and completion of swaps (§5.4 step
+    1): ``.deleted`` leftovers go; a ``.cleaned`` segment (a cleaning interrupted before its
+    swap began) goes, with any ``.swap`` at or above the smallest ``.cleaned`` base offset
+    (KAFKA-6264); every other ``<base>.log.swap`` is a swap the cleaner began
+    (:meth:`PartitionLog.replace_segments`): the segments whose base offsets fall in the swap
+    files' offset range are deleted and the swap renamed ``<base>.log``, as Kafka's LogLoader
+    does. dedup's leftovers are also the temporary files of an interrupted snapshot or
     checkpoint write (``.NAME.<hex>.tmp``)."""
-    for name in os.listdir(directory):
-        if name.endswith((".deleted", ".cleaned", ".swap")) or (name.startswith(".") and name.endswith(".tmp")):
+    names = os.listdir(directory)
+    cleaned = [int(m.group(1)) for m in map(_CLEANED_NAME.fullmatch, names) if m]
+    smallest_cleaned = min(cleaned, default=None)
+    swaps = []
+    for name in names:
+        match = _SWAP_NAME.fullmatch(name)
+        if match and (smallest_cleaned is None or int(match.group(1)) < smallest_cleaned):
+            swaps.append(int(match.group(1)))
+        elif name.endswith((".deleted", ".cleaned", ".swap")) or (name.startswith(".") and name.endswith(".tmp")):
             _delete_file(os.path.join(directory, name))
+    if not swaps:
+        return
+    low, high = min(swaps), max(_swap_next_offset(directory, base) for base in swaps)
+    for name in os.listdir(directory):
+        match = _SEGMENT_NAME.fullmatch(name)
+        if match and low <= int(match.group(1)) < high:
+            logger.info("log %s: deleting segment %s replaced by an interrupted swap", directory, name)
+            _delete_file(os.path.join(directory, name))
+    for base in swaps:
+        final = os.path.join(directory, segment_file_name(base))
+        os.replace(final + ".swap", final)
+    _fsync_directory(directory)
+
+
+def _swap_next_offset(directory: str, base: int) -> int:
+    """The offset after the last batch of ``<base>.log.swap`` (Kafka's readNextOffset). The
+    swap was fsynced before it was named ``.swap``: it holds whole batches."""
+    with open(os.path.join(directory, segment_file_name(base) + ".swap"), "rb") as handle:
+        headers = scan_batches(handle.read(), tail="ignore")
+    if not len(headers):
+        return base
+    return int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
 
 
 def _remove_stray_snapshots(log: PartitionLog) -> None:

@@ -182,6 +182,14 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
     ConfigKey("log.cleanup.policy", "LIST", ["delete"], None,
               "The default cleanup policy for segments beyond the retention window. dedup serves \"delete\" "
               "(Kafka also \"compact\").", _SERVER_LOG, choices=("delete",)),
+    ConfigKey("log.cleaner.enable", "BOOLEAN", True, "log_cleaner_enable",
+              "Enable the log cleaner process to run on the server. dedup compacts the topics with "
+              "cleanup.policy=compact (the internal __consumer_offsets).", "CleanerConfig"),
+    ConfigKey("log.cleaner.backoff.ms", "LONG", 15000, "log_cleaner_backoff_ms",
+              "The amount of time to sleep when there are no logs to clean", "CleanerConfig", low=0),
+    ConfigKey("log.cleaner.delete.retention.ms", "LONG", 86400000, "log_cleaner_delete_retention_ms",
+              "The amount of time to retain tombstone message markers for log compacted topics.", _SERVER_LOG,
+              low=0),
     ConfigKey("producer.id.expiration.ms", "INT", 86400000, "producer_id_expiration_ms",
               "The time in ms that a topic partition leader will wait before expiring producer IDs.",
               "TransactionLogConfig", low=1),
@@ -199,6 +207,9 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
     ConfigKey("offsets.topic.num.partitions", "INT", 50, "offsets_topic_num_partitions",
               "The number of partitions for the offset commit topic (should not change after deployment).", _GROUP,
               low=1),
+    ConfigKey("offsets.topic.segment.bytes", "INT", 104857600, "offsets_topic_segment_bytes",
+              "The offsets topic segment bytes should be kept relatively small in order to facilitate faster log "
+              "compaction and cache loads.", _GROUP, low=62),  # Kafka: atLeast(1); dedup's log needs 62
     ConfigKey("offsets.topic.replication.factor", "SHORT", 3, "offsets_topic_replication_factor",
               "The replication factor for the offsets topic (set higher to ensure availability).", _GROUP, low=1),
     ConfigKey("group.initial.rebalance.delay.ms", "INT", 3000, "group_initial_rebalance_delay_ms",

@@ -33,6 +33,7 @@ from typing import Any
 
 from .. import _args
 from ..checkpoints import _topic, read_checkpoint, write_checkpoint
+from ..cleaner import DEFAULT_MIN_CLEANABLE_DIRTY_RATIO
 from ..cluster import Cluster
 from ..coordinator.group_coordinator import GroupCoordinator
 from .apis import HANDLERS, fetch_partitions
@@ -136,6 +137,13 @@ GROUP_OPTIONS: dict[str, ConfigKey] = {
 #: replicated log with its files).
 _MAX_OFFSETS_PARTITIONS = 10_000
 
+#: The log cleaner's settings: KafkaServer keyword -> Kafka key (CleanerConfig).
+CLEANER_OPTIONS = {
+    "log_cleaner_enable": "log.cleaner.enable",
+    "log_cleaner_backoff_ms": "log.cleaner.backoff.ms",
+    "log_cleaner_delete_retention_ms": "log.cleaner.delete.retention.ms",
+}
+
 
 def _group_coordinator(
     topics: Topics, brokers: int, options: dict[str, Any], live_brokers: Callable[[], Iterable[int]]
@@ -158,6 +166,7 @@ def _group_coordinator(
         raise ValueError("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms")
     offsets = OffsetsTopic(topics, num_partitions=settings.pop("offsets_topic_num_partitions"),
                            replication_factor=settings.pop("offsets_topic_replication_factor"),
+                           segment_bytes=settings.pop("offsets_topic_segment_bytes"),
                            live_brokers=live_brokers)  # fmt: skip
     return GroupCoordinator(offsets, **settings)
 
@@ -236,6 +245,14 @@ class KafkaServer:
         self.settings["min_insync_replicas"] = cluster_options["min_insync_replicas"]
         self.settings["default_replication_factor"] = self.default_replication_factor
         group_options = {key: cluster_options.pop(key) for key in GROUP_OPTIONS if key in cluster_options}
+        cleaner = {key: cluster_options.pop(key, BROKER_CONFIGS[name].default) for key, name in CLEANER_OPTIONS.items()}
+        self.log_cleaner_enable = _args.flag("log_cleaner_enable", cleaner["log_cleaner_enable"])
+        self.log_cleaner_backoff_ms = _args.integer("log_cleaner_backoff_ms", cleaner["log_cleaner_backoff_ms"], 0,
+                                                    LONG_MAX, "an int64 >= 0")  # fmt: skip
+        self.log_cleaner_delete_retention_ms = _args.integer(
+            "log_cleaner_delete_retention_ms", cleaner["log_cleaner_delete_retention_ms"], 0, LONG_MAX, "an int64 >= 0"
+        )
+        self._cleaner: asyncio.Task[None] | None = None
         self.topics = Topics(
             self.directory,
             brokers=count,
@@ -267,10 +284,43 @@ class KafkaServer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open every live broker's listener."""
+        """Open every live broker's listener, and start the log cleaner (``log.cleaner.enable``)."""
         for broker_id, alive in enumerate(self._alive):
             if alive and self._listeners[broker_id] is None:
                 await self._listen(broker_id)
+        if self.log_cleaner_enable and self._cleaner is None:
+            self._cleaner = asyncio.get_running_loop().create_task(self._run_cleaner())
+
+    async def _run_cleaner(self) -> None:
+        """Kafka's CleanerThread: a pass over the compacted partitions, then
+        ``log.cleaner.backoff.ms`` of sleep (Kafka sleeps only when nothing was dirty enough;
+        here every pass yields to the event loop between partitions, and sleeps after)."""
+        while True:
+            await asyncio.sleep(self.log_cleaner_backoff_ms / 1000)
+            for cluster in self.compacted_partitions():
+                self.clean_partition(cluster)
+                await asyncio.sleep(0)
+
+    def compacted_partitions(self) -> list[Cluster]:
+        """The partitions of the topics whose ``cleanup.policy`` includes ``compact``."""
+        return [
+            cluster
+            for name in self.topics
+            if (topic := self.topics.get(name)) is not None
+            and "compact" in topic.configs.get("cleanup.policy", "").split(",")
+            for cluster in topic.partitions
+        ]
+
+    def clean_partition(self, cluster: Cluster) -> None:
+        """One cleaning pass on every live replica of ``cluster`` (Kafka's LogCleaner with
+        ``min.cleanable.dirty.ratio`` 0.5 and ``log.cleaner.delete.retention.ms``). A pass that
+        fails is logged and the partition left as it was; Kafka marks such a partition
+        uncleanable and goes on with the others."""
+        try:
+            cluster.clean(delete_retention_ms=self.log_cleaner_delete_retention_ms,
+                          min_cleanable_ratio=DEFAULT_MIN_CLEANABLE_DIRTY_RATIO)  # fmt: skip
+        except Exception:
+            logger.exception("log cleaner: cleaning %s failed", cluster.name)
 
     async def _listen(self, broker_id: int) -> None:
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -295,6 +345,13 @@ class KafkaServer:
         """Close every listener and connection, shut the brokers down cleanly, and remove the
         directory if it was a temporary one."""
         self._alive = [False] * len(self._alive)
+        if self._cleaner is not None:
+            self._cleaner.cancel()
+            try:
+                await self._cleaner
+            except asyncio.CancelledError:
+                pass
+            self._cleaner = None
         for broker_id in range(len(self._alive)):
             await self._unlisten(broker_id)
         self.groups.close()

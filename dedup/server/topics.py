@@ -251,7 +251,7 @@ class Topics:
     ) -> Plan:
         """A creation checked as Kafka's controller checks it; :class:`TopicError` if refused.
         ``internal``: a creation by the broker itself (the coordinators' topics), which may
-        ask configs clients may not (``cleanup.policy=compact``, recorded, not enforced)."""
+        ask configs clients may not (``cleanup.policy=compact``: the server's log cleaner compacts it)."""
         if not isinstance(name, str) or not _is_topic(name):
             raise TopicError(
                 ErrorCode.invalid_topic_exception,
@@ -430,7 +430,8 @@ class OffsetsTopic:
     """``__consumer_offsets`` among ``topics``, as the group coordinator stores into it
     (:class:`dedup.coordinator.group_coordinator.OffsetsStorage`): an internal topic created
     on first use with ``num_partitions`` partitions of ``replication_factor`` replicas over the
-    live brokers and ``cleanup.policy=compact`` (recorded; dedup's log does not compact), as
+    live brokers, ``cleanup.policy=compact`` (the server's log cleaner compacts it,
+    :mod:`dedup.cleaner`) and ``segment.bytes`` Kafka's ``offsets.topic.segment.bytes``, as
     Kafka's AutoTopicCreationManager creates it for FindCoordinator. A topic that exists keeps
     its partition count (Kafka: ``offsets.topic.num.partitions`` "should not change after
     deployment"). The owner of ``topics`` starts and stops the brokers' replicas."""
@@ -438,9 +439,17 @@ class OffsetsTopic:
     NAME = "__consumer_offsets"
 
     def __init__(
-        self, topics: Topics, *, num_partitions: int, replication_factor: int, live_brokers: Callable[[], Iterable[int]]
+        self,
+        topics: Topics,
+        *,
+        num_partitions: int,
+        replication_factor: int,
+        live_brokers: Callable[[], Iterable[int]],
+        segment_bytes: int | None = None,
     ) -> None:
         self.topics = topics
+        #: Kafka's ``offsets.topic.segment.bytes``: the topic's ``segment.bytes`` when it is created.
+        self.segment_bytes = segment_bytes
         existing = topics.get(self.NAME)
         self.num_partitions = num_partitions if existing is None else len(existing.assignment)
         self.replication_factor = replication_factor
@@ -455,9 +464,11 @@ class OffsetsTopic:
         (fewer live brokers than its replication factor: Kafka's FindCoordinator answers
         COORDINATOR_NOT_AVAILABLE until it can)."""
         try:
-            topic = self.topics.ensure(self.NAME, self.num_partitions, self.replication_factor,
-                                       {"cleanup.policy": "compact"}, live_brokers=self.live_brokers(),
-                                       internal=True)  # fmt: skip
+            configs = {"cleanup.policy": "compact"}
+            if self.segment_bytes is not None:
+                configs["segment.bytes"] = str(self.segment_bytes)
+            topic = self.topics.ensure(self.NAME, self.num_partitions, self.replication_factor, configs,
+                                       live_brokers=self.live_brokers(), internal=True)  # fmt: skip
         except TopicError as error:
             logger.warning("%s cannot be created: %s", self.NAME, error.message)
             return None
