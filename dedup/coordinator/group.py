@@ -111,6 +111,9 @@ class GroupMetadata:
     pending_sync_members: set[str] = field(default_factory=set)
     new_member_added: bool = False
     offsets: dict[tuple[str, int], Any] = field(default_factory=dict)
+    #: Transactional offsets written but not yet committed or aborted, by producer id (Kafka's
+    #: GroupMetadata.pendingTransactionalOffsetCommits): a COMMIT marker moves them into ``offsets``.
+    pending_transactional_offsets: dict[int, dict[tuple[str, int], Any]] = field(default_factory=dict)
 
     def is_state(self, *states: GroupState) -> bool:
         return self.state in states
