@@ -449,11 +449,7 @@ class TransactionCoordinator:
     def _complete(self, transactional_id: str, metadata: TransactionMetadata, pending: _PendingMarkers) -> None:
         """Every marker written: CompleteCommit/CompleteAbort logged (retried if the append fails)."""
         assert pending.complete is not None
-        try:
-            stored = self.log.append(transactional_id, TransactionLogValue.of(_as_metadata(metadata, pending.complete)))
-        except ValueError as error:  # a value that cannot be encoded: a bug
-            logger.error("transactional id %s: %s", transactional_id, error)
-            stored = ErrorCode.unknown_server_error
+        stored = self.log.append(transactional_id, TransactionLogValue.of(_as_metadata(metadata, pending.complete)))
         if stored != ErrorCode.none:
             logger.warning("transactional id %s: %s not logged yet: %s", transactional_id,
                            pending.complete.txn_state.state_name, stored.name)  # fmt: skip

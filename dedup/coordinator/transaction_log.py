@@ -296,8 +296,12 @@ class TransactionLog:
         cluster = self.storage.partition(self.partition_for(transactional_id))
         if cluster is None:
             return ErrorCode.coordinator_not_available
-        batch = encode_batch([None if value is None else encode_value(value)], keys=[encode_key(transactional_id)],
-                             timestamp=self.clock())  # fmt: skip
+        try:
+            record = (encode_key(transactional_id), None if value is None else encode_value(value))
+        except ValueError as error:  # an id longer than the record's int16 length (flexible requests allow it)
+            logger.warning("transactional id of %d characters: %s", len(transactional_id), error)
+            return ErrorCode.unknown_server_error
+        batch = encode_batch([record[1]], keys=[record[0]], timestamp=self.clock())
         try:
             response = cluster.produce(batch, acks="all")
         except KafkaError as error:

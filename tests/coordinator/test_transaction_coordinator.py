@@ -168,6 +168,10 @@ def test_a_timed_out_transaction_is_aborted_with_the_epoch_bumped(tmp_path):
         assert (h.state().state, h.state().producer_epoch) == (S.COMPLETE_ABORT, 1)
         assert h.markers(A) == h.markers(B) == [(False, pid, 1)]
         assert h.end(pid, 0, commit=True) == ErrorCode.producer_fenced
+        # KIP-588 as Kafka's coordinator has it (TV_0): the fence forgot the last epoch, so the timed-out
+        # producer naming its epoch is fenced; a new instance (no epoch named) gets the next one.
+        assert h.init(timeout=5000, pid=pid, epoch=0).error == ErrorCode.producer_fenced
+        assert h.init(timeout=5000).producer_epoch == 2
     finally:
         h.close()
 
@@ -249,3 +253,8 @@ def test_describe_and_list_transactions(h):
     listed = [h.coordinator.list_transactions(b, ["Ongoing", "Nope"]) for b in range(3)]
     assert [entry for _, found, _ in listed for entry in found] == [("t", pid, "Ongoing")]
     assert all(unknown == ["Nope"] for _, _, unknown in listed)
+
+
+def test_an_id_too_long_for_the_log_record_is_an_error_code_not_an_exception(h):
+    result = h.init("x" * 40_000)  # flexible InitProducerId (v2+) carries it; the log key's int16 length cannot
+    assert result.error == ErrorCode.unknown_server_error

@@ -434,7 +434,8 @@ def test_serve_killed_in_prepare_commit_completes_the_transaction_on_restart(tmp
     directory = str(tmp_path / "serve")
     process, bootstrap = start_serve(directory)
     try:
-        p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "transactional.id": "crash", "linger.ms": 0})
+        p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "transactional.id": "crash", "linger.ms": 0,
+                                      "log_level": 0})  # abandoned in doubt: its reconnections are noise
         p.init_transactions(30)
         p.begin_transaction()
         for i in range(6):
