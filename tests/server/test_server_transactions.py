@@ -1,11 +1,12 @@
-"""Transactions over the wire (issue 15, items 1 and 2): a librdkafka transactional producer
-commits and aborts against ``ServerThread`` and the COMMIT/ABORT control batches land in every
-partition of the transaction; a second instance with the same ``transactional.id`` fences the
-first; a ``serve`` killed with SIGKILL while a transaction is in PrepareCommit completes it on
-restart; ``send_offsets_to_transaction`` commits a consumer group's offsets with the
-transaction (and an abort leaves them); and the bad requests of the issue's "Done when" get
-Kafka's error codes with nothing applied. Requests framed by hand (kio's types) reach each
-error exactly.
+"""Transactions over the wire (issue 15, items 1 and 2): librdkafka and aiokafka transactional
+producers commit and abort against ``ServerThread`` and the COMMIT/ABORT control batches land in
+every partition of the transaction; a second instance with the same ``transactional.id`` fences
+the first; a transaction left open past ``transaction.timeout.ms`` is aborted by the server's
+timer with the epoch bumped; a ``serve`` killed with SIGKILL while a transaction is in
+PrepareCommit completes it on restart; ``send_offsets_to_transaction`` commits a consumer
+group's offsets with the transaction (and an abort leaves them); and the bad requests of the
+issue's "Done when" get Kafka's error codes with nothing applied. Requests framed by hand
+(kio's types) reach each error exactly.
 
 The librdkafka runs and the subprocess are slow; the fast set keeps the hand-framed requests
 and one librdkafka commit and abort (:func:`test_commit_and_abort_write_control_batches_on_every_partition`).
@@ -13,6 +14,7 @@ and one librdkafka commit and abort (:func:`test_commit_and_abort_write_control_
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import os
@@ -300,7 +302,23 @@ def test_describe_and_list_transactions_over_the_wire(server):
     assert end_txn(server, "listed", p.producer_id, p.producer_epoch, False) == ErrorCode.none
 
 
-# --- librdkafka -----------------------------------------------------------------------------------------------
+def test_a_transaction_left_open_past_its_timeout_is_aborted_and_its_producer_fenced(tmp_path):
+    # The server's own timer (the event loop's), not a manual clock: the abort runs every 100 ms here.
+    with ServerThread(tmp_path, brokers=3, topics=[(TOPIC, 2)], transaction_state_log_num_partitions=TXN_PARTITIONS,
+                      transaction_abort_timed_out_transaction_cleanup_interval_ms=100) as running:  # fmt: skip
+        p = init(running, "slow", timeout=datetime.timedelta(milliseconds=300))
+        assert add_partitions(running, "slow", p.producer_id, 0, [0, 1]) == {0: ErrorCode.none, 1: ErrorCode.none}
+        deadline = time.monotonic() + 20
+        while describe(running, "slow").transaction_state != "CompleteAbort" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state = describe(running, "slow")
+        assert (state.transaction_state, state.producer_epoch) == ("CompleteAbort", 1)
+        assert [control_batches(running, TOPIC, i) for i in (0, 1)] == [[(False, p.producer_id, 1)]] * 2
+        assert end_txn(running, "slow", p.producer_id, 0, True) == ErrorCode.producer_fenced
+        assert end_txn(running, "slow", p.producer_id, 0, True, version=1) == ErrorCode.invalid_producer_epoch
+
+
+# --- librdkafka and aiokafka -----------------------------------------------------------------------------------
 
 
 def producer(server: ServerThread, tid: str, **extra) -> confluent_kafka.Producer:
@@ -330,6 +348,33 @@ def test_commit_and_abort_write_control_batches_on_every_partition(server):
     for i in (0, 1):
         added = control_batches(server, TOPIC, i)[len(before[i]):]
         assert added == [(True, state.producer_id, 0), (False, state.producer_id, 0)]
+
+
+@pytest.mark.slow
+def test_aiokafka_commits_and_aborts_with_the_old_versions_of_the_apis(server):
+    aiokafka = pytest.importorskip("aiokafka")
+    before = [control_batches(server, TOPIC, i) for i in (0, 1)]
+
+    async def run() -> None:
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=server.bootstrap_servers, transactional_id="aiokafka",
+                                      enable_idempotence=True)  # fmt: skip
+        await p.start()
+        try:
+            async with p.transaction():
+                await p.send_and_wait(TOPIC, b"committed", partition=0)
+                await p.send_and_wait(TOPIC, b"committed", partition=1)
+            await p.begin_transaction()
+            await p.send_and_wait(TOPIC, b"aborted", partition=0)
+            await p.abort_transaction()
+        finally:
+            await p.stop()
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    state = describe(server, "aiokafka")
+    assert state.transaction_state == "CompleteAbort"
+    assert control_batches(server, TOPIC, 0)[len(before[0]):] == [(True, state.producer_id, 0),
+                                                                   (False, state.producer_id, 0)]  # fmt: skip
+    assert control_batches(server, TOPIC, 1)[len(before[1]):] == [(True, state.producer_id, 0)]
 
 
 @pytest.mark.slow
