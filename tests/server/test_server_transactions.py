@@ -28,6 +28,7 @@ import sys
 import time
 from typing import NamedTuple
 
+import java_client
 import pytest
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
@@ -375,6 +376,22 @@ def test_aiokafka_commits_and_aborts_with_the_old_versions_of_the_apis(server):
     assert control_batches(server, TOPIC, 0)[len(before[0]):] == [(True, state.producer_id, 0),
                                                                    (False, state.producer_id, 0)]  # fmt: skip
     assert control_batches(server, TOPIC, 1)[len(before[1]):] == [(True, state.producer_id, 0)]
+
+
+@pytest.mark.slow
+def test_java_kafka_clients_commits_and_aborts(server):
+    """kafka-clients 4.x (InitProducerId v5, AddPartitionsToTxn v3, EndTxn v4); skipped with the
+    reason where no JVM can be had."""
+    before = [control_batches(server, TOPIC, i) for i in (0, 1)]
+    result = java_client.start("produce-transactional", server.bootstrap_servers, TOPIC, "--count", "6",
+                               "--transactional-id", "java", "--timeout-s", "60").result(120)  # fmt: skip
+    assert result["errors"] == []
+    assert sorted({p for p, _ in result["committed"]}) == sorted({p for p, _ in result["aborted"]}) == [0, 1]
+    state = describe(server, "java")
+    assert state.transaction_state == "CompleteAbort"
+    for i in (0, 1):
+        assert control_batches(server, TOPIC, i)[len(before[i]):] == [(True, state.producer_id, 0),
+                                                                       (False, state.producer_id, 0)]  # fmt: skip
 
 
 @pytest.mark.slow
