@@ -140,6 +140,9 @@ class TransactionCoordinator:
         self._closed = False
         for index in storage.created():
             self._ensure_loaded(index)
+        # Kafka's TransactionCoordinator.startup schedules both at once: a restarted broker aborts
+        # the transactions that timed out while it was down without waiting for a request.
+        self._start_timers()
 
     # -- placement and loading ---------------------------------------------------------------------
 

@@ -258,3 +258,20 @@ def test_describe_and_list_transactions(h):
 def test_an_id_too_long_for_the_log_record_is_an_error_code_not_an_exception(h):
     result = h.init("x" * 40_000)  # flexible InitProducerId (v2+) carries it; the log key's int16 length cannot
     assert result.error == ErrorCode.unknown_server_error
+
+
+def test_a_restarted_coordinator_aborts_a_timed_out_transaction_without_a_request(tmp_path):
+    h = Harness(tmp_path)
+    pid = h.init(timeout=5000).producer_id
+    assert h.add(pid, 0) == ErrorCode.none
+    h.close()
+    again = Harness(tmp_path, transaction_abort_timed_out_transaction_cleanup_interval_ms=1000)
+    try:
+        again.timer.advance(0)  # the load
+        again.timer.now_ms += 10_000
+        again.timer.advance(1000)  # the abort check: nothing but the timers ran
+        state = again.coordinator.transactions["t"]
+        assert (state.state, state.producer_epoch) == (S.COMPLETE_ABORT, 1)
+        assert again.markers(A) == [(False, pid, 1)]
+    finally:
+        again.close()
