@@ -17,10 +17,11 @@ Kafka's marker channel keeps retrying. A marker on a ``__consumer_offsets`` part
 completes the transactional offsets there (``on_marker``, Kafka's
 ``GroupCoordinator.onTransactionCompleted``).
 
-Loading (Kafka's ``loadTransactionsForTxnTopicPartition``) is scheduled on the timer when a
-partition's leadership is first seen or moves: until it has run, requests for its ids get
-COORDINATOR_LOAD_IN_PROGRESS. A transaction found in PrepareCommit or PrepareAbort is then
-completed (its markers written, then CompleteX logged).
+Loading (Kafka's ``loadTransactionsForTxnTopicPartition``) is scheduled on the timer at
+:meth:`TransactionCoordinator.start` and when a partition's leadership is first seen or
+moves: until it has run, requests for its ids get COORDINATOR_LOAD_IN_PROGRESS. A transaction
+found in PrepareCommit or PrepareAbort is then completed (its markers written, then CompleteX
+logged).
 
 Timers: every ``transaction.abort.timed.out.transaction.cleanup.interval.ms`` an Ongoing
 transaction older than its ``transaction.timeout.ms`` is aborted with the epoch bumped
@@ -138,10 +139,14 @@ class TransactionCoordinator:
         self._loading: set[int] = set()
         self._timers: list[TimerHandle] = []
         self._closed = False
-        for index in storage.created():
+
+    def start(self) -> None:
+        """Kafka's TransactionCoordinator.startup, on the running event loop (the server's
+        start): the partitions on disk are loaded and the timers scheduled, so that a restarted
+        broker completes its prepared transactions and aborts those that timed out while it was
+        down without waiting for a request. A request before it does the same for its partition."""
+        for index in self.storage.created():
             self._ensure_loaded(index)
-        # Kafka's TransactionCoordinator.startup schedules both at once: a restarted broker aborts
-        # the transactions that timed out while it was down without waiting for a request.
         self._start_timers()
 
     # -- placement and loading ---------------------------------------------------------------------

@@ -335,12 +335,14 @@ class KafkaServer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open every live broker's listener, and start the log cleaner (``log.cleaner.enable``)."""
+        """Open every live broker's listener, start the log cleaner (``log.cleaner.enable``) and
+        the transaction coordinator (its partitions loaded, its timers)."""
         for broker_id, alive in enumerate(self._alive):
             if alive and self._listeners[broker_id] is None:
                 await self._listen(broker_id)
         if self.log_cleaner_enable and self._cleaner is None:
             self._cleaner = asyncio.get_running_loop().create_task(self._run_cleaner())
+        self.transactions.start()
 
     async def _run_cleaner(self) -> None:
         """Kafka's CleanerThread: a pass over the compacted partitions, then

@@ -36,6 +36,7 @@ class Harness:
             on_marker=lambda *marker: self.markers_seen.append(marker), clock=self.timer.now, timer=self.timer,
             **options,
         )  # fmt: skip
+        self.coordinator.start()  # as KafkaServer.start does
 
     def broker(self, tid: str = "t") -> int:
         broker = self.coordinator.coordinator_id(tid)
