@@ -97,6 +97,7 @@ class OffsetManager:
         stored = self.store.append(group_id, records)
         if stored == ErrorCode.none:
             group.offsets.update(accepted)
+            group.offset_order.update(dict.fromkeys(accepted, self.store.last_offset))
         for key in accepted:
             results[key] = stored
         return results
@@ -161,7 +162,8 @@ class OffsetManager:
             records.append((encode_offset_commit_key(group_id, topic, partition), encode_offset_commit_value(value)))
         stored = self.store.append_transactional(group_id, records, producer_id, producer_epoch)
         if stored == ErrorCode.none and accepted:
-            group.pending_transactional_offsets.setdefault(producer_id, {}).update(accepted)
+            held = group.pending_transactional_offsets.setdefault(producer_id, {})
+            held.update({key: (self.store.last_offset, value) for key, value in accepted.items()})
         for key in accepted:
             results[key] = stored
         return results
@@ -184,16 +186,21 @@ class OffsetManager:
 
     def complete_transaction(self, group_ids: list[str], producer_id: int, commit: bool) -> int:
         """GroupMetadata.completePendingTxnOffsetCommit for every group of ``group_ids``: the
-        producer's pending offsets become committed (COMMIT) or are dropped (ABORT). Returns how
-        many offsets were committed."""
+        producer's pending offsets become committed (COMMIT) or are dropped (ABORT); a pending
+        offset does not replace one whose record is later in the log (a plain OffsetCommit
+        between the TxnOffsetCommit and the marker wins, as Kafka compares their log offsets).
+        Returns how many offsets were committed."""
         committed = 0
         for group_id in group_ids:
             group = self.groups.get(group_id)
             pending = None if group is None else group.pending_transactional_offsets.pop(producer_id, None)
             if group is None or pending is None or not commit:
                 continue
-            group.offsets.update(pending)
-            committed += len(pending)
+            for key, (at, value) in pending.items():
+                if key not in group.offsets or group.offset_order.get(key, -1) < at:
+                    group.offsets[key] = value
+                    group.offset_order[key] = at
+                    committed += 1
         return committed
 
     def has_pending_transactional_offsets(self, group: GroupMetadata, topic: str, partition: int) -> bool:

@@ -99,6 +99,8 @@ class GroupStore:
     def __init__(self, offsets: OffsetsStorage, clock: Callable[[], int]) -> None:
         self.offsets = offsets
         self.clock = clock
+        #: The log offset of the last record appended (the order of commits, for transactional offsets).
+        self.last_offset = -1
 
     def partition_for(self, group_id: str) -> int:
         return partition_for(group_id, self.offsets.num_partitions)
@@ -118,6 +120,8 @@ class GroupStore:
             response_error: KafkaError | None = error
         else:
             response_error = response.error
+            if response_error is None:
+                self.last_offset = response.last_offset
         return self._append_error(group_id, response_error)
 
     def append_transactional(
@@ -145,6 +149,8 @@ class GroupStore:
                 failure = NotEnoughReplicasAfterAppendError(
                     f"offset {info.last_offset} is on the leader but not yet on every in-sync replica"
                 )
+            else:
+                self.last_offset = info.last_offset
         except KafkaError as error:
             failure = error
         if failure is not None and ErrorCode(failure.code) in (ErrorCode.invalid_producer_epoch,
@@ -192,7 +198,8 @@ class GroupStore:
             if isinstance(record, bool):  # a marker of producer_id's transaction: COMMIT (True) or ABORT
                 held = pending.pop(producer_id, {})
                 for where, (offset, held_value) in held.items() if record else ():
-                    if positions.get(where, -1) < offset:  # the later of it and a plain commit wins
+                    # Kafka's loader: the later of it and a plain commit still there wins
+                    if where[1:] not in offsets.get(where[0], {}) or positions.get(where, -1) < offset:
                         offsets.setdefault(where[0], {})[where[1:]] = held_value
                         positions[where] = offset
                 continue
@@ -216,11 +223,11 @@ class GroupStore:
                     positions[(group_id, topic, topic_partition)] = record.offset
             except CorruptOffsetsRecord as error:
                 logger.error("offsets partition %d, offset %d: skipped: %s", partition, record.offset, error)
-        still_open: dict[str, dict[int, dict[tuple[str, int], OffsetCommitValue]]] = {}
+        still_open: dict[str, dict[int, dict[tuple[str, int], tuple[int, OffsetCommitValue]]]] = {}
         for producer_id, held in pending.items():
-            for (group_id, topic, topic_partition), (_, committed) in held.items():
+            for (group_id, topic, topic_partition), entry in held.items():
                 by_producer = still_open.setdefault(group_id, {}).setdefault(producer_id, {})
-                by_producer[(topic, topic_partition)] = committed
+                by_producer[(topic, topic_partition)] = entry
         groups = []
         for group_id in sorted(set(offsets) | set(still_open) | {g for g, v in metadata.items() if v is not None}):
             group = GroupMetadata(group_id, state_timestamp_ms=self.clock())
@@ -243,6 +250,7 @@ class GroupStore:
                     group.state_timestamp_ms = value.current_state_timestamp
             group.offsets = offsets.get(group_id, {})
             group.pending_transactional_offsets = still_open.get(group_id, {})
+            group.offset_order = {(t, p): at for (g, t, p), at in positions.items() if g == group_id}
             groups.append(group)
         return groups
 

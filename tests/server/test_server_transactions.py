@@ -206,8 +206,14 @@ def fetch_offset(server, group, require_stable=False):
 
 
 def end_txn(server, tid, pid, epoch, committed, version=3):
+    """EndTxn at ``tid``'s coordinator, retried while it loads (after a failover)."""
     body = {"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "committed": committed}
-    return call(server, coordinator(server, tid), ApiKey.END_TXN, version, body).error_code
+    for _ in range(50):
+        error = call(server, coordinator(server, tid), ApiKey.END_TXN, version, body).error_code
+        if error != ErrorCode.coordinator_load_in_progress:
+            return error
+        time.sleep(0.05)
+    return error
 
 
 def control_batches(server: ServerThread, topic: str = TOPIC, partition: int = 0) -> list[tuple[bool, int, int]]:
@@ -285,6 +291,47 @@ def test_transactional_offsets_are_unstable_until_the_marker_then_committed_or_d
     offsets_partition = server.run(server.server.groups.partition_for, group)
     assert (commit, p.producer_id, p.producer_epoch) in control_batches(server, "__consumer_offsets",
                                                                         offsets_partition)  # fmt: skip
+
+
+def commit_plain(server, group, offset):
+    body = {"group_id": group, "generation_id_or_member_epoch": -1, "generation_id": -1, "member_id": "",
+            "group_instance_id": None, "topics": [{"name": TOPIC, "partitions": [
+                {"partition_index": 0, "committed_offset": offset, "committed_leader_epoch": -1,
+                 "committed_metadata": ""}]}]}  # fmt: skip
+    response = call(server, coordinator(server, group, 0), ApiKey.OFFSET_COMMIT, 8, body)
+    return response.topics[0].partitions[0].error_code
+
+
+def test_a_plain_commit_after_the_transactional_one_wins_when_the_marker_comes(server):
+    # Kafka's GroupMetadata.completePendingTxnOffsetCommit keeps the offset whose record is later in the log.
+    tid, group = "ordering", "group-ordering"
+    p = init(server, tid)
+    body = {"transactional_id": tid, "producer_id": p.producer_id, "producer_epoch": p.producer_epoch,
+            "group_id": group}  # fmt: skip
+    assert call(server, coordinator(server, tid), ApiKey.ADD_OFFSETS_TO_TXN, 3, body).error_code == ErrorCode.none
+    assert txn_offset_commit(server, tid, p.producer_id, p.producer_epoch, group, 42) == ErrorCode.none
+    assert commit_plain(server, group, 50) == ErrorCode.none
+    assert end_txn(server, tid, p.producer_id, p.producer_epoch, True) == ErrorCode.none
+    assert fetch_offset(server, group) == (ErrorCode.none, 50)
+
+
+def test_pending_transactional_offsets_survive_a_reload_of_the_group(tmp_path):
+    with ServerThread(tmp_path, brokers=3, topics=[(TOPIC, 2)], transaction_state_log_num_partitions=TXN_PARTITIONS,
+                      offsets_topic_num_partitions=3) as running:  # fmt: skip
+        tid, group = "reloaded", "group-reloaded"
+        p = init(running, tid)
+        body = {"transactional_id": tid, "producer_id": p.producer_id, "producer_epoch": p.producer_epoch,
+                "group_id": group}  # fmt: skip
+        assert call(running, coordinator(running, tid), ApiKey.ADD_OFFSETS_TO_TXN, 3, body).error_code == 0
+        assert commit_plain(running, group, 7) == ErrorCode.none
+        assert txn_offset_commit(running, tid, p.producer_id, p.producer_epoch, group, 42) == ErrorCode.none
+        # The group's coordinator moves: the new leader replays __consumer_offsets (a pending offset stays pending).
+        leader = running.run(running.server.groups.coordinator_id, group)
+        running.stop_broker(leader)
+        assert fetch_offset(running, group, require_stable=True) == (ErrorCode.unstable_offset_commit, -1)
+        assert fetch_offset(running, group) == (ErrorCode.none, 7)
+        assert end_txn(running, tid, p.producer_id, p.producer_epoch, True) == ErrorCode.none
+        assert fetch_offset(running, group, require_stable=True) == (ErrorCode.none, 42)
 
 
 def test_describe_and_list_transactions_over_the_wire(server):
