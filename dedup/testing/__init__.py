@@ -18,19 +18,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .broker import Broker, kafka_broker
-
 if TYPE_CHECKING:
     from . import strategies
+    from .broker import Broker, kafka_broker
     from .state_machine import ProducerStateMachine, TableDivergence
 
 __all__ = ["Broker", "ProducerStateMachine", "TableDivergence", "kafka_broker", "strategies"]
 
 
+#: Where each public name lives. Imported on first use: the pytest plugin imports this package
+#: in every run of an environment where dedup is installed, so it must cost nothing; and
+#: hypothesis (the ``testing`` extra) is needed only by the strategies and the machine.
+_LOCATIONS = {
+    "Broker": ".broker",
+    "kafka_broker": ".broker",
+    "ProducerStateMachine": ".state_machine",
+    "TableDivergence": ".state_machine",
+}
+
+
 def __getattr__(name: str) -> Any:
-    # hypothesis is imported only when what needs it is asked for: the broker works without it.
-    if name in ("ProducerStateMachine", "TableDivergence"):
-        return getattr(importlib.import_module(".state_machine", __name__), name)
     if name == "strategies":
         return importlib.import_module(".strategies", __name__)
+    if name in _LOCATIONS:
+        return getattr(importlib.import_module(_LOCATIONS[name], __name__), name)
     raise AttributeError(f"module 'dedup.testing' has no attribute {name!r}")

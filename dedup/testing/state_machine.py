@@ -181,8 +181,11 @@ class ProducerStateMachine(RuleBasedStateMachine):
     def client_retry(self, data: st.DataObject) -> None:
         """A retry of one of the producer's last window+2 batches (its response was lost)."""
         pid = data.draw(st.sampled_from(sorted(self.sent)), label="pid")
-        history = self.sent[pid]
-        epoch, seq, count, txn = history[-data.draw(st.integers(1, len(history)), label="back")]
+        self.retry(pid, data.draw(st.integers(1, len(self.sent[pid])), label="back"))
+
+    def retry(self, pid: int, back: int) -> None:
+        """The producer's ``back``-th most recent batch again (1: the last one)."""
+        epoch, seq, count, txn = self.sent[pid][-back]
         self.batch(pid, epoch, seq, count, 0, Origin.CLIENT, txn)
 
     @rule(pid=_pids, skip=st.integers(1, 3), count=_counts)

@@ -120,6 +120,7 @@ class _InFlight:
     base_sequence: int
     record_count: int
     sent: bool = False  # reached the broker at least once
+    acked: bool = False  # answered, but a batch before it was not yet: it still takes a slot
 
 
 @dataclass
@@ -134,6 +135,7 @@ class _Client:
 def _resequence(client: _Client, first: int) -> None:
     """Kafka's TransactionManager after a bump or a new id: the batches in flight get new
     sequences from ``first``, in order, and count as not sent yet."""
+    client.in_flight = [batch for batch in client.in_flight if not batch.acked]
     sequence = first
     for batch in client.in_flight:
         batch.base_sequence, batch.sent = sequence, False
@@ -178,8 +180,9 @@ def client_streams(
     log_end_offset = 0
     actions = ["send", "send", "send", "retry"]
     actions += ["bump"] * bumps + ["restart"] * restarts
-    while len(sends) < max_batches:
-        if len(sends) and not draw(st.integers(0, 9), label="go on"):
+    length = draw(st.integers(1, max_batches), label="sends")
+    for _ in range(4 * max_batches):  # bumps and restarts send nothing: bounded all the same
+        if len(sends) >= length:
             break
         client = clients[draw(st.integers(0, producers - 1), label="client")]
         action = draw(st.sampled_from(actions), label="action")
@@ -199,9 +202,10 @@ def client_streams(
             client.next_sequence = wrap_increment(client.next_sequence, count)
         unsent = [batch for batch in client.in_flight if not batch.sent]
         if action == "retry" or not unsent:
-            if not client.in_flight:
+            waiting = [batch for batch in client.in_flight if batch.sent and not batch.acked]
+            if not waiting:
                 continue
-            batch = client.in_flight[draw(st.integers(0, len(client.in_flight) - 1), label="retried")]
+            batch = waiting[draw(st.integers(0, len(waiting) - 1), label="retried")]
             event = "retry"
         else:
             index = draw(st.integers(0, len(unsent) - 1), label="overtakes") if reorder else 0
@@ -220,7 +224,11 @@ def client_streams(
         if not answer.duplicate:
             log_end_offset = answer.last_offset + 1
         if not lost:
-            client.in_flight.remove(batch)
+            # Kafka's clients complete a partition's batches in order: a slot is freed only once
+            # every batch before it is answered too.
+            batch.acked = True
+            while client.in_flight and client.in_flight[0].acked:
+                client.in_flight.pop(0)
     return sends
 
 
@@ -296,8 +304,8 @@ def corruptions(draw: st.DrawFn, data: bytes | st.SearchStrategy[bytes] | None =
     if kind == "flip" and out:
         for position in draw(st.lists(st.integers(0, len(out) * 8 - 1), min_size=1, max_size=3, unique=True)):
             out[position // 8] ^= 1 << (position % 8)
-    elif kind == "truncate" and out:
-        del out[draw(st.integers(0, len(out) - 1), label="cut at") :]
+    elif kind == "truncate" and len(out) > 1:
+        del out[draw(st.integers(1, len(out) - 1), label="cut at") :]
     elif kind == "length" and len(out) >= RECORDS_OFFSET:
         offset, fmt = draw(st.sampled_from(list(_LENGTH_FIELDS)), label="field")
         (true,) = struct.unpack_from(fmt, out, offset)

@@ -503,7 +503,7 @@ def _random_streams(target: Target, examples: int, seconds: float, seed: int) ->
     @hypothesis_seed(seed)
     @settings(max_examples=examples, phases=[Phase.generate], database=None, deadline=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(client_streams(producers=2, max_batches=12, first_sequences=sequences()))
+    @given(client_streams(producers=2, max_batches=20, first_sequences=sequences()))
     def run(stream: Any) -> None:
         if failure or time.monotonic() > deadline:
             return
