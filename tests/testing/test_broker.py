@@ -7,12 +7,21 @@ duplicate."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from dedup.testing import Broker, kafka_broker
+from dedup.testing import Broker, kafka_broker, plugin
 from dedup.tools.probe import Session, Target
+
+# What the pytest plugin (entry point pytest11) gives a user's tests, taken here so that these run
+# without the installed entry point too; the marker is registered in pyproject.toml.
+dedup_broker = plugin.dedup_broker
+dedup_broker_factory = plugin.dedup_broker_factory
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +40,6 @@ def test_a_broker_starts_and_stops_in_well_under_a_second():
     total = time.perf_counter() - started
     # Measured at about 0.03 s up and 0.3 s in all on an idle machine; the bound leaves room for a loaded one.
     assert up < 1.0 and total < 2.0, (up, total)
-    import os
-
     assert not os.path.exists(directory), "the temporary directory is removed at close"
 
 
@@ -112,12 +119,17 @@ def produce_through_faults(broker: Broker) -> list[str]:
         "linger.ms": 0, "retry.backoff.ms": 20, "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 100,
         "topic.metadata.refresh.interval.ms": 500, "message.timeout.ms": 30000,
     })  # fmt: skip
+
+    def delivered(error: object, _: object) -> None:
+        if error is not None:
+            errors.append(str(error))
+
     for i, value in enumerate(MESSAGES):
         if i == 3:
             broker.drop_next_responses(1)
         if i == 7:
             broker.crash_leader("orders")
-        producer.produce("orders", value=value, on_delivery=lambda error, _: errors.append(str(error)) if error else None)
+        producer.produce("orders", value=value, on_delivery=delivered)
         producer.flush(30)
     return errors
 
@@ -157,3 +169,28 @@ def test_without_deduplication_the_same_test_sees_the_duplicate(dedup_broker: Br
     got = read_back(dedup_broker)
     assert set(got) == set(MESSAGES)
     assert got.count(MESSAGES[3]) == 2, got
+
+
+USER_APP_TEST = """\
+import pytest
+
+
+@pytest.mark.dedup_broker(topics=["orders"], brokers=1)
+def test_my_app(dedup_broker):
+    assert dedup_broker.bootstrap_servers.startswith("127.0.0.1:")
+    assert dedup_broker.leader("orders") == 0
+"""
+
+
+def test_the_plugin_gives_a_user_s_tests_the_fixture_and_its_marker(tmp_path):
+    """As a user's project enables it (the entry point does the same where dedup is installed),
+    with --strict-markers: the plugin registers the marker itself."""
+    (tmp_path / "test_app.py").write_text(USER_APP_TEST)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--strict-markers", "-p",
+         "dedup.testing.plugin", "test_app.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr

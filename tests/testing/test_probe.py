@@ -89,8 +89,9 @@ def test_the_probe_passes_against_serve_and_fails_against_serve_without_dedup(de
         # producer's state; a producer new to the partition is accepted by both.
         assert failed == {"retry-last-5", "sixth-oldest", "gap", "older-epoch", "new-epoch", "wraparound",
                           "random-streams"}, done.stdout  # fmt: skip
-        assert "deviates (retry-last-5, sixth-oldest, gap, older-epoch, new-epoch, wraparound, random-streams)" in (
-            done.stdout.splitlines()[-1]
+        assert (
+            "deviates (retry-last-5, sixth-oldest, gap, older-epoch, new-epoch, wraparound, random-streams)"
+            in (done.stdout.splitlines()[-1])
         )
         retry = next(line for line in done.stdout.splitlines() if line.startswith("FAIL retry-last-5"))
         assert "a retry: answered NONE at base offset" in retry and "(the original batch's)" in retry
@@ -136,7 +137,8 @@ def test_an_unreachable_broker_is_one_line_and_status_1():
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         done = probe("--bootstrap", f"127.0.0.1:{port}", "--timeout", "2")
     assert done.returncode == 1
-    assert done.stderr.startswith("python -m dedup probe: cannot connect: 127.0.0.1:") and "Traceback" not in done.stderr
+    assert done.stderr.startswith("python -m dedup probe: cannot connect: 127.0.0.1:")
+    assert "Traceback" not in done.stderr
 
 
 # --- Tansu, a Kafka-compatible peer ----------------------------------------------------------------
