@@ -119,7 +119,9 @@ class ProducerStateMachine(RuleBasedStateMachine):
         Machine.window = window
         Machine.__name__ = Machine.__qualname__ = f"{cls.__name__}[{getattr(factory, '__name__', 'table')}]"
         Machine.TestCase.settings = settings(
-            stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+            stateful_step_count=50,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         )
         return Machine
 
@@ -146,8 +148,10 @@ class ProducerStateMachine(RuleBasedStateMachine):
         base_offset = max(self.log_end_offset, self.reference.map_end_offset) + gap
         self.clock += 1
         stamp = self.clock
-        what = (f"append(producer_id={pid}, producer_epoch={epoch}, base_sequence={seq}, record_count={count}, "
-                f"base_offset={base_offset}, max_timestamp={stamp}, origin={origin.name}, transactional={txn})")  # fmt: skip
+        what = (
+            f"append(producer_id={pid}, producer_epoch={epoch}, base_sequence={seq}, record_count={count}, "
+            f"base_offset={base_offset}, max_timestamp={stamp}, origin={origin.name}, transactional={txn})"
+        )
         answer = self.both(what, lambda t: t.append(pid, epoch, seq, count, base_offset, max_timestamp=stamp,
                                                     origin=origin, transactional=txn))  # fmt: skip
         if answer[0] == "append":

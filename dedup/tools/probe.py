@@ -370,7 +370,8 @@ class Session:
                     raise Mismatch(f"sent {what}, a retry: answered {answer}, expected {expected}")
             else:
                 expected = "NONE at a new offset"
-                if answer.error_code != 0 or answer.base_offset < 0 or answer.base_offset in self.broker_offsets.values():
+                known = self.broker_offsets.values()
+                if answer.error_code != 0 or answer.base_offset < 0 or answer.base_offset in known:
                     raise Mismatch(f"sent {what}: answered {answer}, expected {expected}")
                 self.broker_offsets[verdict.base_offset] = answer.base_offset
         self.sent.append(f"seq {base_sequence}: {answer}")
