@@ -183,14 +183,17 @@ def test_my_app(dedup_broker):
 
 
 def test_the_plugin_gives_a_user_s_tests_the_fixture_and_its_marker(tmp_path):
-    """As a user's project enables it (the entry point does the same where dedup is installed),
-    with --strict-markers: the plugin registers the marker itself."""
+    """As a user's project enables it, with --strict-markers: the plugin registers the marker
+    itself. Autoloading is off so that ``-p`` is the only way in: where dedup is installed its
+    ``pytest11`` entry point loads the same module, and a stale ``dedup.egg-info`` on the path
+    makes "is it installed" unanswerable from here."""
     (tmp_path / "test_app.py").write_text(USER_APP_TEST)
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # fmt: skip
+    enable = ["-p", "dedup.testing.plugin"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--strict-markers", "-p",
-         "dedup.testing.plugin", "test_app.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--strict-markers", *enable, "test_app.py"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
