@@ -60,7 +60,7 @@ from .checkpoints import (
 from .errors import KafkaStorageError, OffsetOutOfRangeError
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
-from .segment import LogSegment, segment_file_name
+from .segment import FileRegion, LogSegment, segment_file_name
 from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
 from .staging import analyze_and_validate
 
@@ -206,6 +206,12 @@ class PartitionLog:
     def producer_state(self) -> Any:
         """The producer-state table. A truncation or reload replaces it: do not keep it."""
         return self._table
+
+    @property
+    def offline(self) -> bool:
+        """Whether a failed write took the log offline (Kafka's LogDirFailureChannel): it
+        serves nothing until it is reopened, which recovers it."""
+        return self._offline is not None
 
     @property
     def log_end_offset(self) -> int:
@@ -406,6 +412,22 @@ class PartitionLog:
         one batch, from one segment, none at or past ``max_offset`` (pass the high watermark
         for a consumer). Empty at the log end. ``OffsetOutOfRangeError`` outside
         ``[log_start_offset, log_end_offset]`` (Kafka's fetch error)."""
+        region = self.read_region(offset, max_bytes, max_offset=max_offset)
+        if region is None:
+            return b""
+        try:
+            return region.read()
+        finally:
+            region.close()
+
+    def read_region(self, offset: int, max_bytes: int = 1 << 20, *, max_offset: int | None = None,
+                    min_one_batch: bool = True) -> FileRegion | None:  # fmt: skip
+        """What :meth:`read` returns, as a :class:`~dedup.segment.FileRegion` of a segment file
+        (None for nothing), for a fetch to send with ``sendfile`` without reading the bytes
+        (Kafka's UnifiedLog.read returns such a slice). Without ``min_one_batch`` a first batch
+        larger than ``max_bytes`` gives None (Kafka's ``minOneMessage=false``, for the
+        partitions of a fetch after the first that returned data, KIP-74). The caller closes
+        the region."""
         self._check_usable()
         offset = _args.offset("offset", offset)
         max_bytes = _args.integer("max_bytes", max_bytes, 0, (1 << 31) - 1, "an int32 >= 0")
@@ -420,12 +442,15 @@ class PartitionLog:
         while index < len(self._segments):
             segment = self._segments[index]
             if max_offset is not None and segment.base_offset >= max_offset:
-                return b""
-            data = segment.read(max(offset, segment.base_offset), max_bytes, max_offset)
-            if data:
-                return data
+                return None
+            position, size = segment.slice(max(offset, segment.base_offset), max_bytes, max_offset,
+                                           min_one_batch=min_one_batch)  # fmt: skip
+            if size:
+                return FileRegion(segment.fd, position, size)
+            if segment.position_of(max(offset, segment.base_offset)) < segment.size:
+                return None  # a first batch larger than max_bytes, without min_one_batch
             index += 1
-        return b""
+        return None
 
     def assign_leader_epoch(self, epoch: int) -> None:
         """Record that ``epoch`` starts at the log end offset: what a replica does when it

@@ -37,10 +37,20 @@ from ..cleaner import DEFAULT_MIN_CLEANABLE_DIRTY_RATIO
 from ..cluster import Cluster
 from ..coordinator.group_coordinator import GroupCoordinator
 from .apis import HANDLERS, fetch_partitions
+from .apis.fetch import fetch_response, release
 from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
 from .faults import Fate, Faults
 from .topics import OffsetsTopic, TopicError, Topics
-from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
+from .wire import (
+    MAX_REQUEST_BYTES,
+    ApiKey,
+    BadRequest,
+    Request,
+    ResponseFrame,
+    encode_response,
+    parse_request,
+    send_response,
+)
 
 __all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]
 
@@ -209,6 +219,7 @@ class KafkaServer:
         num_partitions: int = 1,
         auto_create_topics_enable: bool = True,
         default_replication_factor: int | None = None,
+        fetch_max_bytes: int = BROKER_CONFIGS["fetch.max.bytes"].default,
         **cluster_options: Any,
     ) -> None:
         # What the server was given, by keyword, for DescribeConfigs (apis/configs.py).
@@ -226,6 +237,7 @@ class KafkaServer:
         self.faults = Faults() if faults is None else faults
         self.max_request_bytes = _args.integer("max_request_bytes", max_request_bytes, 64, 1 << 31, "64 to 2^31")
         self.cluster_id = _text("cluster_id", cluster_id)
+        self.fetch_max_bytes = _args.integer("fetch_max_bytes", fetch_max_bytes, 0, INT_MAX, "an int32 >= 0")
         entries = _topics(topics)
         self.num_partitions = _args.integer("num_partitions", num_partitions, 1, _MAX_TOPIC_PARTITIONS,
                                             f"in [1, {_MAX_TOPIC_PARTITIONS}]")  # fmt: skip
@@ -456,7 +468,7 @@ class KafkaServer:
                         body = await body
                 if body is None:
                     continue
-                response = encode_response(request, body)
+                response = body if isinstance(body, ResponseFrame) else ResponseFrame([encode_response(request, body)])
                 if request.api_key == ApiKey.PRODUCE:
                     self.stats.produce_seconds += time.perf_counter() - started
                     fate = self.faults.produce_response_fate()
@@ -467,9 +479,10 @@ class KafkaServer:
                         logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
                         await asyncio.sleep(self.faults.delay_seconds)
                 if not self._alive[broker_id] or writer.is_closing():
+                    response.close()
                     return
-                writer.write(response)
-                await writer.drain()
+                await send_response(writer, response)
+                del response, body  # nothing of a response outlives its send
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away, or the broker stopped
         except Exception:
@@ -479,9 +492,11 @@ class KafkaServer:
             self._connections[broker_id].discard(writer)
             writer.close()
 
-    async def _fetch(self, broker_id: int, request: Request) -> Any:
-        """Fetch: records from the leader up to the high watermark; with nothing to return it
-        waits up to ``max_wait_ms`` for a produce, as a fetch waits in Kafka's purgatory."""
+    async def _fetch(self, broker_id: int, request: Request) -> ResponseFrame:
+        """Fetch: records from the leader up to the high watermark, bounded by the request's
+        and the broker's limits (:func:`~dedup.server.apis.fetch.fetch_partitions`), left in
+        the segment files until they are sent; with nothing to return it waits up to
+        ``max_wait_ms`` for a produce, as a fetch waits in Kafka's purgatory."""
         responses, size = fetch_partitions(self, broker_id, request)
         wait = request.body.max_wait.total_seconds()
         if size < max(request.body.min_bytes, 1) and wait > 0:
@@ -490,8 +505,9 @@ class KafkaServer:
             except TimeoutError:
                 pass
             if self._alive[broker_id]:
+                release(responses)
                 responses, size = fetch_partitions(self, broker_id, request)
-        return build(response_schema(request), {"error_code": 0, "session_id": 0, "responses": responses})
+        return fetch_response(request, responses)
 
 
 class ServerThread:
