@@ -16,7 +16,10 @@ min.insync.replicas: when a flag and the file (or an override) both give a value
 Prints one line ``bootstrap.servers=HOST:PORT,...`` once every broker listens, serves until
 SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints
 what it served and which faults it injected. The exit status is 0, or 130 after Ctrl-C
-(SIGINT), as for every command.
+(SIGINT), as for every command; a connected client or a fetch waiting for data does not hold
+the shutdown up. A replica that cannot be closed cleanly (a full disk: no clean-shutdown
+marker, so it is recovered at the next start) is named in one line on stderr after the
+summary, every other broker closed, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..cluster import Cluster
+from ..errors import KafkaStorageError
 from ..log import PartitionLog
 from ..tools import cli
 from .config import BROKER_CONFIGS, BrokerConfig, ConfigError, load_properties, parse_override
@@ -174,6 +178,7 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
         loop.add_signal_handler(signum, on_signal, signum)
     tasks: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
+    closing: KafkaStorageError | None = None
 
     def finished(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -202,7 +207,10 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await server.close()
+        try:
+            await server.close()
+        except KafkaStorageError as error:  # every other broker is closed: reported after the summary
+            closing = error
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     if failures:
@@ -214,6 +222,8 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
           f"engine (log, table, replication: {share:.0%})", flush=True)  # fmt: skip
     print(f"served: {served}; {stats.batches} produce batches, {stats.duplicates} retries recognised as "
           f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}", flush=True)  # fmt: skip
+    if closing is not None:
+        raise closing
     return received[0] if received else None
 
 
@@ -276,7 +286,7 @@ def run_command(args: argparse.Namespace) -> int:
         ended_by = asyncio.run(serve(args, faults))
     except BrokenPipeError:
         raise
-    except OSError as error:  # an address in use, a directory that cannot be written
+    except (OSError, KafkaStorageError) as error:  # an address in use; a directory that cannot be written
         print(f"python -m dedup serve: {error}", file=sys.stderr)
         return 1
     if ended_by == signal.SIGINT:
