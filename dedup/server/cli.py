@@ -14,12 +14,12 @@ key, or a value Kafka would refuse, is an error naming the key (exit status 2). 
 min.insync.replicas: when a flag and the file (or an override) both give a value, the flag wins.
 
 Prints one line ``bootstrap.servers=HOST:PORT,...`` once every broker listens, serves until
-SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints
-what it served and which faults it injected. The exit status is 0, or 130 after Ctrl-C
-(SIGINT), as for every command; a connected client or a fetch waiting for data does not hold
-the shutdown up. A replica that cannot be closed cleanly (a full disk: no clean-shutdown
-marker, so it is recovered at the next start) is named in one line on stderr after the
-summary, every other broker closed, and the exit status is 1.
+SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints one
+summary line: what it served, which faults it injected, and the time produce requests took.
+The exit status is 0, or 130 after Ctrl-C (SIGINT), as for every command; a connected client or
+a fetch waiting for data does not hold the shutdown up. A replica that cannot be closed cleanly
+(a full disk: no clean-shutdown marker, so it is recovered at the next start) is named in one
+line on stderr after the summary, every other broker closed, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -218,10 +218,10 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     stats = server.stats
     served = ", ".join(f"{name} {count}" for name, count in sorted(stats.requests.items())) or "nothing"
     share = stats.engine_seconds / stats.produce_seconds if stats.produce_seconds else 0.0
-    print(f"produce requests: {stats.produce_seconds:.3f} s handled, {stats.engine_seconds:.3f} s of it in the "
-          f"engine (log, table, replication: {share:.0%})", flush=True)  # fmt: skip
     print(f"served: {served}; {stats.batches} produce batches, {stats.duplicates} retries recognised as "
-          f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}", flush=True)  # fmt: skip
+          f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}; produce requests: "
+          f"{stats.produce_seconds:.3f} s handled, {stats.engine_seconds:.3f} s of it in the engine (log, table, "
+          f"replication: {share:.0%})", flush=True)  # fmt: skip
     if closing is not None:
         raise closing
     return received[0] if received else None

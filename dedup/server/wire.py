@@ -441,8 +441,11 @@ async def send_response(writer: asyncio.StreamWriter, frame: ResponseFrame) -> N
                 await writer.drain()
                 if writer.is_closing():  # loop.sendfile would raise RuntimeError
                     raise ConnectionResetError("the connection closed before the response was sent")
-                with open(part.fd, "rb", buffering=0, closefd=False) as file:
-                    sent = await loop.sendfile(writer.transport, file, part.position, part.size)
+                try:
+                    with open(part.fd, "rb", buffering=0, closefd=False) as file:
+                        sent = await loop.sendfile(writer.transport, file, part.position, part.size)
+                except (RuntimeError, NotImplementedError):  # a transport without sendfile, not even its fallback
+                    sent = await _send_in_chunks(writer, part)
                 if sent != part.size:
                     raise ConnectionAbortedError(f"{sent} of a region's {part.size} bytes were left to send")
             else:
@@ -450,6 +453,27 @@ async def send_response(writer: asyncio.StreamWriter, frame: ResponseFrame) -> N
         await writer.drain()
     finally:
         frame.close()
+
+
+#: The chunk a region is sent in where sendfile cannot be used (asyncio's own fallback reads 256 KiB).
+SEND_CHUNK_BYTES = 1 << 18
+
+
+async def _send_in_chunks(writer: asyncio.StreamWriter, region: FileRegion) -> int:
+    """``region`` written through the stream ``SEND_CHUNK_BYTES`` at a time, each drained
+    before the next is read, so at most one chunk is in memory; the bytes sent."""
+    sent = 0
+    while sent < region.size:
+        if writer.is_closing():
+            raise ConnectionResetError("the connection closed while a response was sent")
+        chunk = os.pread(region.fd, min(SEND_CHUNK_BYTES, region.size - sent), region.position + sent)
+        if not chunk:
+            break
+        writer.write(chunk)
+        sent += len(chunk)
+        del chunk
+        await writer.drain()
+    return sent
 
 
 def response_schema(request: Request, version: int | None = None) -> Any:

@@ -298,3 +298,65 @@ def test_clients_that_reset_mid_response_leave_nothing_held(gigabyte_log):
     assert serve.peak < RSS_LIMIT_MB, f"serve RSS reached {serve.peak:.0f} MB"
     assert held <= descriptors, "a reset connection's file regions are still open"
     assert "Traceback" not in stderr, stderr
+
+
+def test_records_go_in_bounded_chunks_where_the_transport_cannot_sendfile(bounded, monkeypatch):
+    """A transport without sendfile (loop.sendfile raises RuntimeError): the region goes
+    through the stream in chunks of at most SEND_CHUNK_BYTES, and the client gets the same
+    bytes."""
+    import dedup.server.wire as wire
+
+    expected = fetch(bounded, fetch_request([(0, 0, INT32_MAX), (1, 0, INT32_MAX)], INT32_MAX))
+    writes: list[int] = []
+
+    async def no_sendfile(*_args, **_kwargs):
+        raise RuntimeError("sendfile is not supported for this transport")
+
+    original_write = asyncio.StreamWriter.write
+
+    def write(self, data):
+        writes.append(len(data))
+        return original_write(self, data)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "sendfile", no_sendfile)
+    monkeypatch.setattr(asyncio.StreamWriter, "write", write)
+    monkeypatch.setattr(wire, "SEND_CHUNK_BYTES", 1000)
+    got = fetch(bounded, fetch_request([(0, 0, INT32_MAX), (1, 0, INT32_MAX)], INT32_MAX))
+    assert [bytes(p.records or b"") for p in got] == [bytes(p.records or b"") for p in expected]
+    assert max(writes) <= 1000 and len(writes) > 3
+
+
+@pytest.mark.parametrize("version", [11, 12, 16])
+def test_a_region_is_spliced_into_a_response_of_any_version(tmp_path, version):
+    """encode_response_frame rewrites the records' length prefix (an int32, or a compact
+    varint in a flexible version) and leaves the region's bytes in place of the placeholder."""
+    from kio.index import load_response_schema as response_type
+
+    from dedup.segment import FileRegion
+    from dedup.server.wire import Request, build, encode_response_frame, new_placeholder
+
+    data = encode_batch([os.urandom(300)], timestamp=1_700_000_000_000) * 3
+    path = tmp_path / "segment"
+    path.write_bytes(b"x" * 100 + data)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        region = FileRegion(descriptor, 100, len(data))
+    finally:
+        os.close(descriptor)
+    placeholder = new_placeholder()
+    schema = response_type(ApiKey.FETCH, version)
+    partition = {"partition_index": 0, "error_code": 0, "high_watermark": 3, "last_stable_offset": 3,
+                 "log_start_offset": 0, "aborted_transactions": [], "preferred_read_replica": -1,
+                 "records": placeholder}  # fmt: skip
+    topic = {"topic": "bounds", "topic_id": __import__("uuid").UUID(int=1), "partitions": [partition]}
+    body = build(schema, {"error_code": 0, "session_id": 0, "responses": [topic]})
+    request = Request(ApiKey.FETCH, version, 42, None, None)
+    response = encode_response_frame(request, body, {placeholder: region})
+    encoded = response.to_bytes()
+    response.close()
+    assert region.fd == -1  # the frame owned the region
+    assert struct.unpack(">i", encoded[:4])[0] == len(encoded) - 4
+    header, used = entity_reader(schema.__header_schema__)(encoded, 4)
+    decoded, rest = entity_reader(schema)(encoded, 4 + used)
+    assert header.correlation_id == 42 and 4 + used + rest == len(encoded)
+    assert bytes(decoded.responses[0].partitions[0].records) == data

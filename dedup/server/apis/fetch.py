@@ -139,9 +139,10 @@ def list_offsets(server: KafkaServer, broker_id: int, request: Request) -> Any:
                 assert cluster is not None
                 try:
                     timestamp, offset = _offset_for(cluster, wanted.timestamp)
-                except KafkaError as failure:
+                except (KafkaError, OSError) as failure:
                     logger.warning("ListOffsets for %s at %d failed: %s", cluster.name, wanted.timestamp, failure)
-                    error = ErrorCode.unknown_server_error
+                    storage = isinstance(failure, KafkaStorageError | OSError)
+                    error = ErrorCode.kafka_storage_error if storage else ErrorCode.unknown_server_error
                 else:
                     entry.update(timestamp=timestamp, offset=offset, leader_epoch=cluster.leader_epoch)
             entry["error_code"] = error
