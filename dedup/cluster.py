@@ -258,9 +258,13 @@ class Cluster:
     def produce(self, records: Any, *, acks: str = "all") -> ProduceResponse:
         """A produce request for the partition: :meth:`append_to_leader`, then replication,
         then the acknowledgement (``acks="all"``: once every in-sync replica has the batch;
-        ``"1"``: once the leader has it)."""
+        ``"1"``: once the leader has it). A leader whose write fails (KAFKA_STORAGE_ERROR: its
+        log went offline) gives the partition up: :meth:`replica_failed`."""
         response = self.append_to_leader(records, acks=acks)
         if response.error is not None:
+            leader = self.leader
+            if isinstance(response.error, KafkaStorageError) and leader is not None and leader.offline:
+                self.replica_failed(leader.broker_id)  # KAFKA_STORAGE_ERROR, and another replica leads
             return response
         self.replicate()
         if acks == "all" and self.high_watermark <= response.last_offset:
@@ -285,8 +289,6 @@ class Cluster:
                 )
             info: LogAppendInfo = log.append_as_leader(records, leader_epoch=self.leader_epoch)
         except KafkaError as error:
-            if isinstance(error, KafkaStorageError) and self.leader_id is not None and log.offline:
-                self.replica_failed(self.leader_id)
             return ProduceResponse(error, -1, -1, False, self.leader_id, self.leader_epoch)
         return ProduceResponse(
             None, info.base_offset, info.last_offset, info.duplicate, self.leader_id, self.leader_epoch
