@@ -46,6 +46,7 @@ from .checkpoints import _partition, _topic, partition_directory_name, read_chec
 from .cleaner import CleanerStats, clean_log
 from .errors import (
     KafkaError,
+    KafkaStorageError,
     NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
@@ -102,10 +103,21 @@ class Broker:
 
     @property
     def alive(self) -> bool:
-        return self.log is not None
+        """Whether the replica serves: its broker runs and its log is not offline."""
+        return self.log is not None and not self.log.offline
+
+    @property
+    def offline(self) -> bool:
+        """Whether the broker runs but a failed write took its log offline (Kafka's offline
+        log directory): the replica serves nothing until the broker restarts."""
+        return self.log is not None and self.log.offline
 
     def start(self) -> PartitionLog:
-        """Open the replica's directory (recovering it); returns the log."""
+        """Open the replica's directory (recovering it; an offline log is closed and
+        reopened, as a broker restarting with its log directory back); returns the log."""
+        if self.log is not None and self.log.offline:
+            self.log.close()
+            self.log = None
         if self.log is None:
             self.log = PartitionLog(self.directory, **self._log_options)
         return self.log
@@ -113,12 +125,12 @@ class Broker:
     def stop(self, *, clean: bool = False) -> None:
         """A controlled shutdown (``clean``: flush, snapshot, clean-shutdown marker) or a crash
         (the files are left as they are)."""
-        if self.log is not None:
+        log, self.log = self.log, None
+        if log is not None:
             if clean:
-                self.log.close()
+                log.close()  # KafkaStorageError on a full disk: the files are released all the same
             else:
-                self.log.close_uncleanly()
-            self.log = None
+                log.close_uncleanly()
 
     def __repr__(self) -> str:
         state = "down" if self.log is None else f"log_end_offset={self.log.log_end_offset}"
@@ -246,9 +258,13 @@ class Cluster:
     def produce(self, records: Any, *, acks: str = "all") -> ProduceResponse:
         """A produce request for the partition: :meth:`append_to_leader`, then replication,
         then the acknowledgement (``acks="all"``: once every in-sync replica has the batch;
-        ``"1"``: once the leader has it)."""
+        ``"1"``: once the leader has it). A leader whose write fails (KAFKA_STORAGE_ERROR: its
+        log went offline) gives the partition up: :meth:`replica_failed`."""
         response = self.append_to_leader(records, acks=acks)
         if response.error is not None:
+            leader = self.leader
+            if isinstance(response.error, KafkaStorageError) and leader is not None and leader.offline:
+                self.replica_failed(leader.broker_id)  # KAFKA_STORAGE_ERROR, and another replica leads
             return response
         self.replicate()
         if acks == "all" and self.high_watermark <= response.last_offset:
@@ -303,16 +319,20 @@ class Cluster:
         smallest log end offset in the ISR and followers learn it (as from a fetch response)."""
         leader = self.leader_log
         for broker in self.brokers:
-            if broker.broker_id == self.leader_id or broker.log is None:
+            if broker.broker_id == self.leader_id or broker.log is None or broker.log.offline:
                 continue
-            self._fetch_until_caught_up(broker.log, leader)
+            try:
+                self._fetch_until_caught_up(broker.log, leader)
+            except KafkaStorageError:
+                self.replica_failed(broker.broker_id)
+                continue
             if broker.log.log_end_offset == leader.log_end_offset:
                 self.isr.add(broker.broker_id)
-        ends = [self._by_id[member].log.log_end_offset for member in self.isr]  # type: ignore[union-attr]
+        ends = [log.log_end_offset for member in self.isr if (log := self._by_id[member].log) is not None]
         high_watermark = leader.update_high_watermark(max(min(ends), leader.high_watermark))
         self.committed_offset = max(self.committed_offset, high_watermark)
         for broker in self.brokers:
-            if broker.log is not None and broker.broker_id != self.leader_id:
+            if broker.alive and broker.log is not None and broker.broker_id != self.leader_id:
                 broker.log.update_high_watermark(min(high_watermark, broker.log.log_end_offset))
 
     @staticmethod
@@ -364,8 +384,11 @@ class Cluster:
     def _catch_up_all(self) -> None:
         leader = self.leader_log
         for broker in self.brokers:
-            if broker.log is not None and broker.broker_id != self.leader_id:
-                self._truncate_divergent(broker.log, leader)
+            if broker.alive and broker.log is not None and broker.broker_id != self.leader_id:
+                try:
+                    self._truncate_divergent(broker.log, leader)
+                except KafkaStorageError:
+                    self.replica_failed(broker.broker_id)
         self.replicate()
 
     # -- failures --------------------------------------------------------------------------------
@@ -388,6 +411,19 @@ class Cluster:
         broker = self._by_id[broker_id]
         broker.stop(clean=_args.flag("clean", clean))
         if self.isr != {broker_id}:  # Kafka never empties the ISR: the last member stays, down
+            self.isr.discard(broker_id)
+        if broker_id == self.leader_id:
+            self.elect_leader()
+
+    def replica_failed(self, broker_id: int) -> None:
+        """A write to broker ``broker_id``'s replica failed and took its log offline (Kafka's
+        LogDirFailureChannel, then the controller's handling of the offline replica): it
+        leaves the ISR (unless it is the last member: then the partition waits for it,
+        offline), and if it led, a live in-sync replica is elected leader. The broker keeps
+        running; the replica comes back when it restarts (:meth:`start_broker`), through
+        recovery."""
+        logger.error("%s: the replica on broker %d is offline (a failed write)", self.name, broker_id)
+        if self.isr != {broker_id}:
             self.isr.discard(broker_id)
         if broker_id == self.leader_id:
             self.elect_leader()
@@ -422,6 +458,12 @@ class Cluster:
             return None
         new = candidates[0]
         assert new.log is not None
+        try:
+            new.log.assign_leader_epoch(self.leader_epoch + 1)
+        except KafkaStorageError:  # its disk is full too: the next candidate
+            if self.isr != {new.broker_id}:
+                self.isr.discard(new.broker_id)
+            return self.elect_leader()
         self.leader_epoch += 1
         self._record_leader_epoch()
         self.elections += 1
@@ -441,7 +483,6 @@ class Cluster:
                     loss.end_offset,
                 )
                 self.committed_offset = new.log.log_end_offset
-        new.log.assign_leader_epoch(self.leader_epoch)
         self._catch_up_all()
         return new.broker_id
 
@@ -451,12 +492,20 @@ class Cluster:
         broker's LogCleaner cleans the logs it holds; what each pass did, in replica order
         (None for a replica down or with nothing to clean). A replica cleans only below its own
         high watermark, so a follower never loses what it has not yet reported to the leader."""
-        return [None if b.log is None else clean_log(b.log, **options) for b in self.brokers]
+        return [clean_log(b.log, **options) if b.alive and b.log is not None else None for b in self.brokers]
 
     def close(self) -> None:
-        """Shut every live broker down cleanly."""
+        """Shut every live broker down cleanly; a replica whose close fails (a full disk:
+        ``KafkaStorageError``, no clean-shutdown marker) does not keep the others open: the
+        first failure is raised once every broker is closed."""
+        failures: list[KafkaStorageError] = []
         for broker in self.brokers:
-            broker.stop(clean=True)
+            try:
+                broker.stop(clean=True)
+            except KafkaStorageError as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
     def delete(self) -> None:
         """Kafka's topic deletion for this partition: every replica stops and its directory is

@@ -60,7 +60,7 @@ from .checkpoints import (
 from .errors import KafkaStorageError, OffsetOutOfRangeError
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
-from .segment import LogSegment, segment_file_name
+from .segment import FileRegion, LogSegment, segment_file_name
 from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
 from .staging import analyze_and_validate
 
@@ -206,6 +206,12 @@ class PartitionLog:
     def producer_state(self) -> Any:
         """The producer-state table. A truncation or reload replaces it: do not keep it."""
         return self._table
+
+    @property
+    def offline(self) -> bool:
+        """Whether a failed write took the log offline (Kafka's LogDirFailureChannel): it
+        serves nothing until it is reopened, which recovers it."""
+        return self._offline is not None
 
     @property
     def log_end_offset(self) -> int:
@@ -379,25 +385,34 @@ class PartitionLog:
         return LogAppendInfo(first, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
 
     def _write(self, data: Any, base_offset: int, end_offset: int, max_timestamp: int) -> None:
-        active = self._segments[-1]
-        if active.size and active.size + len(data) > self.segment_bytes:
-            active = self.roll()
         try:
+            active = self._segments[-1]
+            if active.size and active.size + len(data) > self.segment_bytes:
+                active = self.roll()
             active.append(data, base_offset, end_offset, max_timestamp)
             if self.fsync:
                 active.flush()
-        except (KafkaStorageError, OSError) as error:
-            # Kafka takes the log directory offline on an I/O error; the table is unchanged.
+        except (KafkaStorageError, OSError) as error:  # the table is unchanged
+            raise self._went_offline(error) from error
+
+    def _went_offline(self, error: BaseException) -> KafkaStorageError:
+        """Take the log offline after a failed write (Kafka's LogDirFailureChannel: an
+        IOException takes the log directory offline and the broker stops serving its
+        replicas); the error to raise."""
+        if self._offline is None:
             self._offline = str(error)
             logger.error("log %s is offline: %s", self.directory, error)
-            if isinstance(error, KafkaStorageError):
-                raise
-            raise KafkaStorageError(f"log {self.directory}: {error}") from error
+        if isinstance(error, KafkaStorageError):
+            return error
+        return KafkaStorageError(f"log {self.directory}: {error}")
 
     def _assign_epoch(self, epoch: int, start_offset: int) -> None:
         latest = self.leader_epochs.latest_epoch
         if latest is None or epoch > latest:
-            self.leader_epochs.assign(epoch, start_offset)
+            try:
+                self.leader_epochs.assign(epoch, start_offset)
+            except OSError as error:  # the leader-epoch-checkpoint could not be written
+                raise self._went_offline(error) from error
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -406,6 +421,22 @@ class PartitionLog:
         one batch, from one segment, none at or past ``max_offset`` (pass the high watermark
         for a consumer). Empty at the log end. ``OffsetOutOfRangeError`` outside
         ``[log_start_offset, log_end_offset]`` (Kafka's fetch error)."""
+        region = self.read_region(offset, max_bytes, max_offset=max_offset)
+        if region is None:
+            return b""
+        try:
+            return region.read()
+        finally:
+            region.close()
+
+    def read_region(self, offset: int, max_bytes: int = 1 << 20, *, max_offset: int | None = None,
+                    min_one_batch: bool = True) -> FileRegion | None:  # fmt: skip
+        """What :meth:`read` returns, as a :class:`~dedup.segment.FileRegion` of a segment file
+        (None for nothing), for a fetch to send with ``sendfile`` without reading the bytes
+        (Kafka's UnifiedLog.read returns such a slice). Without ``min_one_batch`` a first batch
+        larger than ``max_bytes`` gives None (Kafka's ``minOneMessage=false``, for the
+        partitions of a fetch after the first that returned data, KIP-74). The caller closes
+        the region."""
         self._check_usable()
         offset = _args.offset("offset", offset)
         max_bytes = _args.integer("max_bytes", max_bytes, 0, (1 << 31) - 1, "an int32 >= 0")
@@ -420,12 +451,15 @@ class PartitionLog:
         while index < len(self._segments):
             segment = self._segments[index]
             if max_offset is not None and segment.base_offset >= max_offset:
-                return b""
-            data = segment.read(max(offset, segment.base_offset), max_bytes, max_offset)
-            if data:
-                return data
+                return None
+            position, size = segment.slice(max(offset, segment.base_offset), max_bytes, max_offset,
+                                           min_one_batch=min_one_batch)  # fmt: skip
+            if size:
+                return FileRegion(segment.fd, position, size)
+            if segment.position_of(max(offset, segment.base_offset)) < segment.size:
+                return None  # a first batch larger than max_bytes, without min_one_batch
             index += 1
-        return b""
+        return None
 
     def assign_leader_epoch(self, epoch: int) -> None:
         """Record that ``epoch`` starts at the log end offset: what a replica does when it
@@ -631,9 +665,16 @@ class PartitionLog:
         offset = _args.offset("offset", offset)
         if offset >= self.log_end_offset:
             return False
+        try:
+            self._truncate_to(offset)
+        except OSError as error:
+            raise self._went_offline(error) from error
+        return True
+
+    def _truncate_to(self, offset: int) -> None:
         if self._segments[0].base_offset > offset:
             self.truncate_fully_and_start_at(offset)
-            return True
+            return
         while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
             segment = self._segments.pop()
             self._bases.pop()
@@ -648,7 +689,6 @@ class PartitionLog:
             self._high_watermark = end
         self._recovery_point = min(self._recovery_point, end)
         self._write_checkpoints(sync=self.fsync)
-        return True
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Kafka's truncateFullyAndStartAt: delete every segment and snapshot, clear the
@@ -672,21 +712,29 @@ class PartitionLog:
 
     def close(self) -> None:
         """A clean shutdown: fsync everything, write the checkpoints and a synced snapshot
-        at the log end, then the clean-shutdown marker, so the next open skips recovery."""
+        at the log end, then the clean-shutdown marker, so the next open skips recovery. An
+        offline log only releases its files; a write that fails here (a full disk) takes the
+        log offline, releases the files and raises ``KafkaStorageError`` (without a marker,
+        the next open recovers it)."""
         if self._closed:
             return
-        if self._offline is None:
-            self.flush()
-            self._table.update_map_end_offset(self.log_end_offset)
-            self.take_snapshot(sync=True)
-            for segment in self._segments:
-                segment.close()
-            marker = os.path.join(self.directory, CLEAN_SHUTDOWN_FILE)
-            with open(marker, "wb") as handle:
-                handle.flush()
-                os.fsync(handle.fileno())
-            _fsync_directory(self.directory)
-        self._release_files()
+        try:
+            if self._offline is None:
+                self.flush()
+                self._table.update_map_end_offset(self.log_end_offset)
+                self.take_snapshot(sync=True)
+                for segment in self._segments:
+                    segment.close()
+                marker = os.path.join(self.directory, CLEAN_SHUTDOWN_FILE)
+                with open(marker, "wb") as handle:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                _fsync_directory(self.directory)
+        except OSError as error:
+            # A full disk: no clean-shutdown marker, so the next open recovers the log.
+            raise self._went_offline(error) from error
+        finally:
+            self._release_files()
 
     def close_uncleanly(self) -> None:
         """Leave the log as a crash would: its files are released with no flush, no

@@ -14,9 +14,12 @@ key, or a value Kafka would refuse, is an error naming the key (exit status 2). 
 min.insync.replicas: when a flag and the file (or an override) both give a value, the flag wins.
 
 Prints one line ``bootstrap.servers=HOST:PORT,...`` once every broker listens, serves until
-SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints
-what it served and which faults it injected. The exit status is 0, or 130 after Ctrl-C
-(SIGINT), as for every command.
+SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints one
+summary line: what it served, which faults it injected, and the time produce requests took.
+The exit status is 0, or 130 after Ctrl-C (SIGINT), as for every command; a connected client or
+a fetch waiting for data does not hold the shutdown up. A replica that cannot be closed cleanly
+(a full disk: no clean-shutdown marker, so it is recovered at the next start) is named in one
+line on stderr after the summary, every other broker closed, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..cluster import Cluster
+from ..errors import KafkaStorageError
 from ..log import PartitionLog
 from ..tools import cli
 from .config import BROKER_CONFIGS, BrokerConfig, ConfigError, load_properties, parse_override
@@ -174,6 +178,7 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
         loop.add_signal_handler(signum, on_signal, signum)
     tasks: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
+    closing: KafkaStorageError | None = None
 
     def finished(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -202,7 +207,10 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await server.close()
+        try:
+            await server.close()
+        except KafkaStorageError as error:  # every other broker is closed: reported after the summary
+            closing = error
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     if failures:
@@ -210,10 +218,12 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     stats = server.stats
     served = ", ".join(f"{name} {count}" for name, count in sorted(stats.requests.items())) or "nothing"
     share = stats.engine_seconds / stats.produce_seconds if stats.produce_seconds else 0.0
-    print(f"produce requests: {stats.produce_seconds:.3f} s handled, {stats.engine_seconds:.3f} s of it in the "
-          f"engine (log, table, replication: {share:.0%})", flush=True)  # fmt: skip
     print(f"served: {served}; {stats.batches} produce batches, {stats.duplicates} retries recognised as "
-          f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}", flush=True)  # fmt: skip
+          f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}; produce requests: "
+          f"{stats.produce_seconds:.3f} s handled, {stats.engine_seconds:.3f} s of it in the engine (log, table, "
+          f"replication: {share:.0%})", flush=True)  # fmt: skip
+    if closing is not None:
+        raise closing
     return received[0] if received else None
 
 
@@ -276,7 +286,7 @@ def run_command(args: argparse.Namespace) -> int:
         ended_by = asyncio.run(serve(args, faults))
     except BrokenPipeError:
         raise
-    except OSError as error:  # an address in use, a directory that cannot be written
+    except (OSError, KafkaStorageError) as error:  # an address in use; a directory that cannot be written
         print(f"python -m dedup serve: {error}", file=sys.stderr)
         return 1
     if ended_by == signal.SIGINT:

@@ -195,6 +195,9 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
               "TransactionLogConfig", low=1),
     ConfigKey("socket.request.max.bytes", "INT", 104857600, "max_request_bytes",
               "The maximum number of bytes in a socket request", "SocketServerConfigs", low=64),  # Kafka: atLeast(1)
+    ConfigKey("fetch.max.bytes", "INT", 57671680, "fetch_max_bytes",
+              "The maximum number of bytes we will return for a fetch request. Must be at least 1024.",
+              "ServerConfigs", low=1024),
     ConfigKey("log.dirs", "STRING", None, None,
               "The directory where the log data is stored (dedup: one directory; default: a temporary one, "
               "removed at exit).", _SERVER_LOG),

@@ -31,16 +31,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kio.schema.errors import ErrorCode
+
 from .. import _args
 from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cleaner import DEFAULT_MIN_CLEANABLE_DIRTY_RATIO
 from ..cluster import Cluster
 from ..coordinator.group_coordinator import GroupCoordinator
+from ..errors import KafkaStorageError
 from .apis import HANDLERS, fetch_partitions
+from .apis.failures import error_code_for, error_response
+from .apis.fetch import fetch_response, release
 from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
 from .faults import Fate, Faults
 from .topics import OffsetsTopic, TopicError, Topics
-from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
+from .wire import (
+    MAX_REQUEST_BYTES,
+    ApiKey,
+    BadRequest,
+    Request,
+    ResponseFrame,
+    encode_response,
+    parse_request,
+    send_response,
+)
 
 __all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]
 
@@ -209,6 +223,7 @@ class KafkaServer:
         num_partitions: int = 1,
         auto_create_topics_enable: bool = True,
         default_replication_factor: int | None = None,
+        fetch_max_bytes: int = BROKER_CONFIGS["fetch.max.bytes"].default,
         **cluster_options: Any,
     ) -> None:
         # What the server was given, by keyword, for DescribeConfigs (apis/configs.py).
@@ -226,6 +241,7 @@ class KafkaServer:
         self.faults = Faults() if faults is None else faults
         self.max_request_bytes = _args.integer("max_request_bytes", max_request_bytes, 64, 1 << 31, "64 to 2^31")
         self.cluster_id = _text("cluster_id", cluster_id)
+        self.fetch_max_bytes = _args.integer("fetch_max_bytes", fetch_max_bytes, 0, INT_MAX, "an int32 >= 0")
         entries = _topics(topics)
         self.num_partitions = _args.integer("num_partitions", num_partitions, 1, _MAX_TOPIC_PARTITIONS,
                                             f"in [1, {_MAX_TOPIC_PARTITIONS}]")  # fmt: skip
@@ -279,6 +295,7 @@ class KafkaServer:
         self.settings["offsets_topic_replication_factor"] = group_options["offsets_topic_replication_factor"]
         self._listeners: list[asyncio.Server | None] = [None] * count
         self._connections: list[set[asyncio.StreamWriter]] = [set() for _ in range(count)]
+        self._handlers: set[asyncio.Task[Any]] = set()  # the connections' tasks, for close()
         self._data = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -319,12 +336,24 @@ class KafkaServer:
         try:
             cluster.clean(delete_retention_ms=self.log_cleaner_delete_retention_ms,
                           min_cleanable_ratio=DEFAULT_MIN_CLEANABLE_DIRTY_RATIO)  # fmt: skip
+        except (KafkaStorageError, OSError) as error:
+            logger.error("log cleaner: cleaning %s failed: %s", cluster.name, error)
         except Exception:
             logger.exception("log cleaner: cleaning %s failed", cluster.name)
 
     async def _listen(self, broker_id: int) -> None:
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(broker_id, reader, writer)
+            task = asyncio.current_task()
+            assert task is not None
+            self._handlers.add(task)
+            try:
+                await self._serve(broker_id, reader, writer)
+            except asyncio.CancelledError:
+                # Only close() (or the end of the loop) cancels a connection: it ends with the
+                # server, without the traceback asyncio logs for a cancelled connection task.
+                writer.close()
+            finally:
+                self._handlers.discard(task)
 
         listener = await asyncio.start_server(connected, self.host, self.ports[broker_id], reuse_address=True)
         self.ports[broker_id] = listener.sockets[0].getsockname()[1]
@@ -342,8 +371,12 @@ class KafkaServer:
             await listener.wait_closed()
 
     async def close(self) -> None:
-        """Close every listener and connection, shut the brokers down cleanly, and remove the
-        directory if it was a temporary one."""
+        """Close every listener and connection (a fetch waiting for data included), shut
+        every broker's replicas down cleanly, and remove the directory if it was a temporary
+        one. A replica that cannot be closed cleanly (a full disk: its clean-shutdown marker
+        cannot be written, so it is recovered at the next start) does not keep the others
+        open: every other one is closed, then the first failure is raised
+        (``KafkaStorageError``)."""
         self._alive = [False] * len(self._alive)
         if self._cleaner is not None:
             self._cleaner.cancel()
@@ -354,10 +387,22 @@ class KafkaServer:
             self._cleaner = None
         for broker_id in range(len(self._alive)):
             await self._unlisten(broker_id)
-        self.groups.close()
-        self.topics.close()
+        self.groups.close()  # answers the requests waiting for a rebalance
+        handlers = [task for task in self._handlers if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        failures: list[BaseException] = []
+        for cluster in self.topics.clusters():
+            try:
+                cluster.close()
+            except (KafkaStorageError, OSError) as error:
+                logger.error("closing %s: %s", cluster.name, error)
+                failures.append(error)
         if self._temporary:
             shutil.rmtree(self.directory, ignore_errors=True)
+        if failures:
+            raise failures[0] if isinstance(failures[0], KafkaStorageError) else KafkaStorageError(str(failures[0]))
 
     @property
     def bootstrap_servers(self) -> str:
@@ -448,15 +493,10 @@ class KafkaServer:
                     logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
                     return
                 self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
-                if request.api_key == ApiKey.FETCH:
-                    body = await self._fetch(broker_id, request)
-                else:
-                    body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
-                    if inspect.isawaitable(body):
-                        body = await body
+                body = await self._handle(broker_id, request)
                 if body is None:
                     continue
-                response = encode_response(request, body)
+                response = body if isinstance(body, ResponseFrame) else ResponseFrame([encode_response(request, body)])
                 if request.api_key == ApiKey.PRODUCE:
                     self.stats.produce_seconds += time.perf_counter() - started
                     fate = self.faults.produce_response_fate()
@@ -467,9 +507,10 @@ class KafkaServer:
                         logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
                         await asyncio.sleep(self.faults.delay_seconds)
                 if not self._alive[broker_id] or writer.is_closing():
+                    response.close()
                     return
-                writer.write(response)
-                await writer.drain()
+                await send_response(writer, response)
+                del response, body  # nothing of a response outlives its send
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away, or the broker stopped
         except Exception:
@@ -479,9 +520,32 @@ class KafkaServer:
             self._connections[broker_id].discard(writer)
             writer.close()
 
-    async def _fetch(self, broker_id: int, request: Request) -> Any:
-        """Fetch: records from the leader up to the high watermark; with nothing to return it
-        waits up to ``max_wait_ms`` for a produce, as a fetch waits in Kafka's purgatory."""
+    async def _handle(self, broker_id: int, request: Request) -> Any:
+        """The response body to ``request`` (None: none is sent). A handler that fails gets
+        Kafka's error response (KafkaApis.handleError): KAFKA_STORAGE_ERROR for a storage
+        failure, UNKNOWN_SERVER_ERROR for a bug (logged with its traceback); the client gets
+        a Kafka error code, and the connection stays open."""
+        try:
+            if request.api_key == ApiKey.FETCH:
+                return await self._fetch(broker_id, request)
+            body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+            return await body if inspect.isawaitable(body) else body
+        except Exception as error:
+            code = error_code_for(error)
+            if code == ErrorCode.unknown_server_error:
+                logger.exception("broker %d: internal error serving %s: answered UNKNOWN_SERVER_ERROR", broker_id,
+                                 request.name)  # fmt: skip
+            else:
+                logger.error("broker %d: %s failed: %s: answered %s", broker_id, request.name, error, code.name)
+            if request.api_key == ApiKey.PRODUCE and request.body.acks == 0:
+                return None
+            return error_response(request, code)
+
+    async def _fetch(self, broker_id: int, request: Request) -> ResponseFrame:
+        """Fetch: records from the leader up to the high watermark, bounded by the request's
+        and the broker's limits (:func:`~dedup.server.apis.fetch.fetch_partitions`), left in
+        the segment files until they are sent; with nothing to return it waits up to
+        ``max_wait_ms`` for a produce, as a fetch waits in Kafka's purgatory."""
         responses, size = fetch_partitions(self, broker_id, request)
         wait = request.body.max_wait.total_seconds()
         if size < max(request.body.min_bytes, 1) and wait > 0:
@@ -490,8 +554,9 @@ class KafkaServer:
             except TimeoutError:
                 pass
             if self._alive[broker_id]:
+                release(responses)
                 responses, size = fetch_partitions(self, broker_id, request)
-        return build(response_schema(request), {"error_code": 0, "session_id": 0, "responses": responses})
+        return fetch_response(request, responses)
 
 
 class ServerThread:

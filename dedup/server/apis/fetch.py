@@ -9,9 +9,10 @@ from kio.schema.errors import ErrorCode
 
 from ..._layout import LOG_OVERHEAD
 from ...batch import decode_records
-from ...errors import KafkaError, OffsetOutOfRangeError
+from ...errors import KafkaError, KafkaStorageError, NotLeaderOrFollowerError, OffsetOutOfRangeError
 from ...records import scan_batches
-from ..wire import Request, build, response_schema
+from ...segment import FileRegion
+from ..wire import Request, ResponseFrame, build, encode_response_frame, new_placeholder, response_schema
 from .common import leader_error
 
 if TYPE_CHECKING:
@@ -26,9 +27,19 @@ EARLIEST_TIMESTAMP = -2
 
 
 def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> tuple[list[dict[str, Any]], int]:
-    """Fetch's per-topic answers and the bytes of records in them."""
+    """Fetch's per-topic answers and the bytes of records in them, bounded as Kafka's
+    ``ReplicaManager.readFromLog`` bounds them (KIP-74): the response's limit is the request's
+    ``max_bytes`` capped by the broker's ``fetch.max.bytes`` (KafkaApis.handleFetchRequest);
+    each partition reads at most ``min(partition_max_bytes, what is left)``, whole batches,
+    except that the first partition with data returns at least its first batch even if it is
+    larger (``minOneMessage``), so a large batch cannot stall a consumer.
+
+    A partition's ``records`` is a :class:`~dedup.segment.FileRegion` of a segment file (or
+    ``b""``): :func:`fetch_response` encodes them without reading them, and whoever drops the
+    answers instead closes them (:func:`release`)."""
     body = request.body
-    budget = body.max_bytes
+    limit = max(0, min(body.max_bytes, server.fetch_max_bytes))
+    min_one_batch = True  # hardMaxBytesLimit is for Fetch v0-v2, which are not served
     total = 0
     responses = []
     for topic in body.topics:
@@ -49,25 +60,70 @@ def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> t
                 error = ErrorCode.offset_out_of_range
             if error == ErrorCode.none:
                 assert cluster is not None
-                log = cluster.leader_log
-                # The last stable offset is the high watermark: no transaction is open over the
-                # wire (read_committed reads the same as read_uncommitted here).
-                high_watermark = log.high_watermark
-                entry.update(high_watermark=high_watermark, last_stable_offset=high_watermark,
-                             log_start_offset=log.log_start_offset)  # fmt: skip
-                try:
-                    limit = min(wanted.partition_max_bytes, budget) if total else wanted.partition_max_bytes
-                    data = log.read(wanted.fetch_offset, max(limit, 0), max_offset=high_watermark)
-                except OffsetOutOfRangeError:
-                    error = ErrorCode.offset_out_of_range
-                else:
-                    entry["records"] = data
-                    total += len(data)
-                    budget -= len(data)
+                error = _read_partition(cluster, wanted, entry, max(0, min(wanted.partition_max_bytes, limit)),
+                                        min_one_batch)  # fmt: skip
+                size = len(entry["records"])
+                if size:
+                    min_one_batch = False
+                    total += size
+                    limit = max(0, limit - size)
             entry["error_code"] = error
             partitions.append(entry)
         responses.append({"topic": topic.topic, "partitions": partitions})
     return responses, total
+
+
+def _read_partition(cluster: Cluster, wanted: Any, entry: dict[str, Any], max_bytes: int,
+                    min_one_batch: bool) -> ErrorCode:  # fmt: skip
+    """One partition of a Fetch from its leader's log into ``entry``; the partition's error.
+    A log that failed (offline, or a read that fails) answers KAFKA_STORAGE_ERROR, as Kafka's
+    ReplicaManager answers a partition whose log directory is offline."""
+    try:
+        log = cluster.leader_log
+        # The last stable offset is the high watermark: no transaction is open over the
+        # wire (read_committed reads the same as read_uncommitted here).
+        high_watermark = log.high_watermark
+        entry.update(high_watermark=high_watermark, last_stable_offset=high_watermark,
+                     log_start_offset=log.log_start_offset)  # fmt: skip
+        region = log.read_region(wanted.fetch_offset, max_bytes, max_offset=high_watermark,
+                                 min_one_batch=min_one_batch)  # fmt: skip
+    except OffsetOutOfRangeError:
+        return ErrorCode.offset_out_of_range
+    except NotLeaderOrFollowerError:
+        return ErrorCode.not_leader_or_follower
+    except (KafkaStorageError, OSError) as failure:
+        logger.warning("Fetch from %s failed: %s", cluster.name, failure)
+        return ErrorCode.kafka_storage_error
+    if region is not None:
+        entry["records"] = region
+    return ErrorCode.none
+
+
+def release(responses: list[dict[str, Any]]) -> None:
+    """Close the file regions of answers from :func:`fetch_partitions` that will not be sent."""
+    for topic in responses:
+        for partition in topic["partitions"]:
+            if isinstance(partition["records"], FileRegion):
+                partition["records"].close()
+
+
+def fetch_response(request: Request, responses: list[dict[str, Any]]) -> ResponseFrame:
+    """The Fetch response frame for answers from :func:`fetch_partitions`, their records left
+    in the segment files (:class:`~dedup.server.wire.ResponseFrame`, which owns them now)."""
+    regions: dict[bytes, FileRegion] = {}
+    for topic in responses:
+        for partition in topic["partitions"]:
+            if isinstance(partition["records"], FileRegion):
+                placeholder = new_placeholder()
+                regions[placeholder] = partition["records"]
+                partition["records"] = placeholder
+    try:
+        body = build(response_schema(request), {"error_code": 0, "session_id": 0, "responses": responses})
+        return encode_response_frame(request, body, regions)
+    except BaseException:
+        for region in regions.values():
+            region.close()
+        raise
 
 
 def list_offsets(server: KafkaServer, broker_id: int, request: Request) -> Any:
@@ -83,9 +139,10 @@ def list_offsets(server: KafkaServer, broker_id: int, request: Request) -> Any:
                 assert cluster is not None
                 try:
                     timestamp, offset = _offset_for(cluster, wanted.timestamp)
-                except KafkaError as failure:
+                except (KafkaError, OSError) as failure:
                     logger.warning("ListOffsets for %s at %d failed: %s", cluster.name, wanted.timestamp, failure)
-                    error = ErrorCode.unknown_server_error
+                    storage = isinstance(failure, KafkaStorageError | OSError)
+                    error = ErrorCode.kafka_storage_error if storage else ErrorCode.unknown_server_error
                 else:
                     entry.update(timestamp=timestamp, offset=offset, leader_epoch=cluster.leader_epoch)
             entry["error_code"] = error
