@@ -1,4 +1,6 @@
-"""Fetch and ListOffsets: reading a partition up to its high watermark, and finding offsets."""
+"""Fetch and ListOffsets: reading a partition up to its high watermark (``read_uncommitted``)
+or its last stable offset (``read_committed``, with the aborted transactions of the range
+read), and finding offsets."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from .common import leader_error
 
 if TYPE_CHECKING:
     from ...cluster import Cluster
+    from ...log import PartitionLog
     from ..core import KafkaServer
 
 logger = logging.getLogger("dedup.server")
@@ -23,6 +26,9 @@ logger = logging.getLogger("dedup.server")
 # ListOffsets' special timestamps.
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
+# Kafka's IsolationLevel (Fetch v4+, ListOffsets v2+).
+READ_UNCOMMITTED = 0
+READ_COMMITTED = 1
 
 
 def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> tuple[list[dict[str, Any]], int]:
@@ -50,17 +56,19 @@ def fetch_partitions(server: KafkaServer, broker_id: int, request: Request) -> t
             if error == ErrorCode.none:
                 assert cluster is not None
                 log = cluster.leader_log
-                # The last stable offset is the high watermark: no transaction is open over the
-                # wire (read_committed reads the same as read_uncommitted here).
-                high_watermark = log.high_watermark
-                entry.update(high_watermark=high_watermark, last_stable_offset=high_watermark,
+                isolation_level = getattr(body, "isolation_level", READ_UNCOMMITTED)
+                entry.update(high_watermark=log.high_watermark, last_stable_offset=log.last_stable_offset,
                              log_start_offset=log.log_start_offset)  # fmt: skip
                 try:
                     limit = min(wanted.partition_max_bytes, budget) if total else wanted.partition_max_bytes
-                    data = log.read(wanted.fetch_offset, max(limit, 0), max_offset=high_watermark)
+                    upper_bound = fetch_upper_bound(log, isolation_level)
+                    data = log.read(wanted.fetch_offset, max(limit, 0), max_offset=upper_bound)
                 except OffsetOutOfRangeError:
                     error = ErrorCode.offset_out_of_range
                 else:
+                    entry["aborted_transactions"] = aborted_transactions(
+                        log, isolation_level, wanted.fetch_offset, data
+                    )
                     entry["records"] = data
                     total += len(data)
                     budget -= len(data)
@@ -82,7 +90,8 @@ def list_offsets(server: KafkaServer, broker_id: int, request: Request) -> Any:
             if error == ErrorCode.none:
                 assert cluster is not None
                 try:
-                    timestamp, offset = _offset_for(cluster, wanted.timestamp)
+                    isolation_level = getattr(request.body, "isolation_level", READ_UNCOMMITTED)
+                    timestamp, offset = _offset_for(cluster, wanted.timestamp, isolation_level)
                 except KafkaError as failure:
                     logger.warning("ListOffsets for %s at %d failed: %s", cluster.name, wanted.timestamp, failure)
                     error = ErrorCode.unknown_server_error
@@ -94,18 +103,20 @@ def list_offsets(server: KafkaServer, broker_id: int, request: Request) -> Any:
     return build(response_schema(request), {"topics": topics})
 
 
-def _offset_for(cluster: Cluster, timestamp: int) -> tuple[int, int]:
-    """Kafka's fetchOffsetByTimestamp for a consumer: latest (the high watermark; the last
-    stable offset is the same here), earliest (the log start offset), or the first record
-    at or after ``timestamp`` below the high watermark ((-1, -1) if none)."""
+def _offset_for(cluster: Cluster, timestamp: int, isolation_level: int = READ_UNCOMMITTED) -> tuple[int, int]:
+    """Kafka's Partition.fetchOffsetForTimestamp for a consumer: latest (its last fetchable
+    offset: the high watermark, the last stable offset for ``read_committed``), earliest (the
+    log start offset), or the first record at or after ``timestamp`` below the last fetchable
+    offset ((-1, -1) if none)."""
     log = cluster.leader_log
+    last_fetchable = fetch_upper_bound(log, isolation_level)
     if timestamp == LATEST_TIMESTAMP:
-        return -1, log.high_watermark
+        return -1, last_fetchable
     if timestamp == EARLIEST_TIMESTAMP:
         return -1, log.log_start_offset
     offset = log.log_start_offset
-    while offset < log.high_watermark:
-        data = log.read(offset, 1 << 20, max_offset=log.high_watermark)
+    while offset < last_fetchable:
+        data = log.read(offset, 1 << 20, max_offset=last_fetchable)
         if not data:
             break
         headers = scan_batches(data)
@@ -118,3 +129,31 @@ def _offset_for(cluster: Cluster, timestamp: int) -> tuple[int, int]:
                         return record.timestamp, record.offset
         offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
     return -1, -1
+
+
+# -- isolation (read_committed) -------------------------------------------------------------------
+
+
+def fetch_upper_bound(log: PartitionLog, isolation_level: int) -> int:
+    """The offset a consumer's fetch stops before (Kafka's FetchIsolation): the last stable
+    offset for ``read_committed`` (TXN_COMMITTED), else the high watermark (HIGH_WATERMARK)."""
+    return log.last_stable_offset if isolation_level == READ_COMMITTED else log.high_watermark
+
+
+def aborted_transactions(
+    log: PartitionLog, isolation_level: int, fetch_offset: int, data: Any
+) -> list[dict[str, int]] | None:
+    """A fetch response's ``aborted_transactions`` for the batches ``data`` read from
+    ``fetch_offset``: null for ``read_uncommitted`` (Kafka sends none), else the aborted
+    transactions overlapping the range read (UnifiedLog.addAbortedTransactions: up to the
+    offset after the last batch returned), as (producer id, first offset)."""
+    if isolation_level != READ_COMMITTED:
+        return None
+    if not data:
+        return []
+    headers = scan_batches(data)
+    upper_bound = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
+    return [
+        {"producer_id": txn.producer_id, "first_offset": txn.first_offset}
+        for txn in log.collect_aborted_transactions(fetch_offset, upper_bound)
+    ]
