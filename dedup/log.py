@@ -11,6 +11,14 @@ reads, rolls segments and takes snapshots (§4.5), deletes old segments with the
 (retention and DeleteRecords, §4.6, §3.3), expires producers (§6), truncates (§5.5) and
 closes, cleanly or as a crash would.
 
+Transactions (spec §3.2 steps 5 and 7, §3.3): every replica, leader or follower, follows the
+transactions of the batches it writes (Kafka's ``ongoingTxns`` and ``unreplicatedTxns``), so
+it knows its :attr:`~PartitionLog.first_unstable_offset` and
+:attr:`~PartitionLog.last_stable_offset` (what a ``read_committed`` consumer reads below), and
+an ABORT marker appends an entry to the ``.txnindex`` of the segment holding it
+(:mod:`dedup.transaction_index`), which :meth:`~PartitionLog.collect_aborted_transactions`
+reads for a fetch.
+
 Opening a directory is :mod:`dedup.recovery` (Kafka's LogLoader, spec §5): after an unclean
 shutdown the segments from the recovery point on are checked batch by batch and a torn tail
 is cut off; then the table is rebuilt from the newest valid snapshot at or below the log end
