@@ -3,7 +3,7 @@
 Transactions are driven through the library on the server's thread (transactional batches
 from kafka-python's encoder, markers through ``Cluster.write_marker`` as the transaction
 coordinator writes them) and read over the wire: a read_committed consumer (librdkafka through
-confluent-kafka, kafka-python) gets the committed records and the idempotent ones, none of an
+confluent-kafka, kafka-python, aiokafka) gets the committed records and the idempotent ones, none of an
 aborted transaction (Fetch's ``aborted_transactions``, from the ``.txnindex``), and nothing at
 or past an open transaction (the last stable offset); a marker wakes its long-poll fetch. A
 read_uncommitted consumer sees the aborted records (the control run: the check can fail).
@@ -12,6 +12,7 @@ Leader failover and a restart of the whole server give the same answers.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -121,7 +122,39 @@ def kafka_python_values(bootstrap: str, isolation: str, expected: int, timeout: 
     return got
 
 
-READERS = {"confluent-kafka": confluent_values, "kafka-python": kafka_python_values}
+def aiokafka_values(bootstrap: str, isolation: str, expected: int, timeout: float = 20.0):
+    aiokafka = pytest.importorskip("aiokafka")
+
+    async def read() -> list[bytes]:
+        consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation, fetch_max_wait_ms=100,
+        )  # fmt: skip
+        await consumer.start()
+        got: list[bytes] = []
+        try:
+            partition = aiokafka.TopicPartition(TOPIC, 0)
+            consumer.assign([partition])
+            consumer.seek(partition, 0)
+            deadline = time.monotonic() + timeout
+            quiet_since = None
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                new = [record.value for records in batch.values() for record in records]
+                got += new
+                if new:
+                    quiet_since = None
+                elif len(got) >= expected:
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since > 1.5:
+                        break
+        finally:
+            await consumer.stop()
+        return got
+
+    return asyncio.run(read())
+
+
+READERS = {"confluent-kafka": confluent_values, "kafka-python": kafka_python_values, "aiokafka": aiokafka_values}
 
 
 @pytest.mark.slow
