@@ -233,3 +233,33 @@ def test_a_marker_wakes_a_waiting_read_committed_fetch(tmp_path):
             assert arrived - committed_at[0] < 4.0, f"the marker's records came {arrived - committed_at[0]:.1f} s late"
         finally:
             consumer.close()
+
+
+@pytest.mark.parametrize("version", [4, 11])
+def test_fetch_responses_carry_the_lso_and_the_aborted_transactions_of_the_range(tmp_path, version):
+    from test_server_protocol import call, connect, fetch_body, fetched
+
+    from dedup.records import scan_batches
+    from dedup.server.wire import ApiKey
+
+    def fetch(sock, offset: int, isolation_level: int):
+        body = fetch_body(offset)
+        body["isolation_level"] = isolation_level
+        partition = fetched(call(sock, ApiKey.FETCH, version, body))
+        headers = scan_batches(bytes(partition.records or b""))
+        last = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) if len(headers) else None
+        aborted = partition.aborted_transactions
+        listed = None if aborted is None else [(t.producer_id, t.first_offset) for t in aborted]
+        return partition.error_code, partition.high_watermark, partition.last_stable_offset, last, listed
+
+    with ServerThread(tmp_path, brokers=3, topics=[TOPIC]) as server:
+        scenario(server)
+        with connect(server) as sock:
+            # Kafka's FetchIsolation: read_committed stops below the LSO (10, pid 9's open
+            # transaction) and lists pid 8's aborted transaction from its first offset (4).
+            assert fetch(sock, 0, 1) == (0, 14, 10, 9, [(8, 4)])
+            assert fetch(sock, 7, 1) == (0, 14, 10, 9, [(8, 4)])  # its marker (8) is in the range
+            assert fetch(sock, 9, 1) == (0, 14, 10, 9, [])
+            assert fetch(sock, 10, 1) == (0, 14, 10, None, [])  # nothing is stable yet
+            # read_uncommitted: up to the high watermark, no list (Kafka sends null), the same LSO.
+            assert fetch(sock, 0, 0) == (0, 14, 10, 13, None)
