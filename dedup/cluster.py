@@ -28,7 +28,11 @@ partition, synchronously and deterministically:
   coordinator).
 
 Consumers read committed data with :meth:`Cluster.consume` (up to the high watermark;
-``read_committed`` drops aborted transactions and holds back open ones).
+``read_committed`` reads up to the last stable offset and drops the aborted transactions the
+``.txnindex`` lists, as a Kafka consumer does with a fetch response's ``aborted_transactions``).
+Every replica tracks its open transactions and aborted-transaction index from the batches it
+holds (:class:`~dedup.log.PartitionLog`), so a new leader serves the same last stable offset
+and aborted list as the old one.
 """
 
 from __future__ import annotations
@@ -153,7 +157,8 @@ class Cluster:
 
     ``min_insync_replicas`` (Kafka's ``min.insync.replicas``, here 2 by default as in most
     production setups), ``unclean_leader_election`` (``unclean.leader.election.enable``,
-    off), ``clock`` (broker time in ms) and the :class:`~dedup.log.PartitionLog` options
+    off), ``clock`` (broker time in ms), ``on_marker`` (called after every transaction marker
+    written: the server wakes its waiting fetches) and the :class:`~dedup.log.PartitionLog` options
     (``window``, ``segment_bytes``, ``snapshot_format``, ``producer_id_expiration_ms``,
     ``fsync``, ``table_class``) apply to every broker.
     """
@@ -169,9 +174,14 @@ class Cluster:
         min_insync_replicas: int = 2,
         unclean_leader_election: bool = False,
         clock: Callable[[], int] | None = None,
+        on_marker: Callable[[], None] | None = None,
         **log_options: Any,
     ) -> None:
         count = _args.integer("brokers", brokers, 1, 64, "between 1 and 64")
+        #: Called after each marker is written and replicated: the last stable offset may have
+        #: moved, so waiting read_committed fetches are due an answer (Kafka's ReplicaManager
+        #: completes delayed fetches after appending markers).
+        self.on_marker = None if on_marker is None else _args.function("on_marker", on_marker, "a callable")
         self.min_insync_replicas = _args.integer("min_insync_replicas", min_insync_replicas, 1, count, "1..brokers")
         self.unclean_leader_election = _args.flag("unclean_leader_election", unclean_leader_election)
         self.topic = _topic(topic)  # it names the replicas' directories
@@ -306,7 +316,14 @@ class Cluster:
         )
         info = self.leader_log.append_as_leader(marker, leader_epoch=self.leader_epoch, origin=Origin.COORDINATOR)
         self.replicate()
+        if self.on_marker is not None:
+            self.on_marker()
         return info.base_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The leader's last stable offset (:attr:`dedup.log.PartitionLog.last_stable_offset`)."""
+        return self.leader_log.last_stable_offset
 
     def _now(self) -> int:
         return self.leader_log._clock()
@@ -527,18 +544,24 @@ class Cluster:
     # -- consuming -------------------------------------------------------------------------------
 
     def consume(self, *, isolation: str = "read_uncommitted", from_offset: int | None = None) -> list[Record]:
-        """Every record up to the high watermark, from the leader (``from_offset`` defaults
-        to the log start). ``read_committed`` (Kafka's isolation level) drops the records of
-        aborted transactions and holds back those of transactions still open (the last
-        stable offset); control records are never returned."""
+        """Every record from the leader (``from_offset`` defaults to the log start), as a
+        Kafka consumer reads it: ``read_uncommitted`` up to the high watermark, every data
+        record; ``read_committed`` (Kafka's isolation level) up to the last stable offset,
+        without the records of the aborted transactions the ``.txnindex`` lists for the range
+        read (a fetch response's ``aborted_transactions``). Control records are never
+        returned."""
         if isolation not in ("read_uncommitted", "read_committed"):
             raise ValueError(f"isolation must be 'read_uncommitted' or 'read_committed', got {isolation!r}")
         log = self.leader_log
         offset = log.log_start_offset if from_offset is None else from_offset
-        end = log.high_watermark
+        committed = isolation == "read_committed"
+        end = log.last_stable_offset if committed else log.high_watermark
         out: list[Record] = []
-        open_transactions: dict[int, list[Record]] = {}
-        first_open: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        aborted: list[tuple[int, int]] = []  # (first offset, producer id) not yet reached, ascending
+        if committed and offset < end:
+            listed = log.collect_aborted_transactions(offset, end)
+            aborted = sorted((txn.first_offset, txn.producer_id) for txn in listed)
+        skipping: set[int] = set()  # producers whose aborted transaction the reader is inside
         while offset < end:
             chunk = log.read(offset, FETCH_MAX_BYTES, max_offset=end)
             if not chunk:
@@ -548,24 +571,20 @@ class Cluster:
                 start = int(header["position"])
                 batch = memoryview(chunk)[start : start + int(header["batch_length"]) + 12]
                 producer_id = int(header["producer_id"])
+                # Kafka's consumer (Fetcher's CompletedFetch): an aborted transaction's
+                # producer is skipped from its first offset to its ABORT marker.
+                last_offset = int(header["base_offset"]) + int(header["last_offset_delta"])
+                while aborted and aborted[0][0] <= last_offset:
+                    skipping.add(aborted.pop(0)[1])
                 if header["is_control"]:
-                    held = open_transactions.pop(producer_id, [])
-                    first_open.pop(producer_id, None)
-                    commit = _is_commit(batch)
-                    if isolation == "read_committed" and commit:
-                        out.extend(held)
+                    if not _is_commit(batch):
+                        skipping.discard(producer_id)
                     continue
-                records = decode_records(batch)
-                if isolation == "read_committed" and header["is_transactional"]:
-                    open_transactions.setdefault(producer_id, []).extend(records)
-                    first_open.setdefault(producer_id, int(header["base_offset"]))
-                else:
-                    out.extend(records)
+                if header["is_transactional"] and producer_id in skipping:
+                    continue
+                out.extend(decode_records(batch))
             offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
-        # A read_committed consumer stops at the last stable offset: the first offset of a
-        # transaction still open (spec §3.3), even for records of other producers after it.
-        stable = min(first_open.values(), default=end) if isolation == "read_committed" else end
-        return sorted((record for record in out if record.offset < stable), key=lambda record: record.offset)
+        return [record for record in out if record.offset < end]
 
 
 def _replicas(value: Any, brokers: int) -> list[int]:

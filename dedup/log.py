@@ -11,6 +11,14 @@ reads, rolls segments and takes snapshots (§4.5), deletes old segments with the
 (retention and DeleteRecords, §4.6, §3.3), expires producers (§6), truncates (§5.5) and
 closes, cleanly or as a crash would.
 
+Transactions (spec §3.2 steps 5 and 7, §3.3): every replica, leader or follower, follows the
+transactions of the batches it writes (Kafka's ``ongoingTxns`` and ``unreplicatedTxns``), so
+it knows its :attr:`~PartitionLog.first_unstable_offset` and
+:attr:`~PartitionLog.last_stable_offset` (what a ``read_committed`` consumer reads below), and
+an ABORT marker appends an entry to the ``.txnindex`` of the segment holding it
+(:mod:`dedup.transaction_index`), which :meth:`~PartitionLog.collect_aborted_transactions`
+reads for a fetch.
+
 Opening a directory is :mod:`dedup.recovery` (Kafka's LogLoader, spec §5): after an unclean
 shutdown the segments from the recovery point on are checked batch by batch and a torn tail
 is cut off; then the table is rebuilt from the newest valid snapshot at or below the log end
@@ -45,6 +53,7 @@ import numpy as np
 
 from . import _args
 from ._backend import resolve_table_class
+from ._files import create_temporary, write_all
 from ._files import fsync_directory as _fsync_directory
 from ._layout import ATTR_TRANSACTIONAL, write_leader_fields
 from ._types import DEFAULT_WINDOW, Origin
@@ -63,6 +72,12 @@ from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_st
 from .segment import FileRegion, LogSegment, segment_file_name
 from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
 from .staging import analyze_and_validate
+from .transaction_index import (
+    AbortedTxn,
+    collect_aborted_transactions,
+    track_transactions,
+    txn_index_file_name,
+)
 
 __all__ = [
     "DEFAULT_PRODUCER_ID_EXPIRATION_MS",
@@ -120,6 +135,17 @@ def _records_view(records: Any) -> memoryview:
     if view is None or not view.c_contiguous:
         raise TypeError(f"records must be a C-contiguous buffer of v2 batches, got {type(records).__name__}")
     return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+
+
+def _write_txn_index(directory: str, base_offset: int, entries: list[AbortedTxn]) -> str:
+    """A fsynced temporary file beside ``<base_offset>.txnindex`` holding ``entries``; returns its path."""
+    descriptor, temporary = create_temporary(directory, txn_index_file_name(base_offset))
+    try:
+        write_all(descriptor, b"".join(entry.to_bytes() for entry in entries))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return temporary
 
 
 def _now_ms() -> int:
@@ -196,9 +222,16 @@ class PartitionLog:
         self._high_watermark = 0
         self._log_start_offset = 0
         self._recovery_point = 0
+        #: Kafka's ProducerStateManager.ongoingTxns: producer id -> first offset of its open
+        #: transaction, in order of first offset (a transaction opens at the log end).
+        self._ongoing_txns: dict[int, int] = {}
+        #: Kafka's unreplicatedTxns: (first offset, marker offset) of transactions whose
+        #: marker is written but not yet below the high watermark.
+        self._unreplicated_txns: list[tuple[int, int]] = []
         self._table = self._new_table()
         self.leader_epochs = LeaderEpochCache(os.path.join(self.directory, LEADER_EPOCH_CHECKPOINT))
         self.load_report = load(self)
+        self._reload_transactions()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -224,6 +257,29 @@ class PartitionLog:
     @property
     def high_watermark(self) -> int:
         return self._high_watermark
+
+    @property
+    def first_unstable_offset(self) -> int | None:
+        """Kafka's firstUnstableOffset: the first offset of the earliest transaction still open
+        or whose marker is not yet below the high watermark, at least the log start offset;
+        None when there is none (ProducerStateManager.firstUnstableOffset, UnifiedLog's clamp)."""
+        first = next(iter(self._ongoing_txns.values()), None)
+        for txn_first, _ in self._unreplicated_txns:
+            if first is None or txn_first < first:
+                first = txn_first
+        return None if first is None else max(first, self._log_start_offset)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Kafka's UnifiedLog.lastStableOffset: the first unstable offset if it is below the
+        high watermark, else the high watermark. A ``read_committed`` consumer reads below it."""
+        first = self.first_unstable_offset
+        return self._high_watermark if first is None or first >= self._high_watermark else first
+
+    @property
+    def ongoing_transactions(self) -> dict[int, int]:
+        """Producer id -> first offset of each open transaction (a copy), in order of first offset."""
+        return dict(self._ongoing_txns)
 
     @property
     def recovery_point(self) -> int:
@@ -316,6 +372,8 @@ class PartitionLog:
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(data, start, end, max_timestamp)
         self._table.update_from(analysis.staged)  # spec §3.2 step 4: the staged entries become the live ones
+        if headers["is_transactional"].any():
+            self._complete_transactions(data, scan_batches(data))  # (the headers have the client's offsets)
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
@@ -349,6 +407,8 @@ class PartitionLog:
             self._table.update_map_end_offset(end)
         else:
             self._table.update(result)
+            if attributes & ATTR_TRANSACTIONAL:  # a client batch is never a control batch
+                self._ongoing_txns.setdefault(producer_id, start)
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, 1, self._log_start_offset)
@@ -378,11 +438,46 @@ class PartitionLog:
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(view, first, end, max_timestamp)
         self._table.update_from(staged)
+        self._complete_transactions(view, headers)
         epochs = headers["partition_leader_epoch"]
         for row in np.flatnonzero(np.diff(epochs, prepend=-1) != 0).tolist():
             if epochs[row] >= 0:
                 self._assign_epoch(int(epochs[row]), int(headers["base_offset"][row]))
         return LogAppendInfo(first, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
+
+    def _complete_transactions(self, data: Any, headers: Any) -> None:
+        """Spec §3.2 steps 5-7 for written batches (leader and follower alike): transactions
+        opened and closed; each aborted one gets its AbortedTxn in the .txnindex of the
+        segment holding its marker (the active one: an append never spans segments), and a
+        completed one stays unstable until its marker is below the high watermark
+        (UnifiedLog.append's completedTxns loop, LogSegment.updateTxnIndex, completeTxn)."""
+        for entry, aborted in track_transactions(data, headers, self._ongoing_txns):
+            if aborted:
+                self._segments[-1].txn_index.append(entry)
+            if entry.last_offset >= self._high_watermark:
+                self._unreplicated_txns.append((entry.first_offset, entry.last_offset))
+
+    def _reload_transactions(self) -> None:
+        """After the table was rebuilt (opening, truncation): the open transactions are the
+        table's entries with a ``current_txn_first_offset`` (Kafka's loadProducerEntry puts
+        them in ongoingTxns); unreplicatedTxns starts empty (truncateAndReload clears it)."""
+        table = self._table
+        ongoing = []
+        for producer_id in table:
+            entry = table.entry(producer_id)
+            if entry is not None and entry.current_txn_first_offset is not None:
+                ongoing.append((entry.current_txn_first_offset, int(producer_id)))
+        self._ongoing_txns = {producer_id: first for first, producer_id in sorted(ongoing)}
+        self._unreplicated_txns = []
+
+    def collect_aborted_transactions(self, fetch_offset: int, upper_bound_offset: int) -> list[AbortedTxn]:
+        """Kafka's UnifiedLog.collectAbortedTransactions: the aborted transactions that
+        overlap ``[fetch_offset, upper_bound_offset)``, from the .txnindex of the segment
+        holding ``fetch_offset`` and of the later ones until a search is complete."""
+        index = max(bisect_right(self._bases, fetch_offset) - 1, 0)
+        return collect_aborted_transactions(
+            (segment.txn_index for segment in self._segments[index:]), fetch_offset, upper_bound_offset
+        )
 
     def _write(self, data: Any, base_offset: int, end_offset: int, max_timestamp: int) -> None:
         try:
@@ -455,7 +550,9 @@ class PartitionLog:
             position, size = segment.slice(max(offset, segment.base_offset), max_bytes, max_offset,
                                            min_one_batch=min_one_batch)  # fmt: skip
             if size:
-                return FileRegion(segment.fd, position, size)
+                end = position + size
+                next_offset = segment.next_offset if end >= segment.size else segment._batch_prefix(end)[0]
+                return FileRegion(segment.fd, position, size, next_offset)
             if segment.position_of(max(offset, segment.base_offset)) < segment.size:
                 return None  # a first batch larger than max_bytes, without min_one_batch
             index += 1
@@ -478,6 +575,8 @@ class PartitionLog:
         """Set the high watermark, kept within [log_start_offset, log_end_offset]; returns it."""
         offset = _args.offset("offset", offset)
         self._high_watermark = min(max(offset, self._log_start_offset), self.log_end_offset)
+        if self._unreplicated_txns:  # Kafka's onHighWatermarkUpdated: replicated markers are stable
+            self._unreplicated_txns = [txn for txn in self._unreplicated_txns if txn[1] >= self._high_watermark]
         return self._high_watermark
 
     def roll(self) -> LogSegment:
@@ -633,10 +732,17 @@ class PartitionLog:
             raise ValueError("replace_segments takes consecutive inactive segments of this log")
         final = os.path.join(self.directory, segment_file_name(base))
         swap = final + ".swap"
+        # The cleaner copies every control batch: the new segment holds the old ones' markers,
+        # so its .txnindex is theirs, in order. Written aside first, put in place before the
+        # swap completes (a crash in between leaves it missing: recovery rebuilds it).
+        index_temporary = _write_txn_index(
+            self.directory, base, [entry for segment in old_segments for entry in segment.txn_index.entries]
+        )
         os.replace(cleaned_path, swap)
         _fsync_directory(self.directory)
         for segment in old_segments:
             segment.delete()
+        os.replace(index_temporary, os.path.join(self.directory, txn_index_file_name(base)))
         os.replace(swap, final)
         _fsync_directory(self.directory)
         segment = LogSegment.open(self.directory, base)
@@ -685,6 +791,7 @@ class PartitionLog:
         self.leader_epochs.truncate_from_end(end)
         self._log_start_offset = min(self._log_start_offset, end)
         rebuild_producer_state(self, end)
+        self._reload_transactions()
         if self._high_watermark > end:
             self._high_watermark = end
         self._recovery_point = min(self._recovery_point, end)
@@ -705,6 +812,7 @@ class PartitionLog:
         self.leader_epochs.clear()
         self._table = self._new_table()
         self._table.update_map_end_offset(offset)
+        self._ongoing_txns, self._unreplicated_txns = {}, []
         self._last_snapshot_offset = 0
         self._write_checkpoints(sync=self.fsync)
 

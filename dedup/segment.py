@@ -5,7 +5,11 @@ The file holds whole batches back to back, exactly as a Kafka broker writes them
 its base offset, the first offset it can hold. Kafka keeps an offset index file beside it
 (``.index``, one entry per ``index.interval.bytes`` = 4096 bytes of batches); dedup keeps the
 same sparse index in memory and rebuilds it from the batch headers when the segment is
-opened, so no index file can be stale or corrupt.
+opened, so no index file can be stale or corrupt. Kafka's transaction index (``.txnindex``,
+the aborted transactions whose markers the segment holds) is a file beside it
+(:mod:`dedup.transaction_index`): it goes wherever the segment goes (truncation, deletion),
+and one that is missing, corrupt or past the segment's end is flagged
+(``txn_index_needs_rebuild``) for recovery to rebuild from the batches.
 
 A segment never decides anything about producers: the partition log (:mod:`dedup.log`)
 validates, assigns offsets and updates the producer-state table; the segment stores bytes,
@@ -27,6 +31,7 @@ import numpy as np
 from ._layout import LOG_OVERHEAD, header_prefix
 from .errors import CorruptRecordError, KafkaStorageError, OffsetOutOfRangeError
 from .records import crc_valid, scan_batches
+from .transaction_index import CorruptIndexError, TransactionIndex
 
 __all__ = ["INDEX_INTERVAL_BYTES", "LOG_SUFFIX", "FileRegion", "LogSegment", "segment_file_name"]
 
@@ -55,14 +60,18 @@ class FileRegion:
     segment is closed or deleted meanwhile (a deleted file lives until its last descriptor
     closes). :meth:`close` releases it (and so does the garbage collector, at once: a region
     holds no reference to anything else, so it never sits in a reference cycle).
+    ``next_offset`` is the offset after its last batch (-1 if unknown): the upper bound of
+    the aborted transactions a ``read_committed`` fetch of it lists (Kafka's
+    ``LogSegment.fetchUpperBoundOffset``).
     """
 
-    __slots__ = ("fd", "position", "size")
+    __slots__ = ("fd", "next_offset", "position", "size")
 
-    def __init__(self, descriptor: int, position: int, size: int) -> None:
+    def __init__(self, descriptor: int, position: int, size: int, next_offset: int = -1) -> None:
         self.fd = os.dup(descriptor)
         self.position = position
         self.size = size
+        self.next_offset = next_offset
 
     def read(self) -> bytes:
         """The bytes themselves (for a caller that needs them in memory: tests, a fuzzer);
@@ -84,7 +93,7 @@ class FileRegion:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<FileRegion fd={self.fd} position={self.position} size={self.size}>"
+        return f"<FileRegion fd={self.fd} position={self.position} size={self.size} next_offset={self.next_offset}>"
 
 
 class LogSegment:
@@ -111,6 +120,10 @@ class LogSegment:
         self._index_positions = array("q")
         self._bytes_since_index = 0
         self.flushed_size = 0
+        #: Kafka's LogSegment.txnIndex (attached by create/open).
+        self.txn_index: TransactionIndex = None  # type: ignore[assignment]
+        #: The .txnindex was missing or failed Kafka's sanityCheck: recovery rebuilds it.
+        self.txn_index_needs_rebuild = False
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -119,7 +132,9 @@ class LogSegment:
         """A new, empty segment file (``FileExistsError`` if one is there)."""
         path = os.path.join(directory, segment_file_name(base_offset))
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        return cls(directory, base_offset, os.open(path, flags, 0o666))
+        segment = cls(directory, base_offset, os.open(path, flags, 0o666))
+        segment.txn_index = TransactionIndex.create(directory, base_offset)
+        return segment
 
     @classmethod
     def open(cls, directory: str, base_offset: int) -> LogSegment:
@@ -141,7 +156,13 @@ class LogSegment:
         refused the file, to cut it with :meth:`recover` before anything else."""
         path = os.path.join(directory, segment_file_name(base_offset))
         flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        return cls(directory, base_offset, os.open(path, flags))
+        segment = cls(directory, base_offset, os.open(path, flags))
+        try:
+            segment.txn_index = TransactionIndex.open(directory, base_offset)
+        except (FileNotFoundError, CorruptIndexError):
+            segment.txn_index = TransactionIndex.create(directory, base_offset)
+            segment.txn_index_needs_rebuild = True
+        return segment
 
     def _load(self, *, check_crc: bool) -> int:
         """Rebuild size, next offset, max timestamp and the index from the file. With
@@ -172,6 +193,12 @@ class LogSegment:
             os.ftruncate(self._fd, valid_bytes)
         self.size = self.flushed_size = valid_bytes
         self._rebuild_index(headers)
+        if (
+            self.txn_index is not None
+            and self.txn_index.entries
+            and (self.txn_index.entries[-1].last_offset >= self.next_offset)
+        ):
+            self.txn_index_needs_rebuild = True  # markers it names are gone (a cut tail)
         return cut
 
     def _rebuild_index(self, headers: np.ndarray) -> None:
@@ -234,6 +261,7 @@ class LogSegment:
         if self.flushed_size != self.size or self.size == 0:
             os.fsync(self._fd)
             self.flushed_size = self.size
+        self.txn_index.flush()
 
     def truncate_to(self, offset: int) -> int:
         """Drop every batch whose last offset is at or above ``offset`` (Kafka's
@@ -248,6 +276,7 @@ class LogSegment:
         self.flushed_size = min(self.flushed_size, position)
         with self._mapped(0, position) as data:
             self._rebuild_index(scan_batches(data))
+        self.txn_index.truncate_to(offset)
         return removed
 
     # -- reading -------------------------------------------------------------------------------
@@ -344,6 +373,8 @@ class LogSegment:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self.txn_index is not None:
+            self.txn_index.close()
 
     def delete(self) -> None:
         """Close and remove the file (Kafka renames it ``.deleted`` first and removes it
@@ -352,6 +383,8 @@ class LogSegment:
         deleted = self.path + ".deleted"
         os.replace(self.path, deleted)
         os.unlink(deleted)
+        if self.txn_index is not None:
+            self.txn_index.delete()
 
     def __repr__(self) -> str:
         return f"<LogSegment {self.base_offset} size={self.size} next_offset={self.next_offset}>"

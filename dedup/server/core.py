@@ -269,6 +269,8 @@ class KafkaServer:
             "log_cleaner_delete_retention_ms", cleaner["log_cleaner_delete_retention_ms"], 0, LONG_MAX, "an int64 >= 0"
         )
         self._cleaner: asyncio.Task[None] | None = None
+        # A marker can move a partition's last stable offset: wake read_committed fetches.
+        cluster_options["on_marker"] = self.data_arrived
         self.topics = Topics(
             self.directory,
             brokers=count,
