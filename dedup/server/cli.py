@@ -6,7 +6,8 @@ The broker configuration is Kafka's, as ``kafka-server-start.sh`` takes it: a
 The keys served, with Kafka's defaults: num.partitions, auto.create.topics.enable,
 default.replication.factor, min.insync.replicas, unclean.leader.election.enable,
 log.segment.bytes, log.retention.ms/minutes/hours, log.retention.bytes,
-producer.id.expiration.ms, socket.request.max.bytes, log.dirs, listeners, and the group
+producer.id.expiration.ms, socket.request.max.bytes, connections.max.idle.ms, max.connections,
+max.connections.per.ip, queued.max.requests, log.dirs, listeners, and the group
 coordinator's offsets.topic.* and group.* keys. Kafka keys without effect here (broker.id,
 node.id, process.roles, thread counts, socket buffers, ...) are accepted with a warning; any other
 key, or a value Kafka would refuse, is an error naming the key (exit status 2). The flags

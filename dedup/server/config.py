@@ -195,6 +195,21 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
               "TransactionLogConfig", low=1),
     ConfigKey("socket.request.max.bytes", "INT", 104857600, "max_request_bytes",
               "The maximum number of bytes in a socket request", "SocketServerConfigs", low=64),  # Kafka: atLeast(1)
+    # Connection hygiene (dedup/server/connections.py states where dedup's rules differ from Kafka's).
+    ConfigKey("connections.max.idle.ms", "LONG", 600000, "connections_max_idle_ms",
+              "Idle connections timeout: the server socket processor threads close the connections that idle more "
+              "than this. dedup: a connection must complete a request within this time of its last request or "
+              "response (a partial frame does not count as activity).", "SocketServerConfigs", low=1),
+    ConfigKey("max.connections", "INT", INT_MAX, "max_connections",
+              "The maximum number of connections we allow in the broker at any time. This limit is applied in "
+              "addition to any per-ip limits configured using max.connections.per.ip.", "SocketServerConfigs",
+              low=0),
+    ConfigKey("max.connections.per.ip", "INT", INT_MAX, "max_connections_per_ip",
+              "The maximum number of connections we allow from each ip address. New connections from the ip "
+              "address are dropped if the limit is reached.", "SocketServerConfigs", low=0),
+    ConfigKey("queued.max.requests", "INT", 500, "queued_max_requests",
+              "The number of queued requests allowed for data-plane, before blocking the network threads",
+              "ServerConfigs", low=1),
     ConfigKey("log.dirs", "STRING", None, None,
               "The directory where the log data is stored (dedup: one directory; default: a temporary one, "
               "removed at exit).", _SERVER_LOG),

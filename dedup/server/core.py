@@ -20,6 +20,7 @@ the command line) and forwards the control operations to it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import os
@@ -38,6 +39,7 @@ from ..cluster import Cluster
 from ..coordinator.group_coordinator import GroupCoordinator
 from .apis import HANDLERS, fetch_partitions
 from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
+from .connections import Connection, ConnectionQuotas, RefusalLog, accept_failures
 from .faults import Fate, Faults
 from .topics import OffsetsTopic, TopicError, Topics
 from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
@@ -186,7 +188,10 @@ class KafkaServer:
     ``deduplicate=False`` stores batches without their producer ids (a broker without
     idempotence: retries are stored again); ``faults`` (a :class:`Faults`) drops or delays
     produce responses and closes connections; ``max_request_bytes`` is Kafka's
-    ``socket.request.max.bytes``. The remaining options go to every
+    ``socket.request.max.bytes``; ``connections_max_idle_ms``, ``max_connections``,
+    ``max_connections_per_ip`` and ``queued_max_requests`` are Kafka's
+    ``connections.max.idle.ms``, ``max.connections``, ``max.connections.per.ip`` and
+    ``queued.max.requests`` (:mod:`dedup.server.connections`). The remaining options go to every
     :class:`~dedup.cluster.Cluster` (``min_insync_replicas``, ``unclean_leader_election``,
     and the log options such as ``segment_bytes`` or ``fsync``), and the group coordinator's
     settings (:data:`GROUP_OPTIONS`: ``offsets_topic_num_partitions``,
@@ -209,6 +214,10 @@ class KafkaServer:
         num_partitions: int = 1,
         auto_create_topics_enable: bool = True,
         default_replication_factor: int | None = None,
+        connections_max_idle_ms: int = 600_000,
+        max_connections: int = INT_MAX,
+        max_connections_per_ip: int = INT_MAX,
+        queued_max_requests: int = 500,
         **cluster_options: Any,
     ) -> None:
         # What the server was given, by keyword, for DescribeConfigs (apis/configs.py).
@@ -226,6 +235,13 @@ class KafkaServer:
         self.faults = Faults() if faults is None else faults
         self.max_request_bytes = _args.integer("max_request_bytes", max_request_bytes, 64, 1 << 31, "64 to 2^31")
         self.cluster_id = _text("cluster_id", cluster_id)
+        self.connections_max_idle_ms = _args.integer("connections_max_idle_ms", connections_max_idle_ms, 1, LONG_MAX,
+                                                     "an int64 >= 1")  # fmt: skip
+        self.max_connections = _args.integer("max_connections", max_connections, 0, INT_MAX, "in [0, 2^31-1]")
+        self.max_connections_per_ip = _args.integer("max_connections_per_ip", max_connections_per_ip, 0, INT_MAX,
+                                                    "in [0, 2^31-1]")  # fmt: skip
+        self.queued_max_requests = _args.integer("queued_max_requests", queued_max_requests, 1, INT_MAX,
+                                                 "in [1, 2^31-1]")  # fmt: skip
         entries = _topics(topics)
         self.num_partitions = _args.integer("num_partitions", num_partitions, 1, _MAX_TOPIC_PARTITIONS,
                                             f"in [1, {_MAX_TOPIC_PARTITIONS}]")  # fmt: skip
@@ -278,13 +294,29 @@ class KafkaServer:
         self.groups = _group_coordinator(self.topics, count, group_options, self.live_brokers)
         self.settings["offsets_topic_replication_factor"] = group_options["offsets_topic_replication_factor"]
         self._listeners: list[asyncio.Server | None] = [None] * count
-        self._connections: list[set[asyncio.StreamWriter]] = [set() for _ in range(count)]
+        #: Refused connections (limits, out of file descriptors), logged once per interval.
+        self.refusals = RefusalLog()
+        self._connections = [
+            ConnectionQuotas(self.max_connections, self.max_connections_per_ip, self.refusals) for _ in range(count)
+        ]
+        # queued.max.requests, per broker: requests read and not yet answered (see connections.py).
+        self._request_slots: list[asyncio.Semaphore] = []
+        self._idle_sweeper: asyncio.Task[None] | None = None
+        self._restore_exception_handler: Callable[[], None] | None = None
         self._data = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open every live broker's listener, and start the log cleaner (``log.cleaner.enable``)."""
+        """Open every live broker's listener, and start the log cleaner (``log.cleaner.enable``)
+        and the idle connection sweep (``connections.max.idle.ms``)."""
+        loop = asyncio.get_running_loop()
+        if not self._request_slots:
+            self._request_slots = [asyncio.Semaphore(self.queued_max_requests) for _ in self._alive]
+        if self._restore_exception_handler is None:
+            self._restore_exception_handler = accept_failures(loop, self.refusals)
+        if self._idle_sweeper is None:
+            self._idle_sweeper = loop.create_task(self._close_idle_connections())
         for broker_id, alive in enumerate(self._alive):
             if alive and self._listeners[broker_id] is None:
                 await self._listen(broker_id)
@@ -300,6 +332,16 @@ class KafkaServer:
             for cluster in self.compacted_partitions():
                 self.clean_partition(cluster)
                 await asyncio.sleep(0)
+
+    async def _close_idle_connections(self) -> None:
+        """Kafka's ``Selector.maybeCloseOldestConnection``, as a sweep: every tenth of
+        ``connections.max.idle.ms`` (at most a second), close the connections idle longer."""
+        idle = self.connections_max_idle_ms / 1000
+        while True:
+            await asyncio.sleep(min(max(idle / 10, 0.005), 1.0))
+            now = time.monotonic()
+            for quotas in self._connections:
+                quotas.close_idle(idle, now)
 
     def compacted_partitions(self) -> list[Cluster]:
         """The partitions of the topics whose ``cleanup.policy`` includes ``compact``."""
@@ -336,8 +378,8 @@ class KafkaServer:
         self._listeners[broker_id] = None
         if listener is not None:
             listener.close()
-        for writer in list(self._connections[broker_id]):
-            writer.close()
+        for connection in list(self._connections[broker_id].connections):
+            connection.writer.close()
         if listener is not None:
             await listener.wait_closed()
 
@@ -352,8 +394,19 @@ class KafkaServer:
             except asyncio.CancelledError:
                 pass
             self._cleaner = None
+        if self._idle_sweeper is not None:
+            self._idle_sweeper.cancel()
+            try:
+                await self._idle_sweeper
+            except asyncio.CancelledError:
+                pass
+            self._idle_sweeper = None
         for broker_id in range(len(self._alive)):
             await self._unlisten(broker_id)
+        self.refusals.flush()
+        if self._restore_exception_handler is not None:
+            self._restore_exception_handler()
+            self._restore_exception_handler = None
         self.groups.close()
         self.topics.close()
         if self._temporary:
@@ -424,8 +477,16 @@ class KafkaServer:
         self._data = asyncio.Event()
 
     async def _serve(self, broker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: admitted under ``max.connections`` and ``max.connections.per.ip``,
+        then its requests one at a time, each read under ``queued.max.requests`` and answered
+        before the next is read (see :mod:`dedup.server.connections`)."""
         peer = writer.get_extra_info("peername")
-        self._connections[broker_id].add(writer)
+        connection = Connection(peer, str(peer[0]) if peer else "", writer)
+        quotas = self._connections[broker_id]
+        if not self._alive[broker_id] or not quotas.admit(connection):
+            writer.close()
+            return
+        slots = self._request_slots[broker_id]
         try:
             while True:
                 size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
@@ -435,49 +496,71 @@ class KafkaServer:
                     logger.warning("broker %d: %s sent a frame of %d bytes (limit %d): closing",
                                    broker_id, peer, size, self.max_request_bytes)  # fmt: skip
                     return
-                frame = await reader.readexactly(size)
-                started = time.perf_counter()
-                try:
-                    request = parse_request(frame)
-                except BadRequest as error:
-                    self.stats.bad_requests += 1
-                    logger.warning("broker %d: bad request from %s: %s: closing", broker_id, peer, error)
-                    return
-                request = request._replace(client_host=f"/{peer[0]}" if peer else "")
-                if self.faults.close_before_handling():
-                    logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
-                    return
-                self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
-                if request.api_key == ApiKey.FETCH:
-                    body = await self._fetch(broker_id, request)
+                if slots.locked():  # queued.max.requests reached: the frame waits in the socket
+                    connection.in_service = True  # waiting on the broker, not on the client
+                    await slots.acquire()
+                    connection.in_service, connection.last_active = False, time.monotonic()
                 else:
-                    body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
-                    if inspect.isawaitable(body):
-                        body = await body
-                if body is None:
-                    continue
-                response = encode_response(request, body)
-                if request.api_key == ApiKey.PRODUCE:
-                    self.stats.produce_seconds += time.perf_counter() - started
-                    fate = self.faults.produce_response_fate()
-                    if fate is Fate.DROP:
-                        logger.info("broker %d: fault: produce response to %s dropped", broker_id, peer)
+                    await slots.acquire()
+                try:
+                    frame = await reader.readexactly(size)
+                    connection.in_service = True
+                    if not await self._answer(broker_id, frame, peer, writer):
                         return
-                    if fate is Fate.DELAY:
-                        logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
-                        await asyncio.sleep(self.faults.delay_seconds)
-                if not self._alive[broker_id] or writer.is_closing():
-                    return
-                writer.write(response)
-                await writer.drain()
+                finally:
+                    slots.release()
+                    connection.in_service, connection.last_active = False, time.monotonic()
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away, or the broker stopped
+            pass  # the client went away, the broker stopped, or the connection was idle too long
+        except OSError as error:
+            if error.errno not in (errno.EMFILE, errno.ENFILE):
+                logger.exception("broker %d: internal error serving %s: closing the connection", broker_id, peer)
+            else:  # out of file descriptors (a module to import, a file to open): the client retries
+                self.refusals.refused(f"closed while serving: {error.strerror}")
         except Exception:
             # A bug in the server: this connection closes, every other keeps being served.
             logger.exception("broker %d: internal error serving %s: closing the connection", broker_id, peer)
         finally:
-            self._connections[broker_id].discard(writer)
+            quotas.remove(connection)
             writer.close()
+
+    async def _answer(self, broker_id: int, frame: bytes, peer: Any, writer: asyncio.StreamWriter) -> bool:
+        """Parse, handle and answer one request frame; False when the connection must close."""
+        started = time.perf_counter()
+        try:
+            request = parse_request(frame)
+        except BadRequest as error:
+            self.stats.bad_requests += 1
+            logger.warning("broker %d: bad request from %s: %s: closing", broker_id, peer, error)
+            return False
+        request = request._replace(client_host=f"/{peer[0]}" if peer else "")
+        if self.faults.close_before_handling():
+            logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
+            return False
+        self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
+        if request.api_key == ApiKey.FETCH:
+            body = await self._fetch(broker_id, request)
+        else:
+            body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+            if inspect.isawaitable(body):
+                body = await body
+        if body is None:
+            return True
+        response = encode_response(request, body)
+        if request.api_key == ApiKey.PRODUCE:
+            self.stats.produce_seconds += time.perf_counter() - started
+            fate = self.faults.produce_response_fate()
+            if fate is Fate.DROP:
+                logger.info("broker %d: fault: produce response to %s dropped", broker_id, peer)
+                return False
+            if fate is Fate.DELAY:
+                logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
+                await asyncio.sleep(self.faults.delay_seconds)
+        if not self._alive[broker_id] or writer.is_closing():
+            return False
+        writer.write(response)
+        await writer.drain()
+        return True
 
     async def _fetch(self, broker_id: int, request: Request) -> Any:
         """Fetch: records from the leader up to the high watermark; with nothing to return it
