@@ -64,6 +64,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a topic created at start with PARTITIONS partitions (default: num.partitions, 1), kept as it is "
         "if --dir has it (repeatable; default: clicks)",
     )
+    p.add_argument(
+        "--jaas",
+        metavar="FILE",
+        default=None,
+        help="JAAS file with the SASL credentials (a KafkaServer section, or <listener>.KafkaServer)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a listener without SASL on a non-loopback address (refused without this flag)",
+    )
     p.add_argument("--min-insync-replicas", type=cli.positive_int, default=None, metavar="N",
                    help="min.insync.replicas (default 2, or 1 with one broker: dedup serve replicates)")  # fmt: skip
     p.add_argument(
@@ -249,7 +260,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         if config.is_set(key) and entry.kwarg is not None and entry.kwarg not in accepted:
             raise cli.UsageError(f"config {key}: not served by this build of dedup serve")
     flags = {"directory": args.dir, "host": args.host, "port": args.port,
-             "min_insync_replicas": args.min_insync_replicas}  # fmt: skip
+             "min_insync_replicas": args.min_insync_replicas, "jaas_file": args.jaas,
+             "allow_unauthenticated": args.allow_unauthenticated or None}  # fmt: skip
     options.update({name: value for name, value in flags.items() if value is not None})
     port = options.get("port", 9092)
     if port and port + args.brokers - 1 > 65535:

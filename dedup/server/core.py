@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from .apis import HANDLERS, fetch_partitions
 from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
 from .connections import Connection, ConnectionQuotas, RefusalLog, accept_failures
 from .faults import Fate, Faults
+from .security import Authenticator, CloseConnection, Listener, advertised_host, configure_listeners
 from .topics import OffsetsTopic, TopicError, Topics
 from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
 
@@ -218,6 +219,9 @@ class KafkaServer:
         max_connections: int = INT_MAX,
         max_connections_per_ip: int = INT_MAX,
         queued_max_requests: int = 500,
+        security_configs: Mapping[str, Any] | None = None,
+        jaas_file: str | None = None,
+        allow_unauthenticated: bool = False,
         **cluster_options: Any,
     ) -> None:
         # What the server was given, by keyword, for DescribeConfigs (apis/configs.py).
@@ -229,6 +233,18 @@ class KafkaServer:
         self.ports = [0] * count if ports is None else _ports(ports)
         if len(self.ports) != count:
             raise ValueError(f"ports: {len(self.ports)} ports for {count} brokers")
+        # Listeners, TLS and SASL credentials, checked before anything is created or bound.
+        self.listeners: list[Listener] = configure_listeners(
+            dict(security_configs or {}), host=self.host, port=self.ports[0], jaas_file=jaas_file,
+            allow_unauthenticated=_args.flag("allow_unauthenticated", allow_unauthenticated),
+        )  # fmt: skip
+        #: Each listener's port on each broker (the first PLAINTEXT listener's are :attr:`ports`).
+        primary = self._primary()
+        self.listener_ports: dict[str, list[int]] = {
+            listener.name: self.ports if listener is primary else [listener.port + b if listener.port else 0
+                                                                    for b in range(count)]
+            for listener in self.listeners
+        }  # fmt: skip
         self.deduplicate = _args.flag("deduplicate", deduplicate)
         if faults is not None and not isinstance(faults, Faults):
             raise TypeError(f"faults must be a dedup.server.Faults or None, got {type(faults).__name__}")
@@ -293,7 +309,7 @@ class KafkaServer:
         self._alive = [True] * count
         self.groups = _group_coordinator(self.topics, count, group_options, self.live_brokers)
         self.settings["offsets_topic_replication_factor"] = group_options["offsets_topic_replication_factor"]
-        self._listeners: list[asyncio.Server | None] = [None] * count
+        self._listeners: list[list[asyncio.Server] | None] = [None] * count
         #: Refused connections (limits, out of file descriptors), logged once per interval.
         self.refusals = RefusalLog()
         self._connections = [
@@ -364,24 +380,57 @@ class KafkaServer:
         except Exception:
             logger.exception("log cleaner: cleaning %s failed", cluster.name)
 
-    async def _listen(self, broker_id: int) -> None:
-        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(broker_id, reader, writer)
+    def _primary(self) -> Listener:
+        """The listener of :attr:`host` and :attr:`ports`: PLAINTEXT, else the first."""
+        return next((listener for listener in self.listeners if listener.name == "PLAINTEXT"), self.listeners[0])
 
-        listener = await asyncio.start_server(connected, self.host, self.ports[broker_id], reuse_address=True)
-        self.ports[broker_id] = listener.sockets[0].getsockname()[1]
-        self._listeners[broker_id] = listener
-        logger.info("broker %d listening on %s:%d", broker_id, self.host, self.ports[broker_id])
+    def endpoint(self, broker_id: int, listener: str) -> tuple[str, int]:
+        """The host and port broker ``broker_id`` advertises on ``listener`` (Kafka answers
+        Metadata with the endpoints of the listener the request came in on)."""
+        for candidate in self.listeners:
+            if candidate.name == listener:
+                port = self.listener_ports[listener][broker_id]
+                if candidate.advertised_port:
+                    port = candidate.advertised_port + broker_id
+                return advertised_host(candidate), port
+        return self.host, self.ports[broker_id]
+
+    def advertised(self, broker_id: int, listener: str) -> dict[str, Any]:
+        """:meth:`endpoint` as the ``host`` and ``port`` of a response's broker entry."""
+        host, port = self.endpoint(broker_id, listener)
+        return {"host": host, "port": port}
+
+    async def _listen(self, broker_id: int) -> None:
+        servers = []
+        try:
+            for listener in self.listeners:
+                ports = self.listener_ports[listener.name]
+
+                async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                    listener: Listener = listener) -> None:  # fmt: skip
+                    await self._serve(broker_id, reader, writer, listener)
+
+                server = await asyncio.start_server(connected, listener.host or None, ports[broker_id],
+                                                    reuse_address=True, ssl=listener.ssl_context)  # fmt: skip
+                servers.append(server)
+                ports[broker_id] = server.sockets[0].getsockname()[1]
+                logger.info("broker %d listening on %s://%s:%d", broker_id, listener.name, listener.host,
+                            ports[broker_id])  # fmt: skip
+        except BaseException:
+            for server in servers:
+                server.close()
+            raise
+        self._listeners[broker_id] = servers
 
     async def _unlisten(self, broker_id: int) -> None:
-        listener = self._listeners[broker_id]
+        servers = self._listeners[broker_id] or []
         self._listeners[broker_id] = None
-        if listener is not None:
-            listener.close()
+        for server in servers:
+            server.close()
         for connection in list(self._connections[broker_id].connections):
             connection.writer.close()
-        if listener is not None:
-            await listener.wait_closed()
+        for server in servers:
+            await server.wait_closed()
 
     async def close(self) -> None:
         """Close every listener and connection, shut the brokers down cleanly, and remove the
@@ -476,12 +525,15 @@ class KafkaServer:
         self._data.set()
         self._data = asyncio.Event()
 
-    async def _serve(self, broker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, broker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: Listener
+    ) -> None:
         """One connection: admitted under ``max.connections`` and ``max.connections.per.ip``,
         then its requests one at a time, each read under ``queued.max.requests`` and answered
         before the next is read (see :mod:`dedup.server.connections`)."""
         peer = writer.get_extra_info("peername")
         connection = Connection(peer, str(peer[0]) if peer else "", writer)
+        authenticator = Authenticator(listener) if listener.sasl else None
         quotas = self._connections[broker_id]
         if not self._alive[broker_id] or not quotas.admit(connection):
             writer.close()
@@ -505,7 +557,7 @@ class KafkaServer:
                 try:
                     frame = await reader.readexactly(size)
                     connection.in_service = True
-                    if not await self._answer(broker_id, frame, peer, writer):
+                    if not await self._answer(broker_id, frame, peer, writer, listener, authenticator):
                         return
                 finally:
                     slots.release()
@@ -524,16 +576,26 @@ class KafkaServer:
             quotas.remove(connection)
             writer.close()
 
-    async def _answer(self, broker_id: int, frame: bytes, peer: Any, writer: asyncio.StreamWriter) -> bool:
+    async def _answer(self, broker_id: int, frame: bytes, peer: Any, writer: asyncio.StreamWriter,
+                      listener: Listener, authenticator: Authenticator | None) -> bool:  # fmt: skip
         """Parse, handle and answer one request frame; False when the connection must close."""
         started = time.perf_counter()
+        if authenticator is not None and not authenticator.authenticated:
+            try:
+                return await self._authenticate(broker_id, frame, peer, writer, listener, authenticator)
+            except CloseConnection as close:
+                logger.info("broker %d: %s on %s: %s: closing", broker_id, peer, listener.name, close)
+                if close.response is not None and self._alive[broker_id] and not writer.is_closing():
+                    writer.write(close.response)
+                    await writer.drain()
+                return False
         try:
             request = parse_request(frame)
         except BadRequest as error:
             self.stats.bad_requests += 1
             logger.warning("broker %d: bad request from %s: %s: closing", broker_id, peer, error)
             return False
-        request = request._replace(client_host=f"/{peer[0]}" if peer else "")
+        request = request._replace(client_host=f"/{peer[0]}" if peer else "", listener=listener.name)
         if self.faults.close_before_handling():
             logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
             return False
@@ -556,6 +618,30 @@ class KafkaServer:
             if fate is Fate.DELAY:
                 logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
                 await asyncio.sleep(self.faults.delay_seconds)
+        if not self._alive[broker_id] or writer.is_closing():
+            return False
+        writer.write(response)
+        await writer.drain()
+        return True
+
+    async def _authenticate(self, broker_id: int, frame: bytes, peer: Any, writer: asyncio.StreamWriter,
+                            listener: Listener, authenticator: Authenticator) -> bool:  # fmt: skip
+        """A frame before the connection has authenticated (security/authenticator.py):
+        ApiVersions, the SASL exchange, or CloseConnection."""
+        if authenticator.raw_tokens:  # after SaslHandshake v0: a bare token, answered bare
+            response = authenticator.raw_token(frame)
+        else:
+            try:
+                request = parse_request(frame)
+            except BadRequest as error:
+                self.stats.bad_requests += 1
+                raise CloseConnection(f"bad request: {error}") from None
+            request = request._replace(client_host=f"/{peer[0]}" if peer else "", listener=listener.name)
+            self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
+            body = authenticator.request(request)
+            if body is None:
+                body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+            response = encode_response(request, body)
         if not self._alive[broker_id] or writer.is_closing():
             return False
         writer.write(response)
