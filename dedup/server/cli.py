@@ -7,7 +7,10 @@ The keys served, with Kafka's defaults: num.partitions, auto.create.topics.enabl
 default.replication.factor, min.insync.replicas, unclean.leader.election.enable,
 log.segment.bytes, log.retention.ms/minutes/hours, log.retention.bytes,
 producer.id.expiration.ms, socket.request.max.bytes, connections.max.idle.ms, max.connections,
-max.connections.per.ip, queued.max.requests, log.dirs, listeners, and the group
+max.connections.per.ip, queued.max.requests, log.dirs, listeners (several: PLAINTEXT, SSL,
+SASL_PLAINTEXT, SASL_SSL) with listener.security.protocol.map, advertised.listeners,
+sasl.enabled.mechanisms (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the ssl.* PEM keys and
+listener.name.<listener>.<mechanism>.sasl.jaas.config (or --jaas FILE), and the group
 coordinator's offsets.topic.* and group.* keys. Kafka keys without effect here (broker.id,
 node.id, process.roles, thread counts, socket buffers, ...) are accepted with a warning; any other
 key, or a value Kafka would refuse, is an error naming the key (exit status 2). The flags

@@ -410,8 +410,11 @@ class KafkaServer:
                                     listener: Listener = listener) -> None:  # fmt: skip
                     await self._serve(broker_id, reader, writer, listener)
 
+                # A TLS handshake is bounded as a request is (connections.max.idle.ms, at most asyncio's 60 s).
+                handshake = min(60.0, self.connections_max_idle_ms / 1000) if listener.ssl_context else None
                 server = await asyncio.start_server(connected, listener.host or None, ports[broker_id],
-                                                    reuse_address=True, ssl=listener.ssl_context)  # fmt: skip
+                                                    reuse_address=True, ssl=listener.ssl_context,
+                                                    ssl_handshake_timeout=handshake)  # fmt: skip
                 servers.append(server)
                 ports[broker_id] = server.sockets[0].getsockname()[1]
                 logger.info("broker %d listening on %s://%s:%d", broker_id, listener.name, listener.host,

@@ -447,7 +447,7 @@ def migrate_topic_directories(directory: str, brokers: int) -> list[Topic]:
     only if it is still there, and a restart before the registry is written finds the
     ``@migrating-`` directories and goes on."""
     found: dict[str, str] = {}
-    for entry in sorted(os.listdir(directory)):
+    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         path = os.path.join(directory, entry)
         if entry.startswith(_MIGRATING) and _is_topic(entry[len(_MIGRATING) :]):
             found[entry[len(_MIGRATING) :]] = path
