@@ -192,7 +192,13 @@ class KafkaServer:
     ``socket.request.max.bytes``; ``connections_max_idle_ms``, ``max_connections``,
     ``max_connections_per_ip`` and ``queued_max_requests`` are Kafka's
     ``connections.max.idle.ms``, ``max.connections``, ``max.connections.per.ip`` and
-    ``queued.max.requests`` (:mod:`dedup.server.connections`). The remaining options go to every
+    ``queued.max.requests`` (:mod:`dedup.server.connections`). ``security_configs`` holds
+    Kafka's listener and security keys (``listeners``, ``listener.security.protocol.map``,
+    ``advertised.listeners``, ``sasl.enabled.mechanisms``, ``ssl.*``,
+    ``listener.name.<listener>.<mechanism>.sasl.jaas.config``; :mod:`dedup.server.security`),
+    the first PLAINTEXT listener (else the first) listening on ``host`` and ``ports``;
+    ``jaas_file`` is ``--jaas``; a listener on a non-loopback address that does not
+    authenticate is a ``ValueError`` unless ``allow_unauthenticated``. The remaining options go to every
     :class:`~dedup.cluster.Cluster` (``min_insync_replicas``, ``unclean_leader_election``,
     and the log options such as ``segment_bytes`` or ``fsync``), and the group coordinator's
     settings (:data:`GROUP_OPTIONS`: ``offsets_topic_num_partitions``,

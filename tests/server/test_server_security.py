@@ -433,3 +433,33 @@ def test_scram_refuses_a_wrong_proof_an_unknown_user_and_a_replayed_nonce():
 
 def test_security_errors_are_value_errors_for_the_command_line():
     assert issubclass(SecurityError, ValueError)
+
+
+def test_ssl_with_a_required_client_certificate(tmp_path, pki):
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(tmp_path / "server.pem")
+    ca.issue_cert("client@example.com").private_key_and_cert_chain_pem.write_to_path(tmp_path / "client.pem")
+    configs = {"listeners": "SSL://0.0.0.0:0", "ssl.keystore.type": "PEM", "ssl.truststore.type": "PEM",
+               "ssl.keystore.location": str(tmp_path / "server.pem"), "ssl.truststore.certificates": ca.cert_pem.bytes()
+               .decode(), "ssl.client.auth": "required"}  # fmt: skip
+    [listener] = configure_listeners(configs, host="0.0.0.0", port=0)  # authenticates: allowed off loopback
+    assert listener.authenticates
+    configs["listeners"] = "SSL://127.0.0.1:0"
+    with ServerThread(tmp_path / "logs", brokers=1, topics=[TOPIC], host="127.0.0.1",
+                      security_configs=configs) as running:  # fmt: skip
+        port = running.server.listener_ports["SSL"][0]
+        context = ssl.create_default_context(cafile=None, cadata=ca.cert_pem.bytes().decode())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:  # no client certificate
+                try:
+                    sock.sendall(frame(ApiKey.API_VERSIONS, 3, API_VERSIONS))
+                    refused = closed(sock)
+                except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+                    refused = True
+                assert refused, "a client without a certificate was served"
+        context.load_cert_chain(str(tmp_path / "client.pem"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                assert call(sock, ApiKey.API_VERSIONS, 3, API_VERSIONS).error_code == 0
+                metadata = call(sock, ApiKey.METADATA, 9, METADATA)
+                assert [(b.host, b.port) for b in metadata.brokers] == [("127.0.0.1", port)]
