@@ -6,7 +6,11 @@ The broker configuration is Kafka's, as ``kafka-server-start.sh`` takes it: a
 The keys served, with Kafka's defaults: num.partitions, auto.create.topics.enable,
 default.replication.factor, min.insync.replicas, unclean.leader.election.enable,
 log.segment.bytes, log.retention.ms/minutes/hours, log.retention.bytes,
-producer.id.expiration.ms, socket.request.max.bytes, log.dirs, listeners, and the group
+producer.id.expiration.ms, socket.request.max.bytes, connections.max.idle.ms, max.connections,
+max.connections.per.ip, queued.max.requests, log.dirs, listeners (several: PLAINTEXT, SSL,
+SASL_PLAINTEXT, SASL_SSL) with listener.security.protocol.map, advertised.listeners,
+sasl.enabled.mechanisms (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the ssl.* PEM keys and
+listener.name.<listener>.<mechanism>.sasl.jaas.config (or --jaas FILE), and the group
 coordinator's offsets.topic.* and group.* keys. Kafka keys without effect here (broker.id,
 node.id, process.roles, thread counts, socket buffers, ...) are accepted with a warning; any other
 key, or a value Kafka would refuse, is an error naming the key (exit status 2). The flags
@@ -66,6 +70,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME[:PARTITIONS]",
         help="a topic created at start with PARTITIONS partitions (default: num.partitions, 1), kept as it is "
         "if --dir has it (repeatable; default: clicks)",
+    )
+    p.add_argument(
+        "--jaas",
+        metavar="FILE",
+        default=None,
+        help="JAAS file with the SASL credentials (a KafkaServer section, or <listener>.KafkaServer)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a listener without SASL on a non-loopback address (refused without this flag)",
     )
     p.add_argument("--min-insync-replicas", type=cli.positive_int, default=None, metavar="N",
                    help="min.insync.replicas (default 2, or 1 with one broker: dedup serve replicates)")  # fmt: skip
@@ -258,7 +273,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         if config.is_set(key) and entry.kwarg is not None and entry.kwarg not in accepted:
             raise cli.UsageError(f"config {key}: not served by this build of dedup serve")
     flags = {"directory": args.dir, "host": args.host, "port": args.port,
-             "min_insync_replicas": args.min_insync_replicas}  # fmt: skip
+             "min_insync_replicas": args.min_insync_replicas, "jaas_file": args.jaas,
+             "allow_unauthenticated": args.allow_unauthenticated or None}  # fmt: skip
     options.update({name: value for name, value in flags.items() if value is not None})
     port = options.get("port", 9092)
     if port and port + args.brokers - 1 > 65535:

@@ -75,11 +75,13 @@ class ApiKey(IntEnum):
     SYNC_GROUP = 14
     DESCRIBE_GROUPS = 15
     LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
     DESCRIBE_CONFIGS = 32
+    SASL_AUTHENTICATE = 36
     DELETE_GROUPS = 42
     OFFSET_DELETE = 47
     DESCRIBE_CLUSTER = 60
@@ -114,6 +116,9 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.DESCRIBE_GROUPS: (0, 5),
     ApiKey.DELETE_GROUPS: (0, 2),
     ApiKey.OFFSET_DELETE: (0, 0),
+    # SASL (KIP-43, KIP-84, KIP-152): answered by security/authenticator.py before authentication.
+    ApiKey.SASL_HANDSHAKE: (0, 1),
+    ApiKey.SASL_AUTHENTICATE: (0, 2),
 }
 
 
@@ -128,6 +133,7 @@ class Request(NamedTuple):
     client_id: str | None
     body: Any  # the kio request entity; None for ApiVersions in an unsupported version
     client_host: str = ""  # the peer's address as Kafka's RequestContext.clientAddress shows it: "/127.0.0.1"
+    listener: str = "PLAINTEXT"  # the name of the listener it came in on (RequestContext.listenerName)
 
     @property
     def name(self) -> str:
@@ -442,9 +448,12 @@ async def send_response(writer: asyncio.StreamWriter, frame: ResponseFrame) -> N
                 if writer.is_closing():  # loop.sendfile would raise RuntimeError
                     raise ConnectionResetError("the connection closed before the response was sent")
                 try:
+                    # Native sendfile only: asyncio's fallback reads through the file's offset,
+                    # which every descriptor duplicated from the segment's shares (a fallback
+                    # from position 0 skips the seek and reads where the last one stopped).
                     with open(part.fd, "rb", buffering=0, closefd=False) as file:
-                        sent = await loop.sendfile(writer.transport, file, part.position, part.size)
-                except (RuntimeError, NotImplementedError):  # a transport without sendfile, not even its fallback
+                        sent = await loop.sendfile(writer.transport, file, part.position, part.size, fallback=False)
+                except (RuntimeError, NotImplementedError):  # SendfileNotAvailableError: TLS, or no sendfile
                     sent = await _send_in_chunks(writer, part)
                 if sent != part.size:
                     raise ConnectionAbortedError(f"{sent} of a region's {part.size} bytes were left to send")

@@ -29,6 +29,7 @@ from .groups import (
 )
 from .metadata import api_versions, metadata
 from .produce import init_producer_id, produce, strip_producer_ids
+from .sasl import sasl_authenticate, sasl_handshake
 from .topics import create_topics, delete_topics
 
 __all__ = ["HANDLERS", "fetch_partitions", "strip_producer_ids"]
@@ -55,4 +56,6 @@ HANDLERS = {
     ApiKey.DESCRIBE_GROUPS: describe_groups,
     ApiKey.DELETE_GROUPS: delete_groups,
     ApiKey.OFFSET_DELETE: offset_delete,
+    ApiKey.SASL_HANDSHAKE: sasl_handshake,
+    ApiKey.SASL_AUTHENTICATE: sasl_authenticate,
 }
