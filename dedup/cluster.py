@@ -143,7 +143,7 @@ class Cluster:
     production setups), ``unclean_leader_election`` (``unclean.leader.election.enable``,
     off), ``clock`` (broker time in ms) and the :class:`~dedup.log.PartitionLog` options
     (``window``, ``segment_bytes``, ``snapshot_format``, ``producer_id_expiration_ms``,
-    ``fsync``, ``table_class``) apply to every broker.
+    ``fsync``, ``max_producers``, ``table_class``) apply to every broker.
     """
 
     def __init__(
