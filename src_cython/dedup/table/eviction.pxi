@@ -1,11 +1,12 @@
 # Bounded producer state (part of _state.pyx, which includes it): max_producers, the eviction
 # of the least recently used producer without an ongoing transaction, and the heap that finds it.
 #
-# Not Kafka 4.0's behaviour: Kafka's table grows until producer.id.expiration.ms, and a client
-# calling InitProducerId in a loop grows every partition's table without bound (the problem of
-# KIP-936, which throttles InitProducerId per principal instead). A capped table bounds it as
-# Redpanda's max_concurrent_producer_ids does (its producer_state_manager evicts the least
-# recently used producer that can be evicted, never one inside a transaction):
+# Spec: docs/spec.md §6.1 (dedup's own rule). Not Kafka 4.0's behaviour: Kafka's table grows
+# until producer.id.expiration.ms, and a client calling InitProducerId in a loop grows every
+# partition's table without bound (the problem of KIP-936, which throttles InitProducerId per
+# principal instead). A capped table bounds it as Redpanda's max_concurrent_producer_ids does
+# (its producer_state_manager evicts the least recently used producer that can be evicted,
+# never one inside a transaction):
 #
 #   * a producer's last use is the last offset of its newest retained batch (Kafka's
 #     ProducerStateEntry.lastDataOffset), -1 if it retains none; producers are ordered by
