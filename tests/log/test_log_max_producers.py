@@ -86,3 +86,13 @@ def test_every_replica_of_a_cluster_has_the_cap(tmp_path):
             assert table.max_producers == 5 and sorted(table) == list(range(16, 21))
     finally:
         cluster.close()
+
+
+def test_a_refused_producer_gets_the_kafka_error_code_in_the_produce_response(tmp_path):
+    cluster = Cluster(tmp_path, brokers=1, min_insync_replicas=1, max_producers=1)
+    try:
+        assert cluster.produce(build(1, 0, 0, transactional=True)).error is None
+        refused = cluster.produce(build(2, 0, 0))
+        assert isinstance(refused.error, ThrottlingQuotaExceededError) and refused.error.code == 89
+    finally:
+        cluster.close()
