@@ -160,7 +160,7 @@ class Cluster:
     off), ``clock`` (broker time in ms), ``on_marker`` (called after every transaction marker
     written: the server wakes its waiting fetches) and the :class:`~dedup.log.PartitionLog` options
     (``window``, ``segment_bytes``, ``snapshot_format``, ``producer_id_expiration_ms``,
-    ``fsync``, ``table_class``) apply to every broker.
+    ``fsync``, ``max_producers``, ``table_class``) apply to every broker.
     """
 
     def __init__(

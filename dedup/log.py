@@ -164,8 +164,10 @@ class PartitionLog:
     fsynced only when it rolls and on :meth:`flush`/:meth:`close`: its latest appends survive
     a process crash but not a power loss, as Kafka relies on replication), ``clock`` (a
     callable giving the broker's time in ms, for expiration and retention), ``capacity`` (a
-    presizing hint for the producer table), ``table_class`` (either twin's
-    ``ProducerStateTable``; default ``dedup.ProducerStateTable``).
+    presizing hint for the producer table), ``max_producers`` (the table's cap, dedup's
+    ``producer.state.max.producers``: None or 0 unbounded, as Kafka; see
+    ``ProducerStateTable.max_producers``; a table loaded from a snapshot gets it too),
+    ``table_class`` (either twin's ``ProducerStateTable``; default ``dedup.ProducerStateTable``).
 
     :attr:`load_report` says what opening the directory found.
     """
@@ -183,6 +185,7 @@ class PartitionLog:
         fsync: bool = False,
         clock: Callable[[], int] | None = None,
         capacity: int = 0,
+        max_producers: int | None = None,
         table_class: type | None = None,
     ) -> None:
         table_class = _table_class(table_class)
@@ -200,6 +203,7 @@ class PartitionLog:
         self.fsync = _args.flag("fsync", fsync)
         self._clock = _now_ms if clock is None else _args.function("clock", clock, "a callable returning milliseconds")
         self._capacity = _args.capacity(capacity)
+        self.max_producers = _args.max_producers(None if max_producers == 0 else max_producers)
         self._table_class = table_class
         try:
             self.topic, self.partition = parse_partition_directory(os.path.basename(self.directory))
@@ -314,7 +318,7 @@ class PartitionLog:
         )
 
     def _new_table(self) -> Any:
-        return self._table_class(self.window, capacity=self._capacity)
+        return self._table_class(self.window, capacity=self._capacity, max_producers=self.max_producers)
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -403,6 +403,7 @@ def _truncate_and_reload(log: PartitionLog, target: int) -> tuple[int | None, li
             set_aside.append(os.path.basename(path))
             continue
         table.remove_expired(log._clock(), log.producer_id_expiration_ms)
+        table.max_producers = log.max_producers  # (evicts down to it: the snapshot may hold more)
         log._table = table
         log._last_snapshot_offset = offset
         return offset, set_aside

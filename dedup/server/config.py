@@ -193,6 +193,13 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
     ConfigKey("producer.id.expiration.ms", "INT", 86400000, "producer_id_expiration_ms",
               "The time in ms that a topic partition leader will wait before expiring producer IDs.",
               "TransactionLogConfig", low=1),
+    ConfigKey("producer.state.max.producers", "INT", 0, "max_producers",
+              "dedup's own key (not Kafka's; KIP-936's problem, bounded as Redpanda's max_concurrent_producer_ids "
+              "does): the most producer ids each partition replica keeps. A new producer then evicts the least "
+              "recently used one without an ongoing transaction, whose next batch is accepted as an unknown "
+              "producer's (KIP-360): dedup of long-idle producers is traded for bounded memory. When producers "
+              "with ongoing transactions fill it, a new producer gets THROTTLING_QUOTA_EXCEEDED. 0: unbounded, "
+              "as Kafka.", "dedup", low=0),
     ConfigKey("socket.request.max.bytes", "INT", 104857600, "max_request_bytes",
               "The maximum number of bytes in a socket request", "SocketServerConfigs", low=64),  # Kafka: atLeast(1)
     ConfigKey("fetch.max.bytes", "INT", 57671680, "fetch_max_bytes",
