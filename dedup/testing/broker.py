@@ -11,10 +11,10 @@ methods, placed exactly by the test:
   is appended and replicated (the connection breaks; the client retries the same batch);
 - :meth:`Broker.delay_next_responses`: the next N produce responses are held back;
 - :meth:`Broker.crash_leader` / :meth:`Broker.restart_broker`: the leader of a partition
-  crashes (a follower in sync takes over) and later restarts from its directory.
-
-Filling the disk is not offered: the server has no hook that makes a write fail with
-ENOSPC yet (a KafkaStorageError path), so it cannot be injected.
+  crashes (a follower in sync takes over) and later restarts from its directory;
+- :meth:`Broker.fill_disk` / :meth:`Broker.free_disk`: a broker's disk is full: its next
+  segment write fails with ENOSPC, that replica goes offline and its partitions fail over to
+  an in-sync replica (Kafka's log-directory failure), until the broker restarts with space.
 
 Example::
 
@@ -28,10 +28,15 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import errno
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _args
+from ..errors import KafkaStorageError
+from ..segment import LogSegment
 from ..server.core import ServerThread
 from ..server.faults import Fate, Faults
 
@@ -55,6 +60,40 @@ class _ScriptedFaults(Faults):
             self.delayed += 1
             return Fate.DELAY
         return super().produce_response_fate()
+
+
+class _FullDisks:
+    """The broker directories whose disk is "full": every segment write under one fails with
+    ENOSPC, as a real full disk fails it (the file is left as it was). The wrapper of
+    :meth:`LogSegment.append` is installed once per process, on the first :meth:`fill`, and
+    costs one set lookup per write while any directory is full."""
+
+    def __init__(self) -> None:
+        self.directories: set[str] = set()
+        self._lock = threading.Lock()
+        self._original: Callable[..., Any] | None = None
+
+    def fill(self, directory: str) -> None:
+        with self._lock:
+            if self._original is None:
+                self._original = original = LogSegment.append
+                full = self.directories
+
+                def append(segment: LogSegment, data: Any, *args: Any, **kwargs: Any) -> Any:
+                    if full and any(segment.directory.startswith(prefix) for prefix in full):
+                        error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                        raise KafkaStorageError(f"segment {segment.path}: write failed: {error}") from error
+                    return original(segment, data, *args, **kwargs)
+
+                setattr(LogSegment, "append", append)  # noqa: B010 (a method replaced for the process)
+            self.directories.add(os.path.join(os.path.abspath(directory), ""))
+
+    def free(self, directory: str) -> None:
+        with self._lock:
+            self.directories.discard(os.path.join(os.path.abspath(directory), ""))
+
+
+_FULL_DISKS = _FullDisks()
 
 
 class Broker:
@@ -140,12 +179,37 @@ class Broker:
         for :meth:`restart_broker`. Every partition it led fails over with it."""
         return self.server.stop_leader(topic, partition)
 
+    def stop_broker(self, broker_id: int) -> None:
+        """Stop broker ``broker_id`` as a crash does (no clean shutdown); its partitions fail
+        over. :meth:`restart_broker` starts it again."""
+        self.server.stop_broker(broker_id)
+
     def restart_broker(self, broker_id: int) -> None:
         """Restart a crashed broker: recovery from its directory, truncation to the leader and
         catch-up, then its port opens again (the same port)."""
         self.server.start_broker(broker_id)
 
+    def fill_disk(self, broker_id: int) -> None:
+        """Fill broker ``broker_id``'s disk: its next segment write fails with ENOSPC, so that
+        replica goes offline (``KAFKA_STORAGE_ERROR`` to a produce on it), leaves the ISR, and
+        each partition it led fails over to an in-sync replica, as Kafka's controller moves
+        the partitions of a failed log directory. The replica stays offline until
+        :meth:`free_disk` and :meth:`restart_broker` (recovery from its files)."""
+        _FULL_DISKS.fill(self._broker_directory(broker_id))
+
+    def free_disk(self, broker_id: int) -> None:
+        """Give broker ``broker_id``'s disk space again (its offline replicas come back when
+        it restarts: :meth:`crash_leader` or a stop, then :meth:`restart_broker`)."""
+        _FULL_DISKS.free(self._broker_directory(broker_id))
+
+    def _broker_directory(self, broker_id: int) -> str:
+        brokers = len(self.server.server.ports)
+        broker_id = _args.integer("broker_id", broker_id, 0, brokers - 1, f"a broker id in [0, {brokers - 1}]")
+        return os.path.join(self.directory, f"broker-{broker_id}")
+
     def close(self) -> None:
+        for broker_id in range(len(self.server.server.ports)):
+            _FULL_DISKS.free(self._broker_directory(broker_id))
         self.server.close()
 
     def __enter__(self) -> Broker:

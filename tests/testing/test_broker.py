@@ -197,3 +197,41 @@ def test_the_plugin_gives_a_user_s_tests_the_fixture_and_its_marker(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.dedup_broker(topics=["orders"])
+def test_a_full_disk_on_the_leader_fails_the_partition_over_and_nothing_is_lost(dedup_broker: Broker):
+    """fill_disk: the leader's next write fails with ENOSPC, its replica goes offline and the
+    partition moves to an in-sync replica; the idempotent producer's retry lands there once.
+    Freed and restarted, the broker comes back through recovery."""
+    producer = confluent_kafka.Producer({
+        "bootstrap.servers": dedup_broker.bootstrap_servers, "enable.idempotence": True, "acks": "all",
+        "linger.ms": 0, "retry.backoff.ms": 20, "topic.metadata.refresh.interval.ms": 500,
+        "message.timeout.ms": 30000,
+    })  # fmt: skip
+    errors: list[str] = []
+
+    def delivered(error: object, _: object) -> None:
+        if error is not None:
+            errors.append(str(error))
+
+    first = dedup_broker.leader("orders")
+    assert first is not None
+    for i, value in enumerate(MESSAGES):
+        if i == 5:
+            dedup_broker.fill_disk(first)
+        producer.produce("orders", value=value, on_delivery=delivered)
+        producer.flush(30)
+    assert errors == []
+    assert dedup_broker.leader("orders") not in (None, first), "the partition failed over"
+    assert read_back(dedup_broker) == MESSAGES
+    dedup_broker.free_disk(first)
+    dedup_broker.stop_broker(first)
+    dedup_broker.restart_broker(first)
+    dedup_broker.crash_leader("orders")  # the recovered replica can lead again
+    assert read_back(dedup_broker) == MESSAGES
+
+
+def test_fill_disk_checks_the_broker_id(dedup_broker: Broker):
+    with pytest.raises(ValueError, match="broker_id"):
+        dedup_broker.fill_disk(3)
