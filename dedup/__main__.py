@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("dedup.server.cli:COMMAND", "dedup's brokers on loopback for real Kafka clients"),
     "simulate": ("dedup.tools.simulate:COMMAND", "deterministic fault simulation of a replicated partition"),
     "fuzz": ("dedup.tools.fuzz:COMMAND", "mutation fuzzing of everything that reads bytes"),
+    "probe": ("dedup.tools.probe:COMMAND", "check a Kafka-compatible broker's idempotent-producer rules"),
 }
 
 DESCRIPTION = "dedup: the broker side of Kafka's idempotent producer, and its tools."

@@ -80,6 +80,13 @@ def capacity(value: Any) -> int:
     return integer("capacity", value, 0, (1 << 31) - 2, "in [0, 2^31-2]")
 
 
+def max_producers(value: Any) -> int | None:
+    """None (unbounded) or the most producers a table holds, in [1, 2^31-2]."""
+    if value is None:
+        return None
+    return integer("max_producers", value, 1, (1 << 31) - 2, "None or in [1, 2^31-2]")
+
+
 def origin(value: Any) -> Origin:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"origin must be an Origin, got {value!r}")

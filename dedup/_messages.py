@@ -15,6 +15,7 @@ from .errors import (
     InvalidTxnStateError,
     KafkaError,
     OutOfOrderSequenceError,
+    ThrottlingQuotaExceededError,
     TransactionCoordinatorFencedError,
     TruncatedBatchError,
 )
@@ -55,6 +56,12 @@ def batch_error(
         return InvalidTxnStateError(
             f"Expected transactional write from producer {producer_id} at offset {base_offset}: "
             f"its transaction started at offset {current_txn_first_offset}"
+        )
+    if code == ThrottlingQuotaExceededError.code:
+        return ThrottlingQuotaExceededError(
+            f"producer {producer_id} at offset {base_offset} is new, and the partition's table holds its "
+            "max_producers (producer.state.max.producers), each with an ongoing transaction: none can be "
+            "evicted; retry once a transaction completes"
         )
     raise AssertionError(f"no batch error has code {code}")
 

@@ -90,9 +90,21 @@ ResultT = TypeVar("ResultT", bound=AppendResultProtocol)
 class ProducerStateTableProtocol(Protocol[ResultT]):
     """One partition replica's producer state (spec §1), compiled or pure Python.
 
-    A protocol has no constructor: both twins take ``(window=5, *, capacity=0)``, which the
-    contract test checks.
+    A protocol has no constructor: both twins take ``(window=5, *, capacity=0,
+    max_producers=None)``, which the contract test checks.
     """
+
+    @property
+    def max_producers(self) -> int | None:
+        _declared_only()
+
+    @max_producers.setter
+    def max_producers(self, value: int | None) -> None:
+        _declared_only()
+
+    @property
+    def evictions(self) -> int:
+        _declared_only()
 
     @property
     def window(self) -> int:

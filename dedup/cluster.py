@@ -28,7 +28,11 @@ partition, synchronously and deterministically:
   coordinator).
 
 Consumers read committed data with :meth:`Cluster.consume` (up to the high watermark;
-``read_committed`` drops aborted transactions and holds back open ones).
+``read_committed`` reads up to the last stable offset and drops the aborted transactions the
+``.txnindex`` lists, as a Kafka consumer does with a fetch response's ``aborted_transactions``).
+Every replica tracks its open transactions and aborted-transaction index from the batches it
+holds (:class:`~dedup.log.PartitionLog`), so a new leader serves the same last stable offset
+and aborted list as the old one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .checkpoints import _partition, _topic, partition_directory_name, read_chec
 from .cleaner import CleanerStats, clean_log
 from .errors import (
     KafkaError,
+    KafkaStorageError,
     NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
@@ -102,10 +107,21 @@ class Broker:
 
     @property
     def alive(self) -> bool:
-        return self.log is not None
+        """Whether the replica serves: its broker runs and its log is not offline."""
+        return self.log is not None and not self.log.offline
+
+    @property
+    def offline(self) -> bool:
+        """Whether the broker runs but a failed write took its log offline (Kafka's offline
+        log directory): the replica serves nothing until the broker restarts."""
+        return self.log is not None and self.log.offline
 
     def start(self) -> PartitionLog:
-        """Open the replica's directory (recovering it); returns the log."""
+        """Open the replica's directory (recovering it; an offline log is closed and
+        reopened, as a broker restarting with its log directory back); returns the log."""
+        if self.log is not None and self.log.offline:
+            self.log.close()
+            self.log = None
         if self.log is None:
             self.log = PartitionLog(self.directory, **self._log_options)
         return self.log
@@ -113,12 +129,12 @@ class Broker:
     def stop(self, *, clean: bool = False) -> None:
         """A controlled shutdown (``clean``: flush, snapshot, clean-shutdown marker) or a crash
         (the files are left as they are)."""
-        if self.log is not None:
+        log, self.log = self.log, None
+        if log is not None:
             if clean:
-                self.log.close()
+                log.close()  # KafkaStorageError on a full disk: the files are released all the same
             else:
-                self.log.close_uncleanly()
-            self.log = None
+                log.close_uncleanly()
 
     def __repr__(self) -> str:
         state = "down" if self.log is None else f"log_end_offset={self.log.log_end_offset}"
@@ -141,9 +157,10 @@ class Cluster:
 
     ``min_insync_replicas`` (Kafka's ``min.insync.replicas``, here 2 by default as in most
     production setups), ``unclean_leader_election`` (``unclean.leader.election.enable``,
-    off), ``clock`` (broker time in ms) and the :class:`~dedup.log.PartitionLog` options
+    off), ``clock`` (broker time in ms), ``on_marker`` (called after every transaction marker
+    written: the server wakes its waiting fetches) and the :class:`~dedup.log.PartitionLog` options
     (``window``, ``segment_bytes``, ``snapshot_format``, ``producer_id_expiration_ms``,
-    ``fsync``, ``table_class``) apply to every broker.
+    ``fsync``, ``max_producers``, ``table_class``) apply to every broker.
     """
 
     def __init__(
@@ -157,9 +174,14 @@ class Cluster:
         min_insync_replicas: int = 2,
         unclean_leader_election: bool = False,
         clock: Callable[[], int] | None = None,
+        on_marker: Callable[[], None] | None = None,
         **log_options: Any,
     ) -> None:
         count = _args.integer("brokers", brokers, 1, 64, "between 1 and 64")
+        #: Called after each marker is written and replicated: the last stable offset may have
+        #: moved, so waiting read_committed fetches are due an answer (Kafka's ReplicaManager
+        #: completes delayed fetches after appending markers).
+        self.on_marker = None if on_marker is None else _args.function("on_marker", on_marker, "a callable")
         self.min_insync_replicas = _args.integer("min_insync_replicas", min_insync_replicas, 1, count, "1..brokers")
         self.unclean_leader_election = _args.flag("unclean_leader_election", unclean_leader_election)
         self.topic = _topic(topic)  # it names the replicas' directories
@@ -246,9 +268,13 @@ class Cluster:
     def produce(self, records: Any, *, acks: str = "all") -> ProduceResponse:
         """A produce request for the partition: :meth:`append_to_leader`, then replication,
         then the acknowledgement (``acks="all"``: once every in-sync replica has the batch;
-        ``"1"``: once the leader has it)."""
+        ``"1"``: once the leader has it). A leader whose write fails (KAFKA_STORAGE_ERROR: its
+        log went offline) gives the partition up: :meth:`replica_failed`."""
         response = self.append_to_leader(records, acks=acks)
         if response.error is not None:
+            leader = self.leader
+            if isinstance(response.error, KafkaStorageError) and leader is not None and leader.offline:
+                self.replica_failed(leader.broker_id)  # KAFKA_STORAGE_ERROR, and another replica leads
             return response
         self.replicate()
         if acks == "all" and self.high_watermark <= response.last_offset:
@@ -290,7 +316,14 @@ class Cluster:
         )
         info = self.leader_log.append_as_leader(marker, leader_epoch=self.leader_epoch, origin=Origin.COORDINATOR)
         self.replicate()
+        if self.on_marker is not None:
+            self.on_marker()
         return info.base_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The leader's last stable offset (:attr:`dedup.log.PartitionLog.last_stable_offset`)."""
+        return self.leader_log.last_stable_offset
 
     def _now(self) -> int:
         return self.leader_log._clock()
@@ -303,16 +336,20 @@ class Cluster:
         smallest log end offset in the ISR and followers learn it (as from a fetch response)."""
         leader = self.leader_log
         for broker in self.brokers:
-            if broker.broker_id == self.leader_id or broker.log is None:
+            if broker.broker_id == self.leader_id or broker.log is None or broker.log.offline:
                 continue
-            self._fetch_until_caught_up(broker.log, leader)
+            try:
+                self._fetch_until_caught_up(broker.log, leader)
+            except KafkaStorageError:
+                self.replica_failed(broker.broker_id)
+                continue
             if broker.log.log_end_offset == leader.log_end_offset:
                 self.isr.add(broker.broker_id)
-        ends = [self._by_id[member].log.log_end_offset for member in self.isr]  # type: ignore[union-attr]
+        ends = [log.log_end_offset for member in self.isr if (log := self._by_id[member].log) is not None]
         high_watermark = leader.update_high_watermark(max(min(ends), leader.high_watermark))
         self.committed_offset = max(self.committed_offset, high_watermark)
         for broker in self.brokers:
-            if broker.log is not None and broker.broker_id != self.leader_id:
+            if broker.alive and broker.log is not None and broker.broker_id != self.leader_id:
                 broker.log.update_high_watermark(min(high_watermark, broker.log.log_end_offset))
 
     @staticmethod
@@ -364,8 +401,11 @@ class Cluster:
     def _catch_up_all(self) -> None:
         leader = self.leader_log
         for broker in self.brokers:
-            if broker.log is not None and broker.broker_id != self.leader_id:
-                self._truncate_divergent(broker.log, leader)
+            if broker.alive and broker.log is not None and broker.broker_id != self.leader_id:
+                try:
+                    self._truncate_divergent(broker.log, leader)
+                except KafkaStorageError:
+                    self.replica_failed(broker.broker_id)
         self.replicate()
 
     # -- failures --------------------------------------------------------------------------------
@@ -388,6 +428,19 @@ class Cluster:
         broker = self._by_id[broker_id]
         broker.stop(clean=_args.flag("clean", clean))
         if self.isr != {broker_id}:  # Kafka never empties the ISR: the last member stays, down
+            self.isr.discard(broker_id)
+        if broker_id == self.leader_id:
+            self.elect_leader()
+
+    def replica_failed(self, broker_id: int) -> None:
+        """A write to broker ``broker_id``'s replica failed and took its log offline (Kafka's
+        LogDirFailureChannel, then the controller's handling of the offline replica): it
+        leaves the ISR (unless it is the last member: then the partition waits for it,
+        offline), and if it led, a live in-sync replica is elected leader. The broker keeps
+        running; the replica comes back when it restarts (:meth:`start_broker`), through
+        recovery."""
+        logger.error("%s: the replica on broker %d is offline (a failed write)", self.name, broker_id)
+        if self.isr != {broker_id}:
             self.isr.discard(broker_id)
         if broker_id == self.leader_id:
             self.elect_leader()
@@ -422,6 +475,12 @@ class Cluster:
             return None
         new = candidates[0]
         assert new.log is not None
+        try:
+            new.log.assign_leader_epoch(self.leader_epoch + 1)
+        except KafkaStorageError:  # its disk is full too: the next candidate
+            if self.isr != {new.broker_id}:
+                self.isr.discard(new.broker_id)
+            return self.elect_leader()
         self.leader_epoch += 1
         self._record_leader_epoch()
         self.elections += 1
@@ -441,7 +500,6 @@ class Cluster:
                     loss.end_offset,
                 )
                 self.committed_offset = new.log.log_end_offset
-        new.log.assign_leader_epoch(self.leader_epoch)
         self._catch_up_all()
         return new.broker_id
 
@@ -451,12 +509,20 @@ class Cluster:
         broker's LogCleaner cleans the logs it holds; what each pass did, in replica order
         (None for a replica down or with nothing to clean). A replica cleans only below its own
         high watermark, so a follower never loses what it has not yet reported to the leader."""
-        return [None if b.log is None else clean_log(b.log, **options) for b in self.brokers]
+        return [clean_log(b.log, **options) if b.alive and b.log is not None else None for b in self.brokers]
 
     def close(self) -> None:
-        """Shut every live broker down cleanly."""
+        """Shut every live broker down cleanly; a replica whose close fails (a full disk:
+        ``KafkaStorageError``, no clean-shutdown marker) does not keep the others open: the
+        first failure is raised once every broker is closed."""
+        failures: list[KafkaStorageError] = []
         for broker in self.brokers:
-            broker.stop(clean=True)
+            try:
+                broker.stop(clean=True)
+            except KafkaStorageError as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
     def delete(self) -> None:
         """Kafka's topic deletion for this partition: every replica stops and its directory is
@@ -478,18 +544,24 @@ class Cluster:
     # -- consuming -------------------------------------------------------------------------------
 
     def consume(self, *, isolation: str = "read_uncommitted", from_offset: int | None = None) -> list[Record]:
-        """Every record up to the high watermark, from the leader (``from_offset`` defaults
-        to the log start). ``read_committed`` (Kafka's isolation level) drops the records of
-        aborted transactions and holds back those of transactions still open (the last
-        stable offset); control records are never returned."""
+        """Every record from the leader (``from_offset`` defaults to the log start), as a
+        Kafka consumer reads it: ``read_uncommitted`` up to the high watermark, every data
+        record; ``read_committed`` (Kafka's isolation level) up to the last stable offset,
+        without the records of the aborted transactions the ``.txnindex`` lists for the range
+        read (a fetch response's ``aborted_transactions``). Control records are never
+        returned."""
         if isolation not in ("read_uncommitted", "read_committed"):
             raise ValueError(f"isolation must be 'read_uncommitted' or 'read_committed', got {isolation!r}")
         log = self.leader_log
         offset = log.log_start_offset if from_offset is None else from_offset
-        end = log.high_watermark
+        committed = isolation == "read_committed"
+        end = log.last_stable_offset if committed else log.high_watermark
         out: list[Record] = []
-        open_transactions: dict[int, list[Record]] = {}
-        first_open: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        aborted: list[tuple[int, int]] = []  # (first offset, producer id) not yet reached, ascending
+        if committed and offset < end:
+            listed = log.collect_aborted_transactions(offset, end)
+            aborted = sorted((txn.first_offset, txn.producer_id) for txn in listed)
+        skipping: set[int] = set()  # producers whose aborted transaction the reader is inside
         while offset < end:
             chunk = log.read(offset, FETCH_MAX_BYTES, max_offset=end)
             if not chunk:
@@ -499,24 +571,20 @@ class Cluster:
                 start = int(header["position"])
                 batch = memoryview(chunk)[start : start + int(header["batch_length"]) + 12]
                 producer_id = int(header["producer_id"])
+                # Kafka's consumer (Fetcher's CompletedFetch): an aborted transaction's
+                # producer is skipped from its first offset to its ABORT marker.
+                last_offset = int(header["base_offset"]) + int(header["last_offset_delta"])
+                while aborted and aborted[0][0] <= last_offset:
+                    skipping.add(aborted.pop(0)[1])
                 if header["is_control"]:
-                    held = open_transactions.pop(producer_id, [])
-                    first_open.pop(producer_id, None)
-                    commit = _is_commit(batch)
-                    if isolation == "read_committed" and commit:
-                        out.extend(held)
+                    if not _is_commit(batch):
+                        skipping.discard(producer_id)
                     continue
-                records = decode_records(batch)
-                if isolation == "read_committed" and header["is_transactional"]:
-                    open_transactions.setdefault(producer_id, []).extend(records)
-                    first_open.setdefault(producer_id, int(header["base_offset"]))
-                else:
-                    out.extend(records)
+                if header["is_transactional"] and producer_id in skipping:
+                    continue
+                out.extend(decode_records(batch))
             offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
-        # A read_committed consumer stops at the last stable offset: the first offset of a
-        # transaction still open (spec §3.3), even for records of other producers after it.
-        stable = min(first_open.values(), default=end) if isolation == "read_committed" else end
-        return sorted((record for record in out if record.offset < stable), key=lambda record: record.offset)
+        return [record for record in out if record.offset < end]
 
 
 def _replicas(value: Any, brokers: int) -> list[int]:

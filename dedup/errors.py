@@ -27,6 +27,7 @@ __all__ = [
     "InvalidTxnStateError",
     "TransactionCoordinatorFencedError",
     "InvalidRecordError",
+    "ThrottlingQuotaExceededError",
     "OffsetOutOfRangeError",
     "NotLeaderOrFollowerError",
     "NotEnoughReplicasError",
@@ -104,6 +105,13 @@ class TransactionCoordinatorFencedError(KafkaError, error=ErrorCode.TRANSACTION_
 
 class InvalidRecordError(KafkaError, error=ErrorCode.INVALID_RECORD):
     """INVALID_RECORD: a batch breaks a record-level rule (spec §2.1 rules 1, 3, 6-8)."""
+
+
+class ThrottlingQuotaExceededError(KafkaError, error=ErrorCode.THROTTLING_QUOTA_EXCEEDED):
+    """THROTTLING_QUOTA_EXCEEDED (KIP-599's retriable code): a new producer refused by a table
+    capped at ``max_producers`` whose producers all have an ongoing transaction (none can be
+    evicted); the client retries once transactions complete (dedup's own rule, in the spirit of
+    KIP-936's throttling of producer ids)."""
 
 
 class OffsetOutOfRangeError(KafkaError, error=ErrorCode.OFFSET_OUT_OF_RANGE):

@@ -11,6 +11,14 @@ reads, rolls segments and takes snapshots (§4.5), deletes old segments with the
 (retention and DeleteRecords, §4.6, §3.3), expires producers (§6), truncates (§5.5) and
 closes, cleanly or as a crash would.
 
+Transactions (spec §3.2 steps 5 and 7, §3.3): every replica, leader or follower, follows the
+transactions of the batches it writes (Kafka's ``ongoingTxns`` and ``unreplicatedTxns``), so
+it knows its :attr:`~PartitionLog.first_unstable_offset` and
+:attr:`~PartitionLog.last_stable_offset` (what a ``read_committed`` consumer reads below), and
+an ABORT marker appends an entry to the ``.txnindex`` of the segment holding it
+(:mod:`dedup.transaction_index`), which :meth:`~PartitionLog.collect_aborted_transactions`
+reads for a fetch.
+
 Opening a directory is :mod:`dedup.recovery` (Kafka's LogLoader, spec §5): after an unclean
 shutdown the segments from the recovery point on are checked batch by batch and a torn tail
 is cut off; then the table is rebuilt from the newest valid snapshot at or below the log end
@@ -45,6 +53,7 @@ import numpy as np
 
 from . import _args
 from ._backend import resolve_table_class
+from ._files import create_temporary, write_all
 from ._files import fsync_directory as _fsync_directory
 from ._layout import ATTR_TRANSACTIONAL, write_leader_fields
 from ._types import DEFAULT_WINDOW, Origin
@@ -60,9 +69,15 @@ from .checkpoints import (
 from .errors import KafkaStorageError, OffsetOutOfRangeError
 from .records import append_batches, check_one_batch, scan_batches, validate_batches
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
-from .segment import LogSegment, segment_file_name
+from .segment import FileRegion, LogSegment, segment_file_name
 from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
 from .staging import analyze_and_validate
+from .transaction_index import (
+    AbortedTxn,
+    collect_aborted_transactions,
+    track_transactions,
+    txn_index_file_name,
+)
 
 __all__ = [
     "DEFAULT_PRODUCER_ID_EXPIRATION_MS",
@@ -122,6 +137,17 @@ def _records_view(records: Any) -> memoryview:
     return view if view.ndim == 1 and view.format == "B" else view.cast("B")
 
 
+def _write_txn_index(directory: str, base_offset: int, entries: list[AbortedTxn]) -> str:
+    """A fsynced temporary file beside ``<base_offset>.txnindex`` holding ``entries``; returns its path."""
+    descriptor, temporary = create_temporary(directory, txn_index_file_name(base_offset))
+    try:
+        write_all(descriptor, b"".join(entry.to_bytes() for entry in entries))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return temporary
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -138,8 +164,10 @@ class PartitionLog:
     fsynced only when it rolls and on :meth:`flush`/:meth:`close`: its latest appends survive
     a process crash but not a power loss, as Kafka relies on replication), ``clock`` (a
     callable giving the broker's time in ms, for expiration and retention), ``capacity`` (a
-    presizing hint for the producer table), ``table_class`` (either twin's
-    ``ProducerStateTable``; default ``dedup.ProducerStateTable``).
+    presizing hint for the producer table), ``max_producers`` (the table's cap, dedup's
+    ``producer.state.max.producers``: None or 0 unbounded, as Kafka; see
+    ``ProducerStateTable.max_producers``; a table loaded from a snapshot gets it too),
+    ``table_class`` (either twin's ``ProducerStateTable``; default ``dedup.ProducerStateTable``).
 
     :attr:`load_report` says what opening the directory found.
     """
@@ -157,6 +185,7 @@ class PartitionLog:
         fsync: bool = False,
         clock: Callable[[], int] | None = None,
         capacity: int = 0,
+        max_producers: int | None = None,
         table_class: type | None = None,
     ) -> None:
         table_class = _table_class(table_class)
@@ -174,6 +203,7 @@ class PartitionLog:
         self.fsync = _args.flag("fsync", fsync)
         self._clock = _now_ms if clock is None else _args.function("clock", clock, "a callable returning milliseconds")
         self._capacity = _args.capacity(capacity)
+        self.max_producers = _args.max_producers(None if max_producers == 0 else max_producers)
         self._table_class = table_class
         try:
             self.topic, self.partition = parse_partition_directory(os.path.basename(self.directory))
@@ -196,9 +226,16 @@ class PartitionLog:
         self._high_watermark = 0
         self._log_start_offset = 0
         self._recovery_point = 0
+        #: Kafka's ProducerStateManager.ongoingTxns: producer id -> first offset of its open
+        #: transaction, in order of first offset (a transaction opens at the log end).
+        self._ongoing_txns: dict[int, int] = {}
+        #: Kafka's unreplicatedTxns: (first offset, marker offset) of transactions whose
+        #: marker is written but not yet below the high watermark.
+        self._unreplicated_txns: list[tuple[int, int]] = []
         self._table = self._new_table()
         self.leader_epochs = LeaderEpochCache(os.path.join(self.directory, LEADER_EPOCH_CHECKPOINT))
         self.load_report = load(self)
+        self._reload_transactions()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -206,6 +243,12 @@ class PartitionLog:
     def producer_state(self) -> Any:
         """The producer-state table. A truncation or reload replaces it: do not keep it."""
         return self._table
+
+    @property
+    def offline(self) -> bool:
+        """Whether a failed write took the log offline (Kafka's LogDirFailureChannel): it
+        serves nothing until it is reopened, which recovers it."""
+        return self._offline is not None
 
     @property
     def log_end_offset(self) -> int:
@@ -218,6 +261,29 @@ class PartitionLog:
     @property
     def high_watermark(self) -> int:
         return self._high_watermark
+
+    @property
+    def first_unstable_offset(self) -> int | None:
+        """Kafka's firstUnstableOffset: the first offset of the earliest transaction still open
+        or whose marker is not yet below the high watermark, at least the log start offset;
+        None when there is none (ProducerStateManager.firstUnstableOffset, UnifiedLog's clamp)."""
+        first = next(iter(self._ongoing_txns.values()), None)
+        for txn_first, _ in self._unreplicated_txns:
+            if first is None or txn_first < first:
+                first = txn_first
+        return None if first is None else max(first, self._log_start_offset)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Kafka's UnifiedLog.lastStableOffset: the first unstable offset if it is below the
+        high watermark, else the high watermark. A ``read_committed`` consumer reads below it."""
+        first = self.first_unstable_offset
+        return self._high_watermark if first is None or first >= self._high_watermark else first
+
+    @property
+    def ongoing_transactions(self) -> dict[int, int]:
+        """Producer id -> first offset of each open transaction (a copy), in order of first offset."""
+        return dict(self._ongoing_txns)
 
     @property
     def recovery_point(self) -> int:
@@ -252,7 +318,7 @@ class PartitionLog:
         )
 
     def _new_table(self) -> Any:
-        return self._table_class(self.window, capacity=self._capacity)
+        return self._table_class(self.window, capacity=self._capacity, max_producers=self.max_producers)
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -310,6 +376,8 @@ class PartitionLog:
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(data, start, end, max_timestamp)
         self._table.update_from(analysis.staged)  # spec §3.2 step 4: the staged entries become the live ones
+        if headers["is_transactional"].any():
+            self._complete_transactions(data, scan_batches(data))  # (the headers have the client's offsets)
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
@@ -343,6 +411,8 @@ class PartitionLog:
             self._table.update_map_end_offset(end)
         else:
             self._table.update(result)
+            if attributes & ATTR_TRANSACTIONAL:  # a client batch is never a control batch
+                self._ongoing_txns.setdefault(producer_id, start)
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, 1, self._log_start_offset)
@@ -372,32 +442,76 @@ class PartitionLog:
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(view, first, end, max_timestamp)
         self._table.update_from(staged)
+        self._complete_transactions(view, headers)
         epochs = headers["partition_leader_epoch"]
         for row in np.flatnonzero(np.diff(epochs, prepend=-1) != 0).tolist():
             if epochs[row] >= 0:
                 self._assign_epoch(int(epochs[row]), int(headers["base_offset"][row]))
         return LogAppendInfo(first, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
 
+    def _complete_transactions(self, data: Any, headers: Any) -> None:
+        """Spec §3.2 steps 5-7 for written batches (leader and follower alike): transactions
+        opened and closed; each aborted one gets its AbortedTxn in the .txnindex of the
+        segment holding its marker (the active one: an append never spans segments), and a
+        completed one stays unstable until its marker is below the high watermark
+        (UnifiedLog.append's completedTxns loop, LogSegment.updateTxnIndex, completeTxn)."""
+        for entry, aborted in track_transactions(data, headers, self._ongoing_txns):
+            if aborted:
+                self._segments[-1].txn_index.append(entry)
+            if entry.last_offset >= self._high_watermark:
+                self._unreplicated_txns.append((entry.first_offset, entry.last_offset))
+
+    def _reload_transactions(self) -> None:
+        """After the table was rebuilt (opening, truncation): the open transactions are the
+        table's entries with a ``current_txn_first_offset`` (Kafka's loadProducerEntry puts
+        them in ongoingTxns); unreplicatedTxns starts empty (truncateAndReload clears it)."""
+        table = self._table
+        ongoing = []
+        for producer_id in table:
+            entry = table.entry(producer_id)
+            if entry is not None and entry.current_txn_first_offset is not None:
+                ongoing.append((entry.current_txn_first_offset, int(producer_id)))
+        self._ongoing_txns = {producer_id: first for first, producer_id in sorted(ongoing)}
+        self._unreplicated_txns = []
+
+    def collect_aborted_transactions(self, fetch_offset: int, upper_bound_offset: int) -> list[AbortedTxn]:
+        """Kafka's UnifiedLog.collectAbortedTransactions: the aborted transactions that
+        overlap ``[fetch_offset, upper_bound_offset)``, from the .txnindex of the segment
+        holding ``fetch_offset`` and of the later ones until a search is complete."""
+        index = max(bisect_right(self._bases, fetch_offset) - 1, 0)
+        return collect_aborted_transactions(
+            (segment.txn_index for segment in self._segments[index:]), fetch_offset, upper_bound_offset
+        )
+
     def _write(self, data: Any, base_offset: int, end_offset: int, max_timestamp: int) -> None:
-        active = self._segments[-1]
-        if active.size and active.size + len(data) > self.segment_bytes:
-            active = self.roll()
         try:
+            active = self._segments[-1]
+            if active.size and active.size + len(data) > self.segment_bytes:
+                active = self.roll()
             active.append(data, base_offset, end_offset, max_timestamp)
             if self.fsync:
                 active.flush()
-        except (KafkaStorageError, OSError) as error:
-            # Kafka takes the log directory offline on an I/O error; the table is unchanged.
+        except (KafkaStorageError, OSError) as error:  # the table is unchanged
+            raise self._went_offline(error) from error
+
+    def _went_offline(self, error: BaseException) -> KafkaStorageError:
+        """Take the log offline after a failed write (Kafka's LogDirFailureChannel: an
+        IOException takes the log directory offline and the broker stops serving its
+        replicas); the error to raise."""
+        if self._offline is None:
             self._offline = str(error)
             logger.error("log %s is offline: %s", self.directory, error)
-            if isinstance(error, KafkaStorageError):
-                raise
-            raise KafkaStorageError(f"log {self.directory}: {error}") from error
+        if isinstance(error, KafkaStorageError):
+            return error
+        return KafkaStorageError(f"log {self.directory}: {error}")
 
     def _assign_epoch(self, epoch: int, start_offset: int) -> None:
         latest = self.leader_epochs.latest_epoch
         if latest is None or epoch > latest:
-            self.leader_epochs.assign(epoch, start_offset)
+            try:
+                self.leader_epochs.assign(epoch, start_offset)
+            except OSError as error:  # the leader-epoch-checkpoint could not be written
+                raise self._went_offline(error) from error
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -406,6 +520,22 @@ class PartitionLog:
         one batch, from one segment, none at or past ``max_offset`` (pass the high watermark
         for a consumer). Empty at the log end. ``OffsetOutOfRangeError`` outside
         ``[log_start_offset, log_end_offset]`` (Kafka's fetch error)."""
+        region = self.read_region(offset, max_bytes, max_offset=max_offset)
+        if region is None:
+            return b""
+        try:
+            return region.read()
+        finally:
+            region.close()
+
+    def read_region(self, offset: int, max_bytes: int = 1 << 20, *, max_offset: int | None = None,
+                    min_one_batch: bool = True) -> FileRegion | None:  # fmt: skip
+        """What :meth:`read` returns, as a :class:`~dedup.segment.FileRegion` of a segment file
+        (None for nothing), for a fetch to send with ``sendfile`` without reading the bytes
+        (Kafka's UnifiedLog.read returns such a slice). Without ``min_one_batch`` a first batch
+        larger than ``max_bytes`` gives None (Kafka's ``minOneMessage=false``, for the
+        partitions of a fetch after the first that returned data, KIP-74). The caller closes
+        the region."""
         self._check_usable()
         offset = _args.offset("offset", offset)
         max_bytes = _args.integer("max_bytes", max_bytes, 0, (1 << 31) - 1, "an int32 >= 0")
@@ -420,12 +550,17 @@ class PartitionLog:
         while index < len(self._segments):
             segment = self._segments[index]
             if max_offset is not None and segment.base_offset >= max_offset:
-                return b""
-            data = segment.read(max(offset, segment.base_offset), max_bytes, max_offset)
-            if data:
-                return data
+                return None
+            position, size = segment.slice(max(offset, segment.base_offset), max_bytes, max_offset,
+                                           min_one_batch=min_one_batch)  # fmt: skip
+            if size:
+                end = position + size
+                next_offset = segment.next_offset if end >= segment.size else segment._batch_prefix(end)[0]
+                return FileRegion(segment.fd, position, size, next_offset)
+            if segment.position_of(max(offset, segment.base_offset)) < segment.size:
+                return None  # a first batch larger than max_bytes, without min_one_batch
             index += 1
-        return b""
+        return None
 
     def assign_leader_epoch(self, epoch: int) -> None:
         """Record that ``epoch`` starts at the log end offset: what a replica does when it
@@ -444,6 +579,8 @@ class PartitionLog:
         """Set the high watermark, kept within [log_start_offset, log_end_offset]; returns it."""
         offset = _args.offset("offset", offset)
         self._high_watermark = min(max(offset, self._log_start_offset), self.log_end_offset)
+        if self._unreplicated_txns:  # Kafka's onHighWatermarkUpdated: replicated markers are stable
+            self._unreplicated_txns = [txn for txn in self._unreplicated_txns if txn[1] >= self._high_watermark]
         return self._high_watermark
 
     def roll(self) -> LogSegment:
@@ -599,10 +736,17 @@ class PartitionLog:
             raise ValueError("replace_segments takes consecutive inactive segments of this log")
         final = os.path.join(self.directory, segment_file_name(base))
         swap = final + ".swap"
+        # The cleaner copies every control batch: the new segment holds the old ones' markers,
+        # so its .txnindex is theirs, in order. Written aside first, put in place before the
+        # swap completes (a crash in between leaves it missing: recovery rebuilds it).
+        index_temporary = _write_txn_index(
+            self.directory, base, [entry for segment in old_segments for entry in segment.txn_index.entries]
+        )
         os.replace(cleaned_path, swap)
         _fsync_directory(self.directory)
         for segment in old_segments:
             segment.delete()
+        os.replace(index_temporary, os.path.join(self.directory, txn_index_file_name(base)))
         os.replace(swap, final)
         _fsync_directory(self.directory)
         segment = LogSegment.open(self.directory, base)
@@ -631,9 +775,16 @@ class PartitionLog:
         offset = _args.offset("offset", offset)
         if offset >= self.log_end_offset:
             return False
+        try:
+            self._truncate_to(offset)
+        except OSError as error:
+            raise self._went_offline(error) from error
+        return True
+
+    def _truncate_to(self, offset: int) -> None:
         if self._segments[0].base_offset > offset:
             self.truncate_fully_and_start_at(offset)
-            return True
+            return
         while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
             segment = self._segments.pop()
             self._bases.pop()
@@ -644,11 +795,11 @@ class PartitionLog:
         self.leader_epochs.truncate_from_end(end)
         self._log_start_offset = min(self._log_start_offset, end)
         rebuild_producer_state(self, end)
+        self._reload_transactions()
         if self._high_watermark > end:
             self._high_watermark = end
         self._recovery_point = min(self._recovery_point, end)
         self._write_checkpoints(sync=self.fsync)
-        return True
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Kafka's truncateFullyAndStartAt: delete every segment and snapshot, clear the
@@ -665,6 +816,7 @@ class PartitionLog:
         self.leader_epochs.clear()
         self._table = self._new_table()
         self._table.update_map_end_offset(offset)
+        self._ongoing_txns, self._unreplicated_txns = {}, []
         self._last_snapshot_offset = 0
         self._write_checkpoints(sync=self.fsync)
 
@@ -672,21 +824,29 @@ class PartitionLog:
 
     def close(self) -> None:
         """A clean shutdown: fsync everything, write the checkpoints and a synced snapshot
-        at the log end, then the clean-shutdown marker, so the next open skips recovery."""
+        at the log end, then the clean-shutdown marker, so the next open skips recovery. An
+        offline log only releases its files; a write that fails here (a full disk) takes the
+        log offline, releases the files and raises ``KafkaStorageError`` (without a marker,
+        the next open recovers it)."""
         if self._closed:
             return
-        if self._offline is None:
-            self.flush()
-            self._table.update_map_end_offset(self.log_end_offset)
-            self.take_snapshot(sync=True)
-            for segment in self._segments:
-                segment.close()
-            marker = os.path.join(self.directory, CLEAN_SHUTDOWN_FILE)
-            with open(marker, "wb") as handle:
-                handle.flush()
-                os.fsync(handle.fileno())
-            _fsync_directory(self.directory)
-        self._release_files()
+        try:
+            if self._offline is None:
+                self.flush()
+                self._table.update_map_end_offset(self.log_end_offset)
+                self.take_snapshot(sync=True)
+                for segment in self._segments:
+                    segment.close()
+                marker = os.path.join(self.directory, CLEAN_SHUTDOWN_FILE)
+                with open(marker, "wb") as handle:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                _fsync_directory(self.directory)
+        except OSError as error:
+            # A full disk: no clean-shutdown marker, so the next open recovers the log.
+            raise self._went_offline(error) from error
+        finally:
+            self._release_files()
 
     def close_uncleanly(self) -> None:
         """Leave the log as a crash would: its files are released with no flush, no

@@ -39,11 +39,19 @@ from .errors import CorruptCheckpointError, CorruptRecordError, CorruptSnapshotE
 from .records import append_batches, scan_batches
 from .segment import LogSegment, segment_file_name
 from .snapshot import read_snapshot
+from .transaction_index import TXN_INDEX_SUFFIX, track_transactions, txn_index_file_name
 
 if TYPE_CHECKING:
     from .log import PartitionLog
 
-__all__ = ["CLEAN_SHUTDOWN_FILE", "CORRUPT_SUFFIX", "LoadReport", "load", "rebuild_producer_state"]
+__all__ = [
+    "CLEAN_SHUTDOWN_FILE",
+    "CORRUPT_SUFFIX",
+    "LoadReport",
+    "load",
+    "rebuild_producer_state",
+    "rebuild_transaction_indexes",
+]
 
 logger = logging.getLogger("dedup.log")  # the log's own logger: loading is part of the log
 
@@ -55,6 +63,7 @@ CORRUPT_SUFFIX = ".corrupt"
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
 _CLEANED_NAME = re.compile(r"([0-9]{20})\.log\.cleaned")
 _SWAP_NAME = re.compile(r"([0-9]{20})\.log\.swap")
+_TXN_INDEX_NAME = re.compile(r"([0-9]{20})" + re.escape(TXN_INDEX_SUFFIX))
 
 
 class LoadReport(NamedTuple):
@@ -122,6 +131,7 @@ def load(log: PartitionLog) -> LoadReport:
         cut = 0
         if must_recover:
             cut = segment.recover()
+            segment.txn_index_needs_rebuild = True  # Kafka's LogSegment.recover rebuilds the .txnindex
             recovered += 1
             truncated += cut
         if log._segments and segment.base_offset < log._segments[-1].next_offset:
@@ -135,6 +145,7 @@ def load(log: PartitionLog) -> LoadReport:
             logger.warning("log %s: segment %d cut by %d bytes at recovery", directory, base, cut)
             for later in bases[position + 1 :]:
                 _delete_file(os.path.join(directory, segment_file_name(later)))
+                _delete_file(os.path.join(directory, txn_index_file_name(later)))
                 deleted.append(later)
     log_start = _read_checkpoint(log, LOG_START_OFFSET_CHECKPOINT) or 0
     if not log._segments:
@@ -151,9 +162,11 @@ def load(log: PartitionLog) -> LoadReport:
     for offset in deleted:
         log._delete_snapshot(offset)
 
+    _remove_stray_txn_indexes(log)
     loaded = time.perf_counter()
     _remove_stray_snapshots(log)
     rebuilt = _rebuild_with_recovery(log, end, clean)
+    rebuild_transaction_indexes(log)
     finished = time.perf_counter()
     snapshot_time = rebuilt.snapshot_load_seconds
     logger.info(
@@ -221,6 +234,11 @@ def _remove_temporary_files(directory: str) -> None:
         if match and low <= int(match.group(1)) < high:
             logger.info("log %s: deleting segment %s replaced by an interrupted swap", directory, name)
             _delete_file(os.path.join(directory, name))
+        # The replaced segments' .txnindex files go too, and the swapped-in segment's may be
+        # an old one's or half written: missing, it is rebuilt from the batches.
+        match = _TXN_INDEX_NAME.fullmatch(name)
+        if match and low <= int(match.group(1)) < high:
+            _delete_file(os.path.join(directory, name))
     for base in swaps:
         final = os.path.join(directory, segment_file_name(base))
         os.replace(final + ".swap", final)
@@ -235,6 +253,38 @@ def _swap_next_offset(directory: str, base: int) -> int:
     if not len(headers):
         return base
     return int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
+
+
+def _remove_stray_txn_indexes(log: PartitionLog) -> None:
+    """A ``.txnindex`` whose segment is gone (a crash between the two deletions) goes too:
+    a new segment at that base must not inherit its entries."""
+    bases = set(log._bases)
+    for name in os.listdir(log.directory):
+        match = _TXN_INDEX_NAME.fullmatch(name)
+        if match and int(match.group(1)) not in bases:
+            _delete_file(os.path.join(log.directory, name))
+
+
+def rebuild_transaction_indexes(log: PartitionLog) -> int:
+    """Rebuild every ``.txnindex`` flagged as missing, corrupt or belonging to a recovered
+    segment from the batches (Kafka's LogSegment.recover with LogLoader's recoverSegment). A
+    transaction can start segments before its marker (TransactionIndex's class comment:
+    "recovering the index therefore requires scanning the earlier segments"), so the batch
+    headers are scanned from the first segment through the last flagged one, only control
+    batches decoded. Returns how many indexes were rebuilt."""
+    flagged = [i for i, segment in enumerate(log._segments) if segment.txn_index_needs_rebuild]
+    if not flagged:
+        return 0
+    ongoing: dict[int, int] = {}
+    for segment in log._segments[: flagged[-1] + 1]:
+        with segment.batches_from(segment.base_offset) as view:
+            completed = track_transactions(view, scan_batches(view), ongoing) if len(view) else []
+        if segment.txn_index_needs_rebuild:
+            segment.txn_index.reset(entry for entry, aborted in completed if aborted)
+            segment.txn_index.flush()
+            segment.txn_index_needs_rebuild = False
+            logger.info("log %s: rebuilt the transaction index of segment %d", log.directory, segment.base_offset)
+    return len(flagged)
 
 
 def _remove_stray_snapshots(log: PartitionLog) -> None:
@@ -264,6 +314,7 @@ def _rebuild_with_recovery(log: PartitionLog, end: int, clean: bool) -> _Rebuilt
                 error,
             )
             index = log._segments.index(segment)
+            segment.txn_index_needs_rebuild = True
             if not segment.recover():
                 # Sound bytes the table refuses: Kafka's load fails too. Never cut them.
                 raise error.error from None
@@ -352,6 +403,7 @@ def _truncate_and_reload(log: PartitionLog, target: int) -> tuple[int | None, li
             set_aside.append(os.path.basename(path))
             continue
         table.remove_expired(log._clock(), log.producer_id_expiration_ms)
+        table.max_producers = log.max_producers  # (evicts down to it: the snapshot may hold more)
         log._table = table
         log._last_snapshot_offset = offset
         return offset, set_aside

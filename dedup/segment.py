@@ -5,7 +5,11 @@ The file holds whole batches back to back, exactly as a Kafka broker writes them
 its base offset, the first offset it can hold. Kafka keeps an offset index file beside it
 (``.index``, one entry per ``index.interval.bytes`` = 4096 bytes of batches); dedup keeps the
 same sparse index in memory and rebuilds it from the batch headers when the segment is
-opened, so no index file can be stale or corrupt.
+opened, so no index file can be stale or corrupt. Kafka's transaction index (``.txnindex``,
+the aborted transactions whose markers the segment holds) is a file beside it
+(:mod:`dedup.transaction_index`): it goes wherever the segment goes (truncation, deletion),
+and one that is missing, corrupt or past the segment's end is flagged
+(``txn_index_needs_rebuild``) for recovery to rebuild from the batches.
 
 A segment never decides anything about producers: the partition log (:mod:`dedup.log`)
 validates, assigns offsets and updates the producer-state table; the segment stores bytes,
@@ -24,18 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import BATCH_LENGTH_OFFSET, LOG_OVERHEAD, RECORDS_OFFSET, field_struct, header_prefix
+from ._layout import LOG_OVERHEAD, header_prefix
 from .errors import CorruptRecordError, KafkaStorageError, OffsetOutOfRangeError
 from .records import crc_valid, scan_batches
+from .transaction_index import CorruptIndexError, TransactionIndex
 
-__all__ = ["INDEX_INTERVAL_BYTES", "LOG_SUFFIX", "LogSegment", "segment_file_name"]
+__all__ = ["INDEX_INTERVAL_BYTES", "LOG_SUFFIX", "FileRegion", "LogSegment", "segment_file_name"]
 
 LOG_SUFFIX = ".log"
 #: Kafka's ``index.interval.bytes`` default: one index entry per this many bytes of batches.
 INDEX_INTERVAL_BYTES = 4096
 #: The header from the base offset through the last offset delta (spec §8.1, bytes [0, 27)).
 _PREFIX = header_prefix("last_offset_delta")
-_BATCH_LENGTH = field_struct("batch_length")
 
 
 def segment_file_name(base_offset: int) -> str:
@@ -45,6 +49,51 @@ def segment_file_name(base_offset: int) -> str:
     '00000000000000001234.log'
     """
     return f"{base_offset:020d}{LOG_SUFFIX}"
+
+
+class FileRegion:
+    """``size`` bytes of a segment file from ``position``, not read: what a fetch response
+    carries for a partition's records, to go to the socket with ``sendfile`` (Kafka's
+    ``FileRecords.slice``, written by ``FileRecords.writeTo`` with ``transferTo``).
+
+    The region owns a duplicate of the segment's descriptor, so the bytes stay readable if the
+    segment is closed or deleted meanwhile (a deleted file lives until its last descriptor
+    closes). :meth:`close` releases it (and so does the garbage collector, at once: a region
+    holds no reference to anything else, so it never sits in a reference cycle).
+    ``next_offset`` is the offset after its last batch (-1 if unknown): the upper bound of
+    the aborted transactions a ``read_committed`` fetch of it lists (Kafka's
+    ``LogSegment.fetchUpperBoundOffset``).
+    """
+
+    __slots__ = ("fd", "next_offset", "position", "size")
+
+    def __init__(self, descriptor: int, position: int, size: int, next_offset: int = -1) -> None:
+        self.fd = os.dup(descriptor)
+        self.position = position
+        self.size = size
+        self.next_offset = next_offset
+
+    def read(self) -> bytes:
+        """The bytes themselves (for a caller that needs them in memory: tests, a fuzzer);
+        ``KafkaStorageError`` if the file no longer holds them (truncated meanwhile)."""
+        data = os.pread(self.fd, self.size, self.position)
+        if len(data) != self.size:
+            raise KafkaStorageError(f"a region of {self.size} bytes at {self.position}: only {len(data)} are left")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<FileRegion fd={self.fd} position={self.position} size={self.size} next_offset={self.next_offset}>"
 
 
 class LogSegment:
@@ -71,6 +120,10 @@ class LogSegment:
         self._index_positions = array("q")
         self._bytes_since_index = 0
         self.flushed_size = 0
+        #: Kafka's LogSegment.txnIndex (attached by create/open).
+        self.txn_index: TransactionIndex = None  # type: ignore[assignment]
+        #: The .txnindex was missing or failed Kafka's sanityCheck: recovery rebuilds it.
+        self.txn_index_needs_rebuild = False
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -79,7 +132,9 @@ class LogSegment:
         """A new, empty segment file (``FileExistsError`` if one is there)."""
         path = os.path.join(directory, segment_file_name(base_offset))
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        return cls(directory, base_offset, os.open(path, flags, 0o666))
+        segment = cls(directory, base_offset, os.open(path, flags, 0o666))
+        segment.txn_index = TransactionIndex.create(directory, base_offset)
+        return segment
 
     @classmethod
     def open(cls, directory: str, base_offset: int) -> LogSegment:
@@ -101,7 +156,13 @@ class LogSegment:
         refused the file, to cut it with :meth:`recover` before anything else."""
         path = os.path.join(directory, segment_file_name(base_offset))
         flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        return cls(directory, base_offset, os.open(path, flags))
+        segment = cls(directory, base_offset, os.open(path, flags))
+        try:
+            segment.txn_index = TransactionIndex.open(directory, base_offset)
+        except (FileNotFoundError, CorruptIndexError):
+            segment.txn_index = TransactionIndex.create(directory, base_offset)
+            segment.txn_index_needs_rebuild = True
+        return segment
 
     def _load(self, *, check_crc: bool) -> int:
         """Rebuild size, next offset, max timestamp and the index from the file. With
@@ -132,6 +193,12 @@ class LogSegment:
             os.ftruncate(self._fd, valid_bytes)
         self.size = self.flushed_size = valid_bytes
         self._rebuild_index(headers)
+        if (
+            self.txn_index is not None
+            and self.txn_index.entries
+            and (self.txn_index.entries[-1].last_offset >= self.next_offset)
+        ):
+            self.txn_index_needs_rebuild = True  # markers it names are gone (a cut tail)
         return cut
 
     def _rebuild_index(self, headers: np.ndarray) -> None:
@@ -194,6 +261,7 @@ class LogSegment:
         if self.flushed_size != self.size or self.size == 0:
             os.fsync(self._fd)
             self.flushed_size = self.size
+        self.txn_index.flush()
 
     def truncate_to(self, offset: int) -> int:
         """Drop every batch whose last offset is at or above ``offset`` (Kafka's
@@ -208,6 +276,7 @@ class LogSegment:
         self.flushed_size = min(self.flushed_size, position)
         with self._mapped(0, position) as data:
             self._rebuild_index(scan_batches(data))
+        self.txn_index.truncate_to(offset)
         return removed
 
     # -- reading -------------------------------------------------------------------------------
@@ -240,19 +309,41 @@ class LogSegment:
         at least one (Kafka's KIP-74 rule, so a large batch cannot stall a fetch), none at or
         past ``max_offset`` (the high watermark, for a consumer's fetch).
         ``OffsetOutOfRangeError`` if ``offset`` is below the segment."""
+        position, size = self.slice(offset, max_bytes, max_offset)
+        return os.pread(self._fd, size, position) if size else b""
+
+    def slice(self, offset: int, max_bytes: int, max_offset: int | None = None, *,
+              min_one_batch: bool = True) -> tuple[int, int]:  # fmt: skip
+        """(position, size) of the whole batches :meth:`read` returns, without reading them
+        (Kafka's LogSegment.read: the first batch even past ``max_bytes`` with
+        ``min_one_batch``, KIP-74; without it, nothing if the first batch is larger). Unlike
+        Kafka, which sends ``max_bytes`` and lets the consumer drop a partial last batch, the
+        slice ends at a batch boundary: only the headers of the batches near the cut are read,
+        from the sparse index's entry before it."""
         if offset < self.base_offset:
             raise OffsetOutOfRangeError(f"offset {offset} is below segment {self.base_offset}")
         start = self.position_of(offset)
         end = self.size if max_offset is None else self.position_of(max_offset)
         if start >= end:
-            return b""
+            return start, 0
         first_size = self._batch_prefix(start)[1]
-        wanted = min(end - start, max(max_bytes, first_size))
-        data = os.pread(self._fd, wanted, start)
-        if len(data) == end - start:
-            return data
-        # Cut at the last whole batch.
-        return data[: _whole_batches(data)]
+        limit = start + (max(max_bytes, first_size) if min_one_batch else max_bytes)
+        if end <= limit:
+            return start, end - start
+        # The last batch boundary at or below limit: walk from the index entry before it.
+        entry = bisect_right(self._index_positions, limit) - 1
+        position = max(start, self._index_positions[entry]) if entry >= 0 else start
+        while position < end:
+            size = self._batch_prefix(position)[1]
+            if position + size > limit:
+                break
+            position += size
+        return start, position - start
+
+    @property
+    def fd(self) -> int:
+        """The segment file's descriptor (a :class:`FileRegion` duplicates it)."""
+        return self._fd
 
     @contextmanager
     def _mapped(self, position: int, end: int) -> Iterator[Any]:
@@ -282,6 +373,8 @@ class LogSegment:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self.txn_index is not None:
+            self.txn_index.close()
 
     def delete(self) -> None:
         """Close and remove the file (Kafka renames it ``.deleted`` first and removes it
@@ -290,6 +383,8 @@ class LogSegment:
         deleted = self.path + ".deleted"
         os.replace(self.path, deleted)
         os.unlink(deleted)
+        if self.txn_index is not None:
+            self.txn_index.delete()
 
     def __repr__(self) -> str:
         return f"<LogSegment {self.base_offset} size={self.size} next_offset={self.next_offset}>"
@@ -308,12 +403,3 @@ def _good_prefix(headers: np.ndarray, valid: np.ndarray, base_offset: int) -> in
     return int(bad[0]) if len(bad) else len(headers)
 
 
-def _whole_batches(data: bytes) -> int:
-    """Bytes of ``data`` up to the end of its last whole batch."""
-    position = 0
-    while position + LOG_OVERHEAD <= len(data):
-        size = _BATCH_LENGTH.unpack_from(data, position + BATCH_LENGTH_OFFSET)[0] + LOG_OVERHEAD
-        if size < RECORDS_OFFSET or position + size > len(data):
-            break
-        position += size
-    return position

@@ -35,7 +35,7 @@ from .._messages import record_error, scan_error
 from .._types import BATCH_HEADER_DTYPE, INT32_MAX, INT64_MAX, BatchesAppendResult, CompletedTxn, Origin
 from ..errors import CorruptRecordError, InvalidRecordError, KafkaError
 from .crc32c import crc32c
-from .table import ProducerStateTable, _Entry, verdict_columns
+from .table import ProducerStateTable, verdict_columns
 
 __all__ = ["append_batches", "crc_valid", "scan_batches", "validate_batches"]
 
@@ -297,7 +297,8 @@ def append_batches(
                     if marker_type < 0:
                         # Emptied by compaction: a no-op, but Kafka's update still puts the
                         # producer's (unchanged or empty) entry in the table.
-                        table._producers.setdefault(pid, _Entry(table.window))
+                        if pid not in table._producers:
+                            table._admit(pid)  # (a capped table evicts first)
                         table._generation += 1
                     else:
                         ended = table.append_marker(

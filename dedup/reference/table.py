@@ -234,15 +234,22 @@ class ProducerStateTable:
     """The producer state of one partition replica (pure Python).
 
     ``window`` is how many batches per producer are retained for duplicate detection
-    (Kafka: 5). ``capacity`` is a presizing hint; the twin ignores it.
+    (Kafka: 5). ``capacity`` is a presizing hint; the twin ignores it. ``max_producers``
+    (None: unbounded) caps the producers held (see :attr:`max_producers`).
     """
 
-    def __init__(self, window: int = DEFAULT_WINDOW, *, capacity: int = 0) -> None:
+    def __init__(self, window: int = DEFAULT_WINDOW, *, capacity: int = 0, max_producers: int | None = None) -> None:
         self._window = _args.window(window)
         _args.capacity(capacity)
+        self._max_producers = _args.max_producers(max_producers)
         self._producers = _Slots()
         self._map_end_offset = 0
         self._generation = 0
+        self._evictions = 0
+        # A copy() is a staging table: it refuses a new producer as its table would (counting
+        # the open transactions its table holds outside it) and never evicts.
+        self._staging = False
+        self._outside_open_txns = 0
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -292,6 +299,75 @@ class ProducerStateTable:
 
     def __repr__(self) -> str:
         return f"<dedup.reference.ProducerStateTable window={self._window} producers={len(self)}>"
+
+    # -- bounded producer state (KIP-936's problem; the compiled table/eviction.pxi) -------------
+
+    @property
+    def max_producers(self) -> int | None:
+        """The most producers the table holds, or None (unbounded, as Kafka).
+
+        When the table holds that many and a new producer comes (append, update,
+        append_marker, update_from), the least recently used producer without an ongoing
+        transaction is evicted first: the one with the smallest last use, the last offset of
+        its newest retained batch (Kafka's ``lastDataOffset``, -1 if it retains none), ties by
+        producer id. Snapshots keep that offset, so the order survives a round trip. An
+        evicted producer is unknown: its next batch is accepted at any sequence (KIP-360),
+        trading the dedup of long-idle producers for bounded memory (Redpanda's
+        ``max_concurrent_producer_ids``). When producers with an ongoing transaction fill the
+        table, a new CLIENT producer is refused with ``ThrottlingQuotaExceededError`` (89,
+        retriable); REPLICATION and COORDINATOR never are, and may take the table past the
+        cap until transactions end. Setting it evicts down to it at once. A :meth:`copy`
+        keeps it for its refusals but never evicts: :meth:`update_from` does.
+        """
+        return self._max_producers
+
+    @max_producers.setter
+    def max_producers(self, value: int | None) -> None:
+        self._max_producers = _args.max_producers(value)
+        if self._max_producers is not None:
+            self._evict(self._max_producers)
+
+    @property
+    def evictions(self) -> int:
+        """How many producers :attr:`max_producers` has evicted from this table."""
+        return self._evictions
+
+    def _open_txns(self) -> int:
+        return sum(1 for live in self._producers.values() if live.current_txn_first_offset is not None)
+
+    def _refuses_new_producer(self, origin: Origin) -> bool:
+        """A new CLIENT producer is refused when open transactions fill the capped table."""
+        return (
+            self._max_producers is not None
+            and origin == Origin.CLIENT
+            and self._open_txns() + self._outside_open_txns >= self._max_producers
+        )
+
+    def _evict(self, keep: int) -> None:
+        """Evict the least recently used producers without an ongoing transaction until at
+        most ``keep`` stay or none is left to evict."""
+        evicted = 0
+        while len(self._producers) > keep:
+            candidates = [
+                (live.batches[-1].last_offset if live.batches else -1, producer_id)
+                for producer_id, live in self._producers.items()
+                if live.current_txn_first_offset is None
+            ]
+            if not candidates:
+                break
+            del self._producers[min(candidates)[1]]  # its number becomes the hole taken next
+            evicted += 1
+        if evicted:
+            self._evictions += evicted
+            self._generation += 1
+
+    def _admit(self, producer_id: int) -> _Entry:
+        """A new producer's entry; a capped table holding max_producers evicts first (a
+        staging copy never does)."""
+        if self._max_producers is not None and not self._staging and len(self._producers) >= self._max_producers:
+            self._evict(self._max_producers - 1)
+        live = self._producers[producer_id] = _Entry(self._window)
+        return live
 
     # -- data batches -----------------------------------------------------------------------
 
@@ -389,6 +465,9 @@ class ProducerStateTable:
         # Rule 18: no plain batch inside an ongoing transaction, whatever the origin.
         if live is not None and live.current_txn_first_offset is not None and not transactional:
             raise reject(ErrorCode.INVALID_TXN_STATE)
+        # A capped table full of open transactions takes no new client producer.
+        if live is None and self._refuses_new_producer(origin):
+            raise reject(ErrorCode.THROTTLING_QUOTA_EXCEEDED)
         return result(False, base_offset, last_offset, max_timestamp)
 
     def update(self, result: AppendResult) -> None:
@@ -407,7 +486,7 @@ class ProducerStateTable:
             raise ValueError("result is stale: the table changed since check(); check the batch again")
         live = self._producers.get(result.producer_id)
         if live is None:
-            live = self._producers[result.producer_id] = _Entry(self._window)
+            live = self._admit(result.producer_id)
         # Rule 17: record the batch (an epoch change drops the older batches first).
         live.maybe_update_producer_epoch(result.producer_epoch)
         offset_delta = result.last_offset - result.base_offset
@@ -554,7 +633,7 @@ class ProducerStateTable:
                 producer_id, coordinator_epoch, current_coordinator_epoch,
             )
         if live is None:  # M4: a marker for an unknown producer creates its entry
-            live = self._producers[producer_id] = _Entry(self._window)
+            live = self._admit(producer_id)
         completed = None
         if live.current_txn_first_offset is not None:  # M5
             completed = CompletedTxn(producer_id, live.current_txn_first_offset, offset, not commit)
@@ -586,12 +665,14 @@ class ProducerStateTable:
             chosen: Any = self._producers
         else:
             chosen = _copy_ids(producer_ids).tolist()
-        fresh = ProducerStateTable(self._window)
+        fresh = ProducerStateTable(self._window, max_producers=self._max_producers)
         fresh._map_end_offset = self._map_end_offset
         for producer_id in chosen:
             live = self._producers.get(producer_id)
             if live is not None and producer_id not in fresh._producers:
                 fresh._producers[producer_id] = live.copy()
+        fresh._staging = True
+        fresh._outside_open_txns = self._open_txns() + self._outside_open_txns - fresh._open_txns()
         return fresh
 
     def update_from(self, staged: ProducerStateTable) -> None:
@@ -623,11 +704,13 @@ class ProducerStateTable:
                 f"staged has window {staged._window}, this table has window {self._window}: "
                 "staged must be made by this table's copy()"
             )
-        if not staged._producers and staged._map_end_offset <= self._map_end_offset:
-            return  # nothing changes: check() results stay valid
         for producer_id, entry in staged._producers.items():
             # A copy: staged may be appended to again without changing this table.
             self._producers[producer_id] = entry.copy()
+        if self._max_producers is not None and not self._staging:
+            self._evict(self._max_producers)  # once the staged entries are in
+        if not staged._producers and staged._map_end_offset <= self._map_end_offset:
+            return  # nothing changes: check() results stay valid
         self._map_end_offset = max(self._map_end_offset, staged._map_end_offset)
         self._generation += 1
 

@@ -6,7 +6,11 @@ The broker configuration is Kafka's, as ``kafka-server-start.sh`` takes it: a
 The keys served, with Kafka's defaults: num.partitions, auto.create.topics.enable,
 default.replication.factor, min.insync.replicas, unclean.leader.election.enable,
 log.segment.bytes, log.retention.ms/minutes/hours, log.retention.bytes,
-producer.id.expiration.ms, socket.request.max.bytes, log.dirs, listeners, and the group
+producer.id.expiration.ms, socket.request.max.bytes, connections.max.idle.ms, max.connections,
+max.connections.per.ip, queued.max.requests, log.dirs, listeners (several: PLAINTEXT, SSL,
+SASL_PLAINTEXT, SASL_SSL) with listener.security.protocol.map, advertised.listeners,
+sasl.enabled.mechanisms (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the ssl.* PEM keys and
+listener.name.<listener>.<mechanism>.sasl.jaas.config (or --jaas FILE), and the group
 coordinator's offsets.topic.* and group.* keys. Kafka keys without effect here (broker.id,
 node.id, process.roles, thread counts, socket buffers, ...) are accepted with a warning; any other
 key, or a value Kafka would refuse, is an error naming the key (exit status 2). The flags
@@ -14,9 +18,12 @@ key, or a value Kafka would refuse, is an error naming the key (exit status 2). 
 min.insync.replicas: when a flag and the file (or an override) both give a value, the flag wins.
 
 Prints one line ``bootstrap.servers=HOST:PORT,...`` once every broker listens, serves until
-SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints
-what it served and which faults it injected. The exit status is 0, or 130 after Ctrl-C
-(SIGINT), as for every command.
+SIGINT or SIGTERM (or ``--exit-after``), then shuts the brokers down cleanly and prints one
+summary line: what it served, which faults it injected, and the time produce requests took.
+The exit status is 0, or 130 after Ctrl-C (SIGINT), as for every command; a connected client or
+a fetch waiting for data does not hold the shutdown up. A replica that cannot be closed cleanly
+(a full disk: no clean-shutdown marker, so it is recovered at the next start) is named in one
+line on stderr after the summary, every other broker closed, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..cluster import Cluster
+from ..errors import KafkaStorageError
 from ..log import PartitionLog
 from ..tools import cli
 from .config import BROKER_CONFIGS, BrokerConfig, ConfigError, load_properties, parse_override
@@ -62,6 +70,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME[:PARTITIONS]",
         help="a topic created at start with PARTITIONS partitions (default: num.partitions, 1), kept as it is "
         "if --dir has it (repeatable; default: clicks)",
+    )
+    p.add_argument(
+        "--jaas",
+        metavar="FILE",
+        default=None,
+        help="JAAS file with the SASL credentials (a KafkaServer section, or <listener>.KafkaServer)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a listener without SASL on a non-loopback address (refused without this flag)",
     )
     p.add_argument("--min-insync-replicas", type=cli.positive_int, default=None, metavar="N",
                    help="min.insync.replicas (default 2, or 1 with one broker: dedup serve replicates)")  # fmt: skip
@@ -174,6 +193,7 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
         loop.add_signal_handler(signum, on_signal, signum)
     tasks: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
+    closing: KafkaStorageError | None = None
 
     def finished(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -202,7 +222,10 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await server.close()
+        try:
+            await server.close()
+        except KafkaStorageError as error:  # every other broker is closed: reported after the summary
+            closing = error
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     if failures:
@@ -210,10 +233,12 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
     stats = server.stats
     served = ", ".join(f"{name} {count}" for name, count in sorted(stats.requests.items())) or "nothing"
     share = stats.engine_seconds / stats.produce_seconds if stats.produce_seconds else 0.0
-    print(f"produce requests: {stats.produce_seconds:.3f} s handled, {stats.engine_seconds:.3f} s of it in the "
-          f"engine (log, table, replication: {share:.0%})", flush=True)  # fmt: skip
     print(f"served: {served}; {stats.batches} produce batches, {stats.duplicates} retries recognised as "
-          f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}", flush=True)  # fmt: skip
+          f"duplicates, {stats.bad_requests} bad requests; faults: {faults.summary()}; produce requests: "
+          f"{stats.produce_seconds:.3f} s handled, {stats.engine_seconds:.3f} s of it in the engine (log, table, "
+          f"replication: {share:.0%})", flush=True)  # fmt: skip
+    if closing is not None:
+        raise closing
     return received[0] if received else None
 
 
@@ -249,7 +274,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         if config.is_set(key) and entry.kwarg is not None and entry.kwarg not in accepted:
             raise cli.UsageError(f"config {key}: not served by this build of dedup serve")
     flags = {"directory": args.dir, "host": args.host, "port": args.port,
-             "min_insync_replicas": args.min_insync_replicas}  # fmt: skip
+             "min_insync_replicas": args.min_insync_replicas, "jaas_file": args.jaas,
+             "allow_unauthenticated": args.allow_unauthenticated or None}  # fmt: skip
     options.update({name: value for name, value in flags.items() if value is not None})
     port = options.get("port", 9092)
     if port and port + args.brokers - 1 > 65535:
@@ -277,7 +303,7 @@ def run_command(args: argparse.Namespace) -> int:
         ended_by = asyncio.run(serve(args, faults))
     except BrokenPipeError:
         raise
-    except OSError as error:  # an address in use, a directory that cannot be written
+    except (OSError, KafkaStorageError) as error:  # an address in use; a directory that cannot be written
         print(f"python -m dedup serve: {error}", file=sys.stderr)
         return 1
     if ended_by == signal.SIGINT:

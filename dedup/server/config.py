@@ -195,8 +195,33 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
     ConfigKey("producer.id.expiration.ms", "INT", 86400000, "producer_id_expiration_ms",
               "The time in ms that a topic partition leader will wait before expiring producer IDs.",
               "TransactionLogConfig", low=1),
+    ConfigKey("producer.state.max.producers", "INT", 0, "max_producers",
+              "dedup's own key (not Kafka's; KIP-936's problem, bounded as Redpanda's max_concurrent_producer_ids "
+              "does): the most producer ids each partition replica keeps. A new producer then evicts the least "
+              "recently used one without an ongoing transaction, whose next batch is accepted as an unknown "
+              "producer's (KIP-360): dedup of long-idle producers is traded for bounded memory. When producers "
+              "with ongoing transactions fill it, a new producer gets THROTTLING_QUOTA_EXCEEDED. 0: unbounded, "
+              "as Kafka.", "dedup", low=0),
     ConfigKey("socket.request.max.bytes", "INT", 104857600, "max_request_bytes",
               "The maximum number of bytes in a socket request", "SocketServerConfigs", low=64),  # Kafka: atLeast(1)
+    ConfigKey("fetch.max.bytes", "INT", 57671680, "fetch_max_bytes",
+              "The maximum number of bytes we will return for a fetch request. Must be at least 1024.",
+              "ServerConfigs", low=1024),
+    # Connection hygiene (dedup/server/connections.py states where dedup's rules differ from Kafka's).
+    ConfigKey("connections.max.idle.ms", "LONG", 600000, "connections_max_idle_ms",
+              "Idle connections timeout: the server socket processor threads close the connections that idle more "
+              "than this. dedup: a connection must complete a request within this time of its last request or "
+              "response (a partial frame does not count as activity).", "SocketServerConfigs", low=1),
+    ConfigKey("max.connections", "INT", INT_MAX, "max_connections",
+              "The maximum number of connections we allow in the broker at any time. This limit is applied in "
+              "addition to any per-ip limits configured using max.connections.per.ip.", "SocketServerConfigs",
+              low=0),
+    ConfigKey("max.connections.per.ip", "INT", INT_MAX, "max_connections_per_ip",
+              "The maximum number of connections we allow from each ip address. New connections from the ip "
+              "address are dropped if the limit is reached.", "SocketServerConfigs", low=0),
+    ConfigKey("queued.max.requests", "INT", 500, "queued_max_requests",
+              "The number of queued requests allowed for data-plane, before blocking the network threads",
+              "ServerConfigs", low=1),
     ConfigKey("log.dirs", "STRING", None, None,
               "The directory where the log data is stored (dedup: one directory; default: a temporary one, "
               "removed at exit).", _SERVER_LOG),
@@ -206,6 +231,38 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
     ConfigKey("listeners", "STRING", "PLAINTEXT://:9092", None,
               "Listener List: the PLAINTEXT://HOST:PORT the first broker listens on; broker b on PORT + b.",
               "SocketServerConfigs"),
+    # Listeners and their security (dedup/server/security/): kwarg None, gathered by BrokerConfig.server_kwargs.
+    ConfigKey("listener.security.protocol.map", "STRING",
+              "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT", None,
+              "Map between listener names and security protocols.", "SocketServerConfigs"),
+    ConfigKey("advertised.listeners", "STRING", None, None,
+              "Specifies the listener addresses that the Kafka brokers will advertise to clients (dedup: broker b "
+              "advertises PORT + b).", "SocketServerConfigs"),
+    ConfigKey("sasl.enabled.mechanisms", "LIST", ["GSSAPI"], None,
+              "The list of SASL mechanisms enabled in the Kafka server. dedup serves PLAIN, SCRAM-SHA-256 and "
+              "SCRAM-SHA-512.", "BrokerSecurityConfigs"),
+    ConfigKey("ssl.keystore.type", "STRING", "JKS", None,
+              "The file format of the key store file. dedup reads PEM.", "SslConfigs"),
+    ConfigKey("ssl.keystore.location", "STRING", None, None,
+              "The location of the key store file.", "SslConfigs"),
+    ConfigKey("ssl.keystore.password", "PASSWORD", None, None,
+              "The store password for the key store file (not needed for PEM).", "SslConfigs"),
+    ConfigKey("ssl.key.password", "PASSWORD", None, None,
+              "The password of the private key in the key store file or the PEM key specified in "
+              "'ssl.keystore.key'.", "SslConfigs"),
+    ConfigKey("ssl.keystore.certificate.chain", "PASSWORD", None, None,
+              "Certificate chain in the format specified by 'ssl.keystore.type' (PEM).", "SslConfigs"),
+    ConfigKey("ssl.keystore.key", "PASSWORD", None, None,
+              "Private key in the format specified by 'ssl.keystore.type' (PEM).", "SslConfigs"),
+    ConfigKey("ssl.truststore.type", "STRING", "JKS", None,
+              "The file format of the trust store file. dedup reads PEM.", "SslConfigs"),
+    ConfigKey("ssl.truststore.location", "STRING", None, None,
+              "The location of the trust store file.", "SslConfigs"),
+    ConfigKey("ssl.truststore.certificates", "PASSWORD", None, None,
+              "Trusted certificates in the format specified by 'ssl.truststore.type' (PEM).", "SslConfigs"),
+    ConfigKey("ssl.client.auth", "STRING", "none", None,
+              "Configures kafka broker to request client authentication.", "BrokerSecurityConfigs",
+              choices=("required", "requested", "none")),
     ConfigKey("offsets.topic.num.partitions", "INT", 50, "offsets_topic_num_partitions",
               "The number of partitions for the offset commit topic (should not change after deployment).", _GROUP,
               low=1),
@@ -290,13 +347,22 @@ TOPIC_CONFIGS: dict[str, TopicKey] = {key.name: key for key in [
 #: topic's min.isr: its partitions take the server's min.insync.replicas).
 IGNORED_KAFKA_KEYS = frozenset({
     "broker.id", "node.id", "process.roles", "controller.quorum.voters", "controller.quorum.bootstrap.servers",
-    "controller.listener.names", "listener.security.protocol.map", "inter.broker.listener.name",
-    "advertised.listeners", "num.network.threads", "num.io.threads", "socket.send.buffer.bytes",
+    "controller.listener.names", "inter.broker.listener.name", "num.network.threads", "num.io.threads",
+    "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes", "num.recovery.threads.per.data.dir", "log.retention.check.interval.ms",
     "transaction.state.log.min.isr",
     "share.coordinator.state.topic.replication.factor", "share.coordinator.state.topic.min.isr",
     "log.flush.interval.messages", "log.flush.interval.ms", "zookeeper.connect", "zookeeper.connection.timeout.ms",
 })  # fmt: skip
+
+
+#: The keys :func:`dedup.server.security.configure_listeners` reads, passed to KafkaServer as
+#: ``security_configs``, with the per-listener JAAS keys (:data:`LISTENER_JAAS_KEY`).
+SECURITY_KEYS = frozenset(
+    {"listeners", "listener.security.protocol.map", "advertised.listeners", "sasl.enabled.mechanisms"}
+    | {key for key in BROKER_CONFIGS if key.startswith("ssl.")}
+)
+LISTENER_JAAS_KEY = re.compile(r"listener\.name\.[a-z0-9_]+\.(plain|scram-sha-256|scram-sha-512)\.sasl\.jaas\.config")
 
 
 # --- java.util.Properties.load -------------------------------------------------------------------
@@ -442,7 +508,12 @@ class BrokerConfig:
 
     def __init__(self, settings: Mapping[str, str] | None = None, *, warn: bool = True) -> None:
         self._values: dict[str, Any] = {}
+        #: ``listener.name.<listener>.<mechanism>.sasl.jaas.config`` keys, as given (never reported).
+        self.listener_jaas: dict[str, str] = {}
         for key, text in dict(settings or {}).items():
+            if LISTENER_JAAS_KEY.fullmatch(key):
+                self.listener_jaas[key] = text
+                continue
             if key in IGNORED_KAFKA_KEYS:
                 if warn:
                     logger.warning("config %s=%s is accepted and ignored: it has no effect in dedup serve", key, text)
@@ -499,8 +570,9 @@ class BrokerConfig:
 
     def entry(self, key: str) -> ConfigEntry:
         entry = BROKER_CONFIGS[key]
+        value = None if entry.type == "PASSWORD" else entry.to_text(self.value(key))  # Kafka never shows a password
         return ConfigEntry(
-            name=key, value=entry.to_text(self.value(key)), is_default=key not in self._values, read_only=True,
+            name=key, value=value, is_default=key not in self._values, read_only=True,
             sensitive=entry.type == "PASSWORD", type=entry.type, doc=entry.doc, default=entry.to_text(entry.default),
         )  # fmt: skip
 
@@ -543,4 +615,11 @@ class BrokerConfig:
             kwargs["port"] = port
         if any(key in self._values for key in ("log.retention.ms", "log.retention.minutes", "log.retention.hours")):
             kwargs["retention_ms"] = self.value("log.retention.ms")
+        security = {key: value for key, value in self._values.items() if key in SECURITY_KEYS}
+        names = [item.split("://")[0].strip().upper() for item in str(security.get("listeners", "")).split(",")]
+        if [name for name in names if name and name != "CONTROLLER"] in (["PLAINTEXT"], []):
+            security.pop("listeners", None)  # one PLAINTEXT listener: host and port say it all
+        security.update(self.listener_jaas)
+        if security:
+            kwargs["security_configs"] = security
         return kwargs

@@ -20,6 +20,7 @@ the command line) and forwards the control operations to it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import os
@@ -27,9 +28,11 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from kio.schema.errors import ErrorCode
 
 from .. import _args
 from ..checkpoints import _topic, read_checkpoint, write_checkpoint
@@ -37,11 +40,25 @@ from ..cleaner import DEFAULT_MIN_CLEANABLE_DIRTY_RATIO
 from ..cluster import Cluster
 from ..coordinator.group_coordinator import GroupCoordinator
 from ..coordinator.transaction_coordinator import TransactionCoordinator
+from ..errors import KafkaStorageError
 from .apis import HANDLERS, fetch_partitions
+from .apis.failures import error_code_for, error_response
+from .apis.fetch import fetch_response, release
 from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
+from .connections import Connection, ConnectionQuotas, RefusalLog, accept_failures
 from .faults import Fate, Faults
+from .security import Authenticator, CloseConnection, Listener, advertised_host, configure_listeners
 from .topics import OffsetsTopic, TopicError, Topics, TransactionStateTopic
-from .wire import MAX_REQUEST_BYTES, ApiKey, BadRequest, Request, build, encode_response, parse_request, response_schema
+from .wire import (
+    MAX_REQUEST_BYTES,
+    ApiKey,
+    BadRequest,
+    Request,
+    ResponseFrame,
+    encode_response,
+    parse_request,
+    send_response,
+)
 
 __all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]
 
@@ -231,7 +248,16 @@ class KafkaServer:
     ``deduplicate=False`` stores batches without their producer ids (a broker without
     idempotence: retries are stored again); ``faults`` (a :class:`Faults`) drops or delays
     produce responses and closes connections; ``max_request_bytes`` is Kafka's
-    ``socket.request.max.bytes``. The remaining options go to every
+    ``socket.request.max.bytes``; ``connections_max_idle_ms``, ``max_connections``,
+    ``max_connections_per_ip`` and ``queued_max_requests`` are Kafka's
+    ``connections.max.idle.ms``, ``max.connections``, ``max.connections.per.ip`` and
+    ``queued.max.requests`` (:mod:`dedup.server.connections`). ``security_configs`` holds
+    Kafka's listener and security keys (``listeners``, ``listener.security.protocol.map``,
+    ``advertised.listeners``, ``sasl.enabled.mechanisms``, ``ssl.*``,
+    ``listener.name.<listener>.<mechanism>.sasl.jaas.config``; :mod:`dedup.server.security`),
+    the first PLAINTEXT listener (else the first) listening on ``host`` and ``ports``;
+    ``jaas_file`` is ``--jaas``; a listener on a non-loopback address that does not
+    authenticate is a ``ValueError`` unless ``allow_unauthenticated``. The remaining options go to every
     :class:`~dedup.cluster.Cluster` (``min_insync_replicas``, ``unclean_leader_election``,
     and the log options such as ``segment_bytes`` or ``fsync``), and the group coordinator's
     settings (:data:`GROUP_OPTIONS`: ``offsets_topic_num_partitions``,
@@ -254,6 +280,14 @@ class KafkaServer:
         num_partitions: int = 1,
         auto_create_topics_enable: bool = True,
         default_replication_factor: int | None = None,
+        fetch_max_bytes: int = BROKER_CONFIGS["fetch.max.bytes"].default,
+        connections_max_idle_ms: int = 600_000,
+        max_connections: int = INT_MAX,
+        max_connections_per_ip: int = INT_MAX,
+        queued_max_requests: int = 500,
+        security_configs: Mapping[str, Any] | None = None,
+        jaas_file: str | None = None,
+        allow_unauthenticated: bool = False,
         **cluster_options: Any,
     ) -> None:
         # What the server was given, by keyword, for DescribeConfigs (apis/configs.py).
@@ -265,12 +299,32 @@ class KafkaServer:
         self.ports = [0] * count if ports is None else _ports(ports)
         if len(self.ports) != count:
             raise ValueError(f"ports: {len(self.ports)} ports for {count} brokers")
+        # Listeners, TLS and SASL credentials, checked before anything is created or bound.
+        self.listeners: list[Listener] = configure_listeners(
+            dict(security_configs or {}), host=self.host, port=self.ports[0], jaas_file=jaas_file,
+            allow_unauthenticated=_args.flag("allow_unauthenticated", allow_unauthenticated),
+        )  # fmt: skip
+        #: Each listener's port on each broker (the first PLAINTEXT listener's are :attr:`ports`).
+        primary = self._primary()
+        self.listener_ports: dict[str, list[int]] = {
+            listener.name: self.ports if listener is primary else [listener.port + b if listener.port else 0
+                                                                    for b in range(count)]
+            for listener in self.listeners
+        }  # fmt: skip
         self.deduplicate = _args.flag("deduplicate", deduplicate)
         if faults is not None and not isinstance(faults, Faults):
             raise TypeError(f"faults must be a dedup.server.Faults or None, got {type(faults).__name__}")
         self.faults = Faults() if faults is None else faults
         self.max_request_bytes = _args.integer("max_request_bytes", max_request_bytes, 64, 1 << 31, "64 to 2^31")
         self.cluster_id = _text("cluster_id", cluster_id)
+        self.fetch_max_bytes = _args.integer("fetch_max_bytes", fetch_max_bytes, 0, INT_MAX, "an int32 >= 0")
+        self.connections_max_idle_ms = _args.integer("connections_max_idle_ms", connections_max_idle_ms, 1, LONG_MAX,
+                                                     "an int64 >= 1")  # fmt: skip
+        self.max_connections = _args.integer("max_connections", max_connections, 0, INT_MAX, "in [0, 2^31-1]")
+        self.max_connections_per_ip = _args.integer("max_connections_per_ip", max_connections_per_ip, 0, INT_MAX,
+                                                    "in [0, 2^31-1]")  # fmt: skip
+        self.queued_max_requests = _args.integer("queued_max_requests", queued_max_requests, 1, INT_MAX,
+                                                 "in [1, 2^31-1]")  # fmt: skip
         entries = _topics(topics)
         self.num_partitions = _args.integer("num_partitions", num_partitions, 1, _MAX_TOPIC_PARTITIONS,
                                             f"in [1, {_MAX_TOPIC_PARTITIONS}]")  # fmt: skip
@@ -299,6 +353,8 @@ class KafkaServer:
             "log_cleaner_delete_retention_ms", cleaner["log_cleaner_delete_retention_ms"], 0, LONG_MAX, "an int64 >= 0"
         )
         self._cleaner: asyncio.Task[None] | None = None
+        # A marker can move a partition's last stable offset: wake read_committed fetches.
+        cluster_options["on_marker"] = self.data_arrived
         self.topics = Topics(
             self.directory,
             brokers=count,
@@ -328,15 +384,32 @@ class KafkaServer:
         self.settings["transaction_state_log_replication_factor"] = (
             transaction_options["transaction_state_log_replication_factor"]
         )
-        self._listeners: list[asyncio.Server | None] = [None] * count
-        self._connections: list[set[asyncio.StreamWriter]] = [set() for _ in range(count)]
+        self._listeners: list[list[asyncio.Server] | None] = [None] * count
+        #: Refused connections (limits, out of file descriptors), logged once per interval.
+        self.refusals = RefusalLog()
+        self._connections = [
+            ConnectionQuotas(self.max_connections, self.max_connections_per_ip, self.refusals) for _ in range(count)
+        ]
+        # queued.max.requests, per broker: requests read and not yet answered (see connections.py).
+        self._request_slots: list[asyncio.Semaphore] = []
+        self._idle_sweeper: asyncio.Task[None] | None = None
+        self._restore_exception_handler: Callable[[], None] | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()  # the connections' tasks, for close()
         self._data = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open every live broker's listener, start the log cleaner (``log.cleaner.enable``) and
-        the transaction coordinator (its partitions loaded, its timers)."""
+        """Open every live broker's listener, and start the log cleaner (``log.cleaner.enable``),
+        the idle connection sweep (``connections.max.idle.ms``) and the transaction coordinator
+        (its partitions loaded, its timers)."""
+        loop = asyncio.get_running_loop()
+        if not self._request_slots:
+            self._request_slots = [asyncio.Semaphore(self.queued_max_requests) for _ in self._alive]
+        if self._restore_exception_handler is None:
+            self._restore_exception_handler = accept_failures(loop, self.refusals)
+        if self._idle_sweeper is None:
+            self._idle_sweeper = loop.create_task(self._close_idle_connections())
         for broker_id, alive in enumerate(self._alive):
             if alive and self._listeners[broker_id] is None:
                 await self._listen(broker_id)
@@ -353,6 +426,16 @@ class KafkaServer:
             for cluster in self.compacted_partitions():
                 self.clean_partition(cluster)
                 await asyncio.sleep(0)
+
+    async def _close_idle_connections(self) -> None:
+        """Kafka's ``Selector.maybeCloseOldestConnection``, as a sweep: every tenth of
+        ``connections.max.idle.ms`` (at most a second), close the connections idle longer."""
+        idle = self.connections_max_idle_ms / 1000
+        while True:
+            await asyncio.sleep(min(max(idle / 10, 0.005), 1.0))
+            now = time.monotonic()
+            for quotas in self._connections:
+                quotas.close_idle(idle, now)
 
     def compacted_partitions(self) -> list[Cluster]:
         """The partitions of the topics whose ``cleanup.policy`` includes ``compact``."""
@@ -372,31 +455,83 @@ class KafkaServer:
         try:
             cluster.clean(delete_retention_ms=self.log_cleaner_delete_retention_ms,
                           min_cleanable_ratio=DEFAULT_MIN_CLEANABLE_DIRTY_RATIO)  # fmt: skip
+        except (KafkaStorageError, OSError) as error:
+            logger.error("log cleaner: cleaning %s failed: %s", cluster.name, error)
         except Exception:
             logger.exception("log cleaner: cleaning %s failed", cluster.name)
 
-    async def _listen(self, broker_id: int) -> None:
-        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(broker_id, reader, writer)
+    def _primary(self) -> Listener:
+        """The listener of :attr:`host` and :attr:`ports`: PLAINTEXT, else the first."""
+        return next((listener for listener in self.listeners if listener.name == "PLAINTEXT"), self.listeners[0])
 
-        listener = await asyncio.start_server(connected, self.host, self.ports[broker_id], reuse_address=True)
-        self.ports[broker_id] = listener.sockets[0].getsockname()[1]
-        self._listeners[broker_id] = listener
-        logger.info("broker %d listening on %s:%d", broker_id, self.host, self.ports[broker_id])
+    def endpoint(self, broker_id: int, listener: str) -> tuple[str, int]:
+        """The host and port broker ``broker_id`` advertises on ``listener`` (Kafka answers
+        Metadata with the endpoints of the listener the request came in on)."""
+        for candidate in self.listeners:
+            if candidate.name == listener:
+                port = self.listener_ports[listener][broker_id]
+                if candidate.advertised_port:
+                    port = candidate.advertised_port + broker_id
+                return advertised_host(candidate), port
+        return self.host, self.ports[broker_id]
+
+    def advertised(self, broker_id: int, listener: str) -> dict[str, Any]:
+        """:meth:`endpoint` as the ``host`` and ``port`` of a response's broker entry."""
+        host, port = self.endpoint(broker_id, listener)
+        return {"host": host, "port": port}
+
+    async def _listen(self, broker_id: int) -> None:
+        servers = []
+        try:
+            for listener in self.listeners:
+                ports = self.listener_ports[listener.name]
+
+                async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                    listener: Listener = listener) -> None:  # fmt: skip
+                    task = asyncio.current_task()
+                    assert task is not None
+                    self._handlers.add(task)
+                    try:
+                        await self._serve(broker_id, reader, writer, listener)
+                    except asyncio.CancelledError:
+                        # Only close() (or the end of the loop) cancels a connection: it ends with
+                        # the server, without the traceback asyncio logs for a cancelled task.
+                        writer.close()
+                    finally:
+                        self._handlers.discard(task)
+
+                # A TLS handshake is bounded as a request is (connections.max.idle.ms, at most asyncio's 60 s).
+                handshake = min(60.0, self.connections_max_idle_ms / 1000) if listener.ssl_context else None
+                server = await asyncio.start_server(connected, listener.host or None, ports[broker_id],
+                                                    reuse_address=True, ssl=listener.ssl_context,
+                                                    ssl_handshake_timeout=handshake)  # fmt: skip
+                servers.append(server)
+                ports[broker_id] = server.sockets[0].getsockname()[1]
+                logger.info("broker %d listening on %s://%s:%d", broker_id, listener.name, listener.host,
+                            ports[broker_id])  # fmt: skip
+        except BaseException:
+            for server in servers:
+                server.close()
+            raise
+        self._listeners[broker_id] = servers
 
     async def _unlisten(self, broker_id: int) -> None:
-        listener = self._listeners[broker_id]
+        servers = self._listeners[broker_id] or []
         self._listeners[broker_id] = None
-        if listener is not None:
-            listener.close()
-        for writer in list(self._connections[broker_id]):
-            writer.close()
-        if listener is not None:
-            await listener.wait_closed()
+        for server in servers:
+            server.close()
+        for connection in list(self._connections[broker_id].connections):
+            connection.writer.close()
+        for server in servers:
+            await server.wait_closed()
 
     async def close(self) -> None:
-        """Close every listener and connection, shut the brokers down cleanly, and remove the
-        directory if it was a temporary one."""
+        """Close every listener and connection (a fetch waiting for data included), shut
+        every broker's replicas down cleanly, and remove the directory if it was a temporary
+        one. A replica that cannot be closed cleanly (a full disk: its clean-shutdown marker
+        cannot be written, so it is recovered at the next start) does not keep the others
+        open: every other one is closed, then the first failure is raised
+        (``KafkaStorageError``)."""
         self._alive = [False] * len(self._alive)
         if self._cleaner is not None:
             self._cleaner.cancel()
@@ -405,13 +540,36 @@ class KafkaServer:
             except asyncio.CancelledError:
                 pass
             self._cleaner = None
+        if self._idle_sweeper is not None:
+            self._idle_sweeper.cancel()
+            try:
+                await self._idle_sweeper
+            except asyncio.CancelledError:
+                pass
+            self._idle_sweeper = None
         for broker_id in range(len(self._alive)):
             await self._unlisten(broker_id)
-        self.groups.close()
+        self.refusals.flush()
+        if self._restore_exception_handler is not None:
+            self._restore_exception_handler()
+            self._restore_exception_handler = None
+        self.groups.close()  # answers the requests waiting for a rebalance
         self.transactions.close()
-        self.topics.close()
+        handlers = [task for task in self._handlers if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        failures: list[BaseException] = []
+        for cluster in self.topics.clusters():
+            try:
+                cluster.close()
+            except (KafkaStorageError, OSError) as error:
+                logger.error("closing %s: %s", cluster.name, error)
+                failures.append(error)
         if self._temporary:
             shutil.rmtree(self.directory, ignore_errors=True)
+        if failures:
+            raise failures[0] if isinstance(failures[0], KafkaStorageError) else KafkaStorageError(str(failures[0]))
 
     @property
     def bootstrap_servers(self) -> str:
@@ -479,9 +637,20 @@ class KafkaServer:
         self._data.set()
         self._data = asyncio.Event()
 
-    async def _serve(self, broker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, broker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: Listener
+    ) -> None:
+        """One connection: admitted under ``max.connections`` and ``max.connections.per.ip``,
+        then its requests one at a time, each read under ``queued.max.requests`` and answered
+        before the next is read (see :mod:`dedup.server.connections`)."""
         peer = writer.get_extra_info("peername")
-        self._connections[broker_id].add(writer)
+        connection = Connection(peer, str(peer[0]) if peer else "", writer)
+        authenticator = Authenticator(listener) if listener.sasl else None
+        quotas = self._connections[broker_id]
+        if not self._alive[broker_id] or not quotas.admit(connection):
+            writer.close()
+            return
+        slots = self._request_slots[broker_id]
         try:
             while True:
                 size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
@@ -491,53 +660,129 @@ class KafkaServer:
                     logger.warning("broker %d: %s sent a frame of %d bytes (limit %d): closing",
                                    broker_id, peer, size, self.max_request_bytes)  # fmt: skip
                     return
-                frame = await reader.readexactly(size)
-                started = time.perf_counter()
-                try:
-                    request = parse_request(frame)
-                except BadRequest as error:
-                    self.stats.bad_requests += 1
-                    logger.warning("broker %d: bad request from %s: %s: closing", broker_id, peer, error)
-                    return
-                request = request._replace(client_host=f"/{peer[0]}" if peer else "")
-                if self.faults.close_before_handling():
-                    logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
-                    return
-                self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
-                if request.api_key == ApiKey.FETCH:
-                    body = await self._fetch(broker_id, request)
+                if slots.locked():  # queued.max.requests reached: the frame waits in the socket
+                    connection.in_service = True  # waiting on the broker, not on the client
+                    await slots.acquire()
+                    connection.in_service, connection.last_active = False, time.monotonic()
                 else:
-                    body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
-                    if inspect.isawaitable(body):
-                        body = await body
-                if body is None:
-                    continue
-                response = encode_response(request, body)
-                if request.api_key == ApiKey.PRODUCE:
-                    self.stats.produce_seconds += time.perf_counter() - started
-                    fate = self.faults.produce_response_fate()
-                    if fate is Fate.DROP:
-                        logger.info("broker %d: fault: produce response to %s dropped", broker_id, peer)
+                    await slots.acquire()
+                try:
+                    frame = await reader.readexactly(size)
+                    connection.in_service = True
+                    if not await self._answer(broker_id, frame, peer, writer, listener, authenticator):
                         return
-                    if fate is Fate.DELAY:
-                        logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
-                        await asyncio.sleep(self.faults.delay_seconds)
-                if not self._alive[broker_id] or writer.is_closing():
-                    return
-                writer.write(response)
-                await writer.drain()
+                finally:
+                    slots.release()
+                    connection.in_service, connection.last_active = False, time.monotonic()
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away, or the broker stopped
+            pass  # the client went away, the broker stopped, or the connection was idle too long
+        except OSError as error:
+            if error.errno not in (errno.EMFILE, errno.ENFILE):
+                logger.exception("broker %d: internal error serving %s: closing the connection", broker_id, peer)
+            else:  # out of file descriptors (a module to import, a file to open): the client retries
+                self.refusals.refused(f"closed while serving: {error.strerror}")
         except Exception:
             # A bug in the server: this connection closes, every other keeps being served.
             logger.exception("broker %d: internal error serving %s: closing the connection", broker_id, peer)
         finally:
-            self._connections[broker_id].discard(writer)
+            quotas.remove(connection)
             writer.close()
 
-    async def _fetch(self, broker_id: int, request: Request) -> Any:
-        """Fetch: records from the leader up to the high watermark; with nothing to return it
-        waits up to ``max_wait_ms`` for a produce, as a fetch waits in Kafka's purgatory."""
+    async def _answer(self, broker_id: int, frame: bytes, peer: Any, writer: asyncio.StreamWriter,
+                      listener: Listener, authenticator: Authenticator | None) -> bool:  # fmt: skip
+        """Parse, handle and answer one request frame; False when the connection must close."""
+        started = time.perf_counter()
+        if authenticator is not None and not authenticator.authenticated:
+            try:
+                return await self._authenticate(broker_id, frame, peer, writer, listener, authenticator)
+            except CloseConnection as close:
+                logger.info("broker %d: %s on %s: %s: closing", broker_id, peer, listener.name, close)
+                if close.response is not None and self._alive[broker_id] and not writer.is_closing():
+                    writer.write(close.response)
+                    await writer.drain()
+                return False
+        try:
+            request = parse_request(frame)
+        except BadRequest as error:
+            self.stats.bad_requests += 1
+            logger.warning("broker %d: bad request from %s: %s: closing", broker_id, peer, error)
+            return False
+        request = request._replace(client_host=f"/{peer[0]}" if peer else "", listener=listener.name)
+        if self.faults.close_before_handling():
+            logger.info("broker %d: fault: closing %s before %s", broker_id, peer, request.name)
+            return False
+        self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
+        body = await self._handle(broker_id, request)
+        if body is None:
+            return True
+        response = body if isinstance(body, ResponseFrame) else ResponseFrame([encode_response(request, body)])
+        del body
+        if request.api_key == ApiKey.PRODUCE:
+            self.stats.produce_seconds += time.perf_counter() - started
+            fate = self.faults.produce_response_fate()
+            if fate is Fate.DROP:
+                logger.info("broker %d: fault: produce response to %s dropped", broker_id, peer)
+                response.close()
+                return False
+            if fate is Fate.DELAY:
+                logger.info("broker %d: fault: produce response to %s delayed", broker_id, peer)
+                await asyncio.sleep(self.faults.delay_seconds)
+        if not self._alive[broker_id] or writer.is_closing():
+            response.close()
+            return False
+        await send_response(writer, response)  # it closes the response's file regions
+        return True
+
+    async def _authenticate(self, broker_id: int, frame: bytes, peer: Any, writer: asyncio.StreamWriter,
+                            listener: Listener, authenticator: Authenticator) -> bool:  # fmt: skip
+        """A frame before the connection has authenticated (security/authenticator.py):
+        ApiVersions, the SASL exchange, or CloseConnection."""
+        if authenticator.raw_tokens:  # after SaslHandshake v0: a bare token, answered bare
+            response = authenticator.raw_token(frame)
+        else:
+            try:
+                request = parse_request(frame)
+            except BadRequest as error:
+                self.stats.bad_requests += 1
+                raise CloseConnection(f"bad request: {error}") from None
+            request = request._replace(client_host=f"/{peer[0]}" if peer else "", listener=listener.name)
+            self.stats.requests[request.name] = self.stats.requests.get(request.name, 0) + 1
+            body = authenticator.request(request)
+            if body is None:
+                body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+            response = encode_response(request, body)
+        if not self._alive[broker_id] or writer.is_closing():
+            return False
+        writer.write(response)
+        await writer.drain()
+        return True
+
+    async def _handle(self, broker_id: int, request: Request) -> Any:
+        """The response body to ``request`` (None: none is sent). A handler that fails gets
+        Kafka's error response (KafkaApis.handleError): KAFKA_STORAGE_ERROR for a storage
+        failure, UNKNOWN_SERVER_ERROR for a bug (logged with its traceback); the client gets
+        a Kafka error code, and the connection stays open."""
+        try:
+            if request.api_key == ApiKey.FETCH:
+                return await self._fetch(broker_id, request)
+            body = HANDLERS[ApiKey(request.api_key)](self, broker_id, request)
+            return await body if inspect.isawaitable(body) else body
+        except Exception as error:
+            code = error_code_for(error)
+            if code == ErrorCode.unknown_server_error:
+                logger.exception("broker %d: internal error serving %s: answered UNKNOWN_SERVER_ERROR", broker_id,
+                                 request.name)  # fmt: skip
+            else:
+                logger.error("broker %d: %s failed: %s: answered %s", broker_id, request.name, error, code.name)
+            if request.api_key == ApiKey.PRODUCE and request.body.acks == 0:
+                return None
+            return error_response(request, code)
+
+    async def _fetch(self, broker_id: int, request: Request) -> ResponseFrame:
+        """Fetch: records from the leader up to the high watermark, bounded by the request's
+        and the broker's limits (:func:`~dedup.server.apis.fetch.fetch_partitions`), left in
+        the segment files until they are sent; with nothing to return it waits up to
+        ``max_wait_ms`` for a produce, as a fetch waits in Kafka's purgatory."""
         responses, size = fetch_partitions(self, broker_id, request)
         wait = request.body.max_wait.total_seconds()
         if size < max(request.body.min_bytes, 1) and wait > 0:
@@ -546,8 +791,9 @@ class KafkaServer:
             except TimeoutError:
                 pass
             if self._alive[broker_id]:
+                release(responses)
                 responses, size = fetch_partitions(self, broker_id, request)
-        return build(response_schema(request), {"error_code": 0, "session_id": 0, "responses": responses})
+        return fetch_response(request, responses)
 
 
 class ServerThread:

@@ -67,6 +67,7 @@ __all__ = [
     "TransactionStateTopic",
     "assign_replicas",
     "is_internal",
+    "migrate_topic_directories",
 ]
 
 logger = logging.getLogger("dedup.server")
@@ -199,6 +200,11 @@ class Topics:
         self.max_partitions = max_partitions
         self.cluster_options = dict(cluster_options or {})
         self._topics: dict[str, Topic] = {}
+        migrated = [] if os.path.exists(self._registry) else migrate_topic_directories(directory, brokers)
+        if migrated:
+            write_checkpoint(self._registry, _REGISTRY_VERSION, [topic.record() for topic in migrated])
+            for topic in migrated:
+                shutil.rmtree(os.path.join(directory, _MIGRATING + topic.name), ignore_errors=True)
         for topic in read_checkpoint(self._registry, _REGISTRY_VERSION, _parse_record):
             self._open(topic)
 
@@ -420,6 +426,56 @@ class Topics:
     def close(self) -> None:
         for cluster in self.clusters():
             cluster.close()
+
+
+#: The prefix of an old-layout topic directory being migrated (``@``: no topic can take the name).
+_MIGRATING = "@migrating-"
+
+
+def migrate_topic_directories(directory: str, brokers: int) -> list[Topic]:
+    """Move the topics of the layout from before partitioned topics into Kafka's ``log.dirs``
+    layout, and return them (one partition each, replicated on every broker, as they were);
+    the caller records them, then removes the ``@migrating-<topic>`` directories left.
+
+    Before, topic ``t`` lived in ``<directory>/t/`` (``broker-<b>/t-0`` per replica and the
+    controller's ``controller-leader-epoch``), a legal topic name in the same directory as the
+    server's own files, so ``--topic producer-id-block`` collided with the producer id file.
+    Now the root holds only ``broker-<b>/`` log directories and files of the server, whose
+    partition directories ``<topic>-<partition>`` are where topics live: no topic name reaches
+    the root (``@topics`` and ``@migrating-`` could not be taken by one anyway).
+
+    Crash-safe: ``t/`` is first renamed ``@migrating-t/`` (one rename), each replica moved
+    only if it is still there, and a restart before the registry is written finds the
+    ``@migrating-`` directories and goes on."""
+    found: dict[str, str] = {}
+    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        path = os.path.join(directory, entry)
+        if entry.startswith(_MIGRATING) and _is_topic(entry[len(_MIGRATING) :]):
+            found[entry[len(_MIGRATING) :]] = path
+        elif _is_topic(entry) and any(
+            os.path.isdir(os.path.join(path, f"broker-{b}", f"{entry}-0")) for b in range(brokers)
+        ):
+            found[entry] = path
+    topics = []
+    for name, path in found.items():
+        moving = os.path.join(directory, _MIGRATING + name)
+        if path != moving:
+            os.rename(path, moving)
+        for broker_id in range(brokers):
+            replica = os.path.join(moving, f"broker-{broker_id}", f"{name}-0")
+            if os.path.isdir(replica):
+                target = os.path.join(directory, f"broker-{broker_id}")
+                os.makedirs(target, exist_ok=True)
+                os.rename(replica, os.path.join(target, f"{name}-0"))
+        epochs = [epoch for file in ("controller-leader-epoch", f"controller-leader-epoch-{name}-0")
+                  for epoch in read_checkpoint(os.path.join(moving, file), 0, int)]  # fmt: skip
+        controller = os.path.join(directory, f"controller-leader-epoch-{name}-0")
+        epochs += read_checkpoint(controller, 0, int)
+        if epochs:
+            write_checkpoint(controller, 0, [str(max(epochs))])
+        topics.append(Topic(name, [list(range(brokers))], {}))
+        logger.warning("migrated topic %s from %s to broker-<b>/%s-0 (Kafka's log.dirs layout)", name, path, name)
+    return topics
 
 
 def _unify(name: str) -> str:

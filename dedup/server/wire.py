@@ -21,10 +21,12 @@ What a broker does with a request it cannot serve (Kafka's SocketServer and Requ
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import functools
 import io
+import os
 import struct
 import typing
 from enum import IntEnum
@@ -36,15 +38,20 @@ from kio.serial import entity_reader, entity_writer
 from kio.serial._introspect import classify_field, get_field_tag, get_schema_field_type, is_optional
 from kio.static.primitive import i32Timedelta
 
+from ..segment import FileRegion
+
 __all__ = [
     "MAX_REQUEST_BYTES",
     "ApiKey",
     "BadRequest",
     "Request",
+    "ResponseFrame",
     "SUPPORTED_VERSIONS",
     "build",
     "encode_response",
+    "encode_response_frame",
     "parse_request",
+    "send_response",
 ]
 
 #: Kafka's ``socket.request.max.bytes`` default: the largest request frame accepted.
@@ -68,6 +75,7 @@ class ApiKey(IntEnum):
     SYNC_GROUP = 14
     DESCRIBE_GROUPS = 15
     LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
@@ -77,6 +85,7 @@ class ApiKey(IntEnum):
     END_TXN = 26
     TXN_OFFSET_COMMIT = 28
     DESCRIBE_CONFIGS = 32
+    SASL_AUTHENTICATE = 36
     DELETE_GROUPS = 42
     OFFSET_DELETE = 47
     DESCRIBE_CLUSTER = 60
@@ -122,6 +131,9 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.TXN_OFFSET_COMMIT: (0, 4),
     ApiKey.DESCRIBE_TRANSACTIONS: (0, 0),
     ApiKey.LIST_TRANSACTIONS: (0, 1),
+    # SASL (KIP-43, KIP-84, KIP-152): answered by security/authenticator.py before authentication.
+    ApiKey.SASL_HANDSHAKE: (0, 1),
+    ApiKey.SASL_AUTHENTICATE: (0, 2),
 }
 
 
@@ -136,6 +148,7 @@ class Request(NamedTuple):
     client_id: str | None
     body: Any  # the kio request entity; None for ApiVersions in an unsupported version
     client_host: str = ""  # the peer's address as Kafka's RequestContext.clientAddress shows it: "/127.0.0.1"
+    listener: str = "PLAINTEXT"  # the name of the listener it came in on (RequestContext.listenerName)
 
     @property
     def name(self) -> str:
@@ -365,6 +378,126 @@ def encode_response(request: Request, body: Any) -> bytes:
     data = buffer.getbuffer()
     struct.pack_into(">i", data, 0, len(data) - 4)
     return bytes(data)
+
+
+# --- responses with file regions (zero copy) -----------------------------------------------------
+#
+# A Fetch response carries its records as FileRegions of segment files: the frame is encoded with
+# a placeholder of PLACEHOLDER_SIZE unique bytes where each partition's records go, then cut
+# around them, so the records are never read into memory and go to the socket with sendfile, as
+# Kafka's FetchResponse goes out through FileRecords.writeTo (transferTo).
+
+#: The size of a records placeholder: random bytes, unique per response.
+PLACEHOLDER_SIZE = 16
+
+
+class ResponseFrame:
+    """A response frame (its size prefix included) as ``parts``: bytes, and
+    :class:`~dedup.segment.FileRegion` s sent from their files. :meth:`close` releases the
+    regions; :func:`send_response` does it once the frame is sent or the send fails."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[bytes | FileRegion]) -> None:
+        self.parts = parts
+        self.size = sum(len(part) for part in parts)
+
+    def close(self) -> None:
+        for part in self.parts:
+            if isinstance(part, FileRegion):
+                part.close()
+        self.parts = []
+
+    def to_bytes(self) -> bytes:
+        """The whole frame in memory (tests, the fuzzer)."""
+        return b"".join(part.read() if isinstance(part, FileRegion) else part for part in self.parts)
+
+
+def new_placeholder() -> bytes:
+    """A records placeholder for :func:`encode_response_frame` (16 random bytes: a collision
+    with the rest of a response is out of reach)."""
+    return os.urandom(PLACEHOLDER_SIZE)
+
+
+def encode_response_frame(request: Request, body: Any, regions: dict[bytes, FileRegion]) -> ResponseFrame:
+    """The frame of :func:`encode_response`, with each ``records`` (bytes) field of ``body``
+    that holds a placeholder of ``regions`` (from :func:`new_placeholder`) replaced by that
+    region: its length prefix rewritten (int32, or an unsigned varint of length + 1 in a
+    flexible version) and the region left as a part of its own. The frame owns the regions."""
+    encoded = encode_response(request, body)
+    if not regions:
+        return ResponseFrame([encoded])
+    flexible = bool(type(body).__flexible__)
+    found = sorted((encoded.index(placeholder), placeholder) for placeholder in regions)
+    parts: list[bytes | FileRegion] = []
+    last = 0
+    for at, placeholder in found:
+        region = regions[placeholder]
+        if flexible:  # compact bytes: uvarint(length + 1)
+            prefix_at, prefix = at - 1, _encode_unsigned_varint(region.size + 1)
+            expected = _encode_unsigned_varint(PLACEHOLDER_SIZE + 1)
+        else:
+            prefix_at, prefix = at - 4, struct.pack(">i", region.size)
+            expected = struct.pack(">i", PLACEHOLDER_SIZE)
+        if encoded[prefix_at:at] != expected:  # pragma: no cover - the placeholder is not a records field
+            raise AssertionError(f"placeholder at {at} is not preceded by a records length")
+        parts += [encoded[last:prefix_at] + prefix, region]
+        last = at + PLACEHOLDER_SIZE
+    parts.append(encoded[last:])
+    size = sum(len(part) for part in parts) - 4
+    parts[0] = struct.pack(">i", size) + parts[0][4:]  # type: ignore[index]
+    return ResponseFrame(parts)
+
+
+async def send_response(writer: asyncio.StreamWriter, frame: ResponseFrame) -> None:
+    """Write ``frame`` to the connection: bytes through the stream, regions with
+    ``loop.sendfile`` (``os.sendfile`` on a plain socket; bounded chunks on a transport that
+    cannot, such as TLS). The regions are closed when it returns or raises. A region whose
+    file was cut meanwhile (a truncation) cannot complete the frame: ``ConnectionAbortedError``
+    (the caller closes the connection, the client retries)."""
+    loop = asyncio.get_running_loop()
+    try:
+        for part in frame.parts:
+            if isinstance(part, FileRegion):
+                await writer.drain()
+                if writer.is_closing():  # loop.sendfile would raise RuntimeError
+                    raise ConnectionResetError("the connection closed before the response was sent")
+                try:
+                    # Native sendfile only: asyncio's fallback reads through the file's offset,
+                    # which every descriptor duplicated from the segment's shares (a fallback
+                    # from position 0 skips the seek and reads where the last one stopped).
+                    with open(part.fd, "rb", buffering=0, closefd=False) as file:
+                        sent = await loop.sendfile(writer.transport, file, part.position, part.size, fallback=False)
+                except (RuntimeError, NotImplementedError):  # SendfileNotAvailableError: TLS, or no sendfile
+                    sent = await _send_in_chunks(writer, part)
+                if sent != part.size:
+                    raise ConnectionAbortedError(f"{sent} of a region's {part.size} bytes were left to send")
+            else:
+                writer.write(part)
+        await writer.drain()
+    finally:
+        frame.close()
+
+
+#: The chunk a region is sent in where sendfile cannot be used (asyncio's own fallback reads 256 KiB).
+SEND_CHUNK_BYTES = 1 << 18
+
+
+async def _send_in_chunks(writer: asyncio.StreamWriter, region: FileRegion) -> int:
+    """``region`` written through the stream ``SEND_CHUNK_BYTES`` at a time, each drained
+    before the next is read, so at most one chunk is in memory; the bytes sent."""
+    sent = 0
+    while sent < region.size:
+        if writer.is_closing():
+            raise ConnectionResetError("the connection closed while a response was sent")
+        chunk = os.pread(region.fd, min(SEND_CHUNK_BYTES, region.size - sent), region.position + sent)
+        if not chunk:
+            break
+        writer.write(chunk)
+        sent += len(chunk)
+        del chunk
+        await writer.drain()
+    return sent
 
 
 def response_schema(request: Request, version: int | None = None) -> Any:

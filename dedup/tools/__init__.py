@@ -1,5 +1,5 @@
 """dedup's tools, apart from the engine: the command line's ``bench``, ``fuzz``, ``simulate``,
-``demo``, ``dump-log`` and ``dump-snapshot`` (``python -m dedup --help``), and what every
+``demo``, ``dump-log``, ``dump-snapshot`` and ``probe`` (``python -m dedup --help``), and what every
 command shares (``cli``: the parser, the option types, the exit statuses).
 
 They use the library (``dedup``: table, records, snapshot, log, cluster, server); the library

@@ -27,7 +27,7 @@ exceptions bad bytes may raise (its contract):
 - ``serve_request``: a request that parses goes through its handler in ``dedup.server.apis`` on
   an in-process ``KafkaServer`` (no sockets; Fetch without its wait) and the response is
   encoded. ``BadRequest`` from parsing; nothing from a handler (the server would log an
-  internal error and close the connection).
+  internal error and answer UNKNOWN_SERVER_ERROR).
 
 Anything else is a finding: an untyped exception, a broken invariant, an "Exception ignored"
 (a swallowed error in a ``noexcept`` function), a crash (a signal) or a hang (an execution

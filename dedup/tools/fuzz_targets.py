@@ -276,7 +276,8 @@ def run_parse_request(data: bytes) -> None:
 
 def run_serve_request(data: bytes) -> None:
     from ..server.apis import HANDLERS, fetch_partitions
-    from ..server.wire import ApiKey, BadRequest, build, encode_response, parse_request, response_schema
+    from ..server.apis.fetch import fetch_response
+    from ..server.wire import ApiKey, BadRequest, encode_response, parse_request
 
     request, _ = _typed((BadRequest,), parse_request, data)
     if request is None:
@@ -284,9 +285,9 @@ def run_serve_request(data: bytes) -> None:
     server = _server()
     if request.api_key == ApiKey.FETCH:  # what KafkaServer._fetch answers, without the wait
         responses, _ = fetch_partitions(server, 0, request)
-        body = build(response_schema(request), {"error_code": 0, "session_id": 0, "responses": responses})
-    else:
-        body = asyncio.run(_handle(HANDLERS[ApiKey(request.api_key)], server, request))
+        fetch_response(request, responses).close()
+        return
+    body = asyncio.run(_handle(HANDLERS[ApiKey(request.api_key)], server, request))
     if body is not None:
         encode_response(request, body)
 

@@ -65,6 +65,7 @@ cdef enum ErrorCode:
     ERR_INVALID_TXN_STATE = 48
     ERR_TRANSACTION_COORDINATOR_FENCED = 52
     ERR_INVALID_RECORD = 87
+    ERR_THROTTLING_QUOTA_EXCEEDED = 89   # a capped table full of open transactions (table/eviction.pxi)
 
 
 cdef enum:
@@ -133,6 +134,14 @@ ctypedef struct Verdict:
     uint8_t coordinator_epoch_regression  # REPLICATION accepted an older coordinator epoch
 
 
+# One record of the eviction heap (table/eviction.pxi): a producer's entry number and its
+# last use when the record was pushed, ordered by (last_use, producer_id).
+ctypedef struct LruRecord:
+    int64_t last_use                   # the entry's last data offset (Kafka's lastDataOffset), -1: none
+    int64_t producer_id
+    Py_ssize_t entry
+
+
 ctypedef struct Table:
     char** entry_chunks
     int64_t** ts_chunks                # last_timestamp column, one per entry chunk
@@ -171,6 +180,16 @@ ctypedef struct Table:
     int64_t map_end_offset
     uint64_t generation                # bumped by every mutation; stale check() results fail
     size_t bytes                       # memory held by the allocations above
+    # max_producers (table/eviction.pxi): 0 for none; else a new producer first evicts the
+    # least recently used producer without an ongoing transaction, or is refused (CLIENT)
+    # when open transactions fill the table.
+    Py_ssize_t max_producers
+    Py_ssize_t outside_open_txns       # a staging copy: open transactions of its table outside it
+    uint8_t staging                    # a copy(): refuses as its table would, never evicts
+    int64_t evictions                  # producers evicted so far
+    LruRecord* lru                     # the eviction heap, NULL until an eviction needs it
+    Py_ssize_t lru_size
+    Py_ssize_t lru_capacity
 
 
 # --- sequence arithmetic (spec §8.4) ------------------------------------------------------
@@ -378,6 +397,7 @@ cdef int append_columns(Table* t, const BatchColumns* batches, VerdictColumns* o
                         Py_ssize_t rows, uint8_t origin, int64_t* log_end_offset,
                         Py_ssize_t* done, Py_ssize_t* epoch_regressions) except -1 nogil
 cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiration_ms) noexcept nogil
+cdef Py_ssize_t table_evict(Table* t, Py_ssize_t keep) except -1 nogil
 
 
 # --- for dedup._testing only: switches of this module's C state (in _state.pyx) -----------

@@ -6,6 +6,7 @@
 #   table/index.pxi    producer id -> entry number        table/entry.pxi    one producer's entry
 #   table/append.pxi   one batch, one marker (§2.1-2.4)   table/columns.pxi  append_many
 #   table/expiry.pxi   remove_expired (§6)                table/copy.pxi     copies (§3.1)
+#   table/eviction.pxi max_producers: evicting the least recently used producer (KIP-936's problem)
 # Semantics, rule by rule: docs/spec.md (the rule and section numbers in comments are its).
 #
 # Not modelled (as in dedup.reference): transaction verification (KIP-890; rules 2, 11, 13,
@@ -79,6 +80,7 @@ include "table/append.pxi"
 include "table/columns.pxi"
 include "table/expiry.pxi"
 include "table/copy.pxi"
+include "table/eviction.pxi"
 
 
 # --- Python boundary ----------------------------------------------------------------------
@@ -220,11 +222,15 @@ cdef class ProducerStateTable:
 
     ``window`` is how many batches per producer are retained for duplicate detection
     (Kafka: 5, configurable up to 255). ``capacity`` presizes the table for that many
-    producers, so that it does not reallocate until it holds more.
+    producers, so that it does not reallocate until it holds more. ``max_producers`` (None:
+    unbounded, Kafka's behaviour) caps the producers held: a new one first evicts the least
+    recently used producer without an ongoing transaction (see :attr:`max_producers`).
     """
 
-    def __cinit__(self, window=5, *, capacity=0):
+    def __cinit__(self, window=5, *, capacity=0, max_producers=None):
+        cdef object cap = _args.max_producers(max_producers)
         table_init(&self.t, _args.window(window), _args.capacity(capacity))
+        self.t.max_producers = 0 if cap is None else cap
 
     def __dealloc__(self):
         table_free(&self.t)
@@ -303,8 +309,40 @@ cdef class ProducerStateTable:
         )
 
     def memory_bytes(self):
-        """Bytes held by the table's allocations: entries, timestamp column, index."""
+        """Bytes held by the table's allocations: entries, timestamp column, index, eviction heap."""
         return self.t.bytes
+
+    @property
+    def max_producers(self):
+        """The most producers the table holds, or None (unbounded, as Kafka). When the table
+        holds that many and a new producer comes (append, update, append_marker, update_from),
+        the least recently used producer without an ongoing transaction is evicted first. A
+        producer's last use is the last offset of its newest retained batch (Kafka's
+        lastDataOffset; -1 if none), ties by producer id; snapshots keep it, so the order
+        survives a round trip. An evicted producer is unknown: its next batch is accepted at
+        any sequence (KIP-360), which trades the dedup of long-idle producers for bounded
+        memory, as Redpanda's max_concurrent_producer_ids does. When producers with an
+        ongoing transaction fill the table, a new CLIENT producer is refused with
+        ``ThrottlingQuotaExceededError`` (89, retriable); REPLICATION and COORDINATOR never
+        are, and may take the table past the cap until transactions end.
+
+        Setting it evicts down to it at once (a table loaded from a snapshot with more).
+        A :meth:`copy` keeps it for its refusals but never evicts: :meth:`update_from` does.
+        """
+        return None if self.t.max_producers == 0 else self.t.max_producers
+
+    @max_producers.setter
+    def max_producers(self, value):
+        self._check_idle()
+        cdef object cap = _args.max_producers(value)
+        self.t.max_producers = 0 if cap is None else cap
+        if cap is not None:
+            table_evict(&self.t, self.t.max_producers)
+
+    @property
+    def evictions(self):
+        """How many producers :attr:`max_producers` has evicted from this table."""
+        return self.t.evictions
 
     def capacity_report(self):
         """How the table is sized: producers, entry and index capacity, load factor (live slots),
@@ -321,6 +359,9 @@ cdef class ProducerStateTable:
             "entry_bytes": self.t.stride,
             "wide_entries": self.t.wide_used,
             "open_transactions": self.t.open_txns,
+            "max_producers": self.max_producers,
+            "evictions": self.t.evictions,
+            "eviction_heap": self.t.lru_size,
             "slabs": self.t.n_slabs,
             "bytes": self.t.bytes,
         }
@@ -558,6 +599,10 @@ cdef class ProducerStateTable:
         finally:
             self._busy = 0
         fresh.t.map_end_offset = self.t.map_end_offset
+        # A staging table: it refuses a new producer as this one would, and never evicts.
+        fresh.t.max_producers = self.t.max_producers
+        fresh.t.staging = 1
+        fresh.t.outside_open_txns = self.t.open_txns + self.t.outside_open_txns - fresh.t.open_txns
         return fresh
 
     def update_from(self, staged):
@@ -649,6 +694,7 @@ def _c_constants():
         "ERR_INVALID_PRODUCER_EPOCH": ERR_INVALID_PRODUCER_EPOCH, "ERR_INVALID_TXN_STATE": ERR_INVALID_TXN_STATE,
         "ERR_TRANSACTION_COORDINATOR_FENCED": ERR_TRANSACTION_COORDINATOR_FENCED,
         "ERR_INVALID_RECORD": ERR_INVALID_RECORD,
+        "ERR_THROTTLING_QUOTA_EXCEEDED": ERR_THROTTLING_QUOTA_EXCEEDED,
         "ORIGIN_CLIENT": ORIGIN_CLIENT, "ORIGIN_REPLICATION": ORIGIN_REPLICATION,
         "ORIGIN_COORDINATOR": ORIGIN_COORDINATOR,
     }

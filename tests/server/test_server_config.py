@@ -145,7 +145,8 @@ def test_defaults_are_kafkas_and_only_set_keys_become_server_arguments():
 def test_every_key_has_kafkas_snake_case_kwarg_or_none():
     for key, entry in BROKER_CONFIGS.items():
         assert entry.kwarg is None or entry.kwarg == key.replace(".", "_") or key in {
-            "log.segment.bytes", "log.retention.bytes", "unclean.leader.election.enable", "socket.request.max.bytes"}
+            "log.segment.bytes", "log.retention.bytes", "unclean.leader.election.enable", "socket.request.max.bytes",
+            "producer.state.max.producers"}
         if entry.default is not None:
             assert BrokerConfig({key: entry.to_text(entry.default)}).value(key) == entry.default
 

@@ -18,6 +18,7 @@ INVALID_PRODUCER_EPOCH = 47
 INVALID_TXN_STATE = 48
 TRANSACTION_COORDINATOR_FENCED = 52
 INVALID_RECORD = 87
+THROTTLING_QUOTA_EXCEEDED = 89  # a capped table full of open transactions refuses a new client producer
 
 
 # --- the spec's arithmetic (§8.4), written from the formulas, not imported ------------------
@@ -73,13 +74,34 @@ class ModelEntry:
 class Model:
     """The spec's decision procedure for one partition (§2.8, §2.2, §6), single appends only."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, max_producers: int | None = None) -> None:
         self.window = window
         self.producers: dict[int, ModelEntry] = {}
         self.map_end_offset = 0
+        # Bounded producer state (dedup's own, KIP-936's problem): a new producer in a table
+        # holding max_producers evicts the producer without a transaction whose newest batch
+        # is the oldest (last offset, -1 without a batch; ties by id).
+        self.max_producers = max_producers
+        self.evictions = 0
+
+    def admit(self, pid: int) -> ModelEntry:
+        if self.max_producers is not None:
+            while len(self.producers) >= self.max_producers:
+                idle = [
+                    (e.batches[-1].last_offset if e.batches else -1, other)
+                    for other, e in self.producers.items()
+                    if e.txn_first_offset is None
+                ]
+                if not idle:
+                    break
+                del self.producers[min(idle)[1]]
+                self.evictions += 1
+        live = self.producers[pid] = ModelEntry(self.window)
+        return live
 
     def copy(self) -> Model:
-        other = Model(self.window)
+        other = Model(self.window, self.max_producers)
+        other.evictions = self.evictions
         other.producers = {pid: e.copy(self.window) for pid, e in self.producers.items()}
         other.map_end_offset = self.map_end_offset
         return other
@@ -107,12 +129,15 @@ class Model:
                 return ("err", OUT_OF_ORDER_SEQUENCE_NUMBER)
         if live is not None and live.txn_first_offset is not None and not transactional:
             return ("err", INVALID_TXN_STATE)  # rule 18, every origin
+        if live is None and self.max_producers is not None and origin == Origin.CLIENT:
+            if sum(e.txn_first_offset is not None for e in self.producers.values()) >= self.max_producers:
+                return ("err", THROTTLING_QUOTA_EXCEEDED)  # nothing can be evicted
         self.record(pid, epoch, last_seq, count, base_offset, ts, transactional)
         return ("ok", None)
 
     def record(self, pid, epoch, last_seq, count, base_offset, ts, transactional):
         # Rule 17 / §1.2 addBatch, §3.2 step 4 and step 6.
-        live = self.producers.setdefault(pid, ModelEntry(self.window))
+        live = self.producers.get(pid) or self.admit(pid)
         live.maybe_update_epoch(epoch)
         live.batches.append(BatchMetadata(last_seq, base_offset + count - 1, count - 1, ts))
         live.last_timestamp = ts
@@ -132,7 +157,7 @@ class Model:
             return ("err", INVALID_PRODUCER_EPOCH)  # M2
         if current_coordinator > coordinator_epoch and origin != Origin.REPLICATION:
             return ("err", TRANSACTION_COORDINATOR_FENCED)  # M3
-        live = self.producers.setdefault(pid, ModelEntry(self.window))  # M4
+        live = self.producers.get(pid) or self.admit(pid)  # M4
         completed = None
         if live.txn_first_offset is not None:  # M5; an empty transaction completes nothing
             completed = CompletedTxn(pid, live.txn_first_offset, offset, not commit)

@@ -159,12 +159,13 @@ def assert_verdict(expected, kind, got, pid, epoch, seq, count, base_offset, ts,
 class TwinTables(RuleBasedStateMachine):
     """One compiled and one reference table, the same operations, the same answers."""
 
-    @initialize(window=st.sampled_from([1, 2, 5, 7]))
-    def start(self, window):
+    @initialize(window=st.sampled_from([1, 2, 5, 7]), max_producers=st.sampled_from([None, None, 1, 2, 3, 5]))
+    def start(self, window, max_producers=None):
         self.window = window
-        self.compiled = _state.ProducerStateTable(window)
-        self.reference = reference.ProducerStateTable(window)
-        self.model = Model(window)
+        # Small caps (max_producers) make evictions and refusals common among the six ids.
+        self.compiled = _state.ProducerStateTable(window, max_producers=max_producers)
+        self.reference = reference.ProducerStateTable(window, max_producers=max_producers)
+        self.model = Model(window, max_producers)
         self.log_end_offset = 0  # the partition's LEO: only moves forward
         self.clock = 1_000
         # Recorded batches per producer, newest last: window + 2 of them, so a retry can pick
@@ -656,6 +657,9 @@ class TwinTables(RuleBasedStateMachine):
         entries, length, map_end_offset = compiled
         assert entries == self.model.entries()
         assert length == len(self.model.producers)
+        assert self.compiled.evictions == self.reference.evictions == self.model.evictions
+        if self.model.evictions:
+            event("invariant: the capped table has evicted")
         assert map_end_offset == self.model.map_end_offset
         assert sorted(self.compiled.producer_ids().tolist()) == sorted(self.model.producers)
         # The twins share one order (remove_expired swap-removes in both), so snapshots, which

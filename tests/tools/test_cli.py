@@ -25,7 +25,7 @@ from kafka_batches import IDEMPOTENT_BATCH
 from dedup.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("demo", "dump-log", "dump-snapshot", "bench", "serve", "simulate", "fuzz")
+COMMANDS = ("demo", "dump-log", "dump-snapshot", "bench", "serve", "simulate", "fuzz", "probe")
 PROC = Path("/proc")
 needs_proc = pytest.mark.skipif(not (PROC / "self" / "stat").exists(), reason="reads /proc to see the processes")
 

@@ -29,6 +29,7 @@ from .groups import (
 )
 from .metadata import api_versions, metadata
 from .produce import produce, strip_producer_ids
+from .sasl import sasl_authenticate, sasl_handshake
 from .topics import create_topics, delete_topics
 from .transactions import (
     add_offsets_to_txn,
@@ -70,4 +71,6 @@ HANDLERS = {
     ApiKey.TXN_OFFSET_COMMIT: txn_offset_commit,
     ApiKey.DESCRIBE_TRANSACTIONS: describe_transactions,
     ApiKey.LIST_TRANSACTIONS: list_transactions,
+    ApiKey.SASL_HANDSHAKE: sasl_handshake,
+    ApiKey.SASL_AUTHENTICATE: sasl_authenticate,
 }

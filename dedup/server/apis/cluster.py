@@ -43,7 +43,7 @@ def describe_cluster(server: KafkaServer, broker_id: int, request: Request) -> A
             "endpoint_type": BROKERS,
             "cluster_id": server.cluster_id,
             "controller_id": alive[0] if alive else -1,  # as Metadata names it
-            "brokers": [{"broker_id": b, "host": server.host, "port": server.ports[b]} for b in alive],
+            "brokers": [{"broker_id": b, **server.advertised(b, request.listener)} for b in alive],
             "cluster_authorized_operations": authorized_operations(
                 "cluster", request.body.include_cluster_authorized_operations
             ),

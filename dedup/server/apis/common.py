@@ -16,12 +16,21 @@ def server_alive(cluster: Cluster, broker_id: int) -> bool:
     return broker_id in cluster.replicas and cluster.broker(broker_id).alive
 
 
+def replica_offline(cluster: Cluster, broker_id: int) -> bool:
+    """Whether broker ``broker_id`` runs with its replica of the partition offline after a
+    failed write: Kafka's ReplicaManager answers KAFKA_STORAGE_ERROR for such a partition
+    (HostedPartition.Offline), and clients refresh their metadata and go to the new leader."""
+    return broker_id in cluster.replicas and cluster.broker(broker_id).offline
+
+
 def leader_error(cluster: Cluster | None, broker_id: int, current_leader_epoch: int) -> ErrorCode:
     """Whether ``broker_id`` may serve the partition ``cluster`` (from
     :meth:`KafkaServer.partition <dedup.server.core.KafkaServer.partition>`, None for a topic
     or partition that does not exist) as its leader, as Kafka's ReplicaManager decides."""
     if cluster is None:
         return ErrorCode.unknown_topic_or_partition
+    if replica_offline(cluster, broker_id):
+        return ErrorCode.kafka_storage_error
     if cluster.leader_id != broker_id or not server_alive(cluster, broker_id):
         return ErrorCode.not_leader_or_follower
     if current_leader_epoch >= 0 and current_leader_epoch != cluster.leader_epoch:  # KIP-320

@@ -62,7 +62,8 @@ def broker_config(server: KafkaServer, broker_id: int) -> BrokerConfig:
     if settings.get("retention_ms") is not None:
         values["log.retention.ms"] = settings["retention_ms"]
     values["log.dirs"] = server.directory
-    values["listeners"] = f"PLAINTEXT://{server.host}:{server.ports[broker_id]}"
+    values["listeners"] = ",".join(f"{listener.name}://{listener.host}:{server.listener_ports[listener.name][broker_id]}"
+                                   for listener in server.listeners)  # fmt: skip
     return BrokerConfig.from_values(values)
 
 

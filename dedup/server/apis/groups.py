@@ -36,7 +36,7 @@ def _ms(value: datetime.timedelta | int) -> int:
 # -- FindCoordinator -----------------------------------------------------------------------------
 
 
-def _coordinator(server: KafkaServer, key: str, key_type: int) -> dict[str, Any]:
+def _coordinator(server: KafkaServer, key: str, key_type: int, listener: str = "PLAINTEXT") -> dict[str, Any]:
     found: dict[str, Any] = {"key": key, "node_id": -1, "host": "", "port": -1}
     if key_type == KEY_TYPE_TRANSACTION:
         leader = server.transactions.coordinator_id(key)
@@ -49,17 +49,17 @@ def _coordinator(server: KafkaServer, key: str, key_type: int) -> dict[str, Any]
     if leader is None or leader not in server.live_brokers():
         return found | {"error_code": ErrorCode.coordinator_not_available,
                         "error_message": f"{what} has no leader"}  # fmt: skip
-    return found | {"error_code": ErrorCode.none, "error_message": None, "node_id": leader, "host": server.host,
-                    "port": server.ports[leader]}  # fmt: skip
+    return found | {"error_code": ErrorCode.none, "error_message": None, "node_id": leader,
+                    **server.advertised(leader, listener)}  # fmt: skip
 
 
 def find_coordinator(server: KafkaServer, broker_id: int, request: Request) -> Any:
     body = request.body
     key_type = getattr(body, "key_type", KEY_TYPE_GROUP)
     if request.api_version >= 4:  # KIP-699: batched keys
-        coordinators = [_coordinator(server, key, key_type) for key in body.coordinator_keys]
+        coordinators = [_coordinator(server, key, key_type, request.listener) for key in body.coordinator_keys]
         return build(response_schema(request), {"coordinators": coordinators})
-    return build(response_schema(request), _coordinator(server, body.key, key_type))
+    return build(response_schema(request), _coordinator(server, body.key, key_type, request.listener))
 
 
 # -- JoinGroup, SyncGroup, Heartbeat, LeaveGroup -------------------------------------------------

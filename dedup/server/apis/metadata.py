@@ -67,7 +67,7 @@ def metadata(server: KafkaServer, broker_id: int, request: Request) -> Any:
     return build(
         response_schema(request),
         {
-            "brokers": [{"node_id": b, "host": server.host, "port": server.ports[b]} for b in alive],
+            "brokers": [{"node_id": b, **server.advertised(b, request.listener)} for b in alive],
             "cluster_id": server.cluster_id,
             "controller_id": alive[0] if alive else -1,
             "topics": topics,

@@ -25,6 +25,7 @@ from ..._layout import (
 from ...errors import KafkaError
 from ...records import scan_batches
 from ..wire import Request, build, response_schema
+from .common import replica_offline
 
 if TYPE_CHECKING:
     from ...cluster import Cluster
@@ -94,6 +95,8 @@ def produce(server: KafkaServer, broker_id: int, request: Request) -> Any:
                 entry["error_code"] = ErrorCode.unknown_topic_or_partition
             elif acks not in (-1, 0, 1):
                 entry["error_code"] = ErrorCode.invalid_required_acks
+            elif replica_offline(cluster, broker_id):
+                entry["error_code"] = ErrorCode.kafka_storage_error
             elif cluster.leader_id != broker_id:
                 entry["error_code"] = ErrorCode.not_leader_or_follower
             else:
@@ -119,6 +122,8 @@ def _append(server: KafkaServer, cluster: Cluster, records: bytes, acks: int) ->
         response = cluster.produce(records, acks="all" if acks == -1 else "1")
     except KafkaError as error:  # bytes that are not v2 batches, before the append
         return {"error_code": ErrorCode(error.code), "error_message": str(error)}
+    except OSError as error:  # a file the log could not write outside an append: Kafka's storage error
+        return {"error_code": ErrorCode.kafka_storage_error, "error_message": str(error)}
     finally:
         server.stats.engine_seconds += time.perf_counter() - started
     server.stats.batches += 1

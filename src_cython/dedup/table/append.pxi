@@ -85,6 +85,9 @@ cdef inline int _validate_batch(const Table* t, Py_ssize_t i, const Batch* b, Ve
     # Rule 18: no plain batch inside an ongoing transaction, whatever the origin.
     if v.current_txn_first_offset != NO_TXN and not b.transactional:
         return ERR_INVALID_TXN_STATE
+    # A capped table full of open transactions takes no new client producer (table/eviction.pxi).
+    if i < 0 and refuses_new_producer(t, b.origin):
+        return ERR_THROTTLING_QUOTA_EXCEEDED
     v.base_offset = b.base_offset
     v.last_offset = b.base_offset + b.offset_delta
     v.timestamp = b.max_timestamp
@@ -187,7 +190,7 @@ cdef inline int _append_hashed(Table* t, const Batch* b, Verdict* v, uint64_t h)
     if error != ERR_NONE or v.duplicate:
         return error
     if i < 0:
-        i = insert_new(t, b.producer_id, h)
+        i = admit_new(t, b.producer_id, h)
     _record_batch(t, i, b)
     return ERR_NONE
 
@@ -232,7 +235,7 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
     if error != ERR_NONE:
         return error
     if i < 0:  # M4: a marker for an unknown producer creates its entry
-        i = insert_new(t, producer_id, h)
+        i = admit_new(t, producer_id, h)
     cdef char* e = entry_at(t, i)
     cdef EntryHeader* header = <EntryHeader*>e
     # M5: Kafka's update(epoch, coordinatorEpoch, timestamp): an epoch change drops the
@@ -245,6 +248,7 @@ cdef int append_marker(Table* t, int64_t producer_id, int16_t producer_epoch,
         header.current_txn_first_offset = NO_TXN
         t.open_txns -= 1
     last_timestamp_at(t, i)[0] = timestamp
+    lru_push(t, i)  # its transaction ended, or its last use dropped to -1 (table/eviction.pxi)
     t.map_end_offset = offset + 1
     t.generation += 1
     return ERR_NONE

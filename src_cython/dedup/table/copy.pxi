@@ -82,6 +82,8 @@ cdef int table_update_from(Table* dst, const Table* src) except -1 nogil:
     and no pointer into dst is kept across an insert.
     """
     cdef Py_ssize_t i, j, missing = 0
+    cdef int64_t producer_id
+    cdef uint64_t h
     for i in range(src.count):
         if not is_hole(entry_at(src, i)) and table_find(dst, (<EntryHeader*>entry_at(src, i)).producer_id) < 0:
             missing += 1
@@ -91,9 +93,21 @@ cdef int table_update_from(Table* dst, const Table* src) except -1 nogil:
     for i in range(src.count):
         if is_hole(entry_at(src, i)):
             continue
-        j = table_find_or_insert(dst, (<EntryHeader*>entry_at(src, i)).producer_id)
+        producer_id = (<EntryHeader*>entry_at(src, i)).producer_id
+        h = hash_producer_id(dst, producer_id)
+        j = find_hashed(dst, producer_id, h)
+        if j < 0:
+            j = insert_new(dst, producer_id, h)  # no eviction inside the loop: it cannot fail
         entry_copy(dst, j, src, i)
     wide_trim(dst)
+    if dst.lru != NULL:
+        for i in range(src.count):
+            if not is_hole(entry_at(src, i)):
+                lru_push(dst, table_find(dst, (<EntryHeader*>entry_at(src, i)).producer_id))
+    if dst.max_producers and not dst.staging and table_live(dst) > dst.max_producers:
+        # A capped table evicts once the staged entries are in (table/eviction.pxi): a MemoryError
+        # here leaves them in and the table above its cap.
+        table_evict(dst, dst.max_producers)
     if table_live(src) == 0 and src.map_end_offset <= dst.map_end_offset:
         return 0  # nothing changes: check() results stay valid
     if src.map_end_offset > dst.map_end_offset:

@@ -465,6 +465,7 @@ cdef Py_ssize_t table_remove_expired(Table* t, int64_t now_ms, int64_t expiratio
         t.free_hole = -1
     wide_trim(t)
     if removed or t.count != count:  # (without records, holes are compacted away too)
+        lru_drop(t)  # entries moved: the eviction heap is built afresh when next needed
         release_spare_chunks(t)
         reindex_after_removal(t, &r, count, removed, tail, exact)
         t.generation += 1

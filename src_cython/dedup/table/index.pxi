@@ -142,4 +142,4 @@ cdef Py_ssize_t table_find_or_insert(Table* t, int64_t producer_id) except -1 no
     cdef Py_ssize_t i = find_hashed(t, producer_id, h)
     if i >= 0:
         return i
-    return insert_new(t, producer_id, h)
+    return admit_new(t, producer_id, h)

@@ -294,4 +294,5 @@ cdef void table_free(Table* t) noexcept nogil:
     PyMem_RawFree(t.slab_sizes)
     free_block(t.index, <size_t>t.index_capacity * sizeof(uint32_t))
     PyMem_RawFree(t.wide)
+    PyMem_RawFree(t.lru)
     memset(t, 0, sizeof(Table))
