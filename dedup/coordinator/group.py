@@ -111,6 +111,12 @@ class GroupMetadata:
     pending_sync_members: set[str] = field(default_factory=set)
     new_member_added: bool = False
     offsets: dict[tuple[str, int], Any] = field(default_factory=dict)
+    #: Transactional offsets written but not yet committed or aborted, by producer id (Kafka's
+    #: GroupMetadata.pendingTransactionalOffsetCommits), each with the log offset of its record:
+    #: a COMMIT marker moves them into ``offsets``.
+    pending_transactional_offsets: dict[int, dict[tuple[str, int], tuple[int, Any]]] = field(default_factory=dict)
+    #: The log offset of each committed offset's record: a pending offset replaces only an older one.
+    offset_order: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def is_state(self, *states: GroupState) -> bool:
         return self.state in states

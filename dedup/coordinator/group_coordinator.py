@@ -24,8 +24,10 @@ partition in the background, is never needed and never sent. The price is that a
 arriving just after a failover waits for the replay instead of retrying: the offsets log is
 small here, and a client treats both the same way.
 
-Not done here: compaction of the offsets log (it only grows; a reload replays it all), and
-transactional offset commits (TxnOffsetCommit).
+Transactional offsets (TxnOffsetCommit) are written in the producer's transactional batch and
+held as pending (:meth:`GroupCoordinator.complete_transaction` applies them when the
+transaction coordinator's marker reaches the offsets partition; a reload applies those whose
+COMMIT marker is in the log and keeps the others pending).
 """
 
 from __future__ import annotations
@@ -315,13 +317,48 @@ class GroupCoordinator:
         return results
 
     def fetch_offsets(
-        self, broker_id: int, group_id: str, partitions: list[tuple[str, int]] | None
+        self, broker_id: int, group_id: str, partitions: list[tuple[str, int]] | None, require_stable: bool = False
     ) -> tuple[ErrorCode, list[CommittedOffset]]:
         """GroupCoordinator.handleFetchOffsets (:meth:`OffsetManager.fetch_offsets`)."""
         error = self.coordinator_error(group_id, broker_id)
         if error != ErrorCode.none:
             return error, []
-        return self.offset_manager.fetch_offsets(group_id, partitions)
+        return self.offset_manager.fetch_offsets(group_id, partitions, require_stable)
+
+    def commit_transactional_offsets(
+        self,
+        broker_id: int,
+        transactional_id: str,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        offsets: dict[tuple[str, int], tuple[int, int, str | None]],
+        verify: Callable[[str, int, int, tuple[str, int]], ErrorCode],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """TxnOffsetCommit (:meth:`OffsetManager.commit_transactional_offsets`), once ``verify``
+        (the transaction coordinator's check of the group's offsets partition in the
+        transaction, KIP-890's verification: INVALID_TXN_STATE if it was not added,
+        INVALID_PRODUCER_EPOCH for an old epoch) passes."""
+        error = self.coordinator_error(group_id, broker_id)
+        if error == ErrorCode.none:
+            error = verify(transactional_id, producer_id, producer_epoch, (OFFSETS_TOPIC, self.partition_for(group_id)))
+        if error != ErrorCode.none:
+            return dict.fromkeys(offsets, error)
+        return self.offset_manager.commit_transactional_offsets(group_id, producer_id, producer_epoch, generation_id,
+                                                                member_id, group_instance_id, offsets)  # fmt: skip
+
+    def complete_transaction(self, partition: int, producer_id: int, commit: bool) -> None:
+        """A transaction marker was written on offsets partition ``partition`` (Kafka's
+        GroupCoordinator.onTransactionCompleted): the producer's pending offsets of its groups
+        are committed or dropped."""
+        groups = [group_id for group_id in self.groups if self.partition_for(group_id) == partition]
+        committed = self.offset_manager.complete_transaction(groups, producer_id, commit)
+        if committed:
+            logger.info("offsets partition %d: %d transactional offsets of producer %d committed", partition,
+                        committed, producer_id)  # fmt: skip
 
     def delete_offsets(
         self, broker_id: int, group_id: str, partitions: list[tuple[str, int]]

@@ -97,6 +97,7 @@ class OffsetManager:
         stored = self.store.append(group_id, records)
         if stored == ErrorCode.none:
             group.offsets.update(accepted)
+            group.offset_order.update(dict.fromkeys(accepted, self.store.last_offset))
         for key in accepted:
             results[key] = stored
         return results
@@ -125,18 +126,102 @@ class OffsetManager:
             return ErrorCode.unknown_member_id
         return ErrorCode.none
 
+    # -- transactional offsets (KIP-98, KIP-447) ---------------------------------------------------
+
+    def commit_transactional_offsets(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        offsets: dict[tuple[str, int], tuple[int, int, str | None]],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """TxnOffsetCommit (GroupMetadata.prepareTxnOffsetCommit): the offsets are written in a
+        transactional batch of the producer and held as pending until the transaction's marker
+        reaches the group's offsets partition (:meth:`complete_transaction`). The caller has
+        checked the transaction (its coordinator knows the producer and the partition is in it)."""
+        group = self.groups.get(group_id)
+        if group is None:  # Kafka creates the group (GroupCoordinator.handleTxnCommitOffsets)
+            group = self.groups[group_id] = GroupMetadata(group_id, state_timestamp_ms=self.clock())
+        error = self._validate_transactional_commit(group, generation_id, member_id, group_instance_id)
+        if error != ErrorCode.none:
+            return dict.fromkeys(offsets, error)
+        results: dict[tuple[str, int], ErrorCode] = {}
+        records: list[Record] = []
+        accepted: dict[tuple[str, int], OffsetCommitValue] = {}
+        now = self.clock()
+        for (topic, partition), (offset, leader_epoch, metadata) in offsets.items():
+            text = metadata or ""
+            if len(text.encode()) > self.offset_metadata_max_bytes:
+                results[(topic, partition)] = ErrorCode.offset_metadata_too_large
+                continue
+            value = OffsetCommitValue(offset, leader_epoch, text, now)
+            accepted[(topic, partition)] = value
+            records.append((encode_offset_commit_key(group_id, topic, partition), encode_offset_commit_value(value)))
+        stored = self.store.append_transactional(group_id, records, producer_id, producer_epoch)
+        if stored == ErrorCode.none and accepted:
+            held = group.pending_transactional_offsets.setdefault(producer_id, {})
+            held.update({key: (self.store.last_offset, value) for key, value in accepted.items()})
+        for key in accepted:
+            results[key] = stored
+        return results
+
+    def _validate_transactional_commit(
+        self, group: GroupMetadata, generation_id: int, member_id: str, group_instance_id: str | None
+    ) -> ErrorCode:
+        """ClassicGroup.validateOffsetCommit with isTransactional: a member's commit is checked
+        as OffsetCommit's, without the rebalance and Empty-group conditions."""
+        if group.is_state(GroupState.DEAD):
+            return ErrorCode.coordinator_not_available
+        if generation_id >= 0 or member_id != UNKNOWN_MEMBER_ID or group_instance_id is not None:
+            if group.is_static_member_fenced(group_instance_id, member_id):
+                return ErrorCode.fenced_instance_id
+            if member_id not in group.members:
+                return ErrorCode.unknown_member_id
+            if generation_id != group.generation_id:
+                return ErrorCode.illegal_generation
+        return ErrorCode.none
+
+    def complete_transaction(self, group_ids: list[str], producer_id: int, commit: bool) -> int:
+        """GroupMetadata.completePendingTxnOffsetCommit for every group of ``group_ids``: the
+        producer's pending offsets become committed (COMMIT) or are dropped (ABORT); a pending
+        offset does not replace one whose record is later in the log (a plain OffsetCommit
+        between the TxnOffsetCommit and the marker wins, as Kafka compares their log offsets).
+        Returns how many offsets were committed."""
+        committed = 0
+        for group_id in group_ids:
+            group = self.groups.get(group_id)
+            pending = None if group is None else group.pending_transactional_offsets.pop(producer_id, None)
+            if group is None or pending is None or not commit:
+                continue
+            for key, (at, value) in pending.items():
+                if key not in group.offsets or group.offset_order.get(key, -1) < at:
+                    group.offsets[key] = value
+                    group.offset_order[key] = at
+                    committed += 1
+        return committed
+
+    def has_pending_transactional_offsets(self, group: GroupMetadata, topic: str, partition: int) -> bool:
+        return any((topic, partition) in held for held in group.pending_transactional_offsets.values())
+
     def fetch_offsets(
-        self, group_id: str, partitions: list[tuple[str, int]] | None
+        self, group_id: str, partitions: list[tuple[str, int]] | None, require_stable: bool = False
     ) -> tuple[ErrorCode, list[CommittedOffset]]:
         """GroupCoordinator.handleFetchOffsets: the committed offsets of ``partitions`` (None:
-        every partition the group has committed), -1 where none is committed."""
+        every partition the group has committed), -1 where none is committed. With
+        ``require_stable`` (OffsetFetch v7+, KIP-447) a partition with a transactional offset
+        still pending gets UNSTABLE_OFFSET_COMMIT instead."""
         group = self.groups.get(group_id)
         committed = {} if group is None or group.is_state(GroupState.DEAD) else group.offsets
         wanted = sorted(committed) if partitions is None else partitions
         out = []
         for topic, partition in wanted:
             value = committed.get((topic, partition))
-            if value is None:
+            if require_stable and group is not None and self.has_pending_transactional_offsets(group, topic, partition):
+                out.append(CommittedOffset(topic, partition, -1, -1, "", ErrorCode.unstable_offset_commit))
+            elif value is None:
                 out.append(CommittedOffset(topic, partition, -1, -1, "", ErrorCode.none))
             else:
                 out.append(CommittedOffset(topic, partition, value.offset, value.leader_epoch, value.metadata,

@@ -15,9 +15,12 @@ from typing import Protocol
 
 from kio.schema.errors import ErrorCode
 
-from ..batch import encode_batch
-from ..cluster import Cluster
-from ..errors import KafkaError
+from .._types import Origin
+from ..batch import Record as LogRecord
+from ..batch import decode_records, encode_batch
+from ..cluster import FETCH_MAX_BYTES, Cluster
+from ..errors import KafkaError, NotEnoughReplicasAfterAppendError
+from ..records import scan_batches
 from .group import GroupMetadata, GroupState, MemberMetadata
 from .offsets import (
     CorruptOffsetsRecord,
@@ -96,6 +99,8 @@ class GroupStore:
     def __init__(self, offsets: OffsetsStorage, clock: Callable[[], int]) -> None:
         self.offsets = offsets
         self.clock = clock
+        #: The log offset of the last record appended (the order of commits, for transactional offsets).
+        self.last_offset = -1
 
     def partition_for(self, group_id: str) -> int:
         return partition_for(group_id, self.offsets.num_partitions)
@@ -115,6 +120,45 @@ class GroupStore:
             response_error: KafkaError | None = error
         else:
             response_error = response.error
+            if response_error is None:
+                self.last_offset = response.last_offset
+        return self._append_error(group_id, response_error)
+
+    def append_transactional(
+        self, group_id: str, records: list[Record], producer_id: int, producer_epoch: int
+    ) -> ErrorCode:
+        """TxnOffsetCommit's records as Kafka's group coordinator writes them: one transactional
+        batch of ``producer_id``/``producer_epoch`` (base sequence 0: the coordinator reuses it,
+        KAFKA-8335), appended by the leader with origin COORDINATOR (no sequence check, the
+        epoch checked: a stale one is INVALID_PRODUCER_EPOCH) and replicated, acks=all. The
+        transaction's marker, written there by the transaction coordinator, completes them."""
+        if not records:
+            return ErrorCode.none
+        cluster = self.offsets.partition(self.partition_for(group_id))
+        if cluster is None:
+            return ErrorCode.coordinator_not_available
+        batch = encode_batch([v for _, v in records], keys=[k for k, _ in records], timestamp=self.clock(),
+                             producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=0,
+                             transactional=True)  # fmt: skip
+        failure: KafkaError | None = None
+        try:
+            info = cluster.leader_log.append_as_leader(batch, leader_epoch=cluster.leader_epoch,
+                                                       origin=Origin.COORDINATOR)  # fmt: skip
+            cluster.replicate()
+            if cluster.high_watermark <= info.last_offset:
+                failure = NotEnoughReplicasAfterAppendError(
+                    f"offset {info.last_offset} is on the leader but not yet on every in-sync replica"
+                )
+            else:
+                self.last_offset = info.last_offset
+        except KafkaError as error:
+            failure = error
+        if failure is not None and ErrorCode(failure.code) in (ErrorCode.invalid_producer_epoch,
+                                                                ErrorCode.producer_fenced):  # fmt: skip
+            return ErrorCode.invalid_producer_epoch
+        return self._append_error(group_id, failure)
+
+    def _append_error(self, group_id: str, response_error: KafkaError | None) -> ErrorCode:
         if response_error is None:
             return ErrorCode.none
         code = ErrorCode(response_error.code)
@@ -146,8 +190,19 @@ class GroupStore:
         comes back Stable in its last generation, one without Empty. A record that does not
         parse is logged and skipped."""
         offsets: dict[str, dict[tuple[str, int], OffsetCommitValue]] = {}
+        positions: dict[tuple[str, str, int], int] = {}  # the log offset each loaded offset came from
         metadata: dict[str, GroupMetadataValue | None] = {}
-        for record in cluster.consume():
+        # GroupMetadataManager.loadGroupsAndOffsets: transactional offsets wait for their marker.
+        pending: dict[int, dict[tuple[str, str, int], tuple[int, OffsetCommitValue]]] = {}
+        for producer_id, record in _replay_records(cluster):
+            if isinstance(record, bool):  # a marker of producer_id's transaction: COMMIT (True) or ABORT
+                held = pending.pop(producer_id, {})
+                for where, (offset, held_value) in held.items() if record else ():
+                    # Kafka's loader: the later of it and a plain commit still there wins
+                    if where[1:] not in offsets.get(where[0], {}) or positions.get(where, -1) < offset:
+                        offsets.setdefault(where[0], {})[where[1:]] = held_value
+                        positions[where] = offset
+                continue
             if record.key is None:
                 continue
             try:
@@ -157,15 +212,24 @@ class GroupStore:
                     metadata[group_id] = value
                     if value is None:
                         offsets.pop(group_id, None)
+                elif producer_id >= 0 and record.value is not None:
+                    committed = decode_offset_commit_value(record.value)
+                    pending.setdefault(producer_id, {})[(group_id, topic, topic_partition)] = (record.offset, committed)
                 elif record.value is None:
                     offsets.get(group_id, {}).pop((topic, topic_partition), None)
                 else:
                     committed = decode_offset_commit_value(record.value)
                     offsets.setdefault(group_id, {})[(topic, topic_partition)] = committed
+                    positions[(group_id, topic, topic_partition)] = record.offset
             except CorruptOffsetsRecord as error:
                 logger.error("offsets partition %d, offset %d: skipped: %s", partition, record.offset, error)
+        still_open: dict[str, dict[int, dict[tuple[str, int], tuple[int, OffsetCommitValue]]]] = {}
+        for producer_id, held in pending.items():
+            for (group_id, topic, topic_partition), entry in held.items():
+                by_producer = still_open.setdefault(group_id, {}).setdefault(producer_id, {})
+                by_producer[(topic, topic_partition)] = entry
         groups = []
-        for group_id in sorted(set(offsets) | {g for g, v in metadata.items() if v is not None}):
+        for group_id in sorted(set(offsets) | set(still_open) | {g for g, v in metadata.items() if v is not None}):
             group = GroupMetadata(group_id, state_timestamp_ms=self.clock())
             value = metadata.get(group_id)
             if value is not None:
@@ -185,5 +249,34 @@ class GroupStore:
                     # its offsets' retention (ClassicGroup.offsetExpirationCondition).
                     group.state_timestamp_ms = value.current_state_timestamp
             group.offsets = offsets.get(group_id, {})
+            group.pending_transactional_offsets = still_open.get(group_id, {})
+            group.offset_order = {(t, p): at for (g, t, p), at in positions.items() if g == group_id}
             groups.append(group)
         return groups
+
+
+def _replay_records(cluster: Cluster) -> list[tuple[int, LogRecord | bool]]:
+    """The leader's log up to the high watermark in order: ``(producer_id, record)`` for each
+    record (producer id -1 unless the batch is transactional), ``(producer_id, commit)`` for
+    each transaction marker."""
+    log = cluster.leader_log
+    offset, end = log.log_start_offset, log.high_watermark
+    out: list[tuple[int, LogRecord | bool]] = []
+    while offset < end:
+        chunk = log.read(offset, FETCH_MAX_BYTES, max_offset=end)
+        if not chunk:
+            break
+        headers = scan_batches(chunk)
+        for header in headers:
+            start = int(header["position"])
+            batch = memoryview(chunk)[start : start + int(header["batch_length"]) + 12]
+            producer_id = int(header["producer_id"]) if header["is_transactional"] else -1
+            if header["is_control"]:
+                control = decode_records(batch, control=True)
+                key = control[0].key if control else None
+                if key is not None and len(key) >= 4 and int.from_bytes(key[2:4], "big") in (0, 1):
+                    out.append((producer_id, int.from_bytes(key[2:4], "big") == 1))
+                continue
+            out.extend((producer_id, record) for record in decode_records(batch) if record.offset < end)
+        offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
+    return out

@@ -42,7 +42,7 @@ from ..errors import KafkaStorageError
 from ..log import PartitionLog
 from ..tools import cli
 from .config import BROKER_CONFIGS, BrokerConfig, ConfigError, load_properties, parse_override
-from .core import CLEANER_OPTIONS, GROUP_OPTIONS, KafkaServer
+from .core import CLEANER_OPTIONS, GROUP_OPTIONS, TRANSACTION_OPTIONS, KafkaServer
 from .faults import Faults
 
 logger = logging.getLogger("dedup.server")
@@ -244,8 +244,9 @@ async def serve(args: argparse.Namespace, faults: Faults) -> int | None:
 
 def _accepted_kwargs() -> set[str]:
     """The keyword arguments KafkaServer takes, itself, through every Cluster and PartitionLog, or
-    for its group coordinator (GROUP_OPTIONS) and log cleaner (CLEANER_OPTIONS)."""
-    names: set[str] = set(GROUP_OPTIONS) | set(CLEANER_OPTIONS)
+    for its group coordinator (GROUP_OPTIONS), transaction coordinator (TRANSACTION_OPTIONS) and
+    log cleaner (CLEANER_OPTIONS)."""
+    names: set[str] = set(GROUP_OPTIONS) | set(TRANSACTION_OPTIONS) | set(CLEANER_OPTIONS)
     for function in (KafkaServer.__init__, Cluster.__init__, PartitionLog.__init__):
         names.update(inspect.signature(function).parameters)
     return names

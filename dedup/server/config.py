@@ -24,7 +24,7 @@ a setting silently dropped is a test that silently tests something else. Both ar
 
 - a key in no table is an :class:`UnknownConfigError`;
 - a Kafka key that has no effect a client can see in a single-process server (identity, KRaft
-  wiring, threads, socket buffers, the transaction log that is not served) is accepted and
+  wiring, threads, socket buffers, the transaction log's min.isr) is accepted and
   ignored with a warning (:data:`IGNORED_KAFKA_KEYS`), so Kafka's own
   ``config/server.properties`` starts ``dedup serve`` unchanged;
 - ``log.dirs`` (or ``log.dir``) is ``--dir`` (one directory: dedup keeps a cluster's logs in
@@ -145,6 +145,8 @@ class ConfigKey:
 
 _SERVER_LOG = "ServerLogConfigs (LogConfig.SERVER_CONFIG_DEF)"
 _GROUP = "GroupCoordinatorConfig"
+_TXN = "TransactionStateManagerConfig"
+_TXN_LOG = "TransactionLogConfig"
 
 #: Every broker key ``dedup serve`` serves, with Kafka's defaults. Where ``serve`` starts with
 #: another value (``min.insync.replicas``, ``default.replication.factor``,
@@ -283,6 +285,28 @@ BROKER_CONFIGS: dict[str, ConfigKey] = {key.name: key for key in [
               "after this period once the group is empty.", _GROUP, low=1),
     ConfigKey("offsets.retention.check.interval.ms", "LONG", 600000, "offsets_retention_check_interval_ms",
               "Frequency at which to check for stale offsets", _GROUP, low=1),
+    ConfigKey("transaction.state.log.num.partitions", "INT", 50, "transaction_state_log_num_partitions",
+              "The number of partitions for the transaction topic (should not change after deployment).", _TXN_LOG,
+              low=1),
+    ConfigKey("transaction.state.log.replication.factor", "SHORT", 3, "transaction_state_log_replication_factor",
+              "The replication factor for the transaction topic (set higher to ensure availability).", _TXN_LOG,
+              low=1),
+    ConfigKey("transaction.state.log.segment.bytes", "INT", 104857600, "transaction_state_log_segment_bytes",
+              "The transaction topic segment bytes should be kept relatively small in order to facilitate faster log "
+              "compaction and cache loads", _TXN_LOG, low=62),  # Kafka: atLeast(1); dedup's log needs 62
+    ConfigKey("transaction.max.timeout.ms", "INT", 900000, "transaction_max_timeout_ms",
+              "The maximum allowed timeout for transactions. If a client's requested transaction time exceed this, "
+              "then the broker will return an error in InitProducerIdRequest.", _TXN, low=1),
+    ConfigKey("transactional.id.expiration.ms", "INT", 604800000, "transactional_id_expiration_ms",
+              "The time in ms that the transaction coordinator will wait without receiving any transaction status "
+              "updates for the current transaction before expiring its transactional id.", _TXN, low=1),
+    ConfigKey("transaction.abort.timed.out.transaction.cleanup.interval.ms", "INT", 10000,
+              "transaction_abort_timed_out_transaction_cleanup_interval_ms",
+              "The interval at which to rollback transactions that have timed out", _TXN, low=1),
+    ConfigKey("transaction.remove.expired.transaction.cleanup.interval.ms", "INT", 3600000,
+              "transaction_remove_expired_transaction_cleanup_interval_ms",
+              "The interval at which to remove transactions that have expired due to transactional.id.expiration.ms "
+              "passing", _TXN, low=1),
 ]}  # fmt: skip
 
 @dataclass(frozen=True)
@@ -319,13 +343,14 @@ TOPIC_CONFIGS: dict[str, TopicKey] = {key.name: key for key in [
 
 #: Kafka keys accepted and ignored with a warning: nothing a client sees depends on them in a
 #: single-process server (node identity and KRaft wiring, threads, socket buffers, recovery
-#: threads, the transaction and share-group state topics, which dedup does not serve).
+#: threads, the share-group state topic, which dedup does not serve, and the transaction state
+#: topic's min.isr: its partitions take the server's min.insync.replicas).
 IGNORED_KAFKA_KEYS = frozenset({
     "broker.id", "node.id", "process.roles", "controller.quorum.voters", "controller.quorum.bootstrap.servers",
     "controller.listener.names", "inter.broker.listener.name", "num.network.threads", "num.io.threads",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes", "num.recovery.threads.per.data.dir", "log.retention.check.interval.ms",
-    "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
+    "transaction.state.log.min.isr",
     "share.coordinator.state.topic.replication.factor", "share.coordinator.state.topic.min.isr",
     "log.flush.interval.messages", "log.flush.interval.ms", "zookeeper.connect", "zookeeper.connection.timeout.ms",
 })  # fmt: skip

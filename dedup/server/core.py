@@ -39,6 +39,7 @@ from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cleaner import DEFAULT_MIN_CLEANABLE_DIRTY_RATIO
 from ..cluster import Cluster
 from ..coordinator.group_coordinator import GroupCoordinator
+from ..coordinator.transaction_coordinator import TransactionCoordinator
 from ..errors import KafkaStorageError
 from .apis import HANDLERS, fetch_partitions
 from .apis.failures import error_code_for, error_response
@@ -47,7 +48,7 @@ from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
 from .connections import Connection, ConnectionQuotas, RefusalLog, accept_failures
 from .faults import Fate, Faults
 from .security import Authenticator, CloseConnection, Listener, advertised_host, configure_listeners
-from .topics import OffsetsTopic, TopicError, Topics
+from .topics import OffsetsTopic, TopicError, Topics, TransactionStateTopic
 from .wire import (
     MAX_REQUEST_BYTES,
     ApiKey,
@@ -188,6 +189,50 @@ def _group_coordinator(
     return GroupCoordinator(offsets, **settings)
 
 
+#: The transaction coordinator's settings: the keyword arguments of the broker configuration's
+#: ``transaction.*`` and ``transactional.*`` keys (:data:`~dedup.server.config.BROKER_CONFIGS`).
+TRANSACTION_OPTIONS: dict[str, ConfigKey] = {
+    key.kwarg: key
+    for key in BROKER_CONFIGS.values()
+    if key.kwarg and key.name.startswith(("transaction.", "transactional."))
+}
+
+
+def _transaction_coordinator(
+    topics: Topics,
+    brokers: int,
+    options: dict[str, Any],
+    live_brokers: Callable[[], Iterable[int]],
+    generate_producer_id: Callable[[], int],
+    groups: GroupCoordinator,
+) -> TransactionCoordinator:
+    """The broker's transaction coordinator over ``__transaction_state`` among ``topics``:
+    ``options`` by keyword (:data:`TRANSACTION_OPTIONS`), the others at Kafka's defaults, except
+    ``transaction_state_log_replication_factor``: min(3, brokers) unless given, written back
+    into ``options``. Markers on ``__consumer_offsets`` complete ``groups``' transactional offsets."""
+    settings: dict[str, Any] = {}
+    for kwarg, key in TRANSACTION_OPTIONS.items():
+        value = options.get(kwarg, key.default)
+        if kwarg == "transaction_state_log_replication_factor" and kwarg not in options:
+            value = min(key.default, brokers)
+        low = 1 if key.low is None else key.low
+        high = {"transaction_state_log_replication_factor": brokers,
+                "transaction_state_log_num_partitions": _MAX_OFFSETS_PARTITIONS}.get(kwarg, INT_MAX)  # fmt: skip
+        settings[kwarg] = _args.integer(kwarg, value, low, high, f"in [{low}, {high}]")
+    options["transaction_state_log_replication_factor"] = settings["transaction_state_log_replication_factor"]
+    storage = TransactionStateTopic(topics, num_partitions=settings.pop("transaction_state_log_num_partitions"),
+                                    replication_factor=settings.pop("transaction_state_log_replication_factor"),
+                                    segment_bytes=settings.pop("transaction_state_log_segment_bytes"),
+                                    live_brokers=live_brokers)  # fmt: skip
+
+    def on_marker(topic: str, partition: int, producer_id: int, commit: bool) -> None:
+        if topic == OffsetsTopic.NAME:  # Kafka's GroupCoordinator.onTransactionCompleted
+            groups.complete_transaction(partition, producer_id, commit)
+
+    return TransactionCoordinator(storage, generate_producer_id=generate_producer_id, partition=topics.partition,
+                                  on_marker=on_marker, **settings)  # fmt: skip
+
+
 class KafkaServer:
     """``brokers`` brokers serving ``topics`` on ``host``: names (``num_partitions``
     partitions each) or ``(name, partitions)`` pairs, created at start unless the directory
@@ -299,6 +344,7 @@ class KafkaServer:
         self.settings["min_insync_replicas"] = cluster_options["min_insync_replicas"]
         self.settings["default_replication_factor"] = self.default_replication_factor
         group_options = {key: cluster_options.pop(key) for key in GROUP_OPTIONS if key in cluster_options}
+        transaction_options = {key: cluster_options.pop(key) for key in TRANSACTION_OPTIONS if key in cluster_options}
         cleaner = {key: cluster_options.pop(key, BROKER_CONFIGS[name].default) for key, name in CLEANER_OPTIONS.items()}
         self.log_cleaner_enable = _args.flag("log_cleaner_enable", cleaner["log_cleaner_enable"])
         self.log_cleaner_backoff_ms = _args.integer("log_cleaner_backoff_ms", cleaner["log_cleaner_backoff_ms"], 0,
@@ -333,6 +379,11 @@ class KafkaServer:
         self._alive = [True] * count
         self.groups = _group_coordinator(self.topics, count, group_options, self.live_brokers)
         self.settings["offsets_topic_replication_factor"] = group_options["offsets_topic_replication_factor"]
+        self.transactions = _transaction_coordinator(self.topics, count, transaction_options, self.live_brokers,
+                                                     self.producer_ids.next_id, self.groups)  # fmt: skip
+        self.settings["transaction_state_log_replication_factor"] = (
+            transaction_options["transaction_state_log_replication_factor"]
+        )
         self._listeners: list[list[asyncio.Server] | None] = [None] * count
         #: Refused connections (limits, out of file descriptors), logged once per interval.
         self.refusals = RefusalLog()
@@ -349,8 +400,9 @@ class KafkaServer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open every live broker's listener, and start the log cleaner (``log.cleaner.enable``)
-        and the idle connection sweep (``connections.max.idle.ms``)."""
+        """Open every live broker's listener, and start the log cleaner (``log.cleaner.enable``),
+        the idle connection sweep (``connections.max.idle.ms``) and the transaction coordinator
+        (its partitions loaded, its timers)."""
         loop = asyncio.get_running_loop()
         if not self._request_slots:
             self._request_slots = [asyncio.Semaphore(self.queued_max_requests) for _ in self._alive]
@@ -363,6 +415,7 @@ class KafkaServer:
                 await self._listen(broker_id)
         if self.log_cleaner_enable and self._cleaner is None:
             self._cleaner = asyncio.get_running_loop().create_task(self._run_cleaner())
+        self.transactions.start()
 
     async def _run_cleaner(self) -> None:
         """Kafka's CleanerThread: a pass over the compacted partitions, then
@@ -501,6 +554,7 @@ class KafkaServer:
             self._restore_exception_handler()
             self._restore_exception_handler = None
         self.groups.close()  # answers the requests waiting for a rebalance
+        self.transactions.close()
         handlers = [task for task in self._handlers if task is not asyncio.current_task()]
         for task in handlers:
             task.cancel()
@@ -557,6 +611,7 @@ class KafkaServer:
             if broker_id in cluster.replicas:
                 cluster.stop_broker(broker_id, clean=clean)
         self.groups.leadership_changed()
+        self.transactions.leadership_changed()
         logger.info("broker %d stopped (%s)", broker_id, "clean" if clean else "crash")
 
     async def start_broker(self, broker_id: int) -> None:
@@ -570,6 +625,7 @@ class KafkaServer:
             if broker_id in cluster.replicas:
                 cluster.start_broker(broker_id)
         self.groups.leadership_changed()
+        self.transactions.leadership_changed()
         self._alive[broker_id] = True
         await self._listen(broker_id)
         logger.info("broker %d restarted", broker_id)

@@ -64,6 +64,7 @@ __all__ = [
     "Topic",
     "TopicError",
     "Topics",
+    "TransactionStateTopic",
     "assign_replicas",
     "is_internal",
     "migrate_topic_directories",
@@ -533,3 +534,14 @@ class OffsetsTopic:
     def leader(self, partition: int) -> int | None:
         cluster = self.partition(partition)
         return None if cluster is None else cluster.leader_id
+
+
+class TransactionStateTopic(OffsetsTopic):
+    """``__transaction_state`` among ``topics``, as the transaction coordinator stores into it
+    (:class:`dedup.coordinator.transaction_log.TransactionLog`): created on first use as
+    :class:`OffsetsTopic` creates ``__consumer_offsets`` (compacted, ``segment.bytes`` Kafka's
+    ``transaction.state.log.segment.bytes``), with ``transaction.state.log.num.partitions``
+    partitions of ``transaction.state.log.replication.factor`` replicas (Kafka's
+    TransactionStateManager.transactionTopicConfigs)."""
+
+    NAME = "__transaction_state"

@@ -80,11 +80,17 @@ class ApiKey(IntEnum):
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
     INIT_PRODUCER_ID = 22
+    ADD_PARTITIONS_TO_TXN = 24
+    ADD_OFFSETS_TO_TXN = 25
+    END_TXN = 26
+    TXN_OFFSET_COMMIT = 28
     DESCRIBE_CONFIGS = 32
     SASL_AUTHENTICATE = 36
     DELETE_GROUPS = 42
     OFFSET_DELETE = 47
     DESCRIBE_CLUSTER = 60
+    DESCRIBE_TRANSACTIONS = 65
+    LIST_TRANSACTIONS = 66
 
 
 #: The versions served, per API. Produce starts at v3 (the first to carry v2 batches); Fetch
@@ -96,7 +102,7 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.LIST_OFFSETS: (1, 5),
     ApiKey.METADATA: (0, 9),
     ApiKey.API_VERSIONS: (0, 3),
-    ApiKey.INIT_PRODUCER_ID: (0, 4),
+    ApiKey.INIT_PRODUCER_ID: (0, 5),
     ApiKey.CREATE_TOPICS: (2, 6),  # v0-v1 are gone from Kafka 4.0 (KIP-896); v7 carries topic ids
     ApiKey.DELETE_TOPICS: (1, 5),  # v0 is gone from Kafka 4.0 (KIP-896); v6 carries topic ids
     ApiKey.DESCRIBE_CONFIGS: (1, 4),  # Kafka 4 serves 1 to 4 (v0 removed, KIP-896)
@@ -116,6 +122,15 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.DESCRIBE_GROUPS: (0, 5),
     ApiKey.DELETE_GROUPS: (0, 2),
     ApiKey.OFFSET_DELETE: (0, 0),
+    # Transactions as Kafka 4.0 serves them to clients: AddPartitionsToTxn v4+ is broker to
+    # broker (KIP-890's verification); EndTxn stops before v5's epoch bump per transaction
+    # (transaction version 2, not served).
+    ApiKey.ADD_PARTITIONS_TO_TXN: (0, 3),
+    ApiKey.ADD_OFFSETS_TO_TXN: (0, 4),
+    ApiKey.END_TXN: (0, 4),
+    ApiKey.TXN_OFFSET_COMMIT: (0, 4),
+    ApiKey.DESCRIBE_TRANSACTIONS: (0, 0),
+    ApiKey.LIST_TRANSACTIONS: (0, 1),
     # SASL (KIP-43, KIP-84, KIP-152): answered by security/authenticator.py before authentication.
     ApiKey.SASL_HANDSHAKE: (0, 1),
     ApiKey.SASL_AUTHENTICATE: (0, 2),

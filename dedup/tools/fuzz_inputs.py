@@ -183,6 +183,24 @@ def group_and_admin_requests() -> dict[str, tuple[int, int, dict[str, Any]]]:
                           {"resource_type": 4, "resource_name": "0", "configuration_keys": ["num.partitions"]}],
         }),  # fmt: skip
         "describe-cluster-v0": (ApiKey.DESCRIBE_CLUSTER, 0, {"include_cluster_authorized_operations": False}),
+        # Transactions (issue 15): a transactional id that InitProducerId creates, the others naming it.
+        "find-coordinator-txn-v4": (ApiKey.FIND_COORDINATOR, 4, {"key_type": 1, "coordinator_keys": ["fuzz-txn"]}),
+        "init-producer-id-txn-v5": (ApiKey.INIT_PRODUCER_ID, 5, {
+            "transactional_id": "fuzz-txn", "transaction_timeout": 60_000 * ms, "producer_id": -1,
+            "producer_epoch": -1}),  # fmt: skip
+        "add-partitions-to-txn-v3": (ApiKey.ADD_PARTITIONS_TO_TXN, 3, {
+            "v3_and_below_transactional_id": "fuzz-txn", "v3_and_below_producer_id": 1000,
+            "v3_and_below_producer_epoch": 0, "v3_and_below_topics": [{"name": "clicks", "partitions": [0]}]}),
+        "add-offsets-to-txn-v3": (ApiKey.ADD_OFFSETS_TO_TXN, 3, {"transactional_id": "fuzz-txn", "producer_id": 1000,
+                                                                 "producer_epoch": 0, "group_id": group}),  # fmt: skip
+        "txn-offset-commit-v3": (ApiKey.TXN_OFFSET_COMMIT, 3, {
+            "transactional_id": "fuzz-txn", "group_id": group, "producer_id": 1000, "producer_epoch": 0,
+            "generation_id": -1, "member_id": "", "group_instance_id": None, "topics": topics}),  # fmt: skip
+        "end-txn-v3": (ApiKey.END_TXN, 3, {"transactional_id": "fuzz-txn", "producer_id": 1000, "producer_epoch": 0,
+                                           "committed": True}),  # fmt: skip
+        "describe-transactions-v0": (ApiKey.DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": ["fuzz-txn"]}),
+        "list-transactions-v1": (ApiKey.LIST_TRANSACTIONS, 1, {"state_filters": ["Ongoing"],
+                                                               "producer_id_filters": [], "duration_filter": -1}),
     }
 
 

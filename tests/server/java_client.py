@@ -13,6 +13,10 @@ Modes (every wait bounded by ``--timeout-s``):
   ``--count`` keyed records (key ``key-%05d``, value ``java-%05d``, ``--interval-ms`` apart),
   flushes, and prints ``{"acks": [[partition, offset] or null, ...], "errors": [...]}`` in
   send order (null where the send failed; ``errors`` holds each failure's cause).
+- ``produce-transactional``: ``KafkaProducer`` with ``transactional.id`` (``--transactional-id``):
+  ``initTransactions``, then one transaction of ``--count`` records committed and one of
+  ``--count`` more aborted (flushed first, so that they reach the partitions); prints
+  ``{"committed": [[partition, offset], ...], "aborted": [...], "errors": [...]}``.
 - ``consume-assign``: ``KafkaConsumer`` with ``assign`` (every partition of the topic) and
   ``seekToBeginning``; polls until ``--count`` records arrived and then ``--settle-ms`` more
   (so that extra records, duplicates, show), and prints ``{"records": [...], "assignment":
@@ -158,6 +162,53 @@ def produce(options: argparse.Namespace) -> dict[str, Any]:
     return {"acks": acks, "errors": errors}
 
 
+def produce_transactional(options: argparse.Namespace) -> dict[str, Any]:
+    import jpype
+
+    KafkaProducer = jpype.JClass("org.apache.kafka.clients.producer.KafkaProducer")
+    ProducerRecord = jpype.JClass("org.apache.kafka.clients.producer.ProducerRecord")
+    TimeUnit = jpype.JClass("java.util.concurrent.TimeUnit")
+    Duration = jpype.JClass("java.time.Duration")
+    Bytes = jpype.JArray(jpype.JByte)
+    timeout_ms = int(options.timeout_s * 1000)
+    producer = KafkaProducer(_properties({
+        "bootstrap.servers": options.bootstrap, "transactional.id": options.transactional_id,
+        "key.serializer": "org.apache.kafka.common.serialization.ByteArraySerializer",
+        "value.serializer": "org.apache.kafka.common.serialization.ByteArraySerializer",
+        "linger.ms": 1, "request.timeout.ms": options.request_timeout_ms,
+        "delivery.timeout.ms": max(timeout_ms, options.request_timeout_ms + 1), "max.block.ms": timeout_ms,
+        "retry.backoff.ms": 20, "retry.backoff.max.ms": 200, "reconnect.backoff.ms": 20,
+        "reconnect.backoff.max.ms": 200, "metadata.max.age.ms": 1000,
+    }))  # fmt: skip
+    sent: dict[str, list[list[int]]] = {"committed": [], "aborted": []}
+    errors: list[str] = []
+    try:
+        producer.initTransactions()
+        for outcome in ("committed", "aborted"):
+            producer.beginTransaction()
+            futures = []
+            for i in range(options.count):
+                key, value = record(i)
+                partition = jpype.JClass("java.lang.Integer")(i % 2)
+                futures.append(producer.send(ProducerRecord(options.topic, partition, Bytes(key), Bytes(value))))
+            producer.flush()
+            for future in futures:
+                try:
+                    metadata = future.get(timeout_ms, TimeUnit.MILLISECONDS)
+                    sent[outcome].append([int(metadata.partition()), int(metadata.offset())])
+                except jpype.JException as error:
+                    errors.append(_cause(error))
+            if outcome == "committed":
+                producer.commitTransaction()
+            else:
+                producer.abortTransaction()
+    except jpype.JException as error:
+        errors.append(_cause(error))
+    finally:
+        producer.close(Duration.ofSeconds(10))
+    return {**sent, "errors": errors}
+
+
 def _consumer(options: argparse.Namespace, group: dict[str, object]) -> Any:
     import jpype
 
@@ -231,7 +282,8 @@ def consume_subscribe(options: argparse.Namespace) -> dict[str, Any]:
     return {"records": records, "assignment": sorted(int(p.partition()) for p in assignment), "committed": offsets}
 
 
-MODES = {"produce": produce, "consume-assign": consume_assign, "consume-subscribe": consume_subscribe}
+MODES = {"produce": produce, "produce-transactional": produce_transactional, "consume-assign": consume_assign,
+         "consume-subscribe": consume_subscribe}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, default=100, help="records to send, or to wait for")
     parser.add_argument("--group", default="java-oracle", help="group.id (consume-subscribe)")
+    parser.add_argument("--transactional-id", default="java-oracle", help="transactional.id (produce-transactional)")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="bound on the whole mode")
     parser.add_argument("--request-timeout-ms", type=int, default=5000)
     parser.add_argument("--interval-ms", type=float, default=0.0, help="pause between sends (produce)")

@@ -739,9 +739,11 @@ def test_find_coordinator_names_the_offsets_partition_leader(server, version):
         assert (answer.error_code, answer.node_id, answer.port) == (0, leader, server.server.ports[leader])
 
 
-def test_find_coordinator_for_a_transactional_id_is_not_available(server):
+def test_find_coordinator_for_a_transactional_id_is_its_transaction_state_partitions_leader(server):
     response = call(server, 0, ApiKey.FIND_COORDINATOR, 3, {"key": "tx", "key_type": 1})
-    assert response.error_code == ErrorCode.coordinator_not_available
+    coordinator = server.run(server.server.transactions.coordinator_id, "tx")
+    assert (response.error_code, response.node_id, response.port) == (0, coordinator, server.server.ports[coordinator])
+    assert "__transaction_state" in server.run(list, server.server.topics)
 
 
 @pytest.mark.parametrize("version", range(10))

@@ -170,7 +170,7 @@ def test_metadata_without_topics_lists_every_topic(server):
     assert {t.name for t in v0.topics} == {t.name for t in v1.topics} == {TOPIC, "views", "times"}
 
 
-def test_init_producer_id_hands_out_new_ids_and_refuses_transactions(server):
+def test_init_producer_id_hands_out_new_ids_to_idempotent_producers(server):
     with connect(server) as sock:
         first = call(sock, ApiKey.INIT_PRODUCER_ID, 1, {"transactional_id": None, "transaction_timeout": NO_WAIT})
         again = {"transactional_id": None, "transaction_timeout": NO_WAIT, "producer_id": first.producer_id,
@@ -180,7 +180,7 @@ def test_init_producer_id_hands_out_new_ids_and_refuses_transactions(server):
     assert first.error_code == second.error_code == 0
     assert second.producer_id != first.producer_id  # Kafka: a new id whatever an idempotent producer sends
     assert (first.producer_epoch, second.producer_epoch) == (0, 0)
-    assert txn.error_code == 42  # INVALID_REQUEST: transactions are not served over the wire
+    assert txn.error_code == 50  # INVALID_TRANSACTION_TIMEOUT: a transactional id needs a timeout in (0, max]
 
 
 def test_producer_ids_are_not_reused_after_a_restart(tmp_path):
@@ -211,7 +211,6 @@ def test_produce_deduplicates_a_retry_and_answers_the_original_offset(server):
         ({"topic": "nope"}, 3),  # UNKNOWN_TOPIC_OR_PARTITION
         ({"partition": 1}, 3),
         ({"acks": 2}, 21),  # INVALID_REQUIRED_ACKS
-        ({"transactional_id": "t"}, 42),  # INVALID_REQUEST: not served
         ({"records": batch() + batch()}, 87),  # INVALID_RECORD: v3+ carries exactly one batch
         ({"records": b""}, 87),
         ({"records": batch()[:16] + b"\x01" + batch()[17:]}, 87),  # magic 1

@@ -28,9 +28,18 @@ from .groups import (
     sync_group,
 )
 from .metadata import api_versions, metadata
-from .produce import init_producer_id, produce, strip_producer_ids
+from .produce import produce, strip_producer_ids
 from .sasl import sasl_authenticate, sasl_handshake
 from .topics import create_topics, delete_topics
+from .transactions import (
+    add_offsets_to_txn,
+    add_partitions_to_txn,
+    describe_transactions,
+    end_txn,
+    init_producer_id,
+    list_transactions,
+    txn_offset_commit,
+)
 
 __all__ = ["HANDLERS", "fetch_partitions", "strip_producer_ids"]
 
@@ -56,6 +65,12 @@ HANDLERS = {
     ApiKey.DESCRIBE_GROUPS: describe_groups,
     ApiKey.DELETE_GROUPS: delete_groups,
     ApiKey.OFFSET_DELETE: offset_delete,
+    ApiKey.ADD_PARTITIONS_TO_TXN: add_partitions_to_txn,
+    ApiKey.ADD_OFFSETS_TO_TXN: add_offsets_to_txn,
+    ApiKey.END_TXN: end_txn,
+    ApiKey.TXN_OFFSET_COMMIT: txn_offset_commit,
+    ApiKey.DESCRIBE_TRANSACTIONS: describe_transactions,
+    ApiKey.LIST_TRANSACTIONS: list_transactions,
     ApiKey.SASL_HANDSHAKE: sasl_handshake,
     ApiKey.SASL_AUTHENTICATE: sasl_authenticate,
 }

@@ -39,14 +39,16 @@ def _ms(value: datetime.timedelta | int) -> int:
 def _coordinator(server: KafkaServer, key: str, key_type: int, listener: str = "PLAINTEXT") -> dict[str, Any]:
     found: dict[str, Any] = {"key": key, "node_id": -1, "host": "", "port": -1}
     if key_type == KEY_TYPE_TRANSACTION:
-        return found | {"error_code": ErrorCode.coordinator_not_available,
-                        "error_message": "transactions are not served by dedup serve"}  # fmt: skip
-    if key_type != KEY_TYPE_GROUP:
+        leader = server.transactions.coordinator_id(key)
+        what = "the transactional id's __transaction_state partition"
+    elif key_type == KEY_TYPE_GROUP:
+        leader = server.groups.coordinator_id(key)
+        what = "the group's offsets partition"
+    else:
         return found | {"error_code": ErrorCode.invalid_request, "error_message": f"unknown key type {key_type}"}
-    leader = server.groups.coordinator_id(key)
     if leader is None or leader not in server.live_brokers():
         return found | {"error_code": ErrorCode.coordinator_not_available,
-                        "error_message": "the group's offsets partition has no leader"}  # fmt: skip
+                        "error_message": f"{what} has no leader"}  # fmt: skip
     return found | {"error_code": ErrorCode.none, "error_message": None, "node_id": leader,
                     **server.advertised(leader, listener)}  # fmt: skip
 
@@ -182,9 +184,11 @@ def offset_commit(server: KafkaServer, broker_id: int, request: Request) -> Any:
     return build(response_schema(request), {"topics": topics})
 
 
-def _fetched_group(server: KafkaServer, broker_id: int, group_id: str, topics: Any) -> tuple[ErrorCode, list[Any]]:
+def _fetched_group(
+    server: KafkaServer, broker_id: int, group_id: str, topics: Any, require_stable: bool = False
+) -> tuple[ErrorCode, list[Any]]:
     wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
-    error, committed = server.groups.fetch_offsets(broker_id, group_id, wanted)
+    error, committed = server.groups.fetch_offsets(broker_id, group_id, wanted, require_stable)
     if error != ErrorCode.none and wanted is not None:
         # Per partition too (OffsetFetch v1 has no group-level error).
         committed = [CommittedOffset(t, p, -1, -1, "", error) for t, p in wanted]
@@ -205,10 +209,11 @@ def offset_fetch(server: KafkaServer, broker_id: int, request: Request) -> Any:
     if request.api_version >= 8:  # KIP-709: several groups per request
         groups = []
         for group in body.groups:
-            error, topics = _fetched_group(server, broker_id, group.group_id, group.topics)
+            error, topics = _fetched_group(server, broker_id, group.group_id, group.topics, body.require_stable)
             groups.append({"group_id": group.group_id, "topics": topics, "error_code": error})
         return build(response_schema(request), {"groups": groups})
-    error, topics = _fetched_group(server, broker_id, body.group_id, body.topics)
+    error, topics = _fetched_group(server, broker_id, body.group_id, body.topics,
+                                   getattr(body, "require_stable", False))  # fmt: skip
     return build(response_schema(request), {"topics": topics, "error_code": error})
 
 

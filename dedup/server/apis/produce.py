@@ -39,13 +39,9 @@ _PRODUCER_FIELDS = RECORDS_COUNT_OFFSET - PRODUCER_ID_OFFSET
 
 
 def init_producer_id(server: KafkaServer, broker_id: int, request: Request) -> Any:
+    """InitProducerId without a transactional id (the transactional path is
+    :func:`dedup.server.apis.transactions.init_producer_id`)."""
     schema = response_schema(request)
-    if request.body.transactional_id is not None:
-        # Transactions (FindCoordinator, AddPartitionsToTxn, EndTxn) are not served over the
-        # wire; the library's TransactionCoordinator has them.
-        logger.warning("broker %d: InitProducerId for transactional id %r refused: transactions are not served",
-                       broker_id, request.body.transactional_id)  # fmt: skip
-        return build(schema, {"error_code": ErrorCode.invalid_request, "producer_id": -1, "producer_epoch": -1})
     # Kafka hands an idempotent producer a new id every time it asks, whatever it sends (v3+
     # may carry its current id and epoch): its TransactionCoordinator.handleInitProducerId.
     producer_id = server.producer_ids.next_id()
@@ -61,7 +57,7 @@ def strip_producer_ids(records: bytes) -> bytes:
     for position, length, attributes in zip(
         headers["position"].tolist(), headers["batch_length"].tolist(), headers["attributes"].tolist(), strict=True
     ):
-        if attributes & ATTR_TRANSACTIONAL:  # transactional batches keep their producer (not served anyway)
+        if attributes & ATTR_TRANSACTIONAL:  # transactional batches keep their producer (markers need it)
             continue
         # producerId, producerEpoch, baseSequence: all -1
         data[position + PRODUCER_ID_OFFSET : position + RECORDS_COUNT_OFFSET] = b"\xff" * _PRODUCER_FIELDS
@@ -97,9 +93,6 @@ def produce(server: KafkaServer, broker_id: int, request: Request) -> Any:
             entry: dict[str, Any] = {"index": data.index, "base_offset": -1, "record_errors": []}
             if cluster is None:
                 entry["error_code"] = ErrorCode.unknown_topic_or_partition
-            elif body.transactional_id is not None:
-                entry["error_code"] = ErrorCode.invalid_request
-                entry["error_message"] = "transactions are not served by dedup serve"
             elif acks not in (-1, 0, 1):
                 entry["error_code"] = ErrorCode.invalid_required_acks
             elif replica_offline(cluster, broker_id):
