@@ -82,6 +82,23 @@ class OffsetManager:
         error = self._validate_commit(group, generation_id, member_id, group_instance_id)
         if error != ErrorCode.none:
             return every(error)
+        results, records, accepted = self._commit_records(group_id, offsets)
+        stored = self.store.append(group_id, records)
+        if stored == ErrorCode.none:
+            group.offsets.update(accepted)
+            group.offset_order.update(dict.fromkeys(accepted, self.store.last_offset))
+        for key in accepted:
+            results[key] = stored
+        return results
+
+    def _commit_records(
+        self, group_id: str, offsets: dict[tuple[str, int], tuple[int, int, str | None]]
+    ) -> tuple[dict[tuple[str, int], ErrorCode], list[Record], dict[tuple[str, int], OffsetCommitValue]]:
+        """The records of a commit of ``offsets`` (OffsetCommit's and TxnOffsetCommit's alike):
+        ``(results, records, accepted)``, where ``results`` holds the partitions refused
+        already (metadata over ``offset.metadata.max.bytes``: OFFSET_METADATA_TOO_LARGE, as
+        GroupMetadataManager.validateOffsetMetadataLength) and ``accepted`` the values to keep
+        once the records are stored."""
         results: dict[tuple[str, int], ErrorCode] = {}
         records: list[Record] = []
         accepted: dict[tuple[str, int], OffsetCommitValue] = {}
@@ -94,13 +111,7 @@ class OffsetManager:
             value = OffsetCommitValue(offset, leader_epoch, text, now)
             accepted[(topic, partition)] = value
             records.append((encode_offset_commit_key(group_id, topic, partition), encode_offset_commit_value(value)))
-        stored = self.store.append(group_id, records)
-        if stored == ErrorCode.none:
-            group.offsets.update(accepted)
-            group.offset_order.update(dict.fromkeys(accepted, self.store.last_offset))
-        for key in accepted:
-            results[key] = stored
-        return results
+        return results, records, accepted
 
     def _validate_commit(
         self, group: GroupMetadata, generation_id: int, member_id: str, group_instance_id: str | None
@@ -148,18 +159,7 @@ class OffsetManager:
         error = self._validate_transactional_commit(group, generation_id, member_id, group_instance_id)
         if error != ErrorCode.none:
             return dict.fromkeys(offsets, error)
-        results: dict[tuple[str, int], ErrorCode] = {}
-        records: list[Record] = []
-        accepted: dict[tuple[str, int], OffsetCommitValue] = {}
-        now = self.clock()
-        for (topic, partition), (offset, leader_epoch, metadata) in offsets.items():
-            text = metadata or ""
-            if len(text.encode()) > self.offset_metadata_max_bytes:
-                results[(topic, partition)] = ErrorCode.offset_metadata_too_large
-                continue
-            value = OffsetCommitValue(offset, leader_epoch, text, now)
-            accepted[(topic, partition)] = value
-            records.append((encode_offset_commit_key(group_id, topic, partition), encode_offset_commit_value(value)))
+        results, records, accepted = self._commit_records(group_id, offsets)
         stored = self.store.append_transactional(group_id, records, producer_id, producer_epoch)
         if stored == ErrorCode.none and accepted:
             held = group.pending_transactional_offsets.setdefault(producer_id, {})
