@@ -232,8 +232,9 @@ asyncio.run(main())
 
 def python(script: str, *args: object, timeout: float = 600) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # cwd: ``-c`` puts the working directory first on sys.path, ahead of PYTHONPATH
     done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)  # fmt: skip
+                          env=env, timeout=timeout, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     if done.stderr.strip():
         sys.stderr.write(done.stderr)
@@ -275,8 +276,9 @@ def restart_until_initialised(directory: str, brokers: int, transactional_id: st
 
 @pytest.mark.parametrize("brokers", [1, 3])
 def test_bench_transaction_coordinator_recovery(kit, brokers):
-    """``IDS`` ids against 1 id, restarted alternately (``ROUNDS`` // 2 pairs... three pairs), then
-    the load alone in fresh processes: the best of three, and the records per second it gives."""
+    """``IDS`` ids against 1 id, restarted alternately (three pairs, the order swapped every
+    other pair; medians recorded), then the load alone in three fresh processes (the best
+    recorded, the worst beside it), and the records per second it gives."""
     with tempfile.TemporaryDirectory(prefix="dedup-bench-txnload-") as base:
         full, empty = os.path.join(base, "full"), os.path.join(base, "one")
         wrote = python(WRITER, full, brokers, IDS, WRITE_BATCH)
