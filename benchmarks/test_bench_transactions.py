@@ -44,8 +44,8 @@ confluent_kafka = pytest.importorskip("confluent_kafka")
 from test_bench_serve import Served  # noqa: E402
 
 MESSAGE_BYTES = 1024
-MESSAGES = 20_000
-ROUNDS = 4
+MESSAGES = 100_000
+ROUNDS = 5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICKS = os.sysconf("SC_CLK_TCK")
 
