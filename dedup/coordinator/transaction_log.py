@@ -59,6 +59,11 @@ _INT8 = struct.Struct(">b")
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _INT64 = struct.Struct(">q")
+# Fast paths of a load (one unpack where the reader takes a field at a time): the fields every
+# value version starts with, the two timestamps, and a key's version and length.
+_VALUE_HEAD = struct.Struct(">hqhib")  # version, producerId, producerEpoch, transactionTimeoutMs, transactionStatus
+_TIMESTAMPS = struct.Struct(">qq")  # transactionLastUpdateTimestampMs, transactionStartTimestampMs
+_KEY_HEAD = struct.Struct(">hh")  # version, the transactionalId's length
 
 
 class CorruptTransactionRecord(ValueError):
@@ -204,6 +209,13 @@ class _Reader:
 
 def decode_key(data: bytes) -> str:
     """The transactional id of a key (version 0)."""
+    if len(data) >= _KEY_HEAD.size:
+        version, length = _KEY_HEAD.unpack_from(data)
+        if version == KEY_VERSION and length == len(data) - _KEY_HEAD.size:
+            try:
+                return str(data[_KEY_HEAD.size :], "utf-8")
+            except UnicodeDecodeError:
+                pass  # the reader below says why
     reader = _Reader(data, "TransactionLogKey")
     version = reader.fixed(_INT16, "version")
     if version != KEY_VERSION:
@@ -216,14 +228,19 @@ def decode_key(data: bytes) -> str:
 def decode_value(data: bytes) -> TransactionLogValue:
     """A value of version 0 or 1 (Kafka: IllegalStateException for another version)."""
     reader = _Reader(data, "TransactionLogValue")
-    version = reader.fixed(_INT16, "version")
+    if len(data) >= _VALUE_HEAD.size:
+        version, producer_id, producer_epoch, timeout, status = _VALUE_HEAD.unpack_from(data)
+        reader.at = _VALUE_HEAD.size
+    else:  # too short: the reader names the field that is missing
+        version = reader.fixed(_INT16, "version")
     if version not in (0, 1):
         raise CorruptTransactionRecord(f"TransactionLogValue: version: expected 0 or 1, found {version}")
     flexible = version >= 1
-    producer_id = reader.fixed(_INT64, "producerId")
-    producer_epoch = reader.fixed(_INT16, "producerEpoch")
-    timeout = reader.fixed(_INT32, "transactionTimeoutMs")
-    status = reader.fixed(_INT8, "transactionStatus")
+    if reader.at < _VALUE_HEAD.size:
+        producer_id = reader.fixed(_INT64, "producerId")
+        producer_epoch = reader.fixed(_INT16, "producerEpoch")
+        timeout = reader.fixed(_INT32, "transactionTimeoutMs")
+        status = reader.fixed(_INT8, "transactionStatus")
     count = reader.count("transactionPartitions", flexible)
     partitions: tuple[tuple[str, tuple[int, ...]], ...] | None = None
     if count >= 0:
@@ -237,8 +254,12 @@ def decode_value(data: bytes) -> TransactionLogValue:
             if flexible:
                 reader.tagged_fields()
         partitions = tuple(entries)
-    last_update = reader.fixed(_INT64, "transactionLastUpdateTimestampMs")
-    start = reader.fixed(_INT64, "transactionStartTimestampMs")
+    if len(data) - reader.at >= _TIMESTAMPS.size:
+        last_update, start = _TIMESTAMPS.unpack_from(data, reader.at)
+        reader.at += _TIMESTAMPS.size
+    else:
+        last_update = reader.fixed(_INT64, "transactionLastUpdateTimestampMs")
+        start = reader.fixed(_INT64, "transactionStartTimestampMs")
     previous, following, client_version = NO_PRODUCER_ID, NO_PRODUCER_ID, 0
     if flexible:
         tagged = reader.tagged_fields()

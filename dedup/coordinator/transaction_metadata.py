@@ -76,10 +76,10 @@ class TransactionState(enum.Enum):
     @classmethod
     def from_id(cls, state_id: int) -> TransactionState:
         """TransactionState.fromId; ValueError for an unknown id (Kafka: IllegalStateException)."""
-        for state in cls:
-            if state.id == state_id:
-                return state
-        raise ValueError(f"Unknown transaction state id {state_id} from the transaction status message")
+        state = _STATES_BY_ID.get(state_id)
+        if state is None:
+            raise ValueError(f"Unknown transaction state id {state_id} from the transaction status message")
+        return state
 
     @classmethod
     def from_name(cls, name: str) -> TransactionState | None:
@@ -94,6 +94,9 @@ class TransactionState(enum.Enum):
         """Whether an idle transactional id in this state may expire (``transactional.id.expiration.ms``)."""
         return self in (TransactionState.EMPTY, TransactionState.COMPLETE_COMMIT, TransactionState.COMPLETE_ABORT)
 
+
+# from_id runs once per record a load replays: a dict, not a search over the members.
+_STATES_BY_ID: dict[int, TransactionState] = {state.id: state for state in TransactionState}
 
 _S = TransactionState
 _VALID_PREVIOUS: dict[TransactionState, frozenset[TransactionState]] = {

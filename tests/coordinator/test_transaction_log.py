@@ -88,3 +88,69 @@ def test_states_have_kafkas_ids_and_names():
         (0, "Empty"), (1, "Ongoing"), (2, "PrepareCommit"), (3, "PrepareAbort"), (4, "CompleteCommit"),
         (5, "CompleteAbort"), (6, "Dead"), (7, "PrepareEpochFence"),
     ]  # fmt: skip
+
+
+def _oracle_v0(data: bytes) -> TransactionLogValue:
+    """TransactionLogValue v0 read one field at a time from Kafka's layout, as the module's reader
+    did before its load took the fixed fields in one unpack: the fast path must agree with it."""
+    import struct
+
+    at = 0
+
+    def take(layout: str) -> int:
+        nonlocal at
+        (value,) = struct.unpack_from(layout, data, at)
+        at += struct.calcsize(layout)
+        return int(value)
+
+    assert take(">h") == 0
+    producer_id, epoch, timeout, status = take(">q"), take(">h"), take(">i"), take(">b")
+    count = take(">i")
+    partitions = None
+    if count >= 0:
+        entries = []
+        for _ in range(count):
+            length = take(">h")
+            topic = data[at : at + length].decode()
+            at += length
+            entries.append((topic, tuple(take(">i") for _ in range(take(">i")))))
+        partitions = tuple(entries)
+    last_update, start = take(">q"), take(">q")
+    assert at == len(data)
+    return TransactionLogValue(producer_id, epoch, timeout, status, partitions, last_update, start)
+
+
+def test_a_load_decodes_every_state_and_shape_as_kafkas_layout_says():
+    """Many ids over every state, with null, empty and several partitions, epochs to 32767 and
+    negative timestamps: each key and value decodes to what was written and to what the
+    field-at-a-time oracle reads (the load's fast path changes nothing)."""
+    topics = [(), (("clicks", (0,)),), (("clicks", (0, 1, 2)), ("billed", (7,))), (("é-topic", ()),)]
+    for i in range(2000):
+        state = list(TransactionState)[i % len(TransactionState)]
+        partitions = None if state is TransactionState.EMPTY else topics[i % len(topics)]
+        value = TransactionLogValue((1 << 62) + i, i * 17 % 32768, i * 1000, state.id, partitions,
+                                    1_700_000_000_000 + i, -1 if i % 3 == 0 else 1_699_999_999_000 + i)  # fmt: skip
+        data = encode_value(value)
+        assert decode_value(data) == value == _oracle_v0(data)
+        transactional_id = f"txn-{i}-{'ü' * (i % 4)}"
+        assert decode_key(encode_key(transactional_id)) == transactional_id
+
+
+def test_every_prefix_and_every_wrong_length_is_refused():
+    v1 = bytes.fromhex("0001" "00000000000003e8" "0005" "0000ea60" "01" "02" "07" + b"clicks".hex() + "03"
+                       "00000000" "00000001" "00" "0000018bcfe56800" "0000018bcfe56418" "00")  # fmt: skip
+    assert decode_value(v1).partitions == (("clicks", (0, 1)),)
+    for data in (ONGOING_BYTES, EMPTY_BYTES, v1):
+        for end in range(len(data)):
+            with pytest.raises(CorruptTransactionRecord):
+                decode_value(data[:end])
+    key = encode_key("t1")
+    for end in range(len(key)):
+        with pytest.raises(CorruptTransactionRecord):
+            decode_key(key[:end])
+    with pytest.raises(CorruptTransactionRecord, match="after the last field"):
+        decode_key(key + b"x")
+    with pytest.raises(CorruptTransactionRecord, match="expected 0"):
+        decode_key(b"\x00\x01" + key[2:])
+    with pytest.raises(CorruptTransactionRecord, match="not UTF-8"):
+        decode_key(bytes.fromhex("0000" "0002") + b"\xff\xfe")
