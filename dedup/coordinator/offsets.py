@@ -24,8 +24,12 @@ read: a record of it is a :class:`CorruptOffsetsRecord`.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
+
+from .record_fields import INT16 as _INT16
+from .record_fields import INT32 as _INT32
+from .record_fields import INT64 as _INT64
+from .record_fields import FieldReader
 
 __all__ = [
     "CorruptOffsetsRecord",
@@ -46,9 +50,6 @@ GROUP_METADATA_KEY_VERSION = 2
 OFFSET_COMMIT_VALUE_VERSION = 3
 GROUP_METADATA_VALUE_VERSION = 3
 
-_INT16 = struct.Struct(">h")
-_INT32 = struct.Struct(">i")
-_INT64 = struct.Struct(">q")
 
 
 class CorruptOffsetsRecord(ValueError):
@@ -147,57 +148,10 @@ def encode_group_metadata_value(value: GroupMetadataValue) -> bytes:
 # --- reading ------------------------------------------------------------------------------------
 
 
-class _Reader:
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.at = 0
-        self.what = what
-
-    def _take(self, size: int, name: str) -> bytes:
-        if size < 0 or self.at + size > len(self.data):
-            raise CorruptOffsetsRecord(
-                f"{self.what}: {name}: {size} bytes needed at {self.at}, {len(self.data) - self.at} left"
-            )
-        chunk = self.data[self.at : self.at + size]
-        self.at += size
-        return chunk
-
-    def int16(self, name: str) -> int:
-        return int(_INT16.unpack(self._take(2, name))[0])
-
-    def int32(self, name: str) -> int:
-        return int(_INT32.unpack(self._take(4, name))[0])
-
-    def int64(self, name: str) -> int:
-        return int(_INT64.unpack(self._take(8, name))[0])
-
-    def nullable_string(self, name: str) -> str | None:
-        length = self.int16(name)
-        if length == -1:
-            return None
-        try:
-            return self._take(length, name).decode()
-        except UnicodeDecodeError as error:
-            raise CorruptOffsetsRecord(f"{self.what}: {name}: not UTF-8 ({error})") from None
-
-    def string(self, name: str) -> str:
-        value = self.nullable_string(name)
-        if value is None:
-            raise CorruptOffsetsRecord(f"{self.what}: {name}: null where Kafka's schema has a string")
-        return value
-
-    def bytes(self, name: str) -> bytes:
-        return self._take(self.int32(name), name)
-
-    def end(self) -> None:
-        if self.at != len(self.data):
-            raise CorruptOffsetsRecord(f"{self.what}: {len(self.data) - self.at} bytes after the last field")
-
-
 def decode_key(data: bytes) -> tuple[str, str | None, int]:
     """``(group, topic, partition)`` for an offset commit key (versions 0 and 1),
     ``(group, None, -1)`` for a group metadata key (version 2)."""
-    reader = _Reader(data, "__consumer_offsets key")
+    reader = FieldReader(data, "__consumer_offsets key", CorruptOffsetsRecord)
     version = reader.int16("version")
     group = reader.string("group")
     if version in (0, 1):
@@ -212,7 +166,7 @@ def decode_key(data: bytes) -> tuple[str, str | None, int]:
 
 
 def decode_offset_commit_value(data: bytes) -> OffsetCommitValue:
-    reader = _Reader(data, "OffsetCommitValue")
+    reader = FieldReader(data, "OffsetCommitValue", CorruptOffsetsRecord)
     version = reader.int16("version")
     if not 0 <= version <= 3:
         raise CorruptOffsetsRecord(f"OffsetCommitValue: version: expected 0 to 3, found {version}")
@@ -226,7 +180,7 @@ def decode_offset_commit_value(data: bytes) -> OffsetCommitValue:
 
 
 def decode_group_metadata_value(data: bytes) -> GroupMetadataValue:
-    reader = _Reader(data, "GroupMetadataValue")
+    reader = FieldReader(data, "GroupMetadataValue", CorruptOffsetsRecord)
     version = reader.int16("version")
     if not 0 <= version <= 3:
         raise CorruptOffsetsRecord(f"GroupMetadataValue: version: expected 0 to 3, found {version}")
@@ -248,8 +202,8 @@ def decode_group_metadata_value(data: bytes) -> GroupMetadataValue:
         session_timeout = reader.int32("sessionTimeout")
         if version == 0:
             rebalance_timeout = session_timeout  # v0 had one timeout for both (Kafka's reader does the same)
-        subscription = reader.bytes("subscription")
-        assignment = reader.bytes("assignment")
+        subscription = reader.bytes_field("subscription")
+        assignment = reader.bytes_field("assignment")
         members.append(MemberMetadataValue(member_id, instance, client_id, client_host, rebalance_timeout,
                                            session_timeout, subscription, assignment))  # fmt: skip
     reader.end()

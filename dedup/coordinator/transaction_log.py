@@ -35,6 +35,10 @@ from kio.schema.errors import ErrorCode
 from ..batch import encode_batch
 from ..cluster import Cluster
 from ..errors import KafkaError
+from .record_fields import INT16 as _INT16
+from .record_fields import INT32 as _INT32
+from .record_fields import INT64 as _INT64
+from .record_fields import FieldReader
 from .store import OffsetsStorage, partition_for
 from .transaction_metadata import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, TransactionMetadata, TransactionState
 
@@ -56,9 +60,6 @@ KEY_VERSION = 0
 VALUE_VERSION = 0  # Kafka writes v0 until transaction.version 1 (flexible records) is finalised
 
 _INT8 = struct.Struct(">b")
-_INT16 = struct.Struct(">h")
-_INT32 = struct.Struct(">i")
-_INT64 = struct.Struct(">q")
 # Fast paths of a load (one unpack where the reader takes a field at a time): the fields every
 # value version starts with, the two timestamps, and a key's version and length.
 _VALUE_HEAD = struct.Struct(">hqhib")  # version, producerId, producerEpoch, transactionTimeoutMs, transactionStatus
@@ -150,63 +151,6 @@ def encode_value(value: TransactionLogValue) -> bytes:
 # --- reading ------------------------------------------------------------------------------------
 
 
-class _Reader:
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.at = 0
-        self.what = what
-
-    def take(self, size: int, name: str) -> bytes:
-        if size < 0 or self.at + size > len(self.data):
-            raise CorruptTransactionRecord(
-                f"{self.what}: {name}: {size} bytes needed at {self.at}, {len(self.data) - self.at} left"
-            )
-        chunk = self.data[self.at : self.at + size]
-        self.at += size
-        return chunk
-
-    def fixed(self, layout: struct.Struct, name: str) -> int:
-        return int(layout.unpack(self.take(layout.size, name))[0])
-
-    def varint(self, name: str) -> int:
-        value = shift = 0
-        for _ in range(5):
-            byte = self.take(1, name)[0]
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-        raise CorruptTransactionRecord(f"{self.what}: {name}: a varint longer than 5 bytes")
-
-    def string(self, name: str, flexible: bool) -> str:
-        length = self.varint(name) - 1 if flexible else self.fixed(_INT16, name)
-        if length < 0:
-            raise CorruptTransactionRecord(f"{self.what}: {name}: null where Kafka's schema has a string")
-        try:
-            return self.take(length, name).decode()
-        except UnicodeDecodeError as error:
-            raise CorruptTransactionRecord(f"{self.what}: {name}: not UTF-8 ({error})") from None
-
-    def count(self, name: str, flexible: bool) -> int:
-        """An array's length; -1 for null."""
-        count = self.varint(name) - 1 if flexible else self.fixed(_INT32, name)
-        if count < -1 or count > len(self.data) - self.at:
-            raise CorruptTransactionRecord(f"{self.what}: {name}: a count of {count} with "
-                                           f"{len(self.data) - self.at} bytes left")  # fmt: skip
-        return count
-
-    def tagged_fields(self) -> dict[int, bytes]:
-        fields = {}
-        for _ in range(self.varint("tagged fields")):
-            tag = self.varint("tag")
-            fields[tag] = self.take(self.varint("tagged field size"), f"tagged field {tag}")
-        return fields
-
-    def end(self) -> None:
-        if self.at != len(self.data):
-            raise CorruptTransactionRecord(f"{self.what}: {len(self.data) - self.at} bytes after the last field")
-
-
 def decode_key(data: bytes) -> str:
     """The transactional id of a key (version 0)."""
     if len(data) >= _KEY_HEAD.size:
@@ -216,7 +160,7 @@ def decode_key(data: bytes) -> str:
                 return str(data[_KEY_HEAD.size :], "utf-8")
             except UnicodeDecodeError:
                 pass  # the reader below says why
-    reader = _Reader(data, "TransactionLogKey")
+    reader = FieldReader(data, "TransactionLogKey", CorruptTransactionRecord)
     version = reader.fixed(_INT16, "version")
     if version != KEY_VERSION:
         raise CorruptTransactionRecord(f"TransactionLogKey: version: expected 0, found {version}")
@@ -227,7 +171,7 @@ def decode_key(data: bytes) -> str:
 
 def decode_value(data: bytes) -> TransactionLogValue:
     """A value of version 0 or 1 (Kafka: IllegalStateException for another version)."""
-    reader = _Reader(data, "TransactionLogValue")
+    reader = FieldReader(data, "TransactionLogValue", CorruptTransactionRecord)
     if len(data) >= _VALUE_HEAD.size:
         version, producer_id, producer_epoch, timeout, status = _VALUE_HEAD.unpack_from(data)
         reader.at = _VALUE_HEAD.size
