@@ -92,10 +92,11 @@ def run_confluent(bootstrap: str, tid: str, pause_at: int) -> None:
     producer.init_transactions(60)  # fences the previous instance; its open transaction is aborted
     start = resume_point(committed_confluent(bootstrap))
     print("resumed", start, flush=True)
+    failed: list[object] = []  # the delivery errors of the current attempt
     for first in range(start, RECORDS, PER_TRANSACTION):
         for attempt in range(20):
             producer.begin_transaction()
-            failed: list[object] = []
+            failed.clear()
             for number in range(first, first + PER_TRANSACTION):
                 producer.produce(TOPIC, key=f"{incarnation}-{attempt}", value=value(number), partition=number % 2,
                                  on_delivery=lambda error, _: failed.append(error) if error else None)  # fmt: skip
