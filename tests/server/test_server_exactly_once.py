@@ -167,8 +167,12 @@ async def run_aiokafka(bootstrap: str, tid: str, pause_at: int) -> None:
             for attempt in range(20):
                 try:
                     async with producer.transaction():  # aborted if the block raises
-                        sent = [await producer.send(TOPIC, key=f"{incarnation}-{attempt}".encode(), value=value(n),
-                                                    partition=n % 2) for n in range(first, first + PER_TRANSACTION)]
+                        sent = [
+                            await producer.send(
+                                TOPIC, key=f"{incarnation}-{attempt}".encode(), value=value(n), partition=n % 2
+                            )
+                            for n in range(first, first + PER_TRANSACTION)
+                        ]
                         await asyncio.gather(*sent)
                         pause(first + PER_TRANSACTION, pause_at)
                     break
