@@ -8,14 +8,27 @@ crashed broker restarts and recovers from its snapshot. Then the limits: a resta
 with a new producer id stores again the clicks whose acknowledgement it never got; with a
 stable identity (a transactional id) the old instance is fenced and its open transaction
 aborted instead. Every number printed comes from the run.
+
+Then the same two limits with real clients, when confluent-kafka (librdkafka) is installed (it
+comes with ``pip install -e '.[test]'``; without it the demo says so in one line): a Kafka-protocol
+server (:mod:`dedup.server`) on 127.0.0.1, an application process killed with SIGKILL and
+restarted, once with an idempotent producer (the clicks it never saw acknowledged are stored
+twice) and once with a ``transactional.id`` (a ``read_committed`` consumer reads every click once).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
+import os
+import select
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -36,7 +49,9 @@ LOST_ACKNOWLEDGEMENTS = 3  # in each limit, before the producer stops
 def main(write: Callable[[str], None] = print) -> int:
     """The scenario in a temporary directory, each line given to ``write``."""
     with tempfile.TemporaryDirectory(prefix="dedup-demo-") as directory:
-        for line in ad_clicks(directory):
+        for line in ad_clicks(os.path.join(directory, "cluster")):
+            write(line)
+        for line in real_clients(os.path.join(directory, "serve")):
             write(line)
     return 0
 
@@ -234,3 +249,157 @@ def restart_with_stable_identity(cluster: Cluster, clock: Callable[[], int], cli
         f"    a read_committed consumer sees {once} of the {len(clicks)} clicks, each exactly once; the log holds "
         f"{in_log} records for them, {in_log - sum(committed[click] for click in clicks)} of them aborted"
     )
+
+
+# -- the same limits with real clients ---------------------------------------------------------------
+
+REAL_CLICKS = 10
+TRANSACTIONAL_ID = "ad-clicks"
+#: The application, in a child process: ``python -c APPLICATION BOOTSTRAP MODE`` (MODE: idempotent or
+#: transactional) sends the clicks, prints ``written`` once they are stored, and waits to be killed.
+APPLICATION = "import sys; from dedup.tools.demo import application; application(*sys.argv[1:])"
+
+
+def real_clients(directory: str) -> Iterator[str]:
+    """Both limits with librdkafka against :class:`~dedup.server.ServerThread` in ``directory``;
+    one line saying why not when confluent-kafka is not installed."""
+    if importlib.util.find_spec("confluent_kafka") is None:
+        yield "With real clients: skipped, confluent-kafka is not installed (pip install -e '.[test]' installs it)"
+        return
+    import logging
+
+    from ..server import Faults, ServerThread
+
+    logging.getLogger("dedup.server").setLevel(logging.CRITICAL)  # the killed clients' broken connections
+    faults = Faults()
+    with ServerThread(directory, brokers=1, topics=[("clicks", 1)], faults=faults,
+                      transaction_state_log_num_partitions=1, offsets_topic_num_partitions=1) as server:  # fmt: skip
+        bootstrap = server.bootstrap_servers
+        yield "With real clients (librdkafka) against dedup's Kafka-protocol server (one broker on 127.0.0.1):"
+        clicks = [click_event(number) for number in range(10_000, 10_000 + REAL_CLICKS)]
+        server.run(setattr, faults, "drop_responses", 1.0)  # every acknowledgement lost: the clicks stay unacknowledged
+        _kill(_start_application(bootstrap, "idempotent"))
+        server.run(setattr, faults, "drop_responses", 0.0)
+        stored = _read(bootstrap, "read_uncommitted").count
+        before = sum(stored(click) for click in clicks)
+        restarted = _producer(bootstrap)
+        for click in clicks:  # a restarted application sends again what it never saw acknowledged
+            restarted.produce("clicks", value=click)
+        restarted.flush(30)
+        counts = _read(bootstrap, "read_uncommitted")
+        yield (
+            f"  an idempotent producer (an application process) sent {REAL_CLICKS} clicks; the broker stored "
+            f"{before} of them, all their acknowledgements were lost, and the application was killed (SIGKILL)"
+        )
+        yield (
+            f"    restarted, with a new producer id, it sent the {REAL_CLICKS} again: a consumer reads "
+            f"{sum(counts.count(click) for click in clicks)} records, "
+            f"{sum(counts.count(click) == 2 for click in clicks)} clicks twice"
+        )
+        clicks = [click_event(number) for number in range(20_000, 20_000 + REAL_CLICKS)]
+        _kill(_start_application(bootstrap, "transactional", *clicks))
+        old = server.run(lambda: server.server.transactions.transactions[TRANSACTIONAL_ID])
+        old_id, old_epoch = old.producer_id, old.producer_epoch
+        again = _producer(
+            bootstrap, TRANSACTIONAL_ID
+        )  # InitProducerId: the old instance fenced, its transaction aborted
+        new = server.run(lambda: server.server.transactions.transactions[TRANSACTIONAL_ID])
+        again.begin_transaction()
+        for click in clicks:
+            again.produce("clicks", value=click)
+        again.commit_transaction(30)
+        committed, everything = _read(bootstrap, "read_committed"), _read(bootstrap, "read_uncommitted")
+        yield (
+            f'  a transactional producer (transactional.id "{TRANSACTIONAL_ID}", producer {old_id} epoch {old_epoch}) '
+            f"wrote {REAL_CLICKS} clicks in a transaction and was killed (SIGKILL) before committing it"
+        )
+        yield (
+            f"    restarted with the same transactional.id: producer {new.producer_id} epoch {new.producer_epoch}, "
+            f"the old transaction aborted; it sent the {REAL_CLICKS} again and committed"
+        )
+        yield (
+            f"    a read_committed consumer reads {sum(committed.count(click) for click in clicks)} records, "
+            f"{sum(committed.count(click) == 1 for click in clicks)} clicks once each; the log holds "
+            f"{sum(everything.count(click) for click in clicks)} (a read_uncommitted consumer reads the aborted ones)"
+        )
+
+
+def application(bootstrap: str, mode: str, *values: str) -> None:
+    """The killed application (a child process): send the clicks, say when they are stored, wait."""
+    import confluent_kafka
+
+    clicks = [value.encode() for value in values] or [click_event(n) for n in range(10_000, 10_000 + REAL_CLICKS)]
+    producer = _producer(bootstrap, TRANSACTIONAL_ID if mode == "transactional" else None)
+    if mode == "transactional":
+        producer.begin_transaction()
+    for click in clicks:
+        producer.produce("clicks", value=click)
+    if mode == "transactional":
+        producer.flush(30)  # written, in the open transaction
+    else:
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "demo"})
+        deadline = time.monotonic() + 30  # the acknowledgements are lost: wait until the broker has the clicks
+        while consumer.get_watermark_offsets(confluent_kafka.TopicPartition("clicks", 0), 5)[1] < REAL_CLICKS:
+            producer.poll(0.05)
+            if time.monotonic() > deadline:
+                break
+    print("written", flush=True)
+    time.sleep(60)  # killed here
+
+
+def _producer(bootstrap: str, transactional_id: str | None = None) -> Any:
+    import confluent_kafka
+
+    settings = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0,
+                "retry.backoff.ms": 20, "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 100,
+                "log.connection.close": False, "log_level": 0}  # fmt: skip
+    if transactional_id is not None:
+        settings["transactional.id"] = transactional_id
+    producer = confluent_kafka.Producer(settings)
+    if transactional_id is not None:
+        producer.init_transactions(30)
+    return producer
+
+
+def _start_application(bootstrap: str, mode: str, *clicks: bytes) -> subprocess.Popen[str]:
+    """The application process, once it says its clicks are stored."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, "-c", APPLICATION, bootstrap, mode, *(click.decode() for click in clicks)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    if not ready or process.stdout.readline() != "written\n":
+        _kill(process)
+        raise RuntimeError(f"the {mode} application did not write its clicks")
+    return process
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+
+
+def _read(bootstrap: str, isolation: str) -> list[bytes]:
+    """Every value a consumer with ``isolation`` reads from clicks-0, to its end."""
+    import confluent_kafka
+
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-reader",
+                                         "isolation.level": isolation, "enable.partition.eof": True,
+                                         "enable.auto.commit": False, "fetch.wait.max.ms": 20})  # fmt: skip
+    consumer.assign([confluent_kafka.TopicPartition("clicks", 0, confluent_kafka.OFFSET_BEGINNING)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error, value = message.error(), message.value()
+            if error is None and value is not None:
+                values.append(value)
+            elif error is not None and error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                return values
+        raise RuntimeError(f"the {isolation} consumer did not reach the end of clicks-0")
+    finally:
+        consumer.close()

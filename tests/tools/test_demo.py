@@ -90,7 +90,48 @@ def test_both_twins_tell_the_same_story(tmp_path, impl):
     assert list(demo.ad_clicks(str(tmp_path / impl.__module__), table_class=impl)) == compiled
 
 
-def test_the_command_prints_the_same_run(run):
-    result = subprocess.run([sys.executable, "-m", "dedup", "demo"], capture_output=True, text=True, timeout=60)
+def test_the_command_prints_the_same_run(run, real):
+    result = subprocess.run([sys.executable, "-m", "dedup", "demo"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == run[0]  # deterministic: the same lines in any directory
+    # deterministic: the same lines in any directory, the library's scenario then the real clients'
+    assert result.stdout.splitlines() == run[0] + real
+
+
+# -- the same limits with real clients (librdkafka against dedup.server) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    pytest.importorskip("confluent_kafka")
+    return list(demo.real_clients(str(tmp_path_factory.mktemp("serve"))))
+
+
+def test_a_restarted_idempotent_application_stores_its_unacknowledged_clicks_twice(real):
+    sent = numbers(line_starting(real, "an idempotent producer"))
+    assert sent == [demo.REAL_CLICKS, demo.REAL_CLICKS]  # sent, and stored although unacknowledged
+    assert "killed (SIGKILL)" in line_starting(real, "an idempotent producer")
+    again = numbers(line_starting(real, "restarted, with a new producer id"))
+    assert again == [demo.REAL_CLICKS, 2 * demo.REAL_CLICKS, demo.REAL_CLICKS]  # every click twice
+
+
+def test_a_restarted_transactional_application_is_read_once_by_read_committed(real):
+    old = numbers(line_starting(real, "a transactional producer"))
+    new = numbers(line_starting(real, "restarted with the same transactional.id"))
+    assert new[0] == old[0] and new[1] > old[1]  # the same producer id, a higher epoch: the old instance fenced
+    assert numbers(line_starting(real, "a read_committed consumer reads")) == [
+        demo.REAL_CLICKS,
+        demo.REAL_CLICKS,
+        2 * demo.REAL_CLICKS,
+    ]  # once each; the aborted copies stay in the log
+
+
+def test_without_confluent_kafka_the_real_clients_part_is_one_line(tmp_path, monkeypatch):
+    real_find_spec = demo.importlib.util.find_spec
+    monkeypatch.setattr(
+        demo.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "confluent_kafka" else real_find_spec(name, *a),
+    )
+    assert list(demo.real_clients(str(tmp_path))) == [
+        "With real clients: skipped, confluent-kafka is not installed (pip install -e '.[test]' installs it)"
+    ]
