@@ -223,15 +223,17 @@ def kafka_stream(rows: int, producers: int, seed: int) -> tuple[np.ndarray, ...]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_the_bare_loop_gives_the_tables_verdicts(seed):
+@pytest.mark.parametrize("oracle", ["compiled", "twin", "C loop, dense"])
+def test_the_bare_loop_gives_the_tables_verdicts(seed, oracle):
     """The bare limit does the real work: on a stream with duplicates and every client error its
-    verdicts (code, duplicate flag, base offset) and log end offset equal the compiled table's."""
-    from dedup._state import ProducerStateTable
+    verdicts (code, duplicate flag, base offset) and log end offset equal those of the compiled
+    table, of the pure-Python twin (dedup.reference) and of the C reference loop."""
     from dedup.tools.bench import BareTable
+    from dedup.tools.bench_streams import table_for
 
     producers = 300
     columns = kafka_stream(20_000, producers, seed)
-    table, bare = ProducerStateTable(5), BareTable(producers, 5)
+    table, bare = table_for(oracle, producers, 5), BareTable(producers, 5)
     expected, end = [], 0
     found = []
     for start in range(0, 20_000, 4_096):  # several calls: state carries over between them
