@@ -1,8 +1,12 @@
-"""The limit of ``python -m dedup bench``: the C reference loop (``reference_loop.c``, package
-data beside this module), the least a producer-state table must do per batch (one hash lookup
-by producer id, one window update). :func:`build_reference_loop` compiles it with the
-compiler and ``-O3`` of the extension build and loads it with ctypes; :class:`ReferenceTable`
-gives it the compiled table's ``append_many``.
+"""The two C loops of ``python -m dedup bench`` (package data beside this module), compiled at
+run time and loaded with ctypes, each with the compiled table's ``append_many``:
+
+- the bare limit (``bare_loop.c``, :class:`BareTable`, :func:`build_bare_loop`): the least any
+  producer-state table must do per batch, with dedup's prefetch and huge pages, built with the
+  extension's compiler flags plus ``-march=native`` (:func:`bare_compile_flags`);
+- the C implementation of the same rules (``reference_loop.c``, :class:`ReferenceTable`,
+  :func:`build_reference_loop`): five result columns, no prefetch, malloc, built with ``-O3``
+  as the extension is.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import shlex
 import subprocess
 import sysconfig
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,17 +28,23 @@ from .._types import AppendManyResult
 
 #: The C loop's source, package data beside this module.
 REFERENCE_SOURCE = Path(__file__).resolve().parent / "reference_loop.c"
+#: The bare limit's source, package data beside this module.
+BARE_SOURCE = Path(__file__).resolve().parent / "bare_loop.c"
 #: The hash seed of the C loop's table (dedup's is random per table; any value does).
 REFERENCE_SEED = 0x9E3779B97F4A7C15
 
 
 class ReferenceLoopUnavailable(RuntimeError):
-    """The C reference loop could not be found or built; the message says why."""
+    """A C loop (the reference loop or the bare limit) could not be found or built; the
+    message says why."""
 
 
 def reference_loop_source() -> Path:
     """``reference_loop.c``, shipped beside this module."""
-    source = REFERENCE_SOURCE
+    return _shipped(REFERENCE_SOURCE)
+
+
+def _shipped(source: Path) -> Path:
     if not source.is_file():
         raise ReferenceLoopUnavailable(f"{source} not found: the package was installed without its data files")
     return source
@@ -44,13 +56,19 @@ def compiler_command() -> list[str]:
     return shlex.split(compiler)
 
 
-@functools.cache
-def _build(source: str, mtime_ns: int) -> ctypes.CDLL:
-    compiler = compiler_command()
-    with tempfile.TemporaryDirectory(prefix="dedup-reference-loop-") as directory:
-        library = os.path.join(directory, "reference_loop.so")
-        # -O3 as setup.py builds the extension; no -march, like the extension.
-        command = [*compiler, "-O3", "-fPIC", "-shared", "-o", library, source]
+def bare_compile_flags() -> list[str]:
+    """The flags the bare limit is built with: the extension's (sysconfig's CFLAGS and CCSHARED,
+    then the ``-O3`` setup.py adds) and ``-march=native``."""
+    extension = [shlex.split(sysconfig.get_config_var(name) or "") for name in ("CFLAGS", "CCSHARED")]
+    return [*extension[0], *extension[1], "-O3", "-march=native"]
+
+
+def _compile(source: str, flags: Sequence[str]) -> ctypes.CDLL:
+    """``source`` compiled with ``flags`` into a temporary shared library, loaded."""
+    name = Path(source).stem
+    with tempfile.TemporaryDirectory(prefix=f"dedup-{name}-") as directory:
+        library = os.path.join(directory, f"{name}.so")
+        command = [*compiler_command(), *flags, "-fPIC", "-shared", "-o", library, source]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as error:
@@ -59,7 +77,37 @@ def _build(source: str, mtime_ns: int) -> ctypes.CDLL:
             raise ReferenceLoopUnavailable(
                 f"the C compiler failed ({shlex.join(command)}, exit {done.returncode}):\n{done.stderr.strip()}"
             )
-        lib = ctypes.CDLL(library)  # mapped: the file can go with the directory
+        return ctypes.CDLL(library)  # mapped: the file can go with the directory
+
+
+@functools.cache
+def _build_bare(source: str, mtime_ns: int) -> ctypes.CDLL:
+    lib = _compile(source, bare_compile_flags())
+    pointer, i64, u64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64
+    lib.bare_new.argtypes = [i64, ctypes.c_int, u64]
+    lib.bare_new.restype = pointer
+    lib.bare_free.argtypes = [pointer]
+    lib.bare_free.restype = None
+    lib.bare_memory_bytes.argtypes = [pointer]
+    lib.bare_memory_bytes.restype = u64
+    lib.bare_len.argtypes = [pointer]
+    lib.bare_len.restype = u64
+    lib.bare_append_many.argtypes = [pointer, i64, *[pointer] * 5, i64, *[pointer] * 3]
+    lib.bare_append_many.restype = i64
+    return lib
+
+
+def build_bare_loop(source: str | os.PathLike[str] | None = None) -> ctypes.CDLL:
+    """Compile the bare limit into a temporary shared library and load it; built once per
+    process (per source file and modification time). ``ReferenceLoopUnavailable`` says why
+    when there is no source or no working compiler."""
+    path = Path(source) if source is not None else _shipped(BARE_SOURCE)
+    return _build_bare(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _build(source: str, mtime_ns: int) -> ctypes.CDLL:
+    lib = _compile(source, ["-O3"])  # -O3 as setup.py builds the extension; no -march, like the extension
     pointer, i64, u64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64
     lib.ref_new.argtypes = [i64, ctypes.c_int, u64, ctypes.c_int]
     lib.ref_new.restype = pointer
@@ -144,3 +192,71 @@ class ReferenceTable:
         self.map_end_offset = end
         codes, duplicate, firsts, lasts, times = (output[:rows] for output in outputs)
         return AppendManyResult(codes, duplicate, firsts, lasts, times, end)
+
+
+class BareVerdicts(NamedTuple):
+    """What the bare limit writes per batch: Kafka's error code, the duplicate flag, the base
+    offset (the original's for a duplicate, -1 for an error); and the log end offset after."""
+
+    error_codes: np.ndarray  # int16
+    duplicate: np.ndarray  # bool
+    base_offsets: np.ndarray  # int64
+    log_end_offset: int
+
+
+class BareTable:
+    """The bare limit's table (``bare_loop.c``), with ``append_many`` taking the compiled
+    table's columns and answering :class:`BareVerdicts`.
+
+    Presized for ``producers`` (load factor 0.6), a producer beyond them is a ``MemoryError``.
+    The result columns are reused by the next call of the same size or smaller: copy them to
+    keep them.
+    """
+
+    def __init__(self, producers: int, window: int = 5, *, lib: ctypes.CDLL | None = None):
+        self._lib = lib if lib is not None else build_bare_loop()
+        self._table = self._lib.bare_new(producers, window, REFERENCE_SEED)
+        if not self._table:
+            raise MemoryError(f"bare limit: no memory for {producers:,} producers, window {window}")
+        self.window = window
+        self.map_end_offset = 0
+        self._outputs: tuple[np.ndarray, ...] = ()
+
+    def __del__(self) -> None:
+        table, self._table = getattr(self, "_table", None), None
+        if table:
+            self._lib.bare_free(table)
+
+    def __len__(self) -> int:
+        return int(self._lib.bare_len(self._table))
+
+    def memory_bytes(self) -> int:
+        return int(self._lib.bare_memory_bytes(self._table))
+
+    def append_many(
+        self,
+        producer_ids: np.ndarray,
+        producer_epochs: np.ndarray,
+        base_sequences: np.ndarray,
+        record_counts: np.ndarray,
+        max_timestamps: np.ndarray,
+        *,
+        log_end_offset: int,
+    ) -> BareVerdicts:
+        rows = len(producer_ids)
+        columns = (producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps)
+        for column, dtype in zip(columns, (np.int64, np.int16, np.int32, np.int32, np.int64), strict=True):
+            if column.dtype != dtype or len(column) != rows or not column.flags.c_contiguous:
+                raise TypeError(f"bare limit: every column needs {rows} contiguous {np.dtype(dtype)} values")
+        if not self._outputs or len(self._outputs[0]) < rows:
+            self._outputs = (np.empty(rows, np.int16), np.empty(rows, np.bool_), np.empty(rows, np.int64))
+        outputs = self._outputs
+        end = self._lib.bare_append_many(
+            self._table, rows, *[column.ctypes.data for column in columns], log_end_offset,
+            *[output.ctypes.data for output in outputs],
+        )  # fmt: skip
+        if end < 0:
+            raise MemoryError(f"bare limit: row {-1 - end} is a producer beyond the table's size")
+        self.map_end_offset = end
+        codes, duplicate, base_offsets = (output[:rows] for output in outputs)
+        return BareVerdicts(codes, duplicate, base_offsets, end)

@@ -9,7 +9,7 @@ import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .bench_streams import C_LOOPS, ORDERS
+from .bench_streams import BARE, C_LOOPS, ORDERS
 
 
 @dataclass
@@ -83,22 +83,35 @@ def with_limits(points: Sequence[Point]) -> list[Point]:
     return [*points, *(Point("C loop", n, order, window, rate) for (n, order, window), rate in best.items())]
 
 
+def streams(points: Sequence[Point]) -> list[tuple[int, str, int]]:
+    """The (producers, order, window) of the points, by window, order and producers."""
+    return sorted({(p.producers, p.order, p.window) for p in points}, key=lambda k: (k[2], ORDERS.index(k[1]), k[0]))
+
+
+def rates_of(points: Sequence[Point], stream: tuple[int, str, int]) -> dict[str, float]:
+    """Batches/s by engine on one stream, "C loop" (the faster layout) included."""
+    return {p.engine: p.batches_per_s for p in with_limits(points) if (p.producers, p.order, p.window) == stream}
+
+
+def ratio_of(rates: dict[str, float], limit: str) -> float | None:
+    """The compiled table's speed as a fraction of ``limit``'s, None if either is missing."""
+    return rates["compiled"] / rates[limit] if {"compiled", limit} <= rates.keys() else None
+
+
 def sweep_lines(points: Sequence[Point]) -> list[str]:
-    """Batches/s by stream and engine, and compiled as a fraction of the limit (the faster C loop)."""
-    columns = ("compiled", "twin", *C_LOOPS)
-    header = ["producers", "order", "window", *columns, "compiled / C loop"]
+    """Batches/s by stream and engine, and compiled as a fraction of the bare limit and of the
+    C implementation of the same rules (the faster C loop layout)."""
+    columns = ("compiled", "twin", *C_LOOPS, BARE)
+    header = ["producers", "order", "window", *columns, "compiled / bare", "compiled / C loop"]
     body = []
-    for n, order, window in sorted({(p.producers, p.order, p.window) for p in points},
-                                   key=lambda k: (k[2], ORDERS.index(k[1]), k[0])):  # fmt: skip
-        rates = {
-            p.engine: p.batches_per_s
-            for p in with_limits(points)
-            if (p.producers, p.order, p.window) == (n, order, window)
-        }
-        ratio = f"{rates['compiled'] / rates['C loop']:.3g}" if {"compiled", "C loop"} <= rates.keys() else "-"
+    for stream in streams(points):
+        n, order, window = stream
+        rates = rates_of(points, stream)
+        ratios = [ratio_of(rates, BARE), ratio_of(rates, "C loop")]
         body.append(
-            [f"{n:,}", order, str(window), *(fmt_rate(rates[e]) if e in rates else "-" for e in columns), ratio]
-        )
+            [f"{n:,}", order, str(window), *(fmt_rate(rates[e]) if e in rates else "-" for e in columns),
+             *("-" if ratio is None else f"{ratio:.3g}" for ratio in ratios)]
+        )  # fmt: skip
     widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
     lines = []
     for line in (header, *body):
@@ -118,12 +131,44 @@ def cpu_model() -> str:
         return platform.machine()
 
 
-def kernels() -> str:
+#: The CPU features dedup's kernels ask for (platform/cpu.h, GCC's names) and their names in
+#: /proc/cpuinfo's "flags" (x86-64) or "Features" (ARM).
+CPU_FEATURES = {
+    "sse4.2": "sse4_2",
+    "popcnt": "popcnt",
+    "avx2": "avx2",
+    "avx512f": "avx512f",
+    "avx512vl": "avx512vl",
+    "avx512bw": "avx512bw",
+    "avx512vbmi": "avx512vbmi",
+    "crc32": "crc32",
+}
+DISABLE_VARIABLE = "DEDUP_DISABLE_CPU_FEATURES"
+
+
+def cpu_features() -> list[str]:
+    """The features of :data:`CPU_FEATURES` that /proc/cpuinfo lists for the first CPU, by
+    dedup's names (before DEDUP_DISABLE_CPU_FEATURES); empty where there is no /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            line = next(line for line in cpuinfo if line.startswith(("flags", "Features")))
+    except (OSError, StopIteration):
+        return []
+    found = set(line.split(":", 1)[1].split())
+    return [name for name, flag in CPU_FEATURES.items() if flag in found]
+
+
+def kernel_choices() -> dict[str, object]:
     """The kernels the compiled core chose in this process (the CPU's features less
-    DEDUP_DISABLE_CPU_FEATURES), as every figure must say."""
+    DEDUP_DISABLE_CPU_FEATURES), by dispatcher."""
     from .. import _testing  # a private report, for tools and benchmarks
 
-    return ", ".join(f"{name} {value}" for name, value in _testing.kernels().items())
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in _testing.kernels().items()}
+
+
+def kernels() -> str:
+    """:func:`kernel_choices` in a line, as every figure must say."""
+    return ", ".join(f"{name} {value}" for name, value in kernel_choices().items())
 
 
 def machine() -> str:
@@ -140,7 +185,7 @@ def plot(points: Sequence[Point], path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 5.6), dpi=100)
-    colours = {"compiled": "tab:blue", "twin": "tab:green", "C loop": "tab:red"}
+    colours = {"compiled": "tab:blue", "twin": "tab:green", "C loop": "tab:red", BARE: "tab:purple"}
     labels = {"C loop": "C loop (faster layout)"}
     points = with_limits(points)
     styles = {("random", 5): "-", ("in-order", 5): "--", ("random", 64): ":", ("in-order", 64): "-."}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .bench_loop import ReferenceTable
+from .bench_loop import BareTable, ReferenceTable
 
 #: Calls of ``append_many`` take this many rows (as in ``benchmarks/conftest.py``).
 CALL_ROWS = 100_000
@@ -21,7 +21,9 @@ TIMESTAMP = 1_767_225_600_000
 ORDERS = ("random", "in-order")
 #: The C loop in its two layouts (see reference_loop.c); the limit of a case is the faster.
 C_LOOPS = ("C loop, dense", "C loop, by slot")
-ENGINES = ("compiled", "twin", *C_LOOPS)
+#: The bare limit (bare_loop.c): the least any table must do, with dedup's memory tricks.
+BARE = "bare limit"
+ENGINES = ("compiled", "twin", *C_LOOPS, BARE)
 
 
 class Stream:
@@ -104,6 +106,8 @@ def table_for(engine: str, producers: int, window: int) -> Any:
         return Twin(window)
     if engine in C_LOOPS:
         return ReferenceTable(producers, window, dense=engine == "C loop, dense")
+    if engine == BARE:
+        return BareTable(producers, window)
     raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
 
 
