@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _args
+from ..coordinator.transaction_coordinator import TransactionCoordinator
 from . import cli
 from .simulate_check import check
 from .simulate_plan import STEPS, Action, Settings, plan, settings_for
@@ -62,18 +63,20 @@ def _scratch() -> str:
     return tempfile.mkdtemp(prefix="dedup-sim-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
-def execute(seed: int, settings: Settings, actions: Sequence[Action]) -> Outcome:
-    """Run ``actions`` with ``seed``'s settings in a fresh directory and check the result."""
+def execute(seed: int, settings: Settings, actions: Sequence[Action],
+            coordinator_class: type[TransactionCoordinator] = TransactionCoordinator) -> Outcome:  # fmt: skip
+    """Run ``actions`` with ``seed``'s settings in a fresh directory and check the result
+    (``coordinator_class``: the transaction coordinator built, a broken one in tests)."""
     directory = _scratch()
     try:
-        run = Run(seed, settings, actions, directory)
+        run = Run(seed, settings, actions, directory, coordinator_class)
         try:
             run.execute()
             violations = check(run)
         except Exception as error:  # an exception escaping the cluster is a failure of the run
             violations = [f"exception: {error!r}"]
         finally:
-            run.cluster.close()
+            run.close()
         return Outcome(seed, settings, list(actions), violations, run.counts, run.trace)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -189,7 +192,7 @@ def report(outcome: Outcome) -> str:
 
 def quiet_logs() -> None:
     """The logs and the cluster warn at every crash, election and recovery: the trace says it."""
-    for name in ("dedup.log", "dedup.cluster", "dedup.segment", "dedup.snapshot"):
+    for name in ("dedup.log", "dedup.cluster", "dedup.segment", "dedup.snapshot", "dedup.coordinator"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

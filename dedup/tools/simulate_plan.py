@@ -98,4 +98,31 @@ def plan(seed: int, settings: Settings, steps: int = STEPS) -> list[Action]:
         elif kind == "crash":
             detail = int(rng.random() < 0.7)  # 1: the leader, else broker `target`
         actions.append(Action(kind, target, detail))
+    if settings.stable:
+        _add_coordinator_faults(seed, settings, actions)
     return actions
+
+
+#: The transaction coordinator's faults, added to runs with transactional producers: per action
+#: of the plan, the chance of one of these before it, and their weights.
+COORDINATOR_FAULT_RATE = 0.05
+COORDINATOR_FAULTS = [("coordinator_crash", 3), ("coordinator_failover", 2), ("coordinator_restart", 1),
+                      ("txn_timeout", 1), ("zombie", 2)]  # fmt: skip
+
+
+def _add_coordinator_faults(seed: int, settings: Settings, actions: list[Action]) -> None:
+    """Insert the coordinator's faults at positions of their own random stream (the actions
+    of the base plan are those of a plan without them)."""
+    rng = random.Random(f"plan-txn-{seed}")
+    names = [name for name, _ in COORDINATOR_FAULTS]
+    weights = [weight for _, weight in COORDINATOR_FAULTS]
+    for position in range(len(actions), -1, -1):
+        if rng.random() >= COORDINATOR_FAULT_RATE:
+            continue
+        kind = rng.choices(names, weights)[0]
+        target, detail = rng.randrange(settings.stable), 0
+        if kind == "coordinator_crash":
+            detail = rng.randint(0, 1)  # markers written before the crash (0: right after the prepare record)
+        elif kind == "zombie":
+            detail = rng.randint(1, 6)  # polls
+        actions.insert(position, Action(kind, target, detail))
