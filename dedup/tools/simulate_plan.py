@@ -103,21 +103,22 @@ def plan(seed: int, settings: Settings, steps: int = STEPS) -> list[Action]:
     return actions
 
 
-#: The transaction coordinator's faults, added to runs with transactional producers: per action
-#: of the plan, the chance of one of these before it, and their weights.
-COORDINATOR_FAULT_RATE = 0.05
-COORDINATOR_FAULTS = [("coordinator_crash", 3), ("coordinator_failover", 2), ("coordinator_restart", 1),
-                      ("txn_timeout", 1), ("zombie", 2)]  # fmt: skip
+#: The transaction coordinator's faults and more transaction ends, added to runs with
+#: transactional producers: per action of the plan, the chance of one of these before it, and
+#: their weights.
+COORDINATOR_ACTION_RATE = 0.1
+COORDINATOR_ACTIONS = [("commit", 5), ("coordinator_crash", 3), ("coordinator_failover", 2),
+                       ("coordinator_restart", 1), ("txn_timeout", 1), ("zombie", 2)]  # fmt: skip
 
 
 def _add_coordinator_faults(seed: int, settings: Settings, actions: list[Action]) -> None:
     """Insert the coordinator's faults at positions of their own random stream (the actions
     of the base plan are those of a plan without them)."""
     rng = random.Random(f"plan-txn-{seed}")
-    names = [name for name, _ in COORDINATOR_FAULTS]
-    weights = [weight for _, weight in COORDINATOR_FAULTS]
+    names = [name for name, _ in COORDINATOR_ACTIONS]
+    weights = [weight for _, weight in COORDINATOR_ACTIONS]
     for position in range(len(actions), -1, -1):
-        if rng.random() >= COORDINATOR_FAULT_RATE:
+        if rng.random() >= COORDINATOR_ACTION_RATE:
             continue
         kind = rng.choices(names, weights)[0]
         target, detail = rng.randrange(settings.stable), 0
@@ -125,4 +126,6 @@ def _add_coordinator_faults(seed: int, settings: Settings, actions: list[Action]
             detail = rng.randint(0, 1)  # markers written before the crash (0: right after the prepare record)
         elif kind == "zombie":
             detail = rng.randint(1, 6)  # polls
+        elif kind == "commit":
+            detail = int(rng.random() < 0.3)  # 1: abort instead
         actions.insert(position, Action(kind, target, detail))

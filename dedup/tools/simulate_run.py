@@ -58,6 +58,9 @@ class Counts:
     kafka_shortcut: int = 0  # table entries Kafka's rebuild shortcut left behind their log (spec §5.3)
     lost_batches: int = 0  # acknowledged batches lost to reported unclean elections
     unclean_elections: int = 0
+    committed_transactions: int = 0  # EndTxn(COMMIT) answered NONE
+    aborted_transactions: int = 0  # EndTxn(ABORT) answered NONE
+    reloads_checked: int = 0  # transactional ids whose state after a reload was compared with the one before
 
 
 @dataclass
@@ -220,7 +223,15 @@ class Run:
         if not instance.ready and not self._init(instance):
             return None
         if instance.producer.fatal_error is not None:
-            return None
+            if self.coordinator is None or slot >= self.settings.stable:
+                return None
+            # The application closes a fenced transactional producer and starts another with the
+            # same transactional.id (the coordinator aborted or will abort what it left open).
+            self.log(f"producer {slot}: stopped on {instance.producer.fatal_error.error_name}; the application "
+                     "starts a new instance")  # fmt: skip
+            self.current[slot] = instance = self._new_instance(slot)
+            if not instance.ready:
+                return None
         return instance.producer
 
     # -- brokers: every partition of the run ------------------------------------------------------
@@ -356,6 +367,10 @@ class Run:
             return
         if transaction is not None:
             transaction.outcome = "committed" if commit else "aborted"
+            if commit:
+                self.counts.committed_transactions += 1
+            else:
+                self.counts.aborted_transactions += 1
             instance.transaction = None
         self.log(f"producer {slot}: transaction {'committed' if commit else 'aborted'}")
 
@@ -558,6 +573,9 @@ class Run:
             return
         zombie = old[-1]
         producer = zombie.producer
+        newer = self.current[action.target]
+        if not newer.ready:
+            return  # no newer instance has its epoch yet: the old one is not fenced
         if any(self.now - batch.timestamps[0] >= DELIVERY_TIMEOUT_MS for batch in producer.batches
                if not batch.acknowledged):  # fmt: skip
             return  # the client gave its batches up (delivery.timeout.ms)

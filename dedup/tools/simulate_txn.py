@@ -233,6 +233,7 @@ class SimulatedCoordinator:
             if index in coordinator._loading or coordinator._loaded.get(index, (None, 0))[0] is None:
                 continue  # not loaded yet
             del self.pending_reload_checks[tid]
+            self.run.counts.reloads_checked += 1
             metadata = coordinator.transactions.get(tid)
             if metadata is None:
                 self.run.violations.append(f"transactional id {tid}: gone after reload (was {state})")
