@@ -64,9 +64,10 @@ def _scratch() -> str:
 
 
 def execute(seed: int, settings: Settings, actions: Sequence[Action],
-            coordinator_class: type[TransactionCoordinator] = TransactionCoordinator) -> Outcome:  # fmt: skip
+            coordinator_class: type[TransactionCoordinator] | None = TransactionCoordinator) -> Outcome:  # fmt: skip
     """Run ``actions`` with ``seed``'s settings in a fresh directory and check the result
-    (``coordinator_class``: the transaction coordinator built, a broken one in tests)."""
+    (``coordinator_class``: the transaction coordinator built, a broken one in tests; None:
+    the library's small coordinator of :mod:`dedup.cluster`, as before Kafka's)."""
     directory = _scratch()
     try:
         run = Run(seed, settings, actions, directory, coordinator_class)
@@ -82,9 +83,11 @@ def execute(seed: int, settings: Settings, actions: Sequence[Action],
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run_seed(seed: int, *, unclean_share: float = 0.25, steps: int = STEPS) -> Outcome:
+def run_seed(seed: int, *, unclean_share: float = 0.25, steps: int = STEPS, kafka_coordinator: bool = True) -> Outcome:
     """One run: the settings and actions that ``seed`` fixes (``steps`` of them; a share
-    ``unclean_share`` of seeds allow unclean elections), executed and checked.
+    ``unclean_share`` of seeds allow unclean elections), executed and checked; without
+    ``kafka_coordinator``, transactions go through the library's small coordinator, with the
+    plans from before (what the regression seeds found then replay).
     ``TypeError``/``ValueError`` naming a bad argument, before anything runs."""
     seed = _args.integer("seed", seed, 0, (1 << 63) - 1, "in [0, 2^63-1]")
     steps = _args.integer("steps", steps, 0, (1 << 31) - 1, "in [0, 2^31-1]")
@@ -93,7 +96,8 @@ def run_seed(seed: int, *, unclean_share: float = 0.25, steps: int = STEPS) -> O
     if not 0.0 <= unclean_share <= 1.0:
         raise ValueError(f"unclean_share must be in [0, 1], got {unclean_share!r}")
     settings = settings_for(seed, unclean_share)
-    return execute(seed, settings, plan(seed, settings, steps))
+    actions = plan(seed, settings, steps, coordinator=kafka_coordinator)
+    return execute(seed, settings, actions, TransactionCoordinator if kafka_coordinator else None)
 
 
 def shrink(outcome: Outcome, budget: int = 400) -> Outcome:

@@ -217,8 +217,8 @@ def check_transactions(run: Run) -> list[str]:
             log = cluster.leader_log
             left_open = open_transactions(log)
             if log.last_stable_offset != log.high_watermark or left_open:
-                violations.append(f"{cluster.name}: at the end the last stable offset is {log.last_stable_offset}, "
-                                  f"the high watermark {log.high_watermark}, open transactions {left_open}")  # fmt: skip
+                violations.append(f"{cluster.name}: at the end the last stable offset is {log.last_stable_offset}, the "
+                                  f"high watermark {log.high_watermark}, open transactions {left_open}")  # fmt: skip
     live = settled_state(coordinator.coordinator)
     for tid, (_, _, state) in sorted(live.items()):
         if state not in _SETTLED:

@@ -136,7 +136,7 @@ class Run:
     ``directory`` (:meth:`execute`), with the counts, the trace and what the checks need."""
 
     def __init__(self, seed: int, settings: Settings, actions: Sequence[Action], directory: str,
-                 coordinator_class: type[TransactionCoordinator] = TransactionCoordinator) -> None:  # fmt: skip
+                 coordinator_class: type[TransactionCoordinator] | None = TransactionCoordinator) -> None:  # fmt: skip
         self.seed = seed
         self.settings = settings
         self.actions = list(actions)
@@ -157,7 +157,7 @@ class Run:
         self.transactions: list[Transaction] = []
         self.coordinator: SimulatedCoordinator | None = None
         self.side: Cluster | None = None
-        if settings.stable:
+        if settings.stable and coordinator_class is not None:
             options: dict[str, Any] = dict(
                 brokers=settings.brokers, min_insync_replicas=settings.min_insync_replicas, clock=self.clock,
                 segment_bytes=SEGMENT_BYTES, producer_id_expiration_ms=EXPIRATION_MS,
@@ -210,7 +210,7 @@ class Run:
     def _init(self, instance: _Instance) -> bool:
         try:
             instance.producer.init()
-        except (KafkaError, TimeoutError) as error:
+        except KafkaError as error:
             self.log(f"producer {instance.slot}: InitProducerId failed ({error.error_name}); retried later")
             return False
         instance.ready = True
@@ -335,7 +335,8 @@ class Run:
             instance.transaction = Transaction(instance, len(producer.batches))
             self.transactions.append(instance.transaction)
         for _ in range(action.detail):
-            producer.send(b"p%d.%d-%d" % (action.target, instance.generation, sum(len(b.values) for b in producer.batches)))
+            sent = sum(len(batch.values) for batch in producer.batches)
+            producer.send(b"p%d.%d-%d" % (action.target, instance.generation, sent))
 
     def _commit(self, action: Action) -> None:
         self._end_transaction(action.target, commit=not action.detail)
