@@ -13,8 +13,19 @@ and identity restarts (the same transactional id, a bumped epoch, the old instan
 and unclean leader elections in runs that allow them. The logs are real files (in
 ``/dev/shm`` when it exists), the time is simulated.
 
-At the end every broker is restarted, the producers get a last chance to deliver, and the
-run is checked (:func:`check`):
+Producers with a stable identity go through Kafka's transaction coordinator, the code ``serve``
+runs (:mod:`dedup.tools.simulate_txn`: its ``__transaction_state`` partitions replicated on the
+same brokers, its timers on the simulated clock, the wire left out): each transaction writes
+on the producer model's partition and once on a second partition, and the plan adds the
+coordinator's faults: a crash of its broker after the PrepareCommit/PrepareAbort record and
+before the first marker or between the markers of the two partitions (then a new coordinator
+loads the log and completes the transaction), the failover of a ``__transaction_state``
+leader, a restart of the coordinator, ``transaction.timeout.ms`` passing while a producer is
+slow (an abort with the epoch bumped), and zombies (an older instance going on after a newer
+one took its epoch).
+
+At the end every broker is restarted, the producers get a last chance to deliver (and end
+their transactions), and the run is checked (:func:`check`):
 
 1. every acknowledged batch is in the leader's committed log exactly once, at the offsets it
    was acknowledged with, with its records; a batch missing from it lies in an offset range
@@ -25,7 +36,19 @@ run is checked (:func:`check`):
    every batch from the log start), except where expiration made them differ the way Kafka's
    do (for a producer that expired, the live entry's batches are the newest of the rebuilt);
 5. every in-sync replica's log equals the leader's up to the high watermark;
-6. without an unclean election nothing is reported lost.
+6. without an unclean election nothing is reported lost;
+7. each replica's ``.txnindex`` equals one rebuilt from its log;
+8. without an unclean election, a read_committed reader sees every record of every committed
+   transaction exactly once, no record of an aborted one (by its producer, or by the
+   coordinator: fenced, timed out), all or nothing of one whose EndTxn answer was lost; no
+   transaction is left open and the last stable offset is the high watermark;
+9. the coordinator settled every transactional id (Empty, CompleteCommit, CompleteAbort) and
+   a coordinator loading ``__transaction_state`` afresh agrees on each one's producer id,
+   epoch and state;
+
+and along the run: the last stable offset never above the high watermark nor past an open
+transaction (after every step), each transactional id's producer id, epoch and state after
+every reload equal to those before the crash (PrepareX completed), no zombie commit.
 
 A failing run is shrunk (actions removed one at a time while it still fails) and its trace
 printed; ``python -m dedup simulate --seed N`` replays a seed exactly.
@@ -125,6 +148,9 @@ class Summary:
     losses: int = 0
     unclean_elections: int = 0
     kafka_shortcut: int = 0
+    committed_transactions: int = 0
+    aborted_transactions: int = 0
+    reloads_checked: int = 0
     seconds: float = 0.0
 
     def add(self, outcome: Outcome) -> None:
@@ -137,6 +163,9 @@ class Summary:
         self.losses += outcome.counts.lost_batches
         self.unclean_elections += outcome.counts.unclean_elections
         self.kafka_shortcut += outcome.counts.kafka_shortcut
+        self.committed_transactions += outcome.counts.committed_transactions
+        self.aborted_transactions += outcome.counts.aborted_transactions
+        self.reloads_checked += outcome.counts.reloads_checked
 
     def merge(self, other: Summary) -> None:
         """Add the counts of ``other`` (a worker's share of the seeds); the seconds stay."""
@@ -148,6 +177,16 @@ class Summary:
         self.losses += other.losses
         self.unclean_elections += other.unclean_elections
         self.kafka_shortcut += other.kafka_shortcut
+        self.committed_transactions += other.committed_transactions
+        self.aborted_transactions += other.aborted_transactions
+        self.reloads_checked += other.reloads_checked
+
+    def transactions_line(self) -> str:
+        return (
+            f"transactions through Kafka's coordinator: {self.committed_transactions} committed, "
+            f"{self.aborted_transactions} aborted by their producer; {self.reloads_checked} transactional ids' "
+            "state compared before a coordinator crash and after its reload"
+        )
 
     def line(self) -> str:
         return (
@@ -281,6 +320,7 @@ def run_command(args: argparse.Namespace) -> int:
     if summary.failures:
         print("failed seeds: " + " ".join(map(str, sorted(summary.failures))))
     print(summary.line())
+    print(summary.transactions_line())
     print("faults: " + ", ".join(f"{name} {count}" for name, count in sorted(summary.faults.items())))
     return 1 if failed else 0
 

@@ -95,3 +95,29 @@ def test_runs_without_transactional_producers_have_no_coordinator():
     outcome = simulate.run_seed(seed)
     assert outcome.ok
     assert not any(kind.startswith(("coordinator", "transaction", "zombie")) for kind in outcome.counts.faults)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", range(100, 400, 100))
+def test_hundreds_of_transactional_seeds_keep_every_invariant(first):
+    outcomes = run_all(range(first, first + 100))
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    assert not failed, simulate.report(simulate.shrink(failed[0]))
+
+
+def test_the_command_line_reports_the_transactions(capsys):
+    seed = transactional_seeds(range(10))[0]
+    assert simulate.main(["--seed", str(seed)]) == 0
+    out = capsys.readouterr().out
+    assert "transactions through Kafka's coordinator:" in out
+    assert "1 runs, 0 failed" in out
+
+
+@pytest.mark.xfail(strict=True, reason="open: a replica's .txnindex differs from the one its log rebuilds after "
+                   "unclean elections, restarts with damaged snapshots and producer expiry (see the report of the simtx "
+                   "branch); the simulator found it, the log is not fixed here")  # fmt: skip
+@pytest.mark.parametrize("seed", [176, 1313, 1692])
+def test_seeds_where_a_replicas_txnindex_differs_from_its_log(seed):
+    # `simulate --seed 1 --runs 2000 --jobs 2` found these (all with unclean elections allowed).
+    outcome = simulate.run_seed(seed)
+    assert outcome.ok, simulate.report(outcome)
