@@ -151,6 +151,7 @@ class Summary:
     committed_transactions: int = 0
     aborted_transactions: int = 0
     reloads_checked: int = 0
+    txnindex_after_unclean: int = 0
     seconds: float = 0.0
 
     def add(self, outcome: Outcome) -> None:
@@ -166,6 +167,7 @@ class Summary:
         self.committed_transactions += outcome.counts.committed_transactions
         self.aborted_transactions += outcome.counts.aborted_transactions
         self.reloads_checked += outcome.counts.reloads_checked
+        self.txnindex_after_unclean += outcome.counts.txnindex_after_unclean
 
     def merge(self, other: Summary) -> None:
         """Add the counts of ``other`` (a worker's share of the seeds); the seconds stay."""
@@ -180,12 +182,15 @@ class Summary:
         self.committed_transactions += other.committed_transactions
         self.aborted_transactions += other.aborted_transactions
         self.reloads_checked += other.reloads_checked
+        self.txnindex_after_unclean += other.txnindex_after_unclean
 
     def transactions_line(self) -> str:
         return (
             f"transactions through Kafka's coordinator: {self.committed_transactions} committed, "
             f"{self.aborted_transactions} aborted by their producer; {self.reloads_checked} transactional ids' "
-            "state compared before a coordinator crash and after its reload"
+            "state compared before a coordinator crash and after its reload; "
+            f"{self.txnindex_after_unclean} replicas' .txnindex differing from their log after an unclean election "
+            "(counted apart)"
         )
 
     def line(self) -> str:

@@ -60,6 +60,7 @@ class Counts:
     unclean_elections: int = 0
     committed_transactions: int = 0  # EndTxn(COMMIT) answered NONE
     aborted_transactions: int = 0  # EndTxn(ABORT) answered NONE
+    txnindex_after_unclean: int = 0  # replicas whose .txnindex differs from their log after an unclean election
     reloads_checked: int = 0  # transactional ids whose state after a reload was compared with the one before
 
 
