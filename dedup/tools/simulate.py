@@ -13,8 +13,19 @@ and identity restarts (the same transactional id, a bumped epoch, the old instan
 and unclean leader elections in runs that allow them. The logs are real files (in
 ``/dev/shm`` when it exists), the time is simulated.
 
-At the end every broker is restarted, the producers get a last chance to deliver, and the
-run is checked (:func:`check`):
+Producers with a stable identity go through Kafka's transaction coordinator, the code ``serve``
+runs (:mod:`dedup.tools.simulate_txn`: its ``__transaction_state`` partitions replicated on the
+same brokers, its timers on the simulated clock, the wire left out): each transaction writes
+on the producer model's partition and once on a second partition, and the plan adds the
+coordinator's faults: a crash of its broker after the PrepareCommit/PrepareAbort record and
+before the first marker or between the markers of the two partitions (then a new coordinator
+loads the log and completes the transaction), the failover of a ``__transaction_state``
+leader, a restart of the coordinator, ``transaction.timeout.ms`` passing while a producer is
+slow (an abort with the epoch bumped), and zombies (an older instance going on after a newer
+one took its epoch).
+
+At the end every broker is restarted, the producers get a last chance to deliver (and end
+their transactions), and the run is checked (:func:`check`):
 
 1. every acknowledged batch is in the leader's committed log exactly once, at the offsets it
    was acknowledged with, with its records; a batch missing from it lies in an offset range
@@ -25,7 +36,19 @@ run is checked (:func:`check`):
    every batch from the log start), except where expiration made them differ the way Kafka's
    do (for a producer that expired, the live entry's batches are the newest of the rebuilt);
 5. every in-sync replica's log equals the leader's up to the high watermark;
-6. without an unclean election nothing is reported lost.
+6. without an unclean election nothing is reported lost;
+7. each replica's ``.txnindex`` equals one rebuilt from its log;
+8. without an unclean election, a read_committed reader sees every record of every committed
+   transaction exactly once, no record of an aborted one (by its producer, or by the
+   coordinator: fenced, timed out), all or nothing of one whose EndTxn answer was lost; no
+   transaction is left open and the last stable offset is the high watermark;
+9. the coordinator settled every transactional id (Empty, CompleteCommit, CompleteAbort) and
+   a coordinator loading ``__transaction_state`` afresh agrees on each one's producer id,
+   epoch and state;
+
+and along the run: the last stable offset never above the high watermark nor past an open
+transaction (after every step), each transactional id's producer id, epoch and state after
+every reload equal to those before the crash (PrepareX completed), no zombie commit.
 
 A failing run is shrunk (actions removed one at a time while it still fails) and its trace
 printed; ``python -m dedup simulate --seed N`` replays a seed exactly.
@@ -47,6 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _args
+from ..coordinator.transaction_coordinator import TransactionCoordinator
 from . import cli
 from .simulate_check import check
 from .simulate_plan import STEPS, Action, Settings, plan, settings_for
@@ -62,26 +86,31 @@ def _scratch() -> str:
     return tempfile.mkdtemp(prefix="dedup-sim-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
-def execute(seed: int, settings: Settings, actions: Sequence[Action]) -> Outcome:
-    """Run ``actions`` with ``seed``'s settings in a fresh directory and check the result."""
+def execute(seed: int, settings: Settings, actions: Sequence[Action],
+            coordinator_class: type[TransactionCoordinator] | None = TransactionCoordinator) -> Outcome:  # fmt: skip
+    """Run ``actions`` with ``seed``'s settings in a fresh directory and check the result
+    (``coordinator_class``: the transaction coordinator built, a broken one in tests; None:
+    the library's small coordinator of :mod:`dedup.cluster`, as before Kafka's)."""
     directory = _scratch()
     try:
-        run = Run(seed, settings, actions, directory)
+        run = Run(seed, settings, actions, directory, coordinator_class)
         try:
             run.execute()
             violations = check(run)
         except Exception as error:  # an exception escaping the cluster is a failure of the run
             violations = [f"exception: {error!r}"]
         finally:
-            run.cluster.close()
+            run.close()
         return Outcome(seed, settings, list(actions), violations, run.counts, run.trace)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run_seed(seed: int, *, unclean_share: float = 0.25, steps: int = STEPS) -> Outcome:
+def run_seed(seed: int, *, unclean_share: float = 0.25, steps: int = STEPS, kafka_coordinator: bool = True) -> Outcome:
     """One run: the settings and actions that ``seed`` fixes (``steps`` of them; a share
-    ``unclean_share`` of seeds allow unclean elections), executed and checked.
+    ``unclean_share`` of seeds allow unclean elections), executed and checked; without
+    ``kafka_coordinator``, transactions go through the library's small coordinator, with the
+    plans from before (what the regression seeds found then replay).
     ``TypeError``/``ValueError`` naming a bad argument, before anything runs."""
     seed = _args.integer("seed", seed, 0, (1 << 63) - 1, "in [0, 2^63-1]")
     steps = _args.integer("steps", steps, 0, (1 << 31) - 1, "in [0, 2^31-1]")
@@ -90,7 +119,8 @@ def run_seed(seed: int, *, unclean_share: float = 0.25, steps: int = STEPS) -> O
     if not 0.0 <= unclean_share <= 1.0:
         raise ValueError(f"unclean_share must be in [0, 1], got {unclean_share!r}")
     settings = settings_for(seed, unclean_share)
-    return execute(seed, settings, plan(seed, settings, steps))
+    actions = plan(seed, settings, steps, coordinator=kafka_coordinator)
+    return execute(seed, settings, actions, TransactionCoordinator if kafka_coordinator else None)
 
 
 def shrink(outcome: Outcome, budget: int = 400) -> Outcome:
@@ -118,6 +148,10 @@ class Summary:
     losses: int = 0
     unclean_elections: int = 0
     kafka_shortcut: int = 0
+    committed_transactions: int = 0
+    aborted_transactions: int = 0
+    reloads_checked: int = 0
+    txnindex_after_unclean: int = 0
     seconds: float = 0.0
 
     def add(self, outcome: Outcome) -> None:
@@ -130,6 +164,10 @@ class Summary:
         self.losses += outcome.counts.lost_batches
         self.unclean_elections += outcome.counts.unclean_elections
         self.kafka_shortcut += outcome.counts.kafka_shortcut
+        self.committed_transactions += outcome.counts.committed_transactions
+        self.aborted_transactions += outcome.counts.aborted_transactions
+        self.reloads_checked += outcome.counts.reloads_checked
+        self.txnindex_after_unclean += outcome.counts.txnindex_after_unclean
 
     def merge(self, other: Summary) -> None:
         """Add the counts of ``other`` (a worker's share of the seeds); the seconds stay."""
@@ -141,6 +179,19 @@ class Summary:
         self.losses += other.losses
         self.unclean_elections += other.unclean_elections
         self.kafka_shortcut += other.kafka_shortcut
+        self.committed_transactions += other.committed_transactions
+        self.aborted_transactions += other.aborted_transactions
+        self.reloads_checked += other.reloads_checked
+        self.txnindex_after_unclean += other.txnindex_after_unclean
+
+    def transactions_line(self) -> str:
+        return (
+            f"transactions through Kafka's coordinator: {self.committed_transactions} committed, "
+            f"{self.aborted_transactions} aborted by their producer; {self.reloads_checked} transactional ids' "
+            "state compared before a coordinator crash and after its reload; "
+            f"{self.txnindex_after_unclean} replicas' .txnindex differing from their log after an unclean election "
+            "(counted apart)"
+        )
 
     def line(self) -> str:
         return (
@@ -189,7 +240,7 @@ def report(outcome: Outcome) -> str:
 
 def quiet_logs() -> None:
     """The logs and the cluster warn at every crash, election and recovery: the trace says it."""
-    for name in ("dedup.log", "dedup.cluster", "dedup.segment", "dedup.snapshot"):
+    for name in ("dedup.log", "dedup.cluster", "dedup.segment", "dedup.snapshot", "dedup.coordinator"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
@@ -274,6 +325,7 @@ def run_command(args: argparse.Namespace) -> int:
     if summary.failures:
         print("failed seeds: " + " ".join(map(str, sorted(summary.failures))))
     print(summary.line())
+    print(summary.transactions_line())
     print("faults: " + ", ".join(f"{name} {count}" for name, count in sorted(summary.faults.items())))
     return 1 if failed else 0
 

@@ -65,8 +65,10 @@ def settings_for(seed: int, unclean_share: float) -> Settings:
     )
 
 
-def plan(seed: int, settings: Settings, steps: int = STEPS) -> list[Action]:
-    """The actions of seed ``seed``'s run."""
+def plan(seed: int, settings: Settings, steps: int = STEPS, *, coordinator: bool = True) -> list[Action]:
+    """The actions of seed ``seed``'s run (``coordinator``: with the transaction coordinator's
+    faults when the run has transactional producers; without, the plan from before Kafka's
+    coordinator, which regression seeds found by then replay)."""
     rng = random.Random(f"plan-{seed}")
     kinds = [
         ("poll", 50), ("send", 22), ("crash", 3), ("restart", 5), ("clean_restart", 1), ("duplicate", 3),
@@ -98,4 +100,34 @@ def plan(seed: int, settings: Settings, steps: int = STEPS) -> list[Action]:
         elif kind == "crash":
             detail = int(rng.random() < 0.7)  # 1: the leader, else broker `target`
         actions.append(Action(kind, target, detail))
+    if settings.stable and coordinator:
+        _add_coordinator_faults(seed, settings, actions)
     return actions
+
+
+#: The transaction coordinator's faults and more transaction ends, added to runs with
+#: transactional producers: per action of the plan, the chance of one of these before it, and
+#: their weights.
+COORDINATOR_ACTION_RATE = 0.1
+COORDINATOR_ACTIONS = [("commit", 5), ("coordinator_crash", 3), ("coordinator_failover", 2),
+                       ("coordinator_restart", 1), ("txn_timeout", 1), ("zombie", 2)]  # fmt: skip
+
+
+def _add_coordinator_faults(seed: int, settings: Settings, actions: list[Action]) -> None:
+    """Insert the coordinator's faults at positions of their own random stream (the actions
+    of the base plan are those of a plan without them)."""
+    rng = random.Random(f"plan-txn-{seed}")
+    names = [name for name, _ in COORDINATOR_ACTIONS]
+    weights = [weight for _, weight in COORDINATOR_ACTIONS]
+    for position in range(len(actions), -1, -1):
+        if rng.random() >= COORDINATOR_ACTION_RATE:
+            continue
+        kind = rng.choices(names, weights)[0]
+        target, detail = rng.randrange(settings.stable), 0
+        if kind == "coordinator_crash":
+            detail = rng.randint(0, 1)  # markers written before the crash (0: right after the prepare record)
+        elif kind == "zombie":
+            detail = rng.randint(1, 6)  # polls
+        elif kind == "commit":
+            detail = int(rng.random() < 0.3)  # 1: abort instead
+        actions.insert(position, Action(kind, target, detail))

@@ -61,8 +61,9 @@ def test_seeds_where_kafkas_rebuild_shortcut_leaves_a_table_behind_its_log(seed)
     # older snapshot brings a producer back with its transaction open, and Kafka's wasEmpty
     # test (spec §5.3 step 3, taken before truncateAndReload) skips the replay, so the entry
     # lacks the batches after the snapshot. dedup does what Kafka does; PartitionLog records
-    # the range it did not replay and the simulator counts such entries apart.
-    outcome = simulate.run_seed(seed)
+    # the range it did not replay and the simulator counts such entries apart. (Found with
+    # the library's small coordinator: the plans of transactional seeds changed with Kafka's.)
+    outcome = simulate.run_seed(seed, kafka_coordinator=False)
     assert outcome.ok, simulate.report(outcome)
     assert outcome.counts.kafka_shortcut == 1
 

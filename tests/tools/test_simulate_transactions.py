@@ -1,0 +1,125 @@
+"""The simulator's transactions through Kafka's transaction coordinator (issue 15, item 3):
+runs with transactional producers keep the transaction invariants under coordinator crashes
+between the prepare record and the markers, failover, restart, timeouts and zombies; the
+invariants catch a broken coordinator (one that forgets to complete PrepareCommit at load,
+one that writes markers to the first partition only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dedup.coordinator.transaction_coordinator import TransactionCoordinator
+from dedup.coordinator.transaction_metadata import TransactionState
+from dedup.tools import simulate
+from dedup.tools.simulate_plan import plan, settings_for
+
+SEEDS = range(0, 60)
+
+
+@pytest.fixture(autouse=True)
+def quiet() -> None:
+    simulate.quiet_logs()
+
+
+def transactional_seeds(seeds):
+    return [seed for seed in seeds if settings_for(seed, 0.25).stable]
+
+
+def run_all(seeds, coordinator_class=TransactionCoordinator):
+    outcomes = []
+    for seed in transactional_seeds(seeds):
+        settings = settings_for(seed, 0.25)
+        outcomes.append(simulate.execute(seed, settings, plan(seed, settings), coordinator_class))
+    return outcomes
+
+
+def test_transactional_runs_keep_every_invariant_through_the_coordinators_faults():
+    outcomes = run_all(range(0, 30))
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    assert not failed, simulate.report(failed[0])
+    faults = set()
+    for outcome in outcomes:
+        faults |= set(outcome.counts.faults)
+    assert {"coordinator crash mid-markers", "coordinator failover", "coordinator restart",
+            "transaction timeout"} <= faults  # fmt: skip
+    assert sum(outcome.counts.committed_transactions for outcome in outcomes) > 20
+    assert sum(outcome.counts.aborted_transactions for outcome in outcomes) > 5
+    assert sum(outcome.counts.reloads_checked for outcome in outcomes) > 20
+
+
+class ForgetsPrepareCommitAtLoad(TransactionCoordinator):
+    """Loads __transaction_state but leaves a transaction found in PrepareCommit as it is."""
+
+    _in_load = False
+
+    def _load(self, index, expected):
+        self._in_load = True
+        try:
+            super()._load(index, expected)
+        finally:
+            self._in_load = False
+
+    def _send_markers(self, metadata, commit, coordinator_epoch):
+        if self._in_load and metadata.state == TransactionState.PREPARE_COMMIT:
+            return
+        super()._send_markers(metadata, commit, coordinator_epoch)
+
+
+class MarkersToTheFirstPartitionOnly(TransactionCoordinator):
+    """Writes a transaction's marker on its first partition and forgets the others."""
+
+    def _send_markers(self, metadata, commit, coordinator_epoch):
+        metadata.topic_partitions = {min(metadata.topic_partitions)} if metadata.topic_partitions else set()
+        super()._send_markers(metadata, commit, coordinator_epoch)
+
+
+@pytest.mark.parametrize(
+    ("broken", "symptoms"),
+    [
+        (ForgetsPrepareCommitAtLoad, ("PrepareCommit at the end of the run", "after reload")),
+        (MarkersToTheFirstPartitionOnly, ("not visible to read_committed", "open transactions")),
+    ],
+)
+def test_the_invariants_catch_a_broken_coordinator(broken, symptoms):
+    outcomes = run_all(SEEDS, broken)
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    assert failed, "the simulator did not notice the broken coordinator"
+    violations = [violation for outcome in failed for violation in outcome.violations]
+    assert any(symptom in violation for violation in violations for symptom in symptoms), violations[:5]
+    # The same seeds pass with Kafka's coordinator.
+    assert all(outcome.ok for outcome in run_all([outcome.seed for outcome in failed[:5]]))
+
+
+def test_runs_without_transactional_producers_have_no_coordinator():
+    seed = next(seed for seed in range(100) if not settings_for(seed, 0.25).stable)
+    outcome = simulate.run_seed(seed)
+    assert outcome.ok
+    assert not any(kind.startswith(("coordinator", "transaction", "zombie")) for kind in outcome.counts.faults)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", range(100, 400, 100))
+def test_hundreds_of_transactional_seeds_keep_every_invariant(first):
+    outcomes = run_all(range(first, first + 100))
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    assert not failed, simulate.report(simulate.shrink(failed[0]))
+
+
+def test_the_command_line_reports_the_transactions(capsys):
+    seed = transactional_seeds(range(10))[0]
+    assert simulate.main(["--seed", str(seed)]) == 0
+    out = capsys.readouterr().out
+    assert "transactions through Kafka's coordinator:" in out
+    assert "1 runs, 0 failed" in out
+
+
+@pytest.mark.parametrize("seed", [176, 1313, 1692])
+def test_seeds_where_a_replicas_txnindex_differs_from_its_log_after_an_unclean_election(seed):
+    # `simulate --seed 1 --runs 2000 --jobs 2` found these, each after an unclean election: a
+    # follower truncates below an open transaction of a producer that had expired, its table is
+    # rebuilt without replay, and the ABORT marker it then fetches completes nothing, so its
+    # .txnindex lacks (or keeps) an entry its log rebuilds otherwise. Not yet explained against
+    # Kafka; counted apart, as the table's rebuild shortcut is. Without unclean elections it fails a run.
+    outcome = simulate.run_seed(seed)
+    assert outcome.ok, simulate.report(outcome)
+    assert outcome.counts.txnindex_after_unclean >= 1
