@@ -34,6 +34,17 @@ BARE_SOURCE = Path(__file__).resolve().parent / "bare_loop.c"
 REFERENCE_SEED = 0x9E3779B97F4A7C15
 
 
+
+def _input_columns(who: str, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """append_many's five input columns, checked for a C loop: equal lengths, C-contiguous,
+    the table's dtypes (int64 producer ids, int16 epochs, int32 sequences and counts, int64
+    timestamps); ``TypeError`` naming ``who`` otherwise."""
+    rows = len(columns[0])
+    for column, dtype in zip(columns, (np.int64, np.int16, np.int32, np.int32, np.int64), strict=True):
+        if column.dtype != dtype or len(column) != rows or not column.flags.c_contiguous:
+            raise TypeError(f"{who}: every column needs {rows} contiguous {np.dtype(dtype)} values")
+    return columns
+
 class ReferenceLoopUnavailable(RuntimeError):
     """A C loop (the reference loop or the bare limit) could not be found or built; the
     message says why."""
@@ -169,11 +180,9 @@ class ReferenceTable:
         *,
         log_end_offset: int,
     ) -> AppendManyResult:
+        columns = _input_columns("C reference loop", producer_ids, producer_epochs, base_sequences, record_counts,
+                                 max_timestamps)  # fmt: skip
         rows = len(producer_ids)
-        columns = (producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps)
-        for column, dtype in zip(columns, (np.int64, np.int16, np.int32, np.int32, np.int64), strict=True):
-            if column.dtype != dtype or len(column) != rows or not column.flags.c_contiguous:
-                raise TypeError(f"C reference loop: every column needs {rows} contiguous {np.dtype(dtype)} values")
         if not self._outputs or len(self._outputs[0]) < rows:
             self._outputs = (
                 np.empty(rows, np.int16),
@@ -243,11 +252,9 @@ class BareTable:
         *,
         log_end_offset: int,
     ) -> BareVerdicts:
+        columns = _input_columns("bare limit", producer_ids, producer_epochs, base_sequences, record_counts,
+                                 max_timestamps)  # fmt: skip
         rows = len(producer_ids)
-        columns = (producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps)
-        for column, dtype in zip(columns, (np.int64, np.int16, np.int32, np.int32, np.int64), strict=True):
-            if column.dtype != dtype or len(column) != rows or not column.flags.c_contiguous:
-                raise TypeError(f"bare limit: every column needs {rows} contiguous {np.dtype(dtype)} values")
         if not self._outputs or len(self._outputs[0]) < rows:
             self._outputs = (np.empty(rows, np.int16), np.empty(rows, np.bool_), np.empty(rows, np.int64))
         outputs = self._outputs
