@@ -42,7 +42,8 @@ from ..errors import KafkaStorageError
 from ..log import PartitionLog
 from ..tools import cli
 from .config import BROKER_CONFIGS, BrokerConfig, ConfigError, load_properties, parse_override
-from .core import CLEANER_OPTIONS, GROUP_OPTIONS, TRANSACTION_OPTIONS, KafkaServer
+from .coordinators import CLEANER_OPTIONS, GROUP_OPTIONS, TRANSACTION_OPTIONS
+from .core import KafkaServer
 from .faults import Faults
 
 logger = logging.getLogger("dedup.server")

@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,17 +37,22 @@ from .. import _args
 from ..checkpoints import _topic, read_checkpoint, write_checkpoint
 from ..cleaner import DEFAULT_MIN_CLEANABLE_DIRTY_RATIO
 from ..cluster import Cluster
-from ..coordinator.group_coordinator import GroupCoordinator
-from ..coordinator.transaction_coordinator import TransactionCoordinator
 from ..errors import KafkaStorageError
 from .apis import HANDLERS, fetch_partitions
 from .apis.failures import error_code_for, error_response
 from .apis.fetch import fetch_response, release
-from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX, ConfigKey
+from .config import BROKER_CONFIGS, INT_MAX, LONG_MAX
 from .connections import Connection, ConnectionQuotas, RefusalLog, accept_failures
+from .coordinators import (
+    CLEANER_OPTIONS,
+    GROUP_OPTIONS,
+    TRANSACTION_OPTIONS,
+    group_coordinator,
+    transaction_coordinator,
+)
 from .faults import Fate, Faults
 from .security import Authenticator, CloseConnection, Listener, advertised_host, configure_listeners
-from .topics import OffsetsTopic, TopicError, Topics, TransactionStateTopic
+from .topics import TopicError, Topics
 from .wire import (
     MAX_REQUEST_BYTES,
     ApiKey,
@@ -60,7 +64,7 @@ from .wire import (
     send_response,
 )
 
-__all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats", "ServerThread"]
+__all__ = ["KafkaServer", "ProducerIdBlocks", "ServerStats"]
 
 logger = logging.getLogger("dedup.server")
 
@@ -142,95 +146,6 @@ def _topics(value: Any) -> list[tuple[str, int | None]]:
     if not names or len(set(names)) != len(names):
         raise ValueError(f"topics: one or more distinct names, got {names!r}")
     return entries
-
-
-#: KafkaServer's group coordinator settings: the keyword arguments of the broker configuration's
-#: ``group.*`` and ``offsets.*`` keys (:data:`~dedup.server.config.BROKER_CONFIGS`, their one
-#: definition, with Kafka's defaults and ranges).
-GROUP_OPTIONS: dict[str, ConfigKey] = {
-    key.kwarg: key for key in BROKER_CONFIGS.values() if key.kwarg and key.name.startswith(("group.", "offsets."))
-}
-
-#: This server's bound on ``offsets.topic.num.partitions`` (Kafka has none; each partition is a
-#: replicated log with its files).
-_MAX_OFFSETS_PARTITIONS = 10_000
-
-#: The log cleaner's settings: KafkaServer keyword -> Kafka key (CleanerConfig).
-CLEANER_OPTIONS = {
-    "log_cleaner_enable": "log.cleaner.enable",
-    "log_cleaner_backoff_ms": "log.cleaner.backoff.ms",
-    "log_cleaner_delete_retention_ms": "log.cleaner.delete.retention.ms",
-}
-
-
-def _group_coordinator(
-    topics: Topics, brokers: int, options: dict[str, Any], live_brokers: Callable[[], Iterable[int]]
-) -> GroupCoordinator:
-    """The broker's group coordinator over ``__consumer_offsets`` among ``topics``: ``options``
-    by keyword (:data:`GROUP_OPTIONS`), the others at Kafka's defaults, except
-    ``offsets_topic_replication_factor``: min(3, brokers) unless given (Kafka's 3 needs 3
-    brokers), which is written back into ``options``."""
-    highest = {"offsets_topic_replication_factor": brokers, "offsets_topic_num_partitions": _MAX_OFFSETS_PARTITIONS}
-    settings: dict[str, Any] = {}
-    for kwarg, key in GROUP_OPTIONS.items():
-        value = options.get(kwarg, key.default)
-        if kwarg == "offsets_topic_replication_factor" and kwarg not in options:
-            value = min(key.default, brokers)
-        low = 0 if key.low is None else key.low
-        high = highest.get(kwarg, INT_MAX if key.type == "INT" else LONG_MAX)
-        settings[kwarg] = _args.integer(kwarg, value, low, high, f"in [{low}, {high}]")
-    options["offsets_topic_replication_factor"] = settings["offsets_topic_replication_factor"]
-    if settings["group_min_session_timeout_ms"] > settings["group_max_session_timeout_ms"]:
-        raise ValueError("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms")
-    offsets = OffsetsTopic(topics, num_partitions=settings.pop("offsets_topic_num_partitions"),
-                           replication_factor=settings.pop("offsets_topic_replication_factor"),
-                           segment_bytes=settings.pop("offsets_topic_segment_bytes"),
-                           live_brokers=live_brokers)  # fmt: skip
-    return GroupCoordinator(offsets, **settings)
-
-
-#: The transaction coordinator's settings: the keyword arguments of the broker configuration's
-#: ``transaction.*`` and ``transactional.*`` keys (:data:`~dedup.server.config.BROKER_CONFIGS`).
-TRANSACTION_OPTIONS: dict[str, ConfigKey] = {
-    key.kwarg: key
-    for key in BROKER_CONFIGS.values()
-    if key.kwarg and key.name.startswith(("transaction.", "transactional."))
-}
-
-
-def _transaction_coordinator(
-    topics: Topics,
-    brokers: int,
-    options: dict[str, Any],
-    live_brokers: Callable[[], Iterable[int]],
-    generate_producer_id: Callable[[], int],
-    groups: GroupCoordinator,
-) -> TransactionCoordinator:
-    """The broker's transaction coordinator over ``__transaction_state`` among ``topics``:
-    ``options`` by keyword (:data:`TRANSACTION_OPTIONS`), the others at Kafka's defaults, except
-    ``transaction_state_log_replication_factor``: min(3, brokers) unless given, written back
-    into ``options``. Markers on ``__consumer_offsets`` complete ``groups``' transactional offsets."""
-    settings: dict[str, Any] = {}
-    for kwarg, key in TRANSACTION_OPTIONS.items():
-        value = options.get(kwarg, key.default)
-        if kwarg == "transaction_state_log_replication_factor" and kwarg not in options:
-            value = min(key.default, brokers)
-        low = 1 if key.low is None else key.low
-        high = {"transaction_state_log_replication_factor": brokers,
-                "transaction_state_log_num_partitions": _MAX_OFFSETS_PARTITIONS}.get(kwarg, INT_MAX)  # fmt: skip
-        settings[kwarg] = _args.integer(kwarg, value, low, high, f"in [{low}, {high}]")
-    options["transaction_state_log_replication_factor"] = settings["transaction_state_log_replication_factor"]
-    storage = TransactionStateTopic(topics, num_partitions=settings.pop("transaction_state_log_num_partitions"),
-                                    replication_factor=settings.pop("transaction_state_log_replication_factor"),
-                                    segment_bytes=settings.pop("transaction_state_log_segment_bytes"),
-                                    live_brokers=live_brokers)  # fmt: skip
-
-    def on_marker(topic: str, partition: int, producer_id: int, commit: bool) -> None:
-        if topic == OffsetsTopic.NAME:  # Kafka's GroupCoordinator.onTransactionCompleted
-            groups.complete_transaction(partition, producer_id, commit)
-
-    return TransactionCoordinator(storage, generate_producer_id=generate_producer_id, partition=topics.partition,
-                                  on_marker=on_marker, **settings)  # fmt: skip
 
 
 class KafkaServer:
@@ -377,9 +292,9 @@ class KafkaServer:
         self.producer_ids = ProducerIdBlocks(self.directory)
         self.stats = ServerStats()
         self._alive = [True] * count
-        self.groups = _group_coordinator(self.topics, count, group_options, self.live_brokers)
+        self.groups = group_coordinator(self.topics, count, group_options, self.live_brokers)
         self.settings["offsets_topic_replication_factor"] = group_options["offsets_topic_replication_factor"]
-        self.transactions = _transaction_coordinator(self.topics, count, transaction_options, self.live_brokers,
+        self.transactions = transaction_coordinator(self.topics, count, transaction_options, self.live_brokers,
                                                      self.producer_ids.next_id, self.groups)  # fmt: skip
         self.settings["transaction_state_log_replication_factor"] = (
             transaction_options["transaction_state_log_replication_factor"]
@@ -794,87 +709,3 @@ class KafkaServer:
                 release(responses)
                 responses, size = fetch_partitions(self, broker_id, request)
         return fetch_response(request, responses)
-
-
-class ServerThread:
-    """A :class:`KafkaServer` on its own thread and event loop, for synchronous code: a
-    context manager; the control methods block until the server has done them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.server: KafkaServer = None  # type: ignore[assignment]
-        self._thread = threading.Thread(target=self._run, args=(args, kwargs), name="dedup-serve", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            self._loop.close()
-            raise self._error
-
-    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self.server = KafkaServer(*args, **kwargs)
-            self._loop.run_until_complete(self.server.start())
-        except BaseException as error:  # reported to the constructor's caller
-            self._error = error
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-
-    def call(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def run(self, function: Any, *args: Any) -> Any:
-        """``function(*args)`` on the server's thread (its state is the loop's alone)."""
-
-        async def call() -> Any:
-            return function(*args)
-
-        return self.call(call())
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return self.server.bootstrap_servers
-
-    def stop_broker(self, broker_id: int, *, clean: bool = False) -> None:
-        self.call(self.server.stop_broker(broker_id, clean=clean))
-
-    def start_broker(self, broker_id: int) -> None:
-        self.call(self.server.start_broker(broker_id))
-
-    def stop_leader(self, topic: str, partition: int = 0) -> int:
-        """Stop the broker leading ``topic``-``partition``; returns its id."""
-        leader = self.run(self.server.leader, topic, partition)
-        if leader is None:
-            raise ValueError(f"{topic}-{partition} has no leader")
-        self.stop_broker(leader)
-        return leader
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        try:
-            self.call(self.server.close())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            # Connection handlers still waiting (a fetch in its wait, a read) end here.
-            pending = asyncio.all_tasks(self._loop)
-
-            async def cancelled() -> None:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-
-            self._loop.run_until_complete(cancelled())
-            self._loop.close()
-
-    def __enter__(self) -> ServerThread:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()

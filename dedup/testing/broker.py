@@ -37,8 +37,8 @@ from typing import Any
 from .. import _args
 from ..errors import KafkaStorageError
 from ..segment import LogSegment
-from ..server.core import ServerThread
 from ..server.faults import Fate, Faults
+from ..server.thread import ServerThread
 
 __all__ = ["Broker", "kafka_broker"]
 
