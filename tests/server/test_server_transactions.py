@@ -624,3 +624,54 @@ def _pid_epoch_at(bootstrap: str, offset: int) -> tuple[int, int]:
             [header] = scan_batches(bytes(partition.records))[:1]
             return int(header["producer_id"]), int(header["producer_epoch"])
     raise AssertionError("no broker served the batch")
+
+
+# --- the group coordinator crashes during send_offsets_to_transaction ----------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", [True, False], ids=["group-coordinator-crashed", "control"])
+def test_send_offsets_to_transaction_finds_the_new_group_coordinator_after_a_crash(tmp_path, crash):
+    """aiokafka's send_offsets_to_transaction while the broker coordinating the group is down: the
+    producer's AddOffsetsToTxn goes to the transaction coordinator (another broker), its
+    TxnOffsetCommit finds the group's new coordinator (the __consumer_offsets partition's new
+    leader, which loads the group: GroupCoordinator.onElection) and the offsets commit with the
+    transaction. The producer has used the old coordinator in an earlier transaction, so it
+    finds it gone rather than asking afresh. librdkafka 2.16 can hang here (confluentinc/librdkafka#5511, #5456: a coordinator
+    request waits on a decommissioned broker), which is why this runs with aiokafka; the control
+    does the same with every broker up."""
+    aiokafka = pytest.importorskip("aiokafka")
+    group, source = "crash-billing", "crash-source"
+    with ServerThread(tmp_path, brokers=3, topics=[(source, 1), ("billed", 1)], transaction_state_log_num_partitions=3,
+                      offsets_topic_num_partitions=3, group_initial_rebalance_delay_ms=0) as running:  # fmt: skip
+        group_broker = running.run(running.server.groups.coordinator_id, group)
+        tid = next(f"txn-{i}" for i in range(100)
+                   if running.run(running.server.transactions.coordinator_id, f"txn-{i}") not in (None, group_broker))  # fmt: skip
+
+        async def run() -> None:
+            p = aiokafka.AIOKafkaProducer(bootstrap_servers=running.bootstrap_servers, transactional_id=tid,
+                                          enable_idempotence=True)  # fmt: skip
+            await p.start()
+            try:
+                # The first transaction's offsets go to the group's coordinator, which the producer
+                # then knows; the second's find it gone.
+                for number, offset in enumerate((3, 7)):
+                    await p.begin_transaction()
+                    await p.send_and_wait("billed", b"billed-%d" % number)
+                    if crash and number == 1:
+                        running.stop_broker(group_broker)
+                    await p.send_offsets_to_transaction({aiokafka.TopicPartition(source, 0): offset}, group)
+                    await p.commit_transaction()
+            finally:
+                await p.stop()
+
+        asyncio.run(asyncio.wait_for(run(), 60))
+        now = running.run(running.server.groups.coordinator_id, group)
+        assert (now != group_broker) is crash, (group_broker, now)
+        assert describe(running, tid).transaction_state == "CompleteCommit"
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": running.bootstrap_servers, "group.id": group})
+        try:
+            [committed] = consumer.committed([confluent_kafka.TopicPartition(source, 0)], 30)
+        finally:
+            consumer.close()
+        assert committed.offset == 7
