@@ -637,16 +637,16 @@ def test_send_offsets_to_transaction_finds_the_new_group_coordinator_after_a_cra
     TxnOffsetCommit finds the group's new coordinator (the __consumer_offsets partition's new
     leader, which loads the group: GroupCoordinator.onElection) and the offsets commit with the
     transaction. The producer has used the old coordinator in an earlier transaction, so it
-    finds it gone rather than asking afresh. librdkafka 2.16 can hang here (confluentinc/librdkafka#5511, #5456: a coordinator
-    request waits on a decommissioned broker), which is why this runs with aiokafka; the control
-    does the same with every broker up."""
+    finds it gone rather than asking afresh. librdkafka 2.16 can hang here
+    (confluentinc/librdkafka#5511, #5456: a coordinator request waits on a decommissioned
+    broker), which is why this runs with aiokafka; the control does the same with every broker up."""
     aiokafka = pytest.importorskip("aiokafka")
     group, source = "crash-billing", "crash-source"
     with ServerThread(tmp_path, brokers=3, topics=[(source, 1), ("billed", 1)], transaction_state_log_num_partitions=3,
                       offsets_topic_num_partitions=3, group_initial_rebalance_delay_ms=0) as running:  # fmt: skip
         group_broker = running.run(running.server.groups.coordinator_id, group)
-        tid = next(f"txn-{i}" for i in range(100)
-                   if running.run(running.server.transactions.coordinator_id, f"txn-{i}") not in (None, group_broker))  # fmt: skip
+        coordinator_of = running.server.transactions.coordinator_id
+        tid = next(f"txn-{i}" for i in range(50) if running.run(coordinator_of, f"txn-{i}") not in (None, group_broker))
 
         async def run() -> None:
             p = aiokafka.AIOKafkaProducer(bootstrap_servers=running.bootstrap_servers, transactional_id=tid,
