@@ -141,7 +141,53 @@ def build_reference_loop(source: str | os.PathLike[str] | None = None) -> ctypes
     return _build(str(path.resolve()), path.stat().st_mtime_ns)
 
 
-class ReferenceTable:
+class _LoopTable:
+    """What both C loops' tables share: the C handle (``<prefix>_new`` made it, ``<prefix>_free``
+    frees it), its length and memory, and one ``<prefix>_append_many`` call over the compiled
+    table's columns into result columns of ``_OUTPUTS``' types, reused by the next call of the
+    same size or smaller."""
+
+    _PREFIX: str
+    _WHO: str
+    _OUTPUTS: tuple[type, ...]
+
+    def __init__(self, lib: ctypes.CDLL, table: int | None, producers: int, window: int) -> None:
+        self._lib = lib
+        self._table = table
+        if not table:
+            raise MemoryError(f"{self._WHO}: no memory for {producers:,} producers, window {window}")
+        self.window = window
+        self.map_end_offset = 0
+        self._outputs: tuple[np.ndarray, ...] = ()
+
+    def __del__(self) -> None:
+        table, self._table = getattr(self, "_table", None), None
+        if table:
+            getattr(self._lib, f"{self._PREFIX}_free")(table)
+
+    def __len__(self) -> int:
+        return int(getattr(self._lib, f"{self._PREFIX}_len")(self._table))
+
+    def memory_bytes(self) -> int:
+        return int(getattr(self._lib, f"{self._PREFIX}_memory_bytes")(self._table))
+
+    def _append_many(self, columns: Sequence[np.ndarray], log_end_offset: int) -> tuple[np.ndarray, ...]:
+        """The result columns of one call over ``columns``; sets ``map_end_offset``."""
+        columns = _input_columns(self._WHO, *columns)
+        rows = len(columns[0])
+        if not self._outputs or len(self._outputs[0]) < rows:
+            self._outputs = tuple(np.empty(rows, dtype) for dtype in self._OUTPUTS)
+        end = getattr(self._lib, f"{self._PREFIX}_append_many")(
+            self._table, rows, *[column.ctypes.data for column in columns], log_end_offset,
+            *[output.ctypes.data for output in self._outputs],
+        )  # fmt: skip
+        if end < 0:
+            raise MemoryError(f"{self._WHO}: row {-1 - end} is a producer beyond the table's size")
+        self.map_end_offset = end
+        return tuple(output[:rows] for output in self._outputs)
+
+
+class ReferenceTable(_LoopTable):
     """The C loop's table, with ``append_many`` taking the compiled table's columns.
 
     Sized for ``producers`` (load factor 0.6), a producer beyond them is a ``MemoryError``.
@@ -150,25 +196,12 @@ class ReferenceTable:
     copy them to keep them.
     """
 
+    _PREFIX, _WHO = "ref", "C reference loop"
+    _OUTPUTS = (np.int16, np.bool_, np.int64, np.int64, np.int64)
+
     def __init__(self, producers: int, window: int = 5, *, dense: bool = True, lib: ctypes.CDLL | None = None):
-        self._lib = lib if lib is not None else build_reference_loop()
-        self._table = self._lib.ref_new(producers, window, REFERENCE_SEED, int(dense))
-        if not self._table:
-            raise MemoryError(f"C reference loop: no memory for {producers:,} producers, window {window}")
-        self.window = window
-        self.map_end_offset = 0
-        self._outputs: tuple[np.ndarray, ...] = ()
-
-    def __del__(self) -> None:
-        table, self._table = getattr(self, "_table", None), None
-        if table:
-            self._lib.ref_free(table)
-
-    def __len__(self) -> int:
-        return int(self._lib.ref_len(self._table))
-
-    def memory_bytes(self) -> int:
-        return int(self._lib.ref_memory_bytes(self._table))
+        lib = lib if lib is not None else build_reference_loop()
+        super().__init__(lib, lib.ref_new(producers, window, REFERENCE_SEED, int(dense)), producers, window)
 
     def append_many(
         self,
@@ -180,27 +213,9 @@ class ReferenceTable:
         *,
         log_end_offset: int,
     ) -> AppendManyResult:
-        columns = _input_columns("C reference loop", producer_ids, producer_epochs, base_sequences, record_counts,
-                                 max_timestamps)  # fmt: skip
-        rows = len(producer_ids)
-        if not self._outputs or len(self._outputs[0]) < rows:
-            self._outputs = (
-                np.empty(rows, np.int16),
-                np.empty(rows, np.bool_),
-                np.empty(rows, np.int64),
-                np.empty(rows, np.int64),
-                np.empty(rows, np.int64),
-            )
-        outputs = self._outputs
-        end = self._lib.ref_append_many(
-            self._table, rows, *[column.ctypes.data for column in columns], log_end_offset,
-            *[output.ctypes.data for output in outputs],
-        )  # fmt: skip
-        if end < 0:
-            raise MemoryError(f"C reference loop: row {-1 - end} is a producer beyond the table's size")
-        self.map_end_offset = end
-        codes, duplicate, firsts, lasts, times = (output[:rows] for output in outputs)
-        return AppendManyResult(codes, duplicate, firsts, lasts, times, end)
+        columns = (producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps)
+        codes, duplicate, firsts, lasts, times = self._append_many(columns, log_end_offset)
+        return AppendManyResult(codes, duplicate, firsts, lasts, times, self.map_end_offset)
 
 
 class BareVerdicts(NamedTuple):
@@ -213,7 +228,7 @@ class BareVerdicts(NamedTuple):
     log_end_offset: int
 
 
-class BareTable:
+class BareTable(_LoopTable):
     """The bare limit's table (``bare_loop.c``), with ``append_many`` taking the compiled
     table's columns and answering :class:`BareVerdicts`.
 
@@ -222,25 +237,12 @@ class BareTable:
     keep them.
     """
 
+    _PREFIX, _WHO = "bare", "bare limit"
+    _OUTPUTS = (np.int16, np.bool_, np.int64)
+
     def __init__(self, producers: int, window: int = 5, *, lib: ctypes.CDLL | None = None):
-        self._lib = lib if lib is not None else build_bare_loop()
-        self._table = self._lib.bare_new(producers, window, REFERENCE_SEED)
-        if not self._table:
-            raise MemoryError(f"bare limit: no memory for {producers:,} producers, window {window}")
-        self.window = window
-        self.map_end_offset = 0
-        self._outputs: tuple[np.ndarray, ...] = ()
-
-    def __del__(self) -> None:
-        table, self._table = getattr(self, "_table", None), None
-        if table:
-            self._lib.bare_free(table)
-
-    def __len__(self) -> int:
-        return int(self._lib.bare_len(self._table))
-
-    def memory_bytes(self) -> int:
-        return int(self._lib.bare_memory_bytes(self._table))
+        lib = lib if lib is not None else build_bare_loop()
+        super().__init__(lib, lib.bare_new(producers, window, REFERENCE_SEED), producers, window)
 
     def append_many(
         self,
@@ -252,18 +254,6 @@ class BareTable:
         *,
         log_end_offset: int,
     ) -> BareVerdicts:
-        columns = _input_columns("bare limit", producer_ids, producer_epochs, base_sequences, record_counts,
-                                 max_timestamps)  # fmt: skip
-        rows = len(producer_ids)
-        if not self._outputs or len(self._outputs[0]) < rows:
-            self._outputs = (np.empty(rows, np.int16), np.empty(rows, np.bool_), np.empty(rows, np.int64))
-        outputs = self._outputs
-        end = self._lib.bare_append_many(
-            self._table, rows, *[column.ctypes.data for column in columns], log_end_offset,
-            *[output.ctypes.data for output in outputs],
-        )  # fmt: skip
-        if end < 0:
-            raise MemoryError(f"bare limit: row {-1 - end} is a producer beyond the table's size")
-        self.map_end_offset = end
-        codes, duplicate, base_offsets = (output[:rows] for output in outputs)
-        return BareVerdicts(codes, duplicate, base_offsets, end)
+        columns = (producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps)
+        codes, duplicate, base_offsets = self._append_many(columns, log_end_offset)
+        return BareVerdicts(codes, duplicate, base_offsets, self.map_end_offset)
