@@ -42,27 +42,14 @@ from collections import Counter
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from story import ADS, say, wait_for
 
 from dedup.server import Faults, ServerThread
 
 SOURCE, SINK, GROUP = "clicks", "billed", "billing"
 PARTITIONS = 3
-ADS = {"summer-sale": 25, "winter-boots": 40, "city-bikes": 15, "sea-view": 60, "night-train": 35, "green-tea": 10}
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-started = time.monotonic()
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - started:5.1f} s] {text}", flush=True)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {seconds:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Member:

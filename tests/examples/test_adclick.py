@@ -71,7 +71,8 @@ def test_without_deduplication_the_same_run_overbills():
     assert "bill: WRONG" in output
 
 
-def test_the_report_bills_a_reread_click_once_and_a_stored_duplicate_twice(capsys):
+def test_the_report_bills_a_reread_click_once_and_a_stored_duplicate_twice(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.dirname(RUN))  # story.py, as a script run from there has it
     spec = importlib.util.spec_from_file_location("adclick_run", RUN)
     assert spec and spec.loader
     run = importlib.util.module_from_spec(spec)
