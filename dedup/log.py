@@ -215,12 +215,15 @@ class PartitionLog:
         self._unsynced_snapshots: set[int] = set()
         self._last_snapshot_offset = 0
         self._offline: str | None = None
-        #: Ranges [start, end) whose batches a rebuild did not replay although the reloaded
-        #: table had producers: Kafka's shortcut in rebuildProducerState (spec §5.3 step 3,
-        #: ``wasEmpty``) decides from the table *before* truncateAndReload, so a table that was
-        #: empty only because its producers expired (say, after their transaction was aborted
-        #: in the part being truncated) skips the replay after an older snapshot brings a
-        #: producer back. dedup reproduces Kafka and records the range here.
+        #: Ranges [start, end) whose batches a rebuild did not replay: Kafka's shortcut in
+        #: rebuildProducerState (spec §5.3 step 3, ``isEmptyBeforeTruncation``) decides from the
+        #: table *before* truncateAndReload, so a table that was empty only because its producers
+        #: expired (after their transactions completed in the part being truncated) skips the
+        #: replay of [older snapshot or log start, target). The table then lacks what the range
+        #: holds: a transaction the range opens stays unknown (its ABORT marker, fetched later,
+        #: completes nothing, so no AbortedTxn), and one the range closes stays open from the
+        #: snapshot (a later marker completes it with the old first offset). dedup reproduces
+        #: Kafka and records the range here (tests/log/test_rebuild_shortcut.py pins it).
         self.skipped_replays: list[tuple[int, int]] = []
         self._closed = False
         self._high_watermark = 0

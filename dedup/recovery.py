@@ -349,10 +349,11 @@ def rebuild_producer_state(log: PartitionLog, target: int, *, clean: bool = Fals
     loaded = time.perf_counter() - started
     table = log._table
     batches = replayed = 0
-    if was_empty and target > table.map_end_offset and len(table):
+    if was_empty and target > table.map_end_offset:
+        # Kafka skips this replay too (UnifiedLog.rebuildProducerState's isEmptyBeforeTruncation),
+        # also when the range opens or closes transactions: recorded, as the open ones are lost.
         log.skipped_replays.append((table.map_end_offset, target))
-        logger.info("log %s: Kafka's empty-before-truncation shortcut skips the replay of [%d, %d) although "
-                    "the reloaded snapshot holds producers",
+        logger.info("log %s: Kafka's empty-before-truncation shortcut skips the replay of [%d, %d)",
                     log.directory, table.map_end_offset, target)  # fmt: skip
     if target > table.map_end_offset and not was_empty:
         to_snapshot = {target, *log._bases[-2:]}

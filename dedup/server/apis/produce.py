@@ -35,6 +35,7 @@ logger = logging.getLogger("dedup.server")
 
 _CRC = field_struct("crc")
 _BATCH_LENGTH = field_struct("batch_length")
+_ATTRIBUTES = field_struct("attributes")
 _PRODUCER_FIELDS = RECORDS_COUNT_OFFSET - PRODUCER_ID_OFFSET
 
 
@@ -80,9 +81,45 @@ def one_batch_problem(records: bytes, version: int) -> str | None:
     return None
 
 
+def has_transactional_records(body: Any) -> bool:
+    """Kafka's RequestUtils.hasTransactionalRecords: whether the first batch of any partition's
+    records is transactional. Records too short to hold a whole first batch have no batch there
+    (ByteBufferLogInputStream.nextBatch), and only magic 2 has the transactional bit."""
+    for topic in body.topic_data:
+        for data in topic.partition_data:
+            records = data.records
+            if not records or len(records) < LOG_OVERHEAD or records[MAGIC_OFFSET] != MAGIC_V2:
+                continue
+            if LOG_OVERHEAD + _BATCH_LENGTH.unpack_from(records, BATCH_LENGTH_OFFSET)[0] > len(records):
+                continue
+            if _ATTRIBUTES.unpack_from(records, ATTRIBUTES_OFFSET)[0] & ATTR_TRANSACTIONAL:
+                return True
+    return False
+
+
+def refuse_all(body: Any, error_code: ErrorCode) -> list[dict[str, Any]]:
+    """Kafka's ProduceRequest.getErrorResponse: ``error_code`` for every partition of the request
+    (once each), base offset and log start offset -1, no message for the error's own text."""
+    responses: dict[str, dict[int, dict[str, Any]]] = {}
+    for topic in body.topic_data:
+        partitions = responses.setdefault(topic.name, {})
+        for data in topic.partition_data:
+            partitions[data.index] = {"index": data.index, "error_code": error_code, "base_offset": -1,
+                                      "log_start_offset": -1, "record_errors": []}  # fmt: skip
+    return [{"name": name, "partition_responses": list(partitions.values())} for name, partitions in responses.items()]
+
+
 def produce(server: KafkaServer, broker_id: int, request: Request) -> Any:
     body = request.body
     acks = body.acks
+    if body.transactional_id is None and has_transactional_records(body):
+        # Kafka's KafkaApis.handleProduceRequest: transactional records need a transactional id
+        # (which an authorizer would then check; dedup has none, so any id passes), before any
+        # other check and with nothing appended.
+        if acks == 0:
+            return None
+        responses = refuse_all(body, ErrorCode.transactional_id_authorization_failed)
+        return build(response_schema(request), {"responses": responses})
     responses = []
     for topic in body.topic_data:
         partitions = []
