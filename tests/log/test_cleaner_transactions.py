@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import struct
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch
 
 from dedup import scan_batches
@@ -312,3 +314,71 @@ def test_an_aborted_txn_offset_commit_is_cleaned_away_and_the_offsets_reload_the
     reopened = Cluster(tmp_path, **options)
     assert committed(GroupStore(OneOffsetsPartition(reopened), lambda: NOW), reopened) == expected
     reopened.close()
+
+
+# -- against an oracle ----------------------------------------------------------------------------------
+
+
+def committed_view(log):
+    """What a read_committed consumer replays below the last stable offset: the data records of
+    plain batches and of transactions not aborted (the aborted ones from the .txnindex files, as
+    a Fetch's aborted_transactions list: producer id and first offset, up to its marker)."""
+    lso = log.last_stable_offset
+    aborted = log.collect_aborted_transactions(log.log_start_offset, lso)
+    rows = []
+    for base, control, producer_id, _, raw in batches(log):
+        if control or base >= lso:
+            continue
+        if any(e.producer_id == producer_id and e.first_offset <= base < e.last_offset for e in aborted):
+            continue
+        rows += [(r.offset, r.key, r.value) for r in decode_records(raw)]
+    return replay(rows)
+
+
+keys = st.sampled_from([b"a", b"b", b"c", b"d"])
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("plain"), keys, st.none() | st.binary(min_size=1, max_size=6)),
+        st.tuples(st.just("txn"), st.sampled_from([7, 8, 9]), keys, st.none() | st.binary(min_size=1, max_size=6)),
+        st.tuples(st.just("end"), st.sampled_from([7, 8, 9]), st.booleans()),
+    ),
+    min_size=1, max_size=40,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=steps, segment_bytes=st.integers(150, 700), expire=st.booleans())
+def test_cleaning_never_changes_what_a_read_committed_consumer_replays(tmp_path_factory, steps, segment_bytes, expire):
+    log = open_log(tmp_path_factory.mktemp("c") / "t-0", segment_bytes=segment_bytes)
+    sequences: dict[int, int] = {}
+    try:
+        for step in steps:
+            if step[0] == "plain":
+                append(log, [step[1:]])
+            elif step[0] == "txn":
+                producer_id = step[1]
+                transactional(log, producer_id, [step[2:]], sequences.get(producer_id, 0))
+                sequences[producer_id] = sequences.get(producer_id, 0) + 1
+            elif step[1] in log.ongoing_transactions:
+                end_txn(log, step[1], commit=step[2])
+        settle(log)
+        if expire:
+            log.remove_expired_producers(LATER)
+        expected = committed_view(log)
+        lso = log.last_stable_offset
+        for n, now in enumerate([NOW, NOW + 1, NOW + RETENTION, NOW + 3 * RETENTION]):
+            clean_log(log, now_ms=now)
+            # (the fillers are past the last stable offset while a transaction is open)
+            fillers = {} if log.ongoing_transactions else {b"filler-%d" % i: b"x" for i in range(n)}
+            assert committed_view(log) == {**expected, **fillers}
+            assert log.last_stable_offset == lso or n
+            for *_, raw in batches(log):
+                assert DefaultRecordBatch(raw).validate_crc()
+            dirty_again(log, n)
+            lso = None
+        expected = committed_view(log)
+        log.close()
+        log = open_log(log.directory, segment_bytes=segment_bytes)
+        assert committed_view(log) == expected
+    finally:
+        log.close()
