@@ -12,7 +12,7 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from dedup import scan_batches
 from dedup._types import Origin
@@ -251,6 +251,38 @@ def test_the_cleaned_index_keeps_the_aborted_transactions_still_holding_data(tmp
     again = open_log(tmp_path / "t-0", segment_bytes=300)
     assert index_entries(again) == [] and records(again) == [(4, b"c", b"1"), (5, b"filler-1", b"x")]
     again.close()
+
+
+def gzip_batch(producer_id, records, *, transactional):
+    """A gzip batch, as kafka-python's producer builds it (values long enough to be compressed)."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=1, is_transactional=int(transactional),
+                                        producer_id=producer_id, producer_epoch=0, base_sequence=0,
+                                        batch_size=1 << 20)  # fmt: skip
+    for offset, (key, value) in enumerate(records):
+        builder.append(offset, timestamp=NOW, key=key, value=value, headers=[])
+    data = bytes(builder.build())
+    assert struct.unpack_from(">h", data, 21)[0] & 0x07 == 1  # gzip
+    return data
+
+
+def test_compressed_batches_an_aborted_one_goes_any_other_is_copied_as_it_is(tmp_path):
+    log = open_log(tmp_path / "t-0")
+    append(log, [(b"a", b"before")])  # 0
+    log.append_as_leader(gzip_batch(9, [(b"a", b"aborted" * 50), (b"b", b"aborted" * 50)], transactional=True))  # 1-2
+    end_txn(log, 9, commit=False)  # 3
+    committed = gzip_batch(8, [(b"c", b"committed" * 50)], transactional=True)
+    log.append_as_leader(committed)  # 4
+    end_txn(log, 8, commit=True)  # 5
+    append(log, [(b"c", b"newer")])  # 6: dedup does not decompress, so 4 stays
+    settle(log)
+    kept = [raw for base, *_, raw in batches(log) if base == 4]
+    clean_log(log, now_ms=NOW)
+    # Producer 9 is still active: its aborted batch stays as an empty header, uncompressed.
+    (empty,) = [raw for base, *_, raw in batches(log) if base == 1]
+    assert DefaultRecordBatch(empty).validate_crc() and struct.unpack_from(">hi", empty, 21) == (0x10, 1)
+    assert [(base, count) for base, _, _, count, _ in batches(log)] == [(0, 1), (1, 0), (3, 1), (4, 1), (5, 1), (6, 1)]
+    assert [raw for base, *_, raw in batches(log) if base == 4] == kept
+    log.close()
 
 
 # -- __consumer_offsets written by TxnOffsetCommit ----------------------------------------------------
