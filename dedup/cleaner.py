@@ -12,12 +12,16 @@ What one pass does, as Kafka's:
 
 1. **Cleanable range** (:func:`cleanable_offsets`): from the first dirty offset (the
    ``cleaner-offset-checkpoint``, or the log start) to the first uncleanable offset, the smallest
-   of the high watermark (Kafka: the last stable offset, which is at or below it), the active
-   segment's base offset (the active segment is never cleaned) and, with ``min.compaction.lag.ms``
-   (KIP-58), the base of the first segment with a record younger than the lag.
-2. **Offset map** (``buildOffsetMap``): key -> offset of its last record in the dirty range. Kafka's
-   map is a fixed-size hash of key digests (``SkimpyOffsetMap``) that may cover only part of the
-   range; dedup's is a dict of the keys themselves and always covers all of it.
+   of the last stable offset (nothing of a transaction still open is cleaned, nor anything
+   after its first offset), the active segment's base offset (the active segment is never
+   cleaned) and, with ``min.compaction.lag.ms`` (KIP-58), the base of the first segment with a
+   record younger than the lag.
+2. **Offset map** (``buildOffsetMap``/``buildOffsetMapForSegment``): key -> offset of its last
+   record in the dirty range, from plain and committed transactional records; the records of
+   aborted transactions (from the ``.txnindex`` files, ``collectAbortedTransactions``) and the
+   markers do not enter it. Kafka's map is a fixed-size hash of key digests (``SkimpyOffsetMap``)
+   that may cover only part of the range; dedup's is a dict of the keys themselves and always
+   covers all of it.
 3. **Rewrite** (``cleanSegments``/``cleanInto``) every segment below the first uncleanable offset,
    in groups whose sizes add up to at most ``segment.bytes`` (``groupSegmentsBySize``), each group
    into one segment named after its first: a record stays if no later record has its key, and a
@@ -43,15 +47,28 @@ The rules, with Kafka's reasons:
   timestamp; a pass after the horizon drops it. So a consumer that reads the log within
   ``delete.retention.ms`` of a tombstone's first cleaning still sees it.
 - **Producer state** (``lastRecordsOfActiveProducers``): Kafka keeps, for every producer the
-  producer-state table still holds, the batch with its last data offset (or its last marker), so
-  a replay of the log after a lost snapshot finds the producer's last sequence. dedup keeps every
+  producer-state table still holds, the batch with its last data offset (or, without one, its
+  markers of its current epoch), so a replay of the log after a lost snapshot finds the
+  producer's last sequence and epoch. dedup keeps every
   batch in each producer's duplicate window (a superset: the ``"full"`` snapshot format remembers
   the whole window, and a replay must find it too). The table itself is not touched: it is rebuilt
   from snapshots, which cleaning does not change.
-- **Transactional and control batches, and compressed batches**, are copied as they are, and
-  their records do not enter the offset map (they never shadow an older record). Kafka cleans
-  them, tracking aborted transactions (``CleanedTransactionMetadata``) and markers; dedup leaves
-  that to later: nothing it keeps is wrong, it keeps more than Kafka would.
+- **Transactions** (KIP-98, ``CleanedTransactionMetadata``): the pass reads the log in order
+  with the aborted transactions of the ``.txnindex`` files of each segment it rewrites. A
+  committed transaction's records are cleaned as any other (a later record or tombstone of the
+  key supersedes them). An aborted transaction's batches go whole (their header stays, empty,
+  only for the producer state or as a group's last batch). A marker stays while a batch of its
+  transaction was read in the same pass (an empty one kept for the producer state counts);
+  once none was, the pass that finds it so sets its delete horizon, now + ``delete.retention.ms``
+  (KIP-534, as for a tombstone), and the first pass at or after the horizon removes it. The
+  cleaned segment's ``.txnindex`` holds the aborted transactions whose ABORT marker it keeps
+  and of which a batch was read in the pass (Kafka's ``cleanedIndex``); a recovery that rebuilds
+  it from the batches finds the same or fewer (an aborted transaction without data completes
+  nothing, KAFKA-10702): a ``read_committed`` fetch gets the same records either way.
+- **Compressed batches** are not decompressed: one of an aborted transaction goes as Kafka's
+  (its records are not needed); any other is copied as it is and its records do not enter the
+  offset map (they never shadow an older record). Nothing dedup keeps is wrong; it keeps more
+  than Kafka would.
 - **Each group keeps its last batch** (empty if all its records go). Kafka keeps the last batch of
   the whole round only (``upperBoundOffsetOfCleaningRound``); keeping each group's makes the
   ``.swap`` file's own offset range name every segment it replaces, which is how ``LogLoader``
@@ -60,9 +77,10 @@ The rules, with Kafka's reasons:
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from ._files import fsync_directory, write_all
@@ -84,6 +102,7 @@ from .checkpoints import read_offsets, write_offsets
 from .errors import CorruptCheckpointError
 from .records import crc32c, scan_batches
 from .segment import LogSegment, segment_file_name
+from .transaction_index import CONTROL_ABORT, CONTROL_COMMIT, AbortedTxn, control_type
 
 if TYPE_CHECKING:
     from .log import PartitionLog
@@ -158,11 +177,14 @@ def first_dirty_offset(log: PartitionLog) -> int:
 def cleanable_offsets(log: PartitionLog, now_ms: int, min_compaction_lag_ms: int = 0) -> tuple[int, int]:
     """``(first dirty offset, first uncleanable offset)``: the cleaner maps the keys of the dirty
     range between them and rewrites every segment below the second (LogCleanerManager
-    .cleanableOffsets). Uncleanable: the active segment, anything at or past the high watermark,
-    and with ``min_compaction_lag_ms`` > 0 the first segment holding a record younger than it."""
+    .cleanableOffsets). Uncleanable: the active segment, anything at or past the last stable
+    offset (so the records of a transaction still open, and everything after its first offset,
+    are never cleaned: the cleaner could not tell whether they will be committed or aborted;
+    the LSO is at or below the high watermark), and with ``min_compaction_lag_ms`` > 0 the first
+    segment holding a record younger than it."""
     first_dirty = first_dirty_offset(log)
     segments = log._segments
-    candidates = [log.high_watermark, segments[-1].base_offset]
+    candidates = [log.last_stable_offset, segments[-1].base_offset]
     if min_compaction_lag_ms > 0:
         for segment in segments[:-1]:
             if segment.next_offset > first_dirty and segment.max_timestamp > now_ms - min_compaction_lag_ms:
@@ -224,10 +246,18 @@ class _Batch(NamedTuple):
         return self.base_timestamp if self.attributes & ATTR_DELETE_HORIZON else None
 
     @property
-    def cleanable(self) -> bool:
-        """A batch whose records the cleaner filters: dedup leaves transactional, control and
-        compressed batches as they are (see the module's docstring)."""
-        return not self.attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL | ATTR_COMPRESSION_MASK)
+    def is_control(self) -> bool:
+        return bool(self.attributes & ATTR_CONTROL)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & ATTR_TRANSACTIONAL)
+
+    @property
+    def is_compressed(self) -> bool:
+        """dedup does not decompress: a compressed data batch that is not aborted is copied as
+        it is and its records do not enter the offset map (see the module's docstring)."""
+        return bool(self.attributes & ATTR_COMPRESSION_MASK)
 
 
 def _batches(data: bytes) -> Iterator[tuple[_Batch, memoryview]]:
@@ -246,7 +276,8 @@ def _build_batch(batch: _Batch, records: list[Record], delete_horizon: int | Non
     timestamp the delete horizon if one is set, else the first record's (-1 for an empty batch);
     max timestamp the largest kept (the original's for LogAppendTime and for an empty batch);
     CRC-32C recomputed."""
-    attributes = batch.attributes & ~ATTR_DELETE_HORIZON
+    # The body is written uncompressed (an empty one too: Kafka's writeEmptyHeader sets no codec).
+    attributes = batch.attributes & ~(ATTR_DELETE_HORIZON | ATTR_COMPRESSION_MASK)
     if delete_horizon is not None and records:
         attributes |= ATTR_DELETE_HORIZON
         base_timestamp = delete_horizon
@@ -275,39 +306,136 @@ def _build_batch(batch: _Batch, records: list[Record], delete_horizon: int | Non
     return bytes(header) + body
 
 
+class _AbortedTransaction:
+    """Kafka's AbortedTransactionMetadata: an aborted transaction being read, and the last
+    offset of its batches seen so far in this pass (None: no batch of it is left)."""
+
+    __slots__ = ("entry", "last_observed_batch_offset")
+
+    def __init__(self, entry: AbortedTxn) -> None:
+        self.entry = entry
+        self.last_observed_batch_offset: int | None = None
+
+
+class _TransactionMetadata:
+    """Kafka's CleanedTransactionMetadata (LogCleaner.scala): the transactions the cleaner is
+    reading through, batch by batch, from the aborted transactions of the ``.txnindex`` files
+    (:meth:`add_aborted_transactions`, fed with ``log.collectAbortedTransactions``). It tells
+    whether a data batch belongs to an aborted transaction (its records can go) and whether a
+    marker can go (no batch of its transaction is left), and collects the cleaned segment's
+    ``.txnindex``: the aborted transactions of which a batch was still seen."""
+
+    def __init__(self) -> None:
+        self.ongoing_committed: set[int] = set()
+        self.ongoing_aborted: dict[int, _AbortedTransaction] = {}
+        # A min-heap of the aborted transactions not yet reached, by first offset; each segment's
+        # search may return one already read (its range overlaps two segments): it is taken once.
+        self._aborted: list[tuple[int, int, int, AbortedTxn]] = []
+        self._added: set[AbortedTxn] = set()
+        #: The cleaned segment's index entries (Kafka's cleanedIndex); None while mapping offsets.
+        self.cleaned_index: list[AbortedTxn] | None = None
+
+    def add_aborted_transactions(self, entries: Iterable[AbortedTxn]) -> None:
+        for entry in entries:
+            if entry in self._added:
+                continue
+            self._added.add(entry)
+            heapq.heappush(self._aborted, (entry.first_offset, entry.last_offset, entry.producer_id, entry))
+
+    def _consume_aborted_up_to(self, offset: int) -> None:
+        while self._aborted and self._aborted[0][0] <= offset:
+            entry = heapq.heappop(self._aborted)[3]
+            self.ongoing_aborted.setdefault(entry.producer_id, _AbortedTransaction(entry))
+
+    def on_control_batch_read(self, batch: _Batch, raw: memoryview) -> bool:
+        """Kafka's onControlBatchRead: whether the marker ``batch`` can be discarded. An ABORT
+        stays while a batch of its transaction was seen in this pass (its entry then goes to
+        the cleaned index), a COMMIT while one of its batches was; an empty control batch (a
+        marker emptied before) can go; another control type stays."""
+        self._consume_aborted_up_to(batch.last_offset)
+        kind = control_type(raw, 0, batch.record_count)
+        if kind is None:
+            return True
+        if kind == CONTROL_ABORT:
+            aborted = self.ongoing_aborted.pop(batch.producer_id, None)
+            if aborted is not None and aborted.last_observed_batch_offset is not None:
+                if self.cleaned_index is not None:
+                    self.cleaned_index.append(aborted.entry)
+                return False
+            return True
+        if kind == CONTROL_COMMIT:
+            if batch.producer_id in self.ongoing_committed:
+                self.ongoing_committed.discard(batch.producer_id)
+                return False
+            return True
+        return False
+
+    def on_batch_read(self, batch: _Batch) -> bool:
+        """Kafka's onBatchRead: whether the data ``batch`` belongs to an aborted transaction
+        (then it can be discarded); a transactional batch of any other transaction keeps its
+        COMMIT marker."""
+        self._consume_aborted_up_to(batch.last_offset)
+        if not batch.is_transactional:
+            return False
+        aborted = self.ongoing_aborted.get(batch.producer_id)
+        if aborted is not None:
+            aborted.last_observed_batch_offset = batch.last_offset
+            return True
+        self.ongoing_committed.add(batch.producer_id)
+        return False
+
+
 class _Pass:
-    """The state of one cleaning pass: the offset map and the retention rules."""
+    """The state of one cleaning pass: the offset map, the retention rules and the transactions
+    read through (Kafka's Cleaner with one CleanedTransactionMetadata per pass)."""
 
     def __init__(self, log: PartitionLog, now_ms: int, delete_retention_ms: int, first_dirty: int, end: int) -> None:
+        self.log = log
         self.now_ms = now_ms
         self.delete_retention_ms = delete_retention_ms
         self.first_dirty = first_dirty
         self.end = end
         self.offset_map: dict[bytes, int] = {}
         self.latest_offset = -1
-        # lastRecordsOfActiveProducers, widened to every batch in each producer's window.
+        self.transactions = _TransactionMetadata()
+        # lastRecordsOfActiveProducers, widened to every batch in each producer's window; a
+        # producer with no batch left keeps its markers of its current epoch (its last epoch,
+        # needed for fencing).
         table = log.producer_state
         self.producer_batches: set[tuple[int, int]] = set()
+        self.marker_epochs: dict[int, int] = {}
         for producer_id in table.producer_ids().tolist():
             entry = table.entry(producer_id)
-            if entry is not None:
+            if entry is None:
+                continue
+            if entry.batches:
                 self.producer_batches.update((producer_id, kept.last_offset) for kept in entry.batches)
+            else:
+                self.marker_epochs[producer_id] = entry.producer_epoch
         self.records_read = self.records_retained = self.tombstones_removed = self.invalid_records = 0
 
     def build_offset_map(self, segments: list[LogSegment]) -> None:
-        """Kafka's buildOffsetMap over [first dirty, end): each key's last offset."""
+        """Kafka's buildOffsetMap over [first dirty, end): each key's last offset, from
+        non-transactional and committed transactional records; the records of aborted
+        transactions (``collectAbortedTransactions``) and markers enter no map. The latest
+        offset is the range's last (``updateLatestOffset``): every record below it is judged."""
+        transactions = _TransactionMetadata()
+        transactions.add_aborted_transactions(self.log.collect_aborted_transactions(self.first_dirty, self.end))
         for segment in segments:
             if segment.next_offset <= self.first_dirty or segment.base_offset >= self.end:
                 continue
+            self.latest_offset = self.end - 1
             with segment.batches_from(max(self.first_dirty, segment.base_offset), self.end) as view:
                 data = bytes(view)
             for batch, raw in _batches(data):
-                if not batch.cleanable:
+                if batch.is_control:
+                    transactions.on_control_batch_read(batch, raw)
+                    continue
+                if transactions.on_batch_read(batch) or batch.is_compressed:
                     continue
                 for record in decode_records(raw):
                     if self.first_dirty <= record.offset < self.end and record.key is not None:
                         self.offset_map[record.key] = record.offset
-                        self.latest_offset = max(self.latest_offset, record.offset)
 
     def _retain(self, batch: _Batch, record: Record) -> bool:
         """Kafka's Cleaner.shouldRetainRecord."""
@@ -324,29 +452,52 @@ class _Pass:
             return False
         return True
 
+    def _last_of_active_producer(self, batch: _Batch) -> bool:
+        """Kafka's isBatchLastRecordOfProducer, widened to the producer's window."""
+        if batch.producer_id < 0:
+            return False
+        if (batch.producer_id, batch.last_offset) in self.producer_batches:
+            return True
+        return batch.is_control and self.marker_epochs.get(batch.producer_id) == batch.producer_epoch
+
     def filter(self, data: bytes, keep_last: bool) -> bytes:
-        """The batches of ``data`` (one segment) cleaned (MemoryRecords.filterTo); the last batch
+        """The batches of ``data`` (one segment) cleaned: Kafka's cleanInto filter
+        (checkBatchRetention, shouldRetainRecord) through MemoryRecords.filterTo. The last batch
         stays, empty if need be, when ``keep_last``."""
         out: list[bytes] = []
         batches = list(_batches(data))
         for index, (batch, raw) in enumerate(batches):
-            if not batch.cleanable:
-                out.append(bytes(raw))
+            if batch.is_control:
+                can_discard = self.transactions.on_control_batch_read(batch, raw)
+                horizon = batch.delete_horizon
+                discard_records = can_discard and horizon is not None and horizon <= self.now_ms
+            else:
+                can_discard = discard_records = self.transactions.on_batch_read(batch)
+            self.records_read += batch.record_count
+            retain_empty = self._last_of_active_producer(batch) or (keep_last and index == len(batches) - 1)
+            if discard_records:
+                if retain_empty:
+                    out.append(_build_batch(batch, [], None))  # BatchRetention.RETAIN_EMPTY
                 continue
-            records = decode_records(raw)
-            self.records_read += len(records)
-            kept = [record for record in records if self._retain(batch, record)]
+            if batch.is_compressed:
+                out.append(bytes(raw))
+                self.records_retained += batch.record_count
+                continue
+            if batch.is_control:
+                kept = decode_records(raw, control=True)
+                # A marker whose transaction has no data left gets a delete horizon (KIP-534).
+                set_horizon = can_discard and batch.delete_horizon is None
+            else:
+                records = decode_records(raw)
+                kept = [record for record in records if self._retain(batch, record)]
+                set_horizon = any(record.value is None for record in kept) and batch.delete_horizon is None
             self.records_retained += len(kept)
-            tombstones = any(record.value is None for record in kept)
-            set_horizon = tombstones and batch.delete_horizon is None
-            if kept and len(kept) == len(records) and not set_horizon:
+            if kept and len(kept) == batch.record_count and not set_horizon:
                 out.append(bytes(raw))
             elif kept:
                 horizon = self.now_ms + self.delete_retention_ms if set_horizon else batch.delete_horizon
                 out.append(_build_batch(batch, kept, horizon))
-            elif (batch.producer_id >= 0 and (batch.producer_id, batch.last_offset) in self.producer_batches) or (
-                keep_last and index == len(batches) - 1
-            ):
+            elif retain_empty:
                 out.append(_build_batch(batch, [], None))  # BatchRetention.RETAIN_EMPTY
         return b"".join(out)
 
@@ -393,7 +544,13 @@ def clean_log(
     bytes_read = bytes_written = written = 0
     for group in group_segments_by_size(segments, log.segment_bytes):
         parts = []
+        cleaned_index: list[AbortedTxn] = []
+        state.transactions.cleaned_index = cleaned_index
         for position, segment in enumerate(group):
+            # cleanSegments: the aborted transactions overlapping the whole segment, so the
+            # cleaned index is complete.
+            upper = group[position + 1].base_offset if position + 1 < len(group) else segment.next_offset
+            state.transactions.add_aborted_transactions(log.collect_aborted_transactions(segment.base_offset, upper))
             with segment.batches_from(segment.base_offset) as view:
                 data = bytes(view)
             bytes_read += len(data)
@@ -401,7 +558,7 @@ def clean_log(
         cleaned = b"".join(parts)
         bytes_written += len(cleaned)
         path = _write_cleaned(log.directory, group[0].base_offset, cleaned)
-        log.replace_segments(path, group)
+        log.replace_segments(path, group, cleaned_index)
         written += 1
     write_offsets(_checkpoint_path(log), {(log.topic, log.partition): end}, sync=True)
     stats = CleanerStats(

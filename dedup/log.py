@@ -722,14 +722,18 @@ class PartitionLog:
             deleted += 1
         return deleted
 
-    def replace_segments(self, cleaned_path: str, old_segments: list[LogSegment]) -> LogSegment:
+    def replace_segments(
+        self, cleaned_path: str, old_segments: list[LogSegment], txn_entries: list[AbortedTxn] | None = None
+    ) -> LogSegment:
         """Swap the segment written at ``cleaned_path`` (``<base>.log.cleaned``, fsynced, its
         base the first old segment's) in for ``old_segments`` (consecutive, inactive), as Kafka's
         LocalLog.replaceSegments: rename it ``.swap``, delete the old segments, rename the swap
         ``<base>.log``. A crash before the first rename leaves the old segments (recovery deletes
         ``.cleaned``), after it the new one (recovery completes the swap: :mod:`dedup.recovery`).
-        The snapshots at the other old segments' base offsets go with them. Returns the new
-        segment."""
+        The snapshots at the other old segments' base offsets go with them. The new segment's
+        ``.txnindex`` holds ``txn_entries`` (the cleaner's cleaned index: Kafka's
+        CleanedTransactionMetadata.cleanedIndex), or the old segments' entries when None.
+        Returns the new segment."""
         self._check_usable()
         base = old_segments[0].base_offset
         index = self._bases.index(base)
@@ -739,12 +743,12 @@ class PartitionLog:
             raise ValueError("replace_segments takes consecutive inactive segments of this log")
         final = os.path.join(self.directory, segment_file_name(base))
         swap = final + ".swap"
-        # The cleaner copies every control batch: the new segment holds the old ones' markers,
-        # so its .txnindex is theirs, in order. Written aside first, put in place before the
-        # swap completes (a crash in between leaves it missing: recovery rebuilds it).
-        index_temporary = _write_txn_index(
-            self.directory, base, [entry for segment in old_segments for entry in segment.txn_index.entries]
-        )
+        # Without txn_entries the new segment holds the old ones' markers, so its .txnindex is
+        # theirs, in order. Written aside first, put in place before the swap completes (a crash
+        # in between leaves it missing: recovery rebuilds it).
+        if txn_entries is None:
+            txn_entries = [entry for segment in old_segments for entry in segment.txn_index.entries]
+        index_temporary = _write_txn_index(self.directory, base, txn_entries)
         os.replace(cleaned_path, swap)
         _fsync_directory(self.directory)
         for segment in old_segments:

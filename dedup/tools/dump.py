@@ -1,7 +1,7 @@
 """``python -m dedup dump-log FILE`` and ``dump-snapshot FILE``: Kafka's files as
-``kafka-dump-log.sh`` prints them (``DumpLogSegments``), one line per batch or per producer,
-or one JSON document with ``--json``. Exit status 1, with one line on stderr, for a file that
-is not sound.
+``kafka-dump-log.sh`` prints them (``DumpLogSegments``), one line per batch, per aborted
+transaction (a ``.txnindex``) or per producer, or one JSON document with ``--json``. Exit
+status 1, with one line on stderr, for a file that is not sound.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .._types import wrap_increment
 from ..errors import CorruptSnapshotError, KafkaError
 from ..records import crc_valid, scan_batches
 from ..snapshot import read_snapshot, snapshot_format
+from ..transaction_index import ABORTED_TXN_SIZE, ABORTED_TXN_VERSION, TXN_INDEX_SUFFIX, AbortedTxn, CorruptIndexError
 from . import cli
 
 # --- dump-log -----------------------------------------------------------------------------
@@ -74,7 +75,9 @@ def batch_line(batch: dict[str, Any]) -> str:
 
 
 def add_log_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a Kafka log segment (.log), or any file of v2 batches")
+    parser.add_argument(
+        "file", help="a Kafka log segment (.log) or any file of v2 batches, or a transaction index (.txnindex)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
 
 
@@ -91,15 +94,101 @@ def _log_problems(error: KafkaError | None, batches: list[dict[str, Any]], inval
     return problems
 
 
+def read_txn_index(data: bytes, base_offset: int | None) -> tuple[list[AbortedTxn], CorruptIndexError | None]:
+    """The entries of a ``.txnindex`` file's bytes, up to the first that cannot be right, and
+    the :class:`~dedup.transaction_index.CorruptIndexError` saying why (None for a sound file):
+    a version other than 0 (Kafka's TransactionIndex iterator: "Unexpected aborted transaction
+    version"), a last offset below the segment's base offset (``base_offset``, from the file
+    name; TransactionIndex.sanityCheck), last offsets that do not increase (TransactionIndex
+    .append's rule), or a torn entry at the end."""
+    entries: list[AbortedTxn] = []
+    whole = len(data) - len(data) % ABORTED_TXN_SIZE
+    for position in range(0, whole, ABORTED_TXN_SIZE):
+        try:
+            entry = AbortedTxn.from_bytes(data, position)
+        except CorruptIndexError as error:
+            return entries, error
+        if base_offset is not None and entry.last_offset < base_offset:
+            return entries, CorruptIndexError(
+                f"last offset of aborted transaction {entry} at position {position} is less than "
+                f"start offset {base_offset}"
+            )
+        if entries and entry.last_offset <= entries[-1].last_offset:
+            return entries, CorruptIndexError(
+                f"last offsets do not increase at position {position}: {entry.last_offset} after "
+                f"{entries[-1].last_offset}"
+            )
+        entries.append(entry)
+    if whole < len(data):
+        return entries, CorruptIndexError(
+            f"{len(data) - whole} bytes at the end are not a whole {ABORTED_TXN_SIZE}-byte entry"
+        )
+    return entries, None
+
+
+def txn_line(entry: AbortedTxn) -> str:
+    """The line kafka-dump-log.sh prints for an aborted transaction (DumpLogSegments.dumpTxnIndex)."""
+    return (
+        f"version: {ABORTED_TXN_VERSION} producerId: {entry.producer_id} firstOffset: {entry.first_offset} "
+        f"lastOffset: {entry.last_offset} lastStableOffset: {entry.last_stable_offset}"
+    )
+
+
+def dump_txn_index(args: argparse.Namespace) -> int:
+    """dump-log of a ``.txnindex``: one line per AbortedTxn, as kafka-dump-log.sh prints it
+    (DumpLogSegments.dumpTxnIndex), or ``--json``. A corrupt file prints the entries before the
+    corruption, then one line on stderr (the CorruptIndexError), exit status 1."""
+    name = os.path.basename(args.file)
+    try:
+        with open(args.file, "rb") as handle:
+            data = handle.read()
+    except OSError as caught:
+        print(f"dump-log: {args.file}: {caught.strerror or caught}", file=sys.stderr)
+        return 1
+    start = name[: -len(TXN_INDEX_SUFFIX)]
+    base_offset = int(start) if start.isdigit() else None
+    entries, error = read_txn_index(data, base_offset)
+    if args.json:
+        document = {
+            "file": args.file,
+            "base_offset": base_offset,
+            "aborted_transactions": [
+                {
+                    "version": ABORTED_TXN_VERSION,
+                    "producerId": entry.producer_id,
+                    "firstOffset": entry.first_offset,
+                    "lastOffset": entry.last_offset,
+                    "lastStableOffset": entry.last_stable_offset,
+                }
+                for entry in entries
+            ],
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        }
+        print(json.dumps(document, indent=1))
+    else:
+        print(f"Dumping {args.file}")
+        for entry in entries:
+            print(txn_line(entry))
+    if error is not None:
+        sys.stdout.flush()
+        print(f"dump-log: {args.file}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def dump_log(args: argparse.Namespace) -> int:
     """``python -m dedup dump-log FILE [--json]``: every batch of a ``.log`` segment, one line
-    each, as Kafka's kafka-dump-log.sh prints them (CRC checked); ``--json`` for machines.
+    each, as Kafka's kafka-dump-log.sh prints them (CRC checked); ``--json`` for machines. A
+    ``.txnindex`` file prints one line per aborted transaction, as Kafka's tool does.
 
     A torn tail is reported as Kafka does ("Found N invalid bytes at the end of ..."). Exit
-    status 1 with one line on stderr when the file is not a sound segment: unreadable, a
-    corrupt batch header (the batches before it are still printed), a batch whose CRC does not
-    match (printed with ``isvalid: false``), or a torn tail."""
+    status 1 with one line on stderr when the file is not sound: unreadable, a corrupt batch
+    header (the batches before it are still printed), a batch whose CRC does not match
+    (printed with ``isvalid: false``), a torn tail, or a corrupt transaction index (the
+    entries before the corruption are printed)."""
     name = os.path.basename(args.file)
+    if name.endswith(TXN_INDEX_SUFFIX):
+        return dump_txn_index(args)
     try:
         with open(args.file, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size

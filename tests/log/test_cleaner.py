@@ -205,7 +205,8 @@ def test_a_producers_retained_batches_stay_even_when_empty_and_replay_to_the_sam
     reopened.close()
 
 
-def test_transactional_batches_are_left_as_they_are(tmp_path):
+def test_an_open_transactions_batch_is_left_as_it_is(tmp_path):
+    """The last stable offset bounds the pass (the rest: test_cleaner_transactions.py)."""
     log = open_log(tmp_path / "t-0", segment_bytes=1 << 20)
     append(log, [(b"a", b"t")], producer_id=9, producer_epoch=0, base_sequence=0, transactional=True)
     append(log, [(b"a", b"plain")])

@@ -128,6 +128,94 @@ def test_python_dash_m_dedup_dump_log(tmp_path):
     one_line(result.stderr, f"dump-log: {path}: {torn} invalid bytes at the end")
 
 
+# --- dump-log of a .txnindex ----------------------------------------------------------------------
+
+
+def aborted_transactions_log(directory):
+    """A log whose segment at 0 holds two aborted transactions (ABORT markers at 1 and 4)."""
+    from kafka_batches import marker
+
+    from dedup._types import Origin
+    from dedup.log import PartitionLog
+
+    log = PartitionLog(directory, clock=lambda: 1_700_000_000_000)
+    log.append_as_leader(build(7, 0, 0, 1, transactional=True))  # 0
+    log.append_as_leader(marker(7, 0, 0, commit=False), origin=Origin.COORDINATOR)  # 1
+    log.append_as_leader(build(8, 0, 0, 1, transactional=True))  # 2
+    log.append_as_leader(build(9, 0, 0, 1, transactional=True))  # 3
+    log.append_as_leader(marker(8, 0, 0, commit=False), origin=Origin.COORDINATOR)  # 4: 9's is still open
+    log.close()
+    return directory / "00000000000000000000.txnindex"
+
+
+def test_dump_log_of_a_txnindex_prints_kafkas_aborted_txn_lines(tmp_path, capsys):
+    path = aborted_transactions_log(tmp_path / "t-0")
+    assert dump_log_main([str(path)]) == 0
+    out, err = capsys.readouterr()
+    # DumpLogSegments.dumpTxnIndex's line for each AbortedTxn, in the file's order.
+    assert out.splitlines() == [
+        f"Dumping {path}",
+        "version: 0 producerId: 7 firstOffset: 0 lastOffset: 1 lastStableOffset: 2",
+        "version: 0 producerId: 8 firstOffset: 2 lastOffset: 4 lastStableOffset: 3",
+    ]
+    assert err == ""
+    assert dump_log_main([str(path), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["base_offset"] == 0 and document["error"] is None
+    assert document["aborted_transactions"][1] == {
+        "version": 0, "producerId": 8, "firstOffset": 2, "lastOffset": 4, "lastStableOffset": 3
+    }  # fmt: skip
+
+
+ENTRY = bytes.fromhex("0000" "0000000000000007" "0000000000000000" "0000000000000001" "0000000000000002")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (ENTRY + ENTRY[:10], "CorruptIndexError: 10 bytes at the end are not a whole 34-byte entry"),
+        (ENTRY + b"\x00\x01" + ENTRY[2:], "CorruptIndexError: unexpected aborted transaction version 1 at position 34"),
+        (ENTRY + ENTRY, "CorruptIndexError: last offsets do not increase at position 34: 1 after 1"),
+    ],
+    ids=["torn", "version", "order"],
+)
+def test_dump_log_of_a_corrupt_txnindex_is_a_typed_error_on_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "00000000000000000000.txnindex"
+    path.write_bytes(content)
+    assert dump_log_main([str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"Dumping {path}", "version: 0 producerId: 7 firstOffset: 0 lastOffset: 1 "
+                                "lastStableOffset: 2"]  # fmt: skip  (the entry before the corruption)
+    one_line(err, f"dump-log: {path}: {message}")
+    assert dump_log_main([str(path), "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["error"].startswith(message) and len(document["aborted_transactions"]) == 1
+
+
+def test_dump_log_of_a_txnindex_checks_the_entries_against_its_base_offset(tmp_path, capsys):
+    """TransactionIndex.sanityCheck: an entry whose marker is below the segment's base offset."""
+    path = tmp_path / "00000000000000000005.txnindex"
+    path.write_bytes(ENTRY)  # last offset 1 < 5
+    assert dump_log_main([str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"Dumping {path}"]
+    one_line(err, f"dump-log: {path}: CorruptIndexError: last offset of aborted transaction ")
+    assert "is less than start offset 5" in err
+
+
+def test_python_dash_m_dedup_dump_log_of_a_txnindex(tmp_path):
+    path = aborted_transactions_log(tmp_path / "t-0")
+    result = subprocess.run([sys.executable, "-m", "dedup", "dump-log", str(path)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "version: 0 producerId: 8 firstOffset: 2 lastOffset: 4 lastStableOffset: 3" in result.stdout
+    path.write_bytes(path.read_bytes()[:-1])
+    result = subprocess.run([sys.executable, "-m", "dedup", "dump-log", str(path)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    one_line(result.stderr, f"dump-log: {path}: CorruptIndexError: 33 bytes at the end")
+
+
 # --- dump-snapshot ----------------------------------------------------------------------------------
 
 
