@@ -15,7 +15,7 @@ from .tools import cli
 #: name: (module and attribute of its Command, the line ``python -m dedup --help`` shows).
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("dedup.tools.demo:COMMAND", "ad clicks exactly once through a 3-broker cluster, then the limits"),
-    "dump-log": ("dedup.tools.dump:DUMP_LOG", "print a .log segment batch by batch, as kafka-dump-log.sh does"),
+    "dump-log": ("dedup.tools.dump:DUMP_LOG", "print a .log segment or a .txnindex, as kafka-dump-log.sh does"),
     "dump-snapshot": ("dedup.tools.dump:DUMP_SNAPSHOT", "print a .snapshot file, as kafka-dump-log.sh does"),
     "bench": ("dedup.tools.bench:COMMAND", "headline speed and memory against the peers and a C loop"),
     "serve": ("dedup.server.cli:COMMAND", "dedup's brokers on loopback for real Kafka clients"),
