@@ -141,14 +141,14 @@ cdef object copy_ids(object producer_ids):
     return _args._column(*_args._COLUMNS[0], producer_ids)
 
 
-cdef inline int load_batch(ProducerStateTable table, Batch* b, object producer_id, object producer_epoch,
+cdef inline int load_batch(const Table* t, Batch* b, object producer_id, object producer_epoch,
                            object base_sequence, object record_count, object base_offset,
                            object max_timestamp, object origin, object transactional) except -1:
     """The arguments of check()/append() as a Batch; the same checks, in the same order,
-    as dedup.reference (TypeError/ValueError naming the argument). Then RuntimeError if
-    another thread's call holds the table: checked after the conversions, which may run
-    Python code (where that call may start), and before the first read of the table."""
-    cdef const Table* t = &table.t
+    as dedup.reference (TypeError/ValueError naming the argument). Returns 1 when the batch
+    is below the table's map end offset: the caller first checks that no other thread's call
+    holds the table (the conversions here may run Python code, where such a call may start;
+    then the offset read here is not to be trusted), then raises (loaded_slowly)."""
     cdef int64_t count
     b.producer_id = as_int64(producer_id, 0, INT64_MAX, _producer_id_arg)
     b.producer_epoch = <int16_t>as_int64(producer_epoch, -32768, 32767, _producer_epoch_arg)
@@ -158,15 +158,20 @@ cdef inline int load_batch(ProducerStateTable table, Batch* b, object producer_i
     b.max_timestamp = as_int64(max_timestamp, INT64_MIN, INT64_MAX, _max_timestamp_arg)
     b.origin = as_origin(origin)
     b.transactional = as_flag(transactional, "transactional")
-    if table._busy:
-        table._check_idle()
     if b.base_offset > INT64_MAX - count:
         _args.last_offset(b.base_offset, count)  # raises: last offset + 1 must fit in int64
-    if b.base_offset < t.map_end_offset:
-        _args.not_backwards("base_offset", b.base_offset, t.map_end_offset)
     b.offset_delta = <int32_t>(count - 1)
     b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
                        else increment_sequence(b.base_sequence, b.offset_delta))
+    return b.base_offset < t.map_end_offset
+
+
+cdef int loaded_slowly(ProducerStateTable table, const Batch* b) except -1:
+    """After load_batch returned 1 or with the table marked busy: RuntimeError if another
+    thread's call holds the table, else the ValueError of a batch below its map end offset
+    (if it still is)."""
+    table._check_idle()
+    _args.not_backwards("base_offset", b.base_offset, table.t.map_end_offset)
     return 0
 
 
@@ -263,8 +268,10 @@ cdef class ProducerStateTable:
                          object base_sequence, object record_count, object base_offset,
                          object max_timestamp, object origin, object transactional) except -1:
         """The arguments of check()/append() as a Batch (see load_batch)."""
-        return load_batch(self, b, producer_id, producer_epoch, base_sequence, record_count,
-                          base_offset, max_timestamp, origin, transactional)
+        if load_batch(&self.t, b, producer_id, producer_epoch, base_sequence, record_count,
+                      base_offset, max_timestamp, origin, transactional) or self._busy:
+            loaded_slowly(self, b)
+        return 0
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -413,8 +420,9 @@ cdef class ProducerStateTable:
         """
         cdef Batch b
         cdef Verdict v
-        load_batch(self, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
-                   max_timestamp, origin, transactional)  # (RuntimeError if another call holds the table)
+        if load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                      max_timestamp, origin, transactional) or self._busy:
+            loaded_slowly(self, &b)  # after the conversions, which may let another thread's call in
         cdef int error = validate_batch(&self.t, table_find(&self.t, b.producer_id), &b, &v)
         if error:
             raise_batch_error(error, &b, &v)
@@ -455,8 +463,9 @@ cdef class ProducerStateTable:
         """:meth:`check`, then :meth:`update` unless the batch is a duplicate; one lookup."""
         cdef Batch b
         cdef Verdict v
-        load_batch(self, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
-                   max_timestamp, origin, transactional)  # (RuntimeError if another call holds the table)
+        if load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                      max_timestamp, origin, transactional) or self._busy:
+            loaded_slowly(self, &b)  # after the conversions, which may let another thread's call in
         cdef uint64_t generation = self.t.generation
         cdef int error = append_batch(&self.t, &b, &v)
         if error:
