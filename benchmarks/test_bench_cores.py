@@ -16,7 +16,11 @@ of each N kept, since other processes share the machine:
   produce request's usual content: the log's one-batch path) and 256 per call (the path
   through ``append_batches``).
 
-Beside each, the time per call spent with the GIL held, measured on one thread: for (a) the
+Each N also gets where its threads spent the round (Linux schedstat): on a CPU, runnable but
+waiting for a CPU (the machine's other load), asleep (waiting for the GIL, or in I/O); and the
+work done per CPU-second against N=1's (below 1: the threads slow each other: the GIL, the
+memory system). Beside each, the time per call spent with the GIL held, measured on one
+thread: for (a) the
 Python boundary of ``append_many`` (argument checks, output arrays, the result) timed on its
 own, against the whole call; for (b) the call against ``os.pwrite`` of the same bytes and the
 compiled kernels of the call, timed on their own (the rest holds the GIL). Amdahl's law with
@@ -73,19 +77,32 @@ def producers_per_table() -> int:
     return int(min(PRODUCERS, max(10_000, fits)))
 
 
-def run_threads(n: int, work) -> tuple[float, list[float]]:
+def schedstat() -> tuple[float, float]:
+    """The calling thread's seconds on a CPU and seconds runnable but waiting for one (Linux's
+    /proc/thread-self/schedstat); (thread CPU time, 0) where there is no such file. A thread
+    waiting for the GIL is asleep, in neither."""
+    try:
+        with open("/proc/thread-self/schedstat") as stat:
+            run_ns, wait_ns = stat.read().split()[:2]
+        return int(run_ns) / 1e9, int(wait_ns) / 1e9
+    except OSError:
+        return time.thread_time(), 0.0
+
+
+def run_threads(n: int, work) -> tuple[float, list[tuple[float, float]]]:
     """Run ``work(i)`` for i in [0, n) on n threads started together; (wall seconds from the
-    start to the last thread's end, each thread's CPU seconds)."""
+    start to the last thread's end, each thread's (seconds on a CPU, seconds waiting for one))."""
     start = threading.Barrier(n + 1)
-    cpu = [0.0] * n
+    used = [(0.0, 0.0)] * n
     errors: list[BaseException] = []
 
     def body(i):
         try:
             start.wait(WAIT_S)
-            begin = time.thread_time()
+            run, wait = schedstat()
             work(i)
-            cpu[i] = time.thread_time() - begin
+            run_after, wait_after = schedstat()
+            used[i] = (run_after - run, wait_after - wait)
         except BaseException as error:  # noqa: BLE001 - re-raised on the main thread
             errors.append(error)
 
@@ -100,23 +117,29 @@ def run_threads(n: int, work) -> tuple[float, list[float]]:
     assert not any(thread.is_alive() for thread in threads), "a partition's thread did not finish"
     if errors:
         raise errors[0]
-    return wall, cpu
+    return wall, used
 
 
 def alternate(rounds: int, prepare, work, units_per_thread: float) -> dict[int, dict[str, float]]:
-    """Rounds of every N in turn; per N the best round's throughput (units per second, all
-    threads), its CPU seconds per wall second (cores busy), and the median round's throughput."""
-    rates: dict[int, list[tuple[float, float]]] = {n: [] for n in THREADS}
+    """Rounds of every N in turn. Per N, from the best round (highest throughput): units per
+    second (all threads), CPU seconds per wall second (cores busy), the share of the threads'
+    time spent runnable but without a CPU (the machine's other load) and asleep (waiting for
+    the GIL, or in I/O); the median round's throughput; the most units per CPU-second of any
+    round (the work a core does, whatever the machine's load)."""
+    rates: dict[int, list[tuple[float, ...]]] = {n: [] for n in THREADS}
     for _ in range(rounds):
         for n in THREADS:
             payload = [prepare(i) for i in range(n)]  # outside the timed region
-            wall, cpu = run_threads(n, lambda i: work(i, payload[i]))  # noqa: B023 - used at once
-            rates[n].append((n * units_per_thread / wall, sum(cpu) / wall))
+            wall, used = run_threads(n, lambda i: work(i, payload[i]))  # noqa: B023 - used at once
+            run, wait = sum(u[0] for u in used), sum(u[1] for u in used)
+            rates[n].append((n * units_per_thread / wall, run / wall, wait / (n * wall),
+                             max(0.0, 1 - (run + wait) / (n * wall)), n * units_per_thread / max(run, 1e-9)))
     out = {}
     for n, values in rates.items():
         best = max(values)
         out[n] = {"per_s_best": best[0], "per_s_median": float(np.median([v[0] for v in values])),
-                  "cores_busy_best_round": best[1]}  # fmt: skip
+                  "cores_busy_best_round": best[1], "waiting_for_a_cpu_best_round": best[2],
+                  "asleep_best_round": best[3], "per_cpu_s_best": max(v[4] for v in values)}  # fmt: skip
     return out
 
 
@@ -151,8 +174,16 @@ def side_by_side(kit, what: str, unit: str, scaling: dict[int, dict[str, float]]
             numbers[f"N{n}_speedup_gil_allows"] = amdahl(held_share, n)
             allows = f"; GIL allows x{amdahl(held_share, n):.2f}"
         numbers[f"N{n}_cores_busy"] = row["cores_busy_best_round"]
+        extra = ""
+        if "per_cpu_s_best" in row:
+            per_cpu = row["per_cpu_s_best"] / scaling[1]["per_cpu_s_best"]
+            numbers[f"N{n}_waiting_for_a_cpu"] = row["waiting_for_a_cpu_best_round"]
+            numbers[f"N{n}_asleep"] = row["asleep_best_round"]
+            numbers[f"N{n}_{unit}_per_cpu_s_best"] = row["per_cpu_s_best"]
+            extra = (f", {row['waiting_for_a_cpu_best_round']:.0%} waiting for a CPU, "
+                     f"{row['asleep_best_round']:.0%} asleep (GIL, I/O); per CPU-second x{per_cpu:.2f}")
         cells.append(f"N={n} {row['per_s_best'] / scale:,.2f}{shown}{unit}/s (x{speedup:.2f}{allows}; "
-                     f"{row['cores_busy_best_round']:.2f} cores busy)")  # fmt: skip
+                     f"{row['cores_busy_best_round']:.2f} cores busy{extra})")  # fmt: skip
     kit.record(None, f"cores: {what}", **numbers)
     held = "" if held_share is None else f" | GIL held {held_share:.1%} of a call on one thread"
     print(f"\ncores: {what}: " + " | ".join(cells) + held)
