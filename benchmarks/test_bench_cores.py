@@ -20,9 +20,8 @@ Each N also gets where its threads spent the round (Linux schedstat): on a CPU, 
 waiting for a CPU (the machine's other load), asleep (waiting for the GIL, or in I/O); and the
 work done per CPU-second against N=1's (below 1: the threads slow each other: the GIL, the
 memory system). Beside each, the time per call spent with the GIL held, measured on one
-thread: for (a) the
-Python boundary of ``append_many`` (argument checks, output arrays, the result) timed on its
-own, against the whole call; for (b) the call against ``os.pwrite`` of the same bytes and the
+thread: for (a) the Python boundary of ``append_many`` (argument checks, output arrays, the
+result) timed on its own, against the whole call; for (b) the call against ``os.pwrite`` of the same bytes and the
 compiled kernels of the call, timed on their own (the rest holds the GIL). Amdahl's law with
 that share gives the speed-up the GIL allows, printed beside the measured one.
 
