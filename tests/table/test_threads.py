@@ -106,7 +106,7 @@ class Hook:
         return np.asarray(self.value, dtype=dtype)
 
 
-def test_a_second_append_many_waits_for_no_one_it_fails():
+def test_a_second_append_many_on_a_busy_table_fails():
     """Thread B's append_many converts its columns (an ``__array__``) while thread A's starts;
     B must then find the table busy, not run its loop beside A's."""
     table = Compiled(5)
