@@ -382,6 +382,14 @@ cdef int append_scanned(Table* t, unsigned char* data, const BatchHeader* header
 
 # --- Python boundary ----------------------------------------------------------------------
 
+cdef enum:
+    # check_one_batch releases the GIL for batches from this size: the CRC of 8 KiB takes about
+    # 0.3 us here, three times what releasing and retaking an uncontended GIL costs (~0.1 us);
+    # below it, releasing would slow the common 1 KiB produce request for no gain
+    # (benchmarks/RESULTS.md, "Partitions on cores").
+    CHECK_WITHOUT_GIL_FROM = 8192
+
+
 from dedup._messages import batch_error, marker_error, record_error, scan_error
 from dedup._types import BATCH_HEADER_DTYPE, BatchesAppendResult, CompletedTxn
 
@@ -553,8 +561,14 @@ def check_one_batch(data, *, origin=Origin.CLIENT):
         return None
     cdef BatchHeader h
     cdef Problem problem
+    cdef int code
     read_header(base, 0, &h)
-    if check_batch(base, &h, checked_origin, &problem) != ERR_NONE:
+    if length >= CHECK_WITHOUT_GIL_FROM:
+        with nogil:  # the CRC of a large batch: other partitions' threads run meanwhile
+            code = check_batch(base, &h, checked_origin, &problem)
+    else:
+        code = check_batch(base, &h, checked_origin, &problem)
+    if code != ERR_NONE:
         raise record_error(0, 0, problem.reason, problem.expected, problem.found)
     return (h.attributes, h.last_offset_delta, h.max_timestamp, h.producer_id, h.producer_epoch, h.base_sequence,
             h.record_count)
@@ -596,9 +610,11 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
     if log_end_offset is None:
         if leader:
             raise TypeError("log_end_offset is required for a leader append (origin CLIENT or COORDINATOR)")
+        live._check_idle()
         end = live.t.map_end_offset
     else:
         end = _args.offset("log_end_offset", log_end_offset)
+        live._check_idle()  # again: the conversions ran Python code, where another thread may have started a call
         _args.not_backwards("log_end_offset", end, live.t.map_end_offset)
 
     cdef const unsigned char[::1] readable
@@ -656,8 +672,10 @@ def append_batches(table, data, *, origin=Origin.CLIENT, log_end_offset=None,
     cdef unsigned char* data_ptr = <unsigned char*>start_of(readable)
     cdef Py_ssize_t done = 0
     cdef int64_t first_end = end
-    live._busy = 1
+    live._claim()  # here, not at the top: the conversions and allocations above may let another thread in
     try:
+        if end < live.t.map_end_offset:  # a call of another thread ran since the check above
+            _args.not_backwards("log_end_offset", end, live.t.map_end_offset)
         with nogil:
             append_scanned(&live.t, data_ptr, header_ptr, rows, append_origin, &end, write,
                            write_epoch, leader_epoch, &out, &done)

@@ -425,8 +425,9 @@ cdef class AppendResult:
 
 cdef class ProducerStateTable:
     cdef Table t
-    cdef int _busy                     # set while append_many runs without the GIL
+    cdef int _busy                     # set while a call works on the table across a GIL release
     cdef int _check_idle(self) except -1
+    cdef int _claim(self) except -1
     cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
                          object base_sequence, object record_count, object base_offset,
                          object max_timestamp, object origin, object transactional) except -1

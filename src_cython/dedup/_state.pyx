@@ -145,7 +145,10 @@ cdef inline int load_batch(const Table* t, Batch* b, object producer_id, object 
                            object base_sequence, object record_count, object base_offset,
                            object max_timestamp, object origin, object transactional) except -1:
     """The arguments of check()/append() as a Batch; the same checks, in the same order,
-    as dedup.reference (TypeError/ValueError naming the argument)."""
+    as dedup.reference (TypeError/ValueError naming the argument). Returns 1 when the batch
+    is below the table's map end offset: the caller first checks that no other thread's call
+    holds the table (the conversions here may run Python code, where such a call may start;
+    then the offset read here is not to be trusted), then raises (loaded_slowly)."""
     cdef int64_t count
     b.producer_id = as_int64(producer_id, 0, INT64_MAX, _producer_id_arg)
     b.producer_epoch = <int16_t>as_int64(producer_epoch, -32768, 32767, _producer_epoch_arg)
@@ -157,11 +160,18 @@ cdef inline int load_batch(const Table* t, Batch* b, object producer_id, object 
     b.transactional = as_flag(transactional, "transactional")
     if b.base_offset > INT64_MAX - count:
         _args.last_offset(b.base_offset, count)  # raises: last offset + 1 must fit in int64
-    if b.base_offset < t.map_end_offset:
-        _args.not_backwards("base_offset", b.base_offset, t.map_end_offset)
     b.offset_delta = <int32_t>(count - 1)
     b.last_sequence = (NO_SEQUENCE if b.base_sequence == NO_SEQUENCE
                        else increment_sequence(b.base_sequence, b.offset_delta))
+    return b.base_offset < t.map_end_offset
+
+
+cdef int loaded_slowly(ProducerStateTable table, const Batch* b) except -1:
+    """After load_batch returned 1 or with the table marked busy: RuntimeError if another
+    thread's call holds the table, else the ValueError of a batch below its map end offset
+    (if it still is)."""
+    table._check_idle()
+    _args.not_backwards("base_offset", b.base_offset, table.t.map_end_offset)
     return 0
 
 
@@ -238,15 +248,30 @@ cdef class ProducerStateTable:
     cdef int _check_idle(self) except -1:
         if self._busy:
             raise RuntimeError("the table is in use: another thread is running a call on it without the GIL "
-                               "(append_many, append_batches, remove_expired, copy, update_from or a snapshot write)")
+                               "(append_many, append_batches, remove_expired, copy, update_from, entry or a "
+                               "snapshot write); a table has one writer at a time, as Kafka's "
+                               "ProducerStateManager under its log's lock")
+        return 0
+
+    cdef int _claim(self) except -1:
+        """Mark the table busy for a call that releases the GIL (or runs Python code) while it
+        works on it; RuntimeError if another call has it. The test and the set run under the
+        GIL with no Python code between them, so two threads cannot both pass: call it after
+        the arguments are converted (converting them may run Python code, where another
+        thread can take the GIL), immediately before the work, and clear _busy in a finally."""
+        if self._busy:
+            self._check_idle()
+        self._busy = 1
         return 0
 
     cdef int _load_batch(self, Batch* b, object producer_id, object producer_epoch,
                          object base_sequence, object record_count, object base_offset,
                          object max_timestamp, object origin, object transactional) except -1:
         """The arguments of check()/append() as a Batch (see load_batch)."""
-        return load_batch(&self.t, b, producer_id, producer_epoch, base_sequence, record_count,
-                          base_offset, max_timestamp, origin, transactional)
+        if load_batch(&self.t, b, producer_id, producer_epoch, base_sequence, record_count,
+                      base_offset, max_timestamp, origin, transactional) or self._busy:
+            loaded_slowly(self, b)
+        return 0
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -263,8 +288,8 @@ cdef class ProducerStateTable:
         return table_live(&self.t)
 
     def __contains__(self, producer_id):
-        self._check_idle()
         cdef object number = _args.maybe_producer_id(producer_id)
+        self._check_idle()  # after the conversion (Python code, where another thread may start a call)
         return number is not None and table_find(&self.t, <int64_t>number) >= 0
 
     def __iter__(self):
@@ -273,10 +298,16 @@ cdef class ProducerStateTable:
     def producer_ids(self):
         """The producer ids in the table, as an int64 array (in the table's order)."""
         self._check_idle()
-        ids = np.empty(table_live(&self.t), dtype=np.int64)
+        cdef Py_ssize_t live = table_live(&self.t)
+        ids = np.empty(live, dtype=np.int64)
         cdef int64_t[::1] out = ids
         cdef Py_ssize_t i, k = 0
         cdef int64_t producer_id
+        # np.empty may run Python code, where another thread may have changed the table.
+        self._check_idle()
+        if table_live(&self.t) != live:
+            raise RuntimeError("the table changed while producer_ids() read it: another thread appended to it; "
+                               "a table has one writer at a time")
         for i in range(self.t.count):
             producer_id = (<EntryHeader*>entry_at(&self.t, i)).producer_id
             if producer_id != HOLE_ID:
@@ -286,27 +317,36 @@ cdef class ProducerStateTable:
 
     def entry(self, producer_id):
         """A read-only copy of the producer's state, or None if the table has no entry."""
-        self._check_idle()
-        cdef Py_ssize_t i = table_find(&self.t, _args.producer_id(producer_id))
-        if i < 0:
-            return None
-        cdef char* e = entry_at(&self.t, i)
-        cdef EntryHeader* header = <EntryHeader*>e
+        cdef int64_t pid = _args.producer_id(producer_id)
+        cdef Py_ssize_t i
+        cdef char* e
+        cdef EntryHeader* header
         cdef int k, pos
-        batches = []
-        for k in range(header.count):
-            pos = (header.head + k) % self.t.window
-            batches.append(BatchMetadata(ring_last_sequence(e)[pos], slot_last_offset(&self.t, e, pos),
-                                         slot_offset_delta(&self.t, e, pos), slot_timestamp(&self.t, e, pos)))
-        return ProducerStateEntry(
-            producer_id=header.producer_id,
-            producer_epoch=header.producer_epoch,
-            batches=tuple(batches),
-            coordinator_epoch=header.coordinator_epoch,
-            last_timestamp=last_timestamp_at(&self.t, i)[0],
-            current_txn_first_offset=(None if header.current_txn_first_offset == NO_TXN
-                                      else header.current_txn_first_offset),
-        )
+        # Claimed: building the result runs Python code, where another thread could otherwise
+        # start a call that moves the entry under `e`.
+        self._claim()
+        try:
+            i = table_find(&self.t, pid)
+            if i < 0:
+                return None
+            e = entry_at(&self.t, i)
+            header = <EntryHeader*>e
+            batches = []
+            for k in range(header.count):
+                pos = (header.head + k) % self.t.window
+                batches.append(BatchMetadata(ring_last_sequence(e)[pos], slot_last_offset(&self.t, e, pos),
+                                             slot_offset_delta(&self.t, e, pos), slot_timestamp(&self.t, e, pos)))
+            return ProducerStateEntry(
+                producer_id=header.producer_id,
+                producer_epoch=header.producer_epoch,
+                batches=tuple(batches),
+                coordinator_epoch=header.coordinator_epoch,
+                last_timestamp=last_timestamp_at(&self.t, i)[0],
+                current_txn_first_offset=(None if header.current_txn_first_offset == NO_TXN
+                                          else header.current_txn_first_offset),
+            )
+        finally:
+            self._busy = 0
 
     def memory_bytes(self):
         """Bytes held by the table's allocations: entries, timestamp column, index, eviction heap."""
@@ -333,8 +373,8 @@ cdef class ProducerStateTable:
 
     @max_producers.setter
     def max_producers(self, value):
-        self._check_idle()
         cdef object cap = _args.max_producers(value)
+        self._check_idle()
         self.t.max_producers = 0 if cap is None else cap
         if cap is not None:
             table_evict(&self.t, self.t.max_producers)
@@ -380,10 +420,9 @@ cdef class ProducerStateTable:
         """
         cdef Batch b
         cdef Verdict v
-        if self._busy:
-            self._check_idle()
-        load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
-                   max_timestamp, origin, transactional)
+        if load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                      max_timestamp, origin, transactional) or self._busy:
+            loaded_slowly(self, &b)  # after the conversions, which may let another thread's call in
         cdef int error = validate_batch(&self.t, table_find(&self.t, b.producer_id), &b, &v)
         if error:
             raise_batch_error(error, &b, &v)
@@ -424,10 +463,9 @@ cdef class ProducerStateTable:
         """:meth:`check`, then :meth:`update` unless the batch is a duplicate; one lookup."""
         cdef Batch b
         cdef Verdict v
-        if self._busy:
-            self._check_idle()
-        load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
-                   max_timestamp, origin, transactional)
+        if load_batch(&self.t, &b, producer_id, producer_epoch, base_sequence, record_count, base_offset,
+                      max_timestamp, origin, transactional) or self._busy:
+            loaded_slowly(self, &b)  # after the conversions, which may let another thread's call in
         cdef uint64_t generation = self.t.generation
         cdef int error = append_batch(&self.t, &b, &v)
         if error:
@@ -450,6 +488,7 @@ cdef class ProducerStateTable:
         pids, epochs, seqs, counts, stamps, txn = _args.batch_arrays(
             producer_ids, producer_epochs, base_sequences, record_counts, max_timestamps, transactional)
         cdef int64_t end = _args.offset("log_end_offset", log_end_offset)
+        self._check_idle()  # again: the conversions ran Python code, where another thread may have started a call
         _args.not_backwards("log_end_offset", end, self.t.map_end_offset)
         _args.total_records_fit(end, counts)
         cdef uint8_t append_origin = as_origin(origin)
@@ -491,8 +530,10 @@ cdef class ProducerStateTable:
         out.last_offsets = &last_view[0]
         out.timestamps = &time_view[0]
 
-        self._busy = 1
+        self._claim()  # here, not at the top: the conversions above may let another thread in
         try:
+            if end < self.t.map_end_offset:  # a call of another thread ran since the check above
+                _args.not_backwards("log_end_offset", end, self.t.map_end_offset)
             with nogil:
                 append_columns(&self.t, &columns, &out, rows, append_origin, &end, &done, &regressions)
         except MemoryError as error:
@@ -512,8 +553,8 @@ cdef class ProducerStateTable:
         """The log wrote batches without producer state (no producer id) up to ``offset``,
         exclusive: Kafka's updateMapEndOffset (spec §3.2 step 6). ``ValueError`` if it
         would go backwards."""
-        self._check_idle()
         cdef int64_t end = _args.offset("offset", offset)
+        self._check_idle()
         _args.not_backwards("offset", end, self.t.map_end_offset)
         if end != self.t.map_end_offset:
             self.t.map_end_offset = end
@@ -531,7 +572,6 @@ cdef class ProducerStateTable:
         (``REPLICATION``) logs and applies instead. A client cannot send a marker (rule 7).
         """
         cdef Verdict v
-        self._check_idle()
         cdef int64_t pid = _args.producer_id(producer_id)
         cdef int16_t epoch = _args.producer_epoch(producer_epoch)
         cdef int32_t coordinator = _args.coordinator_epoch(coordinator_epoch)
@@ -540,6 +580,7 @@ cdef class ProducerStateTable:
         cdef int64_t stamp = _args.timestamp("timestamp", timestamp)
         cdef uint8_t marker_origin = as_origin(origin)
         _args.not_backwards("offset", marker_offset, self.t.map_end_offset)
+        self._check_idle()  # after the conversions (Python code, where another thread may start a call)
         cdef int error = append_marker(&self.t, pid, epoch, coordinator, marker_offset, stamp,
                                        marker_origin, &v)
         if error:
@@ -578,7 +619,7 @@ cdef class ProducerStateTable:
         cdef int64_t[::1] entry_view
         cdef Py_ssize_t rows, found = 0
         cdef ProducerStateTable fresh
-        self._busy = 1  # the loops below read this table without the GIL
+        self._claim()  # the loops below read this table without the GIL
         try:
             if ids is None:
                 fresh = ProducerStateTable.__new__(ProducerStateTable, self.t.window, capacity=table_live(&self.t))
@@ -635,7 +676,7 @@ cdef class ProducerStateTable:
             raise ValueError(f"staged has window {source.t.window}, this table has window {self.t.window}: "
                              f"staged must be made by this table's copy()")
         source._check_idle()
-        self._busy = 1  # the loop below changes this table and reads staged without the GIL
+        self._claim()  # the loop below changes this table and reads staged without the GIL
         source._busy = 1
         try:
             with nogil:
@@ -661,7 +702,7 @@ cdef class ProducerStateTable:
         cdef int64_t now = _args.timestamp("now_ms", now_ms)
         cdef int64_t expiration = _args.integer("expiration_ms", expiration_ms, 1, INT64_MAX, "in [1, 2^63-1]")
         cdef Py_ssize_t removed
-        self._busy = 1
+        self._claim()
         try:
             with nogil:
                 removed = table_remove_expired(&self.t, now, expiration)
