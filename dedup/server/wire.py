@@ -257,7 +257,7 @@ def _unsigned_varint(frame: bytes, at: int, what: str) -> tuple[int, int]:
     raise BadRequest(f"{what}: a varint longer than 5 bytes")
 
 
-def _encode_unsigned_varint(value: int) -> bytes:
+def encode_unsigned_varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -343,7 +343,7 @@ def _walk(plan: _Plan, frame: bytes, at: int, what: str, edits: list[_Edit]) -> 
             if tag in known_tags:
                 kept.append(frame[field_start:at])
         if len(kept) < count:
-            edits.append((start, at, _encode_unsigned_varint(len(kept)) + b"".join(kept)))
+            edits.append((start, at, encode_unsigned_varint(len(kept)) + b"".join(kept)))
     return at
 
 
@@ -439,8 +439,8 @@ def encode_response_frame(request: Request, body: Any, regions: dict[bytes, File
     for at, placeholder in found:
         region = regions[placeholder]
         if flexible:  # compact bytes: uvarint(length + 1)
-            prefix_at, prefix = at - 1, _encode_unsigned_varint(region.size + 1)
-            expected = _encode_unsigned_varint(PLACEHOLDER_SIZE + 1)
+            prefix_at, prefix = at - 1, encode_unsigned_varint(region.size + 1)
+            expected = encode_unsigned_varint(PLACEHOLDER_SIZE + 1)
         else:
             prefix_at, prefix = at - 4, struct.pack(">i", region.size)
             expected = struct.pack(">i", PLACEHOLDER_SIZE)
