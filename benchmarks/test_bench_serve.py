@@ -17,12 +17,15 @@ process's CPU (user + system, ``/proc/<pid>/stat``) per message over the round.
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
 import os
 import re
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -526,3 +529,119 @@ def test_bench_serve_against_tansu_fetch(kit):
         served.stop()
     report_cell(kit, "serve against Tansu, librdkafka consumer 1 KiB fetch, 1 broker", results, FETCH_MESSAGES,
                 MESSAGE_BYTES)  # fmt: skip
+
+
+#: A Fetch request (v11, as librdkafka sends: Tansu answers v4, and a max_wait of 0, with no
+#: topics) for partition 0 of ``bench`` from ``fetch_offset``: up to 500 ms for 1 byte (the data
+#: is there: no wait), 50 MiB at most (Kafka's fetch.max.bytes default).
+FETCH_MAX_BYTES = 52_428_800
+FETCH_VERSION = 11
+
+
+def fetch_request(correlation_id: int, fetch_offset: int) -> bytes:
+    from kio.index import load_request_schema
+    from kio.serial import entity_writer
+
+    from dedup.server.wire import build
+
+    schema = load_request_schema(1, FETCH_VERSION)
+    buffer = io.BytesIO()
+    header = schema.__header_schema__
+    entity_writer(header)(buffer, header(request_api_key=1, request_api_version=FETCH_VERSION,
+                                         correlation_id=correlation_id, client_id="bench"))  # fmt: skip
+    entity_writer(schema)(buffer, build(schema, {
+        "replica_id": -1, "max_wait": datetime.timedelta(milliseconds=500), "min_bytes": 1,
+        "max_bytes": FETCH_MAX_BYTES,
+        "isolation_level": 0, "session_id": 0, "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
+        "topics": [{"topic": "bench", "partitions": [
+            {"partition": 0, "fetch_offset": fetch_offset, "partition_max_bytes": FETCH_MAX_BYTES,
+             "current_leader_epoch": -1, "log_start_offset": -1}]}],
+    }))  # fmt: skip
+    data = buffer.getvalue()
+    return struct.pack(">i", len(data)) + data
+
+
+#: Fetch v11's response up to its first partition's aborted transactions: correlation_id,
+#: throttle_time_ms, error_code, session_id, the topic count, then the topic's name (``bench``,
+#: int16 length), its partition count, partition_index, error_code, high_watermark,
+#: last_stable_offset, log_start_offset, the aborted transactions' count.
+_FETCH_HEAD = struct.Struct(">iihii7siihqqqi")
+
+
+def raw_fetch_round(bootstrap: str, messages: int) -> tuple[float, int]:
+    """Fetch requests on one connection, each for the next offset, until ``messages``
+    messages have come; (seconds, bytes of record batches). The client reads each response
+    into one buffer and looks only at its head and at the batch headers (the next offset, the
+    record counts), so the broker's side sets the pace as far as a Python client can: what a
+    consumer in C with a large fetch size would see."""
+    from dedup.records import scan_batches
+
+    host, port = bootstrap.rsplit(":", 1)
+    offset = size = seen = 0
+    buffer = bytearray(FETCH_MAX_BYTES + (1 << 16))
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        started = time.perf_counter()
+        correlation_id = 0
+        while seen < messages:
+            correlation_id += 1
+            sock.sendall(fetch_request(correlation_id, offset))
+            length = struct.unpack(">i", receive_exactly(sock, 4))[0]
+            frame = memoryview(buffer)[:length]
+            receive_into(sock, frame)
+            head = _FETCH_HEAD.unpack_from(frame)
+            assert head[0] == correlation_id and head[2] == 0 and head[4:7] == (1, b"\x00\x05bench", 1), head
+            assert head[8] == 0, f"partition error {head[8]}"
+            at = _FETCH_HEAD.size + max(head[12], 0) * 16 + 4  # aborted transactions, preferred_read_replica
+            (records_length,) = struct.unpack_from(">i", frame, at)
+            records = frame[at + 4 : at + 4 + max(records_length, 0)]
+            headers = scan_batches(records)
+            assert len(headers), f"no batch at offset {offset}"
+            last = headers[-1]
+            size += int(last["position"]) + 12 + int(last["batch_length"])  # Tansu may end with a partial batch
+            seen += int(headers["last_offset_delta"].sum()) + len(headers)
+            offset = int(last["base_offset"]) + int(last["last_offset_delta"]) + 1
+        seconds = time.perf_counter() - started
+    assert seen == messages, (seen, messages)
+    return seconds, size
+
+
+def receive_exactly(sock: socket.socket, count: int) -> bytes:
+    data = bytearray(count)
+    receive_into(sock, data)
+    return bytes(data)
+
+
+def receive_into(sock: socket.socket, buffer: bytearray | memoryview) -> None:
+    view = memoryview(buffer)
+    while view:
+        got = sock.recv_into(view)
+        if not got:
+            raise ConnectionError("the broker closed the connection")
+        view = view[got:]
+
+
+def test_bench_serve_against_tansu_raw_fetch(kit):
+    """The broker's side of a fetch alone: 200,000 1 KiB messages (and the warm-up) read with
+    raw Fetch requests of 50 MiB (:func:`raw_fetch_round`), one broker, alternating between
+    dedup (segments in the page cache, sent with sendfile) and Tansu (memory storage). MB/s
+    counts record-batch bytes."""
+    served, tansu = Served(1), Tansu()
+    try:
+        bootstraps = {"dedup": (served.bootstrap, served.process.pid), "tansu": (tansu.bootstrap, tansu.pid)}
+        for bootstrap, _ in bootstraps.values():
+            librdkafka_round(bootstrap, FETCH_MESSAGES, MESSAGE_BYTES)
+        sizes: dict[str, int] = {}
+
+        def one_round(name: str, bootstrap: str) -> float:
+            seconds, sizes[name] = raw_fetch_round(bootstrap, FETCH_MESSAGES + 1)
+            return seconds
+
+        results = alternate(bootstraps, lambda bootstrap: one_round(
+            next(n for n, (b, _) in bootstraps.items() if b == bootstrap), bootstrap))  # fmt: skip
+    finally:
+        tansu.stop()
+        served.stop()
+    assert sizes["dedup"] >= FETCH_MESSAGES * MESSAGE_BYTES, sizes
+    report_cell(kit, "serve against Tansu, raw Fetch v11 of 50 MiB, 1 KiB messages, 1 broker", results,
+                FETCH_MESSAGES, sizes["dedup"] // FETCH_MESSAGES)  # fmt: skip
