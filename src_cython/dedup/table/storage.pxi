@@ -165,14 +165,26 @@ cdef int alloc_chunk(Table* t, Py_ssize_t entries, char** entry_block, int64_t**
     return 0
 
 
+cdef inline Py_ssize_t growth_slab_chunks(const Table* t) noexcept nogil:
+    """The chunks of the next growth slab: as many whole chunks as fit in h huge pages, with
+    h = n_chunks / DEDUP_GROWTH_FROM (at most DEDUP_GROWTH_PAGES). Whole chunks in whole pages
+    leave under one chunk per slab unused (at window 5, 17 chunks of 122,880 bytes in 2 MiB: 0.5
+    B per entry; 64 chunks in 8 MiB left 8), and a slab is at most 17/256 of the chunks already
+    held (8 B per entry at window 5), so that a grown table stays within 140 B per producer."""
+    cdef size_t page = <size_t>2 << 20  # platform/slab.h's huge page
+    cdef size_t chunk_bytes = (<size_t>1 << t.chunk_shift) * (<size_t>t.stride + sizeof(int64_t))
+    cdef size_t pages = <size_t>min(<Py_ssize_t>DEDUP_GROWTH_PAGES, t.n_chunks // DEDUP_GROWTH_FROM)
+    return <Py_ssize_t>max(<size_t>1, pages * page // chunk_bytes)
+
+
 cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1 nogil:
     """Room for `needed` entries. Chunk 0 doubles up to a full chunk, then whole chunks are
     added: growth copies at most one chunk and never holds twice the memory. With `slab`
     (presizing), many missing chunks come as one slab in huge pages. A table past
-    DEDUP_GROWTH_FROM chunks grows by growth slabs of DEDUP_GROWTH_CHUNKS chunks (7.9 MB at
-    window 5, mapped as 8 MB: whole huge pages), so that filling, scanning and freeing a
+    DEDUP_GROWTH_FROM chunks grows by growth slabs of whole huge pages (growth_slab_chunks:
+    at window 5, 17 chunks to a 2 MiB page), so that filling, scanning and freeing a
     large table take few page faults and TLB misses; growth then holds at most one slab
-    more than needed."""
+    more than needed (growth_slab_chunks: a slab grows with the table, up to 4 huge pages)."""
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
     cdef Py_ssize_t fresh0
     cdef char* entries
@@ -202,7 +214,7 @@ cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1
         alloc_slab(t, missing)
     while entry_capacity(t) < needed:
         if t.n_chunks >= DEDUP_GROWTH_FROM:
-            alloc_slab(t, DEDUP_GROWTH_CHUNKS, True)
+            alloc_slab(t, growth_slab_chunks(t), True)
             continue
         ensure_chunk_slots(t, t.n_chunks + 1)
         alloc_chunk(t, chunk, &t.entry_chunks[t.n_chunks], &t.ts_chunks[t.n_chunks])
