@@ -358,3 +358,31 @@ def test_compaction_over_holes_keeps_the_index_of_a_presized_table(first, second
     assert not any(pid in compiled for pid in np.flatnonzero(group < first + second).tolist())
     fill(compiled, [200] * 10, start=10**6)  # and it takes new producers after
     assert all(pid in compiled for pid in range(10**6, 10**6 + 10)) and len(compiled) == len(stay) + 10
+
+
+@pytest.mark.parametrize("capacity", [10_000, 14_384, 9 * CHUNK])
+def test_a_presized_table_holds_entries_for_its_hint_and_no_more(capacity):
+    # Issue 18: <= 128 B per producer presized at every size; a whole last chunk cost up to 8 B.
+    table = Compiled(capacity=capacity)
+    report = table.capacity_report()
+    assert report["entry_capacity"] == capacity
+    fill(table, [100] * capacity)
+    assert table.memory_bytes() / capacity <= 128
+    # Past the hint, the reserved slab's partial last chunk becomes a full one and growth goes on.
+    fill(table, [0] * (3 * CHUNK), start=capacity)
+    assert all(pid in table for pid in range(0, capacity + 3 * CHUNK, 97))
+    twin = reference.ProducerStateTable(capacity=capacity)
+    fill(twin, [100] * capacity)
+    fill(twin, [0] * (3 * CHUNK), start=capacity)
+    same_tables(table, twin)
+    assert table.remove_expired(50, 10) == twin.remove_expired(50, 10) == 3 * CHUNK
+    same_tables(table, twin)
+    assert table.capacity_report()["entry_capacity"] >= capacity
+    fill(table, [0] * (2 * CHUNK), start=capacity)  # and grows again after the release
+    assert all(pid in table for pid in range(0, capacity + 2 * CHUNK, 89))
+    copied = table.copy()  # presized for what it holds: a partial last chunk again
+    assert copied.capacity_report()["entry_capacity"] == len(table)
+    fill(copied, [0] * CHUNK, start=10 * capacity)
+    assert len(copied) == len(table) + CHUNK
+    assert all(pid in copied for pid in range(0, capacity + 2 * CHUNK, 89))
+    assert all(pid in copied for pid in range(10 * capacity, 10 * capacity + CHUNK, 7))
