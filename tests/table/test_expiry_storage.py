@@ -34,8 +34,8 @@ from dedup import _testing  # noqa: E402
 Compiled = _state.ProducerStateTable
 
 CHUNK = 1024  # entries per chunk at window 5 (128 KiB chunks of 112-byte entries + 8-byte stamps)
-GROWTH_FROM = 256  # chunks allocated one by one before growth slabs (DEDUP_GROWTH_FROM)
-GROWTH_CHUNKS = 17  # chunks per growth slab below 2 * GROWTH_FROM chunks: what fits one 2 MiB huge page
+GROWTH_FROM = 160  # chunks allocated one by one before growth slabs (DEDUP_GROWTH_FROM)
+GROWTH_CHUNKS = 17  # chunks per growth slab up to 341 chunks: what fits one 2 MiB huge page
 
 
 def fill(table, stamps, start=0, transactional=None):

@@ -170,14 +170,16 @@ cdef int alloc_chunk(Table* t, Py_ssize_t entries, char** entry_block, int64_t**
 
 
 cdef inline Py_ssize_t growth_slab_chunks(const Table* t) noexcept nogil:
-    """The chunks of the next growth slab: as many whole chunks as fit in h huge pages, with
-    h = n_chunks / DEDUP_GROWTH_FROM (at most DEDUP_GROWTH_PAGES). Whole chunks in whole pages
-    leave under one chunk per slab unused (at window 5, 17 chunks of 122,880 bytes in 2 MiB: 0.5
-    B per entry; 64 chunks in 8 MiB left 8), and a slab is at most 17/256 of the chunks already
-    held (8 B per entry at window 5), so that a grown table stays within 140 B per producer."""
+    """The chunks of the next growth slab: as many whole chunks as fit in h huge pages, h the
+    whole pages in a tenth of the chunks held (at least 1, at most DEDUP_GROWTH_PAGES). Whole
+    chunks in whole pages leave under one chunk per slab unused (at window 5, 17 chunks of
+    122,880 B in 2 MiB: 0.5 B per entry; 64 chunks in 8 MiB left 8), and from DEDUP_GROWTH_FROM
+    chunks on a slab is at most 17/160 of the table (12.8 B per entry at window 5), so that a
+    grown table stays within 140 B per producer (issue 18; 138.3 at worst, at 738,305)."""
     cdef size_t page = <size_t>2 << 20  # platform/slab.h's huge page
     cdef size_t chunk_bytes = (<size_t>1 << t.chunk_shift) * (<size_t>t.stride + sizeof(int64_t))
-    cdef size_t pages = <size_t>min(<Py_ssize_t>DEDUP_GROWTH_PAGES, t.n_chunks // DEDUP_GROWTH_FROM)
+    cdef size_t pages = <size_t>t.n_chunks * chunk_bytes // 10 // page
+    pages = min(<size_t>DEDUP_GROWTH_PAGES, max(<size_t>1, pages))
     return <Py_ssize_t>max(<size_t>1, pages * page // chunk_bytes)
 
 
