@@ -12,8 +12,9 @@
 #     growth never copies more than the first chunk and never holds twice the memory;
 #     presizing (table_reserve) allocates the chunks it adds as one slab in transparent huge
 #     pages, so that filling a large table (a snapshot being loaded) takes few page faults;
-#     a large table growing without the hint adds growth slabs of 64 chunks, also in huge
-#     pages, each freed once all its chunks are spare;
+#     a reserved slab's last chunk holds only the entries asked for (top_capacity), made a
+#     full chunk when the table grows past it; a large table growing without the hint adds
+#     growth slabs of whole huge pages, each freed once all its chunks are spare;
 #     entry i is at entry_chunks[i >> chunk_shift] + (i & chunk_mask) * stride;
 #   * last_timestamp sits in a column beside each chunk (ts_chunks), so expiration scans
 #     8 bytes per producer instead of a whole entry;
@@ -153,7 +154,7 @@ ctypedef struct Table:
     Py_ssize_t n_slabs
     Py_ssize_t slab_slots
     Py_ssize_t slab_floor              # chunks below this index are never released singly
-    Py_ssize_t chunk0_capacity         # entries chunk 0 holds (grows up to a full chunk)
+    Py_ssize_t top_capacity            # entries the last chunk holds: a full chunk, but for chunk 0 alone (grows to one) or a reserved slab's last
     Py_ssize_t chunk_mask
     int chunk_shift
     int window

@@ -54,9 +54,9 @@ cdef extern from "table/limits.h":
     const Py_ssize_t DEDUP_MAX_PRODUCERS
     # table_reserve puts the chunks it adds in one slab from this many on.
     const Py_ssize_t DEDUP_SLAB_MIN_CHUNKS
-    # A table of this many chunks grows by slabs of DEDUP_GROWTH_CHUNKS chunks (reserve_entries).
+    # A table of this many chunks grows by slabs of up to DEDUP_GROWTH_PAGES huge pages (reserve_entries).
     const Py_ssize_t DEDUP_GROWTH_FROM
-    const Py_ssize_t DEDUP_GROWTH_CHUNKS
+    const Py_ssize_t DEDUP_GROWTH_PAGES
 
 _log = logging.getLogger("dedup")
 # The slow paths of the argument checks, bound once: looking them up per call would cost

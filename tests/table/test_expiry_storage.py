@@ -34,8 +34,8 @@ from dedup import _testing  # noqa: E402
 Compiled = _state.ProducerStateTable
 
 CHUNK = 1024  # entries per chunk at window 5 (128 KiB chunks of 112-byte entries + 8-byte stamps)
-GROWTH_FROM = 64  # chunks allocated one by one before growth slabs (DEDUP_GROWTH_FROM)
-GROWTH_CHUNKS = 64  # chunks per growth slab (DEDUP_GROWTH_CHUNKS)
+GROWTH_FROM = 160  # chunks allocated one by one before growth slabs (DEDUP_GROWTH_FROM)
+GROWTH_CHUNKS = 17  # chunks per growth slab up to 341 chunks: what fits one 2 MiB huge page
 
 
 def fill(table, stamps, start=0, transactional=None):
@@ -167,12 +167,13 @@ def test_removal_after_the_last_transaction_ended_reads_no_entry_and_matches_the
 
 def test_growth_slabs_agree_with_tracemalloc_and_are_freed_when_spare():
     producers = (GROWTH_FROM + 2 * GROWTH_CHUNKS + 10) * CHUNK
+    kept = GROWTH_FROM // 4 * CHUNK
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
         table = Compiled()
         stamps = np.zeros(producers, np.int64)
-        stamps[: GROWTH_FROM * CHUNK] = 100  # the first, single chunks stay
+        stamps[:kept] = 100  # the first single chunks stay; most go, so that removal compacts
         fill(table, stamps)
         del stamps
         report = table.capacity_report()
@@ -184,14 +185,14 @@ def test_growth_slabs_agree_with_tracemalloc_and_are_freed_when_spare():
         # producer at 1,000,000 producers in benchmarks/test_bench_memory.py).
         assert report["entry_capacity"] - producers < GROWTH_CHUNKS * CHUNK
         removed = table.remove_expired(50, 10)
-        assert removed == producers - GROWTH_FROM * CHUNK
+        assert removed == producers - kept
         report = table.capacity_report()
-        assert report["slabs"] == 0 and report["chunks"] == GROWTH_FROM
+        assert report["slabs"] == 0 and report["chunks"] == kept // CHUNK
         held = table.memory_bytes()
         traced = tracemalloc.get_traced_memory()[0] - baseline
         assert held <= traced <= held + 8_192, (held, traced)
-        assert all(pid in table for pid in range(0, GROWTH_FROM * CHUNK, 101))
-        assert all(pid not in table for pid in range(GROWTH_FROM * CHUNK, producers, 101))
+        assert all(pid in table for pid in range(0, kept, 101))
+        assert all(pid not in table for pid in range(kept, producers, 101))
         del table
         assert tracemalloc.get_traced_memory()[0] - baseline <= 8_192
     finally:
@@ -210,9 +211,9 @@ def test_a_partly_spare_growth_slab_stays_until_all_of_it_is_spare():
     assert table.remove_expired(150, 10) == keep
     report = table.capacity_report()
     assert report["slabs"] == 0 and len(table) == 0
-    fill(table, [0] * (2 * GROWTH_CHUNKS * CHUNK))  # and it grows again
+    fill(table, [0] * ((GROWTH_FROM + GROWTH_CHUNKS) * CHUNK))  # and it grows again
     assert table.capacity_report()["slabs"] >= 1
-    assert all(pid in table for pid in range(0, 2 * GROWTH_CHUNKS * CHUNK, 997))
+    assert all(pid in table for pid in range(0, (GROWTH_FROM + GROWTH_CHUNKS) * CHUNK, 997))
 
 
 def test_presized_tables_take_one_slab_and_keep_it():
@@ -357,3 +358,31 @@ def test_compaction_over_holes_keeps_the_index_of_a_presized_table(first, second
     assert not any(pid in compiled for pid in np.flatnonzero(group < first + second).tolist())
     fill(compiled, [200] * 10, start=10**6)  # and it takes new producers after
     assert all(pid in compiled for pid in range(10**6, 10**6 + 10)) and len(compiled) == len(stay) + 10
+
+
+@pytest.mark.parametrize("capacity", [10_000, 14_384, 9 * CHUNK])
+def test_a_presized_table_holds_entries_for_its_hint_and_no_more(capacity):
+    # Issue 18: <= 128 B per producer presized at every size; a whole last chunk cost up to 8 B.
+    table = Compiled(capacity=capacity)
+    report = table.capacity_report()
+    assert report["entry_capacity"] == capacity
+    fill(table, [100] * capacity)
+    assert table.memory_bytes() / capacity <= 128
+    # Past the hint, the reserved slab's partial last chunk becomes a full one and growth goes on.
+    fill(table, [0] * (3 * CHUNK), start=capacity)
+    assert all(pid in table for pid in range(0, capacity + 3 * CHUNK, 97))
+    twin = reference.ProducerStateTable(capacity=capacity)
+    fill(twin, [100] * capacity)
+    fill(twin, [0] * (3 * CHUNK), start=capacity)
+    same_tables(table, twin)
+    assert table.remove_expired(50, 10) == twin.remove_expired(50, 10) == 3 * CHUNK
+    same_tables(table, twin)
+    assert table.capacity_report()["entry_capacity"] >= capacity
+    fill(table, [0] * (2 * CHUNK), start=capacity)  # and grows again after the release
+    assert all(pid in table for pid in range(0, capacity + 2 * CHUNK, 89))
+    copied = table.copy()  # presized for what it holds: a partial last chunk again
+    assert copied.capacity_report()["entry_capacity"] == len(table)
+    fill(copied, [0] * CHUNK, start=10 * capacity)
+    assert len(copied) == len(table) + CHUNK
+    assert all(pid in copied for pid in range(0, capacity + 2 * CHUNK, 89))
+    assert all(pid in copied for pid in range(10 * capacity, 10 * capacity + CHUNK, 7))

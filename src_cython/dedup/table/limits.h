@@ -9,8 +9,8 @@
 #include <stdint.h>
 
 #define DEDUP_SLAB_MIN_CHUNKS 8
-#define DEDUP_GROWTH_FROM 64
-#define DEDUP_GROWTH_CHUNKS 64
+#define DEDUP_GROWTH_FROM 160
+#define DEDUP_GROWTH_PAGES 4
 #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)
 #define DEDUP_INDEX_DELETED ((uint32_t)0xFFFFFFFEu)
 #define DEDUP_CHUNK_BYTES ((Py_ssize_t)128 * 1024)

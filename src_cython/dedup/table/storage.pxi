@@ -60,9 +60,7 @@ cdef void free_block(void* p, size_t size) noexcept nogil:
 cdef inline Py_ssize_t entry_capacity(const Table* t) noexcept nogil:
     if t.n_chunks == 0:
         return 0
-    if t.n_chunks == 1:
-        return t.chunk0_capacity
-    return t.n_chunks << t.chunk_shift
+    return ((t.n_chunks - 1) << t.chunk_shift) + t.top_capacity
 
 
 cdef int ensure_chunk_slots(Table* t, Py_ssize_t slots) except -1 nogil:
@@ -102,12 +100,17 @@ cdef enum:
     CHUNK_GROWTH = 3                   # a later chunk of one: the slab is freed when all are spare
 
 
-cdef int alloc_slab(Table* t, Py_ssize_t chunks, bint growth=False) except -1 nogil:
-    """`chunks` whole chunks after the last one in one slab (platform/slab.h: huge pages), the entries
-    first and the timestamp columns after them. Slab chunks are freed with their slab, never
-    singly: a reserved slab (table_reserve) in table_free, a growth slab (a large table growing
-    without the hint) once all its chunks are spare (release_spare_chunks)."""
+cdef int alloc_slab(Table* t, Py_ssize_t chunks, bint growth=False, Py_ssize_t top=0) except -1 nogil:
+    """`chunks` chunks after the last one (which must be full) in one slab (platform/slab.h: huge
+    pages), the entries first and the timestamp columns after them; the last of them holds `top`
+    entries (0: a full chunk), so that a presized table holds no more entries than asked for.
+    Slab chunks are freed with their slab, never singly: a reserved slab (table_reserve) in
+    table_free, a growth slab (a large table growing without the hint) once all its chunks are
+    spare (release_spare_chunks)."""
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
+    if top <= 0 or top > chunk:
+        top = chunk
+    cdef Py_ssize_t held = (chunks - 1) * chunk + top  # entries in the slab
     cdef Py_ssize_t k
     cdef char** slab_entries
     cdef size_t* slab_sizes
@@ -129,13 +132,13 @@ cdef int alloc_slab(Table* t, Py_ssize_t chunks, bint growth=False) except -1 no
         t.slab_sizes = slab_sizes
         t.bytes += <size_t>(t.slab_slots * 2 + 4 - t.slab_slots) * (sizeof(char*) + sizeof(size_t))
         t.slab_slots = t.slab_slots * 2 + 4
-    if <size_t>(chunks * chunk) > (<size_t>-1) / (<size_t>t.stride + sizeof(int64_t)):
-        out_of_memory(chunks * chunk, t.stride + sizeof(int64_t))
-    entry_bytes = <size_t>(chunks * chunk) * <size_t>t.stride  # a multiple of 8: stamps stay aligned
-    cdef size_t stamp_bytes = <size_t>(chunks * chunk) * sizeof(int64_t)
+    if <size_t>held > (<size_t>-1) / (<size_t>t.stride + sizeof(int64_t)):
+        out_of_memory(held, t.stride + sizeof(int64_t))
+    entry_bytes = <size_t>held * <size_t>t.stride  # a multiple of 8: stamps stay aligned
+    cdef size_t stamp_bytes = <size_t>held * sizeof(int64_t)
     cdef char* entries = <char*>dedup_slab_alloc(entry_bytes + stamp_bytes, growth, &mapped)
     if entries == NULL:
-        out_of_memory(chunks * chunk, t.stride + sizeof(int64_t))
+        out_of_memory(held, t.stride + sizeof(int64_t))
     cdef int64_t* stamps = <int64_t*>(entries + entry_bytes)
     t.slab_entries[t.n_slabs] = entries
     t.slab_sizes[t.n_slabs] = mapped
@@ -147,6 +150,7 @@ cdef int alloc_slab(Table* t, Py_ssize_t chunks, bint growth=False) except -1 no
         t.n_chunks += 1
     if not growth:
         t.slab_floor = t.n_chunks
+    t.top_capacity = top
     t.bytes += mapped
     return 0
 
@@ -165,22 +169,36 @@ cdef int alloc_chunk(Table* t, Py_ssize_t entries, char** entry_block, int64_t**
     return 0
 
 
+cdef inline Py_ssize_t growth_slab_chunks(const Table* t) noexcept nogil:
+    """The chunks of the next growth slab: as many whole chunks as fit in h huge pages, h the
+    whole pages in a tenth of the chunks held (at least 1, at most DEDUP_GROWTH_PAGES). Whole
+    chunks in whole pages leave under one chunk per slab unused (at window 5, 17 chunks of
+    122,880 B in 2 MiB: 0.5 B per entry; 64 chunks in 8 MiB left 8), and from DEDUP_GROWTH_FROM
+    chunks on a slab is at most 17/160 of the table (12.8 B per entry at window 5), so that a
+    grown table stays within 140 B per producer (issue 18; 138.3 at worst, at 738,305)."""
+    cdef size_t page = <size_t>2 << 20  # platform/slab.h's huge page
+    cdef size_t chunk_bytes = (<size_t>1 << t.chunk_shift) * (<size_t>t.stride + sizeof(int64_t))
+    cdef size_t pages = <size_t>t.n_chunks * chunk_bytes // 10 // page
+    pages = min(<size_t>DEDUP_GROWTH_PAGES, max(<size_t>1, pages))
+    return <Py_ssize_t>max(<size_t>1, pages * page // chunk_bytes)
+
+
 cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1 nogil:
     """Room for `needed` entries. Chunk 0 doubles up to a full chunk, then whole chunks are
     added: growth copies at most one chunk and never holds twice the memory. With `slab`
     (presizing), many missing chunks come as one slab in huge pages. A table past
-    DEDUP_GROWTH_FROM chunks grows by growth slabs of DEDUP_GROWTH_CHUNKS chunks (7.9 MB at
-    window 5, mapped as 8 MB: whole huge pages), so that filling, scanning and freeing a
+    DEDUP_GROWTH_FROM chunks grows by growth slabs of whole huge pages (growth_slab_chunks:
+    at window 5, 17 chunks to a 2 MiB page), so that filling, scanning and freeing a
     large table take few page faults and TLB misses; growth then holds at most one slab
-    more than needed."""
+    more than needed (growth_slab_chunks: a slab grows with the table, up to 4 huge pages)."""
     cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
     cdef Py_ssize_t fresh0
     cdef char* entries
     cdef int64_t* stamps
     if needed <= entry_capacity(t):
         return 0
-    if t.n_chunks <= 1 and t.chunk0_capacity < chunk:
-        fresh0 = max(<Py_ssize_t>8, t.chunk0_capacity * 2)
+    if t.n_chunks <= 1 and t.top_capacity < chunk:
+        fresh0 = max(<Py_ssize_t>8, t.top_capacity * 2)
         while fresh0 < needed and fresh0 < chunk:
             fresh0 *= 2
         fresh0 = min(fresh0, chunk)
@@ -192,22 +210,35 @@ cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1
             memcpy(stamps, t.ts_chunks[0], t.count * sizeof(int64_t))
             PyMem_RawFree(t.entry_chunks[0])
             PyMem_RawFree(t.ts_chunks[0])
-            t.bytes -= <size_t>t.chunk0_capacity * (t.stride + sizeof(int64_t))
+            t.bytes -= <size_t>t.top_capacity * (t.stride + sizeof(int64_t))
         t.entry_chunks[0] = entries
         t.ts_chunks[0] = stamps
         t.n_chunks = 1
-        t.chunk0_capacity = fresh0
+        t.top_capacity = fresh0
+    elif t.top_capacity < chunk:
+        # The last chunk ends a reserved slab and holds only what was reserved: its entries move
+        # to a full chunk of their own (the slab keeps the old place until table_free).
+        alloc_chunk(t, chunk, &entries, &stamps)
+        memcpy(entries, t.entry_chunks[t.n_chunks - 1], t.top_capacity * t.stride)
+        memcpy(stamps, t.ts_chunks[t.n_chunks - 1], t.top_capacity * sizeof(int64_t))
+        t.entry_chunks[t.n_chunks - 1] = entries
+        t.ts_chunks[t.n_chunks - 1] = stamps
+        t.chunk_in_slab[t.n_chunks - 1] = CHUNK_SINGLE
+        t.top_capacity = chunk
+    if needed <= entry_capacity(t):
+        return 0
     cdef Py_ssize_t missing = (needed - entry_capacity(t) + chunk - 1) // chunk
     if slab and missing >= DEDUP_SLAB_MIN_CHUNKS:
-        alloc_slab(t, missing)
+        alloc_slab(t, missing, False, needed - entry_capacity(t) - (missing - 1) * chunk)
     while entry_capacity(t) < needed:
         if t.n_chunks >= DEDUP_GROWTH_FROM:
-            alloc_slab(t, DEDUP_GROWTH_CHUNKS, True)
+            alloc_slab(t, growth_slab_chunks(t), True)
             continue
         ensure_chunk_slots(t, t.n_chunks + 1)
         alloc_chunk(t, chunk, &t.entry_chunks[t.n_chunks], &t.ts_chunks[t.n_chunks])
         t.chunk_in_slab[t.n_chunks] = CHUNK_SINGLE
         t.n_chunks += 1
+        t.top_capacity = chunk
     return 0
 
 
@@ -238,6 +269,7 @@ cdef void release_spare_chunks(Table* t) noexcept nogil:
             t.ts_chunks[k] = NULL
             t.chunk_in_slab[k] = CHUNK_SINGLE
         t.n_chunks = first
+        t.top_capacity = chunk  # chunks below a freed one are full (reserve_entries fills each first)
 
 
 cdef int table_reserve(Table* t, Py_ssize_t producers) except -1 nogil:
