@@ -355,11 +355,20 @@ class Cluster:
 
     @staticmethod
     def _fetch_until_caught_up(follower: PartitionLog, leader: PartitionLog, fetched: dict[int, bytes]) -> None:
-        """``follower`` fetches from ``leader`` until it has its log end. ``fetched`` keeps the
-        first read of the replication round by offset (at most one, FETCH_MAX_BYTES): after a
-        produce every follower asks for the same batch, and reads the leader's file once."""
+        """``follower`` fetches from ``leader`` until it has its log end. A follower at the
+        start of the leader's last append takes the leader's own bytes and scan
+        (``leader_append_at``): they were validated by the leader in this process, so the
+        follower updates its producer state without scanning and checking them again
+        (``append_as_follower(..., scanned=...)``). Otherwise it reads the leader's log, fully
+        validated as from another broker; ``fetched`` keeps the first read of the replication
+        round by offset (at most one, FETCH_MAX_BYTES), so followers at the same offset read the
+        leader's file once."""
         while follower.log_end_offset < leader.log_end_offset:
             offset = follower.log_end_offset
+            appended = leader.leader_append_at(offset)
+            if appended is not None:
+                follower.append_as_follower(appended[0], scanned=appended[1])
+                continue
             data = fetched.get(offset)
             if data is None:
                 data = leader.read(offset, FETCH_MAX_BYTES)
