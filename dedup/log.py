@@ -247,9 +247,9 @@ class PartitionLog:
         #: Kafka's unreplicatedTxns: (first offset, marker offset) of transactions whose
         #: marker is written but not yet below the high watermark.
         self._unreplicated_txns: list[tuple[int, int]] = []
-        #: This replica's last append as leader, for in-process followers
-        #: (:meth:`leader_append_at`): [base offset, end offset, the bytes written, their scan or None].
-        self._last_leader_append: list[Any] | None = None
+        #: This replica's last append as leader, until the replication round after it takes it
+        #: (:meth:`take_leader_append`): (base offset, end offset, the bytes written).
+        self._last_leader_append: tuple[int, int, bytearray] | None = None
         self._table = self._new_table()
         self.leader_epochs = LeaderEpochCache(os.path.join(self.directory, LEADER_EPOCH_CHECKPOINT))
         self.load_report = load(self)
@@ -394,10 +394,9 @@ class PartitionLog:
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(data, start, end, max_timestamp)
         self._table.update_from(analysis.staged)  # spec §3.2 step 4: the staged entries become the live ones
-        self._last_leader_append = [start, end, data, None]
+        self._last_leader_append = (start, end, data)
         if headers["is_transactional"].any():
-            scanned = self._last_leader_append[3] = scan_batches(data)  # (the headers have the client's offsets)
-            self._complete_transactions(data, scanned)
+            self._complete_transactions(data, scan_batches(data))  # (the headers have the client's offsets)
         if leader_epoch >= 0:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
@@ -427,7 +426,7 @@ class PartitionLog:
                 )
         write_leader_fields(data, 0, start, leader_epoch)
         self._write(data, start, end, max_timestamp)
-        self._last_leader_append = [start, end, data, None]
+        self._last_leader_append = (start, end, data)
         if result is None:
             self._table.update_map_end_offset(end)
         else:
@@ -451,7 +450,7 @@ class PartitionLog:
 
         ``scanned`` is for a follower in the leader's process only (``Cluster.replicate``):
         ``scan_batches`` of ``records``, where ``records`` are the very bytes the leader of
-        this partition validated and wrote in this process (:meth:`leader_append_at`). Then
+        this partition validated and wrote in this process (:meth:`take_leader_append`). Then
         the header scan and the CRC are not done again: Kafka's follower checks them against
         corruption on the network and on disk, and these bytes crossed neither (they are the
         leader's buffer, unchanged in memory since its own checks). The producer state is still
@@ -546,17 +545,17 @@ class PartitionLog:
             transactional=row[_IS_TRANSACTIONAL],
         )
 
-    def leader_append_at(self, offset: int) -> tuple[Any, Any] | None:
-        """``(records, scanned)`` for :meth:`append_as_follower` of an in-process follower whose
-        log ends at ``offset``: the bytes of this replica's last append as leader, if it starts
-        at ``offset`` and ends at this log's end, with their scan (made once, for every
-        follower); ``None`` otherwise (the follower reads the log instead)."""
-        last = self._last_leader_append
-        if last is None or last[0] != offset or last[1] != self.log_end_offset:
+    def take_leader_append(self) -> tuple[int, bytearray] | None:
+        """``(base_offset, records)``: the bytes of this replica's last append as leader, as
+        written (the leader's offsets and epoch), if the log still ends where that append
+        ended; ``None`` otherwise. Taken once: the log lets go of them, so a partition holds
+        its last request only until the replication round after it (``Cluster.replicate``,
+        which feeds them with their scan to ``append_as_follower(..., scanned=...)`` of the
+        followers at ``base_offset``)."""
+        last, self._last_leader_append = self._last_leader_append, None
+        if last is None or last[1] != self.log_end_offset:
             return None
-        if last[3] is None:
-            last[3] = scan_batches(last[2])
-        return last[2], last[3]
+        return last[0], last[2]
 
     def _complete_transactions(self, data: Any, headers: Any) -> None:
         """Spec §3.2 steps 5-7 for written batches (leader and follower alike): transactions

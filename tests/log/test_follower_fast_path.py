@@ -106,7 +106,6 @@ def test_a_follower_fed_the_leaders_scan_ends_byte_identical_to_one_fed_through_
     producers = [Producer(producer_id) for producer_id in PRODUCERS]
     in_txn: set[int] = set()
     leader_epoch = 0
-    fast_used = 0
     try:
         for steps in requests:
             kind = steps[0][0]
@@ -157,10 +156,9 @@ def test_a_follower_fed_the_leaders_scan_ends_byte_identical_to_one_fed_through_
                 continue  # a duplicate
             # The full path reads the leader's file, as a fetch from another broker does.
             full.append_as_follower(leader.read(start, 1 << 24))
-            appended = leader.leader_append_at(start)
-            assert appended is not None
-            fast.append_as_follower(appended[0], scanned=appended[1])
-            fast_used += 1
+            appended = leader.take_leader_append()
+            assert appended is not None and appended[0] == start
+            fast.append_as_follower(appended[1], scanned=scan_batches(appended[1]))
             assert fast.log_end_offset == full.log_end_offset == leader.log_end_offset
         for log in (full, fast):
             log.update_high_watermark(log.log_end_offset)
@@ -199,16 +197,19 @@ def test_a_plain_batch_during_the_followers_open_transaction_is_refused_on_both_
         log.close_uncleanly()
 
 
-def test_the_leaders_last_append_is_offered_only_at_its_own_offset(tmp_path, impl):
+def test_the_leaders_last_append_is_taken_once_and_only_while_the_log_ends_with_it(tmp_path, impl):
     log = PartitionLog(tmp_path / "clicks-0", table_class=impl, clock=lambda: NOW)
     try:
         first = encode_batch([b"a", b"b"], producer_id=11, producer_epoch=0, base_sequence=0, timestamp=NOW)
         log.append_as_leader(first, leader_epoch=3)
-        records, scanned = log.leader_append_at(0)
-        assert bytes(records) == log.read(0) and scanned["base_offset"].tolist() == [0]
-        assert scanned["partition_leader_epoch"].tolist() == [3]
-        assert log.leader_append_at(1) is None
-        log.truncate_to(1)
-        assert log.leader_append_at(0) is None  # the log no longer ends where the append did
+        offset, records = log.take_leader_append()
+        assert offset == 0 and bytes(records) == log.read(0)
+        scanned = scan_batches(records)
+        assert scanned["base_offset"].tolist() == [0] and scanned["partition_leader_epoch"].tolist() == [3]
+        assert log.take_leader_append() is None  # taken: the log holds no request after its round
+        second = encode_batch([b"c"], producer_id=11, producer_epoch=0, base_sequence=2, timestamp=NOW)
+        log.append_as_leader(second, leader_epoch=3)
+        log.truncate_to(2)
+        assert log.take_leader_append() is None  # the log no longer ends where the append did
     finally:
         log.close_uncleanly()
