@@ -450,13 +450,15 @@ class PartitionLog:
 
         ``scanned`` is for a follower in the leader's process only (``Cluster.replicate``):
         ``scan_batches`` of ``records``, where ``records`` are the very bytes the leader of
-        this partition validated and wrote in this process (:meth:`take_leader_append`). Then
-        the header scan and the CRC are not done again: Kafka's follower checks them against
-        corruption on the network and on disk, and these bytes crossed neither (they are the
-        leader's buffer, unchanged in memory since its own checks). The producer state is still
-        updated with the REPLICATION rules, which can still refuse a batch (rule 18,
-        INVALID_TXN_STATE, §2.4). Anything read from a file or a socket goes without
-        ``scanned``.
+        this partition wrote in this process (:meth:`take_leader_append`), after checking them
+        (a client's: CRC and record-level rules) or having built them (the coordinators'
+        batches, whose CRC ``encode_batch`` computed). Then the record-level checks and the CRC
+        are not done again: Kafka's follower checks them against corruption on the network and
+        on disk, and these bytes crossed neither (they are the leader's buffer, unchanged in
+        memory since it wrote them). The producer state is still updated with the REPLICATION
+        rules, which refuse no epoch or sequence but still refuse a plain batch of a producer
+        in a transaction (rule 18, INVALID_TXN_STATE, §2.4). Anything read from a file or a
+        socket goes without ``scanned``.
         """
         self._check_usable()
         self._last_leader_append = None  # (a follower's log end moves past its last leader append)
