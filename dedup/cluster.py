@@ -331,15 +331,26 @@ class Cluster:
     # -- replication -----------------------------------------------------------------------------
 
     def replicate(self) -> None:
-        """Every live follower fetches from the leader until it has the leader's log end;
+        """Every live follower fetches from the leader until it has the leader's log end (a
+        follower at the start of the leader's last append takes the leader's own bytes, which
+        the leader validated in this process, and updates its producer state from their scan
+        without scanning and CRC-checking them again: ``append_as_follower(..., scanned=...)``);
         a follower that catches up rejoins the ISR; then the high watermark moves to the
         smallest log end offset in the ISR and followers learn it (as from a fetch response)."""
         leader = self.leader_log
         fetched: dict[int, bytes] = {}  # the round's first read of the leader, for followers at the same offset
+        appended = leader.take_leader_append()
+        appended_at = -1 if appended is None else appended[0]
+        scanned = None  # the leader's bytes scanned once, at the first follower that takes them
         for broker in self.brokers:
             if broker.broker_id == self.leader_id or broker.log is None or broker.log.offline:
                 continue
             try:
+                if appended is not None and broker.log.log_end_offset == appended_at:
+                    # The leader's own validated bytes, in this process: no re-scan, no CRC.
+                    if scanned is None:
+                        scanned = scan_batches(appended[1])
+                    broker.log.append_as_follower(appended[1], scanned=scanned)
                 self._fetch_until_caught_up(broker.log, leader, fetched)
             except KafkaStorageError:
                 self.replica_failed(broker.broker_id)
@@ -355,9 +366,10 @@ class Cluster:
 
     @staticmethod
     def _fetch_until_caught_up(follower: PartitionLog, leader: PartitionLog, fetched: dict[int, bytes]) -> None:
-        """``follower`` fetches from ``leader`` until it has its log end. ``fetched`` keeps the
-        first read of the replication round by offset (at most one, FETCH_MAX_BYTES): after a
-        produce every follower asks for the same batch, and reads the leader's file once."""
+        """``follower`` fetches from ``leader`` until it has its log end, each read fully
+        validated by the follower as from another broker. ``fetched`` keeps the first read of
+        the replication round by offset (at most one, FETCH_MAX_BYTES): followers at the same
+        offset read the leader's file once."""
         while follower.log_end_offset < leader.log_end_offset:
             offset = follower.log_end_offset
             data = fetched.get(offset)

@@ -67,7 +67,7 @@ from .checkpoints import (
     write_offsets,
 )
 from .errors import KafkaStorageError, OffsetOutOfRangeError
-from .records import append_batches, check_one_batch, scan_batches, validate_batches
+from .records import BATCH_HEADER_DTYPE, append_batches, check_one_batch, scan_batches, validate_batches
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
 from .segment import FileRegion, LogSegment, segment_file_name
 from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
@@ -97,6 +97,18 @@ DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
 DEFAULT_RETENTION_MS = 7 * 86_400_000
 
 _SNAPSHOT_NAME = re.compile(r"([0-9]{20})\.snapshot")
+
+# Positions of a scanned batch's fields in ``headers.tolist()``'s tuples.
+_FIELDS = BATCH_HEADER_DTYPE.names or ()
+_BASE_OFFSET = _FIELDS.index("base_offset")
+_MAX_TIMESTAMP = _FIELDS.index("max_timestamp")
+_PRODUCER_ID = _FIELDS.index("producer_id")
+_PARTITION_LEADER_EPOCH = _FIELDS.index("partition_leader_epoch")
+_LAST_OFFSET_DELTA = _FIELDS.index("last_offset_delta")
+_BASE_SEQUENCE = _FIELDS.index("base_sequence")
+_PRODUCER_EPOCH = _FIELDS.index("producer_epoch")
+_IS_TRANSACTIONAL = _FIELDS.index("is_transactional")
+_IS_CONTROL = _FIELDS.index("is_control")
 
 
 class LogAppendInfo(NamedTuple):
@@ -235,6 +247,9 @@ class PartitionLog:
         #: Kafka's unreplicatedTxns: (first offset, marker offset) of transactions whose
         #: marker is written but not yet below the high watermark.
         self._unreplicated_txns: list[tuple[int, int]] = []
+        #: This replica's last append as leader, until the replication round after it takes it
+        #: (:meth:`take_leader_append`): (base offset, end offset, the bytes written).
+        self._last_leader_append: tuple[int, int, bytearray] | None = None
         self._table = self._new_table()
         self.leader_epochs = LeaderEpochCache(os.path.join(self.directory, LEADER_EPOCH_CHECKPOINT))
         self.load_report = load(self)
@@ -379,6 +394,7 @@ class PartitionLog:
         max_timestamp = int(headers["max_timestamp"].max())
         self._write(data, start, end, max_timestamp)
         self._table.update_from(analysis.staged)  # spec §3.2 step 4: the staged entries become the live ones
+        self._last_leader_append = (start, end, data)
         if headers["is_transactional"].any():
             self._complete_transactions(data, scan_batches(data))  # (the headers have the client's offsets)
         if leader_epoch >= 0:
@@ -410,6 +426,7 @@ class PartitionLog:
                 )
         write_leader_fields(data, 0, start, leader_epoch)
         self._write(data, start, end, max_timestamp)
+        self._last_leader_append = (start, end, data)
         if result is None:
             self._table.update_map_end_offset(end)
         else:
@@ -420,17 +437,34 @@ class PartitionLog:
             self._assign_epoch(leader_epoch, start)
         return LogAppendInfo(start, end - 1, max_timestamp, False, 1, self._log_start_offset)
 
-    def append_as_follower(self, records: Any) -> LogAppendInfo:
+    def append_as_follower(self, records: Any, *, scanned: Any = None) -> LogAppendInfo:
         """Append batches fetched from the leader, with the leader's offsets (spec §3.4).
 
-        Every batch is checked (framing, CRC, offsets at or above the log end offset and
-        increasing) and run through a staged copy of the producers involved with the
-        REPLICATION origin; any refusal fails the whole append and nothing is written. Then
-        the bytes are written as they came, the table updated, and the leader epochs of the
-        batches recorded (Kafka's leader epoch cache).
+        Kafka's ``UnifiedLog.appendAsFollower``: ``append(validateAndAssignOffsets = false,
+        origin = REPLICATION)``. Every batch is checked (framing, CRC, offsets at or above the
+        log end offset and increasing: ``analyzeAndValidateRecords``) and run through a staged
+        copy of the producers involved with the REPLICATION origin
+        (``analyzeAndValidateProducerState``); any refusal fails the whole append and nothing
+        is written. Then the bytes are written as they came, the table updated, and the
+        leader epochs of the batches recorded (Kafka's leader epoch cache).
+
+        ``scanned`` is for a follower in the leader's process only (``Cluster.replicate``):
+        ``scan_batches`` of ``records``, where ``records`` are the very bytes the leader of
+        this partition wrote in this process (:meth:`take_leader_append`), after checking them
+        (a client's: CRC and record-level rules) or having built them (the coordinators'
+        batches, whose CRC ``encode_batch`` computed). Then the record-level checks and the CRC
+        are not done again: Kafka's follower checks them against corruption on the network and
+        on disk, and these bytes crossed neither (they are the leader's buffer, unchanged in
+        memory since it wrote them). The producer state is still updated with the REPLICATION
+        rules, which refuse no epoch or sequence but still refuse a plain batch of a producer
+        in a transaction (rule 18, INVALID_TXN_STATE, §2.4). Anything read from a file or a
+        socket goes without ``scanned``.
         """
         self._check_usable()
+        self._last_leader_append = None  # (a follower's log end moves past its last leader append)
         view = records if isinstance(records, bytes | bytearray) else _records_view(records)
+        if scanned is not None:
+            return self._append_leaders_batches(view, scanned)
         headers = scan_batches(view)
         if not len(headers):
             return LogAppendInfo(-1, -1, -1, False, 0, self._log_start_offset)
@@ -451,6 +485,79 @@ class PartitionLog:
             if epochs[row] >= 0:
                 self._assign_epoch(int(epochs[row]), int(headers["base_offset"][row]))
         return LogAppendInfo(first, end - 1, max_timestamp, False, len(headers), self._log_start_offset)
+
+    def _append_leaders_batches(self, data: Any, headers: Any) -> LogAppendInfo:
+        """:meth:`append_as_follower` of batches this process's leader validated and wrote,
+        ``headers`` their scan: the same table, log, snapshots and .txnindex as the full path
+        (tests/log/test_follower_fast_path.py), without its scan, CRC and record-level checks.
+
+        The producer-state rules are the table's own with origin REPLICATION: a lone batch
+        with a producer id (a produce request's) is checked on the live table and recorded
+        after the write (check() changes nothing), several are staged on a copy as in the full
+        path. A control batch or a batch below the log end goes the full path (markers are
+        one per transaction; a batch below the log end is refused there)."""
+        if not isinstance(headers, np.ndarray) or headers.dtype != BATCH_HEADER_DTYPE:
+            raise TypeError("scanned must be scan_batches() of records")
+        rows = headers.tolist()  # one tuple per batch, fields in BATCH_HEADER_DTYPE order
+        if not rows:
+            return LogAppendInfo(-1, -1, -1, False, 0, self._log_start_offset)
+        first = rows[0][_BASE_OFFSET]
+        if first < self.log_end_offset or any(row[_IS_CONTROL] for row in rows):
+            return self.append_as_follower(data)
+        table = self._table
+        producers = [row for row in rows if row[_PRODUCER_ID] >= 0]
+        result = staged = None
+        if len(producers) == 1:
+            result = self._replicated(table.check, producers[0])
+        elif producers:
+            staged = table.copy({row[_PRODUCER_ID] for row in producers})
+            for row in producers:
+                self._replicated(staged.append, row)
+        last = rows[-1]
+        end = last[_BASE_OFFSET] + last[_LAST_OFFSET_DELTA] + 1
+        max_timestamp = max(row[_MAX_TIMESTAMP] for row in rows)
+        self._write(data, first, end, max_timestamp)
+        if result is not None:
+            table.update(result)
+        elif staged is not None:
+            table.update_from(staged)
+        if table.map_end_offset < end:  # batches without a producer id after the last with one
+            table.update_map_end_offset(end)
+        if any(row[_IS_TRANSACTIONAL] for row in rows):
+            self._complete_transactions(data, headers)
+        epoch = -1
+        for row in rows:  # the leader epoch cache, where the epoch changes (as the full path)
+            if row[_PARTITION_LEADER_EPOCH] != epoch:
+                epoch = row[_PARTITION_LEADER_EPOCH]
+                if epoch >= 0:
+                    self._assign_epoch(epoch, row[_BASE_OFFSET])
+        return LogAppendInfo(first, end - 1, max_timestamp, False, len(rows), self._log_start_offset)
+
+    @staticmethod
+    def _replicated(call: Callable[..., Any], row: tuple[Any, ...]) -> Any:
+        """``table.check`` or ``table.append`` of one scanned data batch with origin REPLICATION."""
+        return call(
+            row[_PRODUCER_ID],
+            row[_PRODUCER_EPOCH],
+            row[_BASE_SEQUENCE],
+            row[_LAST_OFFSET_DELTA] + 1,
+            row[_BASE_OFFSET],
+            max_timestamp=row[_MAX_TIMESTAMP],
+            origin=Origin.REPLICATION,
+            transactional=row[_IS_TRANSACTIONAL],
+        )
+
+    def take_leader_append(self) -> tuple[int, bytearray] | None:
+        """``(base_offset, records)``: the bytes of this replica's last append as leader, as
+        written (the leader's offsets and epoch), if the log still ends where that append
+        ended; ``None`` otherwise. Taken once: the log lets go of them, so a partition holds
+        its last request only until the replication round after it (``Cluster.replicate``,
+        which feeds them with their scan to ``append_as_follower(..., scanned=...)`` of the
+        followers at ``base_offset``)."""
+        last, self._last_leader_append = self._last_leader_append, None
+        if last is None or last[1] != self.log_end_offset:
+            return None
+        return last[0], last[2]
 
     def _complete_transactions(self, data: Any, headers: Any) -> None:
         """Spec §3.2 steps 5-7 for written batches (leader and follower alike): transactions
@@ -789,6 +896,7 @@ class PartitionLog:
         return True
 
     def _truncate_to(self, offset: int) -> None:
+        self._last_leader_append = None
         if self._segments[0].base_offset > offset:
             self.truncate_fully_and_start_at(offset)
             return
@@ -824,6 +932,7 @@ class PartitionLog:
         self._table = self._new_table()
         self._table.update_map_end_offset(offset)
         self._ongoing_txns, self._unreplicated_txns = {}, []
+        self._last_leader_append = None
         self._last_snapshot_offset = 0
         self._write_checkpoints(sync=self.fsync)
 
