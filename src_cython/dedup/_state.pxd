@@ -154,7 +154,9 @@ ctypedef struct Table:
     Py_ssize_t n_slabs
     Py_ssize_t slab_slots
     Py_ssize_t slab_floor              # chunks below this index are never released singly
-    Py_ssize_t top_capacity            # entries the last chunk holds: a full chunk, but for chunk 0 alone (grows to one) or a reserved slab's last
+    # entries the last chunk holds: a full chunk, but for chunk 0 alone (grows to one) or a
+    # reserved slab's last
+    Py_ssize_t top_capacity
     Py_ssize_t chunk_mask
     int chunk_shift
     int window
