@@ -493,8 +493,9 @@ class PartitionLog:
 
         The producer-state rules are the table's own with origin REPLICATION: a lone batch
         with a producer id (a produce request's) is checked on the live table and recorded
-        after the write (check() changes nothing), several are staged on a copy as in the full
-        path. A control batch or a batch below the log end goes the full path (markers are
+        after the write (check() changes nothing), an append of several batches is staged on a
+        copy, each as the leader appended it (with a producer cap, dedup's own rule, the two
+        leave the table's entries in different orders, so the follower follows the leader's). A control batch or a batch below the log end goes the full path (markers are
         one per transaction; a batch below the log end is refused there)."""
         if not isinstance(headers, np.ndarray) or headers.dtype != BATCH_HEADER_DTYPE:
             raise TypeError("scanned must be scan_batches() of records")
@@ -507,7 +508,7 @@ class PartitionLog:
         table = self._table
         producers = [row for row in rows if row[_PRODUCER_ID] >= 0]
         result = staged = None
-        if len(producers) == 1:
+        if len(rows) == 1 and producers:  # as append_as_leader's one-batch path: the same table order
             result = self._replicated(table.check, producers[0])
         elif producers:
             staged = table.copy({row[_PRODUCER_ID] for row in producers})
