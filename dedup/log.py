@@ -495,8 +495,9 @@ class PartitionLog:
         with a producer id (a produce request's) is checked on the live table and recorded
         after the write (check() changes nothing), an append of several batches is staged on a
         copy, each as the leader appended it (with a producer cap, dedup's own rule, the two
-        leave the table's entries in different orders, so the follower follows the leader's). A control batch or a batch below the log end goes the full path (markers are
-        one per transaction; a batch below the log end is refused there)."""
+        leave the table's entries in different orders, so the follower follows the leader's).
+        A control batch or a batch below the log end goes the full path (markers are one per
+        transaction; a batch below the log end is refused there)."""
         if not isinstance(headers, np.ndarray) or headers.dtype != BATCH_HEADER_DTYPE:
             raise TypeError("scanned must be scan_batches() of records")
         rows = headers.tolist()  # one tuple per batch, fields in BATCH_HEADER_DTYPE order
