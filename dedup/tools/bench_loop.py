@@ -20,7 +20,7 @@ import sysconfig
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -93,19 +93,7 @@ def _compile(source: str, flags: Sequence[str]) -> ctypes.CDLL:
 
 @functools.cache
 def _build_bare(source: str, mtime_ns: int) -> ctypes.CDLL:
-    lib = _compile(source, bare_compile_flags())
-    pointer, i64, u64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64
-    lib.bare_new.argtypes = [i64, ctypes.c_int, u64]
-    lib.bare_new.restype = pointer
-    lib.bare_free.argtypes = [pointer]
-    lib.bare_free.restype = None
-    lib.bare_memory_bytes.argtypes = [pointer]
-    lib.bare_memory_bytes.restype = u64
-    lib.bare_len.argtypes = [pointer]
-    lib.bare_len.restype = u64
-    lib.bare_append_many.argtypes = [pointer, i64, *[pointer] * 5, i64, *[pointer] * 3]
-    lib.bare_append_many.restype = i64
-    return lib
+    return _declare(_compile(source, bare_compile_flags()), "bare", [ctypes.c_int, ctypes.c_uint64], outputs=3)
 
 
 def build_bare_loop(source: str | os.PathLike[str] | None = None) -> ctypes.CDLL:
@@ -119,17 +107,24 @@ def build_bare_loop(source: str | os.PathLike[str] | None = None) -> ctypes.CDLL
 @functools.cache
 def _build(source: str, mtime_ns: int) -> ctypes.CDLL:
     lib = _compile(source, ["-O3"])  # -O3 as setup.py builds the extension; no -march, like the extension
+    return _declare(lib, "ref", [ctypes.c_int, ctypes.c_uint64, ctypes.c_int], outputs=5)
+
+
+def _declare(lib: ctypes.CDLL, prefix: str, new_options: list[Any], *, outputs: int) -> ctypes.CDLL:
+    """The C signatures both loops share, under ``prefix``: ``<prefix>_new(producers,
+    *new_options)``, ``_free``, ``_memory_bytes``, ``_len``, and ``_append_many(table, rows,
+    five input columns, log_end_offset, outputs result columns)``."""
     pointer, i64, u64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64
-    lib.ref_new.argtypes = [i64, ctypes.c_int, u64, ctypes.c_int]
-    lib.ref_new.restype = pointer
-    lib.ref_free.argtypes = [pointer]
-    lib.ref_free.restype = None
-    lib.ref_memory_bytes.argtypes = [pointer]
-    lib.ref_memory_bytes.restype = u64
-    lib.ref_len.argtypes = [pointer]
-    lib.ref_len.restype = u64
-    lib.ref_append_many.argtypes = [pointer, i64, *[pointer] * 5, i64, *[pointer] * 5]
-    lib.ref_append_many.restype = i64
+    signatures = {
+        "new": ([i64, *new_options], pointer),
+        "free": ([pointer], None),
+        "memory_bytes": ([pointer], u64),
+        "len": ([pointer], u64),
+        "append_many": ([pointer, i64, *[pointer] * 5, i64, *[pointer] * outputs], i64),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        function = getattr(lib, f"{prefix}_{name}")
+        function.argtypes, function.restype = argtypes, restype
     return lib
 
 
