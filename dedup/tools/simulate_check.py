@@ -12,8 +12,8 @@ from .._types import Origin
 from ..coordinator.transaction_metadata import TransactionState
 from ..producer import IdempotentProducer, ProducerBatch
 from ..records import append_batches, scan_batches
-from ..transaction_index import CONTROL_ABORT, CONTROL_COMMIT, AbortedTxn, control_type
-from .simulate_run import Run, open_transactions
+from ..transaction_index import CONTROL_ABORT, CONTROL_COMMIT, AbortedTxn
+from .simulate_run import Run, open_transactions, transactional_batches
 from .simulate_txn import settled_state
 
 
@@ -259,26 +259,13 @@ def spans_a_skipped_replay(entry: AbortedTxn, skipped: Iterable[tuple[int, int]]
 def _rebuilt_txn_index(log: Any) -> list[AbortedTxn]:
     entries: list[AbortedTxn] = []
     ongoing: dict[int, int] = {}
-    offset = log.log_start_offset
-    while offset < log.log_end_offset:
-        data = log.read(offset, 1 << 20)
-        if not data:
-            break
-        headers = scan_batches(data)
-        for header in headers:
-            if not header["is_transactional"]:
-                continue
-            producer_id, base = int(header["producer_id"]), int(header["base_offset"])
-            if not header["is_control"]:
-                ongoing.setdefault(producer_id, base)
-                continue
-            kind = control_type(data, int(header["position"]), int(header["record_count"]))
-            if kind not in (CONTROL_ABORT, CONTROL_COMMIT) or producer_id not in ongoing:
-                continue
+    for producer_id, base, kind in transactional_batches(log):
+        if kind is None:
+            ongoing.setdefault(producer_id, base)
+        elif kind in (CONTROL_ABORT, CONTROL_COMMIT) and producer_id in ongoing:
             first = ongoing.pop(producer_id)
             if kind == CONTROL_ABORT:
                 entries.append(AbortedTxn(producer_id, first, base, min(ongoing.values(), default=base + 1)))
-        offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
     return entries
 
 

@@ -628,11 +628,9 @@ class Run:
             self.coordinator.settle()
 
 
-def open_transactions(log: Any) -> dict[int, int]:
-    """Producer id -> first offset of each transaction open at the end of ``log`` (a
-    transactional data batch opens one, a COMMIT or ABORT marker of its producer closes it),
-    read from the batches alone."""
-    ongoing: dict[int, int] = {}
+def transactional_batches(log: Any) -> Iterator[tuple[int, int, int | None]]:
+    """``(producer id, base offset, control type or None for data)`` of every transactional
+    batch of ``log``, in offset order, read from the batches alone."""
     offset = log.log_start_offset
     while offset < log.log_end_offset:
         data = log.read(offset, 1 << 20)
@@ -640,15 +638,24 @@ def open_transactions(log: Any) -> dict[int, int]:
             break
         headers = scan_batches(data)
         for header in headers:
-            if not header["is_transactional"]:
-                continue
-            producer_id = int(header["producer_id"])
-            if not header["is_control"]:
-                ongoing.setdefault(producer_id, int(header["base_offset"]))
-            elif control_type(data, int(header["position"]), int(header["record_count"])) in (CONTROL_ABORT,
-                                                                                                 CONTROL_COMMIT):
-                ongoing.pop(producer_id, None)
+            if header["is_transactional"]:
+                kind = None
+                if header["is_control"]:
+                    kind = control_type(data, int(header["position"]), int(header["record_count"]))
+                yield int(header["producer_id"]), int(header["base_offset"]), kind
         offset = int(headers["base_offset"][-1]) + int(headers["last_offset_delta"][-1]) + 1
+
+
+def open_transactions(log: Any) -> dict[int, int]:
+    """Producer id -> first offset of each transaction open at the end of ``log`` (a
+    transactional data batch opens one, a COMMIT or ABORT marker of its producer closes it),
+    read from the batches alone."""
+    ongoing: dict[int, int] = {}
+    for producer_id, base, kind in transactional_batches(log):
+        if kind is None:
+            ongoing.setdefault(producer_id, base)
+        elif kind in (CONTROL_ABORT, CONTROL_COMMIT):
+            ongoing.pop(producer_id, None)
     return ongoing
 
 
