@@ -1,8 +1,9 @@
 """The segments of one partition replica on disk: Kafka's LocalLog, under :mod:`dedup.log`.
 
-Kafka splits its partition log in two (``UnifiedLog`` in core/src/main/scala/kafka/log/UnifiedLog.scala,
-``LocalLog`` in storage/src/main/java/org/apache/kafka/storage/internals/log/LocalLog.java since
-KAFKA-14483, before that core/src/main/scala/kafka/log/LocalLog.scala) and dedup follows the same seam:
+Kafka splits its partition log in two, ``UnifiedLog`` on top of ``LocalLog`` (both in
+core/src/main/scala/kafka/log/ until they moved to
+storage/src/main/java/org/apache/kafka/storage/internals/log/, LocalLog.java by KAFKA-14483 and
+UnifiedLog.java by KAFKA-14484), and dedup follows the same seam:
 :class:`LocalLog` is the list of ``%020d.log`` segments (:mod:`dedup.segment`) with their
 ``.txnindex`` files, and knows nothing of producers, transactions, snapshots or the high
 watermark; :class:`dedup.log.PartitionLog` (Kafka's UnifiedLog) holds one and decides what
@@ -15,22 +16,23 @@ happens to it. Here, as in Kafka's LocalLog:
   ``.txnindex`` files (``LocalLog.collectAbortedTransactions``);
 - :meth:`~LocalLog.remove_and_delete_segments` (``removeAndDeleteSegments``),
   :meth:`~LocalLog.replace_segments` (``LocalLog.replaceSegments``, the cleaner's swap),
-  :meth:`~LocalLog.truncate_to` and :meth:`~LocalLog.truncate_fully_and_start_at`, each
-  returning the segments it deleted so that the partition log deletes their producer snapshots
-  after them (``UnifiedLog.deleteProducerSnapshots``);
+  :meth:`~LocalLog.truncate_to` and :meth:`~LocalLog.truncate_fully_and_start_at` (the last two
+  return the segments they deleted): the partition log deletes the deleted segments' producer
+  snapshots after them (``UnifiedLog.deleteProducerSnapshots``);
 - :meth:`~LocalLog.flush` of the segments, the :attr:`~LocalLog.recovery_point` (offsets below
   it are on disk) and :meth:`~LocalLog.close` of the files.
 
-What stays with the partition log, as in Kafka's UnifiedLog: when to roll (``maybeRoll``) and the
-append itself (the hot path writes to the active segment directly, as ``UnifiedLog.append`` leaves
-only ``activeSegment.append`` to ``LocalLog.append``), which segments retention deletes
-(``deletableSegments``), the orchestration of a truncation, the checkpoint files and taking the
-log offline after a failed write (Kafka's ``maybeHandleIOException``): the methods here raise
-``OSError`` as they get it.
+What stays with the partition log, as in Kafka's UnifiedLog: when to roll (``maybeRoll``), the
+producer snapshot a roll takes, which segments retention deletes (``deletableSegments``), the
+orchestration of a truncation, the checkpoint files and taking the log offline after a failed
+write (Kafka's ``maybeHandleIOException``): the methods here raise ``OSError`` as they get it.
+So does the write of a batch: Kafka's ``LocalLog.append`` is the active segment's append plus
+the log end update, and dedup's append paths call the active segment (``segments[-1]``)
+directly, so that a batch costs no extra call.
 
 Where dedup differs from Kafka: there are no ``.index``/``.timeindex`` files (the sparse offset
-index is rebuilt in memory, see :mod:`dedup.segment`), a deleted segment is removed at once
-(Kafka renames it ``.deleted`` and removes it later), and segments roll by size only.
+index is rebuilt in memory, see :mod:`dedup.segment`) and a deleted segment is removed at once
+(Kafka renames it ``.deleted`` and removes it later).
 """
 
 from __future__ import annotations
