@@ -306,12 +306,6 @@ class PartitionLog:
         return self._local_log.size_bytes
 
     @property
-    def _segments(self) -> list[LogSegment]:
-        """The local log's segments, oldest first (Kafka's UnifiedLog.logSegments), under the
-        name the tests have always read them by; the package reads ``_local_log.segments``."""
-        return self._local_log.segments
-
-    @property
     def latest_epoch(self) -> int | None:
         return self.leader_epochs.latest_epoch
 
