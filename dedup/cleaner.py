@@ -183,7 +183,7 @@ def cleanable_offsets(log: PartitionLog, now_ms: int, min_compaction_lag_ms: int
     the LSO is at or below the high watermark), and with ``min_compaction_lag_ms`` > 0 the first
     segment holding a record younger than it."""
     first_dirty = first_dirty_offset(log)
-    segments = log._segments
+    segments = log._local_log.segments
     candidates = [log.last_stable_offset, segments[-1].base_offset]
     if min_compaction_lag_ms > 0:
         for segment in segments[:-1]:
@@ -197,7 +197,7 @@ def dirty_ratio(log: PartitionLog, first_dirty: int, first_uncleanable: int) -> 
     """Dirty bytes over clean plus dirty bytes, by whole segments (Kafka's LogToClean
     .cleanableRatio): what ``min.cleanable.dirty.ratio`` is compared with."""
     clean = dirty = 0
-    for segment in log._segments:
+    for segment in log._local_log.segments:
         if segment.base_offset >= first_uncleanable:
             break
         if segment.next_offset <= first_dirty:
@@ -536,7 +536,7 @@ def clean_log(
     first_dirty, end = cleanable_offsets(log, now, min_compaction_lag_ms)
     if end <= first_dirty or dirty_ratio(log, first_dirty, end) < min_cleanable_ratio:
         return None
-    segments = [segment for segment in log._segments[:-1] if segment.base_offset < end]
+    segments = [segment for segment in log._local_log.segments[:-1] if segment.base_offset < end]
     if not segments:
         return None
     state = _Pass(log, now, delete_retention_ms, first_dirty, end)

@@ -7,9 +7,16 @@ is open: it appends as a partition leader (:meth:`~PartitionLog.append_as_leader
 §3.1-§3.2) or follower (:meth:`~PartitionLog.append_as_follower`, §3.4) in Kafka's order:
 scan and validate, answer a duplicate with its original offsets, assign offsets, write, and
 only then update the producer-state table, so a failed write leaves the table as it was. It
-reads, rolls segments and takes snapshots (§4.5), deletes old segments with their snapshots
-(retention and DeleteRecords, §4.6, §3.3), expires producers (§6), truncates (§5.5) and
-closes, cleanly or as a crash would.
+keeps the high watermark and the leader epochs, takes snapshots when it rolls a segment
+(§4.5), decides which old segments retention and DeleteRecords delete and deletes their
+snapshots (§4.6, §3.3), expires producers (§6), orchestrates a truncation (§5.5) and closes,
+cleanly or as a crash would.
+
+The segments themselves are a :class:`~dedup.local_log.LocalLog` that the partition log holds,
+as Kafka's UnifiedLog (core/src/main/scala/kafka/log/UnifiedLog.scala) holds a LocalLog: the
+segment list, rolling, reading a file region, deleting, replacing and truncating segments,
+flushing them, the recovery point and closing the files (:mod:`dedup.local_log`). The appends
+write to the active segment directly, without a call through the LocalLog per batch.
 
 Transactions (spec §3.2 steps 5 and 7, §3.3): every replica, leader or follower, follows the
 transactions of the batches it writes (Kafka's ``ongoingTxns`` and ``unreplicatedTxns``), so
@@ -33,10 +40,9 @@ broker.
 Where dedup differs from Kafka, by design of a single-partition library: the checkpoint files
 Kafka keeps once per log directory (``recovery-point-offset-checkpoint``,
 ``replication-offset-checkpoint``, ``log-start-offset-checkpoint``, ``.kafka_cleanshutdown``)
-are kept here in the partition directory; there are no ``.index``/``.timeindex`` files (the
-sparse offset index is rebuilt in memory, see :mod:`dedup.segment`); timestamps are always
-CreateTime; segments roll by size only. A PartitionLog is not thread-safe: Kafka holds the
-log lock around the same calls.
+are kept here in the partition directory; timestamps are always CreateTime; segments roll by
+size only (for the segment files, see :mod:`dedup.local_log`). A PartitionLog is not
+thread-safe: Kafka holds the log lock around the same calls.
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ import logging
 import os
 import re
 import time
-from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -53,7 +58,6 @@ import numpy as np
 
 from . import _args
 from ._backend import resolve_table_class
-from ._files import create_temporary, write_all
 from ._files import fsync_directory as _fsync_directory
 from ._layout import ATTR_TRANSACTIONAL, write_leader_fields
 from ._types import DEFAULT_WINDOW, Origin
@@ -67,17 +71,13 @@ from .checkpoints import (
     write_offsets,
 )
 from .errors import KafkaStorageError, OffsetOutOfRangeError
+from .local_log import LocalLog
 from .records import BATCH_HEADER_DTYPE, append_batches, check_one_batch, scan_batches, validate_batches
 from .recovery import CLEAN_SHUTDOWN_FILE, LoadReport, load, rebuild_producer_state
-from .segment import FileRegion, LogSegment, segment_file_name
+from .segment import FileRegion, LogSegment
 from .snapshot import SNAPSHOT_FORMATS, snapshot_file_name, write_snapshot
 from .staging import analyze_and_validate
-from .transaction_index import (
-    AbortedTxn,
-    collect_aborted_transactions,
-    track_transactions,
-    txn_index_file_name,
-)
+from .transaction_index import AbortedTxn, track_transactions
 
 __all__ = [
     "DEFAULT_PRODUCER_ID_EXPIRATION_MS",
@@ -149,17 +149,6 @@ def _records_view(records: Any) -> memoryview:
     return view if view.ndim == 1 and view.format == "B" else view.cast("B")
 
 
-def _write_txn_index(directory: str, base_offset: int, entries: list[AbortedTxn]) -> str:
-    """A fsynced temporary file beside ``<base_offset>.txnindex`` holding ``entries``; returns its path."""
-    descriptor, temporary = create_temporary(directory, txn_index_file_name(base_offset))
-    try:
-        write_all(descriptor, b"".join(entry.to_bytes() for entry in entries))
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    return temporary
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -222,8 +211,8 @@ class PartitionLog:
         except ValueError:
             self.topic, self.partition = os.path.basename(self.directory), 0
         os.makedirs(self.directory, exist_ok=True)
-        self._segments: list[LogSegment] = []
-        self._bases: list[int] = []
+        #: The segments (Kafka's UnifiedLog.localLog): :mod:`dedup.recovery` fills them.
+        self._local_log = LocalLog(self.directory)
         self._unsynced_snapshots: set[int] = set()
         self._last_snapshot_offset = 0
         self._offline: str | None = None
@@ -240,7 +229,6 @@ class PartitionLog:
         self._closed = False
         self._high_watermark = 0
         self._log_start_offset = 0
-        self._recovery_point = 0
         #: Kafka's ProducerStateManager.ongoingTxns: producer id -> first offset of its open
         #: transaction, in order of first offset (a transaction opens at the log end).
         self._ongoing_txns: dict[int, int] = {}
@@ -270,7 +258,8 @@ class PartitionLog:
 
     @property
     def log_end_offset(self) -> int:
-        return self._segments[-1].next_offset
+        # (not self._local_log.log_end_offset: one property call per append, not two)
+        return self._local_log.segments[-1].next_offset
 
     @property
     def log_start_offset(self) -> int:
@@ -306,15 +295,15 @@ class PartitionLog:
     @property
     def recovery_point(self) -> int:
         """Offsets below it are fsynced (or were complete when the last segment rolled)."""
-        return self._recovery_point
+        return self._local_log.recovery_point
 
     @property
     def segment_base_offsets(self) -> list[int]:
-        return list(self._bases)
+        return list(self._local_log.base_offsets)
 
     @property
     def size_bytes(self) -> int:
-        return sum(segment.size for segment in self._segments)
+        return self._local_log.size_bytes
 
     @property
     def latest_epoch(self) -> int | None:
@@ -569,7 +558,7 @@ class PartitionLog:
         (UnifiedLog.append's completedTxns loop, LogSegment.updateTxnIndex, completeTxn)."""
         for entry, aborted in track_transactions(data, headers, self._ongoing_txns):
             if aborted:
-                self._segments[-1].txn_index.append(entry)
+                self._local_log.segments[-1].txn_index.append(entry)
             if entry.last_offset >= self._high_watermark:
                 self._unreplicated_txns.append((entry.first_offset, entry.last_offset))
 
@@ -590,14 +579,11 @@ class PartitionLog:
         """Kafka's UnifiedLog.collectAbortedTransactions: the aborted transactions that
         overlap ``[fetch_offset, upper_bound_offset)``, from the .txnindex of the segment
         holding ``fetch_offset`` and of the later ones until a search is complete."""
-        index = max(bisect_right(self._bases, fetch_offset) - 1, 0)
-        return collect_aborted_transactions(
-            (segment.txn_index for segment in self._segments[index:]), fetch_offset, upper_bound_offset
-        )
+        return self._local_log.collect_aborted_transactions(fetch_offset, upper_bound_offset)
 
     def _write(self, data: Any, base_offset: int, end_offset: int, max_timestamp: int) -> None:
         try:
-            active = self._segments[-1]
+            active = self._local_log.segments[-1]
             if active.size and active.size + len(data) > self.segment_bytes:
                 active = self.roll()
             active.append(data, base_offset, end_offset, max_timestamp)
@@ -658,21 +644,7 @@ class PartitionLog:
                 f"offset {offset} is outside the log [{self._log_start_offset}, {self.log_end_offset}] "
                 f"of {self.directory}"
             )
-        index = bisect_right(self._bases, offset) - 1
-        while index < len(self._segments):
-            segment = self._segments[index]
-            if max_offset is not None and segment.base_offset >= max_offset:
-                return None
-            position, size = segment.slice(max(offset, segment.base_offset), max_bytes, max_offset,
-                                           min_one_batch=min_one_batch)  # fmt: skip
-            if size:
-                end = position + size
-                next_offset = segment.next_offset if end >= segment.size else segment._batch_prefix(end)[0]
-                return FileRegion(segment.fd, position, size, next_offset)
-            if segment.position_of(max(offset, segment.base_offset)) < segment.size:
-                return None  # a first batch larger than max_bytes, without min_one_batch
-            index += 1
-        return None
+        return self._local_log.read_region(offset, max_bytes, max_offset, min_one_batch=min_one_batch)
 
     def assign_leader_epoch(self, epoch: int) -> None:
         """Record that ``epoch`` starts at the log end offset: what a replica does when it
@@ -700,20 +672,19 @@ class PartitionLog:
         first (spec §4.5), then the rolled segment and the snapshot are fsynced and the
         recovery point moves to the new segment. Returns the new segment."""
         self._check_usable()
-        active = self._segments[-1]
+        local_log = self._local_log
+        active = local_log.segments[-1]
         if not active.size:
             return active
         new_base = active.next_offset
         self._table.update_map_end_offset(new_base)
         self.take_snapshot(sync=False)
-        segment = LogSegment.create(self.directory, new_base)
-        self._segments.append(segment)
-        self._bases.append(new_base)
+        segment = local_log.roll()
         # The rolled segment is complete: Kafka flushes it (asynchronously, KAFKA-15046) and
         # then moves the recovery point, so recovery after a crash starts at the new segment.
         active.flush()
         self._sync_snapshots()
-        self._recovery_point = new_base
+        local_log.recovery_point = new_base
         self._write_checkpoints(sync=True)
         return segment
 
@@ -746,16 +717,15 @@ class PartitionLog:
     def flush(self) -> None:
         """fsync every segment and snapshot; the recovery point becomes the log end offset."""
         self._check_usable()
-        for segment in self._segments:
-            segment.flush()
+        self._local_log.flush()
         self._sync_snapshots()
-        self._recovery_point = self.log_end_offset
+        self._local_log.recovery_point = self.log_end_offset
         self._write_checkpoints(sync=True)
 
     def _write_checkpoints(self, *, sync: bool) -> None:
         key = (self.topic, self.partition)
         for name, value in (
-            (RECOVERY_POINT_CHECKPOINT, self._recovery_point),
+            (RECOVERY_POINT_CHECKPOINT, self._local_log.recovery_point),
             (REPLICATION_OFFSET_CHECKPOINT, self._high_watermark),
             (LOG_START_OFFSET_CHECKPOINT, self._log_start_offset),
         ):
@@ -815,59 +785,39 @@ class PartitionLog:
 
         deleted = self._delete_segments(expired)
         if deleted:
-            self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+            self._log_start_offset = max(self._log_start_offset, self._local_log.segments[0].base_offset)
             self.leader_epochs.truncate_from_start(self._log_start_offset)
             self._write_checkpoints(sync=self.fsync)
         return deleted
 
     def _delete_segments(self, predicate: Callable[[LogSegment, LogSegment | None], bool]) -> int:
-        """Delete leading segments while ``predicate(segment, next segment)`` holds."""
-        deleted = 0
-        while len(self._segments) > 1 and predicate(self._segments[0], self._segments[1]):
-            segment = self._segments.pop(0)
-            self._bases.pop(0)
-            segment.delete()
+        """Delete the leading segments while ``predicate(segment, next segment)`` holds (never
+        the active one: Kafka's deletableSegments), then their snapshots (deleteSegments)."""
+        segments = self._local_log.segments
+        deletable = 0
+        while deletable < len(segments) - 1 and predicate(segments[deletable], segments[deletable + 1]):
+            deletable += 1
+        deleted = segments[:deletable]
+        self._local_log.remove_and_delete_segments(deleted)
+        for segment in deleted:
             self._delete_snapshot(segment.base_offset)
-            deleted += 1
-        return deleted
+        return deletable
 
     def replace_segments(
         self, cleaned_path: str, old_segments: list[LogSegment], txn_entries: list[AbortedTxn] | None = None
     ) -> LogSegment:
         """Swap the segment written at ``cleaned_path`` (``<base>.log.cleaned``, fsynced, its
         base the first old segment's) in for ``old_segments`` (consecutive, inactive), as Kafka's
-        LocalLog.replaceSegments: rename it ``.swap``, delete the old segments, rename the swap
-        ``<base>.log``. A crash before the first rename leaves the old segments (recovery deletes
-        ``.cleaned``), after it the new one (recovery completes the swap: :mod:`dedup.recovery`).
-        The snapshots at the other old segments' base offsets go with them. The new segment's
-        ``.txnindex`` holds ``txn_entries`` (the cleaner's cleaned index: Kafka's
+        UnifiedLog.replaceSegments: the segment files are swapped by
+        :meth:`LocalLog.replace_segments <dedup.local_log.LocalLog.replace_segments>` (rename it
+        ``.swap``, delete the old segments, rename the swap ``<base>.log``; a crash before the
+        first rename leaves the old segments, after it the new one: :mod:`dedup.recovery`), then
+        the snapshots at the other old segments' base offsets go. The new segment's ``.txnindex``
+        holds ``txn_entries`` (the cleaner's cleaned index: Kafka's
         CleanedTransactionMetadata.cleanedIndex), or the old segments' entries when None.
         Returns the new segment."""
         self._check_usable()
-        base = old_segments[0].base_offset
-        index = self._bases.index(base)
-        if self._segments[index : index + len(old_segments)] != old_segments or index + len(old_segments) >= len(
-            self._segments
-        ):
-            raise ValueError("replace_segments takes consecutive inactive segments of this log")
-        final = os.path.join(self.directory, segment_file_name(base))
-        swap = final + ".swap"
-        # Without txn_entries the new segment holds the old ones' markers, so its .txnindex is
-        # theirs, in order. Written aside first, put in place before the swap completes (a crash
-        # in between leaves it missing: recovery rebuilds it).
-        if txn_entries is None:
-            txn_entries = [entry for segment in old_segments for entry in segment.txn_index.entries]
-        index_temporary = _write_txn_index(self.directory, base, txn_entries)
-        os.replace(cleaned_path, swap)
-        _fsync_directory(self.directory)
-        for segment in old_segments:
-            segment.delete()
-        os.replace(index_temporary, os.path.join(self.directory, txn_index_file_name(base)))
-        os.replace(swap, final)
-        _fsync_directory(self.directory)
-        segment = LogSegment.open(self.directory, base)
-        self._segments[index : index + len(old_segments)] = [segment]
-        self._bases[index : index + len(old_segments)] = [base]
+        segment = self._local_log.replace_segments(cleaned_path, old_segments, txn_entries)
         for old in old_segments[1:]:
             self._delete_snapshot(old.base_offset)
         return segment
@@ -899,15 +849,11 @@ class PartitionLog:
 
     def _truncate_to(self, offset: int) -> None:
         self._last_leader_append = None
-        if self._segments[0].base_offset > offset:
+        if self._local_log.segments[0].base_offset > offset:
             self.truncate_fully_and_start_at(offset)
             return
-        while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
-            segment = self._segments.pop()
-            self._bases.pop()
-            segment.delete()
+        for segment in self._local_log.truncate_to(offset):
             self._delete_snapshot(segment.base_offset)
-        self._segments[-1].truncate_to(offset)
         end = self.log_end_offset
         self.leader_epochs.truncate_from_end(end)
         self._log_start_offset = min(self._log_start_offset, end)
@@ -915,7 +861,6 @@ class PartitionLog:
         self._reload_transactions()
         if self._high_watermark > end:
             self._high_watermark = end
-        self._recovery_point = min(self._recovery_point, end)
         self._write_checkpoints(sync=self.fsync)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
@@ -923,13 +868,10 @@ class PartitionLog:
         producer state and the leader epochs, and start an empty log at ``offset``."""
         self._check_usable()
         offset = _args.offset("offset", offset)
-        for segment in self._segments:
-            segment.delete()
+        self._local_log.truncate_fully_and_start_at(offset)
         for snapshot in self.snapshot_offsets():
             self._delete_snapshot(snapshot)
-        self._segments = [LogSegment.create(self.directory, offset)]
-        self._bases = [offset]
-        self._log_start_offset = self._high_watermark = self._recovery_point = offset
+        self._log_start_offset = self._high_watermark = offset
         self.leader_epochs.clear()
         self._table = self._new_table()
         self._table.update_map_end_offset(offset)
@@ -953,8 +895,7 @@ class PartitionLog:
                 self.flush()
                 self._table.update_map_end_offset(self.log_end_offset)
                 self.take_snapshot(sync=True)
-                for segment in self._segments:
-                    segment.close()
+                self._local_log.close()
                 marker = os.path.join(self.directory, CLEAN_SHUTDOWN_FILE)
                 with open(marker, "wb") as handle:
                     handle.flush()
@@ -975,8 +916,7 @@ class PartitionLog:
         self._release_files()
 
     def _release_files(self) -> None:
-        for segment in self._segments:
-            segment.close()
+        self._local_log.close()
         self._closed = True
 
     def __enter__(self) -> PartitionLog:

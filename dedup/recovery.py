@@ -13,8 +13,10 @@ that a truncation shares with it (spec §5; snapshots chosen, set aside and dele
   the batches after it. ``PartitionLog.truncate_to`` calls it too (§5.5).
 
 These functions are the loading half of :class:`dedup.log.PartitionLog`, kept apart as
-Kafka keeps LogLoader apart from UnifiedLog: they work on the log's segments, producer-state
-table and snapshot files, and the log calls them; nothing else should.
+Kafka keeps LogLoader apart from UnifiedLog: they work on the log's segments (its
+:class:`~dedup.local_log.LocalLog`, which :func:`load` fills as LogLoader fills Kafka's
+LogSegments), producer-state table and snapshot files, and the log calls them; nothing else
+should.
 """
 
 from __future__ import annotations
@@ -115,14 +117,15 @@ def load(log: PartitionLog) -> LoadReport:
         os.unlink(marker)
         _fsync_directory(directory)
     _remove_temporary_files(directory)
-    log._recovery_point = _read_checkpoint(log, RECOVERY_POINT_CHECKPOINT) or 0
+    local_log = log._local_log
+    local_log.recovery_point = _read_checkpoint(log, RECOVERY_POINT_CHECKPOINT) or 0
     bases = sorted(int(m.group(1)) for m in map(_SEGMENT_NAME.fullmatch, os.listdir(directory)) if m)
     recovered = truncated = 0
     deleted: list[int] = []
     for position, base in enumerate(bases):
         if deleted:
             break
-        must_recover = not clean and base >= log._recovery_point
+        must_recover = not clean and base >= local_log.recovery_point
         try:
             segment = LogSegment.open(directory, base)
         except CorruptRecordError:
@@ -134,13 +137,12 @@ def load(log: PartitionLog) -> LoadReport:
             segment.txn_index_needs_rebuild = True  # Kafka's LogSegment.recover rebuilds the .txnindex
             recovered += 1
             truncated += cut
-        if log._segments and segment.base_offset < log._segments[-1].next_offset:
+        if local_log.segments and segment.base_offset < local_log.log_end_offset:
             cut = max(cut, 1)  # overlapping offsets: keep the older segment, drop the rest
             deleted.append(segment.base_offset)
             segment.delete()
         else:
-            log._segments.append(segment)
-            log._bases.append(base)
+            local_log.add_segment(segment)
         if cut:
             logger.warning("log %s: segment %d cut by %d bytes at recovery", directory, base, cut)
             for later in bases[position + 1 :]:
@@ -148,10 +150,9 @@ def load(log: PartitionLog) -> LoadReport:
                 _delete_file(os.path.join(directory, txn_index_file_name(later)))
                 deleted.append(later)
     log_start = _read_checkpoint(log, LOG_START_OFFSET_CHECKPOINT) or 0
-    if not log._segments:
-        log._segments = [LogSegment.create(directory, log_start)]
-        log._bases = [log_start]
-    log._log_start_offset = max(log_start, log._segments[0].base_offset)
+    if not local_log.segments:
+        local_log.add_segment(LogSegment.create(directory, log_start))
+    log._log_start_offset = max(log_start, local_log.segments[0].base_offset)
     if log._log_start_offset > log.log_end_offset:  # files deleted behind our back (§5.4 step 3)
         start = log._log_start_offset
         log._log_start_offset = log.log_end_offset
@@ -177,7 +178,7 @@ def load(log: PartitionLog) -> LoadReport:
     )
     high_watermark = _read_checkpoint(log, REPLICATION_OFFSET_CHECKPOINT) or 0
     log._high_watermark = min(max(high_watermark, log._log_start_offset), end)
-    log._recovery_point = min(log._recovery_point, end)
+    local_log.recovery_point = min(local_log.recovery_point, end)
     if not clean:
         log._write_checkpoints(sync=False)
     return LoadReport(
@@ -258,7 +259,7 @@ def _swap_next_offset(directory: str, base: int) -> int:
 def _remove_stray_txn_indexes(log: PartitionLog) -> None:
     """A ``.txnindex`` whose segment is gone (a crash between the two deletions) goes too:
     a new segment at that base must not inherit its entries."""
-    bases = set(log._bases)
+    bases = set(log._local_log.base_offsets)
     for name in os.listdir(log.directory):
         match = _TXN_INDEX_NAME.fullmatch(name)
         if match and int(match.group(1)) not in bases:
@@ -272,11 +273,12 @@ def rebuild_transaction_indexes(log: PartitionLog) -> int:
     "recovering the index therefore requires scanning the earlier segments"), so the batch
     headers are scanned from the first segment through the last flagged one, only control
     batches decoded. Returns how many indexes were rebuilt."""
-    flagged = [i for i, segment in enumerate(log._segments) if segment.txn_index_needs_rebuild]
+    segments = log._local_log.segments
+    flagged = [i for i, segment in enumerate(segments) if segment.txn_index_needs_rebuild]
     if not flagged:
         return 0
     ongoing: dict[int, int] = {}
-    for segment in log._segments[: flagged[-1] + 1]:
+    for segment in segments[: flagged[-1] + 1]:
         with segment.batches_from(segment.base_offset) as view:
             completed = track_transactions(view, scan_batches(view), ongoing) if len(view) else []
         if segment.txn_index_needs_rebuild:
@@ -291,9 +293,9 @@ def _remove_stray_snapshots(log: PartitionLog) -> None:
     """Kafka's removeStraySnapshots (§4.6): a snapshot not at a segment base offset is a
     stray; only the largest stray survives, and only if it is at or above the last segment's
     base offset (the clean-shutdown snapshot at the log end)."""
-    bases = set(log._bases)
+    bases = set(log._local_log.base_offsets)
     strays = [offset for offset in log.snapshot_offsets() if offset not in bases]
-    keep = strays[-1] if strays and strays[-1] >= log._bases[-1] else None
+    keep = strays[-1] if strays and strays[-1] >= log._local_log.base_offsets[-1] else None
     for offset in strays:
         if offset != keep:
             log._delete_snapshot(offset)
@@ -313,16 +315,15 @@ def _rebuild_with_recovery(log: PartitionLog, end: int, clean: bool) -> _Rebuilt
                 segment.base_offset,
                 error,
             )
-            index = log._segments.index(segment)
+            segments = log._local_log.segments
+            later = segments[segments.index(segment) + 1 :]
             segment.txn_index_needs_rebuild = True
             if not segment.recover():
                 # Sound bytes the table refuses: Kafka's load fails too. Never cut them.
                 raise error.error from None
-            for later in log._segments[index + 1 :]:
-                later.delete()
-                log._delete_snapshot(later.base_offset)
-            del log._segments[index + 1 :]
-            del log._bases[index + 1 :]
+            log._local_log.remove_and_delete_segments(later)
+            for deleted in later:
+                log._delete_snapshot(deleted.base_offset)
             end = log.log_end_offset
             log.leader_epochs.truncate_from_end(end)
             log._table = log._new_table()
@@ -356,8 +357,8 @@ def rebuild_producer_state(log: PartitionLog, target: int, *, clean: bool = Fals
         logger.info("log %s: Kafka's empty-before-truncation shortcut skips the replay of [%d, %d)",
                     log.directory, table.map_end_offset, target)  # fmt: skip
     if target > table.map_end_offset and not was_empty:
-        to_snapshot = {target, *log._bases[-2:]}
-        for segment in log._segments:
+        to_snapshot = {target, *log._local_log.base_offsets[-2:]}
+        for segment in log._local_log.segments:
             if segment.next_offset <= table.map_end_offset or segment.base_offset >= target:
                 continue
             start = max(segment.base_offset, table.map_end_offset, log.log_start_offset)

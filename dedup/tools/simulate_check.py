@@ -196,7 +196,7 @@ def check_transactions(run: Run) -> list[str]:
         for broker in cluster.brokers:
             if broker.log is None:
                 continue
-            found = [entry for segment in broker.log._segments for entry in segment.txn_index.entries]
+            found = [entry for segment in broker.log._local_log.segments for entry in segment.txn_index.entries]
             rebuilt = _rebuilt_txn_index(broker.log)
             if found == rebuilt:
                 continue

@@ -259,7 +259,7 @@ class Run:
         room, self.disk_full = self.disk_full, None
         leader = self.cluster.leader_id
         log = self.cluster.leader_log
-        limit = log._segments[-1].size + room  # the active segment may grow `room` more bytes
+        limit = log._local_log.segments[-1].size + room  # the active segment may grow `room` more bytes
         with _file_size_limit(limit):
             response = self.cluster.append_to_leader(records, acks=acks)
         if isinstance(response.error, KafkaStorageError):

@@ -34,7 +34,7 @@ def append(log, records, *, timestamp=NOW, **producer):
 def batches(log):
     """Every batch of the log, as (header row, bytes)."""
     out = []
-    for segment in log._segments:
+    for segment in log._local_log.segments:
         with segment.batches_from(segment.base_offset) as view:
             data = bytes(view)
         for header in scan_batches(data):
@@ -92,7 +92,7 @@ def test_a_cleaned_log_keeps_exactly_the_latest_record_per_key(tmp_path_factory,
         before = records(log)
         end_before = log.log_end_offset
         stats = clean_log(log, now_ms=NOW, delete_retention_ms=RETENTION)
-        end = log._segments[-1].base_offset
+        end = log._local_log.segments[-1].base_offset
         assert stats is not None and stats.end_offset == end
         after = records(log)
         # Exactly the latest record per key below the first uncleanable offset, each with its
@@ -110,14 +110,14 @@ def test_a_cleaned_log_keeps_exactly_the_latest_record_per_key(tmp_path_factory,
         log.update_high_watermark(log.log_end_offset)
         before = records(log)
         assert clean_log(log, now_ms=NOW + RETENTION - 1, delete_retention_ms=RETENTION) is not None
-        assert records(log) == latest_per_key(before, log._segments[-1].base_offset)
+        assert records(log) == latest_per_key(before, log._local_log.segments[-1].base_offset)
         append(log, [(b"y", b"dirty")])
         log.roll()
         log.update_high_watermark(log.log_end_offset)
         before = records(log)
         assert clean_log(log, now_ms=NOW + RETENTION, delete_retention_ms=RETENTION) is not None
         final = records(log)
-        assert final == [r for r in latest_per_key(before, log._segments[-1].base_offset) if r[2] is not None]
+        assert final == [r for r in latest_per_key(before, log._local_log.segments[-1].base_offset) if r[2] is not None]
         assert replay(final) == replay(before)
         # And reopened after a crash, the same records.
         log.close_uncleanly()

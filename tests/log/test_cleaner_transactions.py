@@ -60,7 +60,7 @@ def settle(log):
 def batches(log):
     """Every batch of the log as (base offset, is control, producer id, record count, raw)."""
     out = []
-    for segment in log._segments:
+    for segment in log._local_log.segments:
         with segment.batches_from(segment.base_offset) as view:
             data = bytes(view)
         for header in scan_batches(data):

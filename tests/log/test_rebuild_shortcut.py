@@ -35,7 +35,7 @@ def log(tmp_path, impl):
 
 
 def _index(log: PartitionLog) -> list[AbortedTxn]:
-    return [entry for segment in log._segments for entry in segment.txn_index.entries]
+    return [entry for segment in log._local_log.segments for entry in segment.txn_index.entries]
 
 
 def _end_txn(log: PartitionLog, producer_id: int, *, commit: bool) -> int:
