@@ -354,8 +354,9 @@ def stored_messages(bootstrap: str, expected: int, topic: str = "bench") -> int:
         consumer.close()
 
 
-def librdkafka_round(bootstrap: str, messages: int, size: int) -> float:
-    """``messages`` of ``size`` bytes, idempotent, acks=all, linger 5 ms; seconds until all are acknowledged."""
+def librdkafka_round(bootstrap: str, messages: int, size: int) -> tuple[float, float]:
+    """``messages`` of ``size`` bytes, idempotent, acks=all, linger 5 ms; seconds until all are
+    acknowledged, and the client's CPU seconds meanwhile (this process: librdkafka's threads)."""
     producer = confluent_kafka.Producer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
     )
@@ -371,7 +372,7 @@ def librdkafka_round(bootstrap: str, messages: int, size: int) -> float:
         else:
             delivered[0] += 1
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(messages):
         while True:
             try:
@@ -381,12 +382,12 @@ def librdkafka_round(bootstrap: str, messages: int, size: int) -> float:
                 producer.poll(0.001)
         producer.poll(0)
     assert producer.flush(120) == 0
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert not failed and delivered[0] == messages, (failed[:3], delivered[0])
-    return seconds
+    return seconds, cpu
 
 
-def kafka_python_round(bootstrap: str, messages: int, size: int) -> float:
+def kafka_python_round(bootstrap: str, messages: int, size: int) -> tuple[float, float]:
     """The same with kafka-python's KafkaProducer (idempotent: it sends InitProducerId v0,
     which Tansu answers, unlike v1)."""
     import kafka
@@ -395,57 +396,62 @@ def kafka_python_round(bootstrap: str, messages: int, size: int) -> float:
     try:
         producer.send("bench", b"warm-up").get(30)
         value = os.urandom(size)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         futures = [producer.send("bench", value) for _ in range(messages)]
         producer.flush(120)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         failed = [future.exception for future in futures if not future.succeeded()]
         assert not failed, failed[:3]
-        return seconds
+        return seconds, cpu
     finally:
         producer.close(30)
 
 
 #: Per client: the round function and messages per round, by message size.
-PRODUCERS: dict[str, tuple[Callable[[str, int, int], float], dict[int, int]]] = {
+PRODUCERS: dict[str, tuple[Callable[[str, int, int], tuple[float, float]], dict[int, int]]] = {
     "librdkafka": (librdkafka_round, {100: 200_000, 1024: 50_000}),
     "kafka-python": (kafka_python_round, {1024: 20_000}),
 }
 TANSU_ROUNDS = 4
 
 
-def report_cell(kit: Any, label: str, results: dict[str, list[tuple[float, float]]], messages: int,
+def report_cell(kit: Any, label: str, results: dict[str, list[tuple[float, float, float]]], messages: int,
                 size: int) -> dict[str, float]:  # fmt: skip
     """Print and record one cell: each broker's best MB/s and median CPU per message over the
-    rounds ((seconds, CPU seconds) each), and the ratios dedup/Tansu."""
+    rounds ((seconds, server CPU seconds, client CPU seconds) each), the ratios dedup/Tansu,
+    and the client's cores busy (its CPU over the round's time, median): near the cores the
+    machine has left it, the client sets the pace whatever the broker."""
     numbers: dict[str, float] = {}
     for broker, rounds in results.items():
-        numbers[f"{broker}_mb_per_s"] = messages * size / min(seconds for seconds, _ in rounds) / 1e6
-        numbers[f"{broker}_mb_per_s_median"] = messages * size / statistics.median(s for s, _ in rounds) / 1e6
-        numbers[f"{broker}_cpu_us_per_message"] = statistics.median(cpu for _, cpu in rounds) / messages * 1e6
+        numbers[f"{broker}_mb_per_s"] = messages * size / min(seconds for seconds, _, _ in rounds) / 1e6
+        numbers[f"{broker}_mb_per_s_median"] = messages * size / statistics.median(s for s, _, _ in rounds) / 1e6
+        numbers[f"{broker}_cpu_us_per_message"] = statistics.median(cpu for _, cpu, _ in rounds) / messages * 1e6
+        numbers[f"{broker}_client_cores_busy"] = statistics.median(client / s for s, _, client in rounds)
     numbers["ratio"] = numbers["dedup_mb_per_s"] / numbers["tansu_mb_per_s"]
     numbers["cpu_ratio"] = numbers["dedup_cpu_us_per_message"] / numbers["tansu_cpu_us_per_message"]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n{label}: dedup {numbers['dedup_mb_per_s']:.1f} MB/s, Tansu {numbers['tansu_mb_per_s']:.1f} MB/s, "
           f"ratio {numbers['ratio']:.2f}; server CPU per message dedup {numbers['dedup_cpu_us_per_message']:.2f} us, "
-          f"Tansu {numbers['tansu_cpu_us_per_message']:.2f} us (ratio {numbers['cpu_ratio']:.2f}); "
-          f"rounds (s, CPU s) {results}; load average {load}")  # fmt: skip
+          f"Tansu {numbers['tansu_cpu_us_per_message']:.2f} us (ratio {numbers['cpu_ratio']:.2f}); client cores busy "
+          f"{numbers['dedup_client_cores_busy']:.2f} (dedup) / {numbers['tansu_client_cores_busy']:.2f} (Tansu); "
+          f"rounds (s, server CPU s, client CPU s) {results}; load average {load}")  # fmt: skip
     kit.record(None, label, **numbers)
     return numbers
 
 
-def alternate(brokers: dict[str, tuple[str, int]], one_round: Callable[[str], float],
-              rounds: int = TANSU_ROUNDS) -> dict[str, list[tuple[float, float]]]:  # fmt: skip
+def alternate(brokers: dict[str, tuple[str, int]], one_round: Callable[[str], tuple[float, float]],
+              rounds: int = TANSU_ROUNDS) -> dict[str, list[tuple[float, float, float]]]:  # fmt: skip
     """``rounds`` rounds on each broker (bootstrap, server pid), alternating, the order
-    reversed every other round: (seconds, server CPU seconds) of each."""
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in brokers}
+    reversed every other round: (seconds, server CPU seconds, client CPU seconds) of each.
+    ``one_round`` returns its timed seconds and the client's CPU seconds in that time."""
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in brokers}
     names = list(brokers)
     for round_ in range(rounds):
         for name in names if round_ % 2 == 0 else names[::-1]:
             bootstrap, pid = brokers[name]
             cpu = process_cpu_seconds(pid)
-            seconds = one_round(bootstrap)
-            results[name].append((seconds, process_cpu_seconds(pid) - cpu))
+            seconds, client = one_round(bootstrap)
+            results[name].append((seconds, process_cpu_seconds(pid) - cpu, client))
     return results
 
 
@@ -486,25 +492,25 @@ consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-fetch", 
                      "queued.max.messages.kbytes": 262144})
 consumer.assign([TopicPartition("bench", 0, 0)])
 seen = size = 0
-started = None
+started = cpu = None
 deadline = time.monotonic() + 300
 while seen < count and time.monotonic() < deadline:
     for message in consumer.consume(10000, 1.0):
         if started is None:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
         if message.error() is None:
             seen += 1
             size += len(message)
-print(time.perf_counter() - started, seen, size, flush=True)
+print(time.perf_counter() - started, seen, size, time.process_time() - cpu, flush=True)
 consumer.close()
 """
 
 
-def fetch_round(bootstrap: str) -> tuple[float, int, int]:
+def fetch_round(bootstrap: str) -> tuple[float, int, int, float]:
     out = subprocess.run([sys.executable, "-c", FETCH_CONSUMER, bootstrap, str(FETCH_MESSAGES + 1)],
                          capture_output=True, text=True, timeout=400, check=True).stdout  # fmt: skip
-    seconds, seen, size = out.split()
-    return float(seconds), int(seen), int(size)
+    seconds, seen, size, cpu = out.split()
+    return float(seconds), int(seen), int(size), float(cpu)
 
 
 def test_bench_serve_against_tansu_fetch(kit):
@@ -518,10 +524,10 @@ def test_bench_serve_against_tansu_fetch(kit):
         for bootstrap, _ in bootstraps.values():
             librdkafka_round(bootstrap, FETCH_MESSAGES, MESSAGE_BYTES)
 
-        def one_round(bootstrap: str) -> float:
-            seconds, seen, size = fetch_round(bootstrap)
+        def one_round(bootstrap: str) -> tuple[float, float]:
+            seconds, seen, size, cpu = fetch_round(bootstrap)
             assert seen == FETCH_MESSAGES + 1 and size == FETCH_MESSAGES * MESSAGE_BYTES + len(b"warm-up"), (seen, size)
-            return seconds
+            return seconds, cpu
 
         results = alternate(bootstraps, one_round)
     finally:
@@ -538,27 +544,42 @@ FETCH_MAX_BYTES = 52_428_800
 FETCH_VERSION = 11
 
 
-def fetch_request(correlation_id: int, fetch_offset: int) -> bytes:
+def request_frame(api_key: int, version: int, correlation_id: int, fields: dict[str, Any]) -> bytes:
+    """A request frame (size, header, body) written with kio's schemas from ``fields``."""
     from kio.index import load_request_schema
     from kio.serial import entity_writer
 
     from dedup.server.wire import build
 
-    schema = load_request_schema(1, FETCH_VERSION)
+    schema = load_request_schema(api_key, version)
     buffer = io.BytesIO()
     header = schema.__header_schema__
-    entity_writer(header)(buffer, header(request_api_key=1, request_api_version=FETCH_VERSION,
+    entity_writer(header)(buffer, header(request_api_key=api_key, request_api_version=version,
                                          correlation_id=correlation_id, client_id="bench"))  # fmt: skip
-    entity_writer(schema)(buffer, build(schema, {
+    entity_writer(schema)(buffer, build(schema, fields))
+    data = buffer.getvalue()
+    return struct.pack(">i", len(data)) + data
+
+
+def response_body(api_key: int, version: int, frame: bytes) -> Any:
+    """The kio entity of a response frame's body (the frame without its size)."""
+    from kio.index import load_response_schema
+    from kio.serial import entity_reader
+
+    schema = load_response_schema(api_key, version)
+    _, size = entity_reader(schema.__header_schema__)(frame, 0)
+    return entity_reader(schema)(frame, size)[0]
+
+
+def fetch_request(correlation_id: int, fetch_offset: int) -> bytes:
+    return request_frame(1, FETCH_VERSION, correlation_id, {
         "replica_id": -1, "max_wait": datetime.timedelta(milliseconds=500), "min_bytes": 1,
         "max_bytes": FETCH_MAX_BYTES,
         "isolation_level": 0, "session_id": 0, "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
         "topics": [{"topic": "bench", "partitions": [
             {"partition": 0, "fetch_offset": fetch_offset, "partition_max_bytes": FETCH_MAX_BYTES,
              "current_leader_epoch": -1, "log_start_offset": -1}]}],
-    }))  # fmt: skip
-    data = buffer.getvalue()
-    return struct.pack(">i", len(data)) + data
+    })  # fmt: skip
 
 
 #: Fetch v11's response up to its first partition's aborted transactions: correlation_id,
@@ -568,9 +589,9 @@ def fetch_request(correlation_id: int, fetch_offset: int) -> bytes:
 _FETCH_HEAD = struct.Struct(">iihii7siihqqqi")
 
 
-def raw_fetch_round(bootstrap: str, messages: int) -> tuple[float, int]:
+def raw_fetch_round(bootstrap: str, messages: int) -> tuple[float, int, float]:
     """Fetch requests on one connection, each for the next offset, until ``messages``
-    messages have come; (seconds, bytes of record batches). The client reads each response
+    messages have come; (seconds, bytes of record batches, the client's CPU seconds). The client reads each response
     into one buffer and looks only at its head and at the batch headers (the next offset, the
     record counts), so the broker's side sets the pace as far as a Python client can: what a
     consumer in C with a large fetch size would see."""
@@ -581,7 +602,7 @@ def raw_fetch_round(bootstrap: str, messages: int) -> tuple[float, int]:
     buffer = bytearray(FETCH_MAX_BYTES + (1 << 16))
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         correlation_id = 0
         while seen < messages:
             correlation_id += 1
@@ -601,9 +622,9 @@ def raw_fetch_round(bootstrap: str, messages: int) -> tuple[float, int]:
             size += int(last["position"]) + 12 + int(last["batch_length"])  # Tansu may end with a partial batch
             seen += int(headers["last_offset_delta"].sum()) + len(headers)
             offset = int(last["base_offset"]) + int(last["last_offset_delta"]) + 1
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert seen == messages, (seen, messages)
-    return seconds, size
+    return seconds, size, cpu
 
 
 def receive_exactly(sock: socket.socket, count: int) -> bytes:
@@ -633,9 +654,9 @@ def test_bench_serve_against_tansu_raw_fetch(kit):
             librdkafka_round(bootstrap, FETCH_MESSAGES, MESSAGE_BYTES)
         sizes: dict[str, int] = {}
 
-        def one_round(name: str, bootstrap: str) -> float:
-            seconds, sizes[name] = raw_fetch_round(bootstrap, FETCH_MESSAGES + 1)
-            return seconds
+        def one_round(name: str, bootstrap: str) -> tuple[float, float]:
+            seconds, sizes[name], cpu = raw_fetch_round(bootstrap, FETCH_MESSAGES + 1)
+            return seconds, cpu
 
         results = alternate(bootstraps, lambda bootstrap: one_round(
             next(n for n, (b, _) in bootstraps.items() if b == bootstrap), bootstrap))  # fmt: skip
@@ -645,3 +666,97 @@ def test_bench_serve_against_tansu_raw_fetch(kit):
     assert sizes["dedup"] >= FETCH_MESSAGES * MESSAGE_BYTES, sizes
     report_cell(kit, "serve against Tansu, raw Fetch v11 of 50 MiB, 1 KiB messages, 1 broker", results,
                 FETCH_MESSAGES, sizes["dedup"] // FETCH_MESSAGES)  # fmt: skip
+
+
+#: The raw Produce cell: requests of one batch of 15 1 KiB records each (what kafka-python's
+#: default 16 KiB batch.size holds), one request in flight, so that the broker's side is the pace
+#: and no client library's CPU shares the machine's cores with it.
+RAW_PRODUCE_REQUESTS = 3_000
+RAW_PRODUCE_RECORDS = 15
+PRODUCE_VERSION = 9
+INIT_PRODUCER_ID_VERSION = 4  # Tansu answers v0-v2 with UNKNOWN_SERVER_ERROR and no producer id
+
+
+class RawProducer:
+    """One connection and one idempotent producer id (InitProducerId), then Produce requests of
+    one batch each, sent one at a time, each answered before the next is sent (the way
+    kafka-python sends at this size), built before the clock starts."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics("bench", timeout=30)
+        leader = metadata.brokers[metadata.topics["bench"].partitions[0].leader]  # bench-0's leader
+        self.sock = socket.create_connection((leader.host, leader.port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.correlation_id = 0
+        answer = response_body(22, INIT_PRODUCER_ID_VERSION, self.call(request_frame(
+            22, INIT_PRODUCER_ID_VERSION, 0, {"transactional_id": None, "producer_id": -1, "producer_epoch": -1,
+                                              "transaction_timeout": datetime.timedelta(minutes=1)})))  # fmt: skip
+        assert answer.error_code == 0 and answer.producer_id >= 0, answer
+        self.producer_id, self.producer_epoch = int(answer.producer_id), int(answer.producer_epoch)
+        self.sequence = 0
+
+    def call(self, frame: bytes) -> bytes:
+        self.sock.sendall(frame)
+        return receive_exactly(self.sock, struct.unpack(">i", receive_exactly(self.sock, 4))[0])
+
+    def round(self, requests: int, records: int, size: int) -> tuple[float, float]:
+        """``requests`` requests of ``records`` records of ``size`` bytes; seconds and the
+        client's CPU seconds meanwhile. Every answer is checked after the clock stops: no
+        error, consecutive offsets."""
+        from dedup.batch import encode_batch
+
+        value, now = os.urandom(size), int(time.time() * 1000)
+        frames = []
+        for _ in range(requests):
+            batch = encode_batch([value] * records, timestamp=now, producer_id=self.producer_id,
+                                 producer_epoch=self.producer_epoch, base_sequence=self.sequence)  # fmt: skip
+            self.sequence += records
+            self.correlation_id += 1
+            frames.append(request_frame(0, PRODUCE_VERSION, self.correlation_id, {
+                "transactional_id": None, "acks": -1, "timeout": datetime.timedelta(seconds=30),
+                "topic_data": [{"name": "bench", "partition_data": [{"index": 0, "records": batch}]}]}))  # fmt: skip
+        started, cpu = time.perf_counter(), time.process_time()
+        answers = [self.call(frame) for frame in frames]
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        offsets = []
+        for answer in answers:
+            (partition,) = response_body(0, PRODUCE_VERSION, answer).responses[0].partition_responses
+            assert partition.error_code == 0, partition
+            offsets.append(int(partition.base_offset))
+        assert all(b - a == records for a, b in zip(offsets, offsets[1:], strict=False)), offsets[:5]
+        return seconds, cpu
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("brokers", [1, 3])
+def test_bench_serve_against_tansu_raw_produce(kit, brokers):
+    """The broker's side of an idempotent produce alone: :class:`RawProducer` rounds of 3,000
+    requests (15 x 1 KiB each, acks=all), alternating between dedup (``brokers`` brokers,
+    replication factor ``brokers``) and Tansu. The client is a few lines of Python waiting on
+    its socket, so the server CPU per message is the server's own cost of a request, without
+    the client library on the other core (compare the kafka-python cells, the same requests
+    from a client that keeps both cores busy)."""
+    served, tansu = Served(brokers), Tansu()
+    producers: dict[str, RawProducer] = {}
+    try:
+        bootstraps = {"dedup": (served.bootstrap, served.process.pid), "tansu": (tansu.bootstrap, tansu.pid)}
+        for bootstrap, _ in bootstraps.values():
+            producers[bootstrap] = RawProducer(bootstrap)
+            producers[bootstrap].round(100, RAW_PRODUCE_RECORDS, MESSAGE_BYTES)  # warm-up
+        results = alternate(bootstraps, lambda bootstrap: producers[bootstrap].round(
+            RAW_PRODUCE_REQUESTS, RAW_PRODUCE_RECORDS, MESSAGE_BYTES))  # fmt: skip
+        expected = (TANSU_ROUNDS * RAW_PRODUCE_REQUESTS + 100) * RAW_PRODUCE_RECORDS
+        for name, (bootstrap, _) in bootstraps.items():
+            assert stored_messages(bootstrap, expected + 1) == expected, name
+    finally:
+        for producer in producers.values():
+            producer.close()
+        tansu.stop()
+        served.stop()
+    report_cell(kit, f"serve against Tansu, raw Produce v{PRODUCE_VERSION} 15 x 1 KiB a request, one in flight, "
+                     f"dedup {brokers} broker(s)", results, RAW_PRODUCE_REQUESTS * RAW_PRODUCE_RECORDS,
+                MESSAGE_BYTES)  # fmt: skip
