@@ -207,7 +207,8 @@ cdef void gather_chunks(Table* t) noexcept nogil:
     for k in range(DEDUP_GATHER_FROM, DEDUP_GROWTH_FROM):
         if t.chunk_in_slab[k] != CHUNK_SINGLE:
             return
-    cdef char* run = <char*>dedup_page_run_alloc(<size_t>chunk * (<size_t>t.stride + sizeof(int64_t)), <size_t>chunks, &mapped)
+    cdef size_t chunk_bytes = <size_t>chunk * (<size_t>t.stride + sizeof(int64_t))
+    cdef char* run = <char*>dedup_page_run_alloc(chunk_bytes, <size_t>chunks, &mapped)
     if run == NULL:
         return
     for k in range(chunks):
@@ -221,7 +222,7 @@ cdef void gather_chunks(Table* t) noexcept nogil:
         t.entry_chunks[c] = block
         t.ts_chunks[c] = <int64_t*>(block + chunk * t.stride)
         t.chunk_in_slab[c] = CHUNK_MAPPED
-    t.bytes += <size_t>chunks * (one - <size_t>chunk * (t.stride + sizeof(int64_t)))
+    t.bytes += <size_t>chunks * (one - chunk_bytes)
     dedup_heap_trim()
 
 
