@@ -14,7 +14,9 @@
 #     pages, so that filling a large table (a snapshot being loaded) takes few page faults;
 #     a reserved slab's last chunk holds only the entries asked for (top_capacity), made a
 #     full chunk when the table grows past it; a large table growing without the hint adds
-#     growth slabs of whole huge pages, each freed once all its chunks are spare;
+#     growth slabs of whole huge pages, each freed once all its chunks are spare; when the
+#     first growth slab comes, the single chunks before it but chunk 0 move into huge pages
+#     (one copy; each still freed alone);
 #     entry i is at entry_chunks[i >> chunk_shift] + (i & chunk_mask) * stride;
 #   * last_timestamp sits in a column beside each chunk (ts_chunks), so expiration scans
 #     8 bytes per producer instead of a whole entry;
@@ -146,7 +148,7 @@ ctypedef struct LruRecord:
 ctypedef struct Table:
     char** entry_chunks
     int64_t** ts_chunks                # last_timestamp column, one per entry chunk
-    uint8_t* chunk_in_slab             # CHUNK_SINGLE, or how its slab is freed (table/storage.pxi)
+    uint8_t* chunk_in_slab             # CHUNK_SINGLE, CHUNK_MAPPED, or how its slab is freed (table/storage.pxi)
     Py_ssize_t n_chunks
     Py_ssize_t chunk_slots             # length of the three per-chunk arrays
     char** slab_entries                # slabs: many chunks in one block (platform/slab.h), entries then timestamps

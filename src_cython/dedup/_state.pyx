@@ -34,7 +34,15 @@ cdef extern from "platform/slab.h":
     # length, for dedup_slab_free; rounded up to whole huge pages if asked), traced by
     # tracemalloc; NULL if none.
     void* dedup_slab_alloc(size_t size, int whole_huge_pages, size_t* mapped) noexcept nogil
+    # count blocks of size bytes (*mapped: each one's length, in whole 4 KiB pages) one after
+    # the other in one mapping in huge pages, each freed on its own by dedup_slab_free; NULL
+    # if none, and always without mappings.
+    void* dedup_page_run_alloc(size_t size, size_t count, size_t* mapped) noexcept nogil
     void dedup_slab_free(void* p, size_t mapped) noexcept nogil
+    # count blocks of unit bytes of dedup_page_run_alloc, one after the other from p, in one go.
+    void dedup_page_run_free(char* p, size_t unit, size_t count) noexcept nogil
+    # Give the heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere).
+    void dedup_heap_trim() noexcept nogil
     size_t dedup_slab_length(size_t size, int whole_huge_pages) noexcept nogil
 
 cdef extern from "platform/prefetch.h":
@@ -54,6 +62,9 @@ cdef extern from "table/limits.h":
     const Py_ssize_t DEDUP_MAX_PRODUCERS
     # table_reserve puts the chunks it adds in one slab from this many on.
     const Py_ssize_t DEDUP_SLAB_MIN_CHUNKS
+    # A grown table's single chunks from this index move into huge pages when it reaches
+    # DEDUP_GROWTH_FROM chunks (gather_chunks).
+    const Py_ssize_t DEDUP_GATHER_FROM
     # A table of this many chunks grows by slabs of up to DEDUP_GROWTH_PAGES huge pages (reserve_entries).
     const Py_ssize_t DEDUP_GROWTH_FROM
     const Py_ssize_t DEDUP_GROWTH_PAGES

@@ -386,3 +386,38 @@ def test_a_presized_table_holds_entries_for_its_hint_and_no_more(capacity):
     assert len(copied) == len(table) + CHUNK
     assert all(pid in copied for pid in range(0, capacity + 2 * CHUNK, 89))
     assert all(pid in copied for pid in range(10 * capacity, 10 * capacity + CHUNK, 7))
+
+
+def test_chunks_moved_into_huge_pages_are_freed_one_by_one_and_grow_again():
+    """At GROWTH_FROM chunks a grown table moves chunks 1 to GROWTH_FROM - 1 into one mapping
+    (storage.pxi: gather_chunks); removal then frees them from the top down to what is needed
+    (the adjacent ones in one unmapping), and the table grows past them again. memory_bytes()
+    and tracemalloc agree at each step, and every producer stays findable."""
+    producers = (GROWTH_FROM + 3) * CHUNK
+    keep = 60 * CHUNK + 7  # into chunk 60: most go, so that removal compacts; chunks 61 on are freed
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        table = Compiled()
+        fill(table, np.where(np.arange(producers) < keep, 100, 0))
+        held = table.memory_bytes()
+        traced = tracemalloc.get_traced_memory()[0] - baseline
+        assert held <= traced <= held + 8_192, (held, traced)
+        assert table.remove_expired(50, 10) == producers - keep
+        report = table.capacity_report()
+        assert report["slabs"] == 0 and report["chunks"] == 61
+        held = table.memory_bytes()
+        traced = tracemalloc.get_traced_memory()[0] - baseline
+        assert held <= traced <= held + 8_192, (held, traced)
+        fill(table, [0] * (producers - keep), start=producers)  # past GROWTH_FROM chunks again
+        assert table.capacity_report()["chunks"] > GROWTH_FROM
+        assert all(pid in table for pid in range(0, keep, 97))
+        assert all(pid in table for pid in range(producers, 2 * producers - keep, 97))
+        assert all(pid not in table for pid in range(keep, producers, 97))
+        held = table.memory_bytes()
+        traced = tracemalloc.get_traced_memory()[0] - baseline
+        assert held <= traced <= held + 8_192, (held, traced)
+        del table
+        assert tracemalloc.get_traced_memory()[0] - baseline <= 8_192
+    finally:
+        tracemalloc.stop()

@@ -12,6 +12,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 /* Mapped slabs where the OS has anonymous mappings; PyMem_RawMalloc elsewhere, or in a build
  * with -DDEDUP_NO_SLAB (benchmarks/bar.py measures the slabs that way). */
@@ -77,7 +80,54 @@ static void *dedup_slab_alloc(size_t size, int whole_huge_pages, size_t *mapped)
 #endif
 }
 
-/* Give back a block of dedup_slab_alloc (NULL: nothing). */
+/* `count` blocks, each `size` bytes rounded up to 4 KiB (*mapped: that length), one after the
+ * other in one mapping advised huge pages like a slab's: each is traced and freed by
+ * dedup_slab_free on its own (unmapping part of a mapping), so a table gives them back one
+ * by one as it gives back single chunks. NULL if none can be had, and
+ * always where there are no mappings (a PyMem_RawMalloc block cannot be freed in parts). */
+static void *dedup_page_run_alloc(size_t size, size_t count, size_t *mapped)
+{
+#if DEDUP_SLAB_MAPPED
+    size_t unit = dedup_slab_length(size, 0), k, ignored;
+    char *start;
+    if (unit < size || unit == 0 || count == 0 || count > (SIZE_MAX >> 1) / unit)
+        return NULL;
+    start = (char *)dedup_slab_alloc(unit * count, 0, &ignored);
+    if (start == NULL)
+        return NULL;
+    (void)PyTraceMalloc_Untrack(DEDUP_TRACE_DOMAIN, (uintptr_t)start);
+    for (k = 0; k < count; k++)
+        (void)PyTraceMalloc_Track(DEDUP_TRACE_DOMAIN, (uintptr_t)(start + k * unit), unit);
+    *mapped = unit;
+    return start;
+#else
+    (void)size;
+    (void)count;
+    (void)mapped;
+    return NULL;
+#endif
+}
+
+/* Give back `count` blocks of `unit` bytes (as *mapped said) of dedup_page_run_alloc that lie
+ * one after the other from p, in one unmapping: unmapping them one by one splits every huge
+ * page of the run on the way (remove_expired of every producer of a 1,000,000-producer table
+ * took 2.3 ms instead of 1.3). */
+static void dedup_page_run_free(char *p, size_t unit, size_t count)
+{
+#if DEDUP_SLAB_MAPPED
+    size_t k;
+    for (k = 0; k < count; k++)
+        (void)PyTraceMalloc_Untrack(DEDUP_TRACE_DOMAIN, (uintptr_t)(p + k * unit));
+    if (count)
+        (void)munmap(p, unit * count);
+#else
+    (void)p; /* there are no runs without mappings */
+    (void)unit;
+    (void)count;
+#endif
+}
+
+/* Give back a block of dedup_slab_alloc or dedup_page_run_alloc (NULL: nothing). */
 static void dedup_slab_free(void *p, size_t mapped)
 {
     if (p == NULL)
@@ -88,6 +138,15 @@ static void dedup_slab_free(void *p, size_t mapped)
 #else
     (void)mapped;
     PyMem_RawFree(p);
+#endif
+}
+
+/* Give the free pages inside the heap back to the system: blocks freed below its top stay
+ * resident otherwise (glibc trims only the top). glibc's malloc_trim; nothing elsewhere. */
+static void dedup_heap_trim(void)
+{
+#if defined(__GLIBC__)
+    (void)malloc_trim(0);
 #endif
 }
 

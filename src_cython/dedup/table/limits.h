@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #define DEDUP_SLAB_MIN_CHUNKS 8
+#define DEDUP_GATHER_FROM 1
 #define DEDUP_GROWTH_FROM 160
 #define DEDUP_GROWTH_PAGES 4
 #define DEDUP_INDEX_EMPTY ((uint32_t)0xFFFFFFFFu)

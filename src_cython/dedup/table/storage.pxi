@@ -98,6 +98,18 @@ cdef enum:
     CHUNK_RESERVED = 1                 # in a slab of table_reserve: stays until table_free
     CHUNK_GROWTH_FIRST = 2             # the first chunk of a growth slab
     CHUNK_GROWTH = 3                   # a later chunk of one: the slab is freed when all are spare
+    CHUNK_MAPPED = 4                   # in pages of its own, freed alone (gather_chunks)
+
+
+cdef Py_ssize_t mapped_run_end(const Table* t, Py_ssize_t k, Py_ssize_t end) noexcept nogil:
+    """The end of the run of mapped chunks from k (a mapped chunk) that lie one after the other
+    in memory (gather_chunks), at most `end`: such a run is freed in one unmapping
+    (dedup_page_run_free)."""
+    cdef size_t one = mapped_chunk_bytes(t)
+    k += 1
+    while k < end and t.chunk_in_slab[k] == CHUNK_MAPPED and t.entry_chunks[k] == t.entry_chunks[k - 1] + one:
+        k += 1
+    return k
 
 
 cdef int alloc_slab(Table* t, Py_ssize_t chunks, bint growth=False, Py_ssize_t top=0) except -1 nogil:
@@ -169,6 +181,51 @@ cdef int alloc_chunk(Table* t, Py_ssize_t entries, char** entry_block, int64_t**
     return 0
 
 
+cdef inline size_t mapped_chunk_bytes(const Table* t) noexcept nogil:
+    """What a mapped chunk holds in memory: its entries and timestamps in whole 4 KiB pages
+    (122,880 B at window 5, exactly)."""
+    return dedup_slab_length((<size_t>1 << t.chunk_shift) * (<size_t>t.stride + sizeof(int64_t)), 0)
+
+
+cdef void gather_chunks(Table* t) noexcept nogil:
+    """A grown table reaching DEDUP_GROWTH_FROM chunks: its single chunks from
+    DEDUP_GATHER_FROM (PyMem_RawMalloc blocks, in 4 KiB pages) move into one run of mapped
+    chunks in huge pages (platform/slab.h: 19.5 MB at window 5, copied once), so that all of
+    a large grown table but chunk 0 is in huge pages (a fresh table's remove_expired spent
+    its extra time on TLB misses in the small pages). Each is then freed on its own, as a
+    single chunk is; memory_bytes() is unchanged at window 5 (a mapped chunk is its bytes in
+    whole 4 KiB pages), and at most that much more is held during the copy; the heap is
+    trimmed after (dedup_heap_trim), so that the freed blocks leave the resident set. Does
+    nothing if those chunks are not all single (a table presized there) or if the run cannot
+    be had (they stay where they are)."""
+    cdef Py_ssize_t chunk = <Py_ssize_t>1 << t.chunk_shift
+    cdef Py_ssize_t chunks = DEDUP_GROWTH_FROM - DEDUP_GATHER_FROM, k, c, held
+    cdef size_t one = mapped_chunk_bytes(t), mapped
+    cdef char* block
+    if t.n_chunks != DEDUP_GROWTH_FROM:
+        return
+    for k in range(DEDUP_GATHER_FROM, DEDUP_GROWTH_FROM):
+        if t.chunk_in_slab[k] != CHUNK_SINGLE:
+            return
+    cdef size_t chunk_bytes = <size_t>chunk * (<size_t>t.stride + sizeof(int64_t))
+    cdef char* run = <char*>dedup_page_run_alloc(chunk_bytes, <size_t>chunks, &mapped)
+    if run == NULL:
+        return
+    for k in range(chunks):
+        c = DEDUP_GATHER_FROM + k
+        block = run + <size_t>k * one
+        held = min(chunk, max(<Py_ssize_t>0, t.count - c * chunk))  # entries in use (a reserve may leave some unused)
+        memcpy(block, t.entry_chunks[c], held * t.stride)
+        memcpy(block + chunk * t.stride, t.ts_chunks[c], held * sizeof(int64_t))
+        PyMem_RawFree(t.entry_chunks[c])
+        PyMem_RawFree(t.ts_chunks[c])
+        t.entry_chunks[c] = block
+        t.ts_chunks[c] = <int64_t*>(block + chunk * t.stride)
+        t.chunk_in_slab[c] = CHUNK_MAPPED
+    t.bytes += <size_t>chunks * (one - chunk_bytes)
+    dedup_heap_trim()
+
+
 cdef inline Py_ssize_t growth_slab_chunks(const Table* t) noexcept nogil:
     """The chunks of the next growth slab: as many whole chunks as fit in h huge pages, h the
     whole pages in a tenth of the chunks held (at least 1, at most DEDUP_GROWTH_PAGES). Whole
@@ -186,7 +243,9 @@ cdef inline Py_ssize_t growth_slab_chunks(const Table* t) noexcept nogil:
 cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1 nogil:
     """Room for `needed` entries. Chunk 0 doubles up to a full chunk, then whole chunks are
     added: growth copies at most one chunk and never holds twice the memory. With `slab`
-    (presizing), many missing chunks come as one slab in huge pages. A table past
+    (presizing), many missing chunks come as one slab in huge pages. Without it, the single
+    chunks from DEDUP_GATHER_FROM are moved into huge pages when the table reaches
+    DEDUP_GROWTH_FROM chunks (gather_chunks). A table past
     DEDUP_GROWTH_FROM chunks grows by growth slabs of whole huge pages (growth_slab_chunks:
     at window 5, 17 chunks to a 2 MiB page), so that filling, scanning and freeing a
     large table take few page faults and TLB misses; growth then holds at most one slab
@@ -232,6 +291,7 @@ cdef int reserve_entries(Table* t, Py_ssize_t needed, bint slab=False) except -1
         alloc_slab(t, missing, False, needed - entry_capacity(t) - (missing - 1) * chunk)
     while entry_capacity(t) < needed:
         if t.n_chunks >= DEDUP_GROWTH_FROM:
+            gather_chunks(t)
             alloc_slab(t, growth_slab_chunks(t), True)
             continue
         ensure_chunk_slots(t, t.n_chunks + 1)
@@ -251,7 +311,14 @@ cdef void release_spare_chunks(Table* t) noexcept nogil:
     needed = max(needed, t.slab_floor)  # reserved slabs go in table_free
     while t.n_chunks > needed:
         first = t.n_chunks - 1
-        if t.chunk_in_slab[first] != CHUNK_SINGLE:
+        if t.chunk_in_slab[first] == CHUNK_MAPPED:
+            # With the mapped chunks below it that lie just before it, down to `needed`.
+            while (first > needed and t.chunk_in_slab[first - 1] == CHUNK_MAPPED
+                   and t.entry_chunks[first - 1] + mapped_chunk_bytes(t) == t.entry_chunks[first]):
+                first -= 1
+            dedup_page_run_free(t.entry_chunks[first], mapped_chunk_bytes(t), <size_t>(t.n_chunks - first))
+            t.bytes -= mapped_chunk_bytes(t) * <size_t>(t.n_chunks - first)
+        elif t.chunk_in_slab[first] != CHUNK_SINGLE:
             # The top chunk is in a growth slab, the last slab allocated: all of it or none.
             while t.chunk_in_slab[first] != CHUNK_GROWTH_FIRST:
                 first -= 1
@@ -312,11 +379,16 @@ cdef int table_init(Table* t, int window, Py_ssize_t capacity) except -1:
 
 
 cdef void table_free(Table* t) noexcept nogil:
-    cdef Py_ssize_t k
-    for k in range(t.n_chunks):
-        if not t.chunk_in_slab[k]:
+    cdef Py_ssize_t k = 0, end
+    while k < t.n_chunks:
+        end = k + 1
+        if t.chunk_in_slab[k] == CHUNK_SINGLE:
             PyMem_RawFree(t.entry_chunks[k])
             PyMem_RawFree(t.ts_chunks[k])
+        elif t.chunk_in_slab[k] == CHUNK_MAPPED:
+            end = mapped_run_end(t, k, t.n_chunks)
+            dedup_page_run_free(t.entry_chunks[k], mapped_chunk_bytes(t), <size_t>(end - k))
+        k = end
     for k in range(t.n_slabs):
         dedup_slab_free(t.slab_entries[k], t.slab_sizes[k])
     PyMem_RawFree(t.entry_chunks)
