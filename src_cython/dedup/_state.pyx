@@ -398,7 +398,11 @@ cdef class ProducerStateTable:
     def capacity_report(self):
         """How the table is sized: producers, entry and index capacity, load factor (live slots),
         index slots marked deleted by remove_expired (reused by inserts), chunks, wide entries,
-        entries with an ongoing transaction, slabs (blocks of many chunks in huge pages), bytes."""
+        entries with an ongoing transaction, slabs (blocks of many chunks in huge pages), chunks
+        a grown table moved into huge pages of their own (mapped_chunks: gather_chunks), bytes."""
+        cdef Py_ssize_t k, mapped = 0
+        for k in range(self.t.n_chunks):
+            mapped += self.t.chunk_in_slab[k] == CHUNK_MAPPED
         return {
             "producers": table_live(&self.t),
             "holes": self.t.holes,
@@ -414,6 +418,7 @@ cdef class ProducerStateTable:
             "evictions": self.t.evictions,
             "eviction_heap": self.t.lru_size,
             "slabs": self.t.n_slabs,
+            "mapped_chunks": mapped,
             "bytes": self.t.bytes,
         }
 
